@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Sonde's pipeline, one target per stage:
+/// ProbePacks → BinaryAnalysis → Planning → Engine → Tracing → Exporters, wired by SondeKit.
+let package = Package(
+    name: "Sonde",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "sonde", targets: ["sonde"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    ],
+    targets: [
+        // C libraries from Debian, seen only by the stage that calls them.
+        .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        .systemLibrary(name: "CLibELF", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
+        .systemLibrary(name: "CLibDW", pkgConfig: "libdw", providers: [.apt(["libdw-dev"])]),
+        .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+
+        .target(name: "ProbePacks", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone"]),
+        .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis"]),
+        .target(name: "Engine", dependencies: ["Planning", "CLibBPF"], plugins: ["BPFObjectBuilder"]),
+        /// The OpenTelemetry span data model that Tracing produces and Exporters consume.
+        .target(name: "Spans"),
+        .target(name: "Tracing", dependencies: ["Planning", "Spans"]),
+        .target(name: "Exporters", dependencies: ["Spans", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
+        .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        /// Compiles bpf/*.bpf.c into the one generic BPF object and embeds it in Engine.
+        .plugin(name: "BPFObjectBuilder", capability: .buildTool()),
+
+        .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks"]),
+        .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis"]),
+        .testTarget(name: "PlanningTests", dependencies: ["Planning"]),
+        .testTarget(name: "TracingTests", dependencies: ["Tracing"]),
+        .testTarget(name: "ExportersTests", dependencies: ["Exporters"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

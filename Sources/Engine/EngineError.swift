@@ -1,0 +1,26 @@
+import Foundation
+
+/// Engine failures, each saying what to do about it.
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case missingCapabilities([String])
+    case bpfLoadFailed(step: String, errno: Int32)
+    case programTooLong(ops: Int, limit: Int)
+    case nothingAttached(failures: [String])
+
+    public var description: String {
+        switch self {
+        case .missingCapabilities(let missing):
+            return "cannot trace on this machine:\n" + missing.map { "  - \($0)" }.joined(separator: "\n")
+        case .bpfLoadFailed(let step, let errno):
+            return "loading the BPF program failed at \(step): \(errorText(errno)) (libbpf's log above has the verifier's reasons)"
+        case .programTooLong(let ops, let limit):
+            return "a fetch program has \(ops) ops; the BPF program runs at most \(limit). Capture fewer values in this probe"
+        case .nothingAttached(let failures):
+            return "no probe site could be attached:\n" + failures.map { "  - \($0)" }.joined(separator: "\n")
+        }
+    }
+}
+
+func errorText(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}

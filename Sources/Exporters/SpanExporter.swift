@@ -1,0 +1,37 @@
+import Spans
+
+/// Somewhere finished spans go: an OTLP backend, the console, a test double.
+/// `BatchingSpanProcessor` calls `export` from one task at a time, with batches in submission order.
+public protocol SpanExporter: Sendable {
+    /// Delivers one batch. Throw `SpanExportError` so the processor knows whether a retry can help;
+    /// any other error is treated as permanent.
+    func export(_ spans: [Span]) async throws
+}
+
+/// Why an export did not fully succeed, classified for the retry decision.
+public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The backend is unreachable, overloaded or throttling: the same batch may succeed later.
+    case retryable(reason: String)
+    /// The backend refused the batch (e.g. HTTP 400); sending it again would fail the same way.
+    case rejected(reason: String)
+    /// The backend accepted the batch except for `count` spans (OTLP partial success).
+    case partiallyRejected(count: Int, reason: String)
+
+    public var isRetryable: Bool {
+        if case .retryable = self { return true }
+        return false
+    }
+
+    /// How many spans of a batch of `batchSize` this failure lost.
+    func droppedSpanCount(ofBatchSize batchSize: Int) -> Int {
+        if case .partiallyRejected(let count, _) = self { return min(count, batchSize) }
+        return batchSize
+    }
+
+    public var description: String {
+        switch self {
+        case .retryable(let reason), .rejected(let reason): return reason
+        case .partiallyRejected(let count, let reason): return "\(count) spans rejected: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import BinaryAnalysis
+import ProbePacks
+
+/// Everything the Engine attaches and the span assembler needs to read what comes back,
+/// for one executable. Printed by `sonde plan`.
+public struct AttachPlan: Sendable, Equatable {
+    public var binaryPath: String
+    public var isPositionIndependent: Bool
+    public var goVersion: String?
+    public var probes: [PlannedProbe]
+    /// Probes that cannot run on this binary, each with the reason.
+    public var skipped: [SkippedProbe]
+
+    public init(binaryPath: String, isPositionIndependent: Bool, goVersion: String?, probes: [PlannedProbe], skipped: [SkippedProbe]) {
+        self.binaryPath = binaryPath
+        self.isPositionIndependent = isPositionIndependent
+        self.goVersion = goVersion
+        self.probes = probes
+        self.skipped = skipped
+    }
+}
+
+public struct SkippedProbe: Sendable, Equatable, CustomStringConvertible {
+    public var pack: String
+    public var probe: String
+    public var reason: String
+    public init(pack: String, probe: String, reason: String) {
+        self.pack = pack
+        self.probe = probe
+        self.reason = reason
+    }
+    public var description: String { "\(pack)/\(probe): \(reason)" }
+}
+
+public struct PlannedProbe: Sendable, Equatable {
+    public var pack: String
+    public var packVersion: String
+    public var probe: Probe
+    /// Ties the entry and return sites of this probe together on the BPF side.
+    public var spanSlot: UInt32
+    public var keyMode: CallKeyMode
+    public var entry: ProbeSite
+    public var returns: [ProbeSite]
+    public var entryProgram: [FetchOp]
+    public var returnProgram: [FetchOp]
+    /// Where each capture lands in the span record's data area.
+    public var captureSlots: [CaptureSlot]
+
+    public init(
+        pack: String, packVersion: String, probe: Probe, spanSlot: UInt32, keyMode: CallKeyMode, entry: ProbeSite, returns: [ProbeSite],
+        entryProgram: [FetchOp], returnProgram: [FetchOp], captureSlots: [CaptureSlot]
+    ) {
+        self.pack = pack
+        self.packVersion = packVersion
+        self.probe = probe
+        self.spanSlot = spanSlot
+        self.keyMode = keyMode
+        self.entry = entry
+        self.returns = returns
+        self.entryProgram = entryProgram
+        self.returnProgram = returnProgram
+        self.captureSlots = captureSlots
+    }
+
+    public var qualifiedID: String { "\(pack)/\(probe.id)" }
+}
+
+/// What identifies one call in flight: Go goroutines hop threads, native calls stay on theirs.
+public enum CallKeyMode: UInt32, Sendable, Equatable {
+    case goroutine = 0
+    case thread = 1
+}
+
+public struct ProbeSite: Sendable, Equatable {
+    public enum Role: String, Sendable, Equatable {
+        case entry, `return`
+    }
+    public var role: Role
+    public var function: String
+    public var address: UInt64
+    public var fileOffset: UInt64
+    public var instruction: String
+    public var kernelEmulates: Bool
+    /// The hit is ignored when any of these EFLAGS bits is set: the stack-check branch is about
+    /// to enter morestack, and the function will start over.
+    public var skipFlagsMask: UInt64
+
+    public init(role: Role, function: String, address: UInt64, fileOffset: UInt64, instruction: String, kernelEmulates: Bool, skipFlagsMask: UInt64) {
+        self.role = role
+        self.function = function
+        self.address = address
+        self.fileOffset = fileOffset
+        self.instruction = instruction
+        self.kernelEmulates = kernelEmulates
+        self.skipFlagsMask = skipFlagsMask
+    }
+}
+
+public struct CaptureSlot: Sendable, Equatable {
+    public var name: String
+    public var type: ValueType
+    /// Byte offset in the record's data area.
+    public var offset: Int
+    public var maxLength: Int
+    public var ifZero: Int64?
+    /// Where the offsets used to reach the value came from, e.g. `DWARF`.
+    public var origin: String
+
+    public init(name: String, type: ValueType, offset: Int, maxLength: Int, ifZero: Int64?, origin: String) {
+        self.name = name
+        self.type = type
+        self.offset = offset
+        self.maxLength = maxLength
+        self.ifZero = ifZero
+        self.origin = origin
+    }
+
+    /// Bytes the slot takes: strings carry a two-byte length.
+    public var size: Int { type == .goString ? 2 + maxLength : 8 }
+}

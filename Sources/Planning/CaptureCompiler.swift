@@ -1,0 +1,176 @@
+import BinaryAnalysis
+import ProbePacks
+
+/// Compiles a probe's captures into the entry and return fetch programs, using DWARF's
+/// parameter locations and struct layouts.
+struct CaptureCompiler {
+    /// The record's data area (SONDE_DATA_SIZE in bpf/sonde_abi.h).
+    static let dataAreaSize = 512
+    /// Values one call can keep from entry to return (SONDE_SAVED_SLOTS).
+    static let savedSlotCount = 4
+
+    let function: String
+    let parameters: [Parameter]
+    let types: [String: TypeFacts]
+
+    private(set) var entryProgram: [FetchOp] = []
+    private(set) var returnProgram: [FetchOp] = []
+    /// Registers entry captures read: the entry site must come before anything overwrites them.
+    private(set) var registersReadAtEntry = Set<Register>()
+    private var savedSlots: [Register: Int] = [:]
+    private var nextDataOffset = 0
+
+    init(function: String, parameters: [Parameter], types: [String: TypeFacts]) {
+        self.function = function
+        self.parameters = parameters
+        self.types = types
+    }
+
+    mutating func compile(entry: [Capture], return returnCaptures: [Capture]) throws -> [CaptureSlot] {
+        var slots: [CaptureSlot] = []
+        var savingOps: [FetchOp] = []
+        for capture in entry {
+            let slot = try allocate(capture)
+            entryProgram += try program(for: capture, into: slot) { register in
+                registersReadAtEntry.insert(register)
+                return .loadRegister(register)
+            }
+            slots.append(slot)
+        }
+        for capture in returnCaptures {
+            let slot = try allocate(capture)
+            returnProgram += try program(for: capture, into: slot) { register in
+                try savedSlot(for: register, savingOps: &savingOps)
+            }
+            slots.append(slot)
+        }
+        // Saving goes first so no capture that stops early can skip it.
+        entryProgram = savingOps + entryProgram
+        return slots
+    }
+
+    private mutating func savedSlot(for register: Register, savingOps: inout [FetchOp]) throws -> FetchOp {
+        if let slot = savedSlots[register] { return .loadSaved(slot: slot) }
+        guard savedSlots.count < Self.savedSlotCount else {
+            throw PlanProblem("return captures need more than \(Self.savedSlotCount) saved registers")
+        }
+        let slot = savedSlots.count
+        savedSlots[register] = slot
+        registersReadAtEntry.insert(register)
+        savingOps += [.loadRegister(register), .save(slot: slot)]
+        return .loadSaved(slot: slot)
+    }
+
+    private mutating func allocate(_ capture: Capture) throws -> CaptureSlot {
+        let slot = CaptureSlot(
+            name: capture.name, type: capture.type, offset: nextDataOffset, maxLength: capture.maxLength,
+            ifZero: capture.ifZero, origin: "DWARF")
+        nextDataOffset += (slot.size + 7) / 8 * 8
+        guard nextDataOffset <= Self.dataAreaSize else {
+            throw PlanProblem("captures need more than the \(Self.dataAreaSize) bytes a span record holds; lower max-length")
+        }
+        return slot
+    }
+
+    /// The ops that read one capture. `load` yields the op that fetches an argument register,
+    /// which differs between entry (live registers) and return (values saved at entry).
+    private func program(for capture: Capture, into slot: CaptureSlot, load: (Register) throws -> FetchOp) throws -> [FetchOp] {
+        let context = "capture '\(capture.name)' (\(capture.source))"
+        guard let parameter = parameters.first(where: { $0.name == capture.argument }) else {
+            let known = parameters.map(\.name).joined(separator: ", ")
+            throw PlanProblem("\(context): \(function) has no parameter '\(capture.argument)' (it has: \(known))")
+        }
+        guard let pieces = parameter.registers, !pieces.isEmpty else {
+            throw PlanProblem("\(context): parameter '\(parameter.name)' is not in registers at entry")
+        }
+        var ops: [FetchOp] = []
+        var steps = capture.path[...]
+        var typeName = parameter.typeName
+
+        if case .assertType(let assertedType)? = steps.first {
+            steps = steps.dropFirst()
+            guard pieces.count == 2, isInterface(typeName) else {
+                throw PlanProblem("\(context): '(\(assertedType))' needs an interface parameter, '\(parameter.name)' is \(typeName)")
+            }
+            guard let asserted = types[assertedType], let typeAddress = asserted.runtimeTypeAddress, let pointee = asserted.pointee else {
+                throw PlanProblem("\(context): the binary has no pointer type \(assertedType) with a runtime type descriptor")
+            }
+            // A non-empty interface holds an itab whose second word is the dynamic type.
+            ops.append(try load(pieces[0].register))
+            if typeName != "interface {}" { ops += [.add(8), .dereference] }
+            ops.append(.expectAddress(typeAddress, meaning: "dynamic type is \(assertedType)"))
+            ops.append(try load(pieces[1].register))
+            typeName = pointee
+        } else if let pointee = types[typeName]?.pointee, !steps.isEmpty {
+            ops.append(try load(pieces[0].register))
+            typeName = pointee
+        } else {
+            guard steps.isEmpty else {
+                throw PlanProblem("\(context): '\(parameter.name)' is a \(typeName) passed by value; paths start from pointers or interfaces")
+            }
+            return try ops + readRegisters(pieces, typeName: typeName, capture: capture, slot: slot, context: context, load: load)
+        }
+
+        // From here the working value is the address of a `typeName` value in memory.
+        for step in steps {
+            guard case .field(let fieldName) = step else {
+                throw PlanProblem("\(context): a type assertion can only start a path")
+            }
+            if let pointee = types[typeName]?.pointee {
+                ops.append(.dereference)
+                typeName = pointee
+            }
+            guard let structure = types[typeName], structure.kind == .structure else {
+                throw PlanProblem("\(context): \(typeName) is not a struct with fields, cannot read '.\(fieldName)'")
+            }
+            guard let member = structure.members.first(where: { $0.name == fieldName }) else {
+                throw PlanProblem("\(context): \(typeName) has no field '\(fieldName)'")
+            }
+            if member.offset != 0 { ops.append(.add(Int64(member.offset))) }
+            typeName = member.typeName
+        }
+        try check(typeName, matches: capture.type, context: context)
+        switch capture.type {
+        case .goString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
+        case .int: ops.append(.readInteger(size: 8, into: slot.offset))
+        case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
+        case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
+        case .bool: ops.append(.readInteger(size: 1, into: slot.offset))
+        }
+        return ops
+    }
+
+    private func readRegisters(
+        _ pieces: [RegisterPiece], typeName: String, capture: Capture, slot: CaptureSlot, context: String, load: (Register) throws -> FetchOp
+    ) throws -> [FetchOp] {
+        try check(typeName, matches: capture.type, context: context)
+        switch capture.type {
+        case .goString:
+            guard pieces.count == 2 else { throw PlanProblem("\(context): string parameter is not in two registers") }
+            guard case .loadRegister = try load(pieces[0].register), case .loadRegister = try load(pieces[1].register) else {
+                throw PlanProblem("\(context): string parameters can only be captured on entry")
+            }
+            return [.readStringRegisters(pointer: pieces[0].register, length: pieces[1].register, into: slot.offset, maxLength: slot.maxLength)]
+        case .int, .int32, .uint16, .bool:
+            return [try load(pieces[0].register), .storeValue(into: slot.offset)]
+        }
+    }
+
+    private func isInterface(_ typeName: String) -> Bool {
+        typeName == "interface {}" || types[typeName]?.kind == .interface
+    }
+
+    private func check(_ typeName: String, matches type: ValueType, context: String) throws {
+        let expected: Set<String>
+        switch type {
+        case .goString: expected = ["string"]
+        case .int: expected = ["int", "int64", "uint", "uint64", "uintptr"]
+        case .int32: expected = ["int32", "uint32"]
+        case .uint16: expected = ["uint16", "int16"]
+        case .bool: expected = ["bool", "uint8", "int8"]
+        }
+        guard expected.contains(typeName) else {
+            throw PlanProblem("\(context): the value has Go type \(typeName), which is not \(type.rawValue)")
+        }
+    }
+}

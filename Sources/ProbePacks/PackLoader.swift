@@ -1,0 +1,216 @@
+import Foundation
+import Yams
+
+/// Reads pack files into `ProbePack` values, checking everything that can be checked
+/// without a target binary.
+public enum PackLoader {
+    public static func load(file: String) throws -> ProbePack {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw PackError(SourceLocation(file: file, line: 1, column: 1), "cannot read the pack file: \(error.localizedDescription)")
+        }
+        return try parse(yaml: text, file: file)
+    }
+
+    public static func parse(yaml: String, file: String) throws -> ProbePack {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw syntaxError(error, file: file)
+        }
+        guard let root else { throw PackError(SourceLocation(file: file, line: 1, column: 1), "the pack file is empty") }
+        return try readPack(YAMLNode(node: root, file: file))
+    }
+
+    /// Every `*.yaml`/`*.yml` file under the given files or directories, sorted for stable output.
+    public static func packFiles(in paths: [String]) -> [String] {
+        let manager = FileManager.default
+        return paths.flatMap { path -> [String] in
+            var isDirectory: ObjCBool = false
+            guard manager.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return [path] }
+            let found = manager.enumerator(atPath: path)?.compactMap { $0 as? String } ?? []
+            return found.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { "\(path)/\($0)" }
+        }
+    }
+
+    private static func syntaxError(_ error: YamlError, file: String) -> PackError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
+            let detail = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
+            return PackError(SourceLocation(file: file, line: mark.line, column: mark.column), "YAML syntax error: \(detail)")
+        default:
+            return PackError(SourceLocation(file: file, line: 1, column: 1), "YAML error: \(error)")
+        }
+    }
+
+    private static func readPack(_ node: YAMLNode) throws -> ProbePack {
+        let map = try node.mapping("the pack", allowed: ["format", "pack", "language", "library", "probes"])
+        let formatNode = try map.required("format")
+        let format = try formatNode.string("format")
+        guard format == ProbePack.currentFormat else {
+            throw formatNode.error("unsupported pack format '\(format)'; this Sonde reads '\(ProbePack.currentFormat)'")
+        }
+        let nameNode = try map.required("pack")
+        let name = try nameNode.string("pack")
+        guard name.split(separator: "/").count == 2, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_/.".contains($0) }) else {
+            throw nameNode.error("pack name '\(name)' must look like language/library, e.g. go/net-http")
+        }
+        let languageNode = try map.required("language")
+        let languageName = try languageNode.string("language")
+        guard let language = Language(rawValue: languageName) else {
+            throw languageNode.error("unknown language '\(languageName)'; expected one of: \(Language.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let library = try readLibrary(map.required("library"))
+        let probeNodes = try map.required("probes").sequence("probes")
+        guard !probeNodes.isEmpty else { throw node.error("a pack needs at least one probe") }
+        var probes: [Probe] = []
+        for probeNode in probeNodes {
+            let probe = try readProbe(probeNode)
+            if probes.contains(where: { $0.id == probe.id }) {
+                throw probeNode.error("probe id '\(probe.id)' is used twice in this pack")
+            }
+            probes.append(probe)
+        }
+        return ProbePack(name: name, language: language, library: library, probes: probes, source: node.location)
+    }
+
+    private static func readLibrary(_ node: YAMLNode) throws -> LibraryCoverage {
+        let map = try node.mapping("library", allowed: ["module", "versions"])
+        let module = try map.required("module").string("library.module")
+        let versionsNode = try map.required("versions")
+        let versionsText = try versionsNode.string("library.versions")
+        guard let versions = VersionRange(parsing: versionsText) else {
+            throw versionsNode.error("cannot read version range '\(versionsText)'; write comparisons like '>=1.19 <1.28'")
+        }
+        return LibraryCoverage(module: module, versions: versions)
+    }
+
+    private static func readProbe(_ node: YAMLNode) throws -> Probe {
+        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "on-entry", "on-return", "attributes"])
+        let id = try map.required("id").string("probe id")
+        let function = try map.required("function").string("function")
+        let onEntry = try map.optional("on-entry").map { try readCaptures($0, section: "on-entry") } ?? []
+        let onReturn = try map.optional("on-return").map { try readCaptures($0, section: "on-return") } ?? []
+        let captures = onEntry + onReturn
+        if let duplicate = captures.first(where: { capture in captures.filter { $0.name == capture.name }.count > 1 }) {
+            throw PackError(duplicate.source, "capture '\(duplicate.name)' is defined twice in probe '\(id)'")
+        }
+        let names = Set(captures.map(\.name))
+        let span = try readSpan(map.required("span"), captures: names)
+        let attributes = try map.optional("attributes").map { try readAttributes($0, captures: names) } ?? []
+        return Probe(id: id, function: function, span: span, onEntry: onEntry, onReturn: onReturn, attributes: attributes, source: node.location)
+    }
+
+    private static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
+        let map = try node.mapping("span", allowed: ["kind", "name", "error-when"])
+        let kindNode = try map.required("kind")
+        let kindName = try kindNode.string("span.kind")
+        guard let kind = SpanRule.Kind(rawValue: kindName) else {
+            throw kindNode.error("unknown span kind '\(kindName)'; expected one of: \(SpanRule.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let name = try readNameTemplate(map.required("name"), captures: captures)
+        var errorWhen: ErrorCondition?
+        if let conditionNode = map.optional("error-when") {
+            let condition = try conditionNode.mapping("error-when", allowed: ["capture", "at-least"])
+            let captureNode = try condition.required("capture")
+            let capture = try captureNode.string("error-when.capture")
+            guard captures.contains(capture) else { throw captureNode.error("error-when refers to unknown capture '\(capture)'") }
+            errorWhen = ErrorCondition(capture: capture, atLeast: try condition.required("at-least").integer("error-when.at-least"))
+        }
+        return SpanRule(kind: kind, name: name, errorWhen: errorWhen)
+    }
+
+    private static func readNameTemplate(_ node: YAMLNode, captures: Set<String>) throws -> NameTemplate {
+        var rest = Substring(try node.string("span.name"))
+        var parts: [NameTemplate.Part] = []
+        while let open = rest.firstIndex(of: "{") {
+            if open > rest.startIndex { parts.append(.literal(String(rest[..<open]))) }
+            guard let close = rest[open...].firstIndex(of: "}") else {
+                throw node.error("span name has '{' without a closing '}'")
+            }
+            let reference = rest[rest.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
+            guard captures.contains(reference) else {
+                throw node.error("span name refers to unknown capture '\(reference)'; known: \(captures.sorted().joined(separator: ", "))")
+            }
+            parts.append(.capture(reference))
+            rest = rest[rest.index(after: close)...]
+        }
+        if !rest.isEmpty { parts.append(.literal(String(rest))) }
+        return NameTemplate(parts: parts)
+    }
+
+    private static func readCaptures(_ node: YAMLNode, section: String) throws -> [Capture] {
+        try node.mapping(section).entries.map { entry in
+            let map = try entry.value.mapping("capture '\(entry.key)'", allowed: ["arg", "path", "type", "if-zero", "max-length"])
+            let typeNode = try map.required("type")
+            let typeName = try typeNode.string("type")
+            guard let type = ValueType(rawValue: typeName) else {
+                throw typeNode.error("unknown value type '\(typeName)'; expected one of: \(ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let path = try map.optional("path").map { try readPath($0) } ?? []
+            let maxLength = try map.optional("max-length").map { lengthNode -> Int in
+                let value = try lengthNode.integer("max-length")
+                guard (1...255).contains(value) else { throw lengthNode.error("max-length must be between 1 and 255") }
+                return Int(value)
+            } ?? 128
+            return Capture(
+                name: entry.key, argument: try map.required("arg").string("arg"), path: path, type: type,
+                ifZero: try map.optional("if-zero")?.integer("if-zero"), maxLength: maxLength, source: entry.keyNode.location)
+        }
+    }
+
+    /// Reads `A.B.C` and `(*pkg.Type).field` paths.
+    private static func readPath(_ node: YAMLNode) throws -> [PathStep] {
+        var rest = Substring(try node.string("path"))
+        var steps: [PathStep] = []
+        while !rest.isEmpty {
+            if rest.hasPrefix("(") {
+                guard let close = rest.firstIndex(of: ")") else { throw node.error("path has '(' without ')'") }
+                let type = rest[rest.index(after: rest.startIndex)..<close]
+                guard !type.isEmpty else { throw node.error("path has an empty type assertion '()'") }
+                steps.append(.assertType(String(type)))
+                rest = rest[rest.index(after: close)...]
+            } else {
+                let field = rest.prefix { $0 != "." }
+                guard !field.isEmpty, field.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                    throw node.error("path step '\(field)' is not a field name")
+                }
+                steps.append(.field(String(field)))
+                rest = rest.dropFirst(field.count)
+            }
+            if rest.hasPrefix(".") {
+                rest = rest.dropFirst()
+                if rest.isEmpty { throw node.error("path ends with '.'") }
+            } else if !rest.isEmpty {
+                throw node.error("path steps must be separated by '.'")
+            }
+        }
+        return steps
+    }
+
+    private static func readAttributes(_ node: YAMLNode, captures: Set<String>) throws -> [AttributeRule] {
+        try node.mapping("attributes").entries.map { entry in
+            let text = try entry.value.string("attribute '\(entry.key)'").trimmingCharacters(in: .whitespaces)
+            let expression = try readExpression(text, at: entry.value)
+            guard captures.contains(expression.captureName) else {
+                throw entry.value.error("attribute '\(entry.key)' refers to unknown capture '\(expression.captureName)'; known: \(captures.sorted().joined(separator: ", "))")
+            }
+            return AttributeRule(key: entry.key, value: expression)
+        }
+    }
+
+    private static func readExpression(_ text: String, at node: YAMLNode) throws -> ValueExpression {
+        guard let open = text.firstIndex(of: "(") else { return .capture(text) }
+        guard text.hasSuffix(")") else { throw node.error("'\(text)' is missing its closing ')'") }
+        let function = text[..<open]
+        let argument = String(text[text.index(after: open)..<text.index(before: text.endIndex)]).trimmingCharacters(in: .whitespaces)
+        switch function {
+        case "hostname": return .hostname(of: argument)
+        case "port": return .port(of: argument)
+        default: throw node.error("unknown function '\(function)'; expected hostname(capture) or port(capture)")
+        }
+    }
+}

@@ -1,0 +1,187 @@
+/// A probe pack: what to hook in one library and how the captured values become spans.
+/// Packs are data, so adding a library or a version means adding a file, not code.
+public struct ProbePack: Sendable, Equatable {
+    /// The only format this Sonde reads; bumped when a pack written for it would mean something else.
+    public static let currentFormat = "sonde.probe-pack/v1"
+
+    /// Unique name, `language/library`, e.g. `go/net-http`.
+    public var name: String
+    public var language: Language
+    public var library: LibraryCoverage
+    public var probes: [Probe]
+    /// Where the pack was read from, for messages.
+    public var source: SourceLocation
+
+    public init(name: String, language: Language, library: LibraryCoverage, probes: [Probe], source: SourceLocation) {
+        self.name = name
+        self.language = language
+        self.library = library
+        self.probes = probes
+        self.source = source
+    }
+}
+
+public enum Language: String, Sendable, Equatable, CaseIterable {
+    case go, cpp, rust, c
+}
+
+/// Which library and versions a pack covers. For Go, module `std` is versioned by the Go toolchain.
+public struct LibraryCoverage: Sendable, Equatable {
+    public var module: String
+    public var versions: VersionRange
+    public init(module: String, versions: VersionRange) {
+        self.module = module
+        self.versions = versions
+    }
+}
+
+public struct Probe: Sendable, Equatable {
+    public var id: String
+    /// The symbol to hook, as the symbol table names it (mangled for C++/Rust).
+    public var function: String
+    public var span: SpanRule
+    public var onEntry: [Capture]
+    /// Captures taken when the function returns; their arguments are the values saved at entry.
+    public var onReturn: [Capture]
+    public var attributes: [AttributeRule]
+    public var source: SourceLocation
+
+    public init(id: String, function: String, span: SpanRule, onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation) {
+        self.id = id
+        self.function = function
+        self.span = span
+        self.onEntry = onEntry
+        self.onReturn = onReturn
+        self.attributes = attributes
+        self.source = source
+    }
+
+    public var captures: [Capture] { onEntry + onReturn }
+}
+
+public struct SpanRule: Sendable, Equatable {
+    public enum Kind: String, Sendable, Equatable, CaseIterable {
+        case server, client, `internal`, producer, consumer
+    }
+    public var kind: Kind
+    public var name: NameTemplate
+    /// Marks the span as failed when a captured integer reaches a threshold (e.g. HTTP 5xx).
+    public var errorWhen: ErrorCondition?
+
+    public init(kind: Kind, name: NameTemplate, errorWhen: ErrorCondition?) {
+        self.kind = kind
+        self.name = name
+        self.errorWhen = errorWhen
+    }
+}
+
+public struct ErrorCondition: Sendable, Equatable {
+    public var capture: String
+    public var atLeast: Int64
+    public init(capture: String, atLeast: Int64) {
+        self.capture = capture
+        self.atLeast = atLeast
+    }
+}
+
+/// A span name such as `{method} {path}`: literal text and capture references.
+public struct NameTemplate: Sendable, Equatable {
+    public enum Part: Sendable, Equatable {
+        case literal(String)
+        case capture(String)
+    }
+    public var parts: [Part]
+    public init(parts: [Part]) {
+        self.parts = parts
+    }
+}
+
+/// One value read from the traced program.
+public struct Capture: Sendable, Equatable {
+    public var name: String
+    /// The function parameter the value is reached from (Go receivers count as parameters).
+    public var argument: String
+    public var path: [PathStep]
+    public var type: ValueType
+    /// Value to report when the captured integer is zero (Go's net/http leaves status 0 for an implicit 200).
+    public var ifZero: Int64?
+    /// Longest string kept; longer ones are cut.
+    public var maxLength: Int
+    public var source: SourceLocation
+
+    public init(name: String, argument: String, path: [PathStep], type: ValueType, ifZero: Int64?, maxLength: Int, source: SourceLocation) {
+        self.name = name
+        self.argument = argument
+        self.path = path
+        self.type = type
+        self.ifZero = ifZero
+        self.maxLength = maxLength
+        self.source = source
+    }
+}
+
+/// A step from a value to a part of it: `Field` follows a struct member (through a pointer
+/// if needed), `(*pkg.Type)` asserts the dynamic type held by an interface.
+public enum PathStep: Sendable, Equatable, CustomStringConvertible {
+    case field(String)
+    case assertType(String)
+
+    public var description: String {
+        switch self {
+        case .field(let name): return name
+        case .assertType(let type): return "(\(type))"
+        }
+    }
+}
+
+public enum ValueType: String, Sendable, Equatable, CaseIterable {
+    case goString = "go-string"
+    case int
+    case int32
+    case uint16
+    case bool
+}
+
+/// An OpenTelemetry attribute computed from captures.
+public struct AttributeRule: Sendable, Equatable {
+    public var key: String
+    public var value: ValueExpression
+    public init(key: String, value: ValueExpression) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// How an attribute value derives from a capture: as is, or the host or port part of `host:port`.
+public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
+    case capture(String)
+    case hostname(of: String)
+    case port(of: String)
+
+    public var captureName: String {
+        switch self {
+        case .capture(let name), .hostname(of: let name), .port(of: let name): return name
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .capture(let name): return name
+        case .hostname(of: let name): return "hostname(\(name))"
+        case .port(of: let name): return "port(\(name))"
+        }
+    }
+}
+
+/// A position in a pack file, for error messages and `sonde plan`.
+public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+    public var description: String { "\(file):\(line):\(column)" }
+}

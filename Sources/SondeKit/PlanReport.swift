@@ -1,0 +1,43 @@
+import Planning
+
+/// `sonde plan`'s text: every site with its instruction and cost class, every fetch program.
+public enum PlanReport {
+    public static func render(_ plan: AttachPlan) -> String {
+        var lines: [String] = []
+        let build = plan.goVersion.map { "Go \($0)" } ?? "not Go"
+        lines.append("attach plan for \(plan.binaryPath) (\(build), \(plan.isPositionIndependent ? "PIE" : "non-PIE"))")
+        for probe in plan.probes {
+            lines.append("")
+            lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
+            lines.append("  span: \(probe.probe.span.kind.rawValue), keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
+            for site in [probe.entry] + probe.returns {
+                lines.append("  " + render(site))
+            }
+            lines.append("  entry program:")
+            lines += probe.entryProgram.map { "    \($0)" }
+            lines.append("  return program:")
+            lines += probe.returnProgram.map { "    \($0)" }
+            lines.append("  captures:")
+            for slot in probe.captureSlots {
+                let length = slot.type == .goString ? " max \(slot.maxLength)" : ""
+                lines.append("    \(slot.name): \(slot.type.rawValue)\(length) at data[\(slot.offset)], offsets from \(slot.origin)")
+            }
+        }
+        if !plan.skipped.isEmpty {
+            lines.append("")
+            lines.append("skipped probes:")
+            lines += plan.skipped.map { "  \($0)" }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func render(_ site: ProbeSite) -> String {
+        let role = site.role == .entry ? "entry " : "return"
+        let cost = site.kernelEmulates ? "emulated (cheap)" : "single-stepped (costly)"
+        var text = "\(role) 0x\(hex(site.address)) file offset 0x\(hex(site.fileOffset))  \(site.instruction)  [\(cost)]"
+        if site.skipFlagsMask != 0 { text += " skipped when branching to morestack" }
+        return text
+    }
+
+    private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
+}

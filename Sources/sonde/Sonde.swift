@@ -1,0 +1,138 @@
+import ArgumentParser
+import Exporters
+import Foundation
+import Planning
+import ProbePacks
+import SondeKit
+
+@main
+struct Sonde: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Traces programs nobody instrumented: eBPF uprobes described by probe packs, exported as OpenTelemetry spans.",
+        subcommands: [Run.self, Plan.self, Packs.self])
+}
+
+/// Options every command that reads packs shares.
+struct PackOptions: ParsableArguments {
+    @Option(name: .customLong("packs"), help: "Folder or file of probe packs (repeatable). Default: $SONDE_PACK_PATH or the shipped probe-packs.")
+    var searchPath: [String] = []
+
+    @Option(name: .customLong("pack"), help: "Use only this pack, e.g. go/net-http (repeatable). Default: all packs.")
+    var selection: [String] = []
+
+    /// The packs to use; a pack that fails to load is reported and left out, and none loading is an error.
+    func load() throws -> [ProbePack] {
+        let paths = searchPath.isEmpty ? PackCatalog.defaultSearchPath() : searchPath
+        let catalog = PackCatalog.load(paths: paths, only: selection)
+        catalog.errors.forEach { printError("pack error: \($0)") }
+        guard !catalog.packs.isEmpty else { throw ValidationError("no usable probe pack in \(paths.joined(separator: ", "))") }
+        return catalog.packs
+    }
+}
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the attach plan for an executable, without root and without attaching.")
+
+    @Option(help: "The executable to analyse.") var exe: String
+    @OptionGroup var packs: PackOptions
+
+    func run() throws {
+        let plan = try Planner.plan(executable: exe, packs: packs.load())
+        print(PlanReport.render(plan))
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Attach to a process (or every process of an executable) and export its spans until Ctrl-C.",
+        discussion: """
+            Spans go to the console unless OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
+            is set, then to that OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME and \
+            OTEL_RESOURCE_ATTRIBUTES are honoured).
+            """)
+
+    @Option(help: "Trace this running process.") var pid: Int32?
+    @Option(help: "Trace every process running this executable, including ones started later.") var exe: String?
+    @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
+    @OptionGroup var packs: PackOptions
+
+    enum ExporterKind: String, ExpressibleByArgument {
+        case console, otlp
+    }
+
+    func validate() throws {
+        guard (pid == nil) != (exe == nil) else { throw ValidationError("give exactly one of --pid or --exe") }
+    }
+
+    func run() throws {
+        let executable: String
+        let target: TraceSession.Target
+        if let pid {
+            guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
+                throw ValidationError("no process \(pid) whose executable can be read (is it running? are you root?)")
+            }
+            executable = path
+            target = .process(pid)
+        } else {
+            executable = exe!
+            target = .executable
+        }
+        let plan = try Planner.plan(executable: executable, packs: packs.load())
+        guard !plan.probes.isEmpty else {
+            plan.skipped.forEach { printError("skipped \($0)") }
+            throw ValidationError("no probe of the chosen packs applies to \(executable)")
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let useOTLP = exporter.map { $0 == .otlp }
+            ?? (environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil)
+        let session = TraceSession()
+        let summary: TraceSession.Summary
+        if useOTLP {
+            let configuration = try OTLPExporterConfiguration.fromEnvironment(environment)
+            printError("exporting to \(configuration.endpoint)")
+            summary = try session.run(plan: plan, target: target, exporter: OTLPHTTPExporter(configuration: configuration), log: printError)
+        } else {
+            summary = try session.run(plan: plan, target: target, exporter: ConsoleExporter(), log: printError)
+        }
+        printError("sonde: \(summary)")
+    }
+}
+
+struct Packs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Work with probe packs.", subcommands: [Validate.self, List.self])
+
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check pack files (no root needed); exits non-zero on any error.")
+
+        @Argument(help: "Pack files or folders.") var paths: [String]
+
+        func run() throws {
+            var failures = 0
+            for file in PackLoader.packFiles(in: paths) {
+                do {
+                    let pack = try PackLoader.load(file: file)
+                    print("ok  \(file): \(pack.name), \(pack.probes.count) probe(s)")
+                } catch {
+                    failures += 1
+                    print("bad \(error)")
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the packs on the search path.")
+        @OptionGroup var packs: PackOptions
+
+        func run() throws {
+            for pack in try packs.load() {
+                print("\(pack.name)  \(pack.language.rawValue) \(pack.library.module) \(pack.library.versions)  \(pack.probes.map(\.id).joined(separator: ", "))  (\(pack.source.file))")
+            }
+        }
+    }
+}
+
+@Sendable func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

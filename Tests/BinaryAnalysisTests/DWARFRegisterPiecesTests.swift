@@ -1,0 +1,44 @@
+@testable import BinaryAnalysis
+import XCTest
+
+/// DWARF location expressions at a function's entry, as Go writes them, mapped to registers.
+final class DWARFRegisterPiecesTests: XCTestCase {
+    private let pieceAtom: UInt8 = 0x93
+    private let regx: UInt8 = 0x90
+    private let fbreg: UInt8 = 0x91
+
+    private func reg(_ number: UInt8) -> DWARFOperation {
+        DWARFOperation(atom: 0x50 + number, operand: 0)
+    }
+
+    private func piece(_ size: UInt64) -> DWARFOperation {
+        DWARFOperation(atom: pieceAtom, operand: size)
+    }
+
+    func testSingleRegisterHoldsTheWholeValue() {
+        XCTAssertEqual(DWARFReader.registerPieces([reg(5)], valueSize: 8), [RegisterPiece(register: .rdi, size: 8)])
+        XCTAssertEqual(DWARFReader.registerPieces([reg(0)], valueSize: 4), [RegisterPiece(register: .rax, size: 4)])
+    }
+
+    func testPiecesInRegisters() {
+        XCTAssertEqual(
+            DWARFReader.registerPieces([reg(3), piece(8), reg(2), piece(8)], valueSize: 16),
+            [RegisterPiece(register: .rbx, size: 8), RegisterPiece(register: .rcx, size: 8)])
+    }
+
+    func testDWARFNumberingIsNotEncodingOrder() {
+        XCTAssertEqual(DWARFReader.registerPieces([reg(1)], valueSize: 8)?.first?.register, .rdx)
+        XCTAssertEqual(DWARFReader.registerPieces([reg(4)], valueSize: 8)?.first?.register, .rsi)
+        XCTAssertEqual(DWARFReader.registerPieces([reg(15)], valueSize: 8)?.first?.register, .r15)
+        XCTAssertEqual(DWARFReader.registerPieces([DWARFOperation(atom: regx, operand: 9)], valueSize: 8)?.first?.register, .r9)
+    }
+
+    func testNonRegisterLocationsAreNil() {
+        XCTAssertNil(DWARFReader.registerPieces([], valueSize: 8), "no location")
+        XCTAssertNil(DWARFReader.registerPieces([DWARFOperation(atom: fbreg, operand: 8)], valueSize: 8), "stack slot")
+        XCTAssertNil(DWARFReader.registerPieces([reg(1), piece(8), piece(8)], valueSize: 16), "second half optimised away")
+        XCTAssertNil(DWARFReader.registerPieces([reg(17)], valueSize: 8), "vector register")
+        XCTAssertNil(DWARFReader.registerPieces([DWARFOperation(atom: regx, operand: 16)], valueSize: 8), "return address column")
+        XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(8), reg(3)], valueSize: 16), "trailing register without piece")
+    }
+}

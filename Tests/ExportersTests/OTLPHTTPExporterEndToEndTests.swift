@@ -1,0 +1,128 @@
+import Foundation
+import Spans
+import XCTest
+
+@testable import Exporters
+
+/// The exporter against `Tests/Support/otlp_receiver.py`, which decodes with Python's
+/// opentelemetry-proto: what Sonde sends must be valid OTLP by someone else's reading.
+final class OTLPHTTPExporterEndToEndTests: XCTestCase {
+    private func exporter(for receiver: OTLPReceiverProcess, environment: [String: String] = [:]) throws -> OTLPHTTPExporter {
+        let configuration = try OTLPExporterConfiguration.fromEnvironment(
+            ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)/"].merging(environment) { $1 })
+        return OTLPHTTPExporter(configuration: configuration)
+    }
+
+    private let fastRetries = BatchingSpanProcessor.Configuration(
+        scheduleDelay: .seconds(3600), retry: RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(10)))
+
+    func testReceiverDecodesEveryFieldAndTheConfiguredHeadersAndResource() async throws {
+        let receiver = try OTLPReceiverProcess()
+        let exporter = try exporter(for: receiver, environment: [
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=secret%20value, x-tenant = acme",
+            "OTEL_SERVICE_NAME": "checkout",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging",
+        ])
+
+        try await exporter.export([makeServerSpan(), makeClientSpan()])
+
+        let spans = try receiver.receivedSpans()
+        XCTAssertEqual(spans.count, 2)
+        let server = try XCTUnwrap(spans.first)
+        XCTAssertEqual(server["trace_id"] as? String, "4bf92f3577b34da6a3ce929d0e0e4736")
+        XCTAssertEqual(server["span_id"] as? String, "00f067aa0ba902b7")
+        XCTAssertEqual(server["parent_span_id"] as? String, "")
+        XCTAssertEqual(server["name"] as? String, "GET /hello")
+        XCTAssertEqual(server["kind"] as? String, "SPAN_KIND_SERVER")
+        XCTAssertEqual((server["start_time_unix_nano"] as? NSNumber)?.uint64Value, 1_700_000_000_000_000_000)
+        XCTAssertEqual((server["end_time_unix_nano"] as? NSNumber)?.uint64Value, 1_700_000_000_001_234_567)
+        let attributes = try XCTUnwrap(server["attributes"] as? [String: Any])
+        XCTAssertEqual(attributes["http.request.method"] as? String, "GET")
+        XCTAssertEqual(attributes["url.path"] as? String, "/hello")
+        XCTAssertEqual(attributes["http.response.status_code"] as? Int, 200)
+        XCTAssertEqual(attributes["sonde.sample_ratio"] as? Double, 0.25)
+        XCTAssertEqual(attributes["sonde.go.goroutine_reused"] as? Bool, true)
+        XCTAssertEqual(server["status"] as? [String: String], ["code": "STATUS_CODE_UNSET", "message": ""])
+        XCTAssertEqual(server["resource"] as? [String: String], [
+            "service.name": "checkout", "process.pid": "4242", "deployment.environment": "staging",
+        ])
+        XCTAssertEqual(server["scope"] as? [String: String], ["name": "go/net-http", "version": "1.0.0"])
+        let request = try XCTUnwrap(server["request"] as? [String: Any])
+        XCTAssertEqual(request["path"] as? String, "/v1/traces")
+        let headers = try XCTUnwrap(request["headers"] as? [String: String])
+        XCTAssertEqual(headers["content-type"], "application/x-protobuf")
+        XCTAssertEqual(headers["x-api-key"], "secret value")
+        XCTAssertEqual(headers["x-tenant"], "acme")
+
+        let client = try XCTUnwrap(spans.last)
+        XCTAssertEqual(client["kind"] as? String, "SPAN_KIND_CLIENT")
+        XCTAssertEqual(client["parent_span_id"] as? String, "00f067aa0ba902b7")
+        XCTAssertEqual(client["status"] as? [String: String], ["code": "STATUS_CODE_ERROR", "message": "connection refused"])
+    }
+
+    func testServiceUnavailableIsRetriedUntilAccepted() async throws {
+        let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "2", "--fail-status", "503"])
+        let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)
+
+        processor.submit(makeServerSpan())
+        await processor.shutdown()
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1))
+        let spans = try receiver.receivedSpans()
+        XCTAssertEqual(spans.count, 1)
+        XCTAssertEqual((spans.first?["request"] as? [String: Any])?["index"] as? Int, 2)
+    }
+
+    func testStatusesClassifiedForRetry() async throws {
+        for (status, retryable) in [(429, true), (502, true), (503, true), (504, true), (400, false), (404, false), (500, false)] {
+            let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", String(status)])
+            let endpoint = "http://127.0.0.1:\(receiver.port)/v1/traces"
+            let expected: SpanExportError = retryable
+                ? .retryable(reason: "HTTP \(status) from \(endpoint)") : .rejected(reason: "HTTP \(status) from \(endpoint)")
+            do {
+                try await exporter(for: receiver).export([makeServerSpan()])
+                XCTFail("HTTP \(status) was taken for success")
+            } catch {
+                XCTAssertEqual(error as? SpanExportError, expected)
+            }
+        }
+    }
+
+    func testRejectedBatchIsDroppedWithoutRetry() async throws {
+        let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", "400"])
+        let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)
+
+        processor.submit(makeServerSpan())
+        await processor.flush()
+        processor.submit(makeClientSpan())
+        await processor.shutdown()
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, exported: 1, droppedExportFailed: 1))
+        let spans = try receiver.receivedSpans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, ["POST"])
+        XCTAssertEqual((spans.first?["request"] as? [String: Any])?["index"] as? Int, 1, "the rejected batch was sent once")
+    }
+
+    func testPartialSuccessRejectionsAreCountedAsDropped() async throws {
+        let receiver = try OTLPReceiverProcess(arguments: ["--reject-spans", "1"])
+        let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)
+
+        processor.submit(makeServerSpan())
+        processor.submit(makeClientSpan())
+        await processor.shutdown()
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, exported: 1, droppedExportFailed: 1))
+        XCTAssertEqual(processor.lastExportFailure, "1 spans rejected: rejected by --reject-spans")
+    }
+
+    func testUnreachableEndpointIsRetryable() async throws {
+        let configuration = OTLPExporterConfiguration(endpoint: URL(string: "http://127.0.0.1:1/v1/traces")!, timeout: .seconds(5))
+
+        do {
+            try await OTLPHTTPExporter(configuration: configuration).export([makeServerSpan()])
+            XCTFail("export to a closed port succeeded")
+        } catch {
+            XCTAssertEqual((error as? SpanExportError)?.isRetryable, true, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import BinaryAnalysis
+import Foundation
+import Planning
+import ProbePacks
+import XCTest
+
+/// Plans the shipped net/http pack against hand-made binary facts shaped like Go 1.19's.
+final class PlanCompilerTests: XCTestCase {
+    static let packFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("probe-packs/go/net-http.yaml").path
+
+    static let serveHTTP = "net/http.serverHandler.ServeHTTP"
+    static let responseTypeAddress: UInt64 = 0x7a_1000
+
+    func instruction(_ address: UInt64, _ mnemonic: String, _ operands: String, emulated: Bool, writes: [Register] = []) -> Instruction {
+        Instruction(
+            address: address, fileOffset: address - 0x40_0000, length: 4, mnemonic: mnemonic, operands: operands,
+            kernelEmulates: emulated, isReturn: mnemonic == "ret", writtenRegisters: writes)
+    }
+
+    func goPrologue() -> [Instruction] {
+        [
+            instruction(0x62_9180, "cmp", "rsp, qword ptr [r14 + 0x10]", emulated: false),
+            instruction(0x62_9184, "jbe", "0x629250", emulated: true),
+            instruction(0x62_918a, "push", "rbp", emulated: true, writes: [.rsp]),
+            instruction(0x62_918b, "mov", "rbp, rsp", emulated: false, writes: [.rbp]),
+            instruction(0x62_9200, "ret", "", emulated: false),
+            instruction(0x62_9240, "ret", "", emulated: false),
+        ]
+    }
+
+    func facts(goVersion: String? = "go1.19.8", hasDWARF: Bool = true, instructions: [Instruction]? = nil, requestFields: [Member]? = nil) -> BinaryFacts {
+        let function = FunctionFacts(
+            name: Self.serveHTTP, address: 0x62_9180, size: 0xd0, fileOffset: 0x22_9180,
+            parameters: hasDWARF ? [
+                Parameter(name: "sh", typeName: "net/http.serverHandler", registers: [RegisterPiece(register: .rax, size: 8)]),
+                Parameter(name: "rw", typeName: "net/http.ResponseWriter", registers: [RegisterPiece(register: .rbx, size: 8), RegisterPiece(register: .rcx, size: 8)]),
+                Parameter(name: "req", typeName: "*net/http.Request", registers: [RegisterPiece(register: .rdi, size: 8)]),
+            ] : nil,
+            instructions: instructions ?? goPrologue())
+        let types: [String: TypeFacts] = [
+            "*net/http.Request": TypeFacts(name: "*net/http.Request", kind: .pointer, byteSize: 8, pointee: "net/http.Request", members: []),
+            "net/http.Request": TypeFacts(name: "net/http.Request", kind: .structure, byteSize: 248, pointee: nil, members: requestFields ?? [
+                Member(name: "Method", typeName: "string", offset: 0),
+                Member(name: "URL", typeName: "*net/url.URL", offset: 16),
+                Member(name: "Host", typeName: "string", offset: 80),
+            ]),
+            "*net/url.URL": TypeFacts(name: "*net/url.URL", kind: .pointer, byteSize: 8, pointee: "net/url.URL", members: []),
+            "net/url.URL": TypeFacts(name: "net/url.URL", kind: .structure, byteSize: 144, pointee: nil, members: [
+                Member(name: "Scheme", typeName: "string", offset: 0),
+                Member(name: "Path", typeName: "string", offset: 56),
+            ]),
+            "net/http.ResponseWriter": TypeFacts(name: "net/http.ResponseWriter", kind: .interface, byteSize: 16, pointee: nil, members: []),
+            "*net/http.response": TypeFacts(
+                name: "*net/http.response", kind: .pointer, byteSize: 8, pointee: "net/http.response", members: [],
+                runtimeTypeAddress: Self.responseTypeAddress),
+            "net/http.response": TypeFacts(name: "net/http.response", kind: .structure, byteSize: 200, pointee: nil, members: [
+                Member(name: "conn", typeName: "*net/http.conn", offset: 0),
+                Member(name: "status", typeName: "int", offset: 136),
+            ]),
+        ]
+        return BinaryFacts(
+            path: "/srv/app", isPositionIndependent: false,
+            goBuild: goVersion.map { GoBuildInfo(goVersion: $0, mainModule: "", dependencies: []) },
+            hasDWARF: hasDWARF, functions: [Self.serveHTTP: function], dataSymbols: [:], types: types)
+    }
+
+    func plan(_ facts: BinaryFacts) throws -> AttachPlan {
+        PlanCompiler.compile(packs: [try PackLoader.load(file: Self.packFile)], facts: facts)
+    }
+
+    func testNetHTTPServerProbeCompiles() throws {
+        let plan = try plan(facts())
+        XCTAssertEqual(plan.skipped, [])
+        let probe = try XCTUnwrap(plan.probes.first)
+        XCTAssertEqual(probe.qualifiedID, "go/net-http/server")
+        XCTAssertEqual(probe.keyMode, .goroutine)
+        // The JBE after the stack check: emulated, arguments intact, skipped when entering morestack.
+        XCTAssertEqual(probe.entry.address, 0x62_9184)
+        XCTAssertEqual(probe.entry.fileOffset, 0x22_9184)
+        XCTAssertEqual(probe.entry.instruction, "jbe 0x629250")
+        XCTAssertTrue(probe.entry.kernelEmulates)
+        XCTAssertEqual(probe.entry.skipFlagsMask, 0x41)
+        XCTAssertEqual(probe.returns.map(\.address), [0x62_9200, 0x62_9240])
+
+        XCTAssertEqual(probe.captureSlots.map(\.name), ["method", "path", "host", "status"])
+        XCTAssertEqual(probe.captureSlots.map(\.offset), [0, 24, 160, 232])
+        XCTAssertEqual(probe.entryProgram, [
+            .loadRegister(.rbx), .save(slot: 0), .loadRegister(.rcx), .save(slot: 1),
+            .loadRegister(.rdi), .readGoString(into: 0, maxLength: 16),
+            .loadRegister(.rdi), .add(16), .dereference, .add(56), .readGoString(into: 24, maxLength: 128),
+            .loadRegister(.rdi), .add(80), .readGoString(into: 160, maxLength: 64),
+        ])
+        XCTAssertEqual(probe.returnProgram, [
+            .loadSaved(slot: 0), .add(8), .dereference,
+            .expectAddress(Self.responseTypeAddress, meaning: "dynamic type is *net/http.response"),
+            .loadSaved(slot: 1), .add(136), .readInteger(size: 8, into: 232),
+        ])
+    }
+
+    func testEntryFallsBackToFirstInstructionWhenArgumentsAreOverwritten() throws {
+        let instructions = [
+            instruction(0x62_9180, "mov", "rdi, rax", emulated: false, writes: [.rdi]),
+            instruction(0x62_9183, "nop", "", emulated: true),
+            instruction(0x62_9184, "ret", "", emulated: false),
+        ]
+        let probe = try XCTUnwrap(try plan(facts(instructions: instructions)).probes.first)
+        XCTAssertEqual(probe.entry.address, 0x62_9180)
+        XCTAssertFalse(probe.entry.kernelEmulates)
+        XCTAssertEqual(probe.entry.skipFlagsMask, 0)
+    }
+
+    func testEmulatedFirstInstructionIsUsedAsIs() throws {
+        let instructions = [
+            instruction(0x62_9180, "push", "rbp", emulated: true, writes: [.rsp]),
+            instruction(0x62_9181, "ret", "", emulated: false),
+        ]
+        let probe = try XCTUnwrap(try plan(facts(instructions: instructions)).probes.first)
+        XCTAssertEqual(probe.entry.address, 0x62_9180)
+        XCTAssertEqual(probe.entry.skipFlagsMask, 0)
+    }
+
+    func testProbesThatCannotRunAreSkippedWithReasons() throws {
+        XCTAssertEqual(try plan(facts(goVersion: nil)).skipped.map(\.description), [
+            "go/net-http/server: not a Go program (no Go build info in /srv/app)",
+        ])
+        XCTAssertEqual(try plan(facts(goVersion: "go1.16.15")).skipped.map(\.description), [
+            "go/net-http/server: std go1.16.15 is outside the pack's range >=1.17",
+        ])
+        XCTAssertEqual(try plan(facts(hasDWARF: false)).skipped.map(\.reason), [
+            "the binary has no DWARF (built with -ldflags=-s -w?), so argument locations and field offsets are unknown",
+        ])
+        let noURL = try plan(facts(requestFields: [Member(name: "Method", typeName: "string", offset: 0), Member(name: "Host", typeName: "string", offset: 80)]))
+        XCTAssertEqual(noURL.probes, [])
+        XCTAssertEqual(noURL.skipped.map(\.reason), ["capture 'path' (\(Self.packFile):22:7): net/http.Request has no field 'URL'"])
+
+        var missing = facts()
+        missing.functions = [:]
+        XCTAssertEqual(try plan(missing).skipped.map(\.reason), ["no symbol net/http.serverHandler.ServeHTTP in /srv/app"])
+    }
+
+    func testFunctionsNeeded() throws {
+        XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.packFile)]), [Self.serveHTTP])
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import ProbePacks
+import XCTest
+
+final class PackLoaderTests: XCTestCase {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func testShippedNetHTTPPackLoads() throws {
+        let file = Self.repository.appendingPathComponent("probe-packs/go/net-http.yaml").path
+        let pack = try PackLoader.load(file: file)
+        XCTAssertEqual(pack.name, "go/net-http")
+        XCTAssertEqual(pack.language, .go)
+        XCTAssertEqual(pack.library.module, "std")
+        XCTAssertEqual(pack.library.versions.description, ">=1.17")
+        XCTAssertEqual(pack.probes.map(\.id), ["server"])
+        let server = pack.probes[0]
+        XCTAssertEqual(server.function, "net/http.serverHandler.ServeHTTP")
+        XCTAssertEqual(server.span.kind, .server)
+        XCTAssertEqual(server.span.name.parts, [.capture("method"), .literal(" "), .capture("path")])
+        XCTAssertEqual(server.span.errorWhen, ErrorCondition(capture: "status", atLeast: 500))
+        XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
+        XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
+        XCTAssertEqual(server.onEntry[0].maxLength, 16)
+        XCTAssertEqual(server.onEntry[1].maxLength, 128)
+        let status = try XCTUnwrap(server.onReturn.first)
+        XCTAssertEqual(status.argument, "rw")
+        XCTAssertEqual(status.path, [.assertType("*net/http.response"), .field("status")])
+        XCTAssertEqual(status.type, .int)
+        XCTAssertEqual(status.ifZero, 200)
+        XCTAssertEqual(server.attributes.map(\.key), [
+            "http.request.method", "url.path", "server.address", "server.port", "http.response.status_code",
+        ])
+        XCTAssertEqual(server.attributes[2].value, .hostname(of: "host"))
+        XCTAssertEqual(server.attributes[3].value, .port(of: "host"))
+    }
+
+    private let validProbe = """
+        format: sonde.probe-pack/v1
+        pack: go/example
+        language: go
+        library: { module: std, versions: ">=1.19" }
+        probes:
+          - id: handler
+            function: main.handle
+            span: { kind: server, name: "handle {path}" }
+            on-entry:
+              path: { arg: req, path: URL.Path, type: go-string }
+            attributes:
+              url.path: path
+
+        """
+
+    private func error(in yaml: String, file: String = "bad.yaml") -> String {
+        do {
+            _ = try PackLoader.parse(yaml: yaml, file: file)
+            return "no error"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    func testValidPackParses() throws {
+        let pack = try PackLoader.parse(yaml: validProbe, file: "ok.yaml")
+        XCTAssertEqual(pack.probes[0].span.name.parts, [.literal("handle "), .capture("path")])
+        XCTAssertEqual(pack.source, SourceLocation(file: "ok.yaml", line: 1, column: 1))
+        XCTAssertEqual(pack.probes[0].onEntry[0].source, SourceLocation(file: "ok.yaml", line: 10, column: 5))
+    }
+
+    func testErrorsNameFileLineColumnAndProblem() {
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "kind: server", with: "kind: sever")),
+            "bad.yaml:8:19: unknown span kind 'sever'; expected one of: server, client, internal, producer, consumer")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: pth")),
+            "bad.yaml:12:17: attribute 'url.path' refers to unknown capture 'pth'; known: path")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "type: go-string", with: "type: text")),
+            "bad.yaml:10:54: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
+            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, on-entry, on-return, attributes")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
+            "bad.yaml:8:35: span name refers to unknown capture 'route'; known: path")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "sonde.probe-pack/v1", with: "sonde.probe-pack/v9")),
+            "bad.yaml:1:9: unsupported pack format 'sonde.probe-pack/v9'; this Sonde reads 'sonde.probe-pack/v1'")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: ">=1.19", with: "at least 1.19")),
+            "bad.yaml:4:39: cannot read version range 'at least 1.19'; write comparisons like '>=1.19 <1.28'")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "path: URL.Path", with: "path: URL..Path")),
+            "bad.yaml:10:27: path step '' is not a field name")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "  - id: handler\n", with: "  - id: handler\n    id: again\n")),
+            "bad.yaml:7:9: a probe has the key 'id' twice")
+    }
+
+    func testYAMLSyntaxErrorHasPosition() {
+        XCTAssertEqual(
+            error(in: "format: sonde.probe-pack/v1\npack: [go/x\n"),
+            "bad.yaml:3:1: YAML syntax error: while parsing a flow node did not find expected ',' or ']'")
+        XCTAssertEqual(error(in: ""), "bad.yaml:1:1: the pack file is empty")
+    }
+
+    func testVersionRanges() throws {
+        let range = try XCTUnwrap(VersionRange(parsing: ">=1.19 <1.28"))
+        XCTAssertTrue(range.contains(try XCTUnwrap(Version(parsing: "go1.19.8"))))
+        XCTAssertTrue(range.contains(try XCTUnwrap(Version(parsing: "go1.27.3"))))
+        XCTAssertFalse(range.contains(try XCTUnwrap(Version(parsing: "go1.28"))))
+        XCTAssertFalse(range.contains(try XCTUnwrap(Version(parsing: "go1.18.10"))))
+        XCTAssertTrue(range.contains(try XCTUnwrap(Version(parsing: "go1.21rc2"))))
+        XCTAssertNil(VersionRange(parsing: "~1.2"))
+        XCTAssertEqual(Version(parsing: "v1.8.0")?.components, [1, 8, 0])
+    }
+
+    func testCatalogReportsBadPacksAndUnknownSelections() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-catalog-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try validProbe.write(to: directory.appendingPathComponent("good.yaml"), atomically: true, encoding: .utf8)
+        try "format: sonde.probe-pack/v1\npack: nope\n".write(to: directory.appendingPathComponent("broken.yaml"), atomically: true, encoding: .utf8)
+        let catalog = PackCatalog.load(paths: [directory.path], only: ["go/example", "go/missing"])
+        XCTAssertEqual(catalog.packs.map(\.name), ["go/example"])
+        XCTAssertEqual(catalog.errors.map(\.message), [
+            "pack name 'nope' must look like language/library, e.g. go/net-http",
+            "no pack named 'go/missing' (available: go/example)",
+        ])
+        XCTAssertEqual(catalog.errors[0].location, SourceLocation(file: directory.path + "/broken.yaml", line: 2, column: 7))
+    }
+}

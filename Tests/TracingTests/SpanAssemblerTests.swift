@@ -1,0 +1,123 @@
+import Planning
+import ProbePacks
+import Spans
+import XCTest
+
+@testable import Tracing
+
+final class SpanAssemblerTests: XCTestCase {
+    func makePlan() throws -> AttachPlan {
+        let pack = try PackLoader.parse(yaml: """
+            format: sonde.probe-pack/v1
+            pack: go/test
+            language: go
+            library: { module: std, versions: ">=1.17" }
+            probes:
+              - id: server
+                function: main.serve
+                span: { kind: server, name: "{method} {path}", error-when: { capture: status, at-least: 500 } }
+                on-entry:
+                  method: { arg: req, path: Method, type: go-string, max-length: 16 }
+                  path: { arg: req, path: URL.Path, type: go-string }
+                  host: { arg: req, path: Host, type: go-string, max-length: 64 }
+                on-return:
+                  status: { arg: rw, path: "(*main.rw).status", type: int, if-zero: 200 }
+                attributes:
+                  http.request.method: method
+                  url.path: path
+                  server.address: hostname(host)
+                  server.port: port(host)
+                  http.response.status_code: status
+            """, file: "test.yaml")
+        let slots = [
+            CaptureSlot(name: "method", type: .goString, offset: 0, maxLength: 16, ifZero: nil, origin: "DWARF"),
+            CaptureSlot(name: "path", type: .goString, offset: 24, maxLength: 128, ifZero: nil, origin: "DWARF"),
+            CaptureSlot(name: "host", type: .goString, offset: 160, maxLength: 64, ifZero: nil, origin: "DWARF"),
+            CaptureSlot(name: "status", type: .int, offset: 232, maxLength: 128, ifZero: 200, origin: "DWARF"),
+        ]
+        let site = ProbeSite(role: .entry, function: "main.serve", address: 0x1000, fileOffset: 0x1000, instruction: "nop", kernelEmulates: true, skipFlagsMask: 0)
+        let probe = PlannedProbe(
+            pack: "go/test", packVersion: ">=1.17", probe: pack.probes[0], spanSlot: 3, keyMode: .goroutine, entry: site, returns: [site],
+            entryProgram: [], returnProgram: [], captureSlots: slots)
+        return AttachPlan(binaryPath: "/srv/app", isPositionIndependent: false, goVersion: "go1.19", probes: [probe], skipped: [])
+    }
+
+    func event(method: String, path: String, host: String, status: Int64?, slot: UInt32 = 3) -> SpanEvent {
+        var data = [UInt8](repeating: 0xAA, count: 769)  // stale bytes must never leak into values
+        func put(_ text: String, at offset: Int) {
+            let bytes = Array(text.utf8)
+            data[offset] = UInt8(bytes.count)
+            data[offset + 1] = 0
+            data.replaceSubrange((offset + 2)..<(offset + 2 + bytes.count), with: bytes)
+        }
+        put(method, at: 0)
+        put(path, at: 24)
+        put(host, at: 160)
+        var mask: UInt32 = 0b0111
+        if let status {
+            withUnsafeBytes(of: status.littleEndian) { data.replaceSubrange(232..<240, with: $0) }
+            mask |= 0b1000
+        }
+        return SpanEvent(
+            traceIDHigh: 0x0102_0304_0506_0708, traceIDLow: 0x1112_1314_1516_1718, spanID: 0x2122_2324_2526_2728, parentSpanID: 0,
+            startMonotonicNanos: 1_000, endMonotonicNanos: 2_500, callKey: 0xc000_0001, processID: 4242, spanSlot: slot,
+            failedReads: 0, stoppedEarly: status == nil, capturedMask: mask, data: data)
+    }
+
+    func assembler() throws -> SpanAssembler {
+        try SpanAssembler(plan: makePlan(), clock: ClockOffset(realtimeMinusMonotonic: 1_700_000_000_000_000_000)) { pid in
+            Resource(attributes: ["process.pid": String(pid)])
+        }
+    }
+
+    func testServerSpanFromEvent() throws {
+        let span = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/items/7", host: "localhost:8080", status: 404)))
+        XCTAssertEqual(span.name, "GET /items/7")
+        XCTAssertEqual(span.kind, .server)
+        XCTAssertEqual(span.traceID.description, "01020304050607081112131415161718")
+        XCTAssertEqual(span.spanID.description, "2122232425262728")
+        XCTAssertNil(span.parentSpanID)
+        XCTAssertEqual(span.startTimeUnixNano, 1_700_000_000_000_001_000)
+        XCTAssertEqual(span.endTimeUnixNano, 1_700_000_000_000_002_500)
+        XCTAssertEqual(span.attributes, [
+            Attribute("http.request.method", .string("GET")),
+            Attribute("url.path", .string("/items/7")),
+            Attribute("server.address", .string("localhost")),
+            Attribute("server.port", .int(8080)),
+            Attribute("http.response.status_code", .int(404)),
+        ])
+        XCTAssertEqual(span.status, .unset)
+        XCTAssertEqual(span.resource.attributes, ["process.pid": "4242"])
+        XCTAssertEqual(span.scope.name, "sonde/go/test")
+    }
+
+    func testImplicitStatusAndServerErrors() throws {
+        let implicit = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/", host: "[::1]:9000", status: 0)))
+        XCTAssertEqual(implicit.attribute("http.response.status_code"), .int(200))
+        XCTAssertEqual(implicit.attribute("server.address"), .string("::1"))
+        XCTAssertEqual(implicit.attribute("server.port"), .int(9000))
+        let failed = try XCTUnwrap(try assembler().assemble(event(method: "POST", path: "/fail", host: "example", status: 503)))
+        XCTAssertEqual(failed.status, .error(message: "status 503"))
+        XCTAssertEqual(failed.attribute("server.address"), .string("example"))
+        XCTAssertNil(failed.attribute("server.port"))
+    }
+
+    func testCapturesNotTakenAreLeftOut() throws {
+        let span = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/h2", host: "", status: nil)))
+        XCTAssertNil(span.attribute("http.response.status_code"))
+        XCTAssertNil(span.attribute("server.address"))
+        XCTAssertEqual(span.status, .unset)
+    }
+
+    func testUnknownSlotIsRejected() throws {
+        XCTAssertNil(try assembler().assemble(event(method: "GET", path: "/", host: "", status: 200, slot: 9)))
+    }
+
+    func testHostPortParsing() {
+        XCTAssertEqual(HostPort("a.example:80"), HostPort(host: "a.example", port: 80))
+        XCTAssertEqual(HostPort("a.example"), HostPort(host: "a.example", port: nil))
+        XCTAssertEqual(HostPort("[2001:db8::1]:443"), HostPort(host: "2001:db8::1", port: 443))
+        XCTAssertEqual(HostPort("2001:db8::1"), HostPort(host: "2001:db8::1", port: nil))
+        XCTAssertNil(HostPort(""))
+    }
+}

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Sonde's one generic uprobe program. Every probe site of every pack runs this
+ * code; the BPF cookie of the site selects a probe configuration whose fetch
+ * program says what to read. New packs never need a new BPF program. */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "sonde_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* x86-64 user registers as a uprobe sees them (uapi pt_regs layout). */
+struct x86_64_regs {
+	__u64 r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+	__u64 rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+};
+
+struct call_key {
+	__u64 key;
+	__u32 tgid;
+	__u32 span_slot;
+};
+
+struct context_key {
+	__u64 key;
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* The span that new spans on a goroutine/thread become children of. */
+struct trace_context {
+	__u64 trace_id_high;
+	__u64 trace_id_low;
+	__u64 span_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sonde_probe_config);
+} probe_configs SEC(".maps");
+
+/* Calls in flight. LRU so that calls that never return (a goroutine that
+ * exits through panic, a hijacked connection) cannot fill the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct call_key);
+	__type(value, struct sonde_span_record);
+} calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct context_key);
+	__type(value, struct trace_context);
+} active_contexts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_span_record);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SONDE_COUNTER_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} spans SEC(".maps");
+
+/* Below this much unread data, emitted spans do not wake the reader, which
+ * polls on a short timer instead: no wakeup per event. */
+#define WAKEUP_THRESHOLD (256 * 1024)
+
+struct fetch_state {
+	__u64 registers[16];         /* DWARF register order */
+	struct sonde_probe_config *config;
+	struct sonde_span_record *record;
+	__u64 value;
+};
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *slot = bpf_map_lookup_elem(&counters, &counter);
+	if (slot)
+		*slot += 1;
+}
+
+static __always_inline __u64 random64(void)
+{
+	return ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+}
+
+static __always_inline __u8 *data_at(struct sonde_span_record *record, __u16 out)
+{
+	return record->data + (out & (SONDE_DATA_SIZE - 1));
+}
+
+static __always_inline void mark_captured(struct sonde_span_record *record, struct sonde_op *op)
+{
+	record->captured |= 1u << (op->capture & 31);
+}
+
+static __always_inline void copy_string(struct fetch_state *state, struct sonde_op *op, __u64 address, __u64 length)
+{
+	__u8 *destination = data_at(state->record, op->out);
+	__u64 limit = op->len;
+	if (length > limit)
+		length = limit;
+	length &= SONDE_MAX_STRING;
+	if (length > 0 && bpf_probe_read_user(destination + 2, length, (void *)address) != 0) {
+		state->record->failed_reads += 1;
+		return;
+	}
+	*(__u16 *)destination = length;
+	mark_captured(state->record, op);
+}
+
+static long run_op(__u32 index, void *context)
+{
+	struct fetch_state *state = context;
+	if (index >= SONDE_MAX_OPS)
+		return 1;
+	struct sonde_op *op = &state->config->ops[index];
+	struct sonde_span_record *record = state->record;
+	__u64 words[2] = {};
+
+	switch (op->code) {
+	case SONDE_OP_LOAD_REGISTER:
+		state->value = state->registers[op->reg & 15];
+		break;
+	case SONDE_OP_LOAD_SAVED:
+		state->value = record->saved[op->reg & (SONDE_SAVED_SLOTS - 1)];
+		break;
+	case SONDE_OP_SAVE:
+		record->saved[op->reg & (SONDE_SAVED_SLOTS - 1)] = state->value;
+		break;
+	case SONDE_OP_ADD:
+		state->value += op->imm;
+		break;
+	case SONDE_OP_DEREFERENCE:
+		if (bpf_probe_read_user(&words[0], 8, (void *)state->value) != 0) {
+			record->failed_reads += 1;
+			return 1;
+		}
+		state->value = words[0];
+		break;
+	case SONDE_OP_EXPECT_ADDRESS:
+		if (state->value != (__u64)op->imm + record->load_bias) {
+			record->stopped = 1;
+			return 1;
+		}
+		break;
+	case SONDE_OP_READ_GO_STRING:
+		if (bpf_probe_read_user(words, 16, (void *)state->value) != 0) {
+			record->failed_reads += 1;
+			break;
+		}
+		copy_string(state, op, words[0], words[1]);
+		break;
+	case SONDE_OP_READ_STRING_REGISTERS:
+		copy_string(state, op, state->registers[op->reg & 15], state->registers[op->imm & 15]);
+		break;
+	case SONDE_OP_READ_INTEGER: {
+		__u32 size = op->len;
+		if (size > 8)
+			size = 8;
+		if (size == 0)
+			size = 1;
+		if (bpf_probe_read_user(&words[0], size, (void *)state->value) != 0) {
+			record->failed_reads += 1;
+			break;
+		}
+		*(__u64 *)data_at(record, op->out) = words[0];
+		mark_captured(record, op);
+		break;
+	}
+	case SONDE_OP_STORE_VALUE:
+		*(__u64 *)data_at(record, op->out) = state->value;
+		mark_captured(record, op);
+		break;
+	default:
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void run_fetch_program(struct fetch_state *state)
+{
+	__u32 count_ops = state->config->op_count;
+	if (count_ops > SONDE_MAX_OPS)
+		count_ops = SONDE_MAX_OPS;
+	if (count_ops > 0)
+		bpf_loop(count_ops, run_op, state, 0);
+}
+
+static __always_inline void load_registers(struct fetch_state *state, struct x86_64_regs *regs)
+{
+	state->registers[0] = regs->rax;
+	state->registers[1] = regs->rdx;
+	state->registers[2] = regs->rcx;
+	state->registers[3] = regs->rbx;
+	state->registers[4] = regs->rsi;
+	state->registers[5] = regs->rdi;
+	state->registers[6] = regs->rbp;
+	state->registers[7] = regs->rsp;
+	state->registers[8] = regs->r8;
+	state->registers[9] = regs->r9;
+	state->registers[10] = regs->r10;
+	state->registers[11] = regs->r11;
+	state->registers[12] = regs->r12;
+	state->registers[13] = regs->r13;
+	state->registers[14] = regs->r14;
+	state->registers[15] = regs->r15;
+}
+
+static __always_inline __u64 call_owner(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	if (config->key_mode == SONDE_KEY_GOROUTINE)
+		return regs->r14;
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline int start_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u32 zero = 0;
+	struct sonde_span_record *record = bpf_map_lookup_elem(&scratch, &zero);
+	if (!record)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 owner = call_owner(config, regs);
+	struct context_key context_key = { .key = owner, .tgid = tgid };
+	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &context_key);
+
+	record->start_ns = bpf_ktime_get_ns();
+	record->end_ns = 0;
+	record->key = owner;
+	record->tgid = tgid;
+	record->span_slot = config->span_slot;
+	record->load_bias = regs->rip - config->site_address;
+	record->failed_reads = 0;
+	record->stopped = 0;
+	record->captured = 0;
+	record->span_id = random64();
+	if (parent) {
+		record->trace_id_high = parent->trace_id_high;
+		record->trace_id_low = parent->trace_id_low;
+		record->parent_span_id = parent->span_id;
+	} else {
+		record->trace_id_high = random64();
+		record->trace_id_low = random64();
+		record->parent_span_id = 0;
+	}
+
+	struct fetch_state state = { .config = config, .record = record };
+	load_registers(&state, regs);
+	run_fetch_program(&state);
+
+	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	if (bpf_map_update_elem(&calls, &call_key, record, BPF_ANY) != 0) {
+		count(SONDE_COUNTER_STATE_FULL);
+		return 0;
+	}
+	struct trace_context current = {
+		.trace_id_high = record->trace_id_high,
+		.trace_id_low = record->trace_id_low,
+		.span_id = record->span_id,
+	};
+	bpf_map_update_elem(&active_contexts, &context_key, &current, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int end_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 owner = call_owner(config, regs);
+	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	if (!record) {
+		count(SONDE_COUNTER_ORPHAN_RETURN);
+		return 0;
+	}
+
+	struct fetch_state state = { .config = config, .record = record };
+	load_registers(&state, regs);
+	run_fetch_program(&state);
+	record->end_ns = bpf_ktime_get_ns();
+
+	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
+	__u64 wakeup = unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup) != 0)
+		count(SONDE_COUNTER_RING_FULL);
+
+	/* The caller's span becomes current again. */
+	struct context_key context_key = { .key = owner, .tgid = tgid };
+	if (record->parent_span_id) {
+		struct trace_context restored = {
+			.trace_id_high = record->trace_id_high,
+			.trace_id_low = record->trace_id_low,
+			.span_id = record->parent_span_id,
+		};
+		bpf_map_update_elem(&active_contexts, &context_key, &restored, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&active_contexts, &context_key);
+	}
+	bpf_map_delete_elem(&calls, &call_key);
+	return 0;
+}
+
+SEC("uprobe")
+int sonde_probe(struct x86_64_regs *regs)
+{
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config || config->role == 0) {
+		count(SONDE_COUNTER_MISSING_CONFIG);
+		return 0;
+	}
+	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
+		return 0;
+	if (config->role == SONDE_ROLE_START_SPAN)
+		return start_span(config, regs);
+	return end_span(config, regs);
+}

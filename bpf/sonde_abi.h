@@ -1,0 +1,90 @@
+/* The contract between the generic BPF program and Sonde's Engine: the probe
+ * configuration user space writes and the span record the program emits.
+ * Engine/RecordLayout.swift mirrors these numbers; the static asserts below
+ * and Engine's checks keep both sides in step. */
+#ifndef SONDE_ABI_H
+#define SONDE_ABI_H
+
+#define SONDE_MAX_OPS 32
+#define SONDE_SAVED_SLOTS 4
+#define SONDE_DATA_SIZE 512          /* capture area of one span record */
+#define SONDE_MAX_STRING 255         /* longest string one op copies */
+
+/* What a probe site does to tracing state. */
+enum sonde_role {
+	SONDE_ROLE_START_SPAN = 1,   /* function entry: open a span */
+	SONDE_ROLE_END_SPAN = 2,     /* function return: close and emit it */
+};
+
+/* How the state of one call is keyed. */
+enum sonde_key_mode {
+	SONDE_KEY_GOROUTINE = 0,     /* Go: the g pointer in R14; goroutines hop threads */
+	SONDE_KEY_THREAD = 1,        /* native code: the thread id */
+};
+
+/* Fetch-program operations. `value` is the program's one working register. */
+enum sonde_op_code {
+	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) */
+	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
+	SONDE_OP_SAVE = 3,           /* saved[reg] = value */
+	SONDE_OP_ADD = 4,            /* value += imm */
+	SONDE_OP_DEREFERENCE = 5,    /* value = *(u64 *)value */
+	SONDE_OP_EXPECT_ADDRESS = 6, /* stop unless value == imm + load bias (Go itab check) */
+	SONDE_OP_READ_GO_STRING = 7, /* value points at {ptr, len}: copy <= len bytes to data[out] */
+	SONDE_OP_READ_INTEGER = 8,   /* copy len (1..8) bytes at value to data[out] */
+	SONDE_OP_STORE_VALUE = 9,    /* data[out] = value (8 bytes) */
+	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
+};
+
+struct sonde_op {
+	__u8 code;
+	__u8 reg;
+	__u16 out;                   /* offset in the record's data area */
+	__u16 len;
+	__u8 capture;                /* reads: index of the capture, marked in `captured` */
+	__u8 pad;
+	__s64 imm;
+};
+
+struct sonde_probe_config {
+	__u32 role;
+	__u32 span_slot;             /* shared by a probe's entry and return sites */
+	__u32 key_mode;
+	__u32 op_count;
+	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
+	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
+	struct sonde_op ops[SONDE_MAX_OPS];
+};
+
+/* One span, from entry to return; emitted whole on the ring buffer. */
+struct sonde_span_record {
+	__u64 trace_id_high;
+	__u64 trace_id_low;
+	__u64 span_id;
+	__u64 parent_span_id;
+	__u64 start_ns;              /* CLOCK_MONOTONIC */
+	__u64 end_ns;
+	__u64 key;                   /* goroutine or thread */
+	__u64 load_bias;
+	__u32 tgid;
+	__u32 span_slot;
+	__u32 failed_reads;          /* fetch ops whose memory read failed */
+	__u32 stopped;               /* an EXPECT_ADDRESS did not match: later captures absent */
+	__u32 captured;              /* bit i set: capture i was written */
+	__u32 pad;
+	__u64 saved[SONDE_SAVED_SLOTS];
+	/* Strings are stored as a u16 length then the bytes. The slack after the
+	 * data area lets the verifier accept a bounded copy at any masked offset. */
+	__u8 data[SONDE_DATA_SIZE + SONDE_MAX_STRING + 2];
+};
+
+/* Counters user space reports; each is a per-CPU slot of the `counters` map. */
+enum sonde_counter {
+	SONDE_COUNTER_RING_FULL = 0,       /* spans lost: ring buffer full */
+	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns whose entry was not seen */
+	SONDE_COUNTER_STATE_FULL = 2,      /* entries not recorded: state map update failed */
+	SONDE_COUNTER_MISSING_CONFIG = 3,  /* hits with an unknown cookie */
+	SONDE_COUNTER_COUNT = 4,
+};
+
+#endif

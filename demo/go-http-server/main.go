@@ -1,0 +1,50 @@
+// A small net/http server that Sonde traces in the demo and the end-to-end tests.
+// It has no tracing code of its own: every span comes from Sonde's probes.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	portFile := flag.String("port-file", "", "write the chosen port here once listening")
+	flag.Parse()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello") // status left implicit: Go sends 200
+	})
+	mux.HandleFunc("/created", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+	})
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "failure on purpose", http.StatusInternalServerError)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	// Every other path gets ServeMux's 404.
+
+	listener, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	port := listener.Addr().(*net.TCPAddr).Port
+	if *portFile != "" {
+		if err := os.WriteFile(*portFile, []byte(strconv.Itoa(port)), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+	log.Printf("demo server listening on %s", listener.Addr())
+	log.Fatal(http.Serve(listener, mux))
+}
