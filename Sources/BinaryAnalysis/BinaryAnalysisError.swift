@@ -6,10 +6,12 @@ public enum BinaryAnalysisError: Error, Equatable, CustomStringConvertible {
     case notELF(path: String)
     /// The file is ELF but not for x86-64, the only architecture whose instructions Sonde decodes.
     case unsupportedArchitecture(path: String, machine: Int)
-    /// libelf or the instruction decoder rejected the file: truncated or corrupt.
+    /// libelf rejected the file: truncated or corrupt.
     case malformed(path: String, reason: String)
     /// A Go binary whose build info predates Go 1.18, the oldest toolchain Sonde reads.
     case unsupportedGoBuildInfo(path: String)
+    /// The installed capstone library cannot decode x86-64; no file would do better.
+    case disassemblerUnavailable(reason: String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,8 @@ public enum BinaryAnalysisError: Error, Equatable, CustomStringConvertible {
             return "\(path): malformed ELF file (\(reason)); the file may be truncated or still being written"
         case .unsupportedGoBuildInfo(let path):
             return "\(path): built by Go older than 1.18, whose build info Sonde does not read; rebuild it with Go 1.18 or newer"
+        case .disassemblerUnavailable(let reason):
+            return "cannot decode x86-64 instructions: capstone says \"\(reason)\"; install a libcapstone built with x86 support (Debian: libcapstone4)"
         }
     }
 }

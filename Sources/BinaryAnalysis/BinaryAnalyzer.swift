@@ -7,7 +7,7 @@ public enum BinaryAnalyzer {
         let image = try ELFImage(path: path)
         let symbols = image.definedSymbols(named: Set(functions + dataSymbols + [goTypesStart, goTypesEnd]))
         let goBuild = try GoBuildInfoReader.read(from: image)
-        let decoder = try InstructionDecoder(path: path)
+        let decoder = try InstructionDecoder()
 
         // A function must have bytes in the file for uprobes to attach to it.
         let locatedFunctions = functions.compactMap { name -> (symbol: ELFSymbol, fileOffset: UInt64)? in

@@ -75,7 +75,7 @@ final class DWARFReader {
                           facts.parameters[function.name] == nil
                     else { return }
                     facts.parameters[function.name] = parameters(of: &entry, entryAddress: entryAddress)
-                } else if Self.typeTags.contains(tag), let name = name(of: &entry), facts.types[name] == nil,
+                } else if Self.typeTags.contains(tag), !isDeclaration(&entry), let name = name(of: &entry), facts.types[name] == nil,
                           let type = typeFacts(of: &entry, tag: tag, name: name, goRuntimeTypes: goRuntimeTypes) {
                     facts.types[name] = type
                 }
@@ -94,11 +94,14 @@ final class DWARFReader {
             switch Int(operation.atom) {
             case Int(DW_OP_reg0)...Int(DW_OP_reg31), Int(DW_OP_regx):
                 let number = operation.atom == DW_OP_regx ? operation.operand : UInt64(operation.atom) - UInt64(DW_OP_reg0)
-                guard pendingRegister == nil, number < UInt64(Register.allCases.count) else { return nil }
-                pendingRegister = Register(rawValue: Int(number))
+                guard pendingRegister == nil, let register = Int(exactly: number).flatMap(Register.init(rawValue:)) else {
+                    return nil
+                }
+                pendingRegister = register
             case Int(DW_OP_piece):
                 guard let register = pendingRegister else { return nil }
-                pieces.append(RegisterPiece(register: register, size: Int(operation.operand)))
+                guard let size = Int(exactly: operation.operand) else { return nil }
+                pieces.append(RegisterPiece(register: register, size: size))
                 pendingRegister = nil
             default:
                 return nil
@@ -124,6 +127,11 @@ final class DWARFReader {
             name: name, kind: kind, byteSize: layout.byteSize,
             pointee: kind == .pointer ? layout.pointee : nil, members: layout.members,
             runtimeTypeAddress: goRuntimeTypes.flatMap { runtimeTypeAddress(of: &entry, goRuntimeTypes: $0) })
+    }
+
+    /// C and C++ forward declarations (`struct foo;`) name a type without describing it.
+    private func isDeclaration(_ entry: inout Dwarf_Die) -> Bool {
+        dwarf_hasattr(&entry, UInt32(DW_AT_declaration)) != 0
     }
 
     private func runtimeTypeAddress(of entry: inout Dwarf_Die, goRuntimeTypes: Range<UInt64>) -> UInt64? {
@@ -171,7 +179,7 @@ final class DWARFReader {
         var attribute = Dwarf_Attribute()
         guard dwarf_attr(&member, UInt32(DW_AT_data_member_location), &attribute) != nil else { return 0 }
         var offset: Dwarf_Word = 0
-        return dwarf_formudata(&attribute, &offset) == 0 ? Int(offset) : nil
+        return dwarf_formudata(&attribute, &offset) == 0 ? Int(exactly: offset) : nil
     }
 
     private func goKind(of entry: inout Dwarf_Die) -> UInt64? {

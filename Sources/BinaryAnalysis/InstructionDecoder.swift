@@ -7,34 +7,29 @@ final class InstructionDecoder {
     /// Capstone register id → the full-width general purpose register it is part of.
     private let generalPurposeRegisters: [UInt16: Register]
 
-    /// Sub-register names of each general purpose register, as capstone spells them.
-    private static let registerNames: [Register: [String]] = {
+    /// Capstone's names of each general purpose register and of its sub-registers.
+    private static let registersByName: [String: Register] = {
         let legacy: [(Register, [String])] = [
-            (.rax, ["al", "ah", "ax", "eax"]), (.rbx, ["bl", "bh", "bx", "ebx"]),
-            (.rcx, ["cl", "ch", "cx", "ecx"]), (.rdx, ["dl", "dh", "dx", "edx"]),
-            (.rsi, ["sil", "si", "esi"]), (.rdi, ["dil", "di", "edi"]),
-            (.rbp, ["bpl", "bp", "ebp"]), (.rsp, ["spl", "sp", "esp"]),
+            (.rax, ["rax", "eax", "ax", "ah", "al"]), (.rbx, ["rbx", "ebx", "bx", "bh", "bl"]),
+            (.rcx, ["rcx", "ecx", "cx", "ch", "cl"]), (.rdx, ["rdx", "edx", "dx", "dh", "dl"]),
+            (.rsi, ["rsi", "esi", "si", "sil"]), (.rdi, ["rdi", "edi", "di", "dil"]),
+            (.rbp, ["rbp", "ebp", "bp", "bpl"]), (.rsp, ["rsp", "esp", "sp", "spl"]),
         ]
-        let numbered = (8...15).map { number in
-            (Register(rawValue: Register.r8.rawValue + number - 8)!, ["r\(number)b", "r\(number)w", "r\(number)d"])
+        let numbered = zip(8..., Register.allCases[8...]).map { number, register in
+            (register, ["r\(number)", "r\(number)d", "r\(number)w", "r\(number)b"])
         }
-        return Dictionary(uniqueKeysWithValues: (legacy + numbered).map { register, subRegisters in
-            (register, subRegisters + [register.description.lowercased()])
-        })
+        return Dictionary(uniqueKeysWithValues: (legacy + numbered).flatMap { register, names in names.map { ($0, register) } })
     }()
 
-    init(path: String) throws {
-        guard cs_open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else {
-            throw BinaryAnalysisError.malformed(path: path, reason: "capstone cannot decode x86-64 here")
+    init() throws {
+        let status = cs_open(CS_ARCH_X86, CS_MODE_64, &handle)
+        guard status == CS_ERR_OK else {
+            throw BinaryAnalysisError.disassemblerUnavailable(reason: String(cString: cs_strerror(status)))
         }
         cs_option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue))
-        var registersByName: [String: Register] = [:]
-        for (register, names) in Self.registerNames {
-            for name in names { registersByName[name] = register }
-        }
         var registers: [UInt16: Register] = [:]
         for id in 1..<X86_REG_ENDING.rawValue {
-            if let cName = cs_reg_name(handle, id), let register = registersByName[String(cString: cName)] {
+            if let cName = cs_reg_name(handle, id), let register = Self.registersByName[String(cString: cName)] {
                 registers[UInt16(id)] = register
             }
         }

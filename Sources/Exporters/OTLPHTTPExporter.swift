@@ -46,7 +46,8 @@ public struct OTLPHTTPExporter: SpanExporter {
         try OTLPExportRequest(spans: spans, exportedResource: configuration.exportedResource).serializedData()
     }
 
-    private func checkResponse(status: Int, body: Data) throws(SpanExportError) {
+    /// Classifies a response for the retry decision; see `export(_:)`.
+    func checkResponse(status: Int, body: Data) throws(SpanExportError) {
         switch status {
         case 200..<300:
             // A body that is not an ExportTraceServiceResponse still means success.

@@ -38,9 +38,13 @@ public enum PackLoader {
 
     private static func syntaxError(_ error: YamlError, file: String) -> PackError {
         switch error {
-        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _):
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
             let detail = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
             return PackError(SourceLocation(file: file, line: mark.line, column: mark.column), "YAML syntax error: \(detail)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+            return PackError(SourceLocation(file: file, line: context.mark.line, column: context.mark.column), "this mapping has the key \(keys) more than once")
         default:
             return PackError(SourceLocation(file: file, line: 1, column: 1), "YAML error: \(error)")
         }
@@ -133,7 +137,7 @@ public enum PackLoader {
             }
             let reference = rest[rest.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
             guard captures.contains(reference) else {
-                throw node.error("span name refers to unknown capture '\(reference)'; known: \(captures.sorted().joined(separator: ", "))")
+                throw node.error("span name refers to unknown capture '\(reference)'; \(knownCaptures(captures))")
             }
             parts.append(.capture(reference))
             rest = rest[rest.index(after: close)...]
@@ -196,10 +200,14 @@ public enum PackLoader {
             let text = try entry.value.string("attribute '\(entry.key)'").trimmingCharacters(in: .whitespaces)
             let expression = try readExpression(text, at: entry.value)
             guard captures.contains(expression.captureName) else {
-                throw entry.value.error("attribute '\(entry.key)' refers to unknown capture '\(expression.captureName)'; known: \(captures.sorted().joined(separator: ", "))")
+                throw entry.value.error("attribute '\(entry.key)' refers to unknown capture '\(expression.captureName)'; \(knownCaptures(captures))")
             }
             return AttributeRule(key: entry.key, value: expression)
         }
+    }
+
+    private static func knownCaptures(_ captures: Set<String>) -> String {
+        captures.isEmpty ? "the probe defines no captures in on-entry or on-return" : "known: \(captures.sorted().joined(separator: ", "))"
     }
 
     private static func readExpression(_ text: String, at node: YAMLNode) throws -> ValueExpression {

@@ -36,9 +36,6 @@ struct YAMLNode {
         for (key, value) in mapping {
             let keyNode = YAMLNode(node: key, file: file)
             let name = try keyNode.string("a key in \(what)")
-            if entries.contains(where: { $0.key == name }) {
-                throw keyNode.error("\(what) has the key '\(name)' twice")
-            }
             if let allowed, !allowed.contains(name) {
                 throw keyNode.error("unknown key '\(name)' in \(what); expected one of: \(allowed.joined(separator: ", "))")
             }

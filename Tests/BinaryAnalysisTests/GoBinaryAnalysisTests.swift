@@ -27,6 +27,13 @@ final class GoBinaryAnalysisTests: XCTestCase {
         try assertServeHTTPParameters(fixtures.fixture(.executable, toolchain: .go127))
     }
 
+    func testGo119ParametersOfAnOutOfLineCopyOfAnInlinedFunction() throws {
+        let function = try XCTUnwrap(fixtures.fixture(.executable).facts.functions[GoFixture.inlinedElsewhere])
+        XCTAssertEqual(function.parameters, [
+            Parameter(name: "e", typeName: "net/http.http2ErrCode", registers: [RegisterPiece(register: .rax, size: 4)]),
+        ])
+    }
+
     func testGo119RequestLayoutMatchesUnsafeOffsetof() throws {
         try assertRequestLayout(fixtures.fixture(.executable))
     }

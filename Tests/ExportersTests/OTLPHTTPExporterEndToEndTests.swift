@@ -73,21 +73,6 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         XCTAssertEqual((spans.first?["request"] as? [String: Any])?["index"] as? Int, 2)
     }
 
-    func testStatusesClassifiedForRetry() async throws {
-        for (status, retryable) in [(429, true), (502, true), (503, true), (504, true), (400, false), (404, false), (500, false)] {
-            let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", String(status)])
-            let endpoint = "http://127.0.0.1:\(receiver.port)/v1/traces"
-            let expected: SpanExportError = retryable
-                ? .retryable(reason: "HTTP \(status) from \(endpoint)") : .rejected(reason: "HTTP \(status) from \(endpoint)")
-            do {
-                try await exporter(for: receiver).export([makeServerSpan()])
-                XCTFail("HTTP \(status) was taken for success")
-            } catch {
-                XCTAssertEqual(error as? SpanExportError, expected)
-            }
-        }
-    }
-
     func testRejectedBatchIsDroppedWithoutRetry() async throws {
         let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", "400"])
         let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)

@@ -63,7 +63,7 @@ final class PackLoaderTests: XCTestCase {
         let pack = try PackLoader.parse(yaml: validProbe, file: "ok.yaml")
         XCTAssertEqual(pack.probes[0].span.name.parts, [.literal("handle "), .capture("path")])
         XCTAssertEqual(pack.source, SourceLocation(file: "ok.yaml", line: 1, column: 1))
-        XCTAssertEqual(pack.probes[0].onEntry[0].source, SourceLocation(file: "ok.yaml", line: 10, column: 5))
+        XCTAssertEqual(pack.probes[0].onEntry[0].source, SourceLocation(file: "ok.yaml", line: 10, column: 7))
     }
 
     func testErrorsNameFileLineColumnAndProblem() {
@@ -75,31 +75,31 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:12:17: attribute 'url.path' refers to unknown capture 'pth'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "type: go-string", with: "type: text")),
-            "bad.yaml:10:54: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool")
+            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, on-entry, on-return, attributes")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
-            "bad.yaml:8:35: span name refers to unknown capture 'route'; known: path")
+            "bad.yaml:8:33: span name refers to unknown capture 'route'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "sonde.probe-pack/v1", with: "sonde.probe-pack/v9")),
             "bad.yaml:1:9: unsupported pack format 'sonde.probe-pack/v9'; this Sonde reads 'sonde.probe-pack/v1'")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: ">=1.19", with: "at least 1.19")),
-            "bad.yaml:4:39: cannot read version range 'at least 1.19'; write comparisons like '>=1.19 <1.28'")
+            "bad.yaml:4:35: cannot read version range 'at least 1.19'; write comparisons like '>=1.19 <1.28'")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "path: URL.Path", with: "path: URL..Path")),
-            "bad.yaml:10:27: path step '' is not a field name")
+            "bad.yaml:10:31: path step '' is not a field name")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "  - id: handler\n", with: "  - id: handler\n    id: again\n")),
-            "bad.yaml:7:9: a probe has the key 'id' twice")
+            "bad.yaml:6:5: this mapping has the key 'id' more than once")
     }
 
     func testYAMLSyntaxErrorHasPosition() {
         XCTAssertEqual(
             error(in: "format: sonde.probe-pack/v1\npack: [go/x\n"),
-            "bad.yaml:3:1: YAML syntax error: while parsing a flow node did not find expected ',' or ']'")
+            "bad.yaml:3:1: YAML syntax error: while parsing a flow sequence did not find expected ',' or ']'")
         XCTAssertEqual(error(in: ""), "bad.yaml:1:1: the pack file is empty")
     }
 

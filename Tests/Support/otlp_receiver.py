@@ -14,7 +14,8 @@ Usage:
     --reject-spans N  accept every request but report N rejected spans (OTLP partial success)
 
 It accepts protobuf POSTs (Content-Type: application/x-protobuf, optionally gzip-encoded) on
-any path, answers 200 with an empty ExportTraceServiceResponse, and runs until killed.
+any path and answers 200 with an empty ExportTraceServiceResponse. It runs until SIGTERM/SIGINT
+or until its parent process exits, so a crashed test leaves no receiver behind.
 One request log line per POST goes to stderr.
 
 Each JSON line describes one span:
@@ -36,8 +37,11 @@ objects (kvlist_value) and hex strings (bytes_value). Header names are lower-cas
 import argparse
 import gzip
 import json
+import os
+import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -158,6 +162,14 @@ def make_handler(receiver):
     return Handler
 
 
+def exit_when_orphaned():
+    """Stops the receiver once the test that started it is gone."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main():
     parser = argparse.ArgumentParser(description="OTLP/HTTP trace receiver for tests")
     parser.add_argument("--host", default="127.0.0.1")
@@ -168,14 +180,17 @@ def main():
     parser.add_argument("--reject-spans", type=int, default=0)
     options = parser.parse_args()
 
+    # Launchers may hand us SIGTERM ignored or blocked; whoever started us must be able to stop us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
+
     open(options.out, "a").close()  # the file exists as soon as the port is printed
     receiver = Receiver(options.out, options.fail_first, options.fail_status, options.reject_spans)
     server = ThreadingHTTPServer((options.host, options.port), make_handler(receiver))
     print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    server.serve_forever()
 
 
 if __name__ == "__main__":
