@@ -25,6 +25,7 @@ public enum BinaryAnalyzer {
             functionFacts[symbol.name] = FunctionFacts(
                 name: symbol.name, address: symbol.address, size: symbol.size, fileOffset: fileOffset,
                 parameters: dwarfFacts?.parameters[symbol.name],
+                results: dwarfFacts?.results[symbol.name],
                 instructions: body.map { decoder.decode($0, address: symbol.address, fileOffset: fileOffset) } ?? [])
         }
         return BinaryFacts(

@@ -62,15 +62,22 @@ public struct FunctionFacts: Sendable, Equatable {
     public var fileOffset: UInt64
     /// Formal parameters from DWARF, in declaration order (Go: receiver first); nil without DWARF.
     public var parameters: [Parameter]?
+    /// Go results from DWARF, in order, without register locations (DWARF gives none at the
+    /// return instructions; the register ABI decides them); nil without DWARF.
+    public var results: [Parameter]?
     /// The whole function body, decoded.
     public var instructions: [Instruction]
 
-    public init(name: String, address: UInt64, size: UInt64, fileOffset: UInt64, parameters: [Parameter]?, instructions: [Instruction]) {
+    public init(
+        name: String, address: UInt64, size: UInt64, fileOffset: UInt64, parameters: [Parameter]?, results: [Parameter]? = nil,
+        instructions: [Instruction]
+    ) {
         self.name = name
         self.address = address
         self.size = size
         self.fileOffset = fileOffset
         self.parameters = parameters
+        self.results = results
         self.instructions = instructions
     }
 }

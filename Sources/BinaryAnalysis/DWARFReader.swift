@@ -13,6 +13,8 @@ final class DWARFReader {
         var types: [String: TypeFacts] = [:]
         /// Formal parameters by function name, for the functions found in DWARF.
         var parameters: [String: [Parameter]] = [:]
+        /// Go results by function name (registers left nil: the register ABI places them).
+        var results: [String: [Parameter]] = [:]
     }
 
     /// The layout a type name stands for, once typedefs are seen through.
@@ -74,7 +76,9 @@ final class DWARFReader {
                           let function = functionsByAddress[entryAddress] ?? name(of: &entry).flatMap({ functionsByName[$0] }),
                           facts.parameters[function.name] == nil
                     else { return }
-                    facts.parameters[function.name] = parameters(of: &entry, entryAddress: entryAddress)
+                    let formals = formalParameters(of: &entry, entryAddress: entryAddress)
+                    facts.parameters[function.name] = formals.parameters
+                    facts.results[function.name] = formals.results
                 } else if Self.typeTags.contains(tag), !isDeclaration(&entry), let name = name(of: &entry), facts.types[name] == nil,
                           let type = typeFacts(of: &entry, tag: tag, name: name, goRuntimeTypes: goRuntimeTypes) {
                     facts.types[name] = type
@@ -214,19 +218,25 @@ final class DWARFReader {
 
     // MARK: - Parameters
 
-    private func parameters(of subprogram: inout Dwarf_Die, entryAddress: Dwarf_Addr) -> [Parameter] {
+    /// Parameters, with their registers at entry, and Go results, in declaration order.
+    private func formalParameters(of subprogram: inout Dwarf_Die, entryAddress: Dwarf_Addr) -> (parameters: [Parameter], results: [Parameter]) {
         var parameters: [Parameter] = []
+        var results: [Parameter] = []
         forEachChild(of: &subprogram) { entry in
-            guard dwarf_tag(&entry) == Int32(DW_TAG_formal_parameter), !isGoResult(&entry) else { return }
+            guard dwarf_tag(&entry) == Int32(DW_TAG_formal_parameter) else { return }
             var type = Dwarf_Die()
             let hasType = referencedType(of: &entry, into: &type)
+            let typeName = hasType ? name(of: &type) ?? "" : ""
+            if isGoResult(&entry) {
+                results.append(Parameter(name: name(of: &entry) ?? "", typeName: typeName, registers: nil))
+                return
+            }
             let valueSize = hasType ? layout(of: type).byteSize : nil
             parameters.append(Parameter(
-                name: name(of: &entry) ?? "",
-                typeName: hasType ? name(of: &type) ?? "" : "",
+                name: name(of: &entry) ?? "", typeName: typeName,
                 registers: registerPieces(of: &entry, at: entryAddress, valueSize: valueSize ?? Self.pointerSize)))
         }
-        return parameters
+        return (parameters, results)
     }
 
     /// Go lists results as formal parameters marked `DW_AT_variable_parameter`.

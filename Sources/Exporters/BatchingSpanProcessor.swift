@@ -74,6 +74,8 @@ public final class BatchingSpanProcessor: Sendable {
     private let timerTask: Task<Void, Never>
 
     public init(exporter: some SpanExporter, configuration: Configuration = Configuration()) {
+        precondition(configuration.queueCapacity > 0 && configuration.maxBatchSize > 0, "queue and batch sizes must be positive")
+        precondition(configuration.scheduleDelay > .zero && configuration.retry.maxAttempts > 0, "schedule delay and attempts must be positive")
         let (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: ExportPipeline.Wakeup.self)
         let pipeline = ExportPipeline(exporter: exporter, configuration: configuration, wakeups: wakeupContinuation)
         self.pipeline = pipeline
@@ -107,8 +109,8 @@ public final class BatchingSpanProcessor: Sendable {
         pipeline.state.withLock { $0.lastExportFailure }
     }
 
-    /// Exports every span queued now. Returns false if that did not finish within `timeout`
-    /// (the spans stay queued).
+    /// Exports every span queued now. Returns false if that did not finish within `timeout`;
+    /// the export carries on in the background.
     @discardableResult
     public func flush(timeout: Duration = .seconds(30)) async -> Bool {
         await pipeline.flush(timeout: timeout)

@@ -31,7 +31,7 @@ public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible
     public var description: String {
         switch self {
         case .retryable(let reason), .rejected(let reason): return reason
-        case .partiallyRejected(let count, let reason): return "\(count) spans rejected: \(reason)"
+        case .partiallyRejected(let count, let reason): return "\(count) spans rejected" + (reason.isEmpty ? "" : ": \(reason)")
         }
     }
 }

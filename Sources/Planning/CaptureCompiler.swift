@@ -11,6 +11,8 @@ struct CaptureCompiler {
 
     let function: String
     let parameters: [Parameter]
+    /// Result values with the registers they are returned in; nil when DWARF does not list them.
+    let results: [Parameter]?
     let types: [String: TypeFacts]
 
     private(set) var entryProgram: [FetchOp] = []
@@ -20,9 +22,10 @@ struct CaptureCompiler {
     private var savedSlots: [Register: Int] = [:]
     private var nextDataOffset = 0
 
-    init(function: String, parameters: [Parameter], types: [String: TypeFacts]) {
+    init(function: String, parameters: [Parameter], results: [Parameter]?, types: [String: TypeFacts]) {
         self.function = function
         self.parameters = parameters
+        self.results = results
         self.types = types
     }
 
@@ -40,7 +43,9 @@ struct CaptureCompiler {
         for capture in returnCaptures {
             let slot = try allocate(capture)
             returnProgram += try program(for: capture, into: slot) { register in
-                try savedSlot(for: register, savingOps: &savingOps)
+                // Results are live in registers at return; arguments were saved at entry.
+                if case .result = capture.origin { return .loadRegister(register) }
+                return try savedSlot(for: register, savingOps: &savingOps)
             }
             slots.append(slot)
         }
@@ -76,12 +81,9 @@ struct CaptureCompiler {
     /// which differs between entry (live registers) and return (values saved at entry).
     private func program(for capture: Capture, into slot: CaptureSlot, load: (Register) throws -> FetchOp) throws -> [FetchOp] {
         let context = "capture '\(capture.name)' (\(capture.source))"
-        guard let parameter = parameters.first(where: { $0.name == capture.argument }) else {
-            let known = parameters.map(\.name).joined(separator: ", ")
-            throw PlanProblem("\(context): \(function) has no parameter '\(capture.argument)' (it has: \(known))")
-        }
+        let parameter = try value(capture.origin, context: context)
         guard let pieces = parameter.registers, !pieces.isEmpty else {
-            throw PlanProblem("\(context): parameter '\(parameter.name)' is not in registers at entry")
+            throw PlanProblem("\(context): \(capture.origin) is not in registers")
         }
         var ops: [FetchOp] = []
         var steps = capture.path[...]
@@ -90,7 +92,7 @@ struct CaptureCompiler {
         if case .assertType(let assertedType)? = steps.first {
             steps = steps.dropFirst()
             guard pieces.count == 2, isInterface(typeName) else {
-                throw PlanProblem("\(context): '(\(assertedType))' needs an interface parameter, '\(parameter.name)' is \(typeName)")
+                throw PlanProblem("\(context): '(\(assertedType))' needs an interface, \(capture.origin) is \(typeName)")
             }
             guard let asserted = types[assertedType], let typeAddress = asserted.runtimeTypeAddress, let pointee = asserted.pointee else {
                 throw PlanProblem("\(context): the binary has no pointer type \(assertedType) with a runtime type descriptor")
@@ -106,7 +108,7 @@ struct CaptureCompiler {
             typeName = pointee
         } else {
             guard steps.isEmpty else {
-                throw PlanProblem("\(context): '\(parameter.name)' is a \(typeName) passed by value; paths start from pointers or interfaces")
+                throw PlanProblem("\(context): \(capture.origin) is a \(typeName) held by value; paths start from pointers or interfaces")
             }
             return try ops + readRegisters(pieces, typeName: typeName, capture: capture, slot: slot, context: context, load: load)
         }
@@ -136,8 +138,26 @@ struct CaptureCompiler {
         case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
         case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
         case .bool: ops.append(.readInteger(size: 1, into: slot.offset))
+        case .nonNil: ops.append(.readInteger(size: 8, into: slot.offset))
         }
         return ops
+    }
+
+    private func value(_ origin: ValueOrigin, context: String) throws -> Parameter {
+        switch origin {
+        case .argument(let name):
+            guard let parameter = parameters.first(where: { $0.name == name }) else {
+                let known = parameters.map(\.name).joined(separator: ", ")
+                throw PlanProblem("\(context): \(function) has no parameter '\(name)' (it has: \(known))")
+            }
+            return parameter
+        case .result(let index):
+            guard let results else { throw PlanProblem("\(context): DWARF lists no results for \(function)") }
+            guard index < results.count else {
+                throw PlanProblem("\(context): \(function) has \(results.count) result(s), there is no result \(index)")
+            }
+            return results[index]
+        }
     }
 
     private func readRegisters(
@@ -151,7 +171,8 @@ struct CaptureCompiler {
                 throw PlanProblem("\(context): string parameters can only be captured on entry")
             }
             return [.readStringRegisters(pointer: pieces[0].register, length: pieces[1].register, into: slot.offset, maxLength: slot.maxLength)]
-        case .int, .int32, .uint16, .bool:
+        case .int, .int32, .uint16, .bool, .nonNil:
+            // A pointer's only word, or an interface's type word: zero exactly when nil.
             return [try load(pieces[0].register), .storeValue(into: slot.offset)]
         }
     }
@@ -161,6 +182,12 @@ struct CaptureCompiler {
     }
 
     private func check(_ typeName: String, matches type: ValueType, context: String) throws {
+        if type == .nonNil {
+            guard isInterface(typeName) || types[typeName]?.kind == .pointer else {
+                throw PlanProblem("\(context): the value has Go type \(typeName); non-nil applies to pointers and interfaces")
+            }
+            return
+        }
         let expected: Set<String>
         switch type {
         case .goString: expected = ["string"]
@@ -168,6 +195,7 @@ struct CaptureCompiler {
         case .int32: expected = ["int32", "uint32"]
         case .uint16: expected = ["uint16", "int16"]
         case .bool: expected = ["bool", "uint8", "int8"]
+        case .nonNil: expected = []
         }
         guard expected.contains(typeName) else {
             throw PlanProblem("\(context): the value has Go type \(typeName), which is not \(type.rawValue)")

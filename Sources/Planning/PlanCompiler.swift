@@ -64,7 +64,9 @@ public enum PlanCompiler {
         guard let parameters = function.parameters else {
             throw PlanProblem("DWARF describes no parameters for \(probe.function)")
         }
-        var programs = CaptureCompiler(function: probe.function, parameters: parameters, types: facts.types)
+        var programs = CaptureCompiler(
+            function: probe.function, parameters: parameters,
+            results: function.results.map { GoRegisterABI.assigningRegisters(to: $0, types: facts.types) }, types: facts.types)
         let captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
         let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
         var preserved = programs.registersReadAtEntry

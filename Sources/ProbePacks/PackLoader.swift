@@ -116,15 +116,28 @@ public enum PackLoader {
             throw kindNode.error("unknown span kind '\(kindName)'; expected one of: \(SpanRule.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let name = try readNameTemplate(map.required("name"), captures: captures)
-        var errorWhen: ErrorCondition?
-        if let conditionNode = map.optional("error-when") {
-            let condition = try conditionNode.mapping("error-when", allowed: ["capture", "at-least"])
+        let errorWhen = try map.optional("error-when").map { try readErrorConditions($0, captures: captures) } ?? []
+        return SpanRule(kind: kind, name: name, errorWhen: errorWhen)
+    }
+
+    /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`.
+    private static func readErrorConditions(_ node: YAMLNode, captures: Set<String>) throws -> [ErrorCondition] {
+        let nodes = (try? node.sequence("error-when")) ?? [node]
+        return try nodes.map { conditionNode in
+            let condition = try conditionNode.mapping("error-when", allowed: ["capture", "at-least", "not-zero"])
             let captureNode = try condition.required("capture")
             let capture = try captureNode.string("error-when.capture")
             guard captures.contains(capture) else { throw captureNode.error("error-when refers to unknown capture '\(capture)'") }
-            errorWhen = ErrorCondition(capture: capture, atLeast: try condition.required("at-least").integer("error-when.at-least"))
+            switch (condition.optional("at-least"), condition.optional("not-zero")) {
+            case (let threshold?, nil):
+                return ErrorCondition(capture: capture, test: .atLeast(try threshold.integer("error-when.at-least")))
+            case (nil, let flag?):
+                guard try flag.string("not-zero") == "true" else { throw flag.error("not-zero can only be true") }
+                return ErrorCondition(capture: capture, test: .nonZero)
+            default:
+                throw conditionNode.error("error-when needs exactly one of 'at-least' or 'not-zero'")
+            }
         }
-        return SpanRule(kind: kind, name: name, errorWhen: errorWhen)
     }
 
     private static func readNameTemplate(_ node: YAMLNode, captures: Set<String>) throws -> NameTemplate {
@@ -148,11 +161,23 @@ public enum PackLoader {
 
     private static func readCaptures(_ node: YAMLNode, section: String) throws -> [Capture] {
         try node.mapping(section).entries.map { entry in
-            let map = try entry.value.mapping("capture '\(entry.key)'", allowed: ["arg", "path", "type", "if-zero", "max-length"])
+            let map = try entry.value.mapping("capture '\(entry.key)'", allowed: ["arg", "result", "path", "type", "if-zero", "max-length"])
             let typeNode = try map.required("type")
             let typeName = try typeNode.string("type")
             guard let type = ValueType(rawValue: typeName) else {
                 throw typeNode.error("unknown value type '\(typeName)'; expected one of: \(ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let origin: ValueOrigin
+            switch (map.optional("arg"), map.optional("result")) {
+            case (let argument?, nil):
+                origin = .argument(try argument.string("arg"))
+            case (nil, let result?):
+                guard section == "on-return" else { throw result.error("results exist only on return; move '\(entry.key)' to on-return") }
+                let index = try result.integer("result")
+                guard (0...8).contains(index) else { throw result.error("result must be a position from 0 to 8") }
+                origin = .result(Int(index))
+            default:
+                throw entry.keyNode.error("capture '\(entry.key)' needs exactly one of 'arg' (a parameter name) or 'result' (a result position)")
             }
             let path = try map.optional("path").map { try readPath($0) } ?? []
             let maxLength = try map.optional("max-length").map { lengthNode -> Int in
@@ -161,7 +186,7 @@ public enum PackLoader {
                 return Int(value)
             } ?? 128
             return Capture(
-                name: entry.key, argument: try map.required("arg").string("arg"), path: path, type: type,
+                name: entry.key, origin: origin, path: path, type: type,
                 ifZero: try map.optional("if-zero")?.integer("if-zero"), maxLength: maxLength, source: entry.keyNode.location)
         }
     }
@@ -199,8 +224,8 @@ public enum PackLoader {
         try node.mapping("attributes").entries.map { entry in
             let text = try entry.value.string("attribute '\(entry.key)'").trimmingCharacters(in: .whitespaces)
             let expression = try readExpression(text, at: entry.value)
-            guard captures.contains(expression.captureName) else {
-                throw entry.value.error("attribute '\(entry.key)' refers to unknown capture '\(expression.captureName)'; \(knownCaptures(captures))")
+            if let unknown = expression.captureNames.first(where: { !captures.contains($0) }) {
+                throw entry.value.error("attribute '\(entry.key)' refers to unknown capture '\(unknown)'; \(knownCaptures(captures))")
             }
             return AttributeRule(key: entry.key, value: expression)
         }
@@ -214,11 +239,14 @@ public enum PackLoader {
         guard let open = text.firstIndex(of: "(") else { return .capture(text) }
         guard text.hasSuffix(")") else { throw node.error("'\(text)' is missing its closing ')'") }
         let function = text[..<open]
-        let argument = String(text[text.index(after: open)..<text.index(before: text.endIndex)]).trimmingCharacters(in: .whitespaces)
-        switch function {
-        case "hostname": return .hostname(of: argument)
-        case "port": return .port(of: argument)
-        default: throw node.error("unknown function '\(function)'; expected hostname(capture) or port(capture)")
+        let arguments = text[text.index(after: open)..<text.index(before: text.endIndex)]
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        switch (function, arguments.count) {
+        case ("hostname", 1): return .hostname(of: arguments[0])
+        case ("port", 1): return .port(of: arguments[0])
+        case ("url", 4): return .url(scheme: arguments[0], host: arguments[1], path: arguments[2], query: arguments[3])
+        default:
+            throw node.error("unknown function '\(text)'; expected hostname(host), port(host) or url(scheme, host, path, query)")
         }
     }
 }

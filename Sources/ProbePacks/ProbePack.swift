@@ -65,10 +65,10 @@ public struct SpanRule: Sendable, Equatable {
     }
     public var kind: Kind
     public var name: NameTemplate
-    /// Marks the span as failed when a captured integer reaches a threshold (e.g. HTTP 5xx).
-    public var errorWhen: ErrorCondition?
+    /// The span is marked failed when any of these holds (e.g. HTTP 5xx, a returned error).
+    public var errorWhen: [ErrorCondition]
 
-    public init(kind: Kind, name: NameTemplate, errorWhen: ErrorCondition?) {
+    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition]) {
         self.kind = kind
         self.name = name
         self.errorWhen = errorWhen
@@ -76,11 +76,17 @@ public struct SpanRule: Sendable, Equatable {
 }
 
 public struct ErrorCondition: Sendable, Equatable {
+    public enum Test: Sendable, Equatable {
+        /// The captured integer is at least this much.
+        case atLeast(Int64)
+        /// The captured integer is not zero (e.g. a non-nil error interface).
+        case nonZero
+    }
     public var capture: String
-    public var atLeast: Int64
-    public init(capture: String, atLeast: Int64) {
+    public var test: Test
+    public init(capture: String, test: Test) {
         self.capture = capture
-        self.atLeast = atLeast
+        self.test = test
     }
 }
 
@@ -99,8 +105,7 @@ public struct NameTemplate: Sendable, Equatable {
 /// One value read from the traced program.
 public struct Capture: Sendable, Equatable {
     public var name: String
-    /// The function parameter the value is reached from (Go receivers count as parameters).
-    public var argument: String
+    public var origin: ValueOrigin
     public var path: [PathStep]
     public var type: ValueType
     /// Value to report when the captured integer is zero (Go's net/http leaves status 0 for an implicit 200).
@@ -109,14 +114,29 @@ public struct Capture: Sendable, Equatable {
     public var maxLength: Int
     public var source: SourceLocation
 
-    public init(name: String, argument: String, path: [PathStep], type: ValueType, ifZero: Int64?, maxLength: Int, source: SourceLocation) {
+    public init(name: String, origin: ValueOrigin, path: [PathStep], type: ValueType, ifZero: Int64?, maxLength: Int, source: SourceLocation) {
         self.name = name
-        self.argument = argument
+        self.origin = origin
         self.path = path
         self.type = type
         self.ifZero = ifZero
         self.maxLength = maxLength
         self.source = source
+    }
+}
+
+/// Where a capture's path starts.
+public enum ValueOrigin: Sendable, Equatable, CustomStringConvertible {
+    /// A function parameter by its DWARF name (Go receivers count as parameters).
+    case argument(String)
+    /// The function's result at this position (0 = first), read when it returns.
+    case result(Int)
+
+    public var description: String {
+        switch self {
+        case .argument(let name): return "argument '\(name)'"
+        case .result(let index): return "result \(index)"
+        }
     }
 }
 
@@ -140,6 +160,8 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case int32
     case uint16
     case bool
+    /// Whether a pointer or interface (such as a returned `error`) is set.
+    case nonNil = "non-nil"
 }
 
 /// An OpenTelemetry attribute computed from captures.
@@ -152,15 +174,18 @@ public struct AttributeRule: Sendable, Equatable {
     }
 }
 
-/// How an attribute value derives from a capture: as is, or the host or port part of `host:port`.
+/// How an attribute value derives from captures: as is, the host or port part of `host:port`,
+/// or a URL assembled from its parts (user info never included).
 public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case capture(String)
     case hostname(of: String)
     case port(of: String)
+    case url(scheme: String, host: String, path: String, query: String)
 
-    public var captureName: String {
+    public var captureNames: [String] {
         switch self {
-        case .capture(let name), .hostname(of: let name), .port(of: let name): return name
+        case .capture(let name), .hostname(of: let name), .port(of: let name): return [name]
+        case .url(let scheme, let host, let path, let query): return [scheme, host, path, query]
         }
     }
 
@@ -169,6 +194,7 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .capture(let name): return name
         case .hostname(of: let name): return "hostname(\(name))"
         case .port(of: let name): return "port(\(name))"
+        case .url: return "url(\(captureNames.joined(separator: ", ")))"
         }
     }
 }

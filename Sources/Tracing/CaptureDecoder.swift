@@ -22,6 +22,8 @@ enum CaptureDecoder {
                 values[slot.name] = intValue(Int64(integer(bytes, size: 2)), slot)
             case .bool:
                 values[slot.name] = .bool(integer(bytes, size: 1) != 0)
+            case .nonNil:
+                values[slot.name] = .bool(integer(bytes, size: 8) != 0)
             }
         }
         return values

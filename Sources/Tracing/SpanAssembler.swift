@@ -28,10 +28,7 @@ public struct SpanAssembler: Sendable {
                 attributes.append(Attribute(attribute.key, value))
             }
         }
-        var status = SpanStatus.unset
-        if let condition = rule.errorWhen, case .int(let value)? = values[condition.capture], value >= condition.atLeast {
-            status = .error(message: "\(condition.capture) \(value)")
-        }
+        let status = rule.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
         return Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),
@@ -46,6 +43,16 @@ public struct SpanAssembler: Sendable {
             scope: InstrumentationScope(name: "sonde/\(probe.pack)", version: ProbePack.currentFormat))
     }
 
+    /// The error message when the condition holds.
+    static func failure(_ condition: ErrorCondition, _ values: [String: AttributeValue]) -> String? {
+        switch (condition.test, values[condition.capture]) {
+        case (.atLeast(let threshold), .int(let value)?): return value >= threshold ? "\(condition.capture) \(value)" : nil
+        case (.nonZero, .int(let value)?): return value != 0 ? "\(condition.capture) set" : nil
+        case (.nonZero, .bool(let value)?): return value ? "\(condition.capture)" : nil
+        default: return nil
+        }
+    }
+
     static func name(_ template: NameTemplate, _ values: [String: AttributeValue]) -> String {
         template.parts.map { part in
             switch part {
@@ -56,15 +63,23 @@ public struct SpanAssembler: Sendable {
     }
 
     static func evaluate(_ expression: ValueExpression, _ values: [String: AttributeValue]) -> AttributeValue? {
-        guard let value = values[expression.captureName] else { return nil }
+        func text(_ name: String) -> String? {
+            guard case .string(let value)? = values[name] else { return nil }
+            return value
+        }
         switch expression {
-        case .capture: return value
+        case .capture(let name):
+            return values[name]
         case .hostname(let name):
-            guard case .string(let text) = values[name], let host = HostPort(text)?.host, !host.isEmpty else { return nil }
+            guard let host = text(name).flatMap(HostPort.init)?.host, !host.isEmpty else { return nil }
             return .string(host)
         case .port(let name):
-            guard case .string(let text) = values[name], let port = HostPort(text)?.port else { return nil }
+            guard let port = text(name).flatMap(HostPort.init)?.port else { return nil }
             return .int(Int64(port))
+        case .url(let scheme, let host, let path, let query):
+            guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }
+            let query = text(query) ?? ""
+            return .string("\(scheme)://\(host)\(text(path) ?? "")\(query.isEmpty ? "" : "?" + query)")
         }
     }
 }

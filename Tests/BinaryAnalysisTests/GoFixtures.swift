@@ -175,7 +175,7 @@ final class GoFixtureCache: @unchecked Sendable {
     }
 
     private func goEnvironmentValue(_ name: String, toolchain: GoToolchain) throws -> String {
-        try Self.run(toolchain.goCommand, arguments: ["env", name], in: goCache.deletingLastPathComponent(),
+        try Self.run(toolchain.goCommand, arguments: ["env", name], in: FileManager.default.temporaryDirectory,
                      environment: toolchain.environment.merging(["GOCACHE": goCache.path]) { $1 })
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }

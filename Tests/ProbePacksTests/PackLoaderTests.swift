@@ -17,13 +17,13 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(server.function, "net/http.serverHandler.ServeHTTP")
         XCTAssertEqual(server.span.kind, .server)
         XCTAssertEqual(server.span.name.parts, [.capture("method"), .literal(" "), .capture("path")])
-        XCTAssertEqual(server.span.errorWhen, ErrorCondition(capture: "status", atLeast: 500))
+        XCTAssertEqual(server.span.errorWhen, [ErrorCondition(capture: "status", test: .atLeast(500))])
         XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
         XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
         XCTAssertEqual(server.onEntry[0].maxLength, 16)
         XCTAssertEqual(server.onEntry[1].maxLength, 128)
         let status = try XCTUnwrap(server.onReturn.first)
-        XCTAssertEqual(status.argument, "rw")
+        XCTAssertEqual(status.origin, .argument("rw"))
         XCTAssertEqual(status.path, [.assertType("*net/http.response"), .field("status")])
         XCTAssertEqual(status.type, .int)
         XCTAssertEqual(status.ifZero, 200)
@@ -94,6 +94,42 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "  - id: handler\n", with: "  - id: handler\n    id: again\n")),
             "bad.yaml:6:5: this mapping has the key 'id' more than once")
+    }
+
+    func testResultsAndErrorConditionLists() throws {
+        let pack = try PackLoader.parse(yaml: """
+            format: sonde.probe-pack/v1
+            pack: go/client
+            language: go
+            library: { module: std, versions: ">=1.19" }
+            probes:
+              - id: call
+                function: main.call
+                span:
+                  kind: client
+                  name: call
+                  error-when: [{ capture: status, at-least: 400 }, { capture: failure, not-zero: true }]
+                on-entry:
+                  scheme: { arg: req, path: URL.Scheme, type: go-string }
+                  host: { arg: req, path: URL.Host, type: go-string }
+                on-return:
+                  status: { result: 0, path: StatusCode, type: int }
+                  failure: { result: 1, type: int }
+                attributes:
+                  url.full: url(scheme, host, scheme, host)
+            """, file: "client.yaml")
+        let probe = pack.probes[0]
+        XCTAssertEqual(probe.span.errorWhen, [
+            ErrorCondition(capture: "status", test: .atLeast(400)), ErrorCondition(capture: "failure", test: .nonZero),
+        ])
+        XCTAssertEqual(probe.onReturn.map(\.origin), [.result(0), .result(1)])
+        XCTAssertEqual(probe.attributes[0].value, .url(scheme: "scheme", host: "host", path: "scheme", query: "host"))
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "path: { arg: req,", with: "path: { result: 0,")),
+            "bad.yaml:10:23: results exist only on return; move 'path' to on-return")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "path: { arg: req,", with: "path: {")),
+            "bad.yaml:10:7: capture 'path' needs exactly one of 'arg' (a parameter name) or 'result' (a result position)")
     }
 
     func testYAMLSyntaxErrorHasPosition() {

@@ -113,6 +113,19 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertNil(try assembler().assemble(event(method: "GET", path: "/", host: "", status: 200, slot: 9)))
     }
 
+    func testURLExpressionAndNonZeroErrors() {
+        let values: [String: AttributeValue] = [
+            "scheme": .string("http"), "host": .string("127.0.0.1:80"), "path": .string("/a"), "query": .string("x=1"),
+            "empty": .string(""), "failure": .int(0x7f00_1000),
+        ]
+        XCTAssertEqual(SpanAssembler.evaluate(.url(scheme: "scheme", host: "host", path: "path", query: "query"), values), .string("http://127.0.0.1:80/a?x=1"))
+        XCTAssertEqual(SpanAssembler.evaluate(.url(scheme: "scheme", host: "host", path: "path", query: "empty"), values), .string("http://127.0.0.1:80/a"))
+        XCTAssertNil(SpanAssembler.evaluate(.url(scheme: "scheme", host: "empty", path: "path", query: "query"), values))
+        XCTAssertEqual(SpanAssembler.failure(ErrorCondition(capture: "failure", test: .nonZero), values), "failure set")
+        XCTAssertNil(SpanAssembler.failure(ErrorCondition(capture: "failure", test: .atLeast(Int64.max)), values))
+        XCTAssertNil(SpanAssembler.failure(ErrorCondition(capture: "absent", test: .nonZero), values))
+    }
+
     func testHostPortParsing() {
         XCTAssertEqual(HostPort("a.example:80"), HostPort(host: "a.example", port: 80))
         XCTAssertEqual(HostPort("a.example"), HostPort(host: "a.example", port: nil))

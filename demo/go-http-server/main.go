@@ -33,6 +33,22 @@ func main() {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		w.WriteHeader(http.StatusAccepted)
 	})
+	// An outgoing request made while serving: traced as a CLIENT span, child of
+	// this request's SERVER span. ?to=host:port sends it elsewhere (e.g. to a
+	// closed port, to see a failed client span).
+	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
+		target := r.URL.Query().Get("to")
+		if target == "" {
+			target = r.Host
+		}
+		response, err := http.Get("http://" + target + "/hello?via=proxy")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		response.Body.Close()
+		w.WriteHeader(response.StatusCode)
+	})
 	// Every other path gets ServeMux's 404.
 
 	listener, err := net.Listen("tcp", *listen)
