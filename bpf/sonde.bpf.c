@@ -315,6 +315,60 @@ static __always_inline int end_span(struct sonde_probe_config *config, struct x8
 	return 0;
 }
 
+/* Goroutine creation, entry: remember which goroutine is creating one. */
+static __always_inline int start_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u32 zero = 0;
+	struct sonde_span_record *record = bpf_map_lookup_elem(&scratch, &zero);
+	if (!record)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 owner = call_owner(config, regs);
+	record->tgid = tgid;
+	record->key = owner;
+	record->span_slot = config->span_slot;
+	record->saved[0] = 0;
+
+	struct fetch_state state = { .config = config, .record = record };
+	load_registers(&state, regs);
+	run_fetch_program(&state);
+
+	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	if (bpf_map_update_elem(&calls, &call_key, record, BPF_ANY) != 0)
+		count(SONDE_COUNTER_STATE_FULL);
+	return 0;
+}
+
+/* Goroutine creation, return: the new goroutine starts in its creator's trace
+ * context, or in none. A g is reused after its goroutine exits, so a stale
+ * context must be removed, not left behind. */
+static __always_inline int end_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 owner = call_owner(config, regs);
+	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	if (!record) {
+		count(SONDE_COUNTER_ORPHAN_RETURN);
+		return 0;
+	}
+	struct fetch_state state = { .config = config, .record = record };
+	load_registers(&state, regs);
+	run_fetch_program(&state);
+
+	struct context_key parent_key = { .key = record->saved[0], .tgid = tgid };
+	struct context_key child_key = { .key = state.value, .tgid = tgid };
+	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
+	if (parent) {
+		struct trace_context inherited = *parent;
+		bpf_map_update_elem(&active_contexts, &child_key, &inherited, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&active_contexts, &child_key);
+	}
+	bpf_map_delete_elem(&calls, &call_key);
+	return 0;
+}
+
 SEC("uprobe")
 int sonde_probe(struct x86_64_regs *regs)
 {
@@ -326,7 +380,14 @@ int sonde_probe(struct x86_64_regs *regs)
 	}
 	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
 		return 0;
-	if (config->role == SONDE_ROLE_START_SPAN)
+	switch (config->role) {
+	case SONDE_ROLE_START_SPAN:
 		return start_span(config, regs);
-	return end_span(config, regs);
+	case SONDE_ROLE_END_SPAN:
+		return end_span(config, regs);
+	case SONDE_ROLE_START_HANDOFF:
+		return start_handoff(config, regs);
+	default:
+		return end_handoff(config, regs);
+	}
 }

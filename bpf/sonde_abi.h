@@ -14,6 +14,9 @@
 enum sonde_role {
 	SONDE_ROLE_START_SPAN = 1,   /* function entry: open a span */
 	SONDE_ROLE_END_SPAN = 2,     /* function return: close and emit it */
+	SONDE_ROLE_START_HANDOFF = 3,/* goroutine creation entry: the program saves the creator in saved[0] */
+	SONDE_ROLE_END_HANDOFF = 4,  /* its return: the program leaves the new goroutine in `value`;
+	                              * the creator's trace context is copied to it */
 };
 
 /* How the state of one call is keyed. */

@@ -72,15 +72,16 @@ public final class BPFEngine {
         for (index, probe) in plan.probes.enumerated() {
             let entryCookie = UInt32(2 * index)
             let returnCookie = entryCookie + 1
+            let handoff = probe.probe.goroutineHandoff != nil
             try writeConfig(
                 fd: configs, index: entryCookie,
                 RecordLayout.encodeConfig(
-                    role: .startSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
+                    role: handoff ? .startHandoff : .startSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                     siteAddress: probe.entry.address, program: probe.entryProgram, captureSlots: probe.captureSlots))
             try writeConfig(
                 fd: configs, index: returnCookie,
                 RecordLayout.encodeConfig(
-                    role: .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
+                    role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
                     siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
             for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
                 if let failure = attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {

@@ -17,6 +17,8 @@ enum RecordLayout {
     enum Role: UInt32 {
         case startSpan = 1
         case endSpan = 2
+        case startHandoff = 3
+        case endHandoff = 4
     }
 
     /// Encodes one probe configuration; throws when the program is longer than the BPF side runs.

@@ -54,6 +54,26 @@ struct CaptureCompiler {
         return slots
     }
 
+    /// Programs for a goroutine-creation probe: entry saves the creator (`*g`), return leaves the
+    /// created goroutine in the working value, and the BPF side copies the trace context across.
+    mutating func compile(handoff: GoroutineHandoff) throws {
+        guard case .argument = handoff.parent, case .result = handoff.child else {
+            throw PlanProblem("follow-goroutine needs the parent as an argument and the child as a result")
+        }
+        let parent = try pointerRegister(handoff.parent)
+        registersReadAtEntry.insert(parent)
+        entryProgram = [.loadRegister(parent), .save(slot: 0)]
+        returnProgram = [.loadRegister(try pointerRegister(handoff.child))]
+    }
+
+    private func pointerRegister(_ origin: ValueOrigin) throws -> Register {
+        let value = try value(origin, context: "follow-goroutine")
+        guard types[value.typeName]?.kind == .pointer, let piece = value.registers?.first else {
+            throw PlanProblem("follow-goroutine: \(origin) is \(value.typeName), not a pointer in a register")
+        }
+        return piece.register
+    }
+
     private mutating func savedSlot(for register: Register, savingOps: inout [FetchOp]) throws -> FetchOp {
         if let slot = savedSlots[register] { return .loadSaved(slot: slot) }
         guard savedSlots.count < Self.savedSlotCount else {

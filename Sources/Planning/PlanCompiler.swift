@@ -67,8 +67,16 @@ public enum PlanCompiler {
         var programs = CaptureCompiler(
             function: probe.function, parameters: parameters,
             results: function.results.map { GoRegisterABI.assigningRegisters(to: $0, types: facts.types) }, types: facts.types)
-        let captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
-        let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
+        var captureSlots: [CaptureSlot] = []
+        let keyMode: CallKeyMode
+        if let handoff = probe.goroutineHandoff {
+            try programs.compile(handoff: handoff)
+            // Goroutines are created on the system stack, where R14 is g0: key by thread.
+            keyMode = .thread
+        } else {
+            captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
+            keyMode = facts.goBuild == nil ? .thread : .goroutine
+        }
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
         let entry = try SiteSelector.entrySite(of: function, preserving: preserved)

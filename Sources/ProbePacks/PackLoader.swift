@@ -93,7 +93,7 @@ public enum PackLoader {
     }
 
     private static func readProbe(_ node: YAMLNode) throws -> Probe {
-        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "on-entry", "on-return", "attributes"])
+        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "follow-goroutine", "on-entry", "on-return", "attributes"])
         let id = try map.required("id").string("probe id")
         let function = try map.required("function").string("function")
         let onEntry = try map.optional("on-entry").map { try readCaptures($0, section: "on-entry") } ?? []
@@ -103,9 +103,28 @@ public enum PackLoader {
             throw PackError(duplicate.source, "capture '\(duplicate.name)' is defined twice in probe '\(id)'")
         }
         let names = Set(captures.map(\.name))
-        let span = try readSpan(map.required("span"), captures: names)
+        let span = try map.optional("span").map { try readSpan($0, captures: names) }
+        let handoff = try map.optional("follow-goroutine").map { try readHandoff($0) }
+        guard (span == nil) != (handoff == nil) else {
+            throw node.error("probe '\(id)' needs exactly one of 'span' (make a span) or 'follow-goroutine' (carry trace context to new goroutines)")
+        }
+        if handoff != nil, let extra = map.entries.first(where: { ["on-entry", "on-return", "attributes"].contains($0.key) }) {
+            throw extra.keyNode.error("a follow-goroutine probe makes no span, so it takes no '\(extra.key)'")
+        }
         let attributes = try map.optional("attributes").map { try readAttributes($0, captures: names) } ?? []
-        return Probe(id: id, function: function, span: span, onEntry: onEntry, onReturn: onReturn, attributes: attributes, source: node.location)
+        return Probe(
+            id: id, function: function, span: span, goroutineHandoff: handoff, onEntry: onEntry, onReturn: onReturn, attributes: attributes,
+            source: node.location)
+    }
+
+    private static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
+        let map = try node.mapping("follow-goroutine", allowed: ["parent", "child"])
+        func origin(_ key: String) throws -> ValueOrigin {
+            let valueNode = try map.required(key)
+            let value = try valueNode.mapping("follow-goroutine.\(key)", allowed: ["arg", "result"])
+            return try readOrigin(value, of: "follow-goroutine.\(key)", at: valueNode, resultAllowed: true)
+        }
+        return GoroutineHandoff(parent: try origin("parent"), child: try origin("child"))
     }
 
     private static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
@@ -167,18 +186,7 @@ public enum PackLoader {
             guard let type = ValueType(rawValue: typeName) else {
                 throw typeNode.error("unknown value type '\(typeName)'; expected one of: \(ValueType.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            let origin: ValueOrigin
-            switch (map.optional("arg"), map.optional("result")) {
-            case (let argument?, nil):
-                origin = .argument(try argument.string("arg"))
-            case (nil, let result?):
-                guard section == "on-return" else { throw result.error("results exist only on return; move '\(entry.key)' to on-return") }
-                let index = try result.integer("result")
-                guard (0...8).contains(index) else { throw result.error("result must be a position from 0 to 8") }
-                origin = .result(Int(index))
-            default:
-                throw entry.keyNode.error("capture '\(entry.key)' needs exactly one of 'arg' (a parameter name) or 'result' (a result position)")
-            }
+            let origin = try readOrigin(map, of: "capture '\(entry.key)'", at: entry.keyNode, resultAllowed: section == "on-return")
             let path = try map.optional("path").map { try readPath($0) } ?? []
             let maxLength = try map.optional("max-length").map { lengthNode -> Int in
                 let value = try lengthNode.integer("max-length")
@@ -188,6 +196,21 @@ public enum PackLoader {
             return Capture(
                 name: entry.key, origin: origin, path: path, type: type,
                 ifZero: try map.optional("if-zero")?.integer("if-zero"), maxLength: maxLength, source: entry.keyNode.location)
+        }
+    }
+
+    /// `arg: name` or `result: position`, exactly one of them.
+    private static func readOrigin(_ map: YAMLMapping, of what: String, at node: YAMLNode, resultAllowed: Bool) throws -> ValueOrigin {
+        switch (map.optional("arg"), map.optional("result")) {
+        case (let argument?, nil):
+            return .argument(try argument.string("arg"))
+        case (nil, let result?):
+            guard resultAllowed else { throw result.error("results exist only on return; move \(what) to on-return") }
+            let index = try result.integer("result")
+            guard (0...8).contains(index) else { throw result.error("result must be a position from 0 to 8") }
+            return .result(Int(index))
+        default:
+            throw node.error("\(what) needs exactly one of 'arg' (a parameter name) or 'result' (a result position)")
         }
     }
 

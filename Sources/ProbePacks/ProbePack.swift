@@ -39,17 +39,24 @@ public struct Probe: Sendable, Equatable {
     public var id: String
     /// The symbol to hook, as the symbol table names it (mangled for C++/Rust).
     public var function: String
-    public var span: SpanRule
+    /// The span the probe makes; nil for probes that only move trace context.
+    public var span: SpanRule?
+    /// Set for probes on goroutine creation: the new goroutine inherits the active trace context.
+    public var goroutineHandoff: GoroutineHandoff?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
     public var attributes: [AttributeRule]
     public var source: SourceLocation
 
-    public init(id: String, function: String, span: SpanRule, onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation) {
+    public init(
+        id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, onEntry: [Capture], onReturn: [Capture],
+        attributes: [AttributeRule], source: SourceLocation
+    ) {
         self.id = id
         self.function = function
         self.span = span
+        self.goroutineHandoff = goroutineHandoff
         self.onEntry = onEntry
         self.onReturn = onReturn
         self.attributes = attributes
@@ -57,6 +64,19 @@ public struct Probe: Sendable, Equatable {
     }
 
     public var captures: [Capture] { onEntry + onReturn }
+}
+
+/// Which goroutine a creation function works for and which it creates, so that spans started
+/// in the new goroutine join the creator's trace.
+public struct GoroutineHandoff: Sendable, Equatable {
+    /// The creating goroutine (a `*g` parameter).
+    public var parent: ValueOrigin
+    /// The created goroutine (a `*g` result).
+    public var child: ValueOrigin
+    public init(parent: ValueOrigin, child: ValueOrigin) {
+        self.parent = parent
+        self.child = child
+    }
 }
 
 public struct SpanRule: Sendable, Equatable {

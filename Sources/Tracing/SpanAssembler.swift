@@ -17,11 +17,10 @@ public struct SpanAssembler: Sendable {
         self.resource = resource
     }
 
-    /// Nil when the event names a probe this plan does not have.
+    /// Nil when the event names no span-making probe of this plan.
     public func assemble(_ event: SpanEvent) -> Span? {
-        guard let probe = probesBySlot[event.spanSlot] else { return nil }
+        guard let probe = probesBySlot[event.spanSlot], let rule = probe.probe.span else { return nil }
         let values = CaptureDecoder.decode(event, slots: probe.captureSlots)
-        let rule = probe.probe.span
         var attributes: [Attribute] = []
         for attribute in probe.probe.attributes {
             if let value = Self.evaluate(attribute.value, values) {

@@ -117,32 +117,37 @@ final class NetHTTPServerTests: XCTestCase {
         try await traceClientCalls(go: newest, variant: "newest")
     }
 
-    /// `/proxy` calls the server's own `/hello` with http.Get while serving; `?to=127.0.0.1:1`
-    /// makes that call fail to connect.
+    /// `/proxy` calls the server's own `/hello` with http.Get while serving, `/proxy-async` does so
+    /// from a goroutine it starts; `?to=127.0.0.1:1` makes the call fail to connect.
     private func traceClientCalls(go: String, variant: String) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
-        let proxied = 10
+        let proxied = 8
+        let asynchronous = 8
         let failing = 2
-        let statuses = try await sendRequests(
-            Array(repeating: "/proxy", count: proxied) + Array(repeating: "/proxy?to=127.0.0.1:1", count: failing), port: traced.port, concurrency: 6)
-        XCTAssertEqual(statuses.sorted(), Array(repeating: 200, count: proxied) + Array(repeating: 502, count: failing))
+        let paths = Array(repeating: "/proxy", count: proxied) + Array(repeating: "/proxy-async", count: asynchronous)
+            + Array(repeating: "/proxy?to=127.0.0.1:1", count: failing)
+        let statuses = try await sendRequests(paths.shuffled(), port: traced.port, concurrency: 6)
+        XCTAssertEqual(statuses.sorted(), Array(repeating: 200, count: proxied + asynchronous) + Array(repeating: 502, count: failing))
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
 
+        let calls = proxied + asynchronous
         let spans = try traced.spans()
-        XCTAssertEqual(spans.count, 3 * proxied + 2 * failing, traced.sonde.text)
+        XCTAssertEqual(spans.count, 3 * calls + 2 * failing, traced.sonde.text)
         func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
-        XCTAssertEqual(servers.filter { $0["name"] as? String == "GET /hello" }.count, proxied)
-        XCTAssertEqual(clients.count, proxied + failing)
+        XCTAssertEqual(servers.filter { $0["name"] as? String == "GET /hello" }.count, calls)
+        XCTAssertEqual(clients.count, calls + failing)
 
+        var parentsByName: [String: Int] = [:]
         for client in clients {
             let parentID = try XCTUnwrap(client["parent_span_id"] as? String)
-            let parent = try XCTUnwrap(serversByID[parentID], "client span's parent must be a server span of this process")
-            XCTAssertEqual(parent["name"] as? String, "GET /proxy")
+            let parent = try XCTUnwrap(serversByID[parentID], "client span's parent must be a server span of this process: \(client)")
+            let parentName = try XCTUnwrap(parent["name"] as? String)
+            parentsByName[parentName, default: 0] += 1
             XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
             XCTAssertEqual(client["name"] as? String, "GET")
             let clientStart = try XCTUnwrap(client["start_time_unix_nano"] as? UInt64)
@@ -159,14 +164,16 @@ final class NetHTTPServerTests: XCTestCase {
                 XCTAssertEqual(statusCode, "STATUS_CODE_ERROR")
                 XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, 502)
             } else {
+                let via = parentName == "GET /proxy-async" ? "proxy-async" : "proxy"
                 XCTAssertEqual(values["server.port"] as? Int, traced.port)
-                XCTAssertEqual(values["url.full"] as? String, "http://127.0.0.1:\(traced.port)/hello?via=proxy")
+                XCTAssertEqual(values["url.full"] as? String, "http://127.0.0.1:\(traced.port)/hello?via=\(via)")
                 XCTAssertEqual(values["http.response.status_code"] as? Int, 200)
                 XCTAssertEqual(statusCode, "STATUS_CODE_UNSET")
                 XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, 200)
             }
         }
-        // Each /proxy request made exactly one call, and unrelated requests share no trace.
+        XCTAssertEqual(parentsByName, ["GET /proxy": proxied + failing, "GET /proxy-async": asynchronous])
+        // Each proxying request made exactly one call, and unrelated requests share no trace.
         XCTAssertEqual(Set(clients.compactMap { $0["parent_span_id"] as? String }).count, clients.count)
         XCTAssertEqual(Set(servers.compactMap { $0["trace_id"] as? String }).count, servers.count)
     }

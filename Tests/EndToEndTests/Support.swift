@@ -161,6 +161,8 @@ struct TracedDemoServer {
     let sonde: ChildProcess
     let port: Int
 
+    static let packs = ["--pack", "go/net-http", "--pack", "go/runtime"]
+
     /// `attachByExecutable` starts sonde with `--exe` before the server exists; otherwise `--pid` after.
     init(binary: String, attachByExecutable: Bool = false) throws {
         receiver = try OTLPReceiver()
@@ -168,7 +170,7 @@ struct TracedDemoServer {
         let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"]
         var early: ChildProcess?
         if attachByExecutable {
-            early = try ChildProcess(Repository.sonde, ["run", "--exe", binary, "--pack", "go/net-http"], environment: environment)
+            early = try ChildProcess(Repository.sonde, ["run", "--exe", binary] + Self.packs, environment: environment)
             try early!.waitForOutput("attached")
         }
         server = try ChildProcess(binary, ["-port-file", portFile])
@@ -180,7 +182,7 @@ struct TracedDemoServer {
         if let early {
             sonde = early
         } else {
-            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/net-http"], environment: environment)
+            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid)] + Self.packs, environment: environment)
             try sonde.waitForOutput("attached")
         }
     }

@@ -12,12 +12,18 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.language, .go)
         XCTAssertEqual(pack.library.module, "std")
         XCTAssertEqual(pack.library.versions.description, ">=1.17")
-        XCTAssertEqual(pack.probes.map(\.id), ["server"])
+        XCTAssertEqual(pack.probes.map(\.id), ["server", "client"])
+        let client = pack.probes[1]
+        XCTAssertEqual(client.function, "net/http.(*Transport).roundTrip")
+        XCTAssertEqual(client.span?.kind, .client)
+        XCTAssertEqual(client.onReturn.map(\.origin), [.result(0), .result(1)])
+        XCTAssertEqual(client.onReturn.map(\.type), [.int, .nonNil])
+        XCTAssertEqual(client.attributes[1].value, .url(scheme: "scheme", host: "host", path: "path", query: "query"))
         let server = pack.probes[0]
         XCTAssertEqual(server.function, "net/http.serverHandler.ServeHTTP")
-        XCTAssertEqual(server.span.kind, .server)
-        XCTAssertEqual(server.span.name.parts, [.capture("method"), .literal(" "), .capture("path")])
-        XCTAssertEqual(server.span.errorWhen, [ErrorCondition(capture: "status", test: .atLeast(500))])
+        XCTAssertEqual(server.span?.kind, .server)
+        XCTAssertEqual(server.span?.name.parts, [.capture("method"), .literal(" "), .capture("path")])
+        XCTAssertEqual(server.span?.errorWhen, [ErrorCondition(capture: "status", test: .atLeast(500))])
         XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
         XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
         XCTAssertEqual(server.onEntry[0].maxLength, 16)
@@ -61,7 +67,7 @@ final class PackLoaderTests: XCTestCase {
 
     func testValidPackParses() throws {
         let pack = try PackLoader.parse(yaml: validProbe, file: "ok.yaml")
-        XCTAssertEqual(pack.probes[0].span.name.parts, [.literal("handle "), .capture("path")])
+        XCTAssertEqual(pack.probes[0].span?.name.parts, [.literal("handle "), .capture("path")])
         XCTAssertEqual(pack.source, SourceLocation(file: "ok.yaml", line: 1, column: 1))
         XCTAssertEqual(pack.probes[0].onEntry[0].source, SourceLocation(file: "ok.yaml", line: 10, column: 7))
     }
@@ -75,10 +81,10 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:12:17: attribute 'url.path' refers to unknown capture 'pth'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "type: go-string", with: "type: text")),
-            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool")
+            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
-            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, on-entry, on-return, attributes")
+            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, on-entry, on-return, attributes")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'route'; known: path")
@@ -119,17 +125,28 @@ final class PackLoaderTests: XCTestCase {
                   url.full: url(scheme, host, scheme, host)
             """, file: "client.yaml")
         let probe = pack.probes[0]
-        XCTAssertEqual(probe.span.errorWhen, [
+        XCTAssertEqual(probe.span?.errorWhen, [
             ErrorCondition(capture: "status", test: .atLeast(400)), ErrorCondition(capture: "failure", test: .nonZero),
         ])
         XCTAssertEqual(probe.onReturn.map(\.origin), [.result(0), .result(1)])
         XCTAssertEqual(probe.attributes[0].value, .url(scheme: "scheme", host: "host", path: "scheme", query: "host"))
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "path: { arg: req,", with: "path: { result: 0,")),
-            "bad.yaml:10:23: results exist only on return; move 'path' to on-return")
+            "bad.yaml:10:23: results exist only on return; move capture 'path' to on-return")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "path: { arg: req,", with: "path: {")),
             "bad.yaml:10:7: capture 'path' needs exactly one of 'arg' (a parameter name) or 'result' (a result position)")
+    }
+
+    func testShippedRuntimePackFollowsGoroutines() throws {
+        let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/runtime.yaml").path)
+        XCTAssertEqual(pack.name, "go/runtime")
+        XCTAssertEqual(pack.probes.map(\.function), ["runtime.newproc1"])
+        XCTAssertNil(pack.probes[0].span)
+        XCTAssertEqual(pack.probes[0].goroutineHandoff, GoroutineHandoff(parent: .argument("callergp"), child: .result(0)))
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span) or 'follow-goroutine' (carry trace context to new goroutines)")
     }
 
     func testYAMLSyntaxErrorHasPosition() {

@@ -37,17 +37,16 @@ func main() {
 	// this request's SERVER span. ?to=host:port sends it elsewhere (e.g. to a
 	// closed port, to see a failed client span).
 	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
-		target := r.URL.Query().Get("to")
-		if target == "" {
-			target = r.Host
-		}
-		response, err := http.Get("http://" + target + "/hello?via=proxy")
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		response.Body.Close()
-		w.WriteHeader(response.StatusCode)
+		proxy(w, r, "proxy")
+	})
+	// The same, but the call is made from a goroutine the handler starts.
+	mux.HandleFunc("/proxy-async", func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		go func() {
+			proxy(w, r, "proxy-async")
+			close(done)
+		}()
+		<-done
 	})
 	// Every other path gets ServeMux's 404.
 
@@ -63,4 +62,19 @@ func main() {
 	}
 	log.Printf("demo server listening on %s", listener.Addr())
 	log.Fatal(http.Serve(listener, mux))
+}
+
+// proxy forwards to /hello on ?to=host:port, or on this server, and answers with its status.
+func proxy(w http.ResponseWriter, r *http.Request, via string) {
+	target := r.URL.Query().Get("to")
+	if target == "" {
+		target = r.Host
+	}
+	response, err := http.Get("http://" + target + "/hello?via=" + via)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	response.Body.Close()
+	w.WriteHeader(response.StatusCode)
 }
