@@ -229,7 +229,11 @@ static __always_inline __u64 call_owner(struct sonde_probe_config *config, struc
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
-static __always_inline int start_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+/* Function entry: a fresh record in a new trace or, when a span is active on
+ * this goroutine/thread, as its child; the fetch program reads the entry
+ * captures; the record waits in `calls` for the return. A span probe also
+ * becomes the active span, parent of whatever starts before it returns. */
+static __always_inline int on_entry(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	__u32 zero = 0;
 	struct sonde_span_record *record = bpf_map_lookup_elem(&scratch, &zero);
@@ -269,80 +273,56 @@ static __always_inline int start_span(struct sonde_probe_config *config, struct 
 		count(SONDE_COUNTER_STATE_FULL);
 		return 0;
 	}
-	struct trace_context current = {
-		.trace_id_high = record->trace_id_high,
-		.trace_id_low = record->trace_id_low,
-		.span_id = record->span_id,
-	};
-	bpf_map_update_elem(&active_contexts, &context_key, &current, BPF_ANY);
+	if (config->role == SONDE_ROLE_START_SPAN) {
+		struct trace_context current = {
+			.trace_id_high = record->trace_id_high,
+			.trace_id_low = record->trace_id_low,
+			.span_id = record->span_id,
+		};
+		bpf_map_update_elem(&active_contexts, &context_key, &current, BPF_ANY);
+	}
 	return 0;
 }
 
-static __always_inline int end_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+/* Span probe return: emit the span; the caller's span becomes active again. */
+static __always_inline void end_span(struct sonde_span_record *record, struct context_key *context_key)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 owner = call_owner(config, regs);
-	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record) {
-		count(SONDE_COUNTER_ORPHAN_RETURN);
-		return 0;
-	}
-
-	struct fetch_state state = { .config = config, .record = record };
-	load_registers(&state, regs);
-	run_fetch_program(&state);
 	record->end_ns = bpf_ktime_get_ns();
-
 	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
 	__u64 wakeup = unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup) != 0)
 		count(SONDE_COUNTER_RING_FULL);
 
-	/* The caller's span becomes current again. */
-	struct context_key context_key = { .key = owner, .tgid = tgid };
 	if (record->parent_span_id) {
 		struct trace_context restored = {
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
 			.span_id = record->parent_span_id,
 		};
-		bpf_map_update_elem(&active_contexts, &context_key, &restored, BPF_ANY);
+		bpf_map_update_elem(&active_contexts, context_key, &restored, BPF_ANY);
 	} else {
-		bpf_map_delete_elem(&active_contexts, &context_key);
+		bpf_map_delete_elem(&active_contexts, context_key);
 	}
-	bpf_map_delete_elem(&calls, &call_key);
-	return 0;
 }
 
-/* Goroutine creation, entry: remember which goroutine is creating one. */
-static __always_inline int start_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+/* Goroutine creation return: the new goroutine (left in `child` by the fetch
+ * program) starts in its creator's (saved[0] at entry) trace context, or in
+ * none: a g is reused after its goroutine exits, so a stale context must go. */
+static __always_inline void hand_off(struct sonde_span_record *record, __u64 child)
 {
-	__u32 zero = 0;
-	struct sonde_span_record *record = bpf_map_lookup_elem(&scratch, &zero);
-	if (!record)
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 owner = call_owner(config, regs);
-	record->tgid = tgid;
-	record->key = owner;
-	record->span_slot = config->span_slot;
-	record->saved[0] = 0;
-
-	struct fetch_state state = { .config = config, .record = record };
-	load_registers(&state, regs);
-	run_fetch_program(&state);
-
-	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	if (bpf_map_update_elem(&calls, &call_key, record, BPF_ANY) != 0)
-		count(SONDE_COUNTER_STATE_FULL);
-	return 0;
+	struct context_key parent_key = { .key = record->saved[0], .tgid = record->tgid };
+	struct context_key child_key = { .key = child, .tgid = record->tgid };
+	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
+	if (parent) {
+		struct trace_context inherited = *parent;
+		bpf_map_update_elem(&active_contexts, &child_key, &inherited, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&active_contexts, &child_key);
+	}
 }
 
-/* Goroutine creation, return: the new goroutine starts in its creator's trace
- * context, or in none. A g is reused after its goroutine exits, so a stale
- * context must be removed, not left behind. */
-static __always_inline int end_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+/* Function return (any RET site): finish the call opened at entry. */
+static __always_inline int on_return(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
@@ -356,14 +336,11 @@ static __always_inline int end_handoff(struct sonde_probe_config *config, struct
 	load_registers(&state, regs);
 	run_fetch_program(&state);
 
-	struct context_key parent_key = { .key = record->saved[0], .tgid = tgid };
-	struct context_key child_key = { .key = state.value, .tgid = tgid };
-	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
-	if (parent) {
-		struct trace_context inherited = *parent;
-		bpf_map_update_elem(&active_contexts, &child_key, &inherited, BPF_ANY);
+	if (config->role == SONDE_ROLE_END_SPAN) {
+		struct context_key context_key = { .key = owner, .tgid = tgid };
+		end_span(record, &context_key);
 	} else {
-		bpf_map_delete_elem(&active_contexts, &child_key);
+		hand_off(record, state.value);
 	}
 	bpf_map_delete_elem(&calls, &call_key);
 	return 0;
@@ -380,14 +357,7 @@ int sonde_probe(struct x86_64_regs *regs)
 	}
 	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
 		return 0;
-	switch (config->role) {
-	case SONDE_ROLE_START_SPAN:
-		return start_span(config, regs);
-	case SONDE_ROLE_END_SPAN:
-		return end_span(config, regs);
-	case SONDE_ROLE_START_HANDOFF:
-		return start_handoff(config, regs);
-	default:
-		return end_handoff(config, regs);
-	}
+	if (config->role == SONDE_ROLE_START_SPAN || config->role == SONDE_ROLE_START_HANDOFF)
+		return on_entry(config, regs);
+	return on_return(config, regs);
 }
