@@ -58,14 +58,24 @@ public struct ConsoleExporter: SpanExporter {
     }
 
     private static func quotedIfNeeded(_ text: String) -> String {
+        // Most values are plain ASCII; deciding that byte-wise avoids Unicode property lookups per span.
+        if !text.isEmpty, text.utf8.allSatisfy({ isPlainASCII($0) && $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "=") }) {
+            return text
+        }
         let needsQuotes = text.isEmpty || text.unicodeScalars.contains {
             $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7f
         }
         return needsQuotes ? "\"\(escaped(text))\"" : text
     }
 
+    /// Printable ASCII other than the quote and backslash, which never need escaping.
+    private static func isPlainASCII(_ byte: UInt8) -> Bool {
+        byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\")
+    }
+
     /// Backslash-escapes quotes, backslashes and control characters so the text stays on one line.
     private static func escaped(_ text: String) -> String {
+        if text.utf8.allSatisfy(isPlainASCII) { return text }
         var result = ""
         for scalar in text.unicodeScalars {
             switch scalar {
