@@ -114,7 +114,19 @@ final class DWARFReader {
         if let register = pendingRegister {
             return pieces.isEmpty ? [RegisterPiece(register: register, size: valueSize)] : nil
         }
-        return pieces.isEmpty ? nil : pieces
+        return pieces.isEmpty ? nil : repairingGo119Pieces(pieces, valueSize: valueSize)
+    }
+
+    /// Go 1.19 describes some interface parameters with repeated pieces, e.g. RBX,RBX,RCX,RCX
+    /// for a 16-byte value (golang/go#61700). When the pieces add up to more than the value,
+    /// consecutive pieces naming the same register are one word.
+    static func repairingGo119Pieces(_ pieces: [RegisterPiece], valueSize: Int) -> [RegisterPiece] {
+        guard pieces.reduce(0, { $0 + $1.size }) > valueSize else { return pieces }
+        var words: [RegisterPiece] = []
+        for piece in pieces where words.last?.register != piece.register {
+            words.append(RegisterPiece(register: piece.register, size: pointerSize))
+        }
+        return words.count * pointerSize == valueSize ? words : pieces
     }
 
     // MARK: - Types
@@ -228,7 +240,11 @@ final class DWARFReader {
             let hasType = referencedType(of: &entry, into: &type)
             let typeName = hasType ? name(of: &type) ?? "" : ""
             if isGoResult(&entry) {
-                results.append(Parameter(name: name(of: &entry) ?? "", typeName: typeName, registers: nil))
+                // Go 1.19 repeats some result entries; the first of each name counts.
+                let resultName = name(of: &entry) ?? ""
+                if !results.contains(where: { $0.name == resultName }) {
+                    results.append(Parameter(name: resultName, typeName: typeName, registers: nil))
+                }
                 return
             }
             let valueSize = hasType ? layout(of: type).byteSize : nil

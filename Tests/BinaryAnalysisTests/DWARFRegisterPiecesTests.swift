@@ -42,3 +42,21 @@ final class DWARFRegisterPiecesTests: XCTestCase {
         XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(8), reg(3)], valueSize: 16), "trailing register without piece")
     }
 }
+
+final class Go119PieceRepairTests: XCTestCase {
+    func testRepeatedPiecesOfAnInterfaceCollapseToTwoWords() {
+        let broken = [Register.rbx, .rbx, .rcx, .rcx].map { RegisterPiece(register: $0, size: 8) }
+        XCTAssertEqual(DWARFReader.repairingGo119Pieces(broken, valueSize: 16), [
+            RegisterPiece(register: .rbx, size: 8), RegisterPiece(register: .rcx, size: 8),
+        ])
+        let threePieces = [Register.rbx, .rcx, .rcx].map { RegisterPiece(register: $0, size: 8) }
+        XCTAssertEqual(DWARFReader.repairingGo119Pieces(threePieces, valueSize: 16), [
+            RegisterPiece(register: .rbx, size: 8), RegisterPiece(register: .rcx, size: 8),
+        ])
+    }
+
+    func testCorrectPiecesAreKept() {
+        let string = [RegisterPiece(register: .rax, size: 8), RegisterPiece(register: .rbx, size: 8)]
+        XCTAssertEqual(DWARFReader.repairingGo119Pieces(string, valueSize: 16), string)
+    }
+}
