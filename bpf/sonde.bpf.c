@@ -346,6 +346,21 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	return 0;
 }
 
+/* Enrich probe: add captures to the span another probe has open on this
+ * goroutine or thread (e.g. a router's route template on the server span). */
+static __always_inline int on_enrich(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	if (!record)
+		return 0;   /* no such span open: nothing to enrich */
+	struct fetch_state state = { .config = config, .record = record };
+	load_registers(&state, regs);
+	run_fetch_program(&state);
+	return 0;
+}
+
 SEC("uprobe")
 int sonde_probe(struct x86_64_regs *regs)
 {
@@ -359,5 +374,7 @@ int sonde_probe(struct x86_64_regs *regs)
 		return 0;
 	if (config->role == SONDE_ROLE_START_SPAN || config->role == SONDE_ROLE_START_HANDOFF)
 		return on_entry(config, regs);
+	if (config->role == SONDE_ROLE_ENRICH)
+		return on_enrich(config, regs);
 	return on_return(config, regs);
 }

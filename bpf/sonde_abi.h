@@ -17,6 +17,8 @@ enum sonde_role {
 	SONDE_ROLE_START_HANDOFF = 3,/* goroutine creation entry: the program saves the creator in saved[0] */
 	SONDE_ROLE_END_HANDOFF = 4,  /* its return: the program leaves the new goroutine in `value`;
 	                              * the creator's trace context is copied to it */
+	SONDE_ROLE_ENRICH = 5,       /* entry only: the program writes into the open call of
+	                              * probe `span_slot` on this goroutine/thread */
 };
 
 /* How the state of one call is keyed. */

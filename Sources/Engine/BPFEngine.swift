@@ -73,10 +73,11 @@ public final class BPFEngine {
             let entryCookie = UInt32(2 * index)
             let returnCookie = entryCookie + 1
             let handoff = probe.probe.goroutineHandoff != nil
+            let entryRole: RecordLayout.Role = probe.probe.enrichment != nil ? .enrich : handoff ? .startHandoff : .startSpan
             try writeConfig(
                 fd: configs, index: entryCookie,
                 RecordLayout.encodeConfig(
-                    role: handoff ? .startHandoff : .startSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
+                    role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                     siteAddress: probe.entry.address, program: probe.entryProgram, captureSlots: probe.captureSlots))
             try writeConfig(
                 fd: configs, index: returnCookie,

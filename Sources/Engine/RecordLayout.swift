@@ -19,6 +19,7 @@ enum RecordLayout {
         case endSpan = 2
         case startHandoff = 3
         case endHandoff = 4
+        case enrich = 5
     }
 
     /// Encodes one probe configuration; throws when the program is longer than the BPF side runs.

@@ -43,8 +43,11 @@ public struct PlannedProbe: Sendable, Equatable {
     public var returns: [ProbeSite]
     public var entryProgram: [FetchOp]
     public var returnProgram: [FetchOp]
-    /// Where each capture lands in the span record's data area.
+    /// Where each capture lands in the span record's data area. An enricher's list is its
+    /// target's, which ends with the enricher's own captures.
     public var captureSlots: [CaptureSlot]
+    /// What enrich probes add to this probe's span.
+    public var enrichments: [EnrichmentRule] = []
 
     public init(
         pack: String, packVersion: String, probe: Probe, spanSlot: UInt32, keyMode: CallKeyMode, entry: ProbeSite, returns: [ProbeSite],
@@ -69,6 +72,19 @@ public struct PlannedProbe: Sendable, Equatable {
 public enum CallKeyMode: UInt32, Sendable, Equatable {
     case goroutine = 0
     case thread = 1
+}
+
+/// Attributes and a new name that an enrich probe gives another probe's span.
+public struct EnrichmentRule: Sendable, Equatable {
+    /// The enrich probe, `pack/probe`.
+    public var source: String
+    public var attributes: [AttributeRule]
+    public var rename: NameTemplate?
+    public init(source: String, attributes: [AttributeRule], rename: NameTemplate?) {
+        self.source = source
+        self.attributes = attributes
+        self.rename = rename
+    }
 }
 
 public struct ProbeSite: Sendable, Equatable {

@@ -8,6 +8,8 @@ struct CaptureCompiler {
     static let dataAreaSize = 512
     /// Values one call can keep from entry to return (SONDE_SAVED_SLOTS).
     static let savedSlotCount = 4
+    /// Captures one span record tracks (bits of its `captured` mask).
+    static let maxCaptures = 32
 
     let function: String
     let parameters: [Parameter]
@@ -20,9 +22,11 @@ struct CaptureCompiler {
     /// Registers entry captures read: the entry site must come before anything overwrites them.
     private(set) var registersReadAtEntry = Set<Register>()
     private var savedSlots: [Register: Int] = [:]
-    private var nextDataOffset = 0
+    private var nextDataOffset: Int
 
-    init(function: String, parameters: [Parameter], results: [Parameter]?, types: [String: TypeFacts]) {
+    /// `dataOffset`: where this probe's captures start in the record (after the target's, for enrichers).
+    init(function: String, parameters: [Parameter], results: [Parameter]?, types: [String: TypeFacts], dataOffset: Int = 0) {
+        nextDataOffset = dataOffset
         self.function = function
         self.parameters = parameters
         self.results = results
@@ -30,6 +34,9 @@ struct CaptureCompiler {
     }
 
     mutating func compile(entry: [Capture], return returnCaptures: [Capture]) throws -> [CaptureSlot] {
+        guard entry.count + returnCaptures.count <= Self.maxCaptures else {
+            throw PlanProblem("a probe can have at most \(Self.maxCaptures) captures")
+        }
         var slots: [CaptureSlot] = []
         var savingOps: [FetchOp] = []
         for capture in entry {
@@ -148,7 +155,14 @@ struct CaptureCompiler {
             guard let member = structure.members.first(where: { $0.name == fieldName }) else {
                 throw PlanProblem("\(context): \(typeName) has no field '\(fieldName)'")
             }
-            if member.offset != 0 { ops.append(.add(Int64(member.offset))) }
+            if member.offset != 0 {
+                // Embedded and nested struct fields add up to one offset.
+                if case .add(let previous)? = ops.last {
+                    ops[ops.count - 1] = .add(previous + Int64(member.offset))
+                } else {
+                    ops.append(.add(Int64(member.offset)))
+                }
+            }
             typeName = member.typeName
         }
         try check(typeName, matches: capture.type, context: context)

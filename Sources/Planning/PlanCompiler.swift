@@ -12,26 +12,55 @@ public enum PlanCompiler {
     public static func compile(packs: [ProbePack], facts: BinaryFacts) -> AttachPlan {
         var planned: [PlannedProbe] = []
         var skipped: [SkippedProbe] = []
-        for pack in packs {
-            let packProblem = applicability(of: pack, to: facts)
-            for probe in pack.probes {
-                do {
-                    if let packProblem { throw PlanProblem(packProblem) }
+        // Enrichers go last: their captures extend the layout of a span probe planned before them.
+        let probes = packs.flatMap { pack in pack.probes.map { (pack, $0) } }
+        let ordered = probes.filter { $0.1.enrichment == nil } + probes.filter { $0.1.enrichment != nil }
+        for (pack, probe) in ordered {
+            do {
+                if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
+                if let enrichment = probe.enrichment {
+                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
+                        throw PlanProblem("it enriches \(enrichment.target), which is not planned for this binary")
+                    }
+                    planned.append(try compile(enricher: probe, of: pack, target: &planned[targetIndex], facts: facts))
+                } else {
                     var probePlan = try compile(probe: probe, facts: facts)
                     probePlan.pack = pack.name
                     probePlan.packVersion = pack.library.versions.description
                     probePlan.spanSlot = UInt32(planned.count)
                     planned.append(probePlan)
-                } catch let problem as PlanProblem {
-                    skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: problem.reason))
-                } catch {
-                    skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: "\(error)"))
                 }
+            } catch let problem as PlanProblem {
+                skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: problem.reason))
+            } catch {
+                skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: "\(error)"))
             }
         }
         return AttachPlan(
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
+    }
+
+    /// Plans an enrich probe: its captures land after the target's in the target's record, and
+    /// the target's span learns the attributes and name they give.
+    static func compile(enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts) throws -> PlannedProbe {
+        let dataOffset = target.captureSlots.map { $0.offset + ($0.size + 7) / 8 * 8 }.max() ?? 0
+        var plan = try compile(probe: probe, facts: facts, dataOffset: dataOffset)
+        guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
+            throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")
+        }
+        let known = Set((target.captureSlots + plan.captureSlots).map(\.name))
+        for case .capture(let name) in probe.enrichment?.rename?.parts ?? [] where !known.contains(name) {
+            throw PlanProblem("enrich.name uses '\(name)', a capture neither this probe nor \(target.qualifiedID) has")
+        }
+        plan.pack = pack.name
+        plan.packVersion = pack.library.versions.description
+        target.captureSlots += plan.captureSlots
+        target.enrichments.append(EnrichmentRule(source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename))
+        plan.captureSlots = target.captureSlots
+        plan.spanSlot = target.spanSlot
+        plan.keyMode = target.keyMode
+        return plan
     }
 
     /// Why a whole pack does not apply to this binary, or nil when it does.
@@ -54,7 +83,7 @@ public enum PlanCompiler {
         return nil
     }
 
-    static func compile(probe: Probe, facts: BinaryFacts) throws -> PlannedProbe {
+    static func compile(probe: Probe, facts: BinaryFacts, dataOffset: Int = 0) throws -> PlannedProbe {
         guard let function = facts.functions[probe.function] else {
             throw PlanProblem("no symbol \(probe.function) in \(facts.path)")
         }
@@ -66,7 +95,8 @@ public enum PlanCompiler {
         }
         var programs = CaptureCompiler(
             function: probe.function, parameters: parameters,
-            results: function.results.map { GoRegisterABI.assigningRegisters(to: $0, types: facts.types) }, types: facts.types)
+            results: function.results.map { GoRegisterABI.assigningRegisters(to: $0, types: facts.types) }, types: facts.types,
+            dataOffset: dataOffset)
         var captureSlots: [CaptureSlot] = []
         let keyMode: CallKeyMode
         if let handoff = probe.goroutineHandoff {
@@ -80,8 +110,9 @@ public enum PlanCompiler {
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
         let entry = try SiteSelector.entrySite(of: function, preserving: preserved)
-        let returns = SiteSelector.returnSites(of: function)
-        guard !returns.isEmpty else { throw PlanProblem("no return instruction found in \(probe.function)") }
+        // Enrichers act at entry only, so they cost one cheap hit and no return probe.
+        let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
+        guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }
         return PlannedProbe(
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)

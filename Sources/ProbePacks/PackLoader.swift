@@ -93,7 +93,7 @@ public enum PackLoader {
     }
 
     private static func readProbe(_ node: YAMLNode) throws -> Probe {
-        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "follow-goroutine", "on-entry", "on-return", "attributes"])
+        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "follow-goroutine", "enrich", "on-entry", "on-return", "attributes"])
         let id = try map.required("id").string("probe id")
         let function = try map.required("function").string("function")
         let onEntry = try map.optional("on-entry").map { try readCaptures($0, section: "on-entry") } ?? []
@@ -105,16 +105,33 @@ public enum PackLoader {
         let names = Set(captures.map(\.name))
         let span = try map.optional("span").map { try readSpan($0, captures: names) }
         let handoff = try map.optional("follow-goroutine").map { try readHandoff($0) }
-        guard (span == nil) != (handoff == nil) else {
-            throw node.error("probe '\(id)' needs exactly one of 'span' (make a span) or 'follow-goroutine' (carry trace context to new goroutines)")
+        let enrichment = try map.optional("enrich").map { try readEnrichment($0) }
+        guard [span != nil, handoff != nil, enrichment != nil].filter({ $0 }).count == 1 else {
+            throw node.error(
+                "probe '\(id)' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
+        }
+        if enrichment != nil, let returning = map.entries.first(where: { $0.key == "on-return" }) {
+            throw returning.keyNode.error("an enrich probe reads on entry only; it has no return to wait for")
         }
         if handoff != nil, let extra = map.entries.first(where: { ["on-entry", "on-return", "attributes"].contains($0.key) }) {
             throw extra.keyNode.error("a follow-goroutine probe makes no span, so it takes no '\(extra.key)'")
         }
         let attributes = try map.optional("attributes").map { try readAttributes($0, captures: names) } ?? []
         return Probe(
-            id: id, function: function, span: span, goroutineHandoff: handoff, onEntry: onEntry, onReturn: onReturn, attributes: attributes,
-            source: node.location)
+            id: id, function: function, span: span, goroutineHandoff: handoff, enrichment: enrichment, onEntry: onEntry, onReturn: onReturn,
+            attributes: attributes, source: node.location)
+    }
+
+    private static func readEnrichment(_ node: YAMLNode) throws -> Enrichment {
+        let map = try node.mapping("enrich", allowed: ["span", "name"])
+        let targetNode = try map.required("span")
+        let target = try targetNode.string("enrich.span")
+        guard target.split(separator: "/").count == 3 else {
+            throw targetNode.error("enrich.span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server")
+        }
+        // The name may use the target's captures, which only planning knows: checked there.
+        let rename = try map.optional("name").map { try readNameTemplate($0, captures: nil) }
+        return Enrichment(target: target, rename: rename)
     }
 
     private static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
@@ -159,7 +176,8 @@ public enum PackLoader {
         }
     }
 
-    private static func readNameTemplate(_ node: YAMLNode, captures: Set<String>) throws -> NameTemplate {
+    /// `captures` nil: references are checked later, against captures of another probe too.
+    private static func readNameTemplate(_ node: YAMLNode, captures: Set<String>?) throws -> NameTemplate {
         var rest = Substring(try node.string("span.name"))
         var parts: [NameTemplate.Part] = []
         while let open = rest.firstIndex(of: "{") {
@@ -168,7 +186,8 @@ public enum PackLoader {
                 throw node.error("span name has '{' without a closing '}'")
             }
             let reference = rest[rest.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
-            guard captures.contains(reference) else {
+            guard !reference.isEmpty else { throw node.error("span name has an empty '{}'") }
+            if let captures, !captures.contains(reference) {
                 throw node.error("span name refers to unknown capture '\(reference)'; \(knownCaptures(captures))")
             }
             parts.append(.capture(reference))

@@ -43,6 +43,8 @@ public struct Probe: Sendable, Equatable {
     public var span: SpanRule?
     /// Set for probes on goroutine creation: the new goroutine inherits the active trace context.
     public var goroutineHandoff: GoroutineHandoff?
+    /// Set for probes that add to another probe's span while it is open on the same goroutine.
+    public var enrichment: Enrichment?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
@@ -50,13 +52,14 @@ public struct Probe: Sendable, Equatable {
     public var source: SourceLocation
 
     public init(
-        id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, onEntry: [Capture], onReturn: [Capture],
-        attributes: [AttributeRule], source: SourceLocation
+        id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
+        onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
         self.function = function
         self.span = span
         self.goroutineHandoff = goroutineHandoff
+        self.enrichment = enrichment
         self.onEntry = onEntry
         self.onReturn = onReturn
         self.attributes = attributes
@@ -76,6 +79,20 @@ public struct GoroutineHandoff: Sendable, Equatable {
     public init(parent: ValueOrigin, child: ValueOrigin) {
         self.parent = parent
         self.child = child
+    }
+}
+
+/// Adds attributes to, and may rename, a span another probe opened: a router knows the
+/// route template only after the server span has started.
+public struct Enrichment: Sendable, Equatable {
+    /// `pack/probe` of the span to enrich, e.g. `go/net-http/server`.
+    public var target: String
+    /// New span name; may use the target probe's captures too. Applied only when every
+    /// capture it names was read.
+    public var rename: NameTemplate?
+    public init(target: String, rename: NameTemplate?) {
+        self.target = target
+        self.rename = rename
     }
 }
 

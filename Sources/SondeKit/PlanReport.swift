@@ -9,7 +9,9 @@ public enum PlanReport {
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
-            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" } ?? "carries trace context to the new goroutine"
+            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" }
+                ?? probe.probe.enrichment.map { "adds to the open \($0.target) span" }
+                ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {
                 lines.append("  " + render(site))

@@ -12,7 +12,8 @@ public struct SpanAssembler: Sendable {
 
     /// `resource` describes the traced process a span came from.
     public init(plan: AttachPlan, clock: ClockOffset, resource: @escaping @Sendable (Int32) -> Resource) {
-        probesBySlot = Dictionary(uniqueKeysWithValues: plan.probes.map { ($0.spanSlot, $0) })
+        // Enrichers share their target's slot; events are the span probes'.
+        probesBySlot = Dictionary(uniqueKeysWithValues: plan.probes.filter { $0.probe.span != nil }.map { ($0.spanSlot, $0) })
         self.clock = clock
         self.resource = resource
     }
@@ -21,18 +22,16 @@ public struct SpanAssembler: Sendable {
     public func assemble(_ event: SpanEvent) -> Span? {
         guard let probe = probesBySlot[event.spanSlot], let rule = probe.probe.span else { return nil }
         let values = CaptureDecoder.decode(event, slots: probe.captureSlots)
-        var attributes: [Attribute] = []
-        for attribute in probe.probe.attributes {
-            if let value = Self.evaluate(attribute.value, values) {
-                attributes.append(Attribute(attribute.key, value))
-            }
-        }
+        let rules = probe.probe.attributes + probe.enrichments.flatMap(\.attributes)
+        let attributes = rules.compactMap { rule in Self.evaluate(rule.value, values).map { Attribute(rule.key, $0) } }
+        // The last enrichment whose name can be filled in wins over the probe's own name.
+        let name = probe.enrichments.compactMap { $0.rename.flatMap { Self.completeName($0, values) } }.last ?? Self.name(rule.name, values)
         let status = rule.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
         return Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),
             parentSpanID: event.parentSpanID == 0 ? nil : SpanID(event.parentSpanID),
-            name: Self.name(rule.name, values),
+            name: name,
             kind: SpanKind(rule.kind),
             startTimeUnixNano: clock.wallClock(monotonic: event.startMonotonicNanos),
             endTimeUnixNano: clock.wallClock(monotonic: event.endMonotonicNanos),
@@ -59,6 +58,12 @@ public struct SpanAssembler: Sendable {
             case .capture(let name): return values[name]?.description ?? "?"
             }
         }.joined()
+    }
+
+    /// The name, or nil when a capture it uses was not read.
+    static func completeName(_ template: NameTemplate, _ values: [String: AttributeValue]) -> String? {
+        for case .capture(let name) in template.parts where values[name] == nil { return nil }
+        return self.name(template, values)
     }
 
     static func evaluate(_ expression: ValueExpression, _ values: [String: AttributeValue]) -> AttributeValue? {

