@@ -30,7 +30,7 @@ final class CLIErrorTests: XCTestCase {
         let result = try sonde(["packs", "validate", shipped, bad])
         XCTAssertEqual(result.status, 1)
         XCTAssertEqual(result.output, """
-            ok  \(shipped): go/net-http, 1 probe(s)
+            ok  \(shipped): go/net-http, 2 probe(s)
             bad \(bad):8:33: span name refers to unknown capture 'missing'; the probe defines no captures in on-entry or on-return
 
             """)

@@ -146,6 +146,56 @@ final class PlanCompilerTests: XCTestCase {
         XCTAssertEqual(try plan(missing).skipped.map(\.reason), ["no symbol net/http.serverHandler.ServeHTTP in /srv/app"])
     }
 
+    func testEnricherCapturesExtendTheTargetRecord() throws {
+        var withRouter = facts()
+        withRouter.functions["main.route"] = FunctionFacts(
+            name: "main.route", address: 0x70_0000, size: 0x40, fileOffset: 0x30_0000,
+            parameters: [Parameter(name: "route", typeName: "*main.Route", registers: [RegisterPiece(register: .rbx, size: 8)])],
+            instructions: [instruction(0x70_0000, "push", "rbp", emulated: true, writes: [.rsp])])
+        withRouter.types["*main.Route"] = TypeFacts(name: "*main.Route", kind: .pointer, byteSize: 8, pointee: "main.Route", members: [])
+        withRouter.types["main.Route"] = TypeFacts(name: "main.Route", kind: .structure, byteSize: 32, pointee: nil, members: [
+            Member(name: "conf", typeName: "main.Conf", offset: 8),
+        ])
+        withRouter.types["main.Conf"] = TypeFacts(name: "main.Conf", kind: .structure, byteSize: 24, pointee: nil, members: [
+            Member(name: "template", typeName: "string", offset: 8),
+        ])
+        func router(rename: String) throws -> ProbePack {
+            try PackLoader.parse(yaml: """
+                format: sonde.probe-pack/v1
+                pack: go/router
+                language: go
+                library: { module: example.com/router, versions: ">=1.0" }
+                probes:
+                  - id: route
+                    function: main.route
+                    enrich: { span: go/net-http/server, name: "\(rename)" }
+                    on-entry:
+                      route: { arg: route, path: conf.template, type: go-string }
+                    attributes:
+                      http.route: route
+                """, file: "router.yaml")
+        }
+        // Listed before its target: enrichers are planned after every span probe.
+        let plan = PlanCompiler.compile(packs: [try router(rename: "{method} {route}"), try serverPack()], facts: withRouter)
+        XCTAssertEqual(plan.skipped, [])
+        let server = try XCTUnwrap(plan.probes.first { $0.qualifiedID == "go/net-http/server" })
+        let enricher = try XCTUnwrap(plan.probes.first { $0.qualifiedID == "go/router/route" })
+        XCTAssertEqual(server.captureSlots.map(\.name), ["method", "path", "host", "status", "route"])
+        XCTAssertEqual(server.captureSlots.last?.offset, 240)
+        XCTAssertEqual(enricher.captureSlots, server.captureSlots)
+        XCTAssertEqual(enricher.spanSlot, server.spanSlot)
+        XCTAssertEqual(enricher.returns, [], "an enricher needs no return probe")
+        XCTAssertEqual(enricher.entryProgram, [.loadRegister(.rbx), .add(16), .readGoString(into: 240, maxLength: 128)])
+        XCTAssertEqual(server.enrichments.map(\.source), ["go/router/route"])
+
+        let badName = PlanCompiler.compile(packs: [try serverPack(), try router(rename: "{verb} {route}")], facts: withRouter)
+        XCTAssertEqual(badName.skipped.map(\.description), [
+            "go/router/route: enrich.name uses 'verb', a capture neither this probe nor go/net-http/server has",
+        ])
+        let alone = PlanCompiler.compile(packs: [try router(rename: "{route}")], facts: withRouter)
+        XCTAssertEqual(alone.skipped.map(\.reason), ["it enriches go/net-http/server, which is not planned for this binary"])
+    }
+
     func testFunctionsNeeded() throws {
         XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.packFile)]), [
             "net/http.(*Transport).roundTrip", Self.serveHTTP,

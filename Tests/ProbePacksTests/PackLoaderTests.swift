@@ -84,7 +84,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
-            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, on-entry, on-return, attributes")
+            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, on-entry, on-return, attributes")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'route'; known: path")
@@ -146,7 +146,17 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.probes[0].goroutineHandoff, GoroutineHandoff(parent: .argument("callergp"), child: .result(0)))
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
-            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span) or 'follow-goroutine' (carry trace context to new goroutines)")
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
+    }
+
+    func testShippedMuxPackEnrichesTheServerSpan() throws {
+        let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/gorilla-mux.yaml").path)
+        XCTAssertEqual(pack.library.module, "github.com/gorilla/mux")
+        let probe = try XCTUnwrap(pack.probes.first)
+        XCTAssertNil(probe.span)
+        XCTAssertEqual(probe.enrichment, Enrichment(target: "go/net-http/server", rename: NameTemplate(parts: [.capture("method"), .literal(" "), .capture("route")])))
+        XCTAssertEqual(probe.onEntry.map(\.path), [[.field("routeConf"), .field("regexp"), .field("path"), .field("template")]])
+        XCTAssertEqual(probe.attributes, [AttributeRule(key: "http.route", value: .capture("route"))])
     }
 
     func testYAMLSyntaxErrorHasPosition() {

@@ -126,6 +126,27 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertNil(SpanAssembler.failure(ErrorCondition(capture: "absent", test: .nonZero), values))
     }
 
+    func testEnrichmentAddsRouteAndRenamesOnlyWhenRouteWasRead() throws {
+        var plan = try makePlan()
+        plan.probes[0].captureSlots.append(CaptureSlot(name: "route", type: .goString, offset: 240, maxLength: 128, ifZero: nil, origin: "DWARF"))
+        plan.probes[0].enrichments = [EnrichmentRule(
+            source: "go/router/route", attributes: [AttributeRule(key: "http.route", value: .capture("route"))],
+            rename: NameTemplate(parts: [.capture("method"), .literal(" "), .capture("route")]))]
+        let assembler = SpanAssembler(plan: plan, clock: ClockOffset(realtimeMinusMonotonic: 0)) { _ in Resource() }
+
+        var routed = event(method: "GET", path: "/items/7", host: "h:1", status: 200)
+        let route = Array("/items/{id}".utf8)
+        routed.data.replaceSubrange(240..<(242 + route.count), with: [UInt8(route.count), 0] + route)
+        routed.capturedMask |= 1 << 4
+        let span = try XCTUnwrap(assembler.assemble(routed))
+        XCTAssertEqual(span.name, "GET /items/{id}")
+        XCTAssertEqual(span.attribute("http.route"), .string("/items/{id}"))
+
+        let unrouted = try XCTUnwrap(assembler.assemble(event(method: "GET", path: "/nothing", host: "h:1", status: 404)))
+        XCTAssertEqual(unrouted.name, "GET /nothing")
+        XCTAssertNil(unrouted.attribute("http.route"))
+    }
+
     func testHostPortParsing() {
         XCTAssertEqual(HostPort("a.example:80"), HostPort(host: "a.example", port: 80))
         XCTAssertEqual(HostPort("a.example"), HostPort(host: "a.example", port: nil))
