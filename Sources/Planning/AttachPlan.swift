@@ -119,6 +119,8 @@ public struct CaptureSlot: Sendable, Equatable {
     public var offset: Int
     public var maxLength: Int
     public var ifZero: Int64?
+    /// Reported when the capture was not read.
+    public var ifAbsent: Int64? = nil
     /// Where the offsets used to reach the value came from, e.g. `DWARF`.
     public var origin: String
 

@@ -94,9 +94,10 @@ struct CaptureCompiler {
     }
 
     private mutating func allocate(_ capture: Capture) throws -> CaptureSlot {
-        let slot = CaptureSlot(
+        var slot = CaptureSlot(
             name: capture.name, type: capture.type, offset: nextDataOffset, maxLength: capture.maxLength,
             ifZero: capture.ifZero, origin: "DWARF")
+        slot.ifAbsent = capture.ifAbsent
         nextDataOffset += (slot.size + 7) / 8 * 8
         guard nextDataOffset <= Self.dataAreaSize else {
             throw PlanProblem("captures need more than the \(Self.dataAreaSize) bytes a span record holds; lower max-length")

@@ -50,7 +50,7 @@ public enum PlanCompiler {
             throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")
         }
         let known = Set((target.captureSlots + plan.captureSlots).map(\.name))
-        for case .capture(let name) in probe.enrichment?.rename?.parts ?? [] where !known.contains(name) {
+        for name in probe.enrichment?.rename?.captureNames ?? [] where !known.contains(name) {
             throw PlanProblem("enrich.name uses '\(name)', a capture neither this probe nor \(target.qualifiedID) has")
         }
         plan.pack = pack.name

@@ -187,10 +187,11 @@ public enum PackLoader {
             }
             let reference = rest[rest.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
             guard !reference.isEmpty else { throw node.error("span name has an empty '{}'") }
-            if let captures, !captures.contains(reference) {
-                throw node.error("span name refers to unknown capture '\(reference)'; \(knownCaptures(captures))")
+            let part: NameTemplate.Part = reference.contains("(") ? .expression(try readExpression(reference, at: node)) : .capture(reference)
+            if let captures, let unknown = NameTemplate(parts: [part]).captureNames.first(where: { !captures.contains($0) }) {
+                throw node.error("span name refers to unknown capture '\(unknown)'; \(knownCaptures(captures))")
             }
-            parts.append(.capture(reference))
+            parts.append(part)
             rest = rest[rest.index(after: close)...]
         }
         if !rest.isEmpty { parts.append(.literal(String(rest))) }
@@ -199,7 +200,7 @@ public enum PackLoader {
 
     private static func readCaptures(_ node: YAMLNode, section: String) throws -> [Capture] {
         try node.mapping(section).entries.map { entry in
-            let map = try entry.value.mapping("capture '\(entry.key)'", allowed: ["arg", "result", "path", "type", "if-zero", "max-length"])
+            let map = try entry.value.mapping("capture '\(entry.key)'", allowed: ["arg", "result", "path", "type", "if-zero", "if-absent", "max-length"])
             let typeNode = try map.required("type")
             let typeName = try typeNode.string("type")
             guard let type = ValueType(rawValue: typeName) else {
@@ -214,7 +215,8 @@ public enum PackLoader {
             } ?? 128
             return Capture(
                 name: entry.key, origin: origin, path: path, type: type,
-                ifZero: try map.optional("if-zero")?.integer("if-zero"), maxLength: maxLength, source: entry.keyNode.location)
+                ifZero: try map.optional("if-zero")?.integer("if-zero"), ifAbsent: try map.optional("if-absent")?.integer("if-absent"),
+                maxLength: maxLength, source: entry.keyNode.location)
         }
     }
 
@@ -278,6 +280,7 @@ public enum PackLoader {
     }
 
     private static func readExpression(_ text: String, at node: YAMLNode) throws -> ValueExpression {
+        if text.count >= 2, text.hasPrefix("'"), text.hasSuffix("'") { return .literal(String(text.dropFirst().dropLast())) }
         guard let open = text.firstIndex(of: "(") else { return .capture(text) }
         guard text.hasSuffix(")") else { throw node.error("'\(text)' is missing its closing ')'") }
         let function = text[..<open]
@@ -287,8 +290,11 @@ public enum PackLoader {
         case ("hostname", 1): return .hostname(of: arguments[0])
         case ("port", 1): return .port(of: arguments[0])
         case ("url", 4): return .url(scheme: arguments[0], host: arguments[1], path: arguments[2], query: arguments[3])
+        case ("rpc_service", 1): return .rpcService(of: arguments[0])
+        case ("rpc_method", 1): return .rpcMethod(of: arguments[0])
         default:
-            throw node.error("unknown function '\(text)'; expected hostname(host), port(host) or url(scheme, host, path, query)")
+            throw node.error(
+                "unknown function '\(text)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method) or rpc_method(method)")
         }
     }
 }

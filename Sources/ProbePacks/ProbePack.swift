@@ -132,10 +132,23 @@ public struct NameTemplate: Sendable, Equatable {
     public enum Part: Sendable, Equatable {
         case literal(String)
         case capture(String)
+        /// A function of captures, e.g. `{rpc_method(method)}`.
+        case expression(ValueExpression)
     }
     public var parts: [Part]
     public init(parts: [Part]) {
         self.parts = parts
+    }
+
+    /// Every capture the name uses.
+    public var captureNames: [String] {
+        parts.flatMap { part -> [String] in
+            switch part {
+            case .literal: return []
+            case .capture(let name): return [name]
+            case .expression(let expression): return expression.captureNames
+            }
+        }
     }
 }
 
@@ -147,16 +160,22 @@ public struct Capture: Sendable, Equatable {
     public var type: ValueType
     /// Value to report when the captured integer is zero (Go's net/http leaves status 0 for an implicit 200).
     public var ifZero: Int64?
+    /// Value to report when the capture could not be read, e.g. a gRPC code behind a nil error.
+    public var ifAbsent: Int64?
     /// Longest string kept; longer ones are cut.
     public var maxLength: Int
     public var source: SourceLocation
 
-    public init(name: String, origin: ValueOrigin, path: [PathStep], type: ValueType, ifZero: Int64?, maxLength: Int, source: SourceLocation) {
+    public init(
+        name: String, origin: ValueOrigin, path: [PathStep], type: ValueType, ifZero: Int64?, ifAbsent: Int64? = nil, maxLength: Int,
+        source: SourceLocation
+    ) {
         self.name = name
         self.origin = origin
         self.path = path
         self.type = type
         self.ifZero = ifZero
+        self.ifAbsent = ifAbsent
         self.maxLength = maxLength
         self.source = source
     }
@@ -212,17 +231,23 @@ public struct AttributeRule: Sendable, Equatable {
 }
 
 /// How an attribute value derives from captures: as is, the host or port part of `host:port`,
-/// or a URL assembled from its parts (user info never included).
+/// a URL assembled from its parts (user info never included), the service or method part of a
+/// gRPC method path (`/pkg.Service/Method`), or a constant.
 public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case capture(String)
     case hostname(of: String)
     case port(of: String)
     case url(scheme: String, host: String, path: String, query: String)
+    case rpcService(of: String)
+    case rpcMethod(of: String)
+    case literal(String)
 
     public var captureNames: [String] {
         switch self {
-        case .capture(let name), .hostname(of: let name), .port(of: let name): return [name]
+        case .capture(let name), .hostname(of: let name), .port(of: let name), .rpcService(of: let name), .rpcMethod(of: let name):
+            return [name]
         case .url(let scheme, let host, let path, let query): return [scheme, host, path, query]
+        case .literal: return []
         }
     }
 
@@ -232,6 +257,9 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .hostname(of: let name): return "hostname(\(name))"
         case .port(of: let name): return "port(\(name))"
         case .url: return "url(\(captureNames.joined(separator: ", ")))"
+        case .rpcService(of: let name): return "rpc_service(\(name))"
+        case .rpcMethod(of: let name): return "rpc_method(\(name))"
+        case .literal(let text): return "'\(text)'"
         }
     }
 }

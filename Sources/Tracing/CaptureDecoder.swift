@@ -6,7 +6,11 @@ enum CaptureDecoder {
     /// Values of the captures the BPF side actually wrote; absent ones are left out.
     static func decode(_ event: SpanEvent, slots: [CaptureSlot]) -> [String: AttributeValue] {
         var values: [String: AttributeValue] = [:]
-        for (index, slot) in slots.enumerated() where index < 32 && event.capturedMask & (1 << UInt32(index)) != 0 {
+        for (index, slot) in slots.enumerated() {
+            guard index < 32, event.capturedMask & (1 << UInt32(index)) != 0 else {
+                if let fallback = slot.ifAbsent { values[slot.name] = .int(fallback) }
+                continue
+            }
             guard slot.offset + slot.size <= event.data.count else { continue }
             let bytes = event.data[slot.offset..<(slot.offset + slot.size)]
             switch slot.type {

@@ -56,13 +56,14 @@ public struct SpanAssembler: Sendable {
             switch part {
             case .literal(let text): return text
             case .capture(let name): return values[name]?.description ?? "?"
+            case .expression(let expression): return evaluate(expression, values)?.description ?? "?"
             }
         }.joined()
     }
 
     /// The name, or nil when a capture it uses was not read.
     static func completeName(_ template: NameTemplate, _ values: [String: AttributeValue]) -> String? {
-        for case .capture(let name) in template.parts where values[name] == nil { return nil }
+        for name in template.captureNames where values[name] == nil { return nil }
         return self.name(template, values)
     }
 
@@ -72,8 +73,14 @@ public struct SpanAssembler: Sendable {
             return value
         }
         switch expression {
+        case .literal(let text):
+            return .string(text)
         case .capture(let name):
             return values[name]
+        case .rpcService(let name):
+            return text(name).flatMap(GRPCMethodPath.init)?.service.map(AttributeValue.string)
+        case .rpcMethod(let name):
+            return text(name).flatMap(GRPCMethodPath.init).map { .string($0.method) }
         case .hostname(let name):
             guard let host = text(name).flatMap(HostPort.init)?.host, !host.isEmpty else { return nil }
             return .string(host)
@@ -96,6 +103,24 @@ extension SpanKind {
         case .internal: self = .internal
         case .producer: self = .producer
         case .consumer: self = .consumer
+        }
+    }
+}
+
+/// A gRPC method path, `/package.Service/Method`.
+struct GRPCMethodPath: Equatable {
+    var service: String?
+    var method: String
+
+    init?(_ path: String) {
+        let trimmed = path.hasPrefix("/") ? path.dropFirst() : Substring(path)
+        guard !trimmed.isEmpty else { return nil }
+        if let slash = trimmed.lastIndex(of: "/") {
+            service = String(trimmed[..<slash])
+            method = String(trimmed[trimmed.index(after: slash)...])
+        } else {
+            service = nil
+            method = String(trimmed)
         }
     }
 }

@@ -8,7 +8,7 @@ final class GoMatrixTests: XCTestCase {
     static let scenarios: [(column: String, run: @Sendable (_ go: String, _ variant: String) async throws -> Void)] = [
         ("net/http server", { go, variant in try await NetHTTPScenarios.traceServer(go: go, flags: [], variant: variant) }),
         ("net/http client + goroutines", { go, variant in try await NetHTTPScenarios.traceClientCalls(go: go, variant: variant) }),
-        ("gorilla/mux front + client", { go, variant in try await TwoServiceScenario.traceFront(go: go, variant: variant) }),
+        ("two services: mux, HTTP + gRPC", { go, variant in try await TwoServiceScenario.traceFront(go: go, variant: variant) }),
     ]
     static let matrixFile = "\(Repository.root)/docs/go-matrix.md"
 

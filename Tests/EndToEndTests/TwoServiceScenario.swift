@@ -34,25 +34,35 @@ enum TwoServiceScenario {
         let frontPort = try ports(in: "\(directory)/front")[0]
 
         let receiver = try OTLPReceiver()
+        let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint]
         let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--pid", String(frontProcess.pid), "--pack", "go/net-http", "--pack", "go/runtime", "--pack", "go/gorilla-mux"],
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+            Repository.sonde,
+            ["run", "--pid", String(frontProcess.pid), "--pack", "go/net-http", "--pack", "go/runtime", "--pack", "go/gorilla-mux", "--pack", "go/grpc"],
+            environment: environment)
         try sonde.waitForOutput("attached")
+        let backSonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(backProcess.pid), "--pack", "go/grpc"], environment: environment)
+        try backSonde.waitForOutput("attached")
 
         let requests: [(path: String, count: Int, status: Int)] = [
             ("/api/items/7", 4, 200), ("/api/items/0", 2, 404), ("/api/private/3", 2, 200), ("/api/async/5", 4, 200),
-            ("/api/local", 2, 200), ("/nothing", 2, 404),
+            ("/api/local", 2, 200), ("/nothing", 2, 404), ("/api/health/backend", 3, 200), ("/api/health/nope", 2, 404),
         ]
         let paths = requests.flatMap { Array(repeating: $0.path, count: $0.count) }.shuffled()
         let statuses = try await sendRequests(paths, port: frontPort, concurrency: 6)
         XCTAssertEqual(statuses.sorted(), requests.flatMap { Array(repeating: $0.status, count: $0.count) }.sorted())
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        XCTAssertEqual(try backSonde.stop(signal: SIGINT), 0, backSonde.text)
 
-        let spans = try receiver.spans()
+        func process(_ span: [String: Any]) -> String? { (span["resource"] as? [String: Any])?["process.pid"] as? String }
+        let received = try receiver.spans()
+        let spans = received.filter { process($0) == String(frontProcess.pid) }
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
-        let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" }
-        XCTAssertEqual(servers.count, 16, sonde.text)
+        let rpcClients = spans.filter { attributes($0)["rpc.system"] as? String == "grpc" }
+        let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" && attributes($0)["rpc.system"] == nil }
+        XCTAssertEqual(servers.count, 21, sonde.text)
         XCTAssertEqual(clients.count, 12, sonde.text)
+        XCTAssertEqual(rpcClients.count, 5, sonde.text)
+        try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: received.filter { process($0) == String(backProcess.pid) })
 
         var serverNames: [String: Int] = [:]
         for server in servers {
@@ -67,7 +77,7 @@ enum TwoServiceScenario {
         }
         XCTAssertEqual(serverNames, [
             "GET /api/items/{id:[0-9]+}": 6, "GET /api/private/{id:[0-9]+}": 2, "GET /api/async/{id:[0-9]+}": 4,
-            "GET /api/local": 2, "GET /nothing": 2,
+            "GET /api/local": 2, "GET /nothing": 2, "GET /api/health/{service}": 5,
         ])
 
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
@@ -96,5 +106,40 @@ enum TwoServiceScenario {
         ])
         let everything = String(decoding: try JSONSerialization.data(withJSONObject: spans), as: UTF8.self)
         XCTAssertFalse(everything.contains("s3cret") || everything.contains("demo:"), "user info must never reach a span")
+    }
+
+    /// gRPC Check calls from front's `/api/health/{service}` handlers: CLIENT spans that are the
+    /// handler span's children, and back's SERVER spans, both with the real status code.
+    private static func checkGRPC(clients: [[String: Any]], frontServers: [[String: Any]], backSpans: [[String: Any]]) throws {
+        let serversByID = Dictionary(uniqueKeysWithValues: frontServers.map { ($0["span_id"] as! String, $0) })
+        var codes: [Int] = []
+        for client in clients {
+            XCTAssertEqual(client["kind"] as? String, "SPAN_KIND_CLIENT")
+            XCTAssertEqual(client["name"] as? String, "grpc.health.v1.Health/Check")
+            let parent = try XCTUnwrap(serversByID[client["parent_span_id"] as? String ?? ""], "gRPC client span without its server parent")
+            XCTAssertEqual(parent["name"] as? String, "GET /api/health/{service}")
+            XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
+            let values = attributes(client)
+            XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
+            XCTAssertEqual(values["rpc.method"] as? String, "Check")
+            let code = try XCTUnwrap(values["rpc.grpc.status_code"] as? Int)
+            codes.append(code)
+            XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, code == 0 ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR")
+            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, code == 0 ? 200 : 404)
+        }
+        XCTAssertEqual(codes.sorted(), [0, 0, 0, 5, 5])
+
+        let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
+        XCTAssertEqual(backServers.count, 5, "\(backSpans)")
+        var backCodes: [Int] = []
+        for server in backServers {
+            XCTAssertEqual(server["name"] as? String, "grpc.health.v1.Health/Check")
+            let values = attributes(server)
+            XCTAssertEqual(values["rpc.system"] as? String, "grpc")
+            XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
+            XCTAssertEqual(values["rpc.method"] as? String, "Check")
+            backCodes.append(try XCTUnwrap(values["rpc.grpc.status_code"] as? Int))
+        }
+        XCTAssertEqual(backCodes.sorted(), [0, 0, 0, 5, 5])
     }
 }
