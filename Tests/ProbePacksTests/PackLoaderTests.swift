@@ -159,6 +159,24 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(probe.attributes, [AttributeRule(key: "http.route", value: .capture("route"))])
     }
 
+    func testShippedGRPCPackUsesExpressionsAndEnrichment() throws {
+        let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
+        XCTAssertEqual(pack.probes.map(\.id), ["server", "server-status", "client"])
+        let server = pack.probes[0]
+        XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
+        XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
+        XCTAssertEqual(pack.probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil))
+        let code = try XCTUnwrap(pack.probes[2].onReturn.first)
+        XCTAssertEqual(code.path, [.assertType("*google.golang.org/grpc/internal/status.Error"), .field("e"), .field("Code")])
+        XCTAssertEqual(code.ifAbsent, 0)
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"{rpc_method(verb)}\"")),
+            "bad.yaml:8:33: span name refers to unknown capture 'verb'; known: path")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: lower(path)")),
+            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method) or rpc_method(method)")
+    }
+
     func testYAMLSyntaxErrorHasPosition() {
         XCTAssertEqual(
             error(in: "format: sonde.probe-pack/v1\npack: [go/x\n"),

@@ -147,6 +147,25 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertNil(unrouted.attribute("http.route"))
     }
 
+    func testGRPCExpressionsLiteralsAndAbsentDefaults() {
+        let values: [String: AttributeValue] = ["method": .string("/grpc.health.v1.Health/Check"), "bare": .string("Ping")]
+        XCTAssertEqual(SpanAssembler.evaluate(.rpcService(of: "method"), values), .string("grpc.health.v1.Health"))
+        XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "method"), values), .string("Check"))
+        XCTAssertNil(SpanAssembler.evaluate(.rpcService(of: "bare"), values))
+        XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "bare"), values), .string("Ping"))
+        XCTAssertEqual(SpanAssembler.evaluate(.literal("grpc"), [:]), .string("grpc"))
+        XCTAssertEqual(
+            SpanAssembler.name(NameTemplate(parts: [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))]), values),
+            "grpc.health.v1.Health/Check")
+
+        var code = CaptureSlot(name: "code", type: .int32, offset: 0, maxLength: 128, ifZero: nil, origin: "DWARF")
+        code.ifAbsent = 0
+        let event = SpanEvent(
+            traceIDHigh: 1, traceIDLow: 1, spanID: 1, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
+            processID: 1, spanSlot: 0, failedReads: 0, stoppedEarly: true, capturedMask: 0, data: [UInt8](repeating: 0x55, count: 16))
+        XCTAssertEqual(CaptureDecoder.decode(event, slots: [code]), ["code": .int(0)])
+    }
+
     func testHostPortParsing() {
         XCTAssertEqual(HostPort("a.example:80"), HostPort(host: "a.example", port: 80))
         XCTAssertEqual(HostPort("a.example"), HostPort(host: "a.example", port: nil))
