@@ -85,6 +85,10 @@ public enum PlanCompiler {
 
     static func compile(probe: Probe, facts: BinaryFacts, dataOffset: Int = 0) throws -> PlannedProbe {
         guard let function = facts.functions[probe.function] else {
+            if facts.goBuild != nil, !facts.hasDWARF, facts.functions.isEmpty {
+                throw PlanProblem(
+                    "\(facts.path) is stripped (built with -ldflags=-s -w: no symbol table, no DWARF); Sonde cannot locate \(probe.function) in it yet. Trace a build without -s -w")
+            }
             throw PlanProblem("no symbol \(probe.function) in \(facts.path)")
         }
         guard facts.hasDWARF else {

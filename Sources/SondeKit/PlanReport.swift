@@ -21,7 +21,8 @@ public enum PlanReport {
             lines.append("  return program:")
             lines += probe.returnProgram.map { "    \($0)" }
             lines.append("  captures:")
-            for slot in probe.captureSlots {
+            // An enricher's slots are its target's followed by its own.
+            for slot in probe.captureSlots.suffix(probe.probe.captures.count) {
                 let length = slot.type == .goString ? " max \(slot.maxLength)" : ""
                 lines.append("    \(slot.name): \(slot.type.rawValue)\(length) at data[\(slot.offset)], offsets from \(slot.origin)")
             }

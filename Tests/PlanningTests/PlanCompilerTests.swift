@@ -144,6 +144,12 @@ final class PlanCompilerTests: XCTestCase {
         var missing = facts()
         missing.functions = [:]
         XCTAssertEqual(try plan(missing).skipped.map(\.reason), ["no symbol net/http.serverHandler.ServeHTTP in /srv/app"])
+
+        var stripped = facts(hasDWARF: false)
+        stripped.functions = [:]
+        XCTAssertEqual(try plan(stripped).skipped.map(\.reason), [
+            "/srv/app is stripped (built with -ldflags=-s -w: no symbol table, no DWARF); Sonde cannot locate net/http.serverHandler.ServeHTTP in it yet. Trace a build without -s -w",
+        ])
     }
 
     func testEnricherCapturesExtendTheTargetRecord() throws {
