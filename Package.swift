@@ -38,6 +38,7 @@ let package = Package(
         .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks"]),
         .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis"]),
         .testTarget(name: "PlanningTests", dependencies: ["Planning"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "TracingTests", dependencies: ["Tracing"]),
         .testTarget(name: "ExportersTests", dependencies: ["Exporters"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine"]),

@@ -56,6 +56,18 @@ public final class BPFEngine {
         }
         object = opened
         program = found
+        try checkLayout()
+    }
+
+    /// The Swift encoders and the C structs must agree byte for byte; the BTF-described map
+    /// value sizes catch a header changed on one side only.
+    private func checkLayout() throws {
+        for (map, expected) in [("probe_configs", RecordLayout.configSize), ("calls", RecordLayout.recordSize)] {
+            let size = bpf_object__find_map_by_name(object, map).map { Int(bpf_map__value_size($0)) }
+            guard size == expected else {
+                throw EngineError.layoutMismatch(map: map, bpfSize: size ?? 0, swiftSize: expected)
+            }
+        }
     }
 
     deinit {

@@ -6,6 +6,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case bpfLoadFailed(step: String, errno: Int32)
     case programTooLong(ops: Int, limit: Int)
     case nothingAttached(failures: [String])
+    case layoutMismatch(map: String, bpfSize: Int, swiftSize: Int)
 
     public var description: String {
         switch self {
@@ -15,6 +16,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "loading the BPF program failed at \(step): \(errorText(errno)) (libbpf's log above has the verifier's reasons)"
         case .programTooLong(let ops, let limit):
             return "a fetch program has \(ops) ops; the BPF program runs at most \(limit). Capture fewer values in this probe"
+        case .layoutMismatch(let map, let bpfSize, let swiftSize):
+            return "internal error: map \(map) holds \(bpfSize)-byte values but Engine/RecordLayout.swift encodes \(swiftSize); update it with bpf/sonde_abi.h"
         case .nothingAttached(let failures):
             return "no probe site could be attached:\n" + failures.map { "  - \($0)" }.joined(separator: "\n")
         }

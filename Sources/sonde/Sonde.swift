@@ -25,7 +25,7 @@ struct PackOptions: ParsableArguments {
         let paths = searchPath.isEmpty ? PackCatalog.defaultSearchPath() : searchPath
         let catalog = PackCatalog.load(paths: paths, only: selection)
         catalog.errors.forEach { printError("pack error: \($0)") }
-        guard !catalog.packs.isEmpty else { throw ValidationError("no usable probe pack in \(paths.joined(separator: ", "))") }
+        guard !catalog.packs.isEmpty else { throw Failure("no usable probe pack in \(paths.joined(separator: ", "))") }
         return catalog.packs
     }
 }
@@ -69,7 +69,7 @@ struct Run: ParsableCommand {
         let target: TraceSession.Target
         if let pid {
             guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
-                throw ValidationError("no process \(pid) whose executable can be read (is it running? are you root?)")
+                throw Failure("no process \(pid) whose executable can be read (is it running? are you root?)")
             }
             executable = path
             target = .process(pid)
@@ -80,7 +80,7 @@ struct Run: ParsableCommand {
         let plan = try Planner.plan(executable: executable, packs: packs.load())
         guard !plan.probes.isEmpty else {
             plan.skipped.forEach { printError("skipped \($0)") }
-            throw ValidationError("no probe of the chosen packs applies to \(executable)")
+            throw Failure("no probe of the chosen packs applies to \(executable)")
         }
         let environment = ProcessInfo.processInfo.environment
         let useOTLP = exporter.map { $0 == .otlp }
@@ -131,6 +131,12 @@ struct Packs: ParsableCommand {
             }
         }
     }
+}
+
+/// A run that cannot go on, reported as one line without the usage text.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 @Sendable func printError(_ line: String) {

@@ -22,6 +22,22 @@ final class NetHTTPServerTests: XCTestCase {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie"], variant: "go119-pie")
     }
 
+    /// A collector that is down loses spans, but every one is counted and reported, the traced
+    /// server never waits for it, and sonde still stops cleanly.
+    func testCollectorDownSpansAreCountedAsDropped() async throws {
+        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+        let traced = try TracedDemoServer(binary: binary, endpoint: "http://127.0.0.1:1")
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(Array(repeating: "/hello", count: 10), port: traced.port, concurrency: 4)
+        XCTAssertEqual(statuses, Array(repeating: 200, count: 10))
+        try await Task.sleep(for: .seconds(3))  // one batch, its three attempts and their backoff
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("dropped 10 spans"), traced.sonde.text)
+        XCTAssertTrue(
+            traced.sonde.text.contains("10 spans submitted, 0 exported, 10 dropped (queue full: 0, export failed: 10)"), traced.sonde.text)
+        XCTAssertTrue(traced.server.process.isRunning)
+    }
+
     /// `--exe` attaches before the server exists and traces it once it starts.
     func testExecutableModeTracesProcessesStartedLater() async throws {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)

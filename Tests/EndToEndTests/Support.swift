@@ -164,10 +164,13 @@ struct TracedDemoServer {
     static let packs = ["--pack", "go/net-http", "--pack", "go/runtime"]
 
     /// `attachByExecutable` starts sonde with `--exe` before the server exists; otherwise `--pid` after.
-    init(binary: String, attachByExecutable: Bool = false) throws {
+    /// `endpoint` replaces the receiver's, e.g. with one where no collector listens.
+    init(binary: String, attachByExecutable: Bool = false, endpoint: String? = nil) throws {
         receiver = try OTLPReceiver()
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
-        let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"]
+        let environment = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint ?? receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e",
+        ]
         var early: ChildProcess?
         if attachByExecutable {
             early = try ChildProcess(Repository.sonde, ["run", "--exe", binary] + Self.packs, environment: environment)
