@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds Sonde and the demo Go server, then traces the server with the console
-# exporter while a few requests are sent. Needs root (eBPF).
+# exporter while a few requests are sent (/proxy and /proxy-async make outgoing calls: their
+# CLIENT spans are children of the SERVER span). Needs root (eBPF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,13 +16,13 @@ for _ in $(seq 50); do [[ -s "$work/port" ]] && break; sleep 0.1; done
 port=$(cat "$work/port")
 
 echo "== attach plan (no root needed) =="
-.build/debug/sonde plan --exe "$work/demo-server"
+.build/debug/sonde plan --exe "$work/demo-server" --pack go/net-http --pack go/runtime
 echo
 echo "== tracing the demo server (pid $server_pid, port $port) =="
-.build/debug/sonde run --pid "$server_pid" --exporter console &
+.build/debug/sonde run --pid "$server_pid" --pack go/net-http --pack go/runtime --exporter console &
 sonde_pid=$!
 sleep 2
-for path in /hello /created /fail /no/such/page "/slow?ms=120" /hello; do
+for path in /hello /created /fail /no/such/page "/slow?ms=120" /proxy /proxy-async; do
   curl -s -o /dev/null "http://127.0.0.1:$port$path"
 done
 sleep 1.5
