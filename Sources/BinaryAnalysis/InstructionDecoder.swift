@@ -71,7 +71,8 @@ final class InstructionDecoder {
         var written = [UInt16](repeating: 0, count: 64)
         var readCount: UInt8 = 0
         var writtenCount: UInt8 = 0
-        guard cs_regs_access(handle, insn, &read, &readCount, &written, &writtenCount) == CS_ERR_OK else { return [] }
+        // Unknown effects count as writing everything, so no entry site is chosen past them.
+        guard cs_regs_access(handle, insn, &read, &readCount, &written, &writtenCount) == CS_ERR_OK else { return Register.allCases }
         var registers: [Register] = []
         for id in written.prefix(Int(writtenCount)) {
             if let register = generalPurposeRegisters[id], !registers.contains(register) {

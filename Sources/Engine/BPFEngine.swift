@@ -110,6 +110,7 @@ public final class BPFEngine {
 
     /// Starts delivering finished spans to `handler`, called on the thread that calls `poll`.
     public func onSpan(_ handler: @escaping (SpanEvent) -> Void) throws {
+        if let ringBuffer { ring_buffer__free(ringBuffer) }
         let sink = EventSink(handler: handler)
         let fd = bpf_object__find_map_fd_by_name(object, "spans")
         let context = Unmanaged.passUnretained(sink).toOpaque()

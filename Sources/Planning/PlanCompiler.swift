@@ -113,7 +113,7 @@ public enum PlanCompiler {
         }
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
-        let entry = try SiteSelector.entrySite(of: function, preserving: preserved)
+        let entry = try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil)
         // Enrichers act at entry only, so they cost one cheap hit and no return probe.
         let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
         guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }

@@ -11,7 +11,8 @@ enum SiteSelector {
     static let carryFlag: UInt64 = 0x1
     static let zeroFlag: UInt64 = 0x40
 
-    static func entrySite(of function: FunctionFacts, preserving registers: Set<Register>) throws -> ProbeSite {
+    /// `isGo`: only Go functions get the morestack skip, since only Go's prologue has that meaning.
+    static func entrySite(of function: FunctionFacts, preserving registers: Set<Register>, isGo: Bool) throws -> ProbeSite {
         guard let first = function.instructions.first else {
             throw PlanProblem("\(function.name) could not be decoded")
         }
@@ -23,11 +24,14 @@ enum SiteSelector {
                 }
                 // A branch is a safe site only when it is Go's stack check: taken, it enters
                 // morestack and the function restarts from the top, so that hit is skipped.
-                if index > 0, let mask = morestackMask(branch: instruction, after: function.instructions[index - 1]) {
+                if isGo, index > 0, let mask = morestackMask(branch: instruction, after: function.instructions[index - 1]) {
                     return site(.entry, instruction, in: function, skipFlagsMask: mask)
                 }
             }
-            if isBranch(instruction) || instruction.isReturn { break }
+            // Large Go frames first check `sub r12, N` for wrap-around with a JB into morestack;
+            // execution goes on to the stack-guard check, so the scan may too.
+            let wrapAroundCheck = isGo && index > 0 && instruction.mnemonic == "jb" && function.instructions[index - 1].mnemonic == "sub"
+            if (isBranch(instruction) && !wrapAroundCheck) || instruction.isReturn { break }
             clobbered.formUnion(instruction.writtenRegisters)
         }
         return site(.entry, first, in: function, skipFlagsMask: 0)

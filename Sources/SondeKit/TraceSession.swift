@@ -77,8 +77,9 @@ public final class TraceSession: Sendable {
                 log("process \(pid) exited")
                 break
             }
+            let counters = engine.counters()
             let dropped = processor.statistics.droppedQueueFull + processor.statistics.droppedExportFailed
-                + Int(engine.counters().spansLostRingFull)
+                + Int(counters.spansLostRingFull + counters.entriesNotRecorded)
             if dropped > lastReported {
                 log("dropped \(dropped - lastReported) spans (\(processor.statistics.summary))")
                 lastReported = dropped

@@ -117,6 +117,21 @@ final class PlanCompilerTests: XCTestCase {
         XCTAssertEqual(probe.entry.skipFlagsMask, 0)
     }
 
+    /// Go functions with frames over ~4 KiB first check the subtraction for wrap-around.
+    func testLargeFramePrologueStillGetsTheStackGuardBranch() throws {
+        let instructions = [
+            instruction(0x62_9180, "mov", "r12, rsp", emulated: false, writes: [.r12]),
+            instruction(0x62_9183, "sub", "r12, 0x1100", emulated: false, writes: [.r12]),
+            instruction(0x62_918a, "jb", "0x629300", emulated: true),
+            instruction(0x62_918c, "cmp", "r12, qword ptr [r14 + 0x10]", emulated: false),
+            instruction(0x62_9190, "jbe", "0x629300", emulated: true),
+            instruction(0x62_9196, "ret", "", emulated: false),
+        ]
+        let probe = try XCTUnwrap(try plan(facts(instructions: instructions)).probes.first)
+        XCTAssertEqual(probe.entry.address, 0x62_9190)
+        XCTAssertEqual(probe.entry.skipFlagsMask, 0x41)
+    }
+
     func testEmulatedFirstInstructionIsUsedAsIs() throws {
         let instructions = [
             instruction(0x62_9180, "push", "rbp", emulated: true, writes: [.rsp]),
