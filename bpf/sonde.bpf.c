@@ -27,11 +27,15 @@ struct context_key {
 	__u32 pad;
 };
 
-/* The span that new spans on a goroutine/thread become children of. */
+/* The span that new spans on a goroutine/thread become children of, and the
+ * call that opened it (owner, probe), to tell whether it is still open. */
 struct trace_context {
 	__u64 trace_id_high;
 	__u64 trace_id_low;
 	__u64 span_id;
+	__u64 owner;
+	__u32 span_slot;
+	__u32 pad;
 };
 
 struct {
@@ -85,6 +89,7 @@ struct fetch_state {
 	struct sonde_probe_config *config;
 	struct sonde_span_record *record;
 	__u64 value;
+	__u32 skipping;              /* a read failed: skip to the end of this capture */
 };
 
 static __always_inline void count(__u32 counter)
@@ -133,6 +138,13 @@ static long run_op(__u32 index, void *context)
 	struct sonde_span_record *record = state->record;
 	__u64 words[2] = {};
 
+	if (state->skipping) {
+		/* A capture ends with the op that stores it; the next one starts afresh. */
+		if (op->code >= SONDE_OP_READ_GO_STRING)
+			state->skipping = 0;
+		return 0;
+	}
+
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
 		state->value = state->registers[op->reg & 15];
@@ -149,7 +161,8 @@ static long run_op(__u32 index, void *context)
 	case SONDE_OP_DEREFERENCE:
 		if (bpf_probe_read_user(&words[0], 8, (void *)state->value) != 0) {
 			record->failed_reads += 1;
-			return 1;
+			state->skipping = 1;   /* this capture is absent; later ones still run */
+			break;
 		}
 		state->value = words[0];
 		break;
@@ -229,6 +242,14 @@ static __always_inline __u64 call_owner(struct sonde_probe_config *config, struc
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
+/* Whether the span a context names is still open: its call is in `calls`. */
+static __always_inline int is_open(struct trace_context *context, __u32 tgid)
+{
+	struct call_key key = { .key = context->owner, .tgid = tgid, .span_slot = context->span_slot };
+	struct sonde_span_record *call = bpf_map_lookup_elem(&calls, &key);
+	return call && call->span_id == context->span_id;
+}
+
 /* Function entry: a fresh record in a new trace or, when a span is active on
  * this goroutine/thread, as its child; the fetch program reads the entry
  * captures; the record waits in `calls` for the return. A span probe also
@@ -243,6 +264,8 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	__u64 owner = call_owner(config, regs);
 	struct context_key context_key = { .key = owner, .tgid = tgid };
 	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &context_key);
+	if (parent && !is_open(parent, tgid))
+		parent = NULL;   /* its call never returned (panic, Goexit, evicted): start afresh */
 
 	record->start_ns = bpf_ktime_get_ns();
 	record->end_ns = 0;
@@ -258,6 +281,8 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 		record->trace_id_high = parent->trace_id_high;
 		record->trace_id_low = parent->trace_id_low;
 		record->parent_span_id = parent->span_id;
+		record->parent_owner = parent->owner;
+		record->parent_slot = parent->span_slot;
 	} else {
 		record->trace_id_high = random64();
 		record->trace_id_low = random64();
@@ -278,6 +303,8 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
 			.span_id = record->span_id,
+			.owner = owner,
+			.span_slot = config->span_slot,
 		};
 		bpf_map_update_elem(&active_contexts, &context_key, &current, BPF_ANY);
 	}
@@ -298,6 +325,8 @@ static __always_inline void end_span(struct sonde_span_record *record, struct co
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
 			.span_id = record->parent_span_id,
+			.owner = record->parent_owner,
+			.span_slot = record->parent_slot,
 		};
 		bpf_map_update_elem(&active_contexts, context_key, &restored, BPF_ANY);
 	} else {

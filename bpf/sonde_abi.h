@@ -27,7 +27,8 @@ enum sonde_key_mode {
 	SONDE_KEY_THREAD = 1,        /* native code: the thread id */
 };
 
-/* Fetch-program operations. `value` is the program's one working register. */
+/* Fetch-program operations. `value` is the program's one working register.
+ * Every op from READ_GO_STRING up stores a capture and so ends one. */
 enum sonde_op_code {
 	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) */
 	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
@@ -76,7 +77,8 @@ struct sonde_span_record {
 	__u32 failed_reads;          /* fetch ops whose memory read failed */
 	__u32 stopped;               /* an EXPECT_ADDRESS did not match: later captures absent */
 	__u32 captured;              /* bit i set: capture i was written */
-	__u32 pad;
+	__u32 parent_slot;           /* the parent span's probe and call owner, to */
+	__u64 parent_owner;          /* make it current again when this span ends */
 	__u64 saved[SONDE_SAVED_SLOTS];
 	/* Strings are stored as a u16 length then the bytes. The slack after the
 	 * data area lets the verifier accept a bounded copy at any masked offset. */

@@ -10,7 +10,7 @@ enum RecordLayout {
     static let savedSlots = 4
     static let opSize = 16
     static let configSize = 32 + maxOps * opSize
-    static let dataOffset = 88 + 8 * savedSlots
+    static let dataOffset = 96 + 8 * savedSlots
     /// sizeof(struct sonde_span_record): the data area plus slack, rounded up to 8.
     static let recordSize = (dataOffset + dataSize + maxString + 2 + 7) / 8 * 8
 

@@ -31,7 +31,7 @@ final class EngineEncodingTests: XCTestCase {
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32. Capture fewer values in this probe")
         }
-        XCTAssertEqual(RecordLayout.recordSize, 896)
+        XCTAssertEqual(RecordLayout.recordSize, 904)
     }
 
     func testMissingCapabilitiesAreListed() {
