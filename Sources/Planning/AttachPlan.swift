@@ -135,4 +135,7 @@ public struct CaptureSlot: Sendable, Equatable {
 
     /// Bytes the slot takes: strings carry a two-byte length.
     public var size: Int { type == .goString ? 2 + maxLength : 8 }
+
+    /// Where the next slot may start: slots are 8-byte aligned.
+    public var alignedEnd: Int { offset + (size + 7) / 8 * 8 }
 }

@@ -98,7 +98,7 @@ struct CaptureCompiler {
             name: capture.name, type: capture.type, offset: nextDataOffset, maxLength: capture.maxLength,
             ifZero: capture.ifZero, origin: "DWARF")
         slot.ifAbsent = capture.ifAbsent
-        nextDataOffset += (slot.size + 7) / 8 * 8
+        nextDataOffset = slot.alignedEnd
         guard nextDataOffset <= Self.dataAreaSize else {
             throw PlanProblem("captures need more than the \(Self.dataAreaSize) bytes a span record holds; lower max-length")
         }

@@ -44,7 +44,7 @@ public enum PlanCompiler {
     /// Plans an enrich probe: its captures land after the target's in the target's record, and
     /// the target's span learns the attributes and name they give.
     static func compile(enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts) throws -> PlannedProbe {
-        let dataOffset = target.captureSlots.map { $0.offset + ($0.size + 7) / 8 * 8 }.max() ?? 0
+        let dataOffset = target.captureSlots.map(\.alignedEnd).max() ?? 0
         var plan = try compile(probe: probe, facts: facts, dataOffset: dataOffset)
         guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
             throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")

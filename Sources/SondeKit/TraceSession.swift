@@ -78,10 +78,11 @@ public final class TraceSession: Sendable {
                 break
             }
             let counters = engine.counters()
-            let dropped = processor.statistics.droppedQueueFull + processor.statistics.droppedExportFailed
+            let statistics = processor.statistics
+            let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed
                 + Int(counters.spansLostRingFull + counters.entriesNotRecorded)
             if dropped > lastReported {
-                log("dropped \(dropped - lastReported) spans (\(processor.statistics.summary))")
+                log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
                 lastReported = dropped
             }
         }
