@@ -34,6 +34,13 @@ let package = Package(
 
         /// Compiles bpf/*.bpf.c into the one generic BPF object and embeds it in Engine.
         .plugin(name: "BPFObjectBuilder", capability: .buildTool()),
+        /// Regenerates the Go packs' offset tables (probe-packs/go/*.offsets.json) for stripped binaries.
+        .plugin(
+            name: "GenerateOffsetTables",
+            capability: .command(
+                intent: .custom(verb: "generate-offset-tables", description: "Record the Go packs' offsets from reference builds with each Go toolchain"),
+                permissions: [.writeToPackageDirectory(reason: "writes the offset tables next to the packs in probe-packs/go")]),
+            dependencies: ["sonde"]),
 
         .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks"]),
         .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis"]),

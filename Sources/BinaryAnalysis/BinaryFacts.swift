@@ -82,7 +82,7 @@ public struct FunctionFacts: Sendable, Equatable {
     }
 }
 
-public struct Parameter: Sendable, Equatable {
+public struct Parameter: Sendable, Equatable, Codable {
     public var name: String
     /// DWARF type name, e.g. `*net/http.Request`, `net/http.ResponseWriter`, `string`.
     public var typeName: String
@@ -97,7 +97,7 @@ public struct Parameter: Sendable, Equatable {
     }
 }
 
-public struct RegisterPiece: Sendable, Equatable {
+public struct RegisterPiece: Sendable, Equatable, Codable {
     public var register: Register
     /// Bytes of the value held in this register.
     public var size: Int
@@ -108,11 +108,26 @@ public struct RegisterPiece: Sendable, Equatable {
 }
 
 /// x86-64 general purpose registers, in DWARF numbering order.
-public enum Register: Int, Sendable, Equatable, CaseIterable, CustomStringConvertible {
+public enum Register: Int, Sendable, Equatable, CaseIterable, CustomStringConvertible, Codable {
     case rax = 0, rdx, rcx, rbx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15
 
-    public var description: String {
-        ["RAX", "RDX", "RCX", "RBX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"][rawValue]
+    private static let names = ["RAX", "RDX", "RCX", "RBX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"]
+
+    public var description: String { Self.names[rawValue] }
+
+    /// Encoded by name, so recorded tables read like the disassembly.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let name = try container.decode(String.self)
+        guard let index = Self.names.firstIndex(of: name) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(name)' is not an x86-64 register name")
+        }
+        self.init(rawValue: index)!
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }
 
@@ -143,8 +158,8 @@ public struct Instruction: Sendable, Equatable {
     public var text: String { operands.isEmpty ? mnemonic : "\(mnemonic) \(operands)" }
 }
 
-public struct TypeFacts: Sendable, Equatable {
-    public enum Kind: Sendable, Equatable {
+public struct TypeFacts: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Equatable, Codable {
         case structure
         case pointer
         /// Go interface (two words: type/itab pointer, data pointer).
@@ -162,18 +177,26 @@ public struct TypeFacts: Sendable, Equatable {
     /// Go: link-time address of the runtime type descriptor (DW_AT_go_runtime_type), which is
     /// what an interface value points at; lets a probe check an interface's dynamic type.
     public var runtimeTypeAddress: UInt64?
+    /// Go, recorded in offset tables where runtime type addresses mean nothing: for each interface
+    /// this type is asserted from, the method an itab's first slot points at. That function's
+    /// address identifies the dynamic type in any build that links it.
+    public var itabFirstMethods: [String: String]?
 
-    public init(name: String, kind: Kind, byteSize: Int?, pointee: String?, members: [Member], runtimeTypeAddress: UInt64? = nil) {
+    public init(
+        name: String, kind: Kind, byteSize: Int?, pointee: String?, members: [Member], runtimeTypeAddress: UInt64? = nil,
+        itabFirstMethods: [String: String]? = nil
+    ) {
         self.name = name
         self.kind = kind
         self.byteSize = byteSize
         self.pointee = pointee
         self.members = members
         self.runtimeTypeAddress = runtimeTypeAddress
+        self.itabFirstMethods = itabFirstMethods
     }
 }
 
-public struct Member: Sendable, Equatable {
+public struct Member: Sendable, Equatable, Codable {
     public var name: String
     public var typeName: String
     public var offset: Int

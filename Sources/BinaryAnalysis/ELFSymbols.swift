@@ -34,7 +34,22 @@ extension ELFImage {
         return found
     }
 
-    private func section(ofType type: Int32) -> Section? {
+    fileprivate func section(ofType type: Int32) -> Section? {
         sections.first { $0.type == UInt32(type) }
+    }
+}
+
+extension ELFImage {
+    /// The function symbol that starts exactly at `address`.
+    func functionSymbol(at address: UInt64) -> ELFSymbol? {
+        guard let table = section(ofType: SHT_SYMTAB), table.entrySize > 0, let data = elf_getdata(table.handle, nil) else { return nil }
+        for index in 0..<Int32(table.size / table.entrySize) {
+            var symbol = GElf_Sym()
+            guard gelf_getsym(data, index, &symbol) != nil, symbol.st_value == address, Int32(symbol.st_info & 0xf) == STT_FUNC,
+                  let cName = elf_strptr(elf, Int(table.link), Int(symbol.st_name))
+            else { continue }
+            return ELFSymbol(name: String(cString: cName), address: address, size: symbol.st_size, isFunction: true)
+        }
+        return nil
     }
 }

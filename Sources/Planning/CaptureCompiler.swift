@@ -1,8 +1,8 @@
 import BinaryAnalysis
 import ProbePacks
 
-/// Compiles a probe's captures into the entry and return fetch programs, using DWARF's
-/// parameter locations and struct layouts.
+/// Compiles a probe's captures into the entry and return fetch programs, using the parameter
+/// locations and struct layouts of its signature (from DWARF or an offset table).
 struct CaptureCompiler {
     /// The record's data area (SONDE_DATA_SIZE in bpf/sonde_abi.h).
     static let dataAreaSize = 512
@@ -12,10 +12,12 @@ struct CaptureCompiler {
     static let maxCaptures = 32
 
     let function: String
-    let parameters: [Parameter]
-    /// Result values with the registers they are returned in; nil when DWARF does not list them.
-    let results: [Parameter]?
-    let types: [String: TypeFacts]
+    let signature: ProbeSignature
+    /// Link-time addresses of the binary's functions, for type checks that compare itab method slots.
+    let functionAddresses: [String: UInt64]
+    private var parameters: [Parameter] { signature.parameters }
+    private var results: [Parameter]? { signature.results }
+    private var types: TypeCatalog { signature.types }
 
     private(set) var entryProgram: [FetchOp] = []
     private(set) var returnProgram: [FetchOp] = []
@@ -25,12 +27,11 @@ struct CaptureCompiler {
     private var nextDataOffset: Int
 
     /// `dataOffset`: where this probe's captures start in the record (after the target's, for enrichers).
-    init(function: String, parameters: [Parameter], results: [Parameter]?, types: [String: TypeFacts], dataOffset: Int = 0) {
+    init(function: String, signature: ProbeSignature, functionAddresses: [String: UInt64] = [:], dataOffset: Int = 0) {
         nextDataOffset = dataOffset
         self.function = function
-        self.parameters = parameters
-        self.results = results
-        self.types = types
+        self.signature = signature
+        self.functionAddresses = functionAddresses
     }
 
     mutating func compile(entry: [Capture], return returnCaptures: [Capture]) throws -> [CaptureSlot] {
@@ -96,7 +97,7 @@ struct CaptureCompiler {
     private mutating func allocate(_ capture: Capture) throws -> CaptureSlot {
         var slot = CaptureSlot(
             name: capture.name, type: capture.type, offset: nextDataOffset, maxLength: capture.maxLength,
-            ifZero: capture.ifZero, origin: "DWARF")
+            ifZero: capture.ifZero, origin: signature.origin)
         slot.ifAbsent = capture.ifAbsent
         nextDataOffset = slot.alignedEnd
         guard nextDataOffset <= Self.dataAreaSize else {
@@ -122,13 +123,11 @@ struct CaptureCompiler {
             guard pieces.count == 2, isInterface(typeName) else {
                 throw PlanProblem("\(context): '(\(assertedType))' needs an interface, \(capture.origin) is \(typeName)")
             }
-            guard let asserted = types[assertedType], let typeAddress = asserted.runtimeTypeAddress, let pointee = asserted.pointee else {
-                throw PlanProblem("\(context): the binary has no pointer type \(assertedType) with a runtime type descriptor")
+            guard let asserted = types[assertedType], let pointee = asserted.pointee else {
+                throw PlanProblem("\(context): \(signature.origin) has no pointer type \(assertedType)")
             }
-            // A non-empty interface holds an itab whose second word is the dynamic type.
             ops.append(try load(pieces[0].register))
-            if typeName != "interface {}" { ops += [.add(8), .dereference] }
-            ops.append(.expectAddress(typeAddress, meaning: "dynamic type is \(assertedType)"))
+            ops += try dynamicTypeCheck(of: typeName, is: asserted, context: context)
             ops.append(try load(pieces[1].register))
             typeName = pointee
         } else if let pointee = types[typeName]?.pointee, !steps.isEmpty {
@@ -178,6 +177,24 @@ struct CaptureCompiler {
         return ops
     }
 
+    /// Ops that stop the program unless the interface whose type word is the working value holds an `asserted`.
+    private func dynamicTypeCheck(of interfaceType: String, is asserted: TypeFacts, context: String) throws -> [FetchOp] {
+        let isEmptyInterface = interfaceType == "interface {}"
+        if let typeAddress = asserted.runtimeTypeAddress {
+            // A non-empty interface holds an itab whose second word is the dynamic type.
+            return (isEmptyInterface ? [] : [.add(8), .dereference]) + [.expectAddress(typeAddress, meaning: "dynamic type is \(asserted.name)")]
+        }
+        // Without DWARF there is no type descriptor address; the itab's first method slot (after
+        // the interface, type and hash words) points at code only this dynamic type has.
+        guard !isEmptyInterface, let method = asserted.itabFirstMethods?[interfaceType] else {
+            throw PlanProblem("\(context): \(signature.origin) records no way to recognise \(asserted.name) inside \(interfaceType)")
+        }
+        guard let address = functionAddresses[method] else {
+            throw PlanProblem("\(context): checking for \(asserted.name) needs \(method), which the binary does not contain")
+        }
+        return [.add(24), .dereference, .expectAddress(address, meaning: "dynamic type's \(method)")]
+    }
+
     private func value(_ origin: ValueOrigin, context: String) throws -> Parameter {
         switch origin {
         case .argument(let name):
@@ -187,7 +204,7 @@ struct CaptureCompiler {
             }
             return parameter
         case .result(let index):
-            guard let results else { throw PlanProblem("\(context): DWARF lists no results for \(function)") }
+            guard let results else { throw PlanProblem("\(context): \(signature.origin) lists no results for \(function)") }
             guard index < results.count else {
                 throw PlanProblem("\(context): \(function) has \(results.count) result(s), there is no result \(index)")
             }

@@ -8,7 +8,7 @@ enum GoRegisterABI {
 
     /// The results with their registers filled in, up to the first result whose shape this
     /// does not model (it and later results keep `registers` nil).
-    static func assigningRegisters(to results: [Parameter], types: [String: TypeFacts]) -> [Parameter] {
+    static func assigningRegisters(to results: [Parameter], types: TypeCatalog) -> [Parameter] {
         var next = 0
         var assigned: [Parameter] = []
         var modelled = true
@@ -27,7 +27,7 @@ enum GoRegisterABI {
 
     /// Registers one value of this type takes, for the shapes probes read: pointers, integers,
     /// strings, interfaces and slices. Nil for anything else (floats, structs, arrays).
-    static func integerWords(_ typeName: String, types: [String: TypeFacts]) -> Int? {
+    static func integerWords(_ typeName: String, types: TypeCatalog) -> Int? {
         if typeName == "string" { return 2 }
         if typeName.hasPrefix("[]") { return 3 }
         if floatTypes.contains(typeName) { return nil }

@@ -4,12 +4,18 @@ import ProbePacks
 /// Turns probe packs and the facts of one binary into an attach plan. Every probe either
 /// gets planned or gets a one-line reason; one probe's problem never stops the others.
 public enum PlanCompiler {
-    /// The functions the packs hook, so binary analysis decodes only those.
-    public static func functionsNeeded(by packs: [ProbePack]) -> [String] {
-        Array(Set(packs.flatMap { $0.probes.map(\.function) })).sorted()
+    /// The functions the packs hook, and those their offset tables' type checks compare against,
+    /// so binary analysis decodes only those.
+    public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
+        let hooked = packs.flatMap { $0.probes.map(\.function) }
+        let typeCheckMethods = offsetTables.values.flatMap { table in
+            table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
+        }
+        return Array(Set(hooked + typeCheckMethods)).sorted()
     }
 
-    public static func compile(packs: [ProbePack], facts: BinaryFacts) -> AttachPlan {
+    /// `offsetTables`, by pack name, stand in for DWARF when the binary has none.
+    public static func compile(packs: [ProbePack], facts: BinaryFacts, offsetTables: [String: OffsetTable] = [:]) -> AttachPlan {
         var planned: [PlannedProbe] = []
         var skipped: [SkippedProbe] = []
         // Enrichers go last: their captures extend the layout of a span probe planned before them.
@@ -22,9 +28,10 @@ public enum PlanCompiler {
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
                         throw PlanProblem("it enriches \(enrichment.target), which is not planned for this binary")
                     }
-                    planned.append(try compile(enricher: probe, of: pack, target: &planned[targetIndex], facts: facts))
+                    planned.append(try compile(
+                        enricher: probe, of: pack, target: &planned[targetIndex], facts: facts, table: offsetTables[pack.name]))
                 } else {
-                    var probePlan = try compile(probe: probe, facts: facts)
+                    var probePlan = try compile(probe: probe, of: pack, facts: facts, table: offsetTables[pack.name])
                     probePlan.pack = pack.name
                     probePlan.packVersion = pack.library.versions.description
                     probePlan.spanSlot = UInt32(planned.count)
@@ -43,9 +50,11 @@ public enum PlanCompiler {
 
     /// Plans an enrich probe: its captures land after the target's in the target's record, and
     /// the target's span learns the attributes and name they give.
-    static func compile(enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts) throws -> PlannedProbe {
+    static func compile(
+        enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts, table: OffsetTable?
+    ) throws -> PlannedProbe {
         let dataOffset = target.captureSlots.map(\.alignedEnd).max() ?? 0
-        var plan = try compile(probe: probe, facts: facts, dataOffset: dataOffset)
+        var plan = try compile(probe: probe, of: pack, facts: facts, table: table, dataOffset: dataOffset)
         guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
             throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")
         }
@@ -83,23 +92,25 @@ public enum PlanCompiler {
         return nil
     }
 
-    static func compile(probe: Probe, facts: BinaryFacts, dataOffset: Int = 0) throws -> PlannedProbe {
-        guard let function = facts.functions[probe.function] else {
-            if facts.goBuild != nil, !facts.hasDWARF, facts.functions.isEmpty {
-                throw PlanProblem(
-                    "\(facts.path) is stripped (built with -ldflags=-s -w: no symbol table, no DWARF); Sonde cannot locate \(probe.function) in it yet. Trace a build without -s -w")
-            }
-            throw PlanProblem("no symbol \(probe.function) in \(facts.path)")
+    static func compile(probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?, dataOffset: Int = 0) throws -> PlannedProbe {
+        let function = try function(probe.function, in: facts)
+        let signature = try ProbeSignature.resolve(function, for: probe, of: pack, facts: facts, table: table)
+        return try compile(probe: probe, function: function, signature: signature, facts: facts, dataOffset: dataOffset)
+    }
+
+    static func function(_ name: String, in facts: BinaryFacts) throws -> FunctionFacts {
+        guard let function = facts.functions[name] else {
+            let tables = facts.hasDWARF ? "symbol table" : "symbol table or Go function table (.gopclntab)"
+            throw PlanProblem("no function \(name) in the \(tables) of \(facts.path)")
         }
-        guard facts.hasDWARF else {
-            throw PlanProblem("the binary has no DWARF (built with -ldflags=-s -w?), so argument locations and field offsets are unknown")
-        }
-        guard let parameters = function.parameters else {
-            throw PlanProblem("DWARF describes no parameters for \(probe.function)")
-        }
+        return function
+    }
+
+    static func compile(probe: Probe, function: FunctionFacts, signature: ProbeSignature, facts: BinaryFacts, dataOffset: Int = 0) throws -> PlannedProbe {
         var programs = CaptureCompiler(
-            function: probe.function, parameters: parameters,
-            results: function.results.map { GoRegisterABI.assigningRegisters(to: $0, types: facts.types) }, types: facts.types,
+            function: probe.function,
+            signature: signature.assigningResultRegisters(),
+            functionAddresses: facts.functions.mapValues(\.address),
             dataOffset: dataOffset)
         var captureSlots: [CaptureSlot] = []
         let keyMode: CallKeyMode

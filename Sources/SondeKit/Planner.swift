@@ -1,12 +1,65 @@
 import BinaryAnalysis
+import Foundation
 import Planning
 import ProbePacks
 
 /// The stages that need no root: packs × binary → attach plan.
 public enum Planner {
     public static func plan(executable: String, packs: [ProbePack]) throws -> AttachPlan {
+        let tables = try offsetTables(for: packs)
         let facts = try BinaryAnalyzer.analyze(
-            path: executable, functions: PlanCompiler.functionsNeeded(by: packs), dataSymbols: [])
-        return PlanCompiler.compile(packs: packs, facts: facts)
+            path: executable, functions: PlanCompiler.functionsNeeded(by: packs, offsetTables: tables), dataSymbols: [])
+        return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables)
+    }
+
+    /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name.
+    static func offsetTables(for packs: [ProbePack]) throws -> [String: OffsetTable] {
+        var tables: [String: OffsetTable] = [:]
+        for pack in packs {
+            let path = OffsetTable.path(forPackFile: pack.source.file)
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let table = try OffsetTable.load(path: path)
+            guard table.pack == pack.name, table.module == pack.library.module else {
+                throw OffsetTableError(
+                    path: path, reason: "records \(table.pack) (\(table.module)) but sits next to pack \(pack.name) (\(pack.library.module)); regenerate it")
+            }
+            tables[pack.name] = table
+        }
+        return tables
+    }
+}
+
+/// Writes offset tables from reference builds; run by `swift package generate-offset-tables`.
+public enum OffsetTableWriter {
+    /// Records `reference` (a build with DWARF) into the table next to each pack, adding or
+    /// replacing that Go/library version's entry. `libraryVersions` (module → version) names the
+    /// versions a GOPATH build does not record. Returns one line per table written.
+    public static func record(reference: String, packs: [ProbePack], libraryVersions: [String: String]) throws -> [String] {
+        let facts = try BinaryAnalyzer.analyze(path: reference, functions: PlanCompiler.functionsNeeded(by: packs), dataSymbols: [])
+        guard facts.hasDWARF, let build = facts.goBuild else {
+            throw OffsetTableError(path: reference, reason: "a reference build must be a Go program with DWARF (no -ldflags=-s -w)")
+        }
+        var written: [String] = []
+        for pack in packs where pack.language == .go {
+            let module = pack.library.module
+            let version: String
+            if module == "std" {
+                version = build.goVersion
+            } else if let linked = build.dependencies.first(where: { $0.path == module })?.version ?? libraryVersions[module] {
+                version = linked
+            } else {
+                throw OffsetTableError(path: reference, reason: "does not record which \(module) it links (GOPATH build); pass --library-version \(module)=VERSION")
+            }
+            let entry = try OffsetTableRecorder.record(pack: pack, facts: facts, libraryVersion: version) { interfaceType, dynamicType in
+                (try? BinaryAnalyzer.itabFirstMethod(path: reference, interfaceType: interfaceType, dynamicType: dynamicType)) ?? nil
+            }
+            let path = OffsetTable.path(forPackFile: pack.source.file)
+            var table = FileManager.default.fileExists(atPath: path)
+                ? try OffsetTable.load(path: path) : OffsetTable(pack: pack.name, module: module, entries: [])
+            table.merge(entry)
+            try table.encoded().write(to: URL(fileURLWithPath: path))
+            written.append("\(path): \(entry.goVersion), \(module) \(version): \(entry.functions.count) function(s), \(entry.types.count) type(s)")
+        }
+        return written
     }
 }

@@ -99,7 +99,7 @@ struct Run: ParsableCommand {
 }
 
 struct Packs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Work with probe packs.", subcommands: [Validate.self, List.self])
+    static let configuration = CommandConfiguration(abstract: "Work with probe packs.", subcommands: [Validate.self, List.self, RecordOffsets.self])
 
     struct Validate: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check pack files (no root needed); exits non-zero on any error.")
@@ -128,6 +128,36 @@ struct Packs: ParsableCommand {
         func run() throws {
             for pack in try packs.load() {
                 print("\(pack.name)  \(pack.language.rawValue) \(pack.library.module) \(pack.library.versions)  \(pack.probes.map(\.id).joined(separator: ", "))  (\(pack.source.file))")
+            }
+        }
+    }
+}
+
+extension Packs {
+    struct RecordOffsets: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "record-offsets",
+            abstract: "Record a reference build's DWARF into the packs' offset tables, for tracing binaries built without DWARF.",
+            discussion: "Usually run for every toolchain by `swift package generate-offset-tables`.")
+
+        @Option(help: "A Go program built with DWARF that links the packs' libraries.") var binary: String
+        @Option(help: "MODULE=VERSION for a library the binary does not record (GOPATH builds); repeatable.")
+        var libraryVersion: [String] = []
+        @OptionGroup var packs: PackOptions
+
+        func run() throws {
+            var versions: [String: String] = [:]
+            for pair in libraryVersion {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                    throw ValidationError("--library-version wants MODULE=VERSION, got '\(pair)'")
+                }
+                versions[parts[0]] = parts[1]
+            }
+            do {
+                try OffsetTableWriter.record(reference: binary, packs: packs.load(), libraryVersions: versions).forEach { print($0) }
+            } catch let error as OffsetTableError {
+                throw Failure(error.description)
             }
         }
     }

@@ -9,6 +9,9 @@ final class GoMatrixTests: XCTestCase {
         ("net/http server", { go, variant in try await NetHTTPScenarios.traceServer(go: go, flags: [], variant: variant) }),
         ("net/http client + goroutines", { go, variant in try await NetHTTPScenarios.traceClientCalls(go: go, variant: variant) }),
         ("two services: mux, HTTP + gRPC", { go, variant in try await TwoServiceScenario.traceFront(go: go, variant: variant) }),
+        ("two services, stripped (-s -w)", { go, variant in
+            try await TwoServiceScenario.traceFront(go: go, flags: ["-ldflags=-s -w"], variant: "\(variant)-stripped")
+        }),
     ]
     static let matrixFile = "\(Repository.root)/docs/go-matrix.md"
 

@@ -3,8 +3,10 @@ import Foundation
 import XCTest
 
 /// The two-service demo (demo/two-service): front routes with gorilla/mux and calls back over
-/// HTTP, sometimes from a goroutine its handler starts. Sonde traces front with the net/http,
-/// gorilla/mux and runtime packs. Run for every toolchain by GoMatrixTests.
+/// HTTP and gRPC, sometimes from a goroutine its handler starts; back serves both. Sonde traces
+/// front with the net/http, gorilla/mux, gRPC and runtime packs and back with net/http and gRPC,
+/// under concurrent load. Run for every toolchain, unstripped and stripped, by GoMatrixTests.
+/// `flags` go to `go build` (e.g. `-ldflags=-s -w`) for both services.
 enum TwoServiceScenario {
     /// Reads a port file once its writer has filled it.
     private static func ports(in file: String) throws -> [Int] {
@@ -17,9 +19,9 @@ enum TwoServiceScenario {
         throw E2EError("no port written to \(file)")
     }
 
-    static func traceFront(go: String, variant: String) async throws {
-        let back = try GoToolchains.build("demo/two-service/back", with: go, name: "back-\(variant)")
-        let front = try GoToolchains.build("demo/two-service/front", with: go, name: "front-\(variant)")
+    static func traceFront(go: String, flags: [String] = [], variant: String) async throws {
+        let back = try GoToolchains.build("demo/two-service/back", with: go, flags: flags, name: "back-\(variant)")
+        let front = try GoToolchains.build("demo/two-service/front", with: go, flags: flags, name: "front-\(variant)")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -40,15 +42,18 @@ enum TwoServiceScenario {
             ["run", "--pid", String(frontProcess.pid), "--pack", "go/net-http", "--pack", "go/runtime", "--pack", "go/gorilla-mux", "--pack", "go/grpc"],
             environment: environment)
         try sonde.waitForOutput("attached")
-        let backSonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(backProcess.pid), "--pack", "go/grpc"], environment: environment)
+        let backSonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(backProcess.pid), "--pack", "go/grpc", "--pack", "go/net-http"], environment: environment)
         try backSonde.waitForOutput("attached")
 
+        // Each request kind `load` times over, shuffled, 12 at a time.
+        let load = 3
         let requests: [(path: String, count: Int, status: Int)] = [
-            ("/api/items/7", 4, 200), ("/api/items/0", 2, 404), ("/api/private/3", 2, 200), ("/api/async/5", 4, 200),
-            ("/api/local", 2, 200), ("/nothing", 2, 404), ("/api/health/backend", 3, 200), ("/api/health/nope", 2, 404),
+            ("/api/items/7", 4 * load, 200), ("/api/items/0", 2 * load, 404), ("/api/private/3", 2 * load, 200),
+            ("/api/async/5", 4 * load, 200), ("/api/local", 2 * load, 200), ("/nothing", 2 * load, 404),
+            ("/api/health/backend", 3 * load, 200), ("/api/health/nope", 2 * load, 404),
         ]
         let paths = requests.flatMap { Array(repeating: $0.path, count: $0.count) }.shuffled()
-        let statuses = try await sendRequests(paths, port: frontPort, concurrency: 6)
+        let statuses = try await sendRequests(paths, port: frontPort, concurrency: 12)
         XCTAssertEqual(statuses.sorted(), requests.flatMap { Array(repeating: $0.status, count: $0.count) }.sorted())
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
         XCTAssertEqual(try backSonde.stop(signal: SIGINT), 0, backSonde.text)
@@ -59,10 +64,11 @@ enum TwoServiceScenario {
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let rpcClients = spans.filter { attributes($0)["rpc.system"] as? String == "grpc" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" && attributes($0)["rpc.system"] == nil }
-        XCTAssertEqual(servers.count, 21, sonde.text)
-        XCTAssertEqual(clients.count, 12, sonde.text)
-        XCTAssertEqual(rpcClients.count, 5, sonde.text)
-        try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: received.filter { process($0) == String(backProcess.pid) })
+        XCTAssertEqual(servers.count, 21 * load, sonde.text)
+        XCTAssertEqual(clients.count, 12 * load, sonde.text)
+        XCTAssertEqual(rpcClients.count, 5 * load, sonde.text)
+        let backSpans = received.filter { process($0) == String(backProcess.pid) }
+        try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: backSpans, load: load)
 
         var serverNames: [String: Int] = [:]
         for server in servers {
@@ -76,8 +82,8 @@ enum TwoServiceScenario {
             }
         }
         XCTAssertEqual(serverNames, [
-            "GET /api/items/{id:[0-9]+}": 6, "GET /api/private/{id:[0-9]+}": 2, "GET /api/async/{id:[0-9]+}": 4,
-            "GET /api/local": 2, "GET /nothing": 2, "GET /api/health/{service}": 5,
+            "GET /api/items/{id:[0-9]+}": 6 * load, "GET /api/private/{id:[0-9]+}": 2 * load, "GET /api/async/{id:[0-9]+}": 4 * load,
+            "GET /api/local": 2 * load, "GET /nothing": 2 * load, "GET /api/health/{service}": 5 * load,
         ])
 
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
@@ -102,15 +108,24 @@ enum TwoServiceScenario {
         }
         let base = "http://127.0.0.1:\(backPorts[0])/items"
         XCTAssertEqual(clientURLs, [
-            "\(base)/7?src=front": 4, "\(base)/0?src=front": 2, "\(base)/3?src=private": 2, "\(base)/5?src=async": 4,
+            "\(base)/7?src=front": 4 * load, "\(base)/0?src=front": 2 * load, "\(base)/3?src=private": 2 * load, "\(base)/5?src=async": 4 * load,
         ])
+        // back serves each of front's HTTP calls: one SERVER span per call with its own status.
+        var backRequests: [String: Int] = [:]
+        for server in backSpans where server["kind"] as? String == "SPAN_KIND_SERVER" && attributes(server)["rpc.system"] == nil {
+            let values = attributes(server)
+            backRequests["\(server["name"] as? String ?? "?") \(values["http.response.status_code"] as? Int ?? 0)", default: 0] += 1
+            XCTAssertEqual(values["server.address"] as? String, "127.0.0.1")
+            XCTAssertEqual(values["server.port"] as? Int, backPorts[0])
+        }
+        XCTAssertEqual(backRequests, ["GET /items/7 200": 4 * load, "GET /items/0 404": 2 * load, "GET /items/3 200": 2 * load, "GET /items/5 200": 4 * load])
         let everything = String(decoding: try JSONSerialization.data(withJSONObject: spans), as: UTF8.self)
         XCTAssertFalse(everything.contains("s3cret") || everything.contains("demo:"), "user info must never reach a span")
     }
 
     /// gRPC Check calls from front's `/api/health/{service}` handlers: CLIENT spans that are the
     /// handler span's children, and back's SERVER spans, both with the real status code.
-    private static func checkGRPC(clients: [[String: Any]], frontServers: [[String: Any]], backSpans: [[String: Any]]) throws {
+    private static func checkGRPC(clients: [[String: Any]], frontServers: [[String: Any]], backSpans: [[String: Any]], load: Int) throws {
         let serversByID = Dictionary(uniqueKeysWithValues: frontServers.map { ($0["span_id"] as! String, $0) })
         var codes: [Int] = []
         for client in clients {
@@ -127,10 +142,11 @@ enum TwoServiceScenario {
             XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, code == 0 ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR")
             XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, code == 0 ? 200 : 404)
         }
-        XCTAssertEqual(codes.sorted(), [0, 0, 0, 5, 5])
+        let expectedCodes = Array(repeating: 0, count: 3 * load) + Array(repeating: 5, count: 2 * load)
+        XCTAssertEqual(codes.sorted(), expectedCodes)
 
-        let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
-        XCTAssertEqual(backServers.count, 5, "\(backSpans)")
+        let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" && attributes($0)["rpc.system"] != nil }
+        XCTAssertEqual(backServers.count, 5 * load, "\(backSpans)")
         var backCodes: [Int] = []
         for server in backServers {
             XCTAssertEqual(server["name"] as? String, "grpc.health.v1.Health/Check")
@@ -140,6 +156,6 @@ enum TwoServiceScenario {
             XCTAssertEqual(values["rpc.method"] as? String, "Check")
             backCodes.append(try XCTUnwrap(values["rpc.grpc.status_code"] as? Int))
         }
-        XCTAssertEqual(backCodes.sorted(), [0, 0, 0, 5, 5])
+        XCTAssertEqual(backCodes.sorted(), expectedCodes)
     }
 }

@@ -149,21 +149,18 @@ final class PlanCompilerTests: XCTestCase {
         XCTAssertEqual(try plan(facts(goVersion: "go1.16.15")).skipped.map(\.description), [
             "go/net-http/server: std go1.16.15 is outside the pack's range >=1.17",
         ])
-        XCTAssertEqual(try plan(facts(hasDWARF: false)).skipped.map(\.reason), [
-            "the binary has no DWARF (built with -ldflags=-s -w?), so argument locations and field offsets are unknown",
-        ])
         let noURL = try plan(facts(requestFields: [Member(name: "Method", typeName: "string", offset: 0), Member(name: "Host", typeName: "string", offset: 80)]))
         XCTAssertEqual(noURL.probes, [])
         XCTAssertEqual(noURL.skipped.map(\.reason), ["capture 'path' (\(Self.packFile):26:7): net/http.Request has no field 'URL'"])
 
         var missing = facts()
         missing.functions = [:]
-        XCTAssertEqual(try plan(missing).skipped.map(\.reason), ["no symbol net/http.serverHandler.ServeHTTP in /srv/app"])
+        XCTAssertEqual(try plan(missing).skipped.map(\.reason), ["no function net/http.serverHandler.ServeHTTP in the symbol table of /srv/app"])
 
         var stripped = facts(hasDWARF: false)
         stripped.functions = [:]
         XCTAssertEqual(try plan(stripped).skipped.map(\.reason), [
-            "/srv/app is stripped (built with -ldflags=-s -w: no symbol table, no DWARF); Sonde cannot locate net/http.serverHandler.ServeHTTP in it yet. Trace a build without -s -w",
+            "no function net/http.serverHandler.ServeHTTP in the symbol table or Go function table (.gopclntab) of /srv/app",
         ])
     }
 

@@ -1,0 +1,60 @@
+import BinaryAnalysis
+import ProbePacks
+
+/// Records, from a reference build that has DWARF, the facts a pack's probes need, as one offset
+/// table entry. Every probe is planned against the reference exactly as it would be against a
+/// target, so the entry holds precisely the parameters and types planning consults.
+public enum OffsetTableRecorder {
+    /// `itabFirstMethod(interfaceType, dynamicType)`: the function the first method slot of the
+    /// reference binary's itab for that pair points at (runtime type addresses in, symbol out).
+    public static func record(
+        pack: ProbePack, facts: BinaryFacts, libraryVersion: String, itabFirstMethod: (UInt64, UInt64) -> String?
+    ) throws -> OffsetTable.Entry {
+        guard let goVersion = facts.goBuild?.goVersion else {
+            throw OffsetTableError(path: facts.path, reason: "not a Go program: no build info to key the entry by")
+        }
+        var functions: [String: RecordedFunction] = [:]
+        var types: [String: TypeFacts] = [:]
+        for probe in pack.probes {
+            do {
+                let function = try PlanCompiler.function(probe.function, in: facts)
+                let signature = try ProbeSignature.resolve(function, for: probe, of: pack, facts: facts, table: nil)
+                _ = try PlanCompiler.compile(probe: probe, function: function, signature: signature, facts: facts)
+                functions[probe.function] = RecordedFunction(parameters: signature.parameters, results: signature.results ?? [])
+                for (name, type) in signature.types.consulted {
+                    var portable = type
+                    // Addresses are specific to the reference binary.
+                    portable.runtimeTypeAddress = nil
+                    types[name] = portable
+                }
+                for (interfaceType, assertedType) in typeAssertions(in: probe, signature: signature) {
+                    guard let interfaceAddress = facts.types[interfaceType]?.runtimeTypeAddress,
+                          let assertedAddress = facts.types[assertedType]?.runtimeTypeAddress,
+                          let method = itabFirstMethod(interfaceAddress, assertedAddress),
+                          var asserted = types[assertedType]
+                    else {
+                        throw PlanProblem("found no itab for \(assertedType) as \(interfaceType) in the reference build")
+                    }
+                    asserted.itabFirstMethods = (asserted.itabFirstMethods ?? [:]).merging([interfaceType: method]) { _, new in new }
+                    types[assertedType] = asserted
+                }
+            } catch let problem as PlanProblem {
+                throw OffsetTableError(path: facts.path, reason: "\(pack.name)/\(probe.id) cannot be recorded: \(problem.reason)")
+            }
+        }
+        return OffsetTable.Entry(goVersion: goVersion, libraryVersion: libraryVersion, functions: functions, types: types)
+    }
+
+    /// (interface type, asserted type) for each capture whose path starts with a type assertion.
+    private static func typeAssertions(in probe: Probe, signature: ProbeSignature) -> [(String, String)] {
+        probe.captures.compactMap { capture in
+            guard case .assertType(let assertedType)? = capture.path.first else { return nil }
+            let value: Parameter?
+            switch capture.origin {
+            case .argument(let name): value = signature.parameters.first { $0.name == name }
+            case .result(let index): value = signature.results.flatMap { index < $0.count ? $0[index] : nil }
+            }
+            return value.map { ($0.typeName, assertedType) }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import BinaryAnalysis
+import ProbePacks
+
+/// A probed function's parameters, results and the types behind them, from the binary's own DWARF
+/// or, for binaries built without it, from the pack's offset table.
+struct ProbeSignature {
+    var parameters: [Parameter]
+    /// Without registers; the register ABI assigns them. Nil when the source lists no results.
+    var results: [Parameter]?
+    var types: TypeCatalog
+    /// Shown by `sonde plan` for every capture: `DWARF`, or which table entry.
+    var origin: String
+
+    static let dwarfOrigin = "DWARF"
+
+    /// Results take registers from Go's register ABI: DWARF locates none at the return instructions.
+    func assigningResultRegisters() -> ProbeSignature {
+        var assigned = self
+        assigned.results = results.map { GoRegisterABI.assigningRegisters(to: $0, types: types) }
+        return assigned
+    }
+
+    /// The signature of `function` as the probe's captures need it.
+    static func resolve(_ function: FunctionFacts, for probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?) throws -> ProbeSignature {
+        if facts.hasDWARF {
+            guard let parameters = function.parameters else {
+                throw PlanProblem("DWARF describes no parameters for \(probe.function)")
+            }
+            return ProbeSignature(parameters: parameters, results: function.results, types: TypeCatalog(facts.types), origin: dwarfOrigin)
+        }
+        guard let table else {
+            throw PlanProblem(
+                "the binary has no DWARF (built with -ldflags=-s -w) and pack \(pack.name) ships no offset table (\(OffsetTable.path(forPackFile: pack.source.file))); trace a build without -s -w, or generate the table with `swift package generate-offset-tables`")
+        }
+        let (entry, origin) = try entry(of: table, for: facts)
+        guard let recorded = entry.functions[probe.function] else {
+            throw PlanProblem("the offset table entry for \(entry.goVersion) does not record \(probe.function); regenerate the table")
+        }
+        return ProbeSignature(parameters: recorded.parameters, results: recorded.results, types: TypeCatalog(entry.types), origin: origin)
+    }
+
+    /// The table entry recorded with the binary's Go version (the same minor release when the exact
+    /// patch is missing) and library version, with a description of the match.
+    static func entry(of table: OffsetTable, for facts: BinaryFacts) throws -> (OffsetTable.Entry, String) {
+        guard let goVersion = facts.goBuild?.goVersion, let binaryGo = Version(parsing: goVersion) else {
+            throw PlanProblem("the binary's Go version is unknown, so no offset table entry can be chosen")
+        }
+        let recordedGo = table.entries.map(\.goVersion).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let sameMinor = table.entries.filter { Version(parsing: $0.goVersion).map { minorRelease($0) == minorRelease(binaryGo) } ?? false }
+        let sameGo = sameMinor.filter { $0.goVersion == goVersion }.isEmpty ? sameMinor : sameMinor.filter { $0.goVersion == goVersion }
+        guard !sameGo.isEmpty else {
+            throw PlanProblem(
+                "no offsets recorded for \(goVersion) (the table has \(recordedGo.joined(separator: ", "))); trace a build without -s -w, or add this toolchain to the table")
+        }
+        let goNote = sameGo[0].goVersion == goVersion ? "" : " (binary: \(goVersion))"
+
+        if table.module == "std" {
+            return (sameGo[0], "offset table \(sameGo[0].goVersion)\(goNote)")
+        }
+        if let module = facts.goBuild?.dependencies.first(where: { $0.path == table.module }) {
+            guard let match = sameGo.first(where: { $0.libraryVersion == module.version }) else {
+                let recorded = Set(sameGo.map(\.libraryVersion)).sorted().joined(separator: ", ")
+                throw PlanProblem("no offsets recorded for \(table.module) \(module.version) with \(goVersion) (the table has \(recorded))")
+            }
+            return (match, "offset table \(match.goVersion)\(goNote), \(table.module) \(match.libraryVersion)")
+        }
+        // GOPATH builds record no module versions: usable only when the table leaves no choice.
+        let libraryVersions = Set(sameGo.map(\.libraryVersion))
+        guard libraryVersions.count == 1 else {
+            throw PlanProblem(
+                "the binary does not say which \(table.module) it links (GOPATH build) and the table has several (\(libraryVersions.sorted().joined(separator: ", ")))")
+        }
+        return (sameGo[0], "offset table \(sameGo[0].goVersion)\(goNote), \(table.module) \(sameGo[0].libraryVersion) (version not in the binary)")
+    }
+
+    private static func minorRelease(_ version: Version) -> [Int] { Array(version.components.prefix(2)) }
+}
+
+/// Type lookups for one probe. It remembers what it was asked for, so an offset table records
+/// only the types captures actually use.
+final class TypeCatalog {
+    private let types: [String: TypeFacts]
+    private(set) var consulted: [String: TypeFacts] = [:]
+
+    init(_ types: [String: TypeFacts]) {
+        self.types = types
+    }
+
+    subscript(name: String) -> TypeFacts? {
+        let type = types[name]
+        if let type { consulted[name] = type }
+        return type
+    }
+}
