@@ -311,15 +311,18 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	return 0;
 }
 
-/* Span probe return: emit the span; the caller's span becomes active again. */
-static __always_inline void end_span(struct sonde_span_record *record, struct context_key *context_key)
+static __always_inline void emit_span(struct sonde_span_record *record)
 {
 	record->end_ns = bpf_ktime_get_ns();
 	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
 	__u64 wakeup = unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup) != 0)
 		count(SONDE_COUNTER_RING_FULL);
+}
 
+/* The caller's span becomes active again on this goroutine/thread. */
+static __always_inline void restore_parent_context(struct sonde_span_record *record, struct context_key *context_key)
+{
 	if (record->parent_span_id) {
 		struct trace_context restored = {
 			.trace_id_high = record->trace_id_high,
@@ -367,10 +370,41 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 
 	if (config->role == SONDE_ROLE_END_SPAN) {
 		struct context_key context_key = { .key = owner, .tgid = tgid };
-		end_span(record, &context_key);
+		restore_parent_context(record, &context_key);
+		__u64 object = config->object_register < 16 ? state.registers[config->object_register & 15] : 0;
+		if (object) {
+			/* The span outlives the call: it stays open under the object until
+			 * an END_OBJECT_SPAN probe sees that object. */
+			struct call_key object_key = { .key = object, .tgid = tgid, .span_slot = config->span_slot };
+			record->key = object;
+			if (bpf_map_update_elem(&calls, &object_key, record, BPF_ANY) != 0)
+				count(SONDE_COUNTER_STATE_FULL);
+		} else {
+			emit_span(record);
+		}
 	} else {
 		hand_off(record, state.value);
 	}
+	bpf_map_delete_elem(&calls, &call_key);
+	return 0;
+}
+
+/* End of an object's span (e.g. a stream finishing, maybe on another
+ * goroutine): the program adds its captures, then the span is emitted. */
+static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	struct fetch_state state = { .config = config };
+	load_registers(&state, regs);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct call_key call_key = {
+		.key = state.registers[config->object_register & 15], .tgid = tgid, .span_slot = config->span_slot,
+	};
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	if (!record)
+		return 0;   /* ended already, or opened before sonde attached */
+	state.record = record;
+	run_fetch_program(&state);
+	emit_span(record);
 	bpf_map_delete_elem(&calls, &call_key);
 	return 0;
 }
@@ -405,5 +439,7 @@ int sonde_probe(struct x86_64_regs *regs)
 		return on_entry(config, regs);
 	if (config->role == SONDE_ROLE_ENRICH)
 		return on_enrich(config, regs);
+	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)
+		return on_end_object_span(config, regs);
 	return on_return(config, regs);
 }

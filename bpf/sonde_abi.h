@@ -19,7 +19,13 @@ enum sonde_role {
 	                              * the creator's trace context is copied to it */
 	SONDE_ROLE_ENRICH = 5,       /* entry only: the program writes into the open call of
 	                              * probe `span_slot` on this goroutine/thread */
+	SONDE_ROLE_END_OBJECT_SPAN = 6, /* entry only: the program writes into the span probe
+	                              * `span_slot` left open for the object in register
+	                              * `object_register`, which is then emitted */
 };
+
+/* object_register when a site keys nothing by object. */
+#define SONDE_NO_OBJECT_REGISTER 0xff
 
 /* How the state of one call is keyed. */
 enum sonde_key_mode {
@@ -59,6 +65,10 @@ struct sonde_probe_config {
 	__u32 op_count;
 	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
 	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
+	__u32 object_register;       /* END_SPAN: a non-zero object in this register keeps the span
+	                              * open, keyed by it (a stream outliving the call that made it);
+	                              * END_OBJECT_SPAN: the object whose span to end */
+	__u32 reserved;
 	struct sonde_op ops[SONDE_MAX_OPS];
 };
 

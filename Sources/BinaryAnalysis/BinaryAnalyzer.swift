@@ -1,11 +1,17 @@
-/// Reads a target executable: ELF symbols, Go build info, DWARF, and decoded instructions.
+/// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
+/// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
     /// Analyses `path`, decoding the named functions and resolving the named data symbols.
     /// Missing functions or symbols are simply absent from the result; unreadable or non-ELF
     /// files throw `BinaryAnalysisError`.
     public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
         let image = try ELFImage(path: path)
-        let symbols = image.definedSymbols(named: Set(functions + dataSymbols + [goTypesStart, goTypesEnd]))
+        var symbols = image.definedSymbols(named: Set(functions + dataSymbols + [goTypesStart, goTypesEnd]))
+        // Stripped Go binaries (-ldflags=-s -w) keep function names and bounds in their pclntab.
+        let unresolved = Set(functions).subtracting(symbols.keys)
+        if !unresolved.isEmpty {
+            symbols.merge(image.goFunctions(named: unresolved)) { symbol, _ in symbol }
+        }
         let goBuild = try GoBuildInfoReader.read(from: image)
         let decoder = try InstructionDecoder()
 

@@ -17,6 +17,8 @@ final class ELFImage {
     struct Section {
         var name: String
         var type: UInt32
+        /// Link-time virtual address (`sh_addr`); 0 for sections not loaded.
+        var address: UInt64
         var fileOffset: UInt64
         var size: UInt64
         /// Section header index of the associated section (for symbol tables: their string table).
@@ -109,8 +111,8 @@ final class ELFImage {
             if gelf_getshdr(scn, &header) != nil {
                 let name = elf_strptr(elf, namesIndex, Int(header.sh_name)).map { String(cString: $0) } ?? ""
                 sections.append(Section(
-                    name: name, type: header.sh_type, fileOffset: header.sh_offset, size: header.sh_size,
-                    link: header.sh_link, entrySize: header.sh_entsize, handle: scn))
+                    name: name, type: header.sh_type, address: header.sh_addr, fileOffset: header.sh_offset,
+                    size: header.sh_size, link: header.sh_link, entrySize: header.sh_entsize, handle: scn))
             }
             handle = elf_nextscn(elf, scn)
         }

@@ -85,17 +85,23 @@ public final class BPFEngine {
             let entryCookie = UInt32(2 * index)
             let returnCookie = entryCookie + 1
             let handoff = probe.probe.goroutineHandoff != nil
-            let entryRole: RecordLayout.Role = probe.probe.enrichment != nil ? .enrich : handoff ? .startHandoff : .startSpan
+            let entryRole: RecordLayout.Role = switch probe.probe.enrichment {
+            case .some(let enrichment): enrichment.endsSpanKeyedBy != nil ? .endObjectSpan : .enrich
+            case nil: handoff ? .startHandoff : .startSpan
+            }
+            // The object key is the end probe's at entry, and the span probe's at return.
             try writeConfig(
                 fd: configs, index: entryCookie,
                 RecordLayout.encodeConfig(
                     role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                    siteAddress: probe.entry.address, program: probe.entryProgram, captureSlots: probe.captureSlots))
+                    siteAddress: probe.entry.address, objectRegister: entryRole == .endObjectSpan ? probe.objectKey : nil,
+                    program: probe.entryProgram, captureSlots: probe.captureSlots))
             try writeConfig(
                 fd: configs, index: returnCookie,
                 RecordLayout.encodeConfig(
                     role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                    siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                    siteAddress: 0, objectRegister: entryRole == .startSpan ? probe.objectKey : nil,
+                    program: probe.returnProgram, captureSlots: probe.captureSlots))
             for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
                 if let failure = attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
                     failures.append("\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(failure)")

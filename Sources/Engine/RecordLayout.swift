@@ -9,7 +9,9 @@ enum RecordLayout {
     static let maxString = 255
     static let savedSlots = 4
     static let opSize = 16
-    static let configSize = 32 + maxOps * opSize
+    static let configSize = 40 + maxOps * opSize
+    /// `object_register` of a site that keys nothing by object.
+    static let noObjectRegister: UInt32 = 0xff
     static let dataOffset = 96 + 8 * savedSlots
     /// sizeof(struct sonde_span_record): the data area plus slack, rounded up to 8.
     static let recordSize = (dataOffset + dataSize + maxString + 2 + 7) / 8 * 8
@@ -20,12 +22,13 @@ enum RecordLayout {
         case startHandoff = 3
         case endHandoff = 4
         case enrich = 5
+        case endObjectSpan = 6
     }
 
     /// Encodes one probe configuration; throws when the program is longer than the BPF side runs.
     static func encodeConfig(
-        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, program: [FetchOp],
-        captureSlots: [CaptureSlot]
+        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
+        program: [FetchOp], captureSlots: [CaptureSlot]
     ) throws -> [UInt8] {
         guard program.count <= maxOps else {
             throw EngineError.programTooLong(ops: program.count, limit: maxOps)
@@ -38,6 +41,8 @@ enum RecordLayout {
         append(UInt32(program.count), to: &bytes)
         append(skipFlagsMask, to: &bytes)
         append(siteAddress, to: &bytes)
+        append(objectRegister.map { UInt32($0.rawValue) } ?? noObjectRegister, to: &bytes)
+        append(UInt32(0), to: &bytes)
         let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
         for op in program { bytes += encode(op, captureIndex: captureIndex) }
         bytes += [UInt8](repeating: 0, count: configSize - bytes.count)

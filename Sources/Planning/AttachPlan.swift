@@ -48,6 +48,9 @@ public struct PlannedProbe: Sendable, Equatable {
     public var captureSlots: [CaptureSlot]
     /// What enrich probes add to this probe's span.
     public var enrichments: [EnrichmentRule] = []
+    /// The object a span is kept open under: for a span probe with `outlives-call`, the register
+    /// holding it at return; for an `end-span` probe, the register holding it at entry.
+    public var objectKey: Register?
 
     public init(
         pack: String, packVersion: String, probe: Probe, spanSlot: UInt32, keyMode: CallKeyMode, entry: ProbeSite, returns: [ProbeSite],
@@ -80,10 +83,13 @@ public struct EnrichmentRule: Sendable, Equatable {
     public var source: String
     public var attributes: [AttributeRule]
     public var rename: NameTemplate?
-    public init(source: String, attributes: [AttributeRule], rename: NameTemplate?) {
+    /// Further reasons the span failed, from the enrich probe's captures.
+    public var errorWhen: [ErrorCondition]
+    public init(source: String, attributes: [AttributeRule], rename: NameTemplate?, errorWhen: [ErrorCondition] = []) {
         self.source = source
         self.attributes = attributes
         self.rename = rename
+        self.errorWhen = errorWhen
     }
 }
 

@@ -74,6 +74,23 @@ struct CaptureCompiler {
         returnProgram = [.loadRegister(try pointerRegister(handoff.child))]
     }
 
+    /// The register holding the object a span stays open under: a pointer, or an interface's data word.
+    /// At entry it must survive until the entry site.
+    mutating func objectRegister(_ origin: ValueOrigin, context: String) throws -> Register {
+        let value = try value(origin, context: context)
+        let pieces = value.registers ?? []
+        let register: Register
+        if types[value.typeName]?.kind == .pointer, pieces.count == 1 {
+            register = pieces[0].register
+        } else if isInterface(value.typeName), pieces.count == 2 {
+            register = pieces[1].register
+        } else {
+            throw PlanProblem("\(context): \(origin) is \(value.typeName), not a pointer or interface in registers")
+        }
+        if case .argument = origin { registersReadAtEntry.insert(register) }
+        return register
+    }
+
     private func pointerRegister(_ origin: ValueOrigin) throws -> Register {
         let value = try value(origin, context: "follow-goroutine")
         guard types[value.typeName]?.kind == .pointer, let piece = value.registers?.first else {

@@ -26,7 +26,7 @@ public enum PlanCompiler {
                 if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
                 if let enrichment = probe.enrichment {
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
-                        throw PlanProblem("it enriches \(enrichment.target), which is not planned for this binary")
+                        throw PlanProblem("it adds to \(enrichment.target), which is not planned for this binary")
                     }
                     planned.append(try compile(
                         enricher: probe, of: pack, target: &planned[targetIndex], facts: facts, table: offsetTables[pack.name]))
@@ -53,6 +53,9 @@ public enum PlanCompiler {
     static func compile(
         enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts, table: OffsetTable?
     ) throws -> PlannedProbe {
+        if probe.enrichment?.endsSpanKeyedBy != nil, target.probe.span?.outlivesCall == nil {
+            throw PlanProblem("it ends \(target.qualifiedID), whose span has no outlives-call and so ends when its call returns")
+        }
         let dataOffset = target.captureSlots.map(\.alignedEnd).max() ?? 0
         var plan = try compile(probe: probe, of: pack, facts: facts, table: table, dataOffset: dataOffset)
         guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
@@ -65,7 +68,8 @@ public enum PlanCompiler {
         plan.pack = pack.name
         plan.packVersion = pack.library.versions.description
         target.captureSlots += plan.captureSlots
-        target.enrichments.append(EnrichmentRule(source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename))
+        target.enrichments.append(EnrichmentRule(
+            source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename, errorWhen: probe.enrichment?.errorWhen ?? []))
         plan.captureSlots = target.captureSlots
         plan.spanSlot = target.spanSlot
         plan.keyMode = target.keyMode
@@ -122,15 +126,19 @@ public enum PlanCompiler {
             captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
             keyMode = facts.goBuild == nil ? .thread : .goroutine
         }
+        let objectKey = try (probe.span?.outlivesCall).map { try programs.objectRegister($0, context: "span.outlives-call") }
+            ?? (probe.enrichment?.endsSpanKeyedBy).map { try programs.objectRegister($0, context: "end-span.object") }
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
         let entry = try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil)
         // Enrichers act at entry only, so they cost one cheap hit and no return probe.
         let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
         guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }
-        return PlannedProbe(
+        var planned = PlannedProbe(
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)
+        planned.objectKey = objectKey
+        return planned
     }
 }
 

@@ -93,7 +93,8 @@ public enum PackLoader {
     }
 
     private static func readProbe(_ node: YAMLNode) throws -> Probe {
-        let map = try node.mapping("a probe", allowed: ["id", "function", "span", "follow-goroutine", "enrich", "on-entry", "on-return", "attributes"])
+        let map = try node.mapping(
+            "a probe", allowed: ["id", "function", "span", "follow-goroutine", "enrich", "end-span", "on-entry", "on-return", "attributes"])
         let id = try map.required("id").string("probe id")
         let function = try map.required("function").string("function")
         let onEntry = try map.optional("on-entry").map { try readCaptures($0, section: "on-entry") } ?? []
@@ -105,33 +106,42 @@ public enum PackLoader {
         let names = Set(captures.map(\.name))
         let span = try map.optional("span").map { try readSpan($0, captures: names) }
         let handoff = try map.optional("follow-goroutine").map { try readHandoff($0) }
-        let enrichment = try map.optional("enrich").map { try readEnrichment($0) }
-        guard [span != nil, handoff != nil, enrichment != nil].filter({ $0 }).count == 1 else {
+        let enrichment = try map.optional("enrich").map { try readEnrichment($0, key: "enrich", captures: names) }
+        let spanEnd = try map.optional("end-span").map { try readEnrichment($0, key: "end-span", captures: names) }
+        guard [span != nil, handoff != nil, enrichment != nil, spanEnd != nil].filter({ $0 }).count == 1 else {
             throw node.error(
-                "probe '\(id)' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
+                "probe '\(id)' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end a span an object keeps open) or 'follow-goroutine' (carry trace context to new goroutines)")
         }
-        if enrichment != nil, let returning = map.entries.first(where: { $0.key == "on-return" }) {
-            throw returning.keyNode.error("an enrich probe reads on entry only; it has no return to wait for")
+        if let kind = enrichment != nil ? "enrich" : spanEnd != nil ? "end-span" : nil,
+           let returning = map.entries.first(where: { $0.key == "on-return" }) {
+            throw returning.keyNode.error("an \(kind) probe reads on entry only; it has no return to wait for")
         }
         if handoff != nil, let extra = map.entries.first(where: { ["on-entry", "on-return", "attributes"].contains($0.key) }) {
             throw extra.keyNode.error("a follow-goroutine probe makes no span, so it takes no '\(extra.key)'")
         }
         let attributes = try map.optional("attributes").map { try readAttributes($0, captures: names) } ?? []
         return Probe(
-            id: id, function: function, span: span, goroutineHandoff: handoff, enrichment: enrichment, onEntry: onEntry, onReturn: onReturn,
+            id: id, function: function, span: span, goroutineHandoff: handoff, enrichment: enrichment ?? spanEnd, onEntry: onEntry, onReturn: onReturn,
             attributes: attributes, source: node.location)
     }
 
-    private static func readEnrichment(_ node: YAMLNode) throws -> Enrichment {
-        let map = try node.mapping("enrich", allowed: ["span", "name"])
+    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }`.
+    private static func readEnrichment(_ node: YAMLNode, key: String, captures: Set<String>) throws -> Enrichment {
+        let ends = key == "end-span"
+        let map = try node.mapping(key, allowed: ends ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"])
         let targetNode = try map.required("span")
-        let target = try targetNode.string("enrich.span")
+        let target = try targetNode.string("\(key).span")
         guard target.split(separator: "/").count == 3 else {
-            throw targetNode.error("enrich.span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server")
+            throw targetNode.error("\(key).span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server")
         }
         // The name may use the target's captures, which only planning knows: checked there.
         let rename = try map.optional("name").map { try readNameTemplate($0, captures: nil) }
-        return Enrichment(target: target, rename: rename)
+        let errorWhen = try map.optional("error-when").map { try readErrorConditions($0, captures: captures) } ?? []
+        guard ends else { return Enrichment(target: target, rename: rename, errorWhen: errorWhen) }
+        let objectNode = try map.required("object")
+        let object = try objectNode.mapping("end-span.object", allowed: ["arg"])
+        let origin = try readOrigin(object, of: "end-span.object", at: objectNode, resultAllowed: false)
+        return Enrichment(target: target, rename: rename, endsSpanKeyedBy: origin, errorWhen: errorWhen)
     }
 
     private static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
@@ -145,7 +155,7 @@ public enum PackLoader {
     }
 
     private static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
-        let map = try node.mapping("span", allowed: ["kind", "name", "error-when"])
+        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call"])
         let kindNode = try map.required("kind")
         let kindName = try kindNode.string("span.kind")
         guard let kind = SpanRule.Kind(rawValue: kindName) else {
@@ -153,7 +163,11 @@ public enum PackLoader {
         }
         let name = try readNameTemplate(map.required("name"), captures: captures)
         let errorWhen = try map.optional("error-when").map { try readErrorConditions($0, captures: captures) } ?? []
-        return SpanRule(kind: kind, name: name, errorWhen: errorWhen)
+        let outlivesCall = try map.optional("outlives-call").map { objectNode in
+            let object = try objectNode.mapping("span.outlives-call", allowed: ["result"])
+            return try readOrigin(object, of: "span.outlives-call", at: objectNode, resultAllowed: true)
+        }
+        return SpanRule(kind: kind, name: name, errorWhen: errorWhen, outlivesCall: outlivesCall)
     }
 
     /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`.

@@ -90,9 +90,16 @@ public struct Enrichment: Sendable, Equatable {
     /// New span name; may use the target probe's captures too. Applied only when every
     /// capture it names was read.
     public var rename: NameTemplate?
-    public init(target: String, rename: NameTemplate?) {
+    /// `end-span` probes: the object (e.g. a stream) whose span, left open by the target's
+    /// `outlives-call`, this probe adds to and then ends. It may run on another goroutine.
+    public var endsSpanKeyedBy: ValueOrigin?
+    /// Further reasons the target span failed, tested on this probe's captures.
+    public var errorWhen: [ErrorCondition]
+    public init(target: String, rename: NameTemplate?, endsSpanKeyedBy: ValueOrigin? = nil, errorWhen: [ErrorCondition] = []) {
         self.target = target
         self.rename = rename
+        self.endsSpanKeyedBy = endsSpanKeyedBy
+        self.errorWhen = errorWhen
     }
 }
 
@@ -104,11 +111,16 @@ public struct SpanRule: Sendable, Equatable {
     public var name: NameTemplate
     /// The span is marked failed when any of these holds (e.g. HTTP 5xx, a returned error).
     public var errorWhen: [ErrorCondition]
+    /// A value (a pointer, or an interface's data word) that, when non-nil at return, keeps the
+    /// span open under that object until an `end-span` probe sees it: a stream outlives the call
+    /// that creates it.
+    public var outlivesCall: ValueOrigin?
 
-    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition]) {
+    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ValueOrigin? = nil) {
         self.kind = kind
         self.name = name
         self.errorWhen = errorWhen
+        self.outlivesCall = outlivesCall
     }
 }
 

@@ -9,8 +9,9 @@ public enum PlanReport {
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
-            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" }
-                ?? probe.probe.enrichment.map { "adds to the open \($0.target) span" }
+            let object = probe.objectKey.map { "the object in \($0)" } ?? ""
+            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" + (probe.objectKey == nil ? "" : " that stays open under \(object) at return") }
+                ?? probe.probe.enrichment.map { $0.endsSpanKeyedBy == nil ? "adds to the open \($0.target) span" : "adds to and ends the \($0.target) span of \(object)" }
                 ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {
@@ -21,8 +22,9 @@ public enum PlanReport {
             lines.append("  return program:")
             lines += probe.returnProgram.map { "    \($0)" }
             lines.append("  captures:")
-            // An enricher's slots are its target's followed by its own.
-            for slot in probe.captureSlots.suffix(probe.probe.captures.count) {
+            // An enricher's slots are its target's followed by its own; a target's are its own followed by its enrichers'.
+            let ownCount = probe.probe.captures.count
+            for slot in probe.probe.enrichment == nil ? probe.captureSlots.prefix(ownCount) : probe.captureSlots.suffix(ownCount) {
                 let length = slot.type == .goString ? " max \(slot.maxLength)" : ""
                 lines.append("    \(slot.name): \(slot.type.rawValue)\(length) at data[\(slot.offset)], offsets from \(slot.origin)")
             }

@@ -13,7 +13,7 @@ public enum Planner {
     }
 
     /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name.
-    static func offsetTables(for packs: [ProbePack]) throws -> [String: OffsetTable] {
+    public static func offsetTables(for packs: [ProbePack]) throws -> [String: OffsetTable] {
         var tables: [String: OffsetTable] = [:]
         for pack in packs {
             let path = OffsetTable.path(forPackFile: pack.source.file)
@@ -35,12 +35,23 @@ public enum OffsetTableWriter {
     /// replacing that Go/library version's entry. `libraryVersions` (module → version) names the
     /// versions a GOPATH build does not record. Returns one line per table written.
     public static func record(reference: String, packs: [ProbePack], libraryVersions: [String: String]) throws -> [String] {
+        try entries(reference: reference, packs: packs, libraryVersions: libraryVersions).map { pack, entry in
+            let path = OffsetTable.path(forPackFile: pack.source.file)
+            var table = FileManager.default.fileExists(atPath: path)
+                ? try OffsetTable.load(path: path) : OffsetTable(pack: pack.name, module: pack.library.module, entries: [])
+            table.merge(entry)
+            try table.encoded().write(to: URL(fileURLWithPath: path))
+            return "\(path): \(entry.goVersion), \(pack.library.module) \(entry.libraryVersion): \(entry.functions.count) function(s), \(entry.types.count) type(s)"
+        }
+    }
+
+    /// The entry `reference` gives each Go pack, without writing anything.
+    public static func entries(reference: String, packs: [ProbePack], libraryVersions: [String: String]) throws -> [(ProbePack, OffsetTable.Entry)] {
         let facts = try BinaryAnalyzer.analyze(path: reference, functions: PlanCompiler.functionsNeeded(by: packs), dataSymbols: [])
         guard facts.hasDWARF, let build = facts.goBuild else {
             throw OffsetTableError(path: reference, reason: "a reference build must be a Go program with DWARF (no -ldflags=-s -w)")
         }
-        var written: [String] = []
-        for pack in packs where pack.language == .go {
+        return try packs.filter { $0.language == .go }.map { pack in
             let module = pack.library.module
             let version: String
             if module == "std" {
@@ -53,13 +64,7 @@ public enum OffsetTableWriter {
             let entry = try OffsetTableRecorder.record(pack: pack, facts: facts, libraryVersion: version) { interfaceType, dynamicType in
                 (try? BinaryAnalyzer.itabFirstMethod(path: reference, interfaceType: interfaceType, dynamicType: dynamicType)) ?? nil
             }
-            let path = OffsetTable.path(forPackFile: pack.source.file)
-            var table = FileManager.default.fileExists(atPath: path)
-                ? try OffsetTable.load(path: path) : OffsetTable(pack: pack.name, module: module, entries: [])
-            table.merge(entry)
-            try table.encoded().write(to: URL(fileURLWithPath: path))
-            written.append("\(path): \(entry.goVersion), \(module) \(version): \(entry.functions.count) function(s), \(entry.types.count) type(s)")
+            return (pack, entry)
         }
-        return written
     }
 }

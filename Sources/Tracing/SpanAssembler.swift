@@ -26,7 +26,8 @@ public struct SpanAssembler: Sendable {
         let attributes = rules.compactMap { rule in Self.evaluate(rule.value, values).map { Attribute(rule.key, $0) } }
         // The last enrichment whose name can be filled in wins over the probe's own name.
         let name = probe.enrichments.compactMap { $0.rename.flatMap { Self.completeName($0, values) } }.last ?? Self.name(rule.name, values)
-        let status = rule.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
+        let errorWhen = rule.errorWhen + probe.enrichments.flatMap(\.errorWhen)
+        let status = errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
         return Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),

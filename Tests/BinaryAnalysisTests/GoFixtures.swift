@@ -105,8 +105,6 @@ final class GoFixtureCache: @unchecked Sendable {
         var path: String
         var goVersion: String
         var facts: BinaryFacts
-        /// Seconds `BinaryAnalyzer.analyze` took.
-        var analysisSeconds: Double
     }
 
     private let lock = NSLock()
@@ -164,14 +162,9 @@ final class GoFixtureCache: @unchecked Sendable {
         }
         _ = try Self.run(toolchain.goCommand, arguments: arguments, in: source, environment: environment)
 
-        let clock = ContinuousClock()
-        var facts: BinaryFacts?
-        let elapsed = try clock.measure {
-            facts = try BinaryAnalyzer.analyze(
-                path: output.path, functions: [GoFixture.serveHTTP, GoFixture.inlinedElsewhere], dataSymbols: Self.dataSymbols)
-        }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Built(path: output.path, goVersion: goVersion, facts: facts!, analysisSeconds: seconds)
+        let facts = try BinaryAnalyzer.analyze(
+            path: output.path, functions: [GoFixture.serveHTTP, GoFixture.inlinedElsewhere], dataSymbols: Self.dataSymbols)
+        return Built(path: output.path, goVersion: goVersion, facts: facts)
     }
 
     private func goEnvironmentValue(_ name: String, toolchain: GoToolchain) throws -> String {

@@ -22,6 +22,12 @@ final class NetHTTPServerTests: XCTestCase {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie"], variant: "go119-pie")
     }
 
+    /// Stripped and position independent: functions come from `.data.rel.ro.gopclntab`, offsets
+    /// from the shipped tables, and the status check compares a relocated method address.
+    func testDebianGoStrippedPIEServer() async throws {
+        try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie", "-ldflags=-s -w"], variant: "go119-pie-stripped")
+    }
+
     /// A collector that is down loses spans, but every one is counted and reported, the traced
     /// server never waits for it, and sonde still stops cleanly.
     func testCollectorDownSpansAreCountedAsDropped() async throws {

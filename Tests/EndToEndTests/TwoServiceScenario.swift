@@ -50,11 +50,14 @@ enum TwoServiceScenario {
         let requests: [(path: String, count: Int, status: Int)] = [
             ("/api/items/7", 4 * load, 200), ("/api/items/0", 2 * load, 404), ("/api/private/3", 2 * load, 200),
             ("/api/async/5", 4 * load, 200), ("/api/local", 2 * load, 200), ("/nothing", 2 * load, 404),
-            ("/api/health/backend", 3 * load, 200), ("/api/health/nope", 2 * load, 404),
+            ("/api/health/backend", 3 * load, 200), ("/api/health/nope", 2 * load, 404), ("/api/watch/backend", 2 * load, 200),
         ]
         let paths = requests.flatMap { Array(repeating: $0.path, count: $0.count) }.shuffled()
         let statuses = try await sendRequests(paths, port: frontPort, concurrency: 12)
         XCTAssertEqual(statuses.sorted(), requests.flatMap { Array(repeating: $0.status, count: $0.count) }.sorted())
+        // A Watch stream ends on grpc's watcher goroutine once the handler's context is cancelled,
+        // possibly just after the response went out: give those last spans a moment.
+        try await Task.sleep(for: .milliseconds(500))
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
         XCTAssertEqual(try backSonde.stop(signal: SIGINT), 0, backSonde.text)
 
@@ -64,9 +67,9 @@ enum TwoServiceScenario {
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let rpcClients = spans.filter { attributes($0)["rpc.system"] as? String == "grpc" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" && attributes($0)["rpc.system"] == nil }
-        XCTAssertEqual(servers.count, 21 * load, sonde.text)
+        XCTAssertEqual(servers.count, 23 * load, sonde.text)
         XCTAssertEqual(clients.count, 12 * load, sonde.text)
-        XCTAssertEqual(rpcClients.count, 5 * load, sonde.text)
+        XCTAssertEqual(rpcClients.count, 7 * load, sonde.text)
         let backSpans = received.filter { process($0) == String(backProcess.pid) }
         try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: backSpans, load: load)
 
@@ -84,6 +87,7 @@ enum TwoServiceScenario {
         XCTAssertEqual(serverNames, [
             "GET /api/items/{id:[0-9]+}": 6 * load, "GET /api/private/{id:[0-9]+}": 2 * load, "GET /api/async/{id:[0-9]+}": 4 * load,
             "GET /api/local": 2 * load, "GET /nothing": 2 * load, "GET /api/health/{service}": 5 * load,
+            "GET /api/watch/{service}": 2 * load,
         ])
 
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
@@ -123,39 +127,42 @@ enum TwoServiceScenario {
         XCTAssertFalse(everything.contains("s3cret") || everything.contains("demo:"), "user info must never reach a span")
     }
 
-    /// gRPC Check calls from front's `/api/health/{service}` handlers: CLIENT spans that are the
-    /// handler span's children, and back's SERVER spans, both with the real status code.
+    /// gRPC calls from front's handlers: unary Check from `/api/health/{service}` and streaming
+    /// Watch from `/api/watch/{service}`, which reads one message and cancels. CLIENT spans are
+    /// the handler span's children, back's SERVER spans match, both with the real status code.
     private static func checkGRPC(clients: [[String: Any]], frontServers: [[String: Any]], backSpans: [[String: Any]], load: Int) throws {
         let serversByID = Dictionary(uniqueKeysWithValues: frontServers.map { ($0["span_id"] as! String, $0) })
-        var codes: [Int] = []
+        let parentRoutes = ["Check": "GET /api/health/{service}", "Watch": "GET /api/watch/{service}"]
+        var codes: [String: Int] = [:]
         for client in clients {
             XCTAssertEqual(client["kind"] as? String, "SPAN_KIND_CLIENT")
-            XCTAssertEqual(client["name"] as? String, "grpc.health.v1.Health/Check")
-            let parent = try XCTUnwrap(serversByID[client["parent_span_id"] as? String ?? ""], "gRPC client span without its server parent")
-            XCTAssertEqual(parent["name"] as? String, "GET /api/health/{service}")
-            XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
             let values = attributes(client)
-            XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
-            XCTAssertEqual(values["rpc.method"] as? String, "Check")
-            let code = try XCTUnwrap(values["rpc.grpc.status_code"] as? Int)
-            codes.append(code)
-            XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, code == 0 ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR")
-            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, code == 0 ? 200 : 404)
-        }
-        let expectedCodes = Array(repeating: 0, count: 3 * load) + Array(repeating: 5, count: 2 * load)
-        XCTAssertEqual(codes.sorted(), expectedCodes)
-
-        let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" && attributes($0)["rpc.system"] != nil }
-        XCTAssertEqual(backServers.count, 5 * load, "\(backSpans)")
-        var backCodes: [Int] = []
-        for server in backServers {
-            XCTAssertEqual(server["name"] as? String, "grpc.health.v1.Health/Check")
-            let values = attributes(server)
+            let method = try XCTUnwrap(values["rpc.method"] as? String)
+            XCTAssertEqual(client["name"] as? String, "grpc.health.v1.Health/\(method)")
+            let parent = try XCTUnwrap(serversByID[client["parent_span_id"] as? String ?? ""], "gRPC client span without its server parent")
+            XCTAssertEqual(parent["name"] as? String, parentRoutes[method])
+            XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
             XCTAssertEqual(values["rpc.system"] as? String, "grpc")
             XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
-            XCTAssertEqual(values["rpc.method"] as? String, "Check")
-            backCodes.append(try XCTUnwrap(values["rpc.grpc.status_code"] as? Int))
+            let code = try XCTUnwrap(values["rpc.grpc.status_code"] as? Int)
+            codes["\(method) \(code)", default: 0] += 1
+            XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, code == 0 ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR")
+            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, method == "Check" && code == 5 ? 404 : 200)
         }
-        XCTAssertEqual(backCodes.sorted(), expectedCodes)
+        // Check: OK for "backend", NotFound for "nope"; Watch: Canceled, since front stops after one message.
+        let expectedCodes = ["Check 0": 3 * load, "Check 5": 2 * load, "Watch 1": 2 * load]
+        XCTAssertEqual(codes, expectedCodes)
+
+        let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" && attributes($0)["rpc.system"] != nil }
+        var backCodes: [String: Int] = [:]
+        for server in backServers {
+            let values = attributes(server)
+            let method = try XCTUnwrap(values["rpc.method"] as? String)
+            XCTAssertEqual(server["name"] as? String, "grpc.health.v1.Health/\(method)")
+            XCTAssertEqual(values["rpc.system"] as? String, "grpc")
+            XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
+            backCodes["\(method) \(try XCTUnwrap(values["rpc.grpc.status_code"] as? Int))", default: 0] += 1
+        }
+        XCTAssertEqual(backCodes, expectedCodes, "\(backSpans)")
     }
 }

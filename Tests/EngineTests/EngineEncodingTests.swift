@@ -23,9 +23,15 @@ final class EngineEncodingTests: XCTestCase {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
             program: [.loadRegister(.rdi)], captureSlots: [])
-        XCTAssertEqual(config.count, 544)
+        XCTAssertEqual(config.count, 552)
         XCTAssertEqual(Array(config[0..<32]), [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0, 0x84, 0x91, 0x62, 0, 0, 0, 0, 0])
-        XCTAssertEqual(Array(config[32..<34]), [1, 5])
+        XCTAssertEqual(Array(config[32..<40]), [0xff, 0, 0, 0, 0, 0, 0, 0], "no object key")
+        XCTAssertEqual(Array(config[40..<42]), [1, 5])
+        let keyed = try RecordLayout.encodeConfig(
+            role: .endObjectSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0x62_9184, objectRegister: .rax,
+            program: [], captureSlots: [])
+        XCTAssertEqual(Array(keyed[0..<4]), [6, 0, 0, 0])
+        XCTAssertEqual(Array(keyed[32..<40]), [0, 0, 0, 0, 0, 0, 0, 0], "RAX is register 0")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in

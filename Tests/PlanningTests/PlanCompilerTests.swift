@@ -211,7 +211,7 @@ final class PlanCompilerTests: XCTestCase {
             "go/router/route: enrich.name uses 'verb', a capture neither this probe nor go/net-http/server has",
         ])
         let alone = PlanCompiler.compile(packs: [try router(rename: "{route}")], facts: withRouter)
-        XCTAssertEqual(alone.skipped.map(\.reason), ["it enriches go/net-http/server, which is not planned for this binary"])
+        XCTAssertEqual(alone.skipped.map(\.reason), ["it adds to go/net-http/server, which is not planned for this binary"])
     }
 
     func testFunctionsNeeded() throws {

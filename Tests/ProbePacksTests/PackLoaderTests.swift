@@ -84,7 +84,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
-            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, on-entry, on-return, attributes")
+            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, on-entry, on-return, attributes")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'route'; known: path")
@@ -146,7 +146,7 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.probes[0].goroutineHandoff, GoroutineHandoff(parent: .argument("callergp"), child: .result(0)))
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
-            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end a span an object keeps open) or 'follow-goroutine' (carry trace context to new goroutines)")
     }
 
     func testShippedMuxPackEnrichesTheServerSpan() throws {
@@ -161,7 +161,7 @@ final class PackLoaderTests: XCTestCase {
 
     func testShippedGRPCPackUsesExpressionsAndEnrichment() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
-        XCTAssertEqual(pack.probes.map(\.id), ["server", "server-status", "client"])
+        XCTAssertEqual(pack.probes.map(\.id), ["server", "server-status", "client", "stream-client", "stream-client-end"])
         let server = pack.probes[0]
         XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
         XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
@@ -175,6 +175,32 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: lower(path)")),
             "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method) or rpc_method(method)")
+    }
+
+    /// A stream's span stays open under the stream after the call returns, and another probe ends it.
+    func testSpansThatOutliveTheirCall() throws {
+        let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
+        XCTAssertEqual(pack.probes[3].span?.outlivesCall, .result(0))
+        let end = try XCTUnwrap(pack.probes[4].enrichment)
+        XCTAssertEqual(end.target, "go/grpc/stream-client")
+        XCTAssertEqual(end.endsSpanKeyedBy, .argument("cs"))
+        XCTAssertEqual(end.errorWhen, [ErrorCondition(capture: "code", test: .atLeast(1))])
+
+        let ender = validProbe.replacingOccurrences(
+            of: "span: { kind: server, name: \"handle {path}\" }", with: "end-span: { span: go/example/open, object: { arg: s } }")
+        XCTAssertEqual(try PackLoader.parse(yaml: ender, file: "ok.yaml").probes[0].enrichment?.endsSpanKeyedBy, .argument("s"))
+        XCTAssertEqual(
+            error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { result: 0 }")),
+            "bad.yaml:8:50: unknown key 'result' in end-span.object; expected one of: arg")
+        XCTAssertEqual(
+            error(in: ender.replacingOccurrences(of: ", object: { arg: s }", with: "")),
+            "bad.yaml:8:15: end-span is missing 'object'")
+        XCTAssertEqual(
+            error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { arg: s }, error-when: { capture: code, at-least: 1 }")),
+            "bad.yaml:8:83: error-when refers to unknown capture 'code'")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "name: \"handle {path}\" }", with: "name: \"handle {path}\", outlives-call: { arg: s } }")),
+            "bad.yaml:8:67: unknown key 'arg' in span.outlives-call; expected one of: result")
     }
 
     func testYAMLSyntaxErrorHasPosition() {

@@ -147,6 +147,27 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertNil(unrouted.attribute("http.route"))
     }
 
+    /// An end-span (or enrich) probe's error-when fails the span it ends, on its own captures.
+    func testEnrichmentErrorConditionsFailTheTargetSpan() throws {
+        var plan = try makePlan()
+        plan.probes[0].captureSlots.append(CaptureSlot(name: "code", type: .int32, offset: 240, maxLength: 0, ifZero: nil, origin: "DWARF"))
+        plan.probes[0].enrichments = [EnrichmentRule(
+            source: "go/grpc/stream-client-end", attributes: [AttributeRule(key: "rpc.grpc.status_code", value: .capture("code"))],
+            rename: nil, errorWhen: [ErrorCondition(capture: "code", test: .atLeast(1))])]
+        let assembler = SpanAssembler(plan: plan, clock: ClockOffset(realtimeMinusMonotonic: 0)) { _ in Resource() }
+
+        func ended(code: UInt8) -> SpanEvent {
+            var record = event(method: "GET", path: "/watch", host: "h:1", status: 200)
+            record.data.replaceSubrange(240..<244, with: [code, 0, 0, 0])
+            record.capturedMask |= 1 << 4
+            return record
+        }
+        let cancelled = try XCTUnwrap(assembler.assemble(ended(code: 1)))
+        XCTAssertEqual(cancelled.status, .error(message: "code 1"))
+        XCTAssertEqual(cancelled.attribute("rpc.grpc.status_code"), .int(1))
+        XCTAssertEqual(try XCTUnwrap(assembler.assemble(ended(code: 0))).status, .unset)
+    }
+
     func testGRPCExpressionsLiteralsAndAbsentDefaults() {
         let values: [String: AttributeValue] = ["method": .string("/grpc.health.v1.Health/Check"), "bare": .string("Ping")]
         XCTAssertEqual(SpanAssembler.evaluate(.rpcService(of: "method"), values), .string("grpc.health.v1.Health"))

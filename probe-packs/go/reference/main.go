@@ -50,6 +50,11 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	reply, err := healthpb.NewHealthClient(connection).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	client := healthpb.NewHealthClient(connection)
+	reply, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{})
 	fmt.Println(reply, err)
+	// go/grpc streaming client.
+	if stream, err := client.Watch(context.Background(), &healthpb.HealthCheckRequest{}); err == nil {
+		fmt.Println(stream.Recv())
+	}
 }
