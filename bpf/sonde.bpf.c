@@ -377,6 +377,8 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 			 * an END_OBJECT_SPAN probe sees that object. */
 			struct call_key object_key = { .key = object, .tgid = tgid, .span_slot = config->span_slot };
 			record->key = object;
+			if (bpf_map_lookup_elem(&calls, &object_key))
+				count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
 			if (bpf_map_update_elem(&calls, &object_key, record, BPF_ANY) != 0)
 				count(SONDE_COUNTER_STATE_FULL);
 		} else {

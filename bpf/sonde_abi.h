@@ -101,7 +101,9 @@ enum sonde_counter {
 	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns whose entry was not seen */
 	SONDE_COUNTER_STATE_FULL = 2,      /* entries not recorded: state map update failed */
 	SONDE_COUNTER_MISSING_CONFIG = 3,  /* hits with an unknown cookie */
-	SONDE_COUNTER_COUNT = 4,
+	SONDE_COUNTER_OBJECT_SPAN_REPLACED = 4, /* spans kept open under an object that a new span
+	                                    * for the same object replaced: they never ended */
+	SONDE_COUNTER_COUNT = 5,
 };
 
 #endif

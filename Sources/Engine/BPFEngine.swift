@@ -26,6 +26,8 @@ public final class BPFEngine {
         public var returnsWithoutEntry: UInt64
         public var entriesNotRecorded: UInt64
         public var hitsWithoutConfig: UInt64
+        /// Spans kept open under an object (a stream) that a later span for the same object replaced.
+        public var objectSpansReplaced: UInt64
     }
 
     private let object: OpaquePointer
@@ -152,7 +154,27 @@ public final class BPFEngine {
             guard bpf_map_lookup_elem(fd, &key, &values) == 0 else { return 0 }
             return values.reduce(0, &+)
         }
-        return Counters(spansLostRingFull: total(0), returnsWithoutEntry: total(1), entriesNotRecorded: total(2), hitsWithoutConfig: total(3))
+        return Counters(
+            spansLostRingFull: total(0), returnsWithoutEntry: total(1), entriesNotRecorded: total(2), hitsWithoutConfig: total(3),
+            objectSpansReplaced: total(4))
+    }
+
+    /// Calls whose span has not ended: functions still running, and streams still open.
+    public func openCalls() -> Int {
+        let fd = bpf_object__find_map_fd_by_name(object, "calls")
+        var current = [UInt8](repeating: 0, count: RecordLayout.callKeySize)
+        var next = current
+        var count = 0
+        while true {
+            let status = current.withUnsafeBytes { currentKey in
+                next.withUnsafeMutableBytes { nextKey in
+                    bpf_map_get_next_key(fd, count == 0 ? nil : currentKey.baseAddress, nextKey.baseAddress)
+                }
+            }
+            guard status == 0 else { return count }
+            count += 1
+            swap(&current, &next)
+        }
     }
 
     /// Removes every uprobe; the traced programs keep running untouched.

@@ -9,6 +9,8 @@ enum RecordLayout {
     static let maxString = 255
     static let savedSlots = 4
     static let opSize = 16
+    /// sizeof(struct call_key): the call's goroutine, thread or object, tgid and span slot.
+    static let callKeySize = 16
     static let configSize = 40 + maxOps * opSize
     /// `object_register` of a site that keys nothing by object.
     static let noObjectRegister: UInt32 = 0xff

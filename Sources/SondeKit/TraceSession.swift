@@ -20,12 +20,16 @@ public final class TraceSession: Sendable {
         public var export: ExportStatistics
         public var engine: BPFEngine.Counters
         public var unassembled: Int
+        /// Spans whose call or stream had not ended when tracing stopped.
+        public var openAtExit: Int
 
         public var description: String {
             var parts = ["\(export.summary)"]
             parts.append("lost in kernel (ring buffer full): \(engine.spansLostRingFull)")
             parts.append("returns without a seen entry: \(engine.returnsWithoutEntry)")
             if engine.entriesNotRecorded > 0 { parts.append("entries not recorded: \(engine.entriesNotRecorded)") }
+            if engine.objectSpansReplaced > 0 { parts.append("stream spans never ended (object reused): \(engine.objectSpansReplaced)") }
+            if openAtExit > 0 { parts.append("spans still open at exit: \(openAtExit)") }
             if unassembled > 0 { parts.append("events of unknown probes: \(unassembled)") }
             return parts.joined(separator: "; ")
         }
@@ -80,7 +84,7 @@ public final class TraceSession: Sendable {
             let counters = engine.counters()
             let statistics = processor.statistics
             let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed
-                + Int(counters.spansLostRingFull + counters.entriesNotRecorded)
+                + Int(counters.spansLostRingFull + counters.entriesNotRecorded + counters.objectSpansReplaced)
             if dropped > lastReported {
                 log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
                 lastReported = dropped
@@ -88,9 +92,10 @@ public final class TraceSession: Sendable {
         }
         signals.forEach { $0.cancel() }
         engine.detach()
+        let openAtExit = engine.openCalls()
         let flushed = Self.waitFor { await processor.shutdown(timeout: .seconds(10)) }
         if !flushed { log("the exporter did not finish within 10 s; unsent spans are counted as dropped") }
-        return Summary(export: processor.statistics, engine: engine.counters(), unassembled: unassembled)
+        return Summary(export: processor.statistics, engine: engine.counters(), unassembled: unassembled, openAtExit: openAtExit)
     }
 
     private func watchTerminationSignals() -> [DispatchSourceSignal] {

@@ -1,4 +1,5 @@
 import Foundation
+import Planning
 import XCTest
 
 /// What a user sees for bad input: a clear message and exit status, never a crash.
@@ -41,6 +42,32 @@ final class CLIErrorTests: XCTestCase {
         XCTAssertEqual(result.status, 0)
         XCTAssertTrue(result.output.hasPrefix("attach plan for /bin/ls (not Go, PIE)\n"), result.output)
         XCTAssertTrue(result.output.contains("go/net-http/server: not a Go program (no Go build info in /bin/ls)"), result.output)
+    }
+
+    /// A stripped build is planned from the shipped offset table, and the plan says so per capture;
+    /// a Go version the table lacks skips that pack's probes, each with the reason.
+    func testStrippedPlanNamesOffsetOriginsAndMissingVersions() throws {
+        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else { throw XCTSkip("needs Debian's Go (scripts/setup.sh installs it)") }
+        let stripped = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, flags: ["-ldflags=-s -w"], name: "demo-go119-stripped")
+        let version = try GoToolchains.version(GoToolchains.debian)
+        let planned = try sonde(["plan", "--exe", stripped, "--pack", "go/net-http"])
+        XCTAssertEqual(planned.status, 0, planned.output)
+        XCTAssertTrue(planned.output.contains("    method: go-string max 16 at data[0], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("    status: int at data[232], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("(dynamic type's net/http.(*response).Header)"), planned.output)
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let packFile = directory.appendingPathComponent("net-http.yaml").path
+        try FileManager.default.copyItem(atPath: "\(Repository.root)/probe-packs/go/net-http.yaml", toPath: packFile)
+        var table = try OffsetTable.load(path: "\(Repository.root)/probe-packs/go/net-http.offsets.json")
+        table.entries.removeAll { $0.goVersion == version }
+        try table.encoded().write(to: URL(fileURLWithPath: OffsetTable.path(forPackFile: packFile)))
+        let recorded = table.entries.map(\.goVersion).joined(separator: ", ")
+        let reason = "no offsets recorded for \(version) (the table has \(recorded)); trace a build without -s -w, or add this toolchain to the table"
+        let missing = try sonde(["plan", "--exe", stripped, "--packs", directory.path])
+        XCTAssertTrue(missing.output.hasSuffix("skipped probes:\n  go/net-http/server: \(reason)\n  go/net-http/client: \(reason)\n"), missing.output)
     }
 
     func testRunRefusesWhenNoProbeApplies() throws {

@@ -44,6 +44,20 @@ final class NetHTTPServerTests: XCTestCase {
         XCTAssertTrue(traced.server.process.isRunning)
     }
 
+    /// A request still being served when sonde stops is reported as an open span, not lost silently.
+    func testSpansStillOpenAtExitAreReported() async throws {
+        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+        let traced = try TracedDemoServer(binary: binary)
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let port = traced.port
+        let slow = Task { try await sendRequests(["/slow?ms=4000"], port: port, concurrency: 1) }
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("0 spans submitted") && traced.sonde.text.contains("spans still open at exit: 1\n"), traced.sonde.text)
+        let statuses = try await slow.value
+        XCTAssertEqual(statuses, [202])
+    }
+
     /// `--exe` attaches before the server exists and traces it once it starts.
     func testExecutableModeTracesProcessesStartedLater() async throws {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)

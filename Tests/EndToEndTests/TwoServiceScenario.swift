@@ -59,6 +59,7 @@ enum TwoServiceScenario {
         // possibly just after the response went out: give those last spans a moment.
         try await Task.sleep(for: .milliseconds(500))
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        XCTAssertFalse(sonde.text.contains("still open at exit") || sonde.text.contains("never ended"), "every stream span ended: \(sonde.text)")
         XCTAssertEqual(try backSonde.stop(signal: SIGINT), 0, backSonde.text)
 
         func process(_ span: [String: Any]) -> String? { (span["resource"] as? [String: Any])?["process.pid"] as? String }
