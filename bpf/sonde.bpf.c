@@ -54,6 +54,16 @@ struct {
 	__type(value, struct sonde_span_record);
 } calls SEC(".maps");
 
+/* Spans that outlive their call (streams), under the object they belong to
+ * until an END_OBJECT_SPAN probe sees it. A plain hash: an idle stream must
+ * not be evicted silently; when full, new ones are counted and not kept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct call_key);
+	__type(value, struct sonde_span_record);
+} object_spans SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -89,6 +99,7 @@ struct fetch_state {
 	struct sonde_probe_config *config;
 	struct sonde_span_record *record;
 	__u64 value;
+	__u64 object;                /* set by SET_OBJECT: the span stays open under it */
 	__u32 skipping;              /* a read failed: skip to the end of this capture */
 };
 
@@ -199,6 +210,9 @@ static long run_op(__u32 index, void *context)
 	case SONDE_OP_STORE_VALUE:
 		*(__u64 *)data_at(record, op->out) = state->value;
 		mark_captured(record, op);
+		break;
+	case SONDE_OP_SET_OBJECT:
+		state->object = state->value;
 		break;
 	default:
 		return 1;
@@ -371,16 +385,15 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	if (config->role == SONDE_ROLE_END_SPAN) {
 		struct context_key context_key = { .key = owner, .tgid = tgid };
 		restore_parent_context(record, &context_key);
-		__u64 object = config->object_register < 16 ? state.registers[config->object_register & 15] : 0;
-		if (object) {
+		if (state.object) {
 			/* The span outlives the call: it stays open under the object until
 			 * an END_OBJECT_SPAN probe sees that object. */
-			struct call_key object_key = { .key = object, .tgid = tgid, .span_slot = config->span_slot };
-			record->key = object;
-			if (bpf_map_lookup_elem(&calls, &object_key))
+			struct call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
+			record->key = state.object;
+			if (bpf_map_lookup_elem(&object_spans, &object_key))
 				count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
-			if (bpf_map_update_elem(&calls, &object_key, record, BPF_ANY) != 0)
-				count(SONDE_COUNTER_STATE_FULL);
+			if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
+				count(SONDE_COUNTER_OBJECT_SPANS_FULL);
 		} else {
 			emit_span(record);
 		}
@@ -395,19 +408,28 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
  * goroutine): the program adds its captures, then the span is emitted. */
 static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
-	struct fetch_state state = { .config = config };
+	__u32 zero = 0;
+	struct sonde_span_record *copy = bpf_map_lookup_elem(&scratch, &zero);
+	if (!copy)
+		return 0;
+	struct fetch_state state = { .config = config, .record = copy };
 	load_registers(&state, regs);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct call_key call_key = {
+	struct call_key object_key = {
 		.key = state.registers[config->object_register & 15], .tgid = tgid, .span_slot = config->span_slot,
 	};
-	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	struct sonde_span_record *record = bpf_map_lookup_elem(&object_spans, &object_key);
 	if (!record)
-		return 0;   /* ended already, or opened before sonde attached */
-	state.record = record;
+		return 0;   /* no open span: a unary call's stream, or opened before sonde attached */
+	/* Claim the span: when two goroutines end the same stream at once, only
+	 * the one whose delete succeeds emits it. */
+	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0)
+		return 0;
+	if (bpf_map_delete_elem(&object_spans, &object_key) != 0)
+		return 0;
 	run_fetch_program(&state);
-	emit_span(record);
-	bpf_map_delete_elem(&calls, &call_key);
+	copy->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
+	emit_span(copy);
 	return 0;
 }
 

@@ -13,7 +13,8 @@
 /* What a probe site does to tracing state. */
 enum sonde_role {
 	SONDE_ROLE_START_SPAN = 1,   /* function entry: open a span */
-	SONDE_ROLE_END_SPAN = 2,     /* function return: close and emit it */
+	SONDE_ROLE_END_SPAN = 2,     /* function return: close and emit it, or, when the program
+	                              * sets an object, keep it open in `object_spans` */
 	SONDE_ROLE_START_HANDOFF = 3,/* goroutine creation entry: the program saves the creator in saved[0] */
 	SONDE_ROLE_END_HANDOFF = 4,  /* its return: the program leaves the new goroutine in `value`;
 	                              * the creator's trace context is copied to it */
@@ -23,6 +24,10 @@ enum sonde_role {
 	                              * `span_slot` left open for the object in register
 	                              * `object_register`, which is then emitted */
 };
+
+/* Set in a record's `captured` mask when an END_OBJECT_SPAN probe ended the
+ * span; captures use bits 0..30. */
+#define SONDE_ENDED_BY_OBJECT_PROBE (1u << 31)
 
 /* object_register when a site keys nothing by object. */
 #define SONDE_NO_OBJECT_REGISTER 0xff
@@ -46,6 +51,7 @@ enum sonde_op_code {
 	SONDE_OP_READ_INTEGER = 8,   /* copy len (1..8) bytes at value to data[out] */
 	SONDE_OP_STORE_VALUE = 9,    /* data[out] = value (8 bytes) */
 	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
+	SONDE_OP_SET_OBJECT = 11,    /* at a span's return: keep it open under object `value` */
 };
 
 struct sonde_op {
@@ -65,9 +71,7 @@ struct sonde_probe_config {
 	__u32 op_count;
 	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
 	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
-	__u32 object_register;       /* END_SPAN: a non-zero object in this register keeps the span
-	                              * open, keyed by it (a stream outliving the call that made it);
-	                              * END_OBJECT_SPAN: the object whose span to end */
+	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to end */
 	__u32 reserved;
 	struct sonde_op ops[SONDE_MAX_OPS];
 };
@@ -103,7 +107,8 @@ enum sonde_counter {
 	SONDE_COUNTER_MISSING_CONFIG = 3,  /* hits with an unknown cookie */
 	SONDE_COUNTER_OBJECT_SPAN_REPLACED = 4, /* spans kept open under an object that a new span
 	                                    * for the same object replaced: they never ended */
-	SONDE_COUNTER_COUNT = 5,
+	SONDE_COUNTER_OBJECT_SPANS_FULL = 5, /* spans that could not stay open: object_spans full */
+	SONDE_COUNTER_COUNT = 6,
 };
 
 #endif

@@ -28,6 +28,8 @@ public final class BPFEngine {
         public var hitsWithoutConfig: UInt64
         /// Spans kept open under an object (a stream) that a later span for the same object replaced.
         public var objectSpansReplaced: UInt64
+        /// Spans that could not stay open under their object: the map of open streams was full.
+        public var objectSpansFull: UInt64
     }
 
     private let object: OpaquePointer
@@ -64,7 +66,7 @@ public final class BPFEngine {
     /// The Swift encoders and the C structs must agree byte for byte; the BTF-described map
     /// value sizes catch a header changed on one side only.
     private func checkLayout() throws {
-        for (map, expected) in [("probe_configs", RecordLayout.configSize), ("calls", RecordLayout.recordSize)] {
+        for (map, expected) in [("probe_configs", RecordLayout.configSize), ("calls", RecordLayout.recordSize), ("object_spans", RecordLayout.recordSize)] {
             let size = bpf_object__find_map_by_name(object, map).map { Int(bpf_map__value_size($0)) }
             guard size == expected else {
                 throw EngineError.layoutMismatch(map: map, bpfSize: size ?? 0, swiftSize: expected)
@@ -91,7 +93,6 @@ public final class BPFEngine {
             case .some(let enrichment): enrichment.endsSpanKeyedBy != nil ? .endObjectSpan : .enrich
             case nil: handoff ? .startHandoff : .startSpan
             }
-            // The object key is the end probe's at entry, and the span probe's at return.
             try writeConfig(
                 fd: configs, index: entryCookie,
                 RecordLayout.encodeConfig(
@@ -102,8 +103,7 @@ public final class BPFEngine {
                 fd: configs, index: returnCookie,
                 RecordLayout.encodeConfig(
                     role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                    siteAddress: 0, objectRegister: entryRole == .startSpan ? probe.objectKey : nil,
-                    program: probe.returnProgram, captureSlots: probe.captureSlots))
+                    siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
             for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
                 if let failure = attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
                     failures.append("\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(failure)")
@@ -156,12 +156,16 @@ public final class BPFEngine {
         }
         return Counters(
             spansLostRingFull: total(0), returnsWithoutEntry: total(1), entriesNotRecorded: total(2), hitsWithoutConfig: total(3),
-            objectSpansReplaced: total(4))
+            objectSpansReplaced: total(4), objectSpansFull: total(5))
     }
 
     /// Calls whose span has not ended: functions still running, and streams still open.
     public func openCalls() -> Int {
-        let fd = bpf_object__find_map_fd_by_name(object, "calls")
+        entries(inMap: "calls") + entries(inMap: "object_spans")
+    }
+
+    private func entries(inMap name: String) -> Int {
+        let fd = bpf_object__find_map_fd_by_name(object, name)
         var current = [UInt8](repeating: 0, count: RecordLayout.callKeySize)
         var next = current
         var count = 0

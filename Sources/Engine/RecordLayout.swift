@@ -66,6 +66,7 @@ enum RecordLayout {
         case .storeValue(let into): (code, register, out, length, immediate) = (9, 0, UInt16(into), 0, 0)
         case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
             (code, register, out, length, immediate) = (10, UInt8(pointer.rawValue), UInt16(into), UInt16(maxLength), Int64(lengthRegister.rawValue))
+        case .setObject: (code, register, out, length, immediate) = (11, 0, 0, 0, 0)
         }
         var bytes = [code, register]
         append(out, to: &bytes)

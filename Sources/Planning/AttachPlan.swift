@@ -48,8 +48,8 @@ public struct PlannedProbe: Sendable, Equatable {
     public var captureSlots: [CaptureSlot]
     /// What enrich probes add to this probe's span.
     public var enrichments: [EnrichmentRule] = []
-    /// The object a span is kept open under: for a span probe with `outlives-call`, the register
-    /// holding it at return; for an `end-span` probe, the register holding it at entry.
+    /// `end-span` probes: the register holding, at entry, the object whose open span they end.
+    /// (A span probe with `outlives-call` finds its object in its return program.)
     public var objectKey: Register?
 
     public init(
@@ -85,11 +85,15 @@ public struct EnrichmentRule: Sendable, Equatable {
     public var rename: NameTemplate?
     /// Further reasons the span failed, from the enrich probe's captures.
     public var errorWhen: [ErrorCondition]
-    public init(source: String, attributes: [AttributeRule], rename: NameTemplate?, errorWhen: [ErrorCondition] = []) {
+    /// From an `end-span` probe: applies only to spans that probe ended (a stream that failed to
+    /// open ends at its call's return instead, without the end probe's captures).
+    public var endsSpan: Bool
+    public init(source: String, attributes: [AttributeRule], rename: NameTemplate?, errorWhen: [ErrorCondition] = [], endsSpan: Bool = false) {
         self.source = source
         self.attributes = attributes
         self.rename = rename
         self.errorWhen = errorWhen
+        self.endsSpan = endsSpan
     }
 }
 

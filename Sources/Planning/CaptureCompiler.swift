@@ -8,8 +8,9 @@ struct CaptureCompiler {
     static let dataAreaSize = 512
     /// Values one call can keep from entry to return (SONDE_SAVED_SLOTS).
     static let savedSlotCount = 4
-    /// Captures one span record tracks (bits of its `captured` mask).
-    static let maxCaptures = 32
+    /// Captures one span record tracks (bits of its `captured` mask; the top bit says an
+    /// `end-span` probe ended the span).
+    static let maxCaptures = 31
 
     let function: String
     let signature: ProbeSignature
@@ -74,21 +75,39 @@ struct CaptureCompiler {
         returnProgram = [.loadRegister(try pointerRegister(handoff.child))]
     }
 
-    /// The register holding the object a span stays open under: a pointer, or an interface's data word.
-    /// At entry it must survive until the entry site.
-    mutating func objectRegister(_ origin: ValueOrigin, context: String) throws -> Register {
-        let value = try value(origin, context: context)
-        let pieces = value.registers ?? []
-        let register: Register
-        if types[value.typeName]?.kind == .pointer, pieces.count == 1 {
-            register = pieces[0].register
-        } else if isInterface(value.typeName), pieces.count == 2 {
-            register = pieces[1].register
-        } else {
-            throw PlanProblem("\(context): \(origin) is \(value.typeName), not a pointer or interface in registers")
-        }
-        if case .argument = origin { registersReadAtEntry.insert(register) }
+    /// `end-span`: the register holding, at entry, the object whose open span the probe ends.
+    mutating func objectRegister(_ origin: ValueOrigin) throws -> Register {
+        let register = try objectRegister(try value(origin, context: "end-span.object"), origin: origin, context: "end-span.object")
+        registersReadAtEntry.insert(register)
         return register
+    }
+
+    /// `outlives-call`: starts the return program with ops that keep the span open under the
+    /// object. They run first, so no capture that stops early can end a stream's span by mistake;
+    /// when the dynamic type check fails they stop, and the span ends at the return.
+    mutating func keepOpen(under reference: ObjectReference) throws {
+        let context = "span.outlives-call"
+        let value = try value(reference.origin, context: context)
+        var ops: [FetchOp] = []
+        if let dynamicType = reference.dynamicType {
+            guard isInterface(value.typeName), let pieces = value.registers, pieces.count == 2 else {
+                throw PlanProblem("\(context): '(\(dynamicType))' needs an interface, \(reference.origin) is \(value.typeName)")
+            }
+            guard let asserted = types[dynamicType] else { throw PlanProblem("\(context): \(signature.origin) has no type \(dynamicType)") }
+            ops = [.loadRegister(pieces[0].register)] + (try dynamicTypeCheck(of: value.typeName, is: asserted, context: context))
+                + [.loadRegister(pieces[1].register)]
+        } else {
+            ops = [.loadRegister(try objectRegister(value, origin: reference.origin, context: context))]
+        }
+        returnProgram = ops + [.setObject] + returnProgram
+    }
+
+    /// A pointer's register, or an interface's data word.
+    private func objectRegister(_ value: Parameter, origin: ValueOrigin, context: String) throws -> Register {
+        let pieces = value.registers ?? []
+        if types[value.typeName]?.kind == .pointer, pieces.count == 1 { return pieces[0].register }
+        if isInterface(value.typeName), pieces.count == 2 { return pieces[1].register }
+        throw PlanProblem("\(context): \(origin) is \(value.typeName), not a pointer or interface in registers")
     }
 
     private func pointerRegister(_ origin: ValueOrigin) throws -> Register {

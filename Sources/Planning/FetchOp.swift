@@ -15,6 +15,8 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case readStringRegisters(pointer: Register, length: Register, into: Int, maxLength: Int)
     case readInteger(size: Int, into: Int)
     case storeValue(into: Int)
+    /// At a span's return: the span stays open under this object (see `outlives-call`).
+    case setObject
 
     public var description: String {
         switch self {
@@ -29,6 +31,7 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
             return "read string \(pointer):\(length) (max \(maxLength)) into data[\(offset)]"
         case .readInteger(let size, let offset): return "read \(size)-byte integer into data[\(offset)]"
         case .storeValue(let offset): return "store value into data[\(offset)]"
+        case .setObject: return "keep the span open under this object"
         }
     }
 }

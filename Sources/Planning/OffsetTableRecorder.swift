@@ -23,8 +23,10 @@ public enum OffsetTableRecorder {
                 functions[probe.function] = RecordedFunction(parameters: signature.parameters, results: signature.results ?? [])
                 for (name, type) in signature.types.consulted {
                     var portable = type
-                    // Addresses are specific to the reference binary.
+                    // Addresses are specific to the reference binary; what earlier probes
+                    // recorded about the type stays.
                     portable.runtimeTypeAddress = nil
+                    portable.itabFirstMethods = types[name]?.itabFirstMethods
                     types[name] = portable
                 }
                 for (interfaceType, assertedType) in typeAssertions(in: probe, signature: signature) {
@@ -45,12 +47,17 @@ public enum OffsetTableRecorder {
         return OffsetTable.Entry(goVersion: goVersion, libraryVersion: libraryVersion, functions: functions, types: types)
     }
 
-    /// (interface type, asserted type) for each capture whose path starts with a type assertion.
+    /// (interface type, asserted type) for each capture whose path starts with a type assertion,
+    /// and for a dynamic type an `outlives-call` object must have.
     private static func typeAssertions(in probe: Probe, signature: ProbeSignature) -> [(String, String)] {
-        probe.captures.compactMap { capture in
+        var assertions: [(ValueOrigin, String)] = probe.captures.compactMap { capture in
             guard case .assertType(let assertedType)? = capture.path.first else { return nil }
+            return (capture.origin, assertedType)
+        }
+        if let object = probe.span?.outlivesCall, let dynamicType = object.dynamicType { assertions.append((object.origin, dynamicType)) }
+        return assertions.compactMap { origin, assertedType in
             let value: Parameter?
-            switch capture.origin {
+            switch origin {
             case .argument(let name): value = signature.parameters.first { $0.name == name }
             case .result(let index): value = signature.results.flatMap { index < $0.count ? $0[index] : nil }
             }

@@ -14,8 +14,11 @@ public enum PlanCompiler {
         return Array(Set(hooked + typeCheckMethods)).sorted()
     }
 
-    /// `offsetTables`, by pack name, stand in for DWARF when the binary has none.
-    public static func compile(packs: [ProbePack], facts: BinaryFacts, offsetTables: [String: OffsetTable] = [:]) -> AttachPlan {
+    /// `offsetTables`, by pack name, stand in for DWARF when the binary has none; `unusableTables`
+    /// says, by pack name, why a pack's table could not be read.
+    public static func compile(
+        packs: [ProbePack], facts: BinaryFacts, offsetTables: [String: OffsetTable] = [:], unusableTables: [String: String] = [:]
+    ) -> AttachPlan {
         var planned: [PlannedProbe] = []
         var skipped: [SkippedProbe] = []
         // Enrichers go last: their captures extend the layout of a span probe planned before them.
@@ -24,6 +27,9 @@ public enum PlanCompiler {
         for (pack, probe) in ordered {
             do {
                 if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
+                if !facts.hasDWARF, let unusable = unusableTables[pack.name] {
+                    throw PlanProblem("the binary has no DWARF and the pack's offset table is unusable: \(unusable)")
+                }
                 if let enrichment = probe.enrichment {
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
                         throw PlanProblem("it adds to \(enrichment.target), which is not planned for this binary")
@@ -43,6 +49,17 @@ public enum PlanCompiler {
                 skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: "\(error)"))
             }
         }
+        // A span kept open under an object ends only through its end-span probe; without that
+        // probe it would never be emitted, so it and whatever adds to it are left out.
+        let ended = Set(planned.compactMap { $0.probe.enrichment?.endsSpanKeyedBy == nil ? nil : $0.probe.enrichment?.target })
+        let neverEnding = Set(planned.filter { $0.probe.span?.outlivesCall != nil && !ended.contains($0.qualifiedID) }.map(\.spanSlot))
+        for probe in planned where neverEnding.contains(probe.spanSlot) {
+            let reason = probe.probe.span != nil
+                ? "its span outlives the call, but no end-span probe for it is planned, so it would never end"
+                : "it adds to \(probe.probe.enrichment?.target ?? ""), which is left out"
+            skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
+        }
+        planned.removeAll { neverEnding.contains($0.spanSlot) }
         return AttachPlan(
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
@@ -69,7 +86,8 @@ public enum PlanCompiler {
         plan.packVersion = pack.library.versions.description
         target.captureSlots += plan.captureSlots
         target.enrichments.append(EnrichmentRule(
-            source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename, errorWhen: probe.enrichment?.errorWhen ?? []))
+            source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename, errorWhen: probe.enrichment?.errorWhen ?? [],
+            endsSpan: probe.enrichment?.endsSpanKeyedBy != nil))
         plan.captureSlots = target.captureSlots
         plan.spanSlot = target.spanSlot
         plan.keyMode = target.keyMode
@@ -126,8 +144,8 @@ public enum PlanCompiler {
             captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
             keyMode = facts.goBuild == nil ? .thread : .goroutine
         }
-        let objectKey = try (probe.span?.outlivesCall).map { try programs.objectRegister($0, context: "span.outlives-call") }
-            ?? (probe.enrichment?.endsSpanKeyedBy).map { try programs.objectRegister($0, context: "end-span.object") }
+        if let reference = probe.span?.outlivesCall { try programs.keepOpen(under: reference) }
+        let objectKey = try (probe.enrichment?.endsSpanKeyedBy).map { try programs.objectRegister($0) }
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
         let entry = try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil)

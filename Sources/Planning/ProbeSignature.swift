@@ -30,7 +30,7 @@ struct ProbeSignature {
         }
         guard let table else {
             throw PlanProblem(
-                "the binary has no DWARF (built with -ldflags=-s -w) and pack \(pack.name) ships no offset table (\(OffsetTable.path(forPackFile: pack.source.file))); trace a build without -s -w, or generate the table with `swift package generate-offset-tables`")
+                "the binary has no DWARF (built with -ldflags=-s -w) and pack \(pack.name) ships no offset table (\(OffsetTable.path(forPackFile: pack.source.file))); trace a build without -s -w, or generate the table with `swift package --allow-writing-to-package-directory generate-offset-tables`")
         }
         let (entry, origin) = try entry(of: table, for: facts)
         guard let recorded = entry.functions[probe.function] else {

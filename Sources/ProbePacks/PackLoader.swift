@@ -164,8 +164,13 @@ public enum PackLoader {
         let name = try readNameTemplate(map.required("name"), captures: captures)
         let errorWhen = try map.optional("error-when").map { try readErrorConditions($0, captures: captures) } ?? []
         let outlivesCall = try map.optional("outlives-call").map { objectNode in
-            let object = try objectNode.mapping("span.outlives-call", allowed: ["result"])
-            return try readOrigin(object, of: "span.outlives-call", at: objectNode, resultAllowed: true)
+            let object = try objectNode.mapping("span.outlives-call", allowed: ["result", "path"])
+            let origin = try readOrigin(object, of: "span.outlives-call", at: objectNode, resultAllowed: true)
+            guard let pathNode = object.optional("path") else { return ObjectReference(origin: origin) }
+            guard case let steps = try readPath(pathNode), steps.count == 1, case .assertType(let type) = steps[0] else {
+                throw pathNode.error("span.outlives-call.path can only check the dynamic type, e.g. \"(*pkg.Stream)\"")
+            }
+            return ObjectReference(origin: origin, dynamicType: type)
         }
         return SpanRule(kind: kind, name: name, errorWhen: errorWhen, outlivesCall: outlivesCall)
     }

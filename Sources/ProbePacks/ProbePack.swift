@@ -111,16 +111,28 @@ public struct SpanRule: Sendable, Equatable {
     public var name: NameTemplate
     /// The span is marked failed when any of these holds (e.g. HTTP 5xx, a returned error).
     public var errorWhen: [ErrorCondition]
-    /// A value (a pointer, or an interface's data word) that, when non-nil at return, keeps the
+    /// A result (a pointer, or an interface's data word) that, when non-nil at return, keeps the
     /// span open under that object until an `end-span` probe sees it: a stream outlives the call
     /// that creates it.
-    public var outlivesCall: ValueOrigin?
+    public var outlivesCall: ObjectReference?
 
-    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ValueOrigin? = nil) {
+    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ObjectReference? = nil) {
         self.kind = kind
         self.name = name
         self.errorWhen = errorWhen
         self.outlivesCall = outlivesCall
+    }
+}
+
+/// The object a span stays open under.
+public struct ObjectReference: Sendable, Equatable {
+    public var origin: ValueOrigin
+    /// `(*pkg.T)`: the interface must hold this dynamic type, else the span ends at the return.
+    /// A wrapper (e.g. an interceptor's stream) would never reach the `end-span` probe.
+    public var dynamicType: String?
+    public init(origin: ValueOrigin, dynamicType: String? = nil) {
+        self.origin = origin
+        self.dynamicType = dynamicType
     }
 }
 

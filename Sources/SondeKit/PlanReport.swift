@@ -9,9 +9,10 @@ public enum PlanReport {
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
-            let object = probe.objectKey.map { "the object in \($0)" } ?? ""
-            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" + (probe.objectKey == nil ? "" : " that stays open under \(object) at return") }
-                ?? probe.probe.enrichment.map { $0.endsSpanKeyedBy == nil ? "adds to the open \($0.target) span" : "adds to and ends the \($0.target) span of \(object)" }
+            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" + ($0.outlivesCall == nil ? "" : " that stays open under the object its return program keeps") }
+                ?? probe.probe.enrichment.map { enrichment in
+                    probe.objectKey.map { "adds to and ends the \(enrichment.target) span of the object in \($0)" } ?? "adds to the open \(enrichment.target) span"
+                }
                 ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {

@@ -6,26 +6,32 @@ import ProbePacks
 /// The stages that need no root: packs × binary → attach plan.
 public enum Planner {
     public static func plan(executable: String, packs: [ProbePack]) throws -> AttachPlan {
-        let tables = try offsetTables(for: packs)
+        let (tables, unusable) = offsetTables(for: packs)
         let facts = try BinaryAnalyzer.analyze(
             path: executable, functions: PlanCompiler.functionsNeeded(by: packs, offsetTables: tables), dataSymbols: [])
-        return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables)
+        return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables, unusableTables: unusable)
     }
 
-    /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name.
-    public static func offsetTables(for packs: [ProbePack]) throws -> [String: OffsetTable] {
+    /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name, and why
+    /// any that exist cannot be used: that matters only to stripped binaries, so it is no error here.
+    public static func offsetTables(for packs: [ProbePack]) -> (tables: [String: OffsetTable], unusable: [String: String]) {
         var tables: [String: OffsetTable] = [:]
+        var unusable: [String: String] = [:]
         for pack in packs {
             let path = OffsetTable.path(forPackFile: pack.source.file)
             guard FileManager.default.fileExists(atPath: path) else { continue }
-            let table = try OffsetTable.load(path: path)
-            guard table.pack == pack.name, table.module == pack.library.module else {
-                throw OffsetTableError(
-                    path: path, reason: "records \(table.pack) (\(table.module)) but sits next to pack \(pack.name) (\(pack.library.module)); regenerate it")
+            do {
+                let table = try OffsetTable.load(path: path)
+                guard table.pack == pack.name, table.module == pack.library.module else {
+                    throw OffsetTableError(
+                        path: path, reason: "records \(table.pack) (\(table.module)) but sits next to pack \(pack.name) (\(pack.library.module)); regenerate it")
+                }
+                tables[pack.name] = table
+            } catch {
+                unusable[pack.name] = "\(error)"
             }
-            tables[pack.name] = table
         }
-        return tables
+        return (tables, unusable)
     }
 }
 

@@ -29,6 +29,7 @@ public final class TraceSession: Sendable {
             parts.append("returns without a seen entry: \(engine.returnsWithoutEntry)")
             if engine.entriesNotRecorded > 0 { parts.append("entries not recorded: \(engine.entriesNotRecorded)") }
             if engine.objectSpansReplaced > 0 { parts.append("stream spans never ended (object reused): \(engine.objectSpansReplaced)") }
+            if engine.objectSpansFull > 0 { parts.append("stream spans not kept (too many open): \(engine.objectSpansFull)") }
             if openAtExit > 0 { parts.append("spans still open at exit: \(openAtExit)") }
             if unassembled > 0 { parts.append("events of unknown probes: \(unassembled)") }
             return parts.joined(separator: "; ")
@@ -84,7 +85,7 @@ public final class TraceSession: Sendable {
             let counters = engine.counters()
             let statistics = processor.statistics
             let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed
-                + Int(counters.spansLostRingFull + counters.entriesNotRecorded + counters.objectSpansReplaced)
+                + Int(counters.spansLostRingFull + counters.entriesNotRecorded + counters.objectSpansReplaced + counters.objectSpansFull)
             if dropped > lastReported {
                 log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
                 lastReported = dropped

@@ -22,11 +22,13 @@ public struct SpanAssembler: Sendable {
     public func assemble(_ event: SpanEvent) -> Span? {
         guard let probe = probesBySlot[event.spanSlot], let rule = probe.probe.span else { return nil }
         let values = CaptureDecoder.decode(event, slots: probe.captureSlots)
-        let rules = probe.probe.attributes + probe.enrichments.flatMap(\.attributes)
+        let endedByObjectProbe = event.capturedMask & SpanEvent.endedByObjectProbe != 0
+        let enrichments = probe.enrichments.filter { !$0.endsSpan || endedByObjectProbe }
+        let rules = probe.probe.attributes + enrichments.flatMap(\.attributes)
         let attributes = rules.compactMap { rule in Self.evaluate(rule.value, values).map { Attribute(rule.key, $0) } }
         // The last enrichment whose name can be filled in wins over the probe's own name.
-        let name = probe.enrichments.compactMap { $0.rename.flatMap { Self.completeName($0, values) } }.last ?? Self.name(rule.name, values)
-        let errorWhen = rule.errorWhen + probe.enrichments.flatMap(\.errorWhen)
+        let name = enrichments.compactMap { $0.rename.flatMap { Self.completeName($0, values) } }.last ?? Self.name(rule.name, values)
+        let errorWhen = rule.errorWhen + enrichments.flatMap(\.errorWhen)
         let status = errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
         return Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),

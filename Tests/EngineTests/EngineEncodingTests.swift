@@ -13,6 +13,7 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(
             RecordLayout.encode(.readStringRegisters(pointer: .rdi, length: .rsi, into: 0, maxLength: 200), captureIndex: [0: 0]),
             [10, 5, 0, 0, 200, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(RecordLayout.encode(.setObject, captureIndex: [:]), [11] + [UInt8](repeating: 0, count: 15))
         XCTAssertEqual(RecordLayout.encode(.add(-8), captureIndex: [:]), [4, 0, 0, 0, 0, 0, 0, 0, 0xf8] + [UInt8](repeating: 0xff, count: 7))
         XCTAssertEqual(
             RecordLayout.encode(.expectAddress(0x85_eca0, meaning: "t"), captureIndex: [:]),

@@ -56,18 +56,31 @@ extension PlanCompilerTests {
         XCTAssertEqual(plan.skipped, [])
         let open = try XCTUnwrap(plan.probes.first { $0.probe.id == "open" })
         let end = try XCTUnwrap(plan.probes.first { $0.probe.id == "end" })
-        // The interface result's data word (RBX) is the stream; finish's receiver (RAX) finds it again.
-        XCTAssertEqual(open.objectKey, .rbx)
+        // The interface result's data word (RBX) is the stream, kept before any capture runs;
+        // finish's receiver (RAX) finds it again.
+        XCTAssertEqual(open.returnProgram, [.loadRegister(.rbx), .setObject])
+        XCTAssertNil(open.objectKey)
         XCTAssertEqual(end.objectKey, .rax)
         XCTAssertEqual(end.spanSlot, open.spanSlot)
         XCTAssertEqual(end.returns, [])
         XCTAssertEqual(open.captureSlots.map(\.name), ["name", "failed"])
         XCTAssertEqual(end.entryProgram, [.loadRegister(.rbx), .storeValue(into: 136)])
         XCTAssertEqual(open.enrichments.map(\.errorWhen), [[ErrorCondition(capture: "failed", test: .nonZero)]])
+        XCTAssertEqual(open.enrichments.map(\.endsSpan), [true])
 
         let notKept = PlanCompiler.compile(packs: [try streamPack(outlives: false)], facts: streamFacts())
         XCTAssertEqual(notKept.skipped.map(\.description), [
             "go/streams/end: it ends go/streams/open, whose span has no outlives-call and so ends when its call returns",
+        ])
+
+        // Without its end probe, a span kept open would never be emitted: it is left out too.
+        var noFinish = streamFacts()
+        noFinish.functions["main.(*stream).finish"] = nil
+        let unended = PlanCompiler.compile(packs: [try streamPack(outlives: true)], facts: noFinish)
+        XCTAssertEqual(unended.probes.filter { $0.pack == "go/streams" }, [])
+        XCTAssertEqual(unended.skipped.map(\.description), [
+            "go/streams/end: no function main.(*stream).finish in the symbol table of /srv/app",
+            "go/streams/open: its span outlives the call, but no end-span probe for it is planned, so it would never end",
         ])
     }
 }

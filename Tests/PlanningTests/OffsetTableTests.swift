@@ -74,7 +74,7 @@ extension PlanCompilerTests {
 
         let noTable = PlanCompiler.compile(packs: [try serverPack()], facts: strippedFacts())
         XCTAssertEqual(noTable.skipped.map(\.reason), [
-            "the binary has no DWARF (built with -ldflags=-s -w) and pack go/net-http ships no offset table (\(OffsetTable.path(forPackFile: Self.packFile))); trace a build without -s -w, or generate the table with `swift package generate-offset-tables`",
+            "the binary has no DWARF (built with -ldflags=-s -w) and pack go/net-http ships no offset table (\(OffsetTable.path(forPackFile: Self.packFile))); trace a build without -s -w, or generate the table with `swift package --allow-writing-to-package-directory generate-offset-tables`",
         ])
     }
 

@@ -180,7 +180,7 @@ final class PackLoaderTests: XCTestCase {
     /// A stream's span stays open under the stream after the call returns, and another probe ends it.
     func testSpansThatOutliveTheirCall() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
-        XCTAssertEqual(pack.probes[3].span?.outlivesCall, .result(0))
+        XCTAssertEqual(pack.probes[3].span?.outlivesCall, ObjectReference(origin: .result(0), dynamicType: "*google.golang.org/grpc.clientStream"))
         let end = try XCTUnwrap(pack.probes[4].enrichment)
         XCTAssertEqual(end.target, "go/grpc/stream-client")
         XCTAssertEqual(end.endsSpanKeyedBy, .argument("cs"))
@@ -200,7 +200,10 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:8:83: error-when refers to unknown capture 'code'")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "name: \"handle {path}\" }", with: "name: \"handle {path}\", outlives-call: { arg: s } }")),
-            "bad.yaml:8:67: unknown key 'arg' in span.outlives-call; expected one of: result")
+            "bad.yaml:8:67: unknown key 'arg' in span.outlives-call; expected one of: result, path")
+        XCTAssertEqual(
+            error(in: validProbe.replacingOccurrences(of: "name: \"handle {path}\" }", with: "name: \"handle {path}\", outlives-call: { result: 0, path: s.id } }")),
+            "bad.yaml:8:84: span.outlives-call.path can only check the dynamic type, e.g. \"(*pkg.Stream)\"")
     }
 
     func testYAMLSyntaxErrorHasPosition() {

@@ -153,19 +153,25 @@ final class SpanAssemblerTests: XCTestCase {
         plan.probes[0].captureSlots.append(CaptureSlot(name: "code", type: .int32, offset: 240, maxLength: 0, ifZero: nil, origin: "DWARF"))
         plan.probes[0].enrichments = [EnrichmentRule(
             source: "go/grpc/stream-client-end", attributes: [AttributeRule(key: "rpc.grpc.status_code", value: .capture("code"))],
-            rename: nil, errorWhen: [ErrorCondition(capture: "code", test: .atLeast(1))])]
+            rename: nil, errorWhen: [ErrorCondition(capture: "code", test: .atLeast(1))], endsSpan: true)]
         let assembler = SpanAssembler(plan: plan, clock: ClockOffset(realtimeMinusMonotonic: 0)) { _ in Resource() }
 
         func ended(code: UInt8) -> SpanEvent {
             var record = event(method: "GET", path: "/watch", host: "h:1", status: 200)
             record.data.replaceSubrange(240..<244, with: [code, 0, 0, 0])
-            record.capturedMask |= 1 << 4
+            record.capturedMask |= 1 << 4 | SpanEvent.endedByObjectProbe
             return record
         }
         let cancelled = try XCTUnwrap(assembler.assemble(ended(code: 1)))
         XCTAssertEqual(cancelled.status, .error(message: "code 1"))
         XCTAssertEqual(cancelled.attribute("rpc.grpc.status_code"), .int(1))
         XCTAssertEqual(try XCTUnwrap(assembler.assemble(ended(code: 0))).status, .unset)
+        // Ended at its call's return instead (the stream never opened): the end probe's rules do not apply.
+        var atReturn = ended(code: 1)
+        atReturn.capturedMask &= ~SpanEvent.endedByObjectProbe
+        let unopened = try XCTUnwrap(assembler.assemble(atReturn))
+        XCTAssertEqual(unopened.status, .unset)
+        XCTAssertNil(unopened.attribute("rpc.grpc.status_code"))
     }
 
     func testGRPCExpressionsLiteralsAndAbsentDefaults() {
