@@ -8,15 +8,53 @@ extension ELFImage {
     /// function's last instruction. Empty for pclntab layouts before Go 1.18, for files that are not Go
     /// programs, and for tables too damaged to read; a table damaged part way yields what precedes the damage.
     func goFunctions(named names: Set<String>) -> [String: ELFSymbol] {
-        guard !names.isEmpty,
-              let section = section(named: ".gopclntab") ?? section(named: ".data.rel.ro.gopclntab"),
-              let bytes = fileBytes(of: section),
-              let table = GoFunctionTable(
-                  bytes, address: section.address,
-                  moduleData: self.section(named: ".go.module").flatMap(fileBytes(of:)),
-                  textSectionAddress: self.section(named: ".text")?.address)
-        else { return [:] }
+        guard !names.isEmpty, let table = goFunctionTable() else { return [:] }
         return table.functions(named: names)
+    }
+
+    /// Go's linker puts the table in a section of its own, `.gopclntab`, or `.data.rel.ro.gopclntab` in
+    /// position-independent builds. An external linker merges the latter into `.data.rel.ro` (Go 1.19–1.25;
+    /// Go ≥ 1.26 keep `.gopclntab`), so there the header has to be searched for.
+    private func goFunctionTable() -> GoFunctionTable? {
+        if let section = section(named: ".gopclntab") ?? section(named: ".data.rel.ro.gopclntab") {
+            return fileBytes(of: section).flatMap { goFunctionTable($0, address: section.address) }
+        }
+        guard let section = section(named: ".data.rel.ro"), let bytes = fileBytes(of: section) else { return nil }
+        // Go aligns the header to 32 bytes (its size rounded down to amd64's maximum alignment, cmd/link
+        // symalign); stepping by the 8 its words need finds it too.
+        let first = Int((8 - section.address % 8) % 8)
+        for offset in stride(from: first, to: bytes.count, by: 8) {
+            guard let magic = bytes.littleEndianUInt32(at: offset),
+                  magic == GoFunctionTable.go118Magic || magic == GoFunctionTable.go120Magic,
+                  let table = goFunctionTable(
+                      UnsafeRawBufferPointer(rebasing: bytes[offset...]), address: section.address &+ UInt64(offset)),
+                  table.isPlausible
+            else { continue }
+            return table
+        }
+        return nil
+    }
+
+    private func goFunctionTable(_ bytes: UnsafeRawBufferPointer, address: UInt64) -> GoFunctionTable? {
+        GoFunctionTable(
+            bytes, address: address,
+            textStartRelocation: { self.relativeRelocationAddend(at: address &+ GoFunctionTable.textStartOffset) },
+            moduleData: section(named: ".go.module").flatMap(fileBytes(of:)),
+            textSectionAddress: section(named: ".text")?.address)
+    }
+
+    /// The value an `R_X86_64_RELATIVE` relocation in `.rela.dyn` stores at `address` (before the load
+    /// bias is added), if there is one.
+    private func relativeRelocationAddend(at address: UInt64) -> UInt64? {
+        guard let section = section(named: ".rela.dyn"), let bytes = fileBytes(of: section) else { return nil }
+        // Elf64_Rela: r_offset u64, r_info u64 (type in the low 32 bits), r_addend i64.
+        let entrySize = 24, relative: UInt64 = 8
+        for entry in stride(from: 0, through: bytes.count - entrySize, by: entrySize)
+        where bytes.littleEndianUInt64(at: entry) == address
+            && bytes.littleEndianUInt64(at: entry + 8).map({ $0 & 0xffff_ffff }) == relative {
+            return bytes.littleEndianUInt64(at: entry + 16)
+        }
+        return nil
     }
 
     private func fileBytes(of section: Section) -> UnsafeRawBufferPointer? {
@@ -36,6 +74,8 @@ private struct GoFunctionTable {
     private static let pointerSize = 8
     /// magic, two pad bytes, minLC, ptrSize; then eight pointer-sized words.
     private static let headerSize = 8 + 8 * pointerSize
+    /// Where the header's third word, the text start, lies in it.
+    static let textStartOffset: UInt64 = 8 + 2 * UInt64(pointerSize)
     private static let functionTableEntrySize = 8
 
     private let bytes: UnsafeRawBufferPointer
@@ -44,14 +84,17 @@ private struct GoFunctionTable {
     private let functionNamesOffset: Int
     private let functionTableOffset: Int
 
-    /// Nil unless `bytes`, the table linked at `address`, starts with a Go 1.18+ little-endian 64-bit
-    /// header whose offsets lie inside it. `moduleData` (the `.go.module` section, Go ≥ 1.26) and
-    /// `textSectionAddress` give the text start when the header holds 0 there.
-    init?(_ bytes: UnsafeRawBufferPointer, address: UInt64, moduleData: UnsafeRawBufferPointer?, textSectionAddress: UInt64?) {
+    /// Nil unless `bytes`, the table linked at `address`, starts with a Go 1.18+ x86-64 header (minLC 1,
+    /// ptrSize 8) whose offsets lie inside it. When the header holds 0 as the text start, it comes from
+    /// `textStartRelocation`, `moduleData` (the `.go.module` section, Go ≥ 1.26) or `textSectionAddress`.
+    init?(
+        _ bytes: UnsafeRawBufferPointer, address: UInt64, textStartRelocation: () -> UInt64?,
+        moduleData: UnsafeRawBufferPointer?, textSectionAddress: UInt64?
+    ) {
         guard bytes.count >= Self.headerSize,
               let magic = bytes.littleEndianUInt32(at: 0),
               magic == Self.go118Magic || magic == Self.go120Magic,
-              bytes[4] == 0, bytes[5] == 0, Int(bytes[7]) == Self.pointerSize
+              bytes[4] == 0, bytes[5] == 0, bytes[6] == 1, Int(bytes[7]) == Self.pointerSize
         else { return nil }
         func word(_ index: Int) -> UInt64 {
             bytes.littleEndianUInt64(at: 8 + index * Self.pointerSize) ?? .max
@@ -67,8 +110,8 @@ private struct GoFunctionTable {
               let firstEntryOffset = bytes.littleEndianUInt32(at: Int(functionTableOffset))
         else { return nil }
         guard let textStart = Self.textStart(
-            headerValue: word(2), pcHeaderAddress: address, firstEntryOffset: firstEntryOffset,
-            moduleData: moduleData, textSectionAddress: textSectionAddress)
+            headerValue: word(2), relocation: textStartRelocation, pcHeaderAddress: address,
+            firstEntryOffset: firstEntryOffset, moduleData: moduleData, textSectionAddress: textSectionAddress)
         else { return nil }
         self.bytes = bytes
         self.textStart = textStart
@@ -79,17 +122,19 @@ private struct GoFunctionTable {
 
     /// The address entry offsets count from: `runtime.text`.
     ///
-    /// Go 1.18–1.25 store it in the header, with its link-time value in the file even in
-    /// position-independent builds. Go ≥ 1.26 store 0 there; their linker puts the module data
-    /// (`runtime.firstmoduledata`) in a section of its own, whose `text` field holds it.
-    /// Failing both, take the start of `.text` as Go's own tools do (cmd/internal/objfile): that is
+    /// Go 1.18–1.25 store it in the header. In position-independent builds a relative relocation
+    /// sets it; Go's linker and GNU ld also write its link-time value in the file, but lld leaves 0
+    /// there, so the relocation's addend is the value. Go ≥ 1.26 store 0 there; their linker puts
+    /// the module data (`runtime.firstmoduledata`) in a section of its own, whose `text` field holds it.
+    /// Failing these, take the start of `.text` as Go's own tools do (cmd/internal/objfile): that is
     /// `runtime.text` when Go links the program itself, but C start-up code precedes it when an
     /// external linker does.
     private static func textStart(
-        headerValue: UInt64, pcHeaderAddress: UInt64, firstEntryOffset: UInt32,
+        headerValue: UInt64, relocation: () -> UInt64?, pcHeaderAddress: UInt64, firstEntryOffset: UInt32,
         moduleData: UnsafeRawBufferPointer?, textSectionAddress: UInt64?
     ) -> UInt64? {
         if headerValue != 0 { return headerValue }
+        if let relocated = relocation(), relocated != 0 { return relocated }
         // runtime.moduledata begins pcHeader, six slices, findfunctab, minpc, maxpc, text (Go 1.19 through 1.27).
         if let moduleData,
            moduleData.littleEndianUInt64(at: 0) == pcHeaderAddress,
@@ -99,6 +144,25 @@ private struct GoFunctionTable {
             return text
         }
         return textSectionAddress.flatMap { $0 == 0 ? nil : $0 }
+    }
+
+    /// Whether the table reads as one, which bytes that merely start like a header seldom do: it has
+    /// functions, their entries do not decrease, and the first one's record and name are in place.
+    var isPlausible: Bool {
+        guard functionCount > 0 else { return false }
+        var previous: UInt32 = 0
+        for index in 0...functionCount {
+            guard let entry = bytes.littleEndianUInt32(at: functionTableOffset + index * Self.functionTableEntrySize),
+                  entry >= previous
+            else { return false }
+            previous = entry
+        }
+        guard let firstRecord = bytes.littleEndianUInt32(at: functionTableOffset + 4).map({ functionTableOffset + Int($0) }),
+              bytes.littleEndianUInt32(at: firstRecord) == bytes.littleEndianUInt32(at: functionTableOffset),
+              let nameOffset = bytes.littleEndianUInt32(at: firstRecord + 4),
+              let name = name(at: functionNamesOffset + Int(nameOffset), longest: 1024)
+        else { return false }
+        return !name.isEmpty
     }
 
     func functions(named names: Set<String>) -> [String: ELFSymbol] {

@@ -53,6 +53,28 @@ final class GoFunctionTableTests: XCTestCase {
         try assertFunctions(in: stripped, match: unstripped)
     }
 
+    /// Go 1.19–1.25 give the table no section of its own when an external linker links a PIE: it is
+    /// merged into `.data.rel.ro`, where its header has to be searched for.
+    func testGo119ExternallyLinkedPositionIndependentStripped() throws {
+        try assertExternallyLinkedPositionIndependent(.debian)
+    }
+
+    func testGo125ExternallyLinkedPositionIndependentStripped() throws {
+        try assertExternallyLinkedPositionIndependent(.go125)
+    }
+
+    /// Unlike GNU ld, lld leaves the header's text start 0 in the file: only its relocation in `.rela.dyn` holds it.
+    func testGo119LLDLinkedPositionIndependentStripped() throws {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/ld.lld") })
+        else { throw XCTSkip("no ld.lld in PATH") }
+        let (stripped, unstripped) = try assertExternallyLinkedPositionIndependent(.debian, linkerFlags: " -extldflags=-fuse-ld=lld")
+        let header = try XCTUnwrap(ELFImage(path: unstripped).definedSymbols(named: ["runtime.pclntab"])["runtime.pclntab"])
+        let image = try ELFImage(path: stripped)
+        let textStart = try XCTUnwrap(image.fileOffset(ofAddress: header.address + 24).flatMap { image.bytes(atFileOffset: $0, count: 8) })
+        XCTAssertEqual(Array(textStart), Array(repeating: 0, count: 8), "the header's text start is in the file after all")
+    }
+
     func testUnknownNamesAreAbsent() throws {
         let found = try ELFImage(path: fixtures.fixture(.stripped).path).goFunctions(named: ["main.main", "main.noSuchFunction"])
         XCTAssertEqual(Set(found.keys), ["main.main"])
@@ -148,6 +170,27 @@ final class GoFunctionTableTests: XCTestCase {
         }
     }
 
+    /// Builds the fixture as a PIE that gcc links (passing it `linkerFlags`), with and without -s -w, and
+    /// checks the stripped build against the other, whose C start-up code precedes `runtime.text`.
+    @discardableResult
+    private func assertExternallyLinkedPositionIndependent(
+        _ toolchain: GoToolchain, linkerFlags: String = "", file: StaticString = #filePath, line: UInt = #line
+    ) throws -> (stripped: String, unstripped: String) {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") else { throw XCTSkip("no C compiler for external linking") }
+        let stripped = try ExtraGoBuilds.shared.build(toolchain, flags: ["-buildmode=pie", "-ldflags=-linkmode=external -s -w" + linkerFlags])
+        let unstripped = try ExtraGoBuilds.shared.build(toolchain, flags: ["-buildmode=pie", "-ldflags=-linkmode=external" + linkerFlags])
+        let image = try ELFImage(path: stripped)
+        XCTAssertTrue(image.isPositionIndependent, file: file, line: line)
+        XCTAssertNil(image.section(named: ".gopclntab"), file: file, line: line)
+        XCTAssertNil(image.section(named: ".data.rel.ro.gopclntab"), file: file, line: line)
+        let textSection = try XCTUnwrap(ELFImage(path: unstripped).section(named: ".text"), file: file, line: line)
+        let runtimeText = try XCTUnwrap(
+            ELFImage(path: unstripped).definedSymbols(named: ["runtime.text"])["runtime.text"], file: file, line: line)
+        XCTAssertGreaterThan(runtimeText.address, textSection.address, "no C code before runtime.text", file: file, line: line)
+        try assertFunctions(in: stripped, match: unstripped, file: file, line: line)
+        return (stripped, unstripped)
+    }
+
     /// Runs `goFunctions` on a copy of the Go 1.27 stripped fixture whose `.gopclntab` bytes `damage` changed.
     /// `damage` also gets the original header's words.
     private func goFunctionsInDamagedCopy(
@@ -193,6 +236,11 @@ private struct SplitMix64: RandomNumberGenerator {
         value = (value ^ (value >> 27)) &* 0x94d0_49bb_1331_11eb
         return value ^ (value >> 31)
     }
+}
+
+private extension GoToolchain {
+    /// The last release whose externally linked PIEs merge the table into `.data.rel.ro`.
+    static let go125 = GoToolchain(goCommand: "/opt/sonde/toolchains/go1.25.5/go/bin/go", environment: ["GOTOOLCHAIN": "local"])
 }
 
 /// Builds of the fixture server in the modes `GoFixtureCache` has no variant for (a stripped PIE,
