@@ -21,8 +21,8 @@ struct GenerateOffsetTables: CommandPlugin {
 
         let libraryVersions = try Self.debianLibraryVersions(modules: Self.modules(packs: packs, sonde: sonde))
         let workDirectory = context.pluginWorkDirectoryURL
-        for toolchain in toolchains {
-            let output = workDirectory.appending(path: "reference-\(toolchains.firstIndex(of: toolchain)!)")
+        for (index, toolchain) in toolchains.enumerated() {
+            let output = workDirectory.appending(path: "reference-\(index)")
             print("building the reference program with \(toolchain)")
             try Self.run(toolchain, ["build", "-o", output.path, "."], in: reference, environment: [
                 "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOTOOLCHAIN": "local", "GOFLAGS": "",

@@ -90,12 +90,8 @@ struct CaptureCompiler {
         let value = try value(reference.origin, context: context)
         var ops: [FetchOp] = []
         if let dynamicType = reference.dynamicType {
-            guard isInterface(value.typeName), let pieces = value.registers, pieces.count == 2 else {
-                throw PlanProblem("\(context): '(\(dynamicType))' needs an interface, \(reference.origin) is \(value.typeName)")
-            }
-            guard let asserted = types[dynamicType] else { throw PlanProblem("\(context): \(signature.origin) has no type \(dynamicType)") }
-            ops = [.loadRegister(pieces[0].register)] + (try dynamicTypeCheck(of: value.typeName, is: asserted, context: context))
-                + [.loadRegister(pieces[1].register)]
+            // Results are live in registers at return.
+            ops = try assertion(dynamicType, on: value, origin: reference.origin, context: context) { .loadRegister($0) }.ops
         } else {
             ops = [.loadRegister(try objectRegister(value, origin: reference.origin, context: context))]
         }
@@ -156,16 +152,9 @@ struct CaptureCompiler {
 
         if case .assertType(let assertedType)? = steps.first {
             steps = steps.dropFirst()
-            guard pieces.count == 2, isInterface(typeName) else {
-                throw PlanProblem("\(context): '(\(assertedType))' needs an interface, \(capture.origin) is \(typeName)")
-            }
-            guard let asserted = types[assertedType], let pointee = asserted.pointee else {
-                throw PlanProblem("\(context): \(signature.origin) has no pointer type \(assertedType)")
-            }
-            ops.append(try load(pieces[0].register))
-            ops += try dynamicTypeCheck(of: typeName, is: asserted, context: context)
-            ops.append(try load(pieces[1].register))
-            typeName = pointee
+            let checked = try assertion(assertedType, on: parameter, origin: capture.origin, context: context, load: load)
+            ops = checked.ops
+            typeName = checked.pointee
         } else if let pointee = types[typeName]?.pointee, !steps.isEmpty {
             ops.append(try load(pieces[0].register))
             typeName = pointee
@@ -211,6 +200,22 @@ struct CaptureCompiler {
         case .nonNil: ops.append(.readInteger(size: 8, into: slot.offset))
         }
         return ops
+    }
+
+    /// `(*pkg.T)` on an interface value: ops that stop unless it holds a `*pkg.T`, then leave its data
+    /// word (the pointer) as the working value; and the type it points to.
+    private func assertion(
+        _ assertedType: String, on value: Parameter, origin: ValueOrigin, context: String, load: (Register) throws -> FetchOp
+    ) throws -> (ops: [FetchOp], pointee: String) {
+        guard isInterface(value.typeName), let pieces = value.registers, pieces.count == 2 else {
+            throw PlanProblem("\(context): '(\(assertedType))' needs an interface, \(origin) is \(value.typeName)")
+        }
+        guard let asserted = types[assertedType], let pointee = asserted.pointee else {
+            throw PlanProblem("\(context): \(signature.origin) has no pointer type \(assertedType)")
+        }
+        let ops = [try load(pieces[0].register)] + (try dynamicTypeCheck(of: value.typeName, is: asserted, context: context))
+            + [try load(pieces[1].register)]
+        return (ops, pointee)
     }
 
     /// Ops that stop the program unless the interface whose type word is the working value holds an `asserted`.

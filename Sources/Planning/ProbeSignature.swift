@@ -47,7 +47,8 @@ struct ProbeSignature {
         }
         let recordedGo = table.entries.map(\.goVersion).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let sameMinor = table.entries.filter { Version(parsing: $0.goVersion).map { minorRelease($0) == minorRelease(binaryGo) } ?? false }
-        let sameGo = sameMinor.filter { $0.goVersion == goVersion }.isEmpty ? sameMinor : sameMinor.filter { $0.goVersion == goVersion }
+        let exact = sameMinor.filter { $0.goVersion == goVersion }
+        let sameGo = exact.isEmpty ? sameMinor : exact
         guard !sameGo.isEmpty else {
             throw PlanProblem(
                 "no offsets recorded for \(goVersion) (the table has \(recordedGo.joined(separator: ", "))); trace a build without -s -w, or add this toolchain to the table")
