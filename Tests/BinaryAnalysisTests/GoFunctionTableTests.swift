@@ -1,5 +1,6 @@
 @testable import BinaryAnalysis
 import Foundation
+import TestSupport
 import XCTest
 
 /// Function addresses read from Go's pclntab in stripped builds (`-ldflags=-s -w`), checked against
@@ -44,7 +45,6 @@ final class GoFunctionTableTests: XCTestCase {
     /// Go ≥ 1.26 leave the header's text start 0. With an external linker, C start-up code comes
     /// before `runtime.text` in `.text`, so the start must come from the module data.
     func testGo127ExternallyLinkedStripped() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") else { throw XCTSkip("no C compiler for external linking") }
         let stripped = try ExtraGoBuilds.shared.build(.go127, flags: ["-ldflags=-linkmode=external -s -w"])
         let unstripped = try ExtraGoBuilds.shared.build(.go127, flags: ["-ldflags=-linkmode=external"])
         let textSection = try XCTUnwrap(ELFImage(path: unstripped).section(named: ".text"))
@@ -65,9 +65,7 @@ final class GoFunctionTableTests: XCTestCase {
 
     /// Unlike GNU ld, lld leaves the header's text start 0 in the file: only its relocation in `.rela.dyn` holds it.
     func testGo119LLDLinkedPositionIndependentStripped() throws {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/ld.lld") })
-        else { throw XCTSkip("no ld.lld in PATH") }
+        _ = try TestEnvironment.tool("LLD")   // gcc's -fuse-ld=lld runs the ld.lld it finds on PATH
         let (stripped, unstripped) = try assertExternallyLinkedPositionIndependent(.debian, linkerFlags: " -extldflags=-fuse-ld=lld")
         let header = try XCTUnwrap(ELFImage(path: unstripped).definedSymbols(named: ["runtime.pclntab"])["runtime.pclntab"])
         let image = try ELFImage(path: stripped)
@@ -176,7 +174,6 @@ final class GoFunctionTableTests: XCTestCase {
     private func assertExternallyLinkedPositionIndependent(
         _ toolchain: GoToolchain, linkerFlags: String = "", file: StaticString = #filePath, line: UInt = #line
     ) throws -> (stripped: String, unstripped: String) {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") else { throw XCTSkip("no C compiler for external linking") }
         let stripped = try ExtraGoBuilds.shared.build(toolchain, flags: ["-buildmode=pie", "-ldflags=-linkmode=external -s -w" + linkerFlags])
         let unstripped = try ExtraGoBuilds.shared.build(toolchain, flags: ["-buildmode=pie", "-ldflags=-linkmode=external" + linkerFlags])
         let image = try ELFImage(path: stripped)
@@ -240,7 +237,7 @@ private struct SplitMix64: RandomNumberGenerator {
 
 private extension GoToolchain {
     /// The last release whose externally linked PIEs merge the table into `.data.rel.ro`.
-    static let go125 = GoToolchain(goCommand: "/opt/sonde/toolchains/go1.25.5/go/bin/go", environment: ["GOTOOLCHAIN": "local"])
+    static let go125 = GoToolchain.goBin(minor: "1.25")
 }
 
 /// Builds of the fixture server in the modes `GoFixtureCache` has no variant for (a stripped PIE,
@@ -256,7 +253,8 @@ private final class ExtraGoBuilds: @unchecked Sendable {
 
     /// The path of the server built by `toolchain` with the extra `go build` flags.
     func build(_ toolchain: GoToolchain, flags: [String]) throws -> String {
-        guard toolchain.isInstalled else { throw XCTSkip("Go toolchain \(toolchain.goCommand) is not installed") }
+        _ = try toolchain.installed()
+        if flags.contains(where: { $0.contains("-linkmode=external") }) { _ = try TestEnvironment.tool("GCC") }
         lock.lock()
         defer { lock.unlock() }
         let key = [toolchain.goCommand] + flags

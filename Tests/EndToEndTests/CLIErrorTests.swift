@@ -1,5 +1,6 @@
 import Foundation
 import Planning
+import TestSupport
 import XCTest
 
 /// What a user sees for bad input: a clear message and exit status, never a crash.
@@ -47,7 +48,7 @@ final class CLIErrorTests: XCTestCase {
     /// A stripped build is planned from the shipped offset table, and the plan says so per capture;
     /// a Go version the table lacks skips that pack's probes, each with the reason.
     func testStrippedPlanNamesOffsetOriginsAndMissingVersions() throws {
-        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else { throw XCTSkip("needs Debian's Go (scripts/setup.sh installs it)") }
+        _ = try GoToolchain.debian.installed()
         let stripped = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, flags: ["-ldflags=-s -w"], name: "demo-go119-stripped")
         let version = try GoToolchains.version(GoToolchains.debian)
         let planned = try sonde(["plan", "--exe", stripped, "--pack", "go/net-http"])

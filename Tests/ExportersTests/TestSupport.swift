@@ -1,5 +1,6 @@
 import Foundation
 import Spans
+import TestSupport
 import XCTest
 
 @testable import Exporters
@@ -118,7 +119,7 @@ final class OTLPReceiverProcess {
     init(arguments: [String] = []) throws {
         let probe = try? Self.run(["python3", "-c", "import opentelemetry.proto.collector.trace.v1.trace_service_pb2"])
         guard probe == 0 else {
-            throw XCTSkip("python3 with the opentelemetry-proto package is needed for the OTLP receiver")
+            throw TestEnvironment.missingInstall("python3 with the opentelemetry-proto package, for the OTLP receiver")
         }
         outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("otlp-spans-\(UUID().uuidString).jsonl")
         process = Process()
