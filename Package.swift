@@ -20,15 +20,18 @@ let package = Package(
         .systemLibrary(name: "CLibELF", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
         .systemLibrary(name: "CLibDW", pkgConfig: "libdw", providers: [.apt(["libdw-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        /// The kernel ABI (bpf/sonde_abi.h), written once for the BPF program and imported by Planning and Engine.
+        .systemLibrary(name: "SondeABI", path: "bpf"),
 
         .target(name: "ProbePacks", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone"]),
-        .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis"]),
-        .target(name: "Engine", dependencies: ["Planning", "CLibBPF"], plugins: ["BPFObjectBuilder"]),
+        .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis", "SondeABI"]),
+        .target(name: "Engine", dependencies: ["Planning", "CLibBPF", "SondeABI"], plugins: ["BPFObjectBuilder"]),
         /// The OpenTelemetry span data model that Tracing produces and Exporters consume.
         .target(name: "Spans"),
         .target(name: "Tracing", dependencies: ["Planning", "Spans"]),
-        .target(name: "Exporters", dependencies: ["Spans", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "Exporters", dependencies: ["Spans", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
@@ -47,7 +50,7 @@ let package = Package(
         .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks", "TestSupport"]),
         .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis", "TestSupport"]),
         .testTarget(name: "PlanningTests", dependencies: ["Planning", "TestSupport"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport", "CLibBPF", "SondeABI"]),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"]),
         .testTarget(name: "ExportersTests", dependencies: ["Exporters", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "TestSupport"]),

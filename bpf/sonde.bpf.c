@@ -2,7 +2,6 @@
 /* Sonde's one generic uprobe program. Every probe site of every pack runs this
  * code; the BPF cookie of the site selects a probe configuration whose fetch
  * program says what to read. New packs never need a new BPF program. */
-#include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "sonde_abi.h"
@@ -15,42 +14,25 @@ struct x86_64_regs {
 	__u64 rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
 };
 
-struct call_key {
-	__u64 key;
-	__u32 tgid;
-	__u32 span_slot;
-};
-
-struct context_key {
-	__u64 key;
-	__u32 tgid;
-	__u32 pad;
-};
-
-/* The span that new spans on a goroutine/thread become children of, and the
- * call that opened it (owner, probe), to tell whether it is still open. */
-struct trace_context {
-	__u64 trace_id_high;
-	__u64 trace_id_low;
-	__u64 span_id;
-	__u64 owner;
-	__u32 span_slot;
-	__u32 pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1024);
+	__uint(max_entries, SONDE_MAX_PROBE_CONFIGS);
 	__type(key, __u32);
 	__type(value, struct sonde_probe_config);
 } probe_configs SEC(".maps");
 
-/* Calls in flight. LRU so that calls that never return (a goroutine that
- * exits through panic, a hijacked connection) cannot fill the map. */
+/* Calls in flight; each record is built in place here, never in a per-CPU
+ * buffer that a preempting task could overwrite. A plain hash, not an LRU:
+ * an LRU evicts long before it is full (CPUs keep batches of free nodes), and
+ * an evicted call would be lost without a count. Nothing stays for ever:
+ * a call that unwinds without returning (panic, Goexit) is found and counted
+ * at the next entry on its goroutine/thread, and Engine reclaims, counted, the
+ * calls of processes that exited and calls past a maximum age. When full,
+ * new entries are counted (SONDE_COUNTER_STATE_FULL) and not traced. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct call_key);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SONDE_MAX_CALLS);
+	__type(key, struct sonde_call_key);
 	__type(value, struct sonde_span_record);
 } calls SEC(".maps");
 
@@ -59,24 +41,24 @@ struct {
  * not be evicted silently; when full, new ones are counted and not kept. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct call_key);
+	__uint(max_entries, SONDE_MAX_OBJECT_SPANS);
+	__type(key, struct sonde_call_key);
 	__type(value, struct sonde_span_record);
 } object_spans SEC(".maps");
 
+/* The span new spans on a goroutine/thread become children of. A plain hash
+ * for the same reason as `calls`; Engine removes the contexts of exited
+ * processes and those whose span has ended. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct context_key);
-	__type(value, struct trace_context);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SONDE_MAX_CONTEXTS);
+	__type(key, struct sonde_context_key);
+	__type(value, struct sonde_trace_context);
 } active_contexts SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sonde_span_record);
-} scratch SEC(".maps");
+/* What a new call's record starts from before the entry fills it in; read
+ * only. */
+const struct sonde_span_record empty_record = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -107,7 +89,7 @@ static __always_inline void count(__u32 counter)
 {
 	__u64 *slot = bpf_map_lookup_elem(&counters, &counter);
 	if (slot)
-		*slot += 1;
+		__sync_fetch_and_add(slot, 1);
 }
 
 static __always_inline __u64 random64(void)
@@ -256,12 +238,53 @@ static __always_inline __u64 call_owner(struct sonde_probe_config *config, struc
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
-/* Whether the span a context names is still open: its call is in `calls`. */
-static __always_inline int is_open(struct trace_context *context, __u32 tgid)
+/* Makes `context` the active one on a goroutine/thread; counted when the map is full. */
+static __always_inline void set_context(struct sonde_context_key *key, struct sonde_trace_context *context)
 {
-	struct call_key key = { .key = context->owner, .tgid = tgid, .span_slot = context->span_slot };
+	if (bpf_map_update_elem(&active_contexts, key, context, BPF_ANY) != 0)
+		count(SONDE_COUNTER_CONTEXTS_FULL);
+}
+
+/* How deep the stack is at this site: bytes below the top of the goroutine's
+ * stack for Go (the runtime moves a growing stack, keeping these distances),
+ * the inverted stack pointer for a native thread. Deeper is larger; 0 when
+ * unknown, which disables the unwinding checks that compare depths. */
+static __always_inline __u64 stack_depth(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	if (config->key_mode == SONDE_KEY_GOROUTINE) {
+		__u64 stack_hi = 0;
+		if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), (void *)(regs->r14 + SONDE_GO_G_STACK_HI_OFFSET)) != 0
+		    || stack_hi < regs->rsp)
+			return 0;
+		return stack_hi - regs->rsp;
+	}
+	return ~regs->rsp;
+}
+
+/* Whether an open call at `then` is still on the stack at depth `now`: a
+ * call's frame is above every entry made while it runs. */
+static __always_inline int unwound(__u64 then, __u64 now)
+{
+	return then && now && now <= then;
+}
+
+/* Whether the span a context names is still open, from an entry on `owner`
+ * at `depth`: its call is in `calls` and, when it ran on this same
+ * goroutine/thread, deeper entries than it are still inside it. A call that
+ * unwound without returning (panic, Goexit) is removed and counted here, so
+ * nothing becomes its child. */
+static __always_inline int is_open(struct sonde_trace_context *context, __u32 tgid, __u64 owner, __u64 depth)
+{
+	struct sonde_call_key key = { .key = context->owner, .tgid = tgid, .span_slot = context->span_slot };
 	struct sonde_span_record *call = bpf_map_lookup_elem(&calls, &key);
-	return call && call->span_id == context->span_id;
+	if (!call || call->span_id != context->span_id)
+		return 0;
+	if (context->owner == owner && unwound(call->stack_depth, depth)) {
+		if (bpf_map_delete_elem(&calls, &key) == 0)
+			count(SONDE_COUNTER_CALL_UNWOUND);
+		return 0;
+	}
+	return 1;
 }
 
 /* Function entry: a fresh record in a new trace or, when a span is active on
@@ -270,16 +293,27 @@ static __always_inline int is_open(struct trace_context *context, __u32 tgid)
  * becomes the active span, parent of whatever starts before it returns. */
 static __always_inline int on_entry(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
-	__u32 zero = 0;
-	struct sonde_span_record *record = bpf_map_lookup_elem(&scratch, &zero);
-	if (!record)
-		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
-	struct context_key context_key = { .key = owner, .tgid = tgid };
-	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &context_key);
-	if (parent && !is_open(parent, tgid))
-		parent = NULL;   /* its call never returned (panic, Goexit, evicted): start afresh */
+	__u64 depth = stack_depth(config, regs);
+	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	struct sonde_trace_context *parent = bpf_map_lookup_elem(&active_contexts, &context_key);
+	if (parent && !is_open(parent, tgid, owner, depth))
+		parent = NULL;   /* its call ended without returning, or was reclaimed: start afresh */
+
+	/* A call of this probe still recorded here never returned: it unwound, or
+	 * this entry is nested in it (recursion). Either way it is lost; say which. */
+	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_span_record *stale = bpf_map_lookup_elem(&calls, &call_key);
+	if (stale)
+		count(unwound(stale->stack_depth, depth) ? SONDE_COUNTER_CALL_UNWOUND : SONDE_COUNTER_CALL_NESTED);
+	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_ANY) != 0) {
+		count(SONDE_COUNTER_STATE_FULL);
+		return 0;
+	}
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
+	if (!record)
+		return 0;
 
 	record->start_ns = bpf_ktime_get_ns();
 	record->end_ns = 0;
@@ -287,9 +321,7 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	record->tgid = tgid;
 	record->span_slot = config->span_slot;
 	record->load_bias = regs->rip - config->site_address;
-	record->failed_reads = 0;
-	record->stopped = 0;
-	record->captured = 0;
+	record->stack_depth = depth;
 	record->span_id = random64();
 	if (parent) {
 		record->trace_id_high = parent->trace_id_high;
@@ -307,45 +339,44 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	load_registers(&state, regs);
 	run_fetch_program(&state);
 
-	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	if (bpf_map_update_elem(&calls, &call_key, record, BPF_ANY) != 0) {
-		count(SONDE_COUNTER_STATE_FULL);
-		return 0;
-	}
 	if (config->role == SONDE_ROLE_START_SPAN) {
-		struct trace_context current = {
+		struct sonde_trace_context current = {
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
 			.span_id = record->span_id,
 			.owner = owner,
 			.span_slot = config->span_slot,
 		};
-		bpf_map_update_elem(&active_contexts, &context_key, &current, BPF_ANY);
+		set_context(&context_key, &current);
 	}
 	return 0;
+}
+
+static __always_inline __u64 wakeup_flag(void)
+{
+	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
+	return unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void emit_span(struct sonde_span_record *record)
 {
 	record->end_ns = bpf_ktime_get_ns();
-	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
-	__u64 wakeup = unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup) != 0)
+	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup_flag()) != 0)
 		count(SONDE_COUNTER_RING_FULL);
 }
 
 /* The caller's span becomes active again on this goroutine/thread. */
-static __always_inline void restore_parent_context(struct sonde_span_record *record, struct context_key *context_key)
+static __always_inline void restore_parent_context(struct sonde_span_record *record, struct sonde_context_key *context_key)
 {
 	if (record->parent_span_id) {
-		struct trace_context restored = {
+		struct sonde_trace_context restored = {
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
 			.span_id = record->parent_span_id,
 			.owner = record->parent_owner,
 			.span_slot = record->parent_slot,
 		};
-		bpf_map_update_elem(&active_contexts, context_key, &restored, BPF_ANY);
+		set_context(context_key, &restored);
 	} else {
 		bpf_map_delete_elem(&active_contexts, context_key);
 	}
@@ -356,12 +387,12 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
  * none: a g is reused after its goroutine exits, so a stale context must go. */
 static __always_inline void hand_off(struct sonde_span_record *record, __u64 child)
 {
-	struct context_key parent_key = { .key = record->saved[0], .tgid = record->tgid };
-	struct context_key child_key = { .key = child, .tgid = record->tgid };
-	struct trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
+	struct sonde_context_key parent_key = { .key = record->saved[0], .tgid = record->tgid };
+	struct sonde_context_key child_key = { .key = child, .tgid = record->tgid };
+	struct sonde_trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
 	if (parent) {
-		struct trace_context inherited = *parent;
-		bpf_map_update_elem(&active_contexts, &child_key, &inherited, BPF_ANY);
+		struct sonde_trace_context inherited = *parent;
+		set_context(&child_key, &inherited);
 	} else {
 		bpf_map_delete_elem(&active_contexts, &child_key);
 	}
@@ -372,7 +403,7 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
-	struct call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record) {
 		count(SONDE_COUNTER_ORPHAN_RETURN);
@@ -383,12 +414,12 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	run_fetch_program(&state);
 
 	if (config->role == SONDE_ROLE_END_SPAN) {
-		struct context_key context_key = { .key = owner, .tgid = tgid };
+		struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 		restore_parent_context(record, &context_key);
 		if (state.object) {
 			/* The span outlives the call: it stays open under the object until
 			 * an END_OBJECT_SPAN probe sees that object. */
-			struct call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
+			struct sonde_call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
 			record->key = state.object;
 			if (bpf_map_lookup_elem(&object_spans, &object_key))
 				count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
@@ -408,28 +439,33 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
  * goroutine): the program adds its captures, then the span is emitted. */
 static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
-	__u32 zero = 0;
-	struct sonde_span_record *copy = bpf_map_lookup_elem(&scratch, &zero);
-	if (!copy)
-		return 0;
-	struct fetch_state state = { .config = config, .record = copy };
+	struct fetch_state state = { .config = config };
 	load_registers(&state, regs);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct call_key object_key = {
+	struct sonde_call_key object_key = {
 		.key = state.registers[config->object_register & 15], .tgid = tgid, .span_slot = config->span_slot,
 	};
 	struct sonde_span_record *record = bpf_map_lookup_elem(&object_spans, &object_key);
 	if (!record)
 		return 0;   /* no open span: a unary call's stream, or opened before sonde attached */
-	/* Claim the span: when two goroutines end the same stream at once, only
-	 * the one whose delete succeeds emits it. */
-	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0)
+	/* The span is finished in its own ring buffer slot, which no other task can
+	 * touch, then claimed: when two goroutines end the same stream at once, only
+	 * the one whose delete succeeds submits it. */
+	struct sonde_span_record *copy = bpf_ringbuf_reserve(&spans, sizeof(*copy), 0);
+	if (!copy) {
+		if (bpf_map_delete_elem(&object_spans, &object_key) == 0)
+			count(SONDE_COUNTER_RING_FULL);
 		return 0;
-	if (bpf_map_delete_elem(&object_spans, &object_key) != 0)
+	}
+	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(&object_spans, &object_key) != 0) {
+		bpf_ringbuf_discard(copy, BPF_RB_NO_WAKEUP);
 		return 0;
+	}
+	state.record = copy;
 	run_fetch_program(&state);
 	copy->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
-	emit_span(copy);
+	copy->end_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(copy, wakeup_flag());
 	return 0;
 }
 
@@ -438,7 +474,7 @@ static __always_inline int on_end_object_span(struct sonde_probe_config *config,
 static __always_inline int on_enrich(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
+	struct sonde_call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
 		return 0;   /* no such span open: nothing to enrich */

@@ -1,9 +1,28 @@
 /* The contract between the generic BPF program and Sonde's Engine: the probe
- * configuration user space writes and the span record the program emits.
- * Engine/RecordLayout.swift mirrors these numbers; the static asserts below
- * and Engine's checks keep both sides in step. */
+ * configuration user space writes, the span record the program emits, the
+ * counters and the map names. This header is its one author: the BPF program
+ * includes it, and Swift imports it as the SondeABI module (bpf/module.modulemap),
+ * so Planning and Engine read these numbers and layouts instead of restating them. */
 #ifndef SONDE_ABI_H
 #define SONDE_ABI_H
+
+#include <linux/types.h>
+
+/* Map names, as the BPF object declares them and Engine looks them up. */
+#define SONDE_MAP_PROBE_CONFIGS "probe_configs"
+#define SONDE_MAP_CALLS "calls"
+#define SONDE_MAP_OBJECT_SPANS "object_spans"
+#define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
+#define SONDE_MAP_COUNTERS "counters"
+#define SONDE_MAP_SPANS "spans"
+#define SONDE_PROGRAM_NAME "sonde_probe"
+
+/* Sizes of the maps, fixed at load. `probe_configs` holds an entry and a
+ * return configuration per probe, so a plan has at most half as many probes. */
+#define SONDE_MAX_PROBE_CONFIGS 1024
+#define SONDE_MAX_CALLS 16384        /* calls in flight at once, all processes */
+#define SONDE_MAX_OBJECT_SPANS 8192  /* spans kept open under an object (streams) */
+#define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
 
 #define SONDE_MAX_OPS 32
 #define SONDE_SAVED_SLOTS 4
@@ -28,6 +47,12 @@ enum sonde_role {
 /* Set in a record's `captured` mask when an END_OBJECT_SPAN probe ended the
  * span; captures use bits 0..30. */
 #define SONDE_ENDED_BY_OBJECT_PROBE (1u << 31)
+#define SONDE_MAX_CAPTURES 31
+
+/* Offset of `stack.hi` in Go's runtime.g: `stack` is g's first field in every
+ * Go release ({lo, hi uintptr}). A call's depth below the top of its
+ * goroutine's stack survives the runtime moving the stack when it grows. */
+#define SONDE_GO_G_STACK_HI_OFFSET 8
 
 /* object_register when a site keys nothing by object. */
 #define SONDE_NO_OBJECT_REGISTER 0xff
@@ -93,22 +118,59 @@ struct sonde_span_record {
 	__u32 captured;              /* bit i set: capture i was written */
 	__u32 parent_slot;           /* the parent span's probe and call owner, to */
 	__u64 parent_owner;          /* make it current again when this span ends */
+	__u64 stack_depth;           /* bytes below the top of the stack at entry: a later
+	                              * entry on the same goroutine/thread at this depth or
+	                              * less means this call unwound without returning */
 	__u64 saved[SONDE_SAVED_SLOTS];
 	/* Strings are stored as a u16 length then the bytes. The slack after the
 	 * data area lets the verifier accept a bounded copy at any masked offset. */
 	__u8 data[SONDE_DATA_SIZE + SONDE_MAX_STRING + 2];
 };
 
-/* Counters user space reports; each is a per-CPU slot of the `counters` map. */
+/* Key of `calls` and `object_spans`: the call's goroutine, thread or object,
+ * its process, and the probe (span slot). */
+struct sonde_call_key {
+	__u64 key;
+	__u32 tgid;
+	__u32 span_slot;
+};
+
+/* Key of `active_contexts`: a goroutine or thread of a process. */
+struct sonde_context_key {
+	__u64 key;
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* The span that new spans on a goroutine/thread become children of, and the
+ * call that opened it (owner, probe), to tell whether it is still open. */
+struct sonde_trace_context {
+	__u64 trace_id_high;
+	__u64 trace_id_low;
+	__u64 span_id;
+	__u64 owner;
+	__u32 span_slot;
+	__u32 pad;
+};
+
+/* Counters user space reports; each is a per-CPU slot of the `counters` map,
+ * added to atomically: a uprobe program can be preempted (Linux >= 6.0 runs it
+ * with migration disabled, not preemption), so a plain += could lose counts. */
 enum sonde_counter {
 	SONDE_COUNTER_RING_FULL = 0,       /* spans lost: ring buffer full */
-	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns whose entry was not seen */
-	SONDE_COUNTER_STATE_FULL = 2,      /* entries not recorded: state map update failed */
+	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns whose entry was not seen (attached mid-call) */
+	SONDE_COUNTER_STATE_FULL = 2,      /* entries not recorded: `calls` full */
 	SONDE_COUNTER_MISSING_CONFIG = 3,  /* hits with an unknown cookie */
 	SONDE_COUNTER_OBJECT_SPAN_REPLACED = 4, /* spans kept open under an object that a new span
 	                                    * for the same object replaced: they never ended */
 	SONDE_COUNTER_OBJECT_SPANS_FULL = 5, /* spans that could not stay open: object_spans full */
-	SONDE_COUNTER_COUNT = 6,
+	SONDE_COUNTER_CALL_UNWOUND = 6,    /* calls whose goroutine/thread unwound past them without
+	                                    * returning (panic, Goexit): never emitted */
+	SONDE_COUNTER_CALL_NESTED = 7,     /* calls replaced by a nested call of the same probe on
+	                                    * the same goroutine/thread (recursion): never emitted */
+	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` full, so
+	                                    * later spans there start new traces */
+	SONDE_COUNTER_COUNT = 9,
 };
 
 #endif

@@ -2,37 +2,59 @@
 /// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
     /// Analyses `path`, decoding the named functions and resolving the named data symbols.
-    /// Missing functions or symbols are simply absent from the result; unreadable or non-ELF
-    /// files throw `BinaryAnalysisError`.
+    /// Missing functions or symbols are simply absent from the result; functions whose sources
+    /// disagree on their bounds are in ``BinaryFacts/rejectedFunctions`` instead (FunctionBounds.swift).
+    /// DWARF that cannot be read is left unused and said why in ``BinaryFacts/unreadableDWARF``.
+    ///
+    /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
     public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
         let image = try ELFImage(path: path)
-        var symbols = image.definedSymbols(named: Set(functions + dataSymbols + [goTypesStart, goTypesEnd]))
-        // Stripped Go binaries (-ldflags=-s -w) keep function names and bounds in their pclntab.
-        let unresolved = Set(functions).subtracting(symbols.keys)
-        if !unresolved.isEmpty {
-            symbols.merge(image.goFunctions(named: unresolved)) { symbol, _ in symbol }
-        }
+        let wanted = Set(functions)
+        let symbols = image.definedSymbols(named: wanted.union(dataSymbols + [goTypesStart, goTypesEnd]))
+        let functionSymbols = symbols.filter { wanted.contains($0.key) && $0.value.isFunction }
         let goBuild = try GoBuildInfoReader.read(from: image)
+        // Go's function table: what stripped binaries (-ldflags=-s -w) keep of their functions, and
+        // the authority on where each starts in any Go binary.
+        let goFunctionTable = image.lookUpGoFunctions(named: wanted)
         let decoder = try InstructionDecoder()
 
-        // A function must have bytes in the file for uprobes to attach to it.
-        let locatedFunctions = functions.compactMap { name -> (symbol: ELFSymbol, fileOffset: UInt64)? in
-            guard let symbol = symbols[name], symbol.isFunction,
-                  let fileOffset = image.fileOffset(ofAddress: symbol.address)
-            else { return nil }
-            return (symbol, fileOffset)
+        var unreadableDWARF: String?
+        var dwarfFacts: DWARFReader.Facts?
+        do {
+            let candidates = functions.compactMap { functionSymbols[$0] ?? goFunctionTable?[$0] }
+            dwarfFacts = try DWARFReader(image: image)?.read(
+                functions: candidates, goRuntimeTypes: goTypeDescriptors(in: symbols))
+        } catch let unreadable as DWARFReader.Unreadable {
+            unreadableDWARF = unreadable.reason
         }
-        let dwarf = DWARFReader(image: image)
-        let dwarfFacts = dwarf?.read(functions: locatedFunctions.map(\.symbol), goRuntimeTypes: goTypeDescriptors(in: symbols))
 
         var functionFacts: [String: FunctionFacts] = [:]
-        for (symbol, fileOffset) in locatedFunctions {
-            let body = image.bytes(atFileOffset: fileOffset, count: symbol.size)
-            functionFacts[symbol.name] = FunctionFacts(
-                name: symbol.name, address: symbol.address, size: symbol.size, fileOffset: fileOffset,
-                parameters: dwarfFacts?.parameters[symbol.name],
-                results: dwarfFacts?.results[symbol.name],
-                instructions: body.map { decoder.decode($0, address: symbol.address, fileOffset: fileOffset) } ?? [])
+        var rejectedFunctions: [String: String] = [:]
+        for name in wanted {
+            let bounds = FunctionBounds.check(
+                name, symbol: functionSymbols[name], goFunctionTable: goFunctionTable,
+                isGo: goBuild != nil || goFunctionTable != nil, dwarf: dwarfFacts?.bounds[name])
+            switch bounds {
+            case .absent:
+                continue
+            case .rejected(let reason):
+                rejectedFunctions[name] = reason
+            case .agreed(let address, let size):
+                // A function must have its bytes in the file, in code, for uprobes to attach to it.
+                guard let fileOffset = image.fileOffset(ofCode: address..<address + size),
+                      let body = image.bytes(atFileOffset: fileOffset, count: size)
+                else {
+                    let code = "0x\(String(address, radix: 16))-0x\(String(address + size, radix: 16))"
+                    rejectedFunctions[name] =
+                        "\(name): its code (\(code)) is not in an executable segment of the file; no probe is placed on it"
+                    continue
+                }
+                functionFacts[name] = FunctionFacts(
+                    name: name, address: address, size: size, fileOffset: fileOffset,
+                    parameters: dwarfFacts?.parameters[name],
+                    results: dwarfFacts?.results[name],
+                    instructions: decoder.decode(body, address: address, fileOffset: fileOffset))
+            }
         }
         return BinaryFacts(
             path: path,
@@ -41,7 +63,9 @@ public enum BinaryAnalyzer {
             hasDWARF: dwarfFacts != nil,
             functions: functionFacts,
             dataSymbols: dataSymbols.reduce(into: [:]) { addresses, name in addresses[name] = symbols[name]?.address },
-            types: dwarfFacts?.types ?? [:])
+            types: dwarfFacts?.types ?? [:],
+            rejectedFunctions: rejectedFunctions,
+            unreadableDWARF: unreadableDWARF)
     }
 
     /// Symbols bounding Go's type descriptors, which Go's DWARF locates types relative to.

@@ -5,10 +5,16 @@ public struct BinaryFacts: Sendable, Equatable {
     public var isPositionIndependent: Bool
     /// Nil when the binary carries no Go build info (not a Go program).
     public var goBuild: GoBuildInfo?
-    /// Whether the binary still has DWARF debug info (`-ldflags=-s -w` removes it).
+    /// Whether the binary has DWARF debug info that could be read (`-ldflags=-s -w` removes it).
     public var hasDWARF: Bool
+    /// Why the binary's DWARF could not be read although it has some (a damaged compressed
+    /// section, say); `hasDWARF` is then false, and planning falls back as for a stripped binary.
+    public var unreadableDWARF: String?
     /// The functions asked for that exist in the symbol table, by symbol name.
     public var functions: [String: FunctionFacts]
+    /// Functions asked for that the binary has but that no probe may go on, by name, each with
+    /// the reason: its sources (`.symtab`, `.gopclntab`, DWARF) disagree on where it starts or ends.
+    public var rejectedFunctions: [String: String]
     /// Addresses of the data symbols asked for (e.g. Go itabs), by symbol name.
     public var dataSymbols: [String: UInt64]
     /// Every named type in DWARF, by its DWARF name (Go: `net/http.Request`, `*net/http.Request`).
@@ -16,13 +22,16 @@ public struct BinaryFacts: Sendable, Equatable {
 
     public init(
         path: String, isPositionIndependent: Bool, goBuild: GoBuildInfo?, hasDWARF: Bool,
-        functions: [String: FunctionFacts], dataSymbols: [String: UInt64], types: [String: TypeFacts]
+        functions: [String: FunctionFacts], dataSymbols: [String: UInt64], types: [String: TypeFacts],
+        rejectedFunctions: [String: String] = [:], unreadableDWARF: String? = nil
     ) {
         self.path = path
         self.isPositionIndependent = isPositionIndependent
         self.goBuild = goBuild
         self.hasDWARF = hasDWARF
+        self.unreadableDWARF = unreadableDWARF
         self.functions = functions
+        self.rejectedFunctions = rejectedFunctions
         self.dataSymbols = dataSymbols
         self.types = types
     }

@@ -15,6 +15,13 @@ final class DWARFReader {
         var parameters: [String: [Parameter]] = [:]
         /// Go results by function name (registers left nil: the register ABI places them).
         var results: [String: [Parameter]] = [:]
+        /// Where each function found in DWARF starts (`DW_AT_low_pc`) and ends (`DW_AT_high_pc`, when given).
+        var bounds: [String: (start: UInt64, end: UInt64?)] = [:]
+    }
+
+    /// DWARF that the file has but libelf or libdw cannot read; `reason` quotes their error.
+    struct Unreadable: Error {
+        var reason: String
     }
 
     /// The layout a type name stands for, once typedefs are seen through.
@@ -40,16 +47,66 @@ final class DWARFReader {
     private static let pointerSize = 8
     /// Bounds typedef chains, which malformed DWARF could make circular.
     private static let maximumAliasDepth = 32
+    /// Sizes and member offsets believed from DWARF: planning adds them up along field paths, so
+    /// damaged DWARF must not hand it numbers near the top of `Int`.
+    private static let plausibleSizes: ClosedRange<Int64> = 0...Int64(UInt32.max)
 
     /// Kept so libelf's handle outlives libdw's use of it.
     private let image: ELFImage
     private let dwarf: OpaquePointer
+    /// The first libdw failure met while walking entries, which `read` throws.
+    private var walkError: String?
+
+    /// zlib's largest inflation ratio (RFC 1950/1951: 258 bytes from a 2-bit code, with block
+    /// overhead), which bounds what a compressed section may claim to hold.
+    private static let maximumInflation: UInt64 = 1032
+    /// `Elf64_Chdr`: ch_type, ch_reserved, then ch_size.
+    private static let compressedSizeOffset: UInt64 = 8
 
     /// Nil when the binary has no DWARF (stripped, or built with `-ldflags=-w`).
-    init?(image: ELFImage) {
-        guard let dwarf = dwarf_begin_elf(image.elf, DWARF_C_READ, nil) else { return nil }
+    ///
+    /// - Throws: ``Unreadable`` when it has a `.debug_info` that cannot be read.
+    init?(image: ELFImage) throws {
+        let debugSections = image.sections.filter { $0.name.hasPrefix(".debug_") || $0.name.hasPrefix(".zdebug_") }
+        let hasEntries = debugSections.contains { $0.name == ".debug_info" || $0.name == ".zdebug_info" }
+        guard hasEntries else { return nil }
+        try Self.inflate(debugSections, of: image)
+        guard let dwarf = dwarf_begin_elf(image.elf, DWARF_C_READ, nil) else {
+            throw Unreadable(reason: "libdw cannot read it: \(Self.libdwError())")
+        }
         self.image = image
         self.dwarf = dwarf
+    }
+
+    /// Inflates the compressed debug sections in place (SHF_COMPRESSED `.debug_*`, or GNU's
+    /// `.zdebug_*`). libdw would do it on first use, but reads a section that fails to inflate as
+    /// empty and says nothing (elfutils 0.188): one flipped byte would then look like DWARF
+    /// without the functions asked for.
+    private static func inflate(_ sections: [ELFImage.Section], of image: ELFImage) throws {
+        for section in sections {
+            let isGNUStyle = section.name.hasPrefix(".zdebug_")
+            guard isGNUStyle || section.flags & UInt64(SHF_COMPRESSED) != 0 else { continue }
+            // Both headers give the inflated size before any data: GNU's big-endian after "ZLIB".
+            let header = image.bytes(atFileOffset: section.fileOffset, count: min(section.size, 16))
+            let claimedSize = header.flatMap { header -> UInt64? in
+                guard header.count == 16 else { return nil }
+                return isGNUStyle
+                    ? header[4..<12].reduce(0) { $0 << 8 | UInt64($1) }
+                    : header[Int(compressedSizeOffset)..<16].reversed().reduce(0) { $0 << 8 | UInt64($1) }
+            }
+            guard let claimedSize, claimedSize / maximumInflation <= section.size else {
+                throw Unreadable(
+                    reason: "\(section.name) claims more inflated bytes than its \(section.size) compressed bytes can hold")
+            }
+            let status = isGNUStyle ? elf_compress_gnu(section.handle, 0, 0) : elf_compress(section.handle, 0, 0)
+            guard status >= 0 else {
+                throw Unreadable(reason: "decompressing \(section.name) failed (libelf: \(ELFImage.libelfError()))")
+            }
+        }
+    }
+
+    private static func libdwError() -> String {
+        dwarf_errmsg(-1).map { String(cString: $0) } ?? "unknown libdw error"
     }
 
     deinit {
@@ -59,32 +116,54 @@ final class DWARFReader {
     /// One pass over the top-level entries of every unit: every named type, and the parameters of
     /// `functions`, whose subprogram entries are found by entry address or, failing that, by name.
     /// `goRuntimeTypes` spans Go's type descriptors (`runtime.types` to `runtime.etypes`), when known.
-    func read(functions: [ELFSymbol], goRuntimeTypes: Range<UInt64>?) -> Facts {
+    ///
+    /// - Throws: ``Unreadable`` when libdw fails part way through the entries, whose facts would
+    ///   then be incomplete in ways nobody could tell.
+    func read(functions: [ELFSymbol], goRuntimeTypes: Range<UInt64>?) throws -> Facts {
         let functionsByAddress = Dictionary(functions.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         let functionsByName = Dictionary(functions.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var facts = Facts()
+        // An entry at the function's address wins over one that only has its name.
+        var foundByAddress = Set<String>()
         var unit: OpaquePointer?
         var nextUnit: OpaquePointer?
         var unitEntry = Dwarf_Die()
-        while dwarf_get_units(dwarf, unit, &nextUnit, nil, nil, &unitEntry, nil) == 0 {
+        var status: Int32 = 0
+        while true {
+            status = dwarf_get_units(dwarf, unit, &nextUnit, nil, nil, &unitEntry, nil)
+            guard status == 0 else { break }
             unit = nextUnit
             forEachChild(of: &unitEntry) { entry in
                 let tag = dwarf_tag(&entry)
                 if tag == Int32(DW_TAG_subprogram) {
                     var entryAddress: Dwarf_Addr = 0
-                    guard dwarf_lowpc(&entry, &entryAddress) == 0,
-                          let function = functionsByAddress[entryAddress] ?? name(of: &entry).flatMap({ functionsByName[$0] }),
-                          facts.parameters[function.name] == nil
+                    guard dwarf_lowpc(&entry, &entryAddress) == 0 else { return }
+                    let byAddress = functionsByAddress[entryAddress]
+                    guard let function = byAddress ?? name(of: &entry).flatMap({ functionsByName[$0] }),
+                          !foundByAddress.contains(function.name),
+                          byAddress != nil || facts.parameters[function.name] == nil
                     else { return }
+                    if byAddress != nil { foundByAddress.insert(function.name) }
                     let formals = formalParameters(of: &entry, entryAddress: entryAddress)
                     facts.parameters[function.name] = formals.parameters
                     facts.results[function.name] = formals.results
+                    var endAddress: Dwarf_Addr = 0
+                    let hasEnd = dwarf_highpc(&entry, &endAddress) == 0
+                    facts.bounds[function.name] = (entryAddress, hasEnd ? endAddress : nil)
                 } else if Self.typeTags.contains(tag), !isDeclaration(&entry), let name = name(of: &entry), facts.types[name] == nil,
                           let type = typeFacts(of: &entry, tag: tag, name: name, goRuntimeTypes: goRuntimeTypes) {
                     facts.types[name] = type
                 }
             }
         }
+        // 1 is the end of the units; -1 a unit header libdw could not read.
+        if status < 0 {
+            // libdw sets no error when the section it reads is empty.
+            let code = dwarf_errno()
+            throw Unreadable(reason: "libdw cannot read the compilation units of .debug_info"
+                + (code == 0 ? "" : " (\(dwarf_errmsg(code).map { String(cString: $0) } ?? "error \(code)"))"))
+        }
+        if let walkError { throw Unreadable(reason: walkError) }
         return facts
     }
 
@@ -104,7 +183,9 @@ final class DWARFReader {
                 pendingRegister = register
             case Int(DW_OP_piece):
                 guard let register = pendingRegister else { return nil }
-                guard let size = Int(exactly: operation.operand) else { return nil }
+                // A piece of a general purpose register holds at most its 8 bytes.
+                guard (1...UInt64(pointerSize)).contains(operation.operand) else { return nil }
+                let size = Int(operation.operand)
                 pieces.append(RegisterPiece(register: register, size: size))
                 pendingRegister = nil
             default:
@@ -121,7 +202,11 @@ final class DWARFReader {
     /// for a 16-byte value (golang/go#61700). When the pieces add up to more than the value,
     /// consecutive pieces naming the same register are one word.
     static func repairingGo119Pieces(_ pieces: [RegisterPiece], valueSize: Int) -> [RegisterPiece] {
-        guard pieces.reduce(0, { $0 + $1.size }) > valueSize else { return pieces }
+        // Piece sizes are the file's: a sum that overflows is certainly more than the value.
+        let total = pieces.reduce(Optional(0)) { sum, piece in
+            sum.flatMap { let (next, overflow) = $0.addingReportingOverflow(piece.size); return overflow ? nil : next }
+        }
+        guard total.map({ $0 > valueSize }) ?? true else { return pieces }
         var words: [RegisterPiece] = []
         for piece in pieces where words.last?.register != piece.register {
             words.append(RegisterPiece(register: piece.register, size: pointerSize))
@@ -175,7 +260,8 @@ final class DWARFReader {
         var pointee = Dwarf_Die()
         return Layout(
             tag: tag,
-            byteSize: size >= 0 ? Int(size) : (tag == Int32(DW_TAG_pointer_type) ? Self.pointerSize : nil),
+            byteSize: Self.plausibleSizes.contains(Int64(size))
+                ? Int(size) : (tag == Int32(DW_TAG_pointer_type) ? Self.pointerSize : nil),
             pointee: referencedType(of: &entry, into: &pointee) ? name(of: &pointee) : nil,
             members: Self.aggregateTags.contains(tag) ? members(of: &entry) : [])
     }
@@ -195,7 +281,10 @@ final class DWARFReader {
         var attribute = Dwarf_Attribute()
         guard dwarf_attr(&member, UInt32(DW_AT_data_member_location), &attribute) != nil else { return 0 }
         var offset: Dwarf_Word = 0
-        return dwarf_formudata(&attribute, &offset) == 0 ? Int(exactly: offset) : nil
+        guard dwarf_formudata(&attribute, &offset) == 0, Self.plausibleSizes.contains(Int64(clamping: offset)) else {
+            return nil
+        }
+        return Int(offset)
     }
 
     private func goKind(of entry: inout Dwarf_Die) -> UInt64? {
@@ -284,15 +373,31 @@ final class DWARFReader {
         Set(tags.map { Int32($0) })
     }
 
+    /// Calls `body` with each child of `parent`. Where libdw fails (-1, against 1 for "none"), the
+    /// walk stops and ``walkError`` keeps the first failure for `read` to throw.
     private func forEachChild(of parent: inout Dwarf_Die, _ body: (inout Dwarf_Die) -> Void) {
         var child = Dwarf_Die()
-        guard dwarf_child(&parent, &child) == 0 else { return }
+        let first = dwarf_child(&parent, &child)
+        guard first == 0 else {
+            if first < 0 { noteWalkError(at: &parent) }
+            return
+        }
         while true {
             body(&child)
             var sibling = Dwarf_Die()
-            guard dwarf_siblingof(&child, &sibling) == 0 else { return }
+            let next = dwarf_siblingof(&child, &sibling)
+            guard next == 0 else {
+                if next < 0 { noteWalkError(at: &child) }
+                return
+            }
             child = sibling
         }
+    }
+
+    private func noteWalkError(at entry: inout Dwarf_Die) {
+        guard walkError == nil else { return }
+        let offset = String(dwarf_dieoffset(&entry), radix: 16)
+        walkError = "libdw cannot read the entries after .debug_info offset 0x\(offset) (\(Self.libdwError()))"
     }
 
     /// The entry's name, following `DW_AT_abstract_origin` (Go's out-of-line copies of inlined functions).

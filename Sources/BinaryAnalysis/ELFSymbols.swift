@@ -14,12 +14,11 @@ extension ELFImage {
     func definedSymbols(named names: Set<String>) -> [String: ELFSymbol] {
         guard !names.isEmpty,
               let table = section(ofType: SHT_SYMTAB) ?? section(ofType: SHT_DYNSYM),
-              table.entrySize > 0,
-              let data = elf_getdata(table.handle, nil)
+              case let (data, count)? = symbolData(of: table)
         else { return [:] }
 
         var found: [String: ELFSymbol] = [:]
-        for index in 0..<Int32(table.size / table.entrySize) {
+        for index in 0..<count {
             var symbol = GElf_Sym()
             guard gelf_getsym(data, index, &symbol) != nil,
                   symbol.st_shndx != UInt16(SHN_UNDEF),
@@ -37,13 +36,24 @@ extension ELFImage {
     fileprivate func section(ofType type: Int32) -> Section? {
         sections.first { $0.type == UInt32(type) }
     }
+
+    /// The table's data and its number of entries; nil unless its entries are `Elf64_Sym`s. The
+    /// size is the file's, already checked to lie inside it, and gelf_getsym checks each index.
+    fileprivate func symbolData(of table: Section) -> (data: UnsafeMutablePointer<Elf_Data>, count: Int32)? {
+        guard table.entrySize == UInt64(MemoryLayout<Elf64_Sym>.size),
+              let data = elf_getdata(table.handle, nil)
+        else { return nil }
+        return (data, Int32(clamping: table.size / table.entrySize))
+    }
 }
 
 extension ELFImage {
     /// The function symbol that starts exactly at `address`.
     func functionSymbol(at address: UInt64) -> ELFSymbol? {
-        guard let table = section(ofType: SHT_SYMTAB), table.entrySize > 0, let data = elf_getdata(table.handle, nil) else { return nil }
-        for index in 0..<Int32(table.size / table.entrySize) {
+        guard let table = section(ofType: SHT_SYMTAB), case let (data, count)? = symbolData(of: table) else {
+            return nil
+        }
+        for index in 0..<count {
             var symbol = GElf_Sym()
             guard gelf_getsym(data, index, &symbol) != nil, symbol.st_value == address, Int32(symbol.st_info & 0xf) == STT_FUNC,
                   let cName = elf_strptr(elf, Int(table.link), Int(symbol.st_name))

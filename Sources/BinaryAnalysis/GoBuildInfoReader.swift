@@ -1,6 +1,10 @@
 /// Reads the build info the Go linker embeds (what `go version -m` prints), Go ≥ 1.18 layout.
 enum GoBuildInfoReader {
-    enum Failure: Error { case preGo118Layout }
+    enum Failure: Error {
+        case preGo118Layout
+        /// What is wrong with a build info header that is there.
+        case damaged(String)
+    }
 
     /// `\xff Go buildinf:`, at the start of `.go.buildinfo`.
     static let magic: [UInt8] = [0xff] + Array(" Go buildinf:".utf8)
@@ -11,11 +15,24 @@ enum GoBuildInfoReader {
     private static let inlineStringsFlag: UInt8 = 0x2
 
     /// The build info of `image`, nil when it is not a Go binary.
+    ///
+    /// - Throws: `BinaryAnalysisError.corruptGoBuildInfo` when the file has a `.go.buildinfo`
+    ///   section that cannot be read: only the Go linker writes one, so this is a damaged Go program,
+    ///   not some other kind of program.
     static func read(from image: ELFImage) throws -> GoBuildInfo? {
         do {
             if let section = image.section(named: ".go.buildinfo"),
                let bytes = image.bytes(atFileOffset: section.fileOffset, count: section.size) {
-                return try parse(bytes)
+                guard bytes.count >= headerSize else {
+                    throw Failure.damaged("it is \(bytes.count) bytes long, too short for its \(headerSize)-byte header")
+                }
+                guard bytes.starts(with: magic) else {
+                    throw Failure.damaged(#"no "\xff Go buildinf:" header at its start"#)
+                }
+                guard let info = try parse(bytes) else {
+                    throw Failure.damaged("its Go version is missing or runs past its end")
+                }
+                return info
             }
             // Without section headers, look where the linker puts it: the writable data segment.
             for segment in image.loadSegments where segment.isWritable && !segment.isExecutable {
@@ -27,6 +44,8 @@ enum GoBuildInfoReader {
             return nil
         } catch Failure.preGo118Layout {
             throw BinaryAnalysisError.unsupportedGoBuildInfo(path: image.path)
+        } catch Failure.damaged(let reason) {
+            throw BinaryAnalysisError.corruptGoBuildInfo(path: image.path, reason: reason)
         }
     }
 

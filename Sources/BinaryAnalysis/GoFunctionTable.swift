@@ -8,8 +8,14 @@ extension ELFImage {
     /// function's last instruction. Empty for pclntab layouts before Go 1.18, for files that are not Go
     /// programs, and for tables too damaged to read; a table damaged part way yields what precedes the damage.
     func goFunctions(named names: Set<String>) -> [String: ELFSymbol] {
-        guard !names.isEmpty, let table = goFunctionTable() else { return [:] }
-        return table.functions(named: names)
+        guard !names.isEmpty else { return [:] }
+        return lookUpGoFunctions(named: names) ?? [:]
+    }
+
+    /// As ``goFunctions(named:)``, but nil when the file has no Go function table that can be read at
+    /// all, which in a Go program means the table is damaged.
+    func lookUpGoFunctions(named names: Set<String>) -> [String: ELFSymbol]? {
+        goFunctionTable()?.functions(named: names)
     }
 
     /// Go's linker puts the table in a section of its own, `.gopclntab`, or `.data.rel.ro.gopclntab` in
@@ -77,6 +83,7 @@ private struct GoFunctionTable {
     /// Where the header's third word, the text start, lies in it.
     static let textStartOffset: UInt64 = 8 + 2 * UInt64(pointerSize)
     private static let functionTableEntrySize = 8
+    private static let plausibilityEntries = 256
 
     private let bytes: UnsafeRawBufferPointer
     private let textStart: UInt64
@@ -147,11 +154,13 @@ private struct GoFunctionTable {
     }
 
     /// Whether the table reads as one, which bytes that merely start like a header seldom do: it has
-    /// functions, their entries do not decrease, and the first one's record and name are in place.
+    /// functions, their first entries do not decrease, and the first one's record and name are in place.
+    /// Only the first ``plausibilityEntries`` entries are compared, so that a section full of bytes that
+    /// start like headers costs time in proportion to its size, not to its square.
     var isPlausible: Bool {
         guard functionCount > 0 else { return false }
         var previous: UInt32 = 0
-        for index in 0...functionCount {
+        for index in 0...min(functionCount, Self.plausibilityEntries) {
             guard let entry = bytes.littleEndianUInt32(at: functionTableOffset + index * Self.functionTableEntrySize),
                   entry >= previous
             else { return false }

@@ -1,6 +1,7 @@
 import CLibBPF
 import Foundation
 import Planning
+import SondeABI
 
 /// Loads the generic BPF program once, writes each probe's configuration, attaches the
 /// probe sites as uprobes with cookies, and reads finished spans from the ring buffer.
@@ -22,14 +23,46 @@ public final class BPFEngine {
 
     /// Losses and anomalies counted on the BPF side.
     public struct Counters: Sendable, Equatable {
-        public var spansLostRingFull: UInt64
-        public var returnsWithoutEntry: UInt64
-        public var entriesNotRecorded: UInt64
-        public var hitsWithoutConfig: UInt64
+        public var spansLostRingFull: UInt64 = 0
+        public var returnsWithoutEntry: UInt64 = 0
+        /// Calls not traced because the map of calls in flight was full.
+        public var entriesNotRecorded: UInt64 = 0
+        public var hitsWithoutConfig: UInt64 = 0
         /// Spans kept open under an object (a stream) that a later span for the same object replaced.
-        public var objectSpansReplaced: UInt64
+        public var objectSpansReplaced: UInt64 = 0
         /// Spans that could not stay open under their object: the map of open streams was full.
-        public var objectSpansFull: UInt64
+        public var objectSpansFull: UInt64 = 0
+        /// Calls whose goroutine or thread unwound past them without returning (panic, Goexit).
+        public var callsUnwound: UInt64 = 0
+        /// Calls replaced by a nested call of the same probe on the same goroutine or thread.
+        public var callsNested: UInt64 = 0
+        /// Trace contexts (parent links, goroutine hand-offs) not kept: their map was full.
+        public var contextsNotKept: UInt64 = 0
+
+        public init() {}
+
+        /// Spans these counters say were lost: started but never emitted.
+        public var spansLost: UInt64 {
+            spansLostRingFull + entriesNotRecorded + objectSpansReplaced + objectSpansFull + callsUnwound + callsNested
+        }
+    }
+
+    /// What ``reclaim(olderThan:isProcessAlive:)`` removed, each a span that can no longer end.
+    public struct Reclaimed: Sendable, Equatable {
+        /// Calls and open streams of processes that exited.
+        public var ofExitedProcesses = 0
+        /// Calls and open streams older than the maximum age.
+        public var pastMaximumAge = 0
+        public init() {}
+        public var total: Int { ofExitedProcesses + pastMaximumAge }
+    }
+
+    /// How many entries each state map holds, set before the program loads.
+    public struct Capacities: Sendable, Equatable {
+        public var calls = Int(SONDE_MAX_CALLS)
+        public var objectSpans = Int(SONDE_MAX_OBJECT_SPANS)
+        public var contexts = Int(SONDE_MAX_CONTEXTS)
+        public init() {}
     }
 
     private let object: OpaquePointer
@@ -38,7 +71,7 @@ public final class BPFEngine {
     private var ringBuffer: OpaquePointer?
     private var sink: EventSink?
 
-    public init() throws {
+    public init(capacities: Capacities = Capacities()) throws {
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -49,14 +82,22 @@ public final class BPFEngine {
             return bpf_object__open_mem(raw.baseAddress, raw.count, &options)
         }
         guard let opened else { throw EngineError.bpfLoadFailed(step: "open", errno: errno) }
+        for (map, entries) in [(SONDE_MAP_CALLS, capacities.calls), (SONDE_MAP_OBJECT_SPANS, capacities.objectSpans),
+                               (SONDE_MAP_ACTIVE_CONTEXTS, capacities.contexts)] {
+            let result = bpf_object__find_map_by_name(opened, map).map { bpf_map__set_max_entries($0, UInt32(entries)) } ?? -ENOENT
+            guard result == 0 else {
+                bpf_object__close(opened)
+                throw EngineError.bpfLoadFailed(step: "sizing map \(map) to \(entries) entries", errno: -result)
+            }
+        }
         let loadResult = bpf_object__load(opened)
         guard loadResult == 0 else {
             bpf_object__close(opened)
             throw EngineError.bpfLoadFailed(step: "load (verifier)", errno: -loadResult)
         }
-        guard let found = bpf_object__find_program_by_name(opened, "sonde_probe") else {
+        guard let found = bpf_object__find_program_by_name(opened, SONDE_PROGRAM_NAME) else {
             bpf_object__close(opened)
-            throw EngineError.bpfLoadFailed(step: "find program sonde_probe", errno: ENOENT)
+            throw EngineError.bpfLoadFailed(step: "find program \(SONDE_PROGRAM_NAME)", errno: ENOENT)
         }
         object = opened
         program = found
@@ -66,7 +107,8 @@ public final class BPFEngine {
     /// The Swift encoders and the C structs must agree byte for byte; the BTF-described map
     /// value sizes catch a header changed on one side only.
     private func checkLayout() throws {
-        for (map, expected) in [("probe_configs", RecordLayout.configSize), ("calls", RecordLayout.recordSize), ("object_spans", RecordLayout.recordSize)] {
+        for (map, expected) in [(SONDE_MAP_PROBE_CONFIGS, RecordLayout.configSize), (SONDE_MAP_CALLS, RecordLayout.recordSize),
+                                (SONDE_MAP_OBJECT_SPANS, RecordLayout.recordSize)] {
             let size = bpf_object__find_map_by_name(object, map).map { Int(bpf_map__value_size($0)) }
             guard size == expected else {
                 throw EngineError.layoutMismatch(map: map, bpfSize: size ?? 0, swiftSize: expected)
@@ -82,7 +124,7 @@ public final class BPFEngine {
     /// Writes the plan's probe configurations and attaches every site. A site that fails is
     /// reported and the others still attach; nothing attached at all is an error.
     public func attach(plan: AttachPlan, target: Target) throws -> AttachReport {
-        let configs = bpf_object__find_map_fd_by_name(object, "probe_configs")
+        let configs = bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROBE_CONFIGS)
         var attached = 0
         var failures: [String] = []
         for (index, probe) in plan.probes.enumerated() {
@@ -93,17 +135,23 @@ public final class BPFEngine {
             case .some(let enrichment): enrichment.endsSpanKeyedBy != nil ? .endObjectSpan : .enrich
             case nil: handoff ? .startHandoff : .startSpan
             }
-            try writeConfig(
-                fd: configs, index: entryCookie,
-                RecordLayout.encodeConfig(
-                    role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                    siteAddress: probe.entry.address, objectRegister: entryRole == .endObjectSpan ? probe.objectKey : nil,
-                    program: probe.entryProgram, captureSlots: probe.captureSlots))
-            try writeConfig(
-                fd: configs, index: returnCookie,
-                RecordLayout.encodeConfig(
-                    role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                    siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
+            // One probe that cannot be configured is reported and skipped; the others still attach.
+            do {
+                try writeConfig(
+                    fd: configs, index: entryCookie,
+                    RecordLayout.encodeConfig(
+                        role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
+                        siteAddress: probe.entry.address, objectRegister: entryRole == .endObjectSpan ? probe.objectKey : nil,
+                        program: probe.entryProgram, captureSlots: probe.captureSlots))
+                try writeConfig(
+                    fd: configs, index: returnCookie,
+                    RecordLayout.encodeConfig(
+                        role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
+                        siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
+            } catch {
+                failures.append("\(probe.qualifiedID): \(error)")
+                continue
+            }
             for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
                 if let failure = attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
                     failures.append("\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(failure)")
@@ -120,7 +168,7 @@ public final class BPFEngine {
     public func onSpan(_ handler: @escaping (SpanEvent) -> Void) throws {
         if let ringBuffer { ring_buffer__free(ringBuffer) }
         let sink = EventSink(handler: handler)
-        let fd = bpf_object__find_map_fd_by_name(object, "spans")
+        let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_SPANS)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         guard let buffer = ring_buffer__new(fd, { context, data, size in
             guard let context, let data else { return 0 }
@@ -146,43 +194,135 @@ public final class BPFEngine {
     }
 
     public func counters() -> Counters {
-        let fd = bpf_object__find_map_fd_by_name(object, "counters")
+        let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_COUNTERS)
         let cpus = Int(max(libbpf_num_possible_cpus(), 1))
-        func total(_ index: UInt32) -> UInt64 {
-            var key = index
+        func total(_ counter: sonde_counter) -> UInt64 {
+            var key = counter.rawValue
             var values = [UInt64](repeating: 0, count: cpus)
             guard bpf_map_lookup_elem(fd, &key, &values) == 0 else { return 0 }
             return values.reduce(0, &+)
         }
-        return Counters(
-            spansLostRingFull: total(0), returnsWithoutEntry: total(1), entriesNotRecorded: total(2), hitsWithoutConfig: total(3),
-            objectSpansReplaced: total(4), objectSpansFull: total(5))
+        var counters = Counters()
+        counters.spansLostRingFull = total(SONDE_COUNTER_RING_FULL)
+        counters.returnsWithoutEntry = total(SONDE_COUNTER_ORPHAN_RETURN)
+        counters.entriesNotRecorded = total(SONDE_COUNTER_STATE_FULL)
+        counters.hitsWithoutConfig = total(SONDE_COUNTER_MISSING_CONFIG)
+        counters.objectSpansReplaced = total(SONDE_COUNTER_OBJECT_SPAN_REPLACED)
+        counters.objectSpansFull = total(SONDE_COUNTER_OBJECT_SPANS_FULL)
+        counters.callsUnwound = total(SONDE_COUNTER_CALL_UNWOUND)
+        counters.callsNested = total(SONDE_COUNTER_CALL_NESTED)
+        counters.contextsNotKept = total(SONDE_COUNTER_CONTEXTS_FULL)
+        return counters
     }
 
     /// Calls whose span has not ended: functions still running, and streams still open.
     public func openCalls() -> Int {
-        entries(inMap: "calls") + entries(inMap: "object_spans")
+        keys(inMap: SONDE_MAP_CALLS).count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
     }
 
-    private func entries(inMap name: String) -> Int {
-        let fd = bpf_object__find_map_fd_by_name(object, name)
-        var current = [UInt8](repeating: 0, count: RecordLayout.callKeySize)
-        var next = current
-        var count = 0
-        while true {
-            let status = current.withUnsafeBytes { currentKey in
-                next.withUnsafeMutableBytes { nextKey in
-                    bpf_map_get_next_key(fd, count == 0 ? nil : currentKey.baseAddress, nextKey.baseAddress)
+    /// Entries in the map of trace contexts (goroutines and threads with a span active).
+    public func activeContexts() -> Int {
+        keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS).count
+    }
+
+    /// Removes the calls and open streams that can no longer end: those of processes that exited
+    /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
+    /// again); and the trace contexts of exited processes or whose span has ended. Each removed
+    /// call or stream is a span lost, which the result counts.
+    /// - Parameters:
+    ///   - maximumAge: Nanoseconds of CLOCK_MONOTONIC after which an open call or stream is given up.
+    ///   - isProcessAlive: Whether a traced process (tgid) still runs.
+    public func reclaim(olderThan maximumAge: UInt64, isProcessAlive: (UInt32) -> Bool) -> Reclaimed {
+        var reclaimed = Reclaimed()
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let nowNanos = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        var openCalls = Set<CallKey>()
+        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS] {
+            let fd = bpf_object__find_map_fd_by_name(object, map)
+            for key in keys(inMap: map, as: sonde_call_key.self) {
+                var record = sonde_span_record()
+                guard lookup(fd, key, into: &record) else { continue }
+                let exited = !isProcessAlive(record.tgid)
+                let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
+                if (exited || tooOld) && delete(fd, key) {
+                    if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
+                } else if map == SONDE_MAP_CALLS {
+                    openCalls.insert(CallKey(key))
                 }
             }
-            guard status == 0 else { return count }
-            count += 1
-            swap(&current, &next)
         }
+        let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
+        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) {
+            var context = sonde_trace_context()
+            guard lookup(contexts, key, into: &context) else { continue }
+            let call = sonde_call_key(key: context.owner, tgid: key.tgid, span_slot: context.span_slot)
+            if !isProcessAlive(key.tgid) || !openCalls.contains(CallKey(call)) {
+                _ = delete(contexts, key)
+            }
+        }
+        return reclaimed
+    }
+
+    /// A `struct sonde_call_key` that can go in a set.
+    private struct CallKey: Hashable {
+        var key: UInt64
+        var tgid: UInt32
+        var spanSlot: UInt32
+        init(_ key: sonde_call_key) {
+            self.key = key.key
+            tgid = key.tgid
+            spanSlot = key.span_slot
+        }
+    }
+
+    /// The descriptor of one of the object's maps (names in bpf/sonde_abi.h).
+    func mapDescriptor(named name: String) -> Int32 {
+        bpf_object__find_map_fd_by_name(object, name)
+    }
+
+    private func lookup<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {
+        withUnsafeBytes(of: key) { keyBytes in
+            withUnsafeMutableBytes(of: &value) { bpf_map_lookup_elem(fd, keyBytes.baseAddress, $0.baseAddress) == 0 }
+        }
+    }
+
+    private func delete<Key: BitwiseCopyable>(_ fd: Int32, _ key: Key) -> Bool {
+        withUnsafeBytes(of: key) { bpf_map_delete_elem(fd, $0.baseAddress) == 0 }
+    }
+
+    private func keys(inMap name: String) -> [sonde_call_key] {
+        keys(inMap: name, as: sonde_call_key.self)
+    }
+
+    /// Every key of a map. A walk that meets concurrent deletes may restart (the kernel's
+    /// get-next-key of a missing key returns the first), so it stops at the map's capacity.
+    private func keys<Key: BitwiseCopyable>(inMap name: String, as: Key.Type) -> [Key] {
+        guard let map = bpf_object__find_map_by_name(object, name) else { return [] }
+        let fd = bpf_map__fd(map)
+        let capacity = Int(bpf_map__max_entries(map))
+        var keys: [Key] = []
+        var previous: Key?
+        while keys.count < capacity {
+            let next = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<Key>.size, alignment: MemoryLayout<Key>.alignment)
+            defer { next.deallocate() }
+            let status = if let previous {
+                withUnsafeBytes(of: previous) { bpf_map_get_next_key(fd, $0.baseAddress, next) }
+            } else {
+                bpf_map_get_next_key(fd, nil, next)
+            }
+            guard status == 0 else { break }
+            let key = next.load(as: Key.self)
+            keys.append(key)
+            previous = key
+        }
+        return keys
     }
 
     /// Removes every uprobe; the traced programs keep running untouched.
     public func detach() {
+        // Each close waits in the kernel (about 90 ms per uprobe on 6.18, serialised: closing
+        // from many threads at once was measured no faster).
         links.forEach { bpf_link__destroy($0) }
         links.removeAll()
         if let ringBuffer {

@@ -1,94 +1,95 @@
 import BinaryAnalysis
 import Planning
+import SondeABI
 
-/// Byte layouts shared with bpf/sonde_abi.h: the probe configuration written to the
-/// `probe_configs` map and the span record read from the ring buffer.
+/// Encodes probe configurations for the `probe_configs` map and decodes span records from the
+/// ring buffer, through the C structs of bpf/sonde_abi.h: sizes, offsets and op codes come from
+/// the header, never restated here.
 enum RecordLayout {
-    static let maxOps = 32
-    static let dataSize = 512
-    static let maxString = 255
-    static let savedSlots = 4
-    static let opSize = 16
-    /// sizeof(struct call_key): the call's goroutine, thread or object, tgid and span slot.
-    static let callKeySize = 16
-    static let configSize = 40 + maxOps * opSize
-    /// `object_register` of a site that keys nothing by object.
-    static let noObjectRegister: UInt32 = 0xff
-    static let dataOffset = 96 + 8 * savedSlots
-    /// sizeof(struct sonde_span_record): the data area plus slack, rounded up to 8.
-    static let recordSize = (dataOffset + dataSize + maxString + 2 + 7) / 8 * 8
+    static let configSize = MemoryLayout<sonde_probe_config>.size
+    static let recordSize = MemoryLayout<sonde_span_record>.size
 
-    enum Role: UInt32 {
-        case startSpan = 1
-        case endSpan = 2
-        case startHandoff = 3
-        case endHandoff = 4
-        case enrich = 5
-        case endObjectSpan = 6
+    /// What a probe site does to tracing state (`enum sonde_role`).
+    enum Role {
+        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan
+
+        var rawValue: UInt32 {
+            switch self {
+            case .startSpan: SONDE_ROLE_START_SPAN.rawValue
+            case .endSpan: SONDE_ROLE_END_SPAN.rawValue
+            case .startHandoff: SONDE_ROLE_START_HANDOFF.rawValue
+            case .endHandoff: SONDE_ROLE_END_HANDOFF.rawValue
+            case .enrich: SONDE_ROLE_ENRICH.rawValue
+            case .endObjectSpan: SONDE_ROLE_END_OBJECT_SPAN.rawValue
+            }
+        }
     }
 
-    /// Encodes one probe configuration; throws when the program is longer than the BPF side runs.
+    /// Encodes one probe configuration; throws when the program is longer than the BPF side runs
+    /// (Planning refuses such probes first, so this guards the encoder alone).
     static func encodeConfig(
         role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
         program: [FetchOp], captureSlots: [CaptureSlot]
     ) throws -> [UInt8] {
-        guard program.count <= maxOps else {
-            throw EngineError.programTooLong(ops: program.count, limit: maxOps)
+        guard program.count <= Int(SONDE_MAX_OPS) else {
+            throw EngineError.programTooLong(ops: program.count, limit: Int(SONDE_MAX_OPS))
         }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(configSize)
-        append(role.rawValue, to: &bytes)
-        append(spanSlot, to: &bytes)
-        append(keyMode.rawValue, to: &bytes)
-        append(UInt32(program.count), to: &bytes)
-        append(skipFlagsMask, to: &bytes)
-        append(siteAddress, to: &bytes)
-        append(objectRegister.map { UInt32($0.rawValue) } ?? noObjectRegister, to: &bytes)
-        append(UInt32(0), to: &bytes)
+        var config = sonde_probe_config()
+        config.role = role.rawValue
+        config.span_slot = spanSlot
+        config.key_mode = keyMode.rawValue
+        config.op_count = UInt32(program.count)
+        config.skip_flags_mask = skipFlagsMask
+        config.site_address = siteAddress
+        config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
         let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
-        for op in program { bytes += encode(op, captureIndex: captureIndex) }
-        bytes += [UInt8](repeating: 0, count: configSize - bytes.count)
-        return bytes
+        withUnsafeMutableBytes(of: &config.ops) { ops in
+            let typed = ops.bindMemory(to: sonde_op.self)
+            for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: captureIndex) }
+        }
+        return withUnsafeBytes(of: config) { Array($0) }
     }
 
     /// `captureIndex` maps a data offset to the capture stored there, whose bit the op sets.
-    static func encode(_ op: FetchOp, captureIndex: [Int: Int]) -> [UInt8] {
-        let (code, register, out, length, immediate): (UInt8, UInt8, UInt16, UInt16, Int64)
-        switch op {
-        case .loadRegister(let reg): (code, register, out, length, immediate) = (1, UInt8(reg.rawValue), 0, 0, 0)
-        case .loadSaved(let slot): (code, register, out, length, immediate) = (2, UInt8(slot), 0, 0, 0)
-        case .save(let slot): (code, register, out, length, immediate) = (3, UInt8(slot), 0, 0, 0)
-        case .add(let offset): (code, register, out, length, immediate) = (4, 0, 0, 0, offset)
-        case .dereference: (code, register, out, length, immediate) = (5, 0, 0, 0, 0)
-        case .expectAddress(let address, _): (code, register, out, length, immediate) = (6, 0, 0, 0, Int64(bitPattern: address))
-        case .readGoString(let into, let maxLength): (code, register, out, length, immediate) = (7, 0, UInt16(into), UInt16(maxLength), 0)
-        case .readInteger(let size, let into): (code, register, out, length, immediate) = (8, 0, UInt16(into), UInt16(size), 0)
-        case .storeValue(let into): (code, register, out, length, immediate) = (9, 0, UInt16(into), 0, 0)
-        case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
-            (code, register, out, length, immediate) = (10, UInt8(pointer.rawValue), UInt16(into), UInt16(maxLength), Int64(lengthRegister.rawValue))
-        case .setObject: (code, register, out, length, immediate) = (11, 0, 0, 0, 0)
+    static func encode(_ op: FetchOp, captureIndex: [Int: Int]) -> sonde_op {
+        var encoded = sonde_op()
+        func set(_ code: sonde_op_code, register: UInt8 = 0, out: Int = 0, length: Int = 0, immediate: Int64 = 0) {
+            encoded.code = UInt8(code.rawValue)
+            encoded.reg = register
+            encoded.out = UInt16(out)
+            encoded.len = UInt16(length)
+            encoded.imm = immediate
         }
-        var bytes = [code, register]
-        append(out, to: &bytes)
-        append(length, to: &bytes)
-        bytes += [UInt8(captureIndex[Int(out)] ?? 0), 0]
-        append(immediate, to: &bytes)
-        return bytes
+        switch op {
+        case .loadRegister(let register): set(SONDE_OP_LOAD_REGISTER, register: UInt8(register.rawValue))
+        case .loadSaved(let slot): set(SONDE_OP_LOAD_SAVED, register: UInt8(slot))
+        case .save(let slot): set(SONDE_OP_SAVE, register: UInt8(slot))
+        case .add(let offset): set(SONDE_OP_ADD, immediate: offset)
+        case .dereference: set(SONDE_OP_DEREFERENCE)
+        case .expectAddress(let address, _): set(SONDE_OP_EXPECT_ADDRESS, immediate: Int64(bitPattern: address))
+        case .readGoString(let into, let maxLength): set(SONDE_OP_READ_GO_STRING, out: into, length: maxLength)
+        case .readInteger(let size, let into): set(SONDE_OP_READ_INTEGER, out: into, length: size)
+        case .storeValue(let into): set(SONDE_OP_STORE_VALUE, out: into)
+        case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
+            set(SONDE_OP_READ_STRING_REGISTERS, register: UInt8(pointer.rawValue), out: into, length: maxLength, immediate: Int64(lengthRegister.rawValue))
+        case .setObject: set(SONDE_OP_SET_OBJECT)
+        }
+        encoded.capture = UInt8(captureIndex[Int(encoded.out)] ?? 0)
+        return encoded
     }
+
+    /// The capture area of a record: the data array and its slack.
+    static let dataOffset = MemoryLayout<sonde_span_record>.offset(of: \.data)!
+    static let dataLength = MemoryLayout.size(ofValue: sonde_span_record().data)
 
     static func decodeRecord(_ raw: UnsafeRawBufferPointer) -> SpanEvent? {
         guard raw.count >= recordSize else { return nil }
-        func word(_ offset: Int) -> UInt64 { raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
-        func half(_ offset: Int) -> UInt32 { raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+        let record = raw.loadUnaligned(as: sonde_span_record.self)
         return SpanEvent(
-            traceIDHigh: word(0), traceIDLow: word(8), spanID: word(16), parentSpanID: word(24),
-            startMonotonicNanos: word(32), endMonotonicNanos: word(40), callKey: word(48),
-            processID: Int32(bitPattern: half(64)), spanSlot: half(68), failedReads: half(72), stoppedEarly: half(76) != 0,
-            capturedMask: half(80),
-            data: Array(raw[dataOffset..<(dataOffset + dataSize + maxString + 2)]))
-    }
-
-    private static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
+            traceIDHigh: record.trace_id_high, traceIDLow: record.trace_id_low, spanID: record.span_id, parentSpanID: record.parent_span_id,
+            startMonotonicNanos: record.start_ns, endMonotonicNanos: record.end_ns, callKey: record.key,
+            processID: Int32(bitPattern: record.tgid), spanSlot: record.span_slot, failedReads: record.failed_reads,
+            stoppedEarly: record.stopped != 0, capturedMask: record.captured,
+            data: Array(raw[dataOffset..<(dataOffset + dataLength)]))
     }
 }

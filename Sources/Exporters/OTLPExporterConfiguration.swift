@@ -10,23 +10,41 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     public var headers: [String: String]
     /// When set, replaces the `service.name` of every exported span's resource.
     public var serviceName: String?
-    /// Merged onto every exported span's resource; these win over what Sonde detected.
+    /// Merged onto every exported span's resource as strings (OTEL_RESOURCE_ATTRIBUTES has no
+    /// types); these win over what Sonde detected.
     public var resourceAttributes: [String: String]
     /// How long one export request may take before it counts as a (retryable) failure.
     public var timeout: Duration
+    /// How request bodies are encoded on the wire.
+    public var compression: Compression
+
+    /// The request body encodings OTLP/HTTP receivers must accept.
+    public enum Compression: String, Sendable, Equatable {
+        case none
+        /// `Content-Encoding: gzip`.
+        case gzip
+    }
 
     /// The OTLP/HTTP default: a collector on this machine.
     public static let defaultEndpoint = URL(string: "http://localhost:4318/v1/traces")!
 
     public init(
         endpoint: URL = defaultEndpoint, headers: [String: String] = [:], serviceName: String? = nil,
-        resourceAttributes: [String: String] = [:], timeout: Duration = .seconds(10)
+        resourceAttributes: [String: String] = [:], timeout: Duration = .seconds(10), compression: Compression = .none
     ) {
         self.endpoint = endpoint
         self.headers = headers
         self.serviceName = serviceName
         self.resourceAttributes = resourceAttributes
         self.timeout = timeout
+        self.compression = compression
+    }
+
+    /// Whether `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` has a value:
+    /// what decides between OTLP and the console when no exporter is chosen. Empty counts as unset,
+    /// as everywhere in the OpenTelemetry environment variables.
+    public static func isEndpointConfigured(in environment: [String: String]) -> Bool {
+        EnvironmentVariables(environment).first(of: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") != nil
     }
 
     /// Reads the OpenTelemetry exporter variables; empty variables count as unset.
@@ -34,12 +52,15 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     /// - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is), else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`
     /// - `OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS` on top: `key=value,…`,
     ///   values percent-decoded
-    /// - `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds
+    /// - `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`: milliseconds per request
+    /// - `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`
     /// - `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: only `http/protobuf`
     /// - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` (`key=value,…`)
+    /// - `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, `…CLIENT_KEY`, `…CLIENT_CERTIFICATE`: refused, see
+    ///   `unsupportedVariables`
     ///
     /// A malformed value throws rather than being ignored, so a typo cannot silently send
-    /// spans to the wrong place.
+    /// spans to the wrong place; so does a variable Sonde cannot honour.
     public static func fromEnvironment(
         _ environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ExporterConfigurationError) -> OTLPExporterConfiguration {
@@ -47,6 +68,9 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
         if let (variable, exportProtocol) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
            exportProtocol != "http/protobuf" {
             throw ExporterConfigurationError(variable, "'\(exportProtocol)' is not supported; Sonde exports http/protobuf only")
+        }
+        for (variable, problem) in unsupportedVariables where variables[variable] != nil {
+            throw ExporterConfigurationError(variable, problem)
         }
         var configuration = OTLPExporterConfiguration()
         if let (variable, value) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
@@ -67,6 +91,12 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
             }
             configuration.timeout = .milliseconds(milliseconds)
         }
+        if let (variable, value) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") {
+            guard let compression = Compression(rawValue: value.lowercased()) else {
+                throw ExporterConfigurationError(variable, "'\(value)' is not supported; use gzip or none")
+            }
+            configuration.compression = compression
+        }
         if let value = variables["OTEL_RESOURCE_ATTRIBUTES"] {
             configuration.resourceAttributes = try parseKeyValueList(value, variable: "OTEL_RESOURCE_ATTRIBUTES")
         }
@@ -77,8 +107,10 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     /// The resource a span is exported with. `service.name` precedence: `serviceName`
     /// (OTEL_SERVICE_NAME), then `resourceAttributes` (OTEL_RESOURCE_ATTRIBUTES), then the span's own.
     public func exportedResource(for resource: Resource) -> Resource {
-        var attributes = resource.attributes.merging(resourceAttributes) { $1 }
-        if let serviceName { attributes["service.name"] = serviceName }
+        guard serviceName != nil || !resourceAttributes.isEmpty else { return resource }
+        var attributes = resource.attributes
+        for (key, value) in resourceAttributes { attributes[key] = .string(value) }
+        if let serviceName { attributes["service.name"] = .string(serviceName) }
         return Resource(attributes: attributes)
     }
 }
@@ -96,31 +128,54 @@ public struct ExporterConfigurationError: Error, Sendable, Equatable, CustomStri
     public var description: String { "\(variable): \(problem)" }
 }
 
-/// The environment with empty values removed, as the OpenTelemetry specification asks.
-private struct EnvironmentVariables {
-    private let values: [String: String]
-
-    init(_ environment: [String: String]) {
-        values = environment
-            .mapValues { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.value.isEmpty }
+/// Variables of the OpenTelemetry exporter specification that Sonde refuses, with why.
+///
+/// FoundationNetworking's URLSession on Linux (libcurl underneath) takes neither a CA file nor a
+/// client certificate: it verifies servers against the system trust store only, and has no
+/// client-certificate support. Refusing beats exporting with a trust setting other than the one
+/// asked for.
+private let unsupportedVariables: [(variable: String, problem: String)] = {
+    let certificate = "a custom CA certificate is not supported: Sonde's HTTP client (URLSession on Linux) "
+        + "trusts only the system's CA store. Add the CA there (update-ca-certificates) and unset this variable, "
+        + "or export to a local collector over http:// that forwards with TLS"
+    let client = "client certificates (mTLS) are not supported by Sonde's HTTP client (URLSession on Linux). "
+        + "Unset this variable and export to a local collector over http:// that forwards with mTLS"
+    return ["", "TRACES_"].flatMap { signal in
+        [
+            ("OTEL_EXPORTER_OTLP_\(signal)CERTIFICATE", certificate),
+            ("OTEL_EXPORTER_OTLP_\(signal)CLIENT_KEY", client),
+            ("OTEL_EXPORTER_OTLP_\(signal)CLIENT_CERTIFICATE", client),
+        ]
     }
-
-    subscript(name: String) -> String? { values[name] }
-
-    /// The first of `names` that is set, with its value: for a signal-specific variable
-    /// overriding a general one.
-    func first(of names: String...) -> (variable: String, value: String)? {
-        names.lazy.compactMap { name in self[name].map { (name, $0) } }.first
-    }
-}
+}()
 
 private func parseHTTPURL(_ text: String, variable: String) throws(ExporterConfigurationError) -> URL {
+    if let port = portText(of: text), !isValidPort(port) {
+        throw ExporterConfigurationError(variable, "'\(text)' has port '\(port)'; a port is a number from 1 to 65535")
+    }
     guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased()),
           let host = url.host, !host.isEmpty else {
         throw ExporterConfigurationError(variable, "'\(text)' is not an http:// or https:// URL")
     }
     return url
+}
+
+/// The port as written in `scheme://[userinfo@]host:port/…`, nil when there is none. Read from
+/// the text because `URL` accepts ports above 65535 and forgets ones too long for an `Int`.
+private func portText(of url: String) -> Substring? {
+    guard let schemeEnd = url.range(of: "://") else { return nil }
+    let afterScheme = url[schemeEnd.upperBound...]
+    var authority = afterScheme.prefix { !"/?#".contains($0) }
+    if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+    let hostEnd = authority.hasPrefix("[") ? authority.firstIndex(of: "]") ?? authority.startIndex : authority.startIndex
+    guard let colon = authority[hostEnd...].lastIndex(of: ":") else { return nil }
+    let port = authority[authority.index(after: colon)...]
+    return port.isEmpty ? nil : port  // "host:" means the scheme's default port (RFC 3986 3.2.3)
+}
+
+private func isValidPort(_ text: Substring) -> Bool {
+    text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") } && text.count <= 5
+        && (1...65535).contains(Int(text) ?? 0)
 }
 
 /// Parses the W3C-baggage-like `key=value,key2=value2` lists of OTEL_RESOURCE_ATTRIBUTES and

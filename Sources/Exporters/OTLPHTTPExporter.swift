@@ -5,75 +5,87 @@ import FoundationNetworking
 import Spans
 
 /// Sends spans to an OpenTelemetry collector or any OTLP/HTTP backend as protobuf
-/// (`application/x-protobuf`), the encoding every OTLP receiver must accept.
+/// (`application/x-protobuf`), the encoding every OTLP receiver must accept, gzip-compressed
+/// when configured.
 public struct OTLPHTTPExporter: SpanExporter {
     public let configuration: OTLPExporterConfiguration
     private let session: URLSession
+    private let compressor: GzipCompressor?
 
     public init(configuration: OTLPExporterConfiguration) {
         self.configuration = configuration
-        session = URLSession(configuration: .ephemeral)
+        // URLSession on Linux ignores a request's `timeoutInterval` and rounds the session's
+        // timeouts down to whole seconds (0, i.e. none, below one), so `export` enforces
+        // `configuration.timeout` itself; this is only a backstop a second later.
+        let sessionConfiguration = URLSessionConfiguration.ephemeral
+        let backstop = (configuration.timeout.timeInterval + 1).rounded(.up)
+        sessionConfiguration.timeoutIntervalForRequest = backstop
+        sessionConfiguration.timeoutIntervalForResource = backstop
+        session = URLSession(configuration: sessionConfiguration)
+        compressor = configuration.compression == .gzip ? GzipCompressor() : nil
     }
 
-    /// POSTs one `ExportTraceServiceRequest`. Throws `SpanExportError.retryable` for connection
-    /// errors and HTTP 429/502/503/504 (the statuses OTLP says to retry), `.rejected` for any other
-    /// non-2xx status, and `.partiallyRejected` when a 2xx response reports rejected spans.
+    /// POSTs one `ExportTraceServiceRequest`, waiting at most `configuration.timeout`.
+    ///
+    /// Throws `SpanExportError.retryable` for HTTP 429/502/503/504 (the statuses OTLP says to
+    /// retry, with their `Retry-After`), a timeout and connection errors; `.rejected` for any
+    /// other non-2xx status and for TLS and URL errors, which a retry cannot fix; and
+    /// `.partiallyRejected` when a 2xx response reports rejected spans.
     public func export(_ spans: [Span]) async throws {
         guard !spans.isEmpty else { return }
-        var request = URLRequest(url: configuration.endpoint, timeoutInterval: configuration.timeout.timeInterval)
+        var request = URLRequest(url: configuration.endpoint)
         request.httpMethod = "POST"
         for (name, value) in configuration.headers {
             request.setValue(value, forHTTPHeaderField: name)
         }
         request.setValue("application/x-protobuf", forHTTPHeaderField: "Content-Type")
+        if compressor != nil {
+            request.setValue("gzip", forHTTPHeaderField: "Content-Encoding")
+        }
         request.httpBody = try requestBody(for: spans)
 
-        let responseBody: Data
-        let response: URLResponse
+        let reply: HTTPReply
         do {
-            (responseBody, response) = try await session.data(for: request)
+            reply = try await withTimeLimit(configuration.timeout) { [session, request] in
+                let (body, response) = try await session.data(for: request)
+                return HTTPReply(response, body: body)
+            }
+        } catch is TimeLimitExceeded {
+            throw SpanExportError.retryable(
+                reason: "no answer from \(configuration.endpoint) within \(configuration.timeout.readable) "
+                    + "(OTEL_EXPORTER_OTLP_TIMEOUT)")
         } catch {
-            throw SpanExportError.retryable(reason: "cannot reach \(configuration.endpoint): \(error.localizedDescription)")
+            throw classify(transportError: error)
         }
-        guard let httpResponse = response as? HTTPURLResponse else {
+        guard let status = reply.status else {
             throw SpanExportError.rejected(reason: "\(configuration.endpoint) did not answer with HTTP")
         }
-        try checkResponse(status: httpResponse.statusCode, body: responseBody)
+        try checkResponse(status: status, retryAfter: reply.retryAfter, body: reply.body)
     }
 
-    /// The serialized `ExportTraceServiceRequest` for `spans`.
+    /// The serialized `ExportTraceServiceRequest` for `spans`, compressed as configured.
     func requestBody(for spans: [Span]) throws -> Data {
-        try OTLPExportRequest(spans: spans, exportedResource: configuration.exportedResource).serializedData()
-    }
-
-    /// Classifies a response for the retry decision; see `export(_:)`.
-    func checkResponse(status: Int, body: Data) throws(SpanExportError) {
-        switch status {
-        case 200..<300:
-            // A body that is not an ExportTraceServiceResponse still means success.
-            guard let response = try? OTLPExportResponse(serializedBytes: body),
-                  response.partialSuccess.rejectedSpans > 0 else { return }
-            throw .partiallyRejected(
-                count: Int(clamping: response.partialSuccess.rejectedSpans),
-                reason: response.partialSuccess.errorMessage)
-        case 429, 502, 503, 504:
-            throw .retryable(reason: "HTTP \(status) from \(configuration.endpoint)")
-        default:
-            throw .rejected(reason: "HTTP \(status) from \(configuration.endpoint)" + Self.readableExcerpt(of: body))
-        }
-    }
-
-    /// The printable part of an error body (plain text, JSON, or the message inside a
-    /// protobuf `google.rpc.Status`), so the user sees why the backend refused.
-    private static func readableExcerpt(of body: Data) -> String {
-        let printable = String(decoding: body.prefix(300), as: UTF8.self).unicodeScalars
-            .map { $0.properties.isWhitespace || $0.value < 0x20 || $0 == "\u{FFFD}" ? " " : Character($0) }
-        let excerpt = String(printable).split(separator: " ").joined(separator: " ")
-        return excerpt.isEmpty ? "" : ": \(excerpt)"
+        let body = try OTLPExportRequest(spans: spans, exportedResource: configuration.exportedResource).serializedData()
+        return try compressor?.compress(body) ?? body
     }
 }
 
-private extension Duration {
+/// What the retry decision needs of a response, taken out of URLSession's types.
+private struct HTTPReply: Sendable {
+    /// Nil when the response was not HTTP.
+    var status: Int?
+    var retryAfter: String?
+    var body: Data
+
+    init(_ response: URLResponse, body: Data) {
+        let response = response as? HTTPURLResponse
+        status = response?.statusCode
+        retryAfter = response?.value(forHTTPHeaderField: "Retry-After")
+        self.body = body
+    }
+}
+
+extension Duration {
     var timeInterval: TimeInterval {
         Double(components.seconds) + Double(components.attoseconds) * 1e-18
     }

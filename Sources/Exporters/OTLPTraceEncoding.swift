@@ -13,13 +13,14 @@ typealias OTLPAnyValue = Opentelemetry_Proto_Common_V1_AnyValue
 
 extension OTLPExportRequest {
     /// One ResourceSpans per distinct resource and, inside it, one ScopeSpans per scope, both in
-    /// order of first appearance; each span's resource is exported as `exportedResource` maps it.
+    /// order of first appearance; each resource is exported as `exportedResource` maps it, once
+    /// per distinct resource rather than once per span.
     init(spans: [Span], exportedResource: (Resource) -> Resource) {
         self.init()
-        resourceSpans = groupedInOrder(spans, by: { exportedResource($0.resource) }).map { resource, spansOfResource in
+        resourceSpans = groupedInOrder(spans, by: \.resource).map { resource, spansOfResource in
             var resourceSpans = OTLPResourceSpans()
-            resourceSpans.resource.attributes = resource.attributes.sorted { $0.key < $1.key }
-                .map { OTLPKeyValue(key: $0.key, value: .string($0.value)) }
+            resourceSpans.resource.attributes = exportedResource(resource).attributes.sorted { $0.key < $1.key }
+                .map { OTLPKeyValue(key: $0.key, value: $0.value) }
             resourceSpans.scopeSpans = groupedInOrder(spansOfResource, by: \.scope).map { scope, spansOfScope in
                 var scopeSpans = OTLPScopeSpans()
                 scopeSpans.scope.name = scope.name

@@ -4,15 +4,18 @@ import Spans
 /// `BatchingSpanProcessor` calls `export` from one task at a time, with batches in submission order.
 public protocol SpanExporter: Sendable {
     /// Delivers one batch. Throw `SpanExportError` so the processor knows whether a retry can help;
-    /// any other error is treated as permanent.
+    /// any other error is treated as permanent. An export should end soon after its task is
+    /// cancelled: the processor cancels exports that pass `OTEL_BSP_EXPORT_TIMEOUT`.
     func export(_ spans: [Span]) async throws
 }
 
 /// Why an export did not fully succeed, classified for the retry decision.
 public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The backend is unreachable, overloaded or throttling: the same batch may succeed later.
-    case retryable(reason: String)
-    /// The backend refused the batch (e.g. HTTP 400); sending it again would fail the same way.
+    /// The backend is unreachable, overloaded or throttling: the same batch may succeed later,
+    /// after `retryAfter` when the backend said how long to wait (HTTP `Retry-After`).
+    case retryable(reason: String, retryAfter: Duration? = nil)
+    /// The backend refused the batch (e.g. HTTP 400), or TLS or the URL is wrong: sending it
+    /// again would fail the same way.
     case rejected(reason: String)
     /// The backend accepted the batch except for `count` spans (OTLP partial success).
     case partiallyRejected(count: Int, reason: String)
@@ -20,6 +23,12 @@ public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible
     public var isRetryable: Bool {
         if case .retryable = self { return true }
         return false
+    }
+
+    /// How long the backend asked to wait before the next attempt, if it said.
+    public var retryAfter: Duration? {
+        if case .retryable(_, let retryAfter) = self { return retryAfter }
+        return nil
     }
 
     /// How many spans of a batch of `batchSize` this failure lost.
@@ -30,7 +39,7 @@ public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var description: String {
         switch self {
-        case .retryable(let reason), .rejected(let reason): return reason
+        case .retryable(let reason, _), .rejected(let reason): return reason
         case .partiallyRejected(let count, let reason): return "\(count) spans rejected" + (reason.isEmpty ? "" : ": \(reason)")
         }
     }

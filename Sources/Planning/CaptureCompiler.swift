@@ -1,16 +1,19 @@
 import BinaryAnalysis
 import ProbePacks
+import SondeABI
 
 /// Compiles a probe's captures into the entry and return fetch programs, using the parameter
 /// locations and struct layouts of its signature (from DWARF or an offset table).
 struct CaptureCompiler {
-    /// The record's data area (SONDE_DATA_SIZE in bpf/sonde_abi.h).
-    static let dataAreaSize = 512
-    /// Values one call can keep from entry to return (SONDE_SAVED_SLOTS).
-    static let savedSlotCount = 4
+    /// The record's data area.
+    static let dataAreaSize = Int(SONDE_DATA_SIZE)
+    /// Values one call can keep from entry to return.
+    static let savedSlotCount = Int(SONDE_SAVED_SLOTS)
     /// Captures one span record tracks (bits of its `captured` mask; the top bit says an
     /// `end-span` probe ended the span).
-    static let maxCaptures = 31
+    static let maxCaptures = Int(SONDE_MAX_CAPTURES)
+    /// Ops one fetch program may have: the BPF program runs no more.
+    static let maxOps = Int(SONDE_MAX_OPS)
 
     let function: String
     let signature: ProbeSignature

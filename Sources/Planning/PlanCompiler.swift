@@ -1,9 +1,13 @@
 import BinaryAnalysis
 import ProbePacks
+import SondeABI
 
 /// Turns probe packs and the facts of one binary into an attach plan. Every probe either
 /// gets planned or gets a one-line reason; one probe's problem never stops the others.
 public enum PlanCompiler {
+    /// Probes one plan may hold: the BPF program keeps an entry and a return configuration for each.
+    public static let maxProbes = Int(SONDE_MAX_PROBE_CONFIGS) / 2
+
     /// The functions the packs hook, and those their offset tables' type checks compare against,
     /// so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
@@ -28,7 +32,8 @@ public enum PlanCompiler {
             do {
                 if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
                 if !facts.hasDWARF, let unusable = unusableTables[pack.name] {
-                    throw PlanProblem("the binary has no DWARF and the pack's offset table is unusable: \(unusable)")
+                    let dwarf = facts.unreadableDWARF.map { "the binary's DWARF is unreadable (\($0))" } ?? "the binary has no DWARF"
+                    throw PlanProblem("\(dwarf) and the pack's offset table is unusable: \(unusable)")
                 }
                 if let enrichment = probe.enrichment {
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
@@ -49,6 +54,14 @@ public enum PlanCompiler {
                 skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: "\(error)"))
             }
         }
+        // Past the BPF program's capacity the rest are left out (enrichers, planned last, first).
+        for probe in planned.dropFirst(maxProbes) {
+            skipped.append(SkippedProbe(
+                pack: probe.pack, probe: probe.probe.id,
+                reason: "\(probe.probe.source): the plan already has \(maxProbes) probes, the most the BPF program holds; "
+                    + "enable fewer packs (--pack)"))
+        }
+        planned = Array(planned.prefix(maxProbes))
         // A span kept open under an object ends only through its end-span probe; without that
         // probe it would never be emitted, so it and whatever adds to it are left out.
         let ended = Set(planned.compactMap { $0.probe.enrichment?.endsSpanKeyedBy == nil ? nil : $0.probe.enrichment?.target })
@@ -121,6 +134,7 @@ public enum PlanCompiler {
     }
 
     static func function(_ name: String, in facts: BinaryFacts) throws -> FunctionFacts {
+        if let rejection = facts.rejectedFunctions[name] { throw PlanProblem(rejection) }
         guard let function = facts.functions[name] else {
             let tables = facts.hasDWARF ? "symbol table" : "symbol table or Go function table (.gopclntab)"
             throw PlanProblem("no function \(name) in the \(tables) of \(facts.path)")
@@ -152,6 +166,11 @@ public enum PlanCompiler {
         // Enrichers act at entry only, so they cost one cheap hit and no return probe.
         let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
         guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }
+        for (side, program) in [("entry", programs.entryProgram), ("return", programs.returnProgram)] where program.count > CaptureCompiler.maxOps {
+            throw PlanProblem(
+                "\(probe.source): its \(side) fetch program has \(program.count) ops; the BPF program runs at most "
+                    + "\(CaptureCompiler.maxOps). Capture fewer values, or shorter paths, in this probe")
+        }
         var planned = PlannedProbe(
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)

@@ -28,15 +28,27 @@ struct ProbeSignature {
             }
             return ProbeSignature(parameters: parameters, results: function.results, types: TypeCatalog(facts.types), origin: dwarfOrigin)
         }
+        // DWARF that is there but unreadable is as good as none: the table stands in, and says so.
         guard let table else {
+            let tablePath = OffsetTable.path(forPackFile: pack.source.file)
+            let generate = "generate the table with `swift package --allow-writing-to-package-directory generate-offset-tables`"
+            if let unreadable = facts.unreadableDWARF {
+                throw PlanProblem(
+                    "the binary's DWARF is unreadable (\(unreadable)) and pack \(pack.name) ships no offset table "
+                        + "(\(tablePath)); trace an intact build, or \(generate)")
+            }
             throw PlanProblem(
-                "the binary has no DWARF (built with -ldflags=-s -w) and pack \(pack.name) ships no offset table (\(OffsetTable.path(forPackFile: pack.source.file))); trace a build without -s -w, or generate the table with `swift package --allow-writing-to-package-directory generate-offset-tables`")
+                "the binary has no DWARF (built with -ldflags=-s -w) and pack \(pack.name) ships no offset table "
+                    + "(\(tablePath)); trace a build without -s -w, or \(generate)")
         }
         let (entry, origin) = try entry(of: table, for: facts)
         guard let recorded = entry.functions[probe.function] else {
             throw PlanProblem("the offset table entry for \(entry.goVersion) does not record \(probe.function); regenerate the table")
         }
-        return ProbeSignature(parameters: recorded.parameters, results: recorded.results, types: TypeCatalog(entry.types), origin: origin)
+        let note = facts.unreadableDWARF.map { " (the binary's DWARF is unreadable: \($0))" } ?? ""
+        return ProbeSignature(
+            parameters: recorded.parameters, results: recorded.results, types: TypeCatalog(entry.types),
+            origin: origin + note)
     }
 
     /// The table entry recorded with the binary's Go version (the same minor release when the exact

@@ -12,20 +12,24 @@ enum SiteSelector {
     static let zeroFlag: UInt64 = 0x40
 
     /// `isGo`: only Go functions get the morestack skip, since only Go's prologue has that meaning.
+    ///
+    /// - Throws: `PlanProblem` when the function's instructions are not a decoding from its start
+    ///   that stays inside it (see ``checkDecodedLayout(of:)``), so no site can be trusted.
     static func entrySite(of function: FunctionFacts, preserving registers: Set<Register>, isGo: Bool) throws -> ProbeSite {
-        guard let first = function.instructions.first else {
+        guard !function.instructions.isEmpty else {
             throw PlanProblem("\(function.name) could not be decoded")
         }
+        try checkDecodedLayout(of: function)
         var clobbered = Set<Register>()
         for (index, instruction) in function.instructions.prefix(prologueWindow).enumerated() {
             if instruction.kernelEmulates, clobbered.isDisjoint(with: registers) {
                 if !isBranch(instruction) {
-                    return site(.entry, instruction, in: function, skipFlagsMask: 0)
+                    return try site(.entry, instruction, in: function, skipFlagsMask: 0)
                 }
                 // A branch is a safe site only when it is Go's stack check: taken, it enters
                 // morestack and the function restarts from the top, so that hit is skipped.
                 if isGo, index > 0, let mask = morestackMask(branch: instruction, after: function.instructions[index - 1]) {
-                    return site(.entry, instruction, in: function, skipFlagsMask: mask)
+                    return try site(.entry, instruction, in: function, skipFlagsMask: mask)
                 }
             }
             // Large Go frames first check `sub r12, N` for wrap-around with a JB into morestack;
@@ -34,12 +38,54 @@ enum SiteSelector {
             if (isBranch(instruction) && !wrapAroundCheck) || instruction.isReturn { break }
             clobbered.formUnion(instruction.writtenRegisters)
         }
-        return site(.entry, first, in: function, skipFlagsMask: 0)
+        return try site(.entry, function.instructions[0], in: function, skipFlagsMask: 0)
     }
 
+    /// A site on every RET inside the function. The planner asks for the entry site first, which
+    /// refuses the whole function when any instruction lies outside it.
     static func returnSites(of function: FunctionFacts) -> [ProbeSite] {
-        function.instructions.filter(\.isReturn).map { site(.return, $0, in: function, skipFlagsMask: 0) }
+        function.instructions.filter { $0.isReturn && isInside($0, function) }.compactMap {
+            try? site(.return, $0, in: function, skipFlagsMask: 0)
+        }
     }
+
+    // MARK: - Decoded instruction boundaries
+
+    /// Checks that the instructions read as a decoding of the function from its first byte: the
+    /// first at the function's start, each after the one before and wholly inside the function.
+    /// BinaryAnalysis decodes them so from bounds its sources agree on (FunctionBounds.swift);
+    /// this keeps facts from anywhere else from putting a probe outside the function.
+    static func checkDecodedLayout(of function: FunctionFacts) throws {
+        guard let first = function.instructions.first, first.address == function.address else {
+            let found = function.instructions.first.map { "0x\(hex($0.address))" } ?? "nothing"
+            throw PlanProblem(
+                "\(function.name): decoding starts at \(found), not at the function's start 0x\(hex(function.address)); "
+                    + "no probe is placed on it")
+        }
+        for (index, instruction) in function.instructions.enumerated() {
+            guard isInside(instruction, function) else {
+                let bounds = "0x\(hex(function.address))-0x\(hex(function.address &+ function.size))"
+                throw PlanProblem(
+                    "\(function.name): the decoded instruction at 0x\(hex(instruction.address)) (\(instruction.length) bytes) "
+                        + "lies outside the function (\(bounds)); no probe is placed on it")
+            }
+            if index > 0, instruction.address <= function.instructions[index - 1].address {
+                throw PlanProblem(
+                    "\(function.name): the decoded instruction at 0x\(hex(instruction.address)) does not follow the one at "
+                        + "0x\(hex(function.instructions[index - 1].address)); no probe is placed on it")
+            }
+        }
+    }
+
+    /// Whether all of `instruction` lies in `[function.address, function.address + function.size)`.
+    private static func isInside(_ instruction: Instruction, _ function: FunctionFacts) -> Bool {
+        let (end, overflow) = function.address.addingReportingOverflow(function.size)
+        return !overflow && instruction.length > 0
+            && instruction.address >= function.address && instruction.address < end
+            && UInt64(instruction.length) <= end - instruction.address
+    }
+
+    private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
 
     private static func isBranch(_ instruction: Instruction) -> Bool {
         instruction.mnemonic.hasPrefix("j") || instruction.mnemonic.hasPrefix("call")
@@ -58,9 +104,20 @@ enum SiteSelector {
         }
     }
 
-    private static func site(_ role: ProbeSite.Role, _ instruction: Instruction, in function: FunctionFacts, skipFlagsMask: UInt64) -> ProbeSite {
-        ProbeSite(
-            role: role, function: function.name, address: instruction.address, fileOffset: instruction.fileOffset,
+    /// The site on `instruction`. Its file offset, which is what the kernel attaches to, comes from
+    /// the function's own and the instruction's distance from the function's start.
+    private static func site(
+        _ role: ProbeSite.Role, _ instruction: Instruction, in function: FunctionFacts, skipFlagsMask: UInt64
+    ) throws -> ProbeSite {
+        guard instruction.address >= function.address,
+              case let (fileOffset, overflow) = function.fileOffset.addingReportingOverflow(instruction.address - function.address),
+              !overflow
+        else {
+            throw PlanProblem(
+                "\(function.name): no file offset for the instruction at 0x\(hex(instruction.address)); no probe is placed on it")
+        }
+        return ProbeSite(
+            role: role, function: function.name, address: instruction.address, fileOffset: fileOffset,
             instruction: instruction.text, kernelEmulates: instruction.kernelEmulates, skipFlagsMask: skipFlagsMask)
     }
 }

@@ -1,3 +1,5 @@
+import SondeABI
+
 /// One finished call as the BPF program reports it (struct sonde_span_record): what the
 /// Engine hands to span assembly, with times still on the monotonic clock.
 public struct SpanEvent: Sendable, Equatable {
@@ -17,8 +19,8 @@ public struct SpanEvent: Sendable, Equatable {
     public var stoppedEarly: Bool
     /// Bit i set: capture i (in `PlannedProbe.captureSlots` order) was read.
     public var capturedMask: UInt32
-    /// The `capturedMask` bit set when an `end-span` probe ended the span (SONDE_ENDED_BY_OBJECT_PROBE).
-    public static let endedByObjectProbe: UInt32 = 1 << 31
+    /// The `capturedMask` bit set when an `end-span` probe ended the span.
+    public static let endedByObjectProbe = UInt32(SONDE_ENDED_BY_OBJECT_PROBE)
     /// The record's capture area, laid out by the probe's `CaptureSlot`s.
     public var data: [UInt8]
 

@@ -6,5 +6,10 @@ public struct PackError: Error, Sendable, Equatable, CustomStringConvertible {
         self.location = location
         self.message = message
     }
-    public var description: String { "\(location): \(message)" }
+
+    /// `file:line:column: message`; just the message for a problem of no file or folder in
+    /// particular (such as an empty entry in the pack search path).
+    public var description: String {
+        location.description.isEmpty ? message : "\(location): \(message)"
+    }
 }

@@ -256,7 +256,8 @@ public struct AttributeRule: Sendable, Equatable {
 
 /// How an attribute value derives from captures: as is, the host or port part of `host:port`,
 /// a URL assembled from its parts (user info never included), the service or method part of a
-/// gRPC method path (`/pkg.Service/Method`), or a constant.
+/// gRPC method path (`/pkg.Service/Method`), a gRPC status code as grpc-go's `status.Code(err)`
+/// computes it, or a constant.
 public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case capture(String)
     case hostname(of: String)
@@ -264,6 +265,9 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case url(scheme: String, host: String, path: String, query: String)
     case rpcService(of: String)
     case rpcMethod(of: String)
+    /// `code` when the call's error carried a gRPC status, 2 (UNKNOWN) when `error` says the call
+    /// failed with any other error (an interceptor's, a wrapped one), 0 (OK) when it did not fail.
+    case grpcStatus(code: String, error: String)
     case literal(String)
 
     public var captureNames: [String] {
@@ -271,6 +275,7 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .capture(let name), .hostname(of: let name), .port(of: let name), .rpcService(of: let name), .rpcMethod(of: let name):
             return [name]
         case .url(let scheme, let host, let path, let query): return [scheme, host, path, query]
+        case .grpcStatus(let code, let error): return [code, error]
         case .literal: return []
         }
     }
@@ -283,12 +288,15 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .url: return "url(\(captureNames.joined(separator: ", ")))"
         case .rpcService(of: let name): return "rpc_service(\(name))"
         case .rpcMethod(of: let name): return "rpc_method(\(name))"
+        case .grpcStatus(let code, let error): return "grpc_status(\(code), \(error))"
         case .literal(let text): return "'\(text)'"
         }
     }
 }
 
-/// A position in a pack file, for error messages and `sonde plan`.
+/// A position in a pack file, for error messages and `sonde plan`. Line 0 stands for the file
+/// or folder as a whole, for problems that have no position in it (it could not be read, or a
+/// search for packs stopped there).
 public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
     public var file: String
     public var line: Int
@@ -298,5 +306,11 @@ public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
         self.line = line
         self.column = column
     }
-    public var description: String { "\(file):\(line):\(column)" }
+
+    /// The file or folder as a whole, printed as its path alone.
+    public init(wholeFile file: String) {
+        self.init(file: file, line: 0, column: 0)
+    }
+
+    public var description: String { line > 0 ? "\(file):\(line):\(column)" : file }
 }

@@ -1,9 +1,16 @@
 import Yams
 
-/// A YAML node with the file it came from, so every lookup can fail with file:line:column.
+/// A YAML node with the file it came from, so every lookup can fail with file:line:column, and
+/// the diagnostics of that file, where lookups report the mistakes that need not stop reading.
 struct YAMLNode {
     let node: Node
     let file: String
+    let diagnostics: PackDiagnostics
+
+    /// A node inside this one.
+    func child(_ node: Node) -> YAMLNode {
+        YAMLNode(node: node, file: file, diagnostics: diagnostics)
+    }
 
     var location: SourceLocation {
         SourceLocation(file: file, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
@@ -26,22 +33,34 @@ struct YAMLNode {
 
     func sequence(_ what: String) throws -> [YAMLNode] {
         guard case .sequence(let items) = node else { throw error("\(what) must be a list") }
-        return items.map { YAMLNode(node: $0, file: file) }
+        return items.map(child)
     }
 
-    /// The mapping's entries in file order, rejecting keys outside `allowed` so typos do not pass silently.
+    /// The mapping's entries in file order. Keys outside `allowed` are reported, so that typos
+    /// do not pass silently, and left out, so that reading goes on to the other keys.
+    /// - Throws: ``PackError`` when the node is not a mapping.
     func mapping(_ what: String, allowed: [String]? = nil) throws -> YAMLMapping {
         guard case .mapping(let mapping) = node else { throw error("\(what) must be a mapping of keys to values") }
         var entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)] = []
+        var hasUnknownKeys = false
         for (key, value) in mapping {
-            let keyNode = YAMLNode(node: key, file: file)
-            let name = try keyNode.string("a key in \(what)")
-            if let allowed, !allowed.contains(name) {
-                throw keyNode.error("unknown key '\(name)' in \(what); expected one of: \(allowed.joined(separator: ", "))")
+            let keyNode = child(key)
+            guard let name = diagnostics.attempt({ try keyNode.string("a key in \(what)") }) else {
+                hasUnknownKeys = true
+                continue
             }
-            entries.append((name, keyNode, YAMLNode(node: value, file: file)))
+            if let allowed, !allowed.contains(name) {
+                diagnostics.report(
+                    keyNode.error(
+                        "unknown key '\(name)' in \(what); expected one of: \(allowed.joined(separator: ", "))"
+                    )
+                )
+                hasUnknownKeys = true
+                continue
+            }
+            entries.append((name, keyNode, child(value)))
         }
-        return YAMLMapping(owner: self, what: what, entries: entries)
+        return YAMLMapping(owner: self, what: what, entries: entries, hasUnknownKeys: hasUnknownKeys)
     }
 }
 
@@ -49,6 +68,8 @@ struct YAMLMapping {
     let owner: YAMLNode
     let what: String
     let entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)]
+    /// Whether keys were reported and left out, which may be why an expected one is missing.
+    let hasUnknownKeys: Bool
 
     func optional(_ key: String) -> YAMLNode? {
         entries.first { $0.key == key }?.value
@@ -58,4 +79,6 @@ struct YAMLMapping {
         guard let value = optional(key) else { throw owner.error("\(what) is missing '\(key)'") }
         return value
     }
+
+    func contains(_ key: String) -> Bool { optional(key) != nil }
 }

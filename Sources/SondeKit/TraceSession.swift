@@ -19,24 +19,48 @@ public final class TraceSession: Sendable {
     public struct Summary: Sendable, Equatable, CustomStringConvertible {
         public var export: ExportStatistics
         public var engine: BPFEngine.Counters
+        public var reclaimed: BPFEngine.Reclaimed
         public var unassembled: Int
         /// Spans whose call or stream had not ended when tracing stopped.
         public var openAtExit: Int
+        /// Spans submitted but neither exported nor counted as dropped when the flush ended: a
+        /// second signal, or the flush deadline, cut it short.
+        public var abandonedAtExit: Int
 
         public var description: String {
             var parts = ["\(export.summary)"]
             parts.append("lost in kernel (ring buffer full): \(engine.spansLostRingFull)")
             parts.append("returns without a seen entry: \(engine.returnsWithoutEntry)")
-            if engine.entriesNotRecorded > 0 { parts.append("entries not recorded: \(engine.entriesNotRecorded)") }
+            if engine.entriesNotRecorded > 0 { parts.append("calls not traced (calls map full): \(engine.entriesNotRecorded)") }
+            if engine.callsUnwound > 0 { parts.append("calls that unwound without returning (panic, Goexit): \(engine.callsUnwound)") }
+            if engine.callsNested > 0 { parts.append("calls replaced by a nested call of the same probe: \(engine.callsNested)") }
+            if engine.contextsNotKept > 0 { parts.append("trace contexts not kept (contexts map full): \(engine.contextsNotKept)") }
             if engine.objectSpansReplaced > 0 { parts.append("stream spans never ended (object reused): \(engine.objectSpansReplaced)") }
             if engine.objectSpansFull > 0 { parts.append("stream spans not kept (too many open): \(engine.objectSpansFull)") }
+            if reclaimed.ofExitedProcesses > 0 { parts.append("open spans of exited processes: \(reclaimed.ofExitedProcesses)") }
+            if reclaimed.pastMaximumAge > 0 { parts.append("open spans given up after \(TraceSession.maximumCallAge): \(reclaimed.pastMaximumAge)") }
             if openAtExit > 0 { parts.append("spans still open at exit: \(openAtExit)") }
+            if abandonedAtExit > 0 { parts.append("spans abandoned unsent at exit: \(abandonedAtExit)") }
             if unassembled > 0 { parts.append("events of unknown probes: \(unassembled)") }
             return parts.joined(separator: "; ")
         }
     }
 
+    /// Sizes of the BPF state maps.
+    public typealias Capacities = BPFEngine.Capacities
+
+    /// How long a call or stream may stay open before its span is given up and counted: long
+    /// enough for streaming RPCs and long polls, short enough that leaked state is freed.
+    public static let maximumCallAge: Duration = .seconds(3600)
+    /// How often the state of exited processes and expired calls is reclaimed.
+    static let reclaimInterval: Duration = .seconds(5)
+    /// How long the exporter may take to send what is queued when tracing stops.
+    static let flushDeadline: Duration = .seconds(10)
+
     private let stopRequested = Atomic<Bool>(false)
+    /// Signalled by a signal that comes after tracing was asked to stop: the final flush, running
+    /// or still to come once the probes are detached, ends at once.
+    private let flushAbandoned = DispatchSemaphore(value: 0)
 
     public init() {}
 
@@ -45,18 +69,24 @@ public final class TraceSession: Sendable {
         stopRequested.store(true, ordering: .relaxed)
     }
 
-    /// Runs until stopped. `log` receives status lines (stderr in the CLI).
+    /// Runs until stopped (SIGINT, SIGTERM, SIGHUP, or the traced process exiting).
+    /// - Parameters:
+    ///   - plan: What to attach; its `binaryPath` is what the uprobes are set on.
+    ///   - executablePath: The executable as spans report it (`/proc/PID/exe` resolves elsewhere).
+    ///   - capacities: Sizes of the BPF state maps.
+    ///   - log: Receives status lines (stderr in the CLI).
     public func run(
-        plan: AttachPlan, target: Target, exporter: some SpanExporter, processorConfiguration: BatchingSpanProcessor.Configuration = .init(),
+        plan: AttachPlan, executablePath: String, target: Target, exporter: some SpanExporter,
+        processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
         log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
         let missing = KernelCapabilities.missing()
         guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
         for skipped in plan.skipped { log("skipped \(skipped)") }
 
-        let engine = try BPFEngine()
+        let engine = try BPFEngine(capacities: capacities)
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
-        let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: plan.binaryPath))
+        let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: executablePath))
         var unassembled = 0
         try engine.onSpan { event in
             if let span = assembler.assemble(event) {
@@ -72,65 +102,109 @@ public final class TraceSession: Sendable {
         }
         let report = try engine.attach(plan: plan, target: engineTarget)
         report.failures.forEach { log("could not attach \($0)") }
-        log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(plan.binaryPath); Ctrl-C to stop")
+        log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
 
         let signals = watchTerminationSignals()
         var lastReported = 0
+        var reclaimed = BPFEngine.Reclaimed()
+        var nextReclaim = ContinuousClock.now + Self.reclaimInterval
         while !stopRequested.load(ordering: .relaxed) {
             engine.poll(timeoutMilliseconds: 100)
             if case .process(let pid) = target, kill(pid, 0) != 0, errno == ESRCH {
                 log("process \(pid) exited")
                 break
             }
-            let counters = engine.counters()
+            if ContinuousClock.now >= nextReclaim {
+                let removed = engine.reclaim(olderThan: Self.nanoseconds(Self.maximumCallAge), isProcessAlive: Self.isAlive)
+                reclaimed.ofExitedProcesses += removed.ofExitedProcesses
+                reclaimed.pastMaximumAge += removed.pastMaximumAge
+                nextReclaim = ContinuousClock.now + Self.reclaimInterval
+            }
             let statistics = processor.statistics
-            let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed
-                + Int(counters.spansLostRingFull + counters.entriesNotRecorded + counters.objectSpansReplaced + counters.objectSpansFull)
+            let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed + Int(engine.counters().spansLost) + reclaimed.total
             if dropped > lastReported {
                 log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
                 lastReported = dropped
             }
         }
-        signals.forEach { $0.cancel() }
+        stopRequested.store(true, ordering: .relaxed)   // from here on, any signal ends the flush
         engine.detach()
         let openAtExit = engine.openCalls()
-        let flushed = Self.waitFor { await processor.shutdown(timeout: .seconds(10)) }
-        if !flushed { log("the exporter did not finish within 10 s; unsent spans are counted as dropped") }
-        return Summary(export: processor.statistics, engine: engine.counters(), unassembled: unassembled, openAtExit: openAtExit)
+        let deadline = Self.flushDeadline
+        switch Self.waitFor(orAbandonedBy: flushAbandoned, { await processor.shutdown(timeout: deadline) }) {
+        case .finished(true): break
+        case .finished(false): log("the exporter did not finish within \(deadline); what it had not sent is counted as abandoned")
+        case .abandoned: log("a second signal ended the flush; what was not sent is counted as abandoned")
+        }
+        signals.forEach { $0.cancel() }
+        let statistics = processor.statistics
+        let abandoned = statistics.submitted - statistics.exported - statistics.droppedQueueFull - statistics.droppedExportFailed
+        return Summary(
+            export: statistics, engine: engine.counters(), reclaimed: reclaimed, unassembled: unassembled, openAtExit: openAtExit,
+            abandonedAtExit: max(abandoned, 0))
     }
 
+    /// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop tracing and flush; one more signal
+    /// during the flush ends it at once.
     private func watchTerminationSignals() -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { signalNumber in
+        [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [weak self] in self?.stop() }
+            source.setEventHandler { [weak self] in
+                guard let self else { return }
+                if stopRequested.exchange(true, ordering: .relaxed) { flushAbandoned.signal() }
+            }
             source.resume()
             return source
         }
     }
 
-    /// The resource of every span from one traced process.
+    private static func isAlive(_ processID: UInt32) -> Bool {
+        kill(pid_t(bitPattern: processID), 0) == 0 || errno != ESRCH
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> UInt64 {
+        UInt64(duration.components.seconds) * 1_000_000_000 + UInt64(duration.components.attoseconds / 1_000_000_000)
+    }
+
+    /// The resource of every span from one traced process, typed as the resource conventions say
+    /// (`process.pid` is an int). The last process's resource is reused, so a span of the same
+    /// process as the one before costs no dictionary.
     static func resource(executable: String) -> @Sendable (Int32) -> Resource {
-        let name = URL(fileURLWithPath: executable).lastPathComponent
+        let shared: [String: AttributeValue] = [
+            "service.name": .string(URL(fileURLWithPath: executable).lastPathComponent),
+            "process.executable.path": .string(executable),
+            "telemetry.distro.name": .string("sonde"),
+        ]
+        let lastResource = Mutex<(pid: Int32, resource: Resource)?>(nil)
         return { pid in
-            Resource(attributes: [
-                "service.name": name,
-                "process.pid": String(pid),
-                "process.executable.path": executable,
-                "telemetry.distro.name": "sonde",
-            ])
+            lastResource.withLock { last in
+                if let last, last.pid == pid { return last.resource }
+                var attributes = shared
+                attributes["process.pid"] = .int(Int64(pid))
+                let resource = Resource(attributes: attributes)
+                last = (pid, resource)
+                return resource
+            }
         }
     }
 
-    /// Bridges one async call into this synchronous loop.
-    private static func waitFor(_ operation: @escaping @Sendable () async -> Bool) -> Bool {
-        let result = Atomic<Bool>(false)
-        let done = DispatchSemaphore(value: 0)
+    private enum FlushOutcome {
+        case finished(Bool)
+        case abandoned
+    }
+
+    /// Bridges one async call into this synchronous loop, or gives up on it when `abandon` is signalled.
+    private static func waitFor(orAbandonedBy abandon: DispatchSemaphore, _ operation: @escaping @Sendable () async -> Bool) -> FlushOutcome {
+        let result = Atomic<Int>(0)   // 0: running, 1: false, 2: true
         Task {
-            result.store(await operation(), ordering: .relaxed)
-            done.signal()
+            result.store(await operation() ? 2 : 1, ordering: .relaxed)
+            abandon.signal()
         }
-        done.wait()
-        return result.load(ordering: .relaxed)
+        abandon.wait()
+        switch result.load(ordering: .relaxed) {
+        case 0: return .abandoned
+        case let value: return .finished(value == 2)
+        }
     }
 }

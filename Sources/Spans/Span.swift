@@ -58,7 +58,9 @@ public struct Attribute: Sendable, Equatable {
     }
 }
 
-public enum AttributeValue: Sendable, Equatable, CustomStringConvertible {
+/// A typed attribute value, as OTLP's `AnyValue` carries it; resources and spans share it so an
+/// integer such as `process.pid` stays an integer on the wire.
+public enum AttributeValue: Sendable, Hashable, CustomStringConvertible {
     case string(String)
     case int(Int64)
     case double(Double)
@@ -75,9 +77,11 @@ public enum AttributeValue: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Identifies what produced the telemetry: for Sonde, one traced process.
+///
+/// Values are typed as the OpenTelemetry resource conventions say, e.g. `process.pid` is an int.
 public struct Resource: Sendable, Hashable {
-    public var attributes: [String: String]
-    public init(attributes: [String: String] = [:]) {
+    public var attributes: [String: AttributeValue]
+    public init(attributes: [String: AttributeValue] = [:]) {
         self.attributes = attributes
     }
 }

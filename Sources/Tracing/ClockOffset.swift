@@ -1,6 +1,7 @@
 import Foundation
 
 /// Converts the BPF side's CLOCK_MONOTONIC timestamps to wall-clock Unix time, as OTLP wants.
+/// One offset is right only until the wall clock steps; `WallClock` re-samples it.
 public struct ClockOffset: Sendable, Equatable {
     /// Wall-clock nanoseconds minus monotonic nanoseconds, sampled together.
     public var realtimeMinusMonotonic: Int64
@@ -9,17 +10,48 @@ public struct ClockOffset: Sendable, Equatable {
         self.realtimeMinusMonotonic = realtimeMinusMonotonic
     }
 
-    /// Samples both clocks now.
-    public static func now() -> ClockOffset {
+    /// The offset between the two clocks of `reading`.
+    public init(_ reading: ClockReading) {
+        realtimeMinusMonotonic = reading.realtimeNanos - Int64(bitPattern: reading.monotonicNanos)
+    }
+
+    /// Nanoseconds since the Unix epoch; 0 for a time the offset would put before it.
+    public func wallClock(monotonic: UInt64) -> UInt64 {
+        let wallClock = Int64(bitPattern: monotonic) &+ realtimeMinusMonotonic
+        return wallClock > 0 ? UInt64(wallClock) : 0
+    }
+}
+
+/// Both clocks read back to back.
+public struct ClockReading: Sendable, Equatable {
+    /// CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads, in nanoseconds.
+    public var monotonicNanos: UInt64
+    /// CLOCK_REALTIME in nanoseconds since the Unix epoch.
+    public var realtimeNanos: Int64
+
+    public init(monotonicNanos: UInt64, realtimeNanos: Int64) {
+        self.monotonicNanos = monotonicNanos
+        self.realtimeNanos = realtimeNanos
+    }
+}
+
+/// Where `WallClock` reads the clocks: the system, or a test's scripted clocks.
+public protocol ClockSource: Sendable {
+    func read() -> ClockReading
+}
+
+/// The system's clocks. Two `clock_gettime` calls, which the vDSO answers without a system call
+/// on x86-64 and arm64.
+public struct SystemClock: ClockSource {
+    public init() {}
+
+    public func read() -> ClockReading {
         var monotonic = timespec()
         var realtime = timespec()
         clock_gettime(CLOCK_MONOTONIC, &monotonic)
         clock_gettime(CLOCK_REALTIME, &realtime)
-        return ClockOffset(realtimeMinusMonotonic: nanoseconds(realtime) - nanoseconds(monotonic))
-    }
-
-    public func wallClock(monotonic: UInt64) -> UInt64 {
-        UInt64(Int64(monotonic) + realtimeMinusMonotonic)
+        return ClockReading(
+            monotonicNanos: UInt64(Self.nanoseconds(monotonic)), realtimeNanos: Self.nanoseconds(realtime))
     }
 
     private static func nanoseconds(_ time: timespec) -> Int64 {

@@ -7,11 +7,14 @@ import Spans
 /// by the plan and applies the pack's span rule (name, kind, attributes, error status).
 public struct SpanAssembler: Sendable {
     private let probesBySlot: [UInt32: PlannedProbe]
-    private let clock: ClockOffset
+    private let clock: WallClock
     private let resource: @Sendable (Int32) -> Resource
 
-    /// `resource` describes the traced process a span came from.
-    public init(plan: AttachPlan, clock: ClockOffset, resource: @escaping @Sendable (Int32) -> Resource) {
+    /// - Parameters:
+    ///   - plan: The plan whose probes produced the events.
+    ///   - clock: Converts the events' monotonic timestamps to wall-clock time, e.g. `.now()`.
+    ///   - resource: Describes the traced process a span came from.
+    public init(plan: AttachPlan, clock: WallClock, resource: @escaping @Sendable (Int32) -> Resource) {
         // Enrichers share their target's slot; events are the span probes'.
         probesBySlot = Dictionary(uniqueKeysWithValues: plan.probes.filter { $0.probe.span != nil }.map { ($0.spanSlot, $0) })
         self.clock = clock
@@ -30,14 +33,15 @@ public struct SpanAssembler: Sendable {
         let name = enrichments.compactMap { $0.rename.flatMap { Self.completeName($0, values) } }.last ?? Self.name(rule.name, values)
         let errorWhen = rule.errorWhen + enrichments.flatMap(\.errorWhen)
         let status = errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) } ?? .unset
+        let offset = clock.offset(atMonotonic: event.endMonotonicNanos)
         return Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),
             parentSpanID: event.parentSpanID == 0 ? nil : SpanID(event.parentSpanID),
             name: name,
             kind: SpanKind(rule.kind),
-            startTimeUnixNano: clock.wallClock(monotonic: event.startMonotonicNanos),
-            endTimeUnixNano: clock.wallClock(monotonic: event.endMonotonicNanos),
+            startTimeUnixNano: offset.wallClock(monotonic: event.startMonotonicNanos),
+            endTimeUnixNano: offset.wallClock(monotonic: event.endMonotonicNanos),
             attributes: attributes,
             status: status,
             resource: resource(event.processID),
@@ -94,6 +98,14 @@ public struct SpanAssembler: Sendable {
             guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }
             let query = text(query) ?? ""
             return .string("\(scheme)://\(host)\(text(path) ?? "")\(query.isEmpty ? "" : "?" + query)")
+        case .grpcStatus(let code, let error):
+            // grpc-go's status.Code(err): the status's code, UNKNOWN for an error without one, OK for none.
+            if let status = values[code] { return status }
+            switch values[error] {
+            case .bool(true)?: return .int(2)
+            case .bool(false)?: return .int(0)
+            default: return nil
+            }
         }
     }
 }
@@ -128,7 +140,9 @@ struct GRPCMethodPath: Equatable {
     }
 }
 
-/// `host`, `host:port`, `[v6]:port` as HTTP's Host header writes them.
+/// `host`, `host:port`, `[v6]:port` as HTTP's Host header writes them. The header is whatever the
+/// client sent, so a port is kept only when it is 1…65535 written in ASCII digits (RFC 3986
+/// `port = *DIGIT`, and 0 is no port to connect to); otherwise the host is kept without one.
 struct HostPort: Equatable {
     var host: String
     var port: Int?
@@ -143,13 +157,26 @@ struct HostPort: Equatable {
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             host = String(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
-            port = rest.hasPrefix(":") ? Int(rest.dropFirst()) : nil
+            port = rest.hasPrefix(":") ? Self.port(rest.dropFirst()) : nil
         } else if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon {
             host = String(text[..<colon])
-            port = Int(text[text.index(after: colon)...])
+            port = Self.port(text[text.index(after: colon)...])
         } else {
             host = text
             port = nil
         }
+    }
+
+    /// The port in `digits`, or nil unless it is 1…65535 in ASCII digits. `Int(_:)` would also
+    /// take a sign ("-5", "+80") and numbers of any size.
+    private static func port(_ digits: Substring) -> Int? {
+        guard !digits.isEmpty else { return nil }
+        var value = 0
+        for byte in digits.utf8 {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            guard value <= 65535 else { return nil }
+        }
+        return value > 0 ? value : nil
     }
 }

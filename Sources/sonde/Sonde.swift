@@ -25,7 +25,7 @@ struct PackOptions: ParsableArguments {
         let paths = searchPath.isEmpty ? PackCatalog.defaultSearchPath() : searchPath
         let catalog = PackCatalog.load(paths: paths, only: selection)
         catalog.errors.forEach { printError("pack error: \($0)") }
-        guard !catalog.packs.isEmpty else { throw Failure("no usable probe pack in \(paths.joined(separator: ", "))") }
+        guard !catalog.packs.isEmpty else { throw Failure("no usable probe pack in '\(paths.joined(separator: ":"))'") }
         return catalog.packs
     }
 }
@@ -37,8 +37,12 @@ struct Plan: ParsableCommand {
     @OptionGroup var packs: PackOptions
 
     func run() throws {
-        let plan = try Planner.plan(executable: exe, packs: packs.load())
-        print(PlanReport.render(plan))
+        let plan = try Planner.plan(executable: TargetExecutable.atPath(exe).attachPath, packs: packs.load())
+        // Written at once, not through print's buffer: the plan comes before any error below,
+        // also when both go to one pipe.
+        FileHandle.standardOutput.write(Data((PlanReport.render(plan) + "\n").utf8))
+        // Nothing to attach is a failure, as it is for `run`: scripts checking a binary see it.
+        guard !plan.probes.isEmpty else { throw Failure("no probe of the chosen packs applies to \(plan.binaryPath)") }
     }
 }
 
@@ -55,6 +59,8 @@ struct Run: ParsableCommand {
     @Option(help: "Trace every process running this executable, including ones started later.") var exe: String?
     @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
     @OptionGroup var packs: PackOptions
+    /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
+    @Option(help: .hidden) var maxCalls: Int?
 
     enum ExporterKind: String, ExpressibleByArgument {
         case console, otlp
@@ -65,22 +71,24 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let executable: String
+        let executable: TargetExecutable
         let target: TraceSession.Target
         if let pid {
-            guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
-                throw Failure("no process \(pid) whose executable can be read (is it running? are you root?)")
-            }
-            executable = path
+            executable = try TargetExecutable.ofProcess(pid)
             target = .process(pid)
         } else {
-            executable = exe!
+            executable = try TargetExecutable.atPath(exe!)
             target = .executable
         }
-        let plan = try Planner.plan(executable: executable, packs: packs.load())
+        let plan = try Planner.plan(executable: executable.attachPath, packs: packs.load())
         guard !plan.probes.isEmpty else {
             plan.skipped.forEach { printError("skipped \($0)") }
-            throw Failure("no probe of the chosen packs applies to \(executable)")
+            throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")
+        }
+        var capacities = TraceSession.Capacities()
+        if let maxCalls {
+            guard maxCalls > 0 else { throw ValidationError("--max-calls must be positive") }
+            capacities.calls = maxCalls
         }
         let environment = ProcessInfo.processInfo.environment
         let useOTLP = exporter.map { $0 == .otlp }
@@ -90,9 +98,13 @@ struct Run: ParsableCommand {
         if useOTLP {
             let configuration = try OTLPExporterConfiguration.fromEnvironment(environment)
             printError("exporting to \(configuration.endpoint)")
-            summary = try session.run(plan: plan, target: target, exporter: OTLPHTTPExporter(configuration: configuration), log: printError)
+            summary = try session.run(
+                plan: plan, executablePath: executable.displayPath, target: target, exporter: OTLPHTTPExporter(configuration: configuration),
+                capacities: capacities, log: printError)
         } else {
-            summary = try session.run(plan: plan, target: target, exporter: ConsoleExporter(), log: printError)
+            summary = try session.run(
+                plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(), capacities: capacities,
+                log: printError)
         }
         printError("sonde: \(summary)")
     }
@@ -106,15 +118,22 @@ struct Packs: ParsableCommand {
 
         @Argument(help: "Pack files or folders.") var paths: [String]
 
+        /// One line per pack that loads, and one per problem: of the search (a folder without
+        /// packs, one too big to search) and of each pack, every problem of a file in file order.
         func run() throws {
-            var failures = 0
-            for file in PackLoader.packFiles(in: paths) {
+            let search = PackSearch.find(in: paths)
+            search.problems.forEach { print("bad \($0)") }
+            var failures = search.problems.count
+            for file in search.files {
                 do {
                     let pack = try PackLoader.load(file: file)
                     print("ok  \(file): \(pack.name), \(pack.probes.count) probe(s)")
+                } catch let error as PackLoadError {
+                    failures += 1
+                    error.errors.forEach { print("bad \($0)") }
                 } catch {
                     failures += 1
-                    print("bad \(error)")
+                    print("bad \(file): \(error)")
                 }
             }
             if failures > 0 { throw ExitCode(1) }

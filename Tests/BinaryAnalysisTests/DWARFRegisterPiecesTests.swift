@@ -41,6 +41,18 @@ final class DWARFRegisterPiecesTests: XCTestCase {
         XCTAssertNil(DWARFReader.registerPieces([DWARFOperation(atom: regx, operand: 16)], valueSize: 8), "return address column")
         XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(8), reg(3)], valueSize: 16), "trailing register without piece")
     }
+
+    /// Damaged DWARF: a register holds 8 bytes at most, and piece sizes that add up past `Int.max`
+    /// are no reason to trap.
+    func testPiecesLargerThanARegisterAreNil() {
+        XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(16)], valueSize: 16))
+        XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(.max), reg(3), piece(.max)], valueSize: 16))
+        XCTAssertNil(DWARFReader.registerPieces([reg(0), piece(0)], valueSize: 8))
+        let huge = [Register.rax, .rbx].map { RegisterPiece(register: $0, size: .max) }
+        XCTAssertEqual(DWARFReader.repairingGo119Pieces(huge, valueSize: 16), [
+            RegisterPiece(register: .rax, size: 8), RegisterPiece(register: .rbx, size: 8),
+        ])
+    }
 }
 
 final class Go119PieceRepairTests: XCTestCase {

@@ -73,6 +73,22 @@ final class GoFunctionTableTests: XCTestCase {
         XCTAssertEqual(Array(textStart), Array(repeating: 0, count: 8), "the header's text start is in the file after all")
     }
 
+    /// Analysis checks every `.symtab` start against the table; in intact builds of every kind they agree.
+    func testUnstrippedBuildsHaveNoRejectedFunctions() throws {
+        var builds = [try fixtures.fixture(.executable).path, try fixtures.fixture(.positionIndependent).path]
+        builds.append(try fixtures.fixture(.executable, toolchain: .go127).path)
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc") {
+            builds.append(try ExtraGoBuilds.shared.build(.go127, flags: ["-ldflags=-linkmode=external"]))
+            builds.append(try ExtraGoBuilds.shared.build(.debian, flags: ["-buildmode=pie", "-ldflags=-linkmode=external"]))
+            builds.append(try ExtraGoBuilds.shared.build(.go125, flags: ["-buildmode=pie", "-ldflags=-linkmode=external"]))
+        }
+        for path in builds {
+            let facts = try BinaryAnalyzer.analyze(path: path, functions: names.sorted(), dataSymbols: [])
+            XCTAssertEqual(facts.rejectedFunctions, [:], path)
+            XCTAssertEqual(Set(facts.functions.keys), names, path)
+        }
+    }
+
     func testUnknownNamesAreAbsent() throws {
         let found = try ELFImage(path: fixtures.fixture(.stripped).path).goFunctions(named: ["main.main", "main.noSuchFunction"])
         XCTAssertEqual(Set(found.keys), ["main.main"])
@@ -137,7 +153,8 @@ final class GoFunctionTableTests: XCTestCase {
         }
     }
 
-    func testSectionRunningPastTheEndOfTheFileGivesNothing() throws {
+    /// libelf would clamp the section to the file; the image refuses the file instead, naming the section.
+    func testSectionRunningPastTheEndOfTheFileIsRefused() throws {
         let path = try fixtures.fixture(.stripped, toolchain: .go127).path
         let sections = try ELFImage(path: path).sections
         let index = try XCTUnwrap(sections.firstIndex { $0.name == ".gopclntab" })
@@ -146,7 +163,10 @@ final class GoFunctionTableTests: XCTestCase {
         // `sections` starts at section header 1; sh_size is at byte 32 of a 64-byte header.
         Self.store(UInt64(bytes.count), at: sectionHeaders + 64 * (index + 1) + 32, in: &bytes)
         XCTAssertNil(try ELFImage(path: path).bytes(atFileOffset: sections[index].fileOffset, count: UInt64(bytes.count)))
-        XCTAssertTrue(try goFunctions(inFileWith: bytes).isEmpty)
+        XCTAssertThrowsError(try goFunctions(inFileWith: bytes)) { error in
+            guard case .malformed(_, let reason)? = error as? BinaryAnalysisError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.hasPrefix("section \(index + 1) (.gopclntab) holds 0x"), reason)
+        }
     }
 
     // MARK: Helpers

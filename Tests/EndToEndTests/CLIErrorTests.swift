@@ -5,11 +5,9 @@ import XCTest
 
 /// What a user sees for bad input: a clear message and exit status, never a crash.
 final class CLIErrorTests: XCTestCase {
-    func sonde(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let child = try ChildProcess(Repository.sonde, arguments)
-        child.process.waitUntilExit()
-        Thread.sleep(forTimeInterval: 0.05)
-        return (child.process.terminationStatus, child.text)
+    private func sonde(_ arguments: [String]) throws -> (status: Int32?, output: String) {
+        let run = try runSonde(arguments)
+        return (run.exit, run.output)
     }
 
     func testValidateReportsEachBadPackWithItsPosition() throws {
@@ -40,7 +38,7 @@ final class CLIErrorTests: XCTestCase {
 
     func testNonGoBinaryGetsOneReasonPerProbe() throws {
         let result = try sonde(["plan", "--exe", "/bin/ls"])
-        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(result.status, 1, "nothing to attach is a failure, as for run")
         XCTAssertTrue(result.output.hasPrefix("attach plan for /bin/ls (not Go, PIE)\n"), result.output)
         XCTAssertTrue(result.output.contains("go/net-http/server: not a Go program (no Go build info in /bin/ls)"), result.output)
     }
@@ -68,7 +66,14 @@ final class CLIErrorTests: XCTestCase {
         let recorded = table.entries.map(\.goVersion).joined(separator: ", ")
         let reason = "no offsets recorded for \(version) (the table has \(recorded)); trace a build without -s -w, or add this toolchain to the table"
         let missing = try sonde(["plan", "--exe", stripped, "--packs", directory.path])
-        XCTAssertTrue(missing.output.hasSuffix("skipped probes:\n  go/net-http/server: \(reason)\n  go/net-http/client: \(reason)\n"), missing.output)
+        XCTAssertEqual(missing.status, 1, missing.output)
+        XCTAssertTrue(missing.output.hasSuffix("""
+            skipped probes:
+              go/net-http/server: \(reason)
+              go/net-http/client: \(reason)
+            Error: no probe of the chosen packs applies to \(stripped)
+
+            """), missing.output)
     }
 
     func testRunRefusesWhenNoProbeApplies() throws {

@@ -3,6 +3,28 @@ import Synchronization
 import TestSupport
 import XCTest
 
+/// Runs sonde to completion. A run still going after `timeout` seconds is killed and fails the
+/// test: a guard against hanging, not a timing assertion. `exit` is nil when a signal ended it.
+func runSonde(
+    _ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120, file: StaticString = #filePath,
+    line: UInt = #line
+) throws -> (exit: Int32?, signal: Int32?, output: String) {
+    let child = try ChildProcess(Repository.sonde, arguments, environment: environment)
+    let deadline = Date().addingTimeInterval(timeout)
+    while child.process.isRunning {
+        guard Date() < deadline else {
+            kill(child.pid, SIGKILL)
+            child.process.waitUntilExit()
+            XCTFail("sonde \(arguments.joined(separator: " ")) still ran after \(timeout) s; output:\n\(child.text)", file: file, line: line)
+            return (nil, SIGKILL, child.text)
+        }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    child.waitForEndOfOutput()
+    let status = child.process.terminationStatus
+    return child.process.terminationReason == .exit ? (status, nil, child.text) : (nil, status, child.text)
+}
+
 /// A child process whose output is collected, for driving Go servers, sonde and the receiver.
 final class ChildProcess: Sendable {
     let process: Process
@@ -19,14 +41,26 @@ final class ChildProcess: Sendable {
         process.standardError = pipe
         let collected = output
         pipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = String(decoding: handle.availableData, as: UTF8.self)
-            collected.append(chunk)
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                collected.close()
+            } else {
+                collected.append(String(decoding: data, as: UTF8.self))
+            }
         }
         try process.run()
     }
 
     var text: String { output.text }
     var pid: Int32 { process.processIdentifier }
+
+    /// Waits until the child's output pipe is closed (all it wrote has arrived), for at most 10 s:
+    /// a grandchild still holding the pipe open must not hang the test.
+    func waitForEndOfOutput() {
+        let deadline = Date().addingTimeInterval(10)
+        while !output.isClosed && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    }
 
     /// Waits until the output contains `marker`; fails the test with the output so far if it never does.
     func waitForOutput(_ marker: String, timeout: TimeInterval = 60) throws {
@@ -51,6 +85,7 @@ final class ChildProcess: Sendable {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
+        waitForEndOfOutput()
         return process.terminationStatus
     }
 
@@ -58,7 +93,7 @@ final class ChildProcess: Sendable {
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws -> String {
         let child = try ChildProcess(executable, arguments, environment: environment, workingDirectory: workingDirectory)
         child.process.waitUntilExit()
-        Thread.sleep(forTimeInterval: 0.05)  // let the last output chunk arrive
+        child.waitForEndOfOutput()
         guard child.process.terminationStatus == 0 else {
             throw E2EError("\(executable) \(arguments.joined(separator: " ")) exited \(child.process.terminationStatus):\n\(child.text)")
         }
@@ -68,9 +103,11 @@ final class ChildProcess: Sendable {
 
 /// Output collected from a child's pipe on libdispatch's reading thread.
 final class OutputBuffer: Sendable {
-    private let storage = Mutex<String>("")
-    func append(_ chunk: String) { storage.withLock { $0 += chunk } }
-    var text: String { storage.withLock { $0 } }
+    private let storage = Mutex<(text: String, closed: Bool)>(("", false))
+    func append(_ chunk: String) { storage.withLock { $0.text += chunk } }
+    func close() { storage.withLock { $0.closed = true } }
+    var text: String { storage.withLock { $0.text } }
+    var isClosed: Bool { storage.withLock { $0.closed } }
 }
 
 struct E2EError: Error, CustomStringConvertible {
@@ -164,8 +201,12 @@ struct TracedDemoServer {
     static let packs = ["--pack", "go/net-http", "--pack", "go/runtime"]
 
     /// `attachByExecutable` starts sonde with `--exe` before the server exists; otherwise `--pid` after.
-    /// `endpoint` replaces the receiver's, e.g. with one where no collector listens.
-    init(binary: String, attachByExecutable: Bool = false, endpoint: String? = nil) throws {
+    /// `endpoint` replaces the receiver's, e.g. with one where no collector listens. `sondeArguments`
+    /// replace the default packs; `serverEnvironment` is added to the server's.
+    init(
+        binary: String, attachByExecutable: Bool = false, endpoint: String? = nil, sondeArguments: [String] = packs,
+        serverEnvironment: [String: String] = [:]
+    ) throws {
         receiver = try OTLPReceiver()
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
         let environment = [
@@ -173,10 +214,10 @@ struct TracedDemoServer {
         ]
         var early: ChildProcess?
         if attachByExecutable {
-            early = try ChildProcess(Repository.sonde, ["run", "--exe", binary] + Self.packs, environment: environment)
+            early = try ChildProcess(Repository.sonde, ["run", "--exe", binary] + sondeArguments, environment: environment)
             try early!.waitForOutput("attached")
         }
-        server = try ChildProcess(binary, ["-port-file", portFile])
+        server = try ChildProcess(binary, ["-port-file", portFile], environment: serverEnvironment)
         try server.waitForOutput("listening")
         guard let port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") else {
             throw E2EError("the demo server wrote no port:\n\(server.text)")
@@ -185,14 +226,14 @@ struct TracedDemoServer {
         if let early {
             sonde = early
         } else {
-            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid)] + Self.packs, environment: environment)
+            sonde = try ChildProcess(Repository.sonde, ["run", "--pid", String(server.pid)] + sondeArguments, environment: environment)
             try sonde.waitForOutput("attached")
         }
     }
 
     /// Spans the receiver got from this server's process.
     func spans() throws -> [[String: Any]] {
-        try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? String == String(server.pid) }
+        try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(server.pid) }
     }
 }
 
@@ -201,15 +242,19 @@ func attributes(_ span: [String: Any]) -> [String: Any] {
     span["attributes"] as? [String: Any] ?? [:]
 }
 
-/// Sends HTTP GETs with bounded concurrency and returns the status of each.
-func sendRequests(_ paths: [String], port: Int, concurrency: Int) async throws -> [Int] {
-    let session = URLSession(configuration: .ephemeral)
+/// Sends HTTP GETs with bounded concurrency and returns the status of each; `newConnection`
+/// gives each request a connection of its own.
+func sendRequests(_ paths: [String], port: Int, concurrency: Int, newConnection: Bool = false) async throws -> [Int] {
+    let configuration = URLSessionConfiguration.ephemeral
+    configuration.httpMaximumConnectionsPerHost = concurrency
+    let shared = URLSession(configuration: configuration)
     return try await withThrowingTaskGroup(of: Int.self) { group in
         var statuses: [Int] = []
         var pending = paths[...]
         func startNext() {
             guard let path = pending.popFirst() else { return }
             group.addTask {
+                let session = newConnection ? URLSession(configuration: .ephemeral) : shared
                 let (_, response) = try await session.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
                 return (response as! HTTPURLResponse).statusCode
             }

@@ -62,16 +62,16 @@ enum TwoServiceScenario {
         XCTAssertFalse(sonde.text.contains("still open at exit") || sonde.text.contains("never ended"), "every stream span ended: \(sonde.text)")
         XCTAssertEqual(try backSonde.stop(signal: SIGINT), 0, backSonde.text)
 
-        func process(_ span: [String: Any]) -> String? { (span["resource"] as? [String: Any])?["process.pid"] as? String }
+        func process(_ span: [String: Any]) -> Int? { (span["resource"] as? [String: Any])?["process.pid"] as? Int }
         let received = try receiver.spans()
-        let spans = received.filter { process($0) == String(frontProcess.pid) }
+        let spans = received.filter { process($0) == Int(frontProcess.pid) }
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let rpcClients = spans.filter { attributes($0)["rpc.system"] as? String == "grpc" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" && attributes($0)["rpc.system"] == nil }
         XCTAssertEqual(servers.count, 23 * load, sonde.text)
         XCTAssertEqual(clients.count, 12 * load, sonde.text)
         XCTAssertEqual(rpcClients.count, 7 * load, sonde.text)
-        let backSpans = received.filter { process($0) == String(backProcess.pid) }
+        let backSpans = received.filter { process($0) == Int(backProcess.pid) }
         try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: backSpans, load: load)
 
         var serverNames: [String: Int] = [:]

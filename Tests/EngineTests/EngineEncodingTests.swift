@@ -7,16 +7,19 @@ import XCTest
 /// The bytes the Engine writes for the BPF program (bpf/sonde_abi.h), and the pre-flight checks.
 final class EngineEncodingTests: XCTestCase {
     func testOpsEncodeAsSondeOpStructs() {
+        func bytes(_ op: FetchOp, captureIndex: [Int: Int]) -> [UInt8] {
+            withUnsafeBytes(of: RecordLayout.encode(op, captureIndex: captureIndex)) { Array($0) }
+        }
         XCTAssertEqual(
-            RecordLayout.encode(.readGoString(into: 24, maxLength: 128), captureIndex: [24: 1]),
+            bytes(.readGoString(into: 24, maxLength: 128), captureIndex: [24: 1]),
             [7, 0, 24, 0, 128, 0, 1, 0] + [UInt8](repeating: 0, count: 8))
         XCTAssertEqual(
-            RecordLayout.encode(.readStringRegisters(pointer: .rdi, length: .rsi, into: 0, maxLength: 200), captureIndex: [0: 0]),
+            bytes(.readStringRegisters(pointer: .rdi, length: .rsi, into: 0, maxLength: 200), captureIndex: [0: 0]),
             [10, 5, 0, 0, 200, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0])
-        XCTAssertEqual(RecordLayout.encode(.setObject, captureIndex: [:]), [11] + [UInt8](repeating: 0, count: 15))
-        XCTAssertEqual(RecordLayout.encode(.add(-8), captureIndex: [:]), [4, 0, 0, 0, 0, 0, 0, 0, 0xf8] + [UInt8](repeating: 0xff, count: 7))
+        XCTAssertEqual(bytes(.setObject, captureIndex: [:]), [11] + [UInt8](repeating: 0, count: 15))
+        XCTAssertEqual(bytes(.add(-8), captureIndex: [:]), [4, 0, 0, 0, 0, 0, 0, 0, 0xf8] + [UInt8](repeating: 0xff, count: 7))
         XCTAssertEqual(
-            RecordLayout.encode(.expectAddress(0x85_eca0, meaning: "t"), captureIndex: [:]),
+            bytes(.expectAddress(0x85_eca0, meaning: "t"), captureIndex: [:]),
             [6, 0, 0, 0, 0, 0, 0, 0, 0xa0, 0xec, 0x85, 0, 0, 0, 0, 0])
     }
 
@@ -38,7 +41,7 @@ final class EngineEncodingTests: XCTestCase {
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32. Capture fewer values in this probe")
         }
-        XCTAssertEqual(RecordLayout.recordSize, 904)
+        XCTAssertEqual(RecordLayout.recordSize, 912)
     }
 
     func testMissingCapabilitiesAreListed() {

@@ -81,7 +81,7 @@ final class BatchingSpanProcessorTests: XCTestCase {
         let attempts = await exporter.attempts
         XCTAssertEqual(attempts, 3)
         XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1))
-        XCTAssertNil(processor.lastExportFailure)
+        XCTAssertNil(processor.statistics.lastFailure)
         await processor.shutdown()
     }
 
@@ -94,8 +94,8 @@ final class BatchingSpanProcessorTests: XCTestCase {
 
         let attempts = await exporter.attempts
         XCTAssertEqual(attempts, 3)
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, droppedExportFailed: 2))
-        XCTAssertEqual(processor.lastExportFailure, "HTTP 503 (after 3 attempts)")
+        XCTAssertEqual(
+            processor.statistics, ExportStatistics(submitted: 2, droppedExportFailed: 2, lastFailure: "HTTP 503 (after 3 attempts)"))
         await processor.shutdown()
     }
 
@@ -110,7 +110,8 @@ final class BatchingSpanProcessorTests: XCTestCase {
         let exportedNames = await exporter.exportedSpans.map(\.name)
         XCTAssertEqual(attempts, 3)
         XCTAssertEqual(exportedNames, ["span 5"])
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 5, exported: 1, droppedExportFailed: 4))
+        XCTAssertEqual(
+            processor.statistics, ExportStatistics(submitted: 5, exported: 1, droppedExportFailed: 4, lastFailure: "CancellationError()"))
         await processor.shutdown()
     }
 
@@ -121,8 +122,9 @@ final class BatchingSpanProcessorTests: XCTestCase {
         makeNumberedSpans(5).forEach(processor.submit)
         await processor.flush()
 
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 5, exported: 3, droppedExportFailed: 2))
-        XCTAssertEqual(processor.lastExportFailure, "2 spans rejected: bad attributes")
+        XCTAssertEqual(
+            processor.statistics,
+            ExportStatistics(submitted: 5, exported: 3, droppedExportFailed: 2, lastFailure: "2 spans rejected: bad attributes"))
         await processor.shutdown()
     }
 
@@ -166,10 +168,56 @@ final class BatchingSpanProcessorTests: XCTestCase {
         let completed = await processor.shutdown(timeout: .milliseconds(50))
 
         XCTAssertFalse(completed)
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, droppedExportFailed: 2))
-        XCTAssertEqual(processor.lastExportFailure, "2 spans dropped: export did not finish before the shutdown deadline")
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 3, droppedExportFailed: 2,
+            lastFailure: "2 spans dropped: export did not finish before the shutdown deadline"))
         await exporter.open()
         await waitUntil { processor.statistics.exported == 1 }
+    }
+
+    func testSummaryNamesTheLastFailure() async {
+        let failure = SpanExportError.retryable(reason: "HTTP 503 from http://collector:4318/v1/traces")
+        let exporter = RecordingExporter(failingWith: Array(repeating: failure, count: 3))
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxAttempts: 3))
+
+        processor.submit(makeServerSpan())
+        await processor.flush()
+
+        XCTAssertEqual(
+            processor.statistics.summary,
+            "1 spans submitted, 0 exported, 1 dropped (queue full: 0, export failed: 1); "
+                + "last failure: HTTP 503 from http://collector:4318/v1/traces (after 3 attempts)")
+        await processor.shutdown()
+    }
+
+    func testExportTimeoutGivesUpOnAHangingExport() async {
+        let exporter = GatedExporter()
+        var configuration = configuration()
+        configuration.exportTimeout = .milliseconds(50)
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration)
+
+        processor.submit(makeServerSpan())
+        let flushed = await processor.flush(timeout: .seconds(5))
+
+        XCTAssertTrue(flushed)
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 1, droppedExportFailed: 1, lastFailure: "export did not finish within 50 ms (OTEL_BSP_EXPORT_TIMEOUT)"))
+        await exporter.open()
+        await processor.shutdown()
+    }
+
+    func testRetryAfterFromTheBackendSetsTheWait() async {
+        let exporter = RecordingExporter(failingWith: [SpanExportError.retryable(reason: "HTTP 429", retryAfter: .milliseconds(30))])
+        var configuration = configuration()
+        configuration.retry.initialBackoff = .seconds(3600)
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration)
+
+        processor.submit(makeServerSpan())
+        let flushed = await processor.flush(timeout: .seconds(5))
+
+        XCTAssertTrue(flushed, "the backoff of an hour was used instead of Retry-After")
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1))
+        await processor.shutdown()
     }
 
     func testSummary() {

@@ -18,7 +18,7 @@ final class OTLPEncodingTests: XCTestCase {
         XCTAssertEqual(request.resourceSpans.count, 1)
         let resourceSpans = request.resourceSpans[0]
         XCTAssertEqual(resourceSpans.resource.attributes, [
-            OTLPKeyValue(key: "process.pid", value: .string("4242")),
+            OTLPKeyValue(key: "process.pid", value: .int(4242)),
             OTLPKeyValue(key: "service.name", value: .string("hello-server")),
         ])
         XCTAssertEqual(resourceSpans.scopeSpans.count, 1)
@@ -73,7 +73,7 @@ final class OTLPEncodingTests: XCTestCase {
     }
 
     func testSpansAreGroupedByResourceThenScopeInOrderOfAppearance() throws {
-        let otherResource = Resource(attributes: ["service.name": "other"])
+        let otherResource = Resource(attributes: ["service.name": .string("other")])
         let otherScope = InstrumentationScope(name: "go/grpc", version: "2")
         var first = makeServerSpan(), secondResource = makeServerSpan(), otherScopeSpan = makeServerSpan(), last = makeServerSpan()
         first.name = "first"
@@ -103,5 +103,37 @@ final class OTLPEncodingTests: XCTestCase {
             OTLPKeyValue(key: "process.pid", value: .string("1")),
             OTLPKeyValue(key: "service.name", value: .string("checkout")),
         ])
+    }
+
+    func testGzipBodyDecompressesToTheProtobufRequest() throws {
+        let spans = makeNumberedSpans(50)
+        let plain = try OTLPHTTPExporter(configuration: OTLPExporterConfiguration()).requestBody(for: spans)
+        let gzipExporter = OTLPHTTPExporter(configuration: OTLPExporterConfiguration(compression: .gzip))
+
+        let first = try gzipExporter.requestBody(for: spans)
+        let second = try gzipExporter.requestBody(for: Array(spans.prefix(3)))
+
+        XCTAssertEqual(Array(first.prefix(2)), [0x1f, 0x8b], "gzip magic")
+        XCTAssertLessThan(first.count, plain.count / 2)
+        XCTAssertEqual(try gunzip(first), plain)
+        XCTAssertEqual(try gunzip(second), try OTLPHTTPExporter(configuration: OTLPExporterConfiguration()).requestBody(for: Array(spans.prefix(3))))
+    }
+
+    /// Decompresses with the system's gzip tool, an implementation independent of Sonde's.
+    private func gunzip(_ data: Data) throws -> Data {
+        let directory = FileManager.default.temporaryDirectory
+        let file = directory.appendingPathComponent("sonde-\(UUID().uuidString).gz")
+        try data.write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["gzip", "-dc", file.path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let decompressed = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "gzip -d failed")
+        return decompressed
     }
 }

@@ -75,7 +75,7 @@ final class OTLPExporterConfigurationTests: XCTestCase {
     }
 
     func testServiceNamePrecedence() throws {
-        let spanResource = Resource(attributes: ["service.name": "traced-binary", "host.name": "box"])
+        let spanResource = Resource(attributes: ["service.name": .string("traced-binary"), "process.pid": .int(7)])
 
         let fromSpan = try OTLPExporterConfiguration.fromEnvironment([:])
         let fromResourceAttributes = try OTLPExporterConfiguration.fromEnvironment([
@@ -86,11 +86,75 @@ final class OTLPExporterConfigurationTests: XCTestCase {
         ])
 
         XCTAssertEqual(fromSpan.exportedResource(for: spanResource).attributes,
-                       ["service.name": "traced-binary", "host.name": "box"])
-        XCTAssertEqual(fromResourceAttributes.exportedResource(for: spanResource).attributes,
-                       ["service.name": "from-attributes", "host.name": "box", "deployment.environment": "prod eu"])
+                       ["service.name": .string("traced-binary"), "process.pid": .int(7)])
+        XCTAssertEqual(fromResourceAttributes.exportedResource(for: spanResource).attributes, [
+            "service.name": .string("from-attributes"), "process.pid": .int(7), "deployment.environment": .string("prod eu"),
+        ])
         XCTAssertEqual(fromServiceName.exportedResource(for: spanResource).attributes,
-                       ["service.name": "from-service-name", "host.name": "box"])
+                       ["service.name": .string("from-service-name"), "process.pid": .int(7)])
+    }
+
+    func testEndpointCountsAsConfiguredOnlyWhenAnEndpointVariableHasAValue() {
+        XCTAssertFalse(OTLPExporterConfiguration.isEndpointConfigured(in: [:]))
+        XCTAssertFalse(OTLPExporterConfiguration.isEndpointConfigured(in: ["OTEL_EXPORTER_OTLP_ENDPOINT": ""]))
+        XCTAssertFalse(OTLPExporterConfiguration.isEndpointConfigured(in: [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": " ", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
+        ]))
+        XCTAssertFalse(OTLPExporterConfiguration.isEndpointConfigured(in: ["OTEL_EXPORTER_OTLP_HEADERS": "a=b"]))
+        XCTAssertTrue(OTLPExporterConfiguration.isEndpointConfigured(in: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"]))
+        XCTAssertTrue(OTLPExporterConfiguration.isEndpointConfigured(in: [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces",
+        ]))
+    }
+
+    func testCompressionIsReadAndTheTracesVariableWins() throws {
+        XCTAssertEqual(try OTLPExporterConfiguration.fromEnvironment([:]).compression, .none)
+        XCTAssertEqual(try OTLPExporterConfiguration.fromEnvironment(["OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"]).compression, .gzip)
+        XCTAssertEqual(try OTLPExporterConfiguration.fromEnvironment(["OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"]).compression, .gzip)
+        XCTAssertEqual(
+            try OTLPExporterConfiguration.fromEnvironment([
+                "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none",
+            ]).compression,
+            .none)
+    }
+
+    func testPortsOutsideOneTo65535AreRejectedNamingTheVariable() {
+        let cases = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:99999", "99999"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:0/", "0"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://[::1]:70000/v1/traces", "70000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:99999999999999999999999/v1/traces", "99999999999999999999999"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:-1", "-1"),
+        ]
+        for (variable, url, port) in cases {
+            XCTAssertEqual(
+                configurationError([variable: url]),
+                ExporterConfigurationError(variable, "'\(url)' has port '\(port)'; a port is a number from 1 to 65535"), url)
+        }
+        XCTAssertNoThrow(try OTLPExporterConfiguration.fromEnvironment(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:65535"]))
+    }
+
+    /// URLSession on Linux cannot be given a CA or a client certificate, so these must stop the
+    /// start rather than be ignored while spans go out with the system's trust store.
+    func testCertificateVariablesAreRejectedAsUnsupported() {
+        for variable in [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        ] {
+            let error = configurationError([variable: "/etc/otel/tls.pem"])
+            XCTAssertEqual(error?.variable, variable)
+            XCTAssertTrue(error?.problem.contains("not supported") == true, "\(String(describing: error))")
+        }
+    }
+
+    func testUnknownCompressionIsRejected() {
+        XCTAssertEqual(
+            configurationError(["OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"]),
+            ExporterConfigurationError("OTEL_EXPORTER_OTLP_COMPRESSION", "'zstd' is not supported; use gzip or none"))
+        XCTAssertEqual(
+            configurationError(["OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "br"]),
+            ExporterConfigurationError("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "'br' is not supported; use gzip or none"))
     }
 
     func testMalformedValuesNameTheVariableAndTheProblem() {

@@ -43,9 +43,11 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         XCTAssertEqual(attributes["sonde.sample_ratio"] as? Double, 0.25)
         XCTAssertEqual(attributes["sonde.go.goroutine_reused"] as? Bool, true)
         XCTAssertEqual(server["status"] as? [String: String], ["code": "STATUS_CODE_UNSET", "message": ""])
-        XCTAssertEqual(server["resource"] as? [String: String], [
-            "service.name": "checkout", "process.pid": "4242", "deployment.environment": "staging",
-        ])
+        let resource = try XCTUnwrap(server["resource"] as? [String: Any])
+        XCTAssertEqual(resource.count, 3)
+        XCTAssertEqual(resource["service.name"] as? String, "checkout")
+        XCTAssertEqual(resource["deployment.environment"] as? String, "staging")
+        XCTAssertEqual(resource["process.pid"] as? Int, 4242, "process.pid is an int, as the resource conventions say")
         XCTAssertEqual(server["scope"] as? [String: String], ["name": "go/net-http", "version": "1.0.0"])
         let request = try XCTUnwrap(server["request"] as? [String: Any])
         XCTAssertEqual(request["path"] as? String, "/v1/traces")
@@ -82,7 +84,8 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         processor.submit(makeClientSpan())
         await processor.shutdown()
 
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, exported: 1, droppedExportFailed: 1))
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 2, exported: 1, droppedExportFailed: 1, lastFailure: "HTTP 400 from http://127.0.0.1:\(receiver.port)/v1/traces"))
         let spans = try receiver.receivedSpans()
         XCTAssertEqual(spans.map { $0["name"] as? String }, ["POST"])
         XCTAssertEqual((spans.first?["request"] as? [String: Any])?["index"] as? Int, 1, "the rejected batch was sent once")
@@ -96,8 +99,77 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         processor.submit(makeClientSpan())
         await processor.shutdown()
 
-        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 2, exported: 1, droppedExportFailed: 1))
-        XCTAssertEqual(processor.lastExportFailure, "1 spans rejected: rejected by --reject-spans")
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 2, exported: 1, droppedExportFailed: 1, lastFailure: "1 spans rejected: rejected by --reject-spans"))
+    }
+
+    func testGzipCompressedRequestsAreDecodedByTheReceiver() async throws {
+        let receiver = try OTLPReceiverProcess()
+        let exporter = try exporter(for: receiver, environment: ["OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"])
+
+        try await exporter.export([makeServerSpan(), makeClientSpan()])
+
+        let spans = try receiver.receivedSpans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, ["GET /hello", "POST"])
+        let headers = try XCTUnwrap((spans.first?["request"] as? [String: Any])?["headers"] as? [String: String])
+        XCTAssertEqual(headers["content-encoding"], "gzip")
+    }
+
+    /// The OTLP timeout bounds each request, also below one second (URLSession on Linux rounds
+    /// its own timeouts down to whole seconds, and a request's `timeoutInterval` is not used).
+    func testTimeoutEndsARequestTheBackendNeverAnswers() async throws {
+        let listener = try SilentListener()
+        let configuration = try OTLPExporterConfiguration.fromEnvironment([
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(listener.port)", "OTEL_EXPORTER_OTLP_TIMEOUT": "100",
+        ])
+        let exporter = OTLPHTTPExporter(configuration: configuration)
+
+        let started = ContinuousClock.now
+        let export = Task { () -> (any Error)? in
+            do {
+                try await exporter.export([makeServerSpan()])
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(5))
+            export.cancel()
+        }
+        let error = await export.value
+        watchdog.cancel()
+
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(2), "the 100 ms timeout was not applied")
+        XCTAssertEqual((error as? SpanExportError)?.isRetryable, true, "\(String(describing: error))")
+    }
+
+    func testUntrustedCertificateIsDroppedWithoutRetry() async throws {
+        let server = try SelfSignedTLSServer()
+        let configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(server.port)/v1/traces")!, timeout: .seconds(5))
+        let exporter = RecordingFailures(OTLPHTTPExporter(configuration: configuration))
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: fastRetries)
+
+        processor.submit(makeServerSpan())
+        await processor.shutdown()
+
+        let attempts = await exporter.attempts
+        XCTAssertEqual(attempts, 1, "a certificate problem is not retried")
+        XCTAssertEqual(processor.statistics.droppedExportFailed, 1)
+        let failure = try XCTUnwrap(processor.statistics.summary.split(separator: "last failure: ").last)
+        XCTAssertTrue(failure.contains("certificate"), String(failure))
+    }
+
+    func testPlainHTTPBackendBehindAnHTTPSURLIsNotRetried() async throws {
+        let receiver = try OTLPReceiverProcess()
+        let configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(receiver.port)/v1/traces")!, timeout: .seconds(5))
+
+        do {
+            try await OTLPHTTPExporter(configuration: configuration).export([makeServerSpan()])
+            XCTFail("TLS to a plain HTTP server succeeded")
+        } catch {
+            XCTAssertEqual((error as? SpanExportError)?.isRetryable, false, "\(error)")
+        }
     }
 
     func testUnreachableEndpointIsRetryable() async throws {

@@ -37,6 +37,58 @@ final class OTLPResponseClassificationTests: XCTestCase {
         }
     }
 
+    func testRetryAfterInSecondsOrAsAnHTTPDateIsPassedOn() {
+        let now = Date(timeIntervalSince1970: 1_700_000_000)  // Tue, 14 Nov 2023 22:13:20 GMT
+        func retryAfter(status: Int, header: String?) -> Duration? {
+            do {
+                try exporter.checkResponse(status: status, retryAfter: header, body: Data(), now: now)
+                return nil
+            } catch {
+                return error.retryAfter
+            }
+        }
+
+        XCTAssertEqual(retryAfter(status: 429, header: "7"), .seconds(7))
+        XCTAssertEqual(retryAfter(status: 503, header: " 120 "), .seconds(120))
+        XCTAssertEqual(retryAfter(status: 503, header: "Tue, 14 Nov 2023 22:13:50 GMT"), .seconds(30))
+        XCTAssertEqual(retryAfter(status: 503, header: "Tuesday, 14-Nov-23 22:13:25 GMT"), .seconds(5))
+        XCTAssertEqual(retryAfter(status: 429, header: "Tue Nov 14 22:13:21 2023"), .seconds(1))
+        XCTAssertEqual(retryAfter(status: 503, header: "Tue, 14 Nov 2023 22:00:00 GMT"), .zero, "a date already passed")
+        XCTAssertNil(retryAfter(status: 503, header: nil))
+        XCTAssertNil(retryAfter(status: 503, header: "-3"))
+        XCTAssertNil(retryAfter(status: 503, header: "soon"))
+        XCTAssertNil(retryAfter(status: 400, header: "7"), "a permanent failure is not retried at all")
+    }
+
+    func testTransportErrorsAreRetriedUnlessTLSOrTheURLIsAtFault() {
+        func classified(_ error: any Error) -> SpanExportError {
+            exporter.classify(transportError: error)
+        }
+        let endpoint = "http://collector:4318/v1/traces"
+
+        for retryable in [URLError(.cannotConnectToHost), URLError(.timedOut), URLError(.networkConnectionLost), URLError(.cannotFindHost)] {
+            XCTAssertTrue(classified(retryable).isRetryable, "\(retryable.code)")
+        }
+        for permanent in [
+            URLError(.serverCertificateUntrusted), URLError(.serverCertificateHasBadDate), URLError(.secureConnectionFailed),
+            URLError(.clientCertificateRequired), URLError(.badURL), URLError(.unsupportedURL),
+        ] {
+            XCTAssertFalse(classified(permanent).isRetryable, "\(permanent.code)")
+        }
+        // How FoundationNetworking on Linux reports what libcurl says about TLS: code -1 (unknown).
+        let selfSigned = NSError(
+            domain: NSURLErrorDomain, code: NSURLErrorUnknown,
+            userInfo: [NSLocalizedDescriptionKey: "SSL certificate problem: self-signed certificate"])
+        XCTAssertEqual(classified(selfSigned), .rejected(reason: "TLS failed with \(endpoint): SSL certificate problem: self-signed certificate"))
+        let plainHTTP = NSError(
+            domain: NSURLErrorDomain, code: NSURLErrorUnknown,
+            userInfo: [NSLocalizedDescriptionKey: "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number"])
+        XCTAssertFalse(classified(plainHTTP).isRetryable)
+        XCTAssertEqual(
+            classified(URLError(.cannotConnectToHost)),
+            .retryable(reason: "cannot reach \(endpoint): \(URLError(.cannotConnectToHost).localizedDescription)"))
+    }
+
     func testOtherErrorsAreRejectedWithTheReadablePartOfTheBody() {
         for status in [400, 401, 404, 413, 500] {
             XCTAssertEqual(outcome(status: status), .rejected(reason: "HTTP \(status) from http://collector:4318/v1/traces"))

@@ -22,7 +22,7 @@ func makeServerSpan() -> Span {
             Attribute("sonde.go.goroutine_reused", .bool(true)),
         ],
         status: .unset,
-        resource: Resource(attributes: ["service.name": "hello-server", "process.pid": "4242"]),
+        resource: Resource(attributes: ["service.name": .string("hello-server"), "process.pid": .int(4242)]),
         scope: InstrumentationScope(name: "go/net-http", version: "1.0.0"))
 }
 
@@ -38,7 +38,7 @@ func makeClientSpan() -> Span {
         endTimeUnixNano: 1_700_000_000_000_600_000,
         attributes: [Attribute("server.address", .string("backend:8080"))],
         status: .error(message: "connection refused"),
-        resource: Resource(attributes: ["service.name": "hello-server", "process.pid": "4242"]),
+        resource: Resource(attributes: ["service.name": .string("hello-server"), "process.pid": .int(4242)]),
         scope: InstrumentationScope(name: "go/net-http", version: "1.0.0"))
 }
 
@@ -68,6 +68,21 @@ actor RecordingExporter: SpanExporter {
         attempts += 1
         if !failures.isEmpty { throw failures.removeFirst() }
         batches.append(spans)
+    }
+}
+
+/// Passes batches on to `exporter`, counting the attempts.
+actor RecordingFailures<Exporter: SpanExporter>: SpanExporter {
+    private let exporter: Exporter
+    private(set) var attempts = 0
+
+    init(_ exporter: Exporter) {
+        self.exporter = exporter
+    }
+
+    func export(_ spans: [Span]) async throws {
+        attempts += 1
+        try await exporter.export(spans)
     }
 }
 
@@ -156,7 +171,7 @@ final class OTLPReceiverProcess {
 
     struct ReceiverDidNotStart: Error {}
 
-    private static func run(_ arguments: [String]) throws -> Int32 {
+    static func run(_ arguments: [String]) throws -> Int32 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
@@ -165,5 +180,93 @@ final class OTLPReceiverProcess {
         try process.run()
         process.waitUntilExit()
         return process.terminationStatus
+    }
+}
+
+/// A TCP port that accepts connections (the kernel completes them) but never answers: a backend
+/// that hangs, to check that request timeouts apply.
+final class SilentListener {
+    let port: Int
+    private let socketDescriptor: Int32
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(descriptor, address, length) == 0 && listen(descriptor, 16) == 0
+                    && getsockname(descriptor, address, &length) == 0
+            }
+        }
+        guard descriptor >= 0, listening else {
+            close(descriptor)
+            throw XCTSkip("cannot listen on 127.0.0.1")
+        }
+        socketDescriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit {
+        close(socketDescriptor)
+    }
+}
+
+/// An HTTPS server with a self-signed certificate (made with the openssl tool), run by python3:
+/// a backend whose certificate Sonde cannot trust.
+final class SelfSignedTLSServer {
+    let port: Int
+    private let process: Process
+    private let directory: URL
+
+    /// Ends on SIGTERM even though the test process, whose signal dispositions it inherits,
+    /// may ignore that signal.
+    private static let script = """
+        import http.server, signal, ssl, sys
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[1], sys.argv[2])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+        """
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        let made = try? OTLPReceiverProcess.run([
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
+            "-days", "1", "-subj", "/CN=localhost",
+        ])
+        guard made == 0 else { throw XCTSkip("the openssl tool is needed to make a self-signed certificate") }
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", Self.script, certificate, key]
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        try process.run()
+        let firstLine = stdout.fileHandleForReading.availableData
+        guard let port = Int(String(decoding: firstLine, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            process.terminate()
+            throw XCTSkip("python3 could not start an HTTPS server")
+        }
+        self.port = port
+    }
+
+    deinit {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
     }
 }

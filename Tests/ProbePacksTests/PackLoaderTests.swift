@@ -84,7 +84,10 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
-            "bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, on-entry, on-return, attributes")
+            """
+            bad.yaml:6:5: a probe is missing 'function'
+            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, on-entry, on-return, attributes
+            """)
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'route'; known: path")
@@ -99,7 +102,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:10:31: path step '' is not a field name")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "  - id: handler\n", with: "  - id: handler\n    id: again\n")),
-            "bad.yaml:6:5: this mapping has the key 'id' more than once")
+            "bad.yaml:6:5: this key appears more than once in its mapping")
     }
 
     func testResultsAndErrorConditionLists() throws {
@@ -166,15 +169,21 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
         XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
         XCTAssertEqual(pack.probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil))
-        let code = try XCTUnwrap(pack.probes[2].onReturn.first)
+        // The client's status is grpc_status(code, call-error): call-error is read first, since
+        // code's type check ends the return program for an error that is no *status.Error.
+        XCTAssertEqual(pack.probes[2].onReturn.map(\.name), ["call-error", "code"])
+        let code = pack.probes[2].onReturn[1]
         XCTAssertEqual(code.path, [.assertType("*google.golang.org/grpc/internal/status.Error"), .field("e"), .field("Code")])
-        XCTAssertEqual(code.ifAbsent, 0)
+        XCTAssertNil(code.ifAbsent)
+        XCTAssertEqual(
+            pack.probes[2].attributes.last,
+            AttributeRule(key: "rpc.grpc.status_code", value: .grpcStatus(code: "code", error: "call-error")))
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"{rpc_method(verb)}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'verb'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: lower(path)")),
-            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method) or rpc_method(method)")
+            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method), rpc_method(method) or grpc_status(code, error)")
     }
 
     /// A stream's span stays open under the stream after the call returns, and another probe ends it.
@@ -233,9 +242,12 @@ final class PackLoaderTests: XCTestCase {
         let catalog = PackCatalog.load(paths: [directory.path], only: ["go/example", "go/missing"])
         XCTAssertEqual(catalog.packs.map(\.name), ["go/example"])
         XCTAssertEqual(catalog.errors.map(\.message), [
+            "the pack is missing 'language'",
+            "the pack is missing 'library'",
+            "the pack is missing 'probes'",
             "pack name 'nope' must look like language/library, e.g. go/net-http",
             "no pack named 'go/missing' (available: go/example)",
         ])
-        XCTAssertEqual(catalog.errors[0].location, SourceLocation(file: directory.path + "/broken.yaml", line: 2, column: 7))
+        XCTAssertEqual(catalog.errors[3].location, SourceLocation(file: directory.path + "/broken.yaml", line: 2, column: 7))
     }
 }

@@ -6,7 +6,7 @@ import XCTest
 @testable import Tracing
 
 final class SpanAssemblerTests: XCTestCase {
-    func makePlan() throws -> AttachPlan {
+    static func makePlan() throws -> AttachPlan {
         let pack = try PackLoader.parse(yaml: """
             format: sonde.probe-pack/v1
             pack: go/test
@@ -42,7 +42,7 @@ final class SpanAssemblerTests: XCTestCase {
         return AttachPlan(binaryPath: "/srv/app", isPositionIndependent: false, goVersion: "go1.19", probes: [probe], skipped: [])
     }
 
-    func event(method: String, path: String, host: String, status: Int64?, slot: UInt32 = 3) -> SpanEvent {
+    static func event(method: String, path: String, host: String, status: Int64?, slot: UInt32 = 3) -> SpanEvent {
         var data = [UInt8](repeating: 0xAA, count: 769)  // stale bytes must never leak into values
         func put(_ text: String, at offset: Int) {
             let bytes = Array(text.utf8)
@@ -65,13 +65,14 @@ final class SpanAssemblerTests: XCTestCase {
     }
 
     func assembler() throws -> SpanAssembler {
-        try SpanAssembler(plan: makePlan(), clock: ClockOffset(realtimeMinusMonotonic: 1_700_000_000_000_000_000)) { pid in
-            Resource(attributes: ["process.pid": String(pid)])
+        let clock = WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 1_700_000_000_000_000_000))
+        return try SpanAssembler(plan: Self.makePlan(), clock: clock) { pid in
+            Resource(attributes: ["process.pid": .int(Int64(pid))])
         }
     }
 
     func testServerSpanFromEvent() throws {
-        let span = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/items/7", host: "localhost:8080", status: 404)))
+        let span = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/items/7", host: "localhost:8080", status: 404)))
         XCTAssertEqual(span.name, "GET /items/7")
         XCTAssertEqual(span.kind, .server)
         XCTAssertEqual(span.traceID.description, "01020304050607081112131415161718")
@@ -87,30 +88,30 @@ final class SpanAssemblerTests: XCTestCase {
             Attribute("http.response.status_code", .int(404)),
         ])
         XCTAssertEqual(span.status, .unset)
-        XCTAssertEqual(span.resource.attributes, ["process.pid": "4242"])
+        XCTAssertEqual(span.resource.attributes, ["process.pid": .int(4242)])
         XCTAssertEqual(span.scope.name, "sonde/go/test")
     }
 
     func testImplicitStatusAndServerErrors() throws {
-        let implicit = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/", host: "[::1]:9000", status: 0)))
+        let implicit = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/", host: "[::1]:9000", status: 0)))
         XCTAssertEqual(implicit.attribute("http.response.status_code"), .int(200))
         XCTAssertEqual(implicit.attribute("server.address"), .string("::1"))
         XCTAssertEqual(implicit.attribute("server.port"), .int(9000))
-        let failed = try XCTUnwrap(try assembler().assemble(event(method: "POST", path: "/fail", host: "example", status: 503)))
+        let failed = try XCTUnwrap(try assembler().assemble(Self.event(method: "POST", path: "/fail", host: "example", status: 503)))
         XCTAssertEqual(failed.status, .error(message: "status 503"))
         XCTAssertEqual(failed.attribute("server.address"), .string("example"))
         XCTAssertNil(failed.attribute("server.port"))
     }
 
     func testCapturesNotTakenAreLeftOut() throws {
-        let span = try XCTUnwrap(try assembler().assemble(event(method: "GET", path: "/h2", host: "", status: nil)))
+        let span = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/h2", host: "", status: nil)))
         XCTAssertNil(span.attribute("http.response.status_code"))
         XCTAssertNil(span.attribute("server.address"))
         XCTAssertEqual(span.status, .unset)
     }
 
     func testUnknownSlotIsRejected() throws {
-        XCTAssertNil(try assembler().assemble(event(method: "GET", path: "/", host: "", status: 200, slot: 9)))
+        XCTAssertNil(try assembler().assemble(Self.event(method: "GET", path: "/", host: "", status: 200, slot: 9)))
     }
 
     func testURLExpressionAndNonZeroErrors() {
@@ -127,14 +128,14 @@ final class SpanAssemblerTests: XCTestCase {
     }
 
     func testEnrichmentAddsRouteAndRenamesOnlyWhenRouteWasRead() throws {
-        var plan = try makePlan()
+        var plan = try Self.makePlan()
         plan.probes[0].captureSlots.append(CaptureSlot(name: "route", type: .goString, offset: 240, maxLength: 128, ifZero: nil, origin: "DWARF"))
         plan.probes[0].enrichments = [EnrichmentRule(
             source: "go/router/route", attributes: [AttributeRule(key: "http.route", value: .capture("route"))],
             rename: NameTemplate(parts: [.capture("method"), .literal(" "), .capture("route")]))]
-        let assembler = SpanAssembler(plan: plan, clock: ClockOffset(realtimeMinusMonotonic: 0)) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
 
-        var routed = event(method: "GET", path: "/items/7", host: "h:1", status: 200)
+        var routed = Self.event(method: "GET", path: "/items/7", host: "h:1", status: 200)
         let route = Array("/items/{id}".utf8)
         routed.data.replaceSubrange(240..<(242 + route.count), with: [UInt8(route.count), 0] + route)
         routed.capturedMask |= 1 << 4
@@ -142,22 +143,22 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(span.name, "GET /items/{id}")
         XCTAssertEqual(span.attribute("http.route"), .string("/items/{id}"))
 
-        let unrouted = try XCTUnwrap(assembler.assemble(event(method: "GET", path: "/nothing", host: "h:1", status: 404)))
+        let unrouted = try XCTUnwrap(assembler.assemble(Self.event(method: "GET", path: "/nothing", host: "h:1", status: 404)))
         XCTAssertEqual(unrouted.name, "GET /nothing")
         XCTAssertNil(unrouted.attribute("http.route"))
     }
 
     /// An end-span (or enrich) probe's error-when fails the span it ends, on its own captures.
     func testEnrichmentErrorConditionsFailTheTargetSpan() throws {
-        var plan = try makePlan()
+        var plan = try Self.makePlan()
         plan.probes[0].captureSlots.append(CaptureSlot(name: "code", type: .int32, offset: 240, maxLength: 0, ifZero: nil, origin: "DWARF"))
         plan.probes[0].enrichments = [EnrichmentRule(
             source: "go/grpc/stream-client-end", attributes: [AttributeRule(key: "rpc.grpc.status_code", value: .capture("code"))],
             rename: nil, errorWhen: [ErrorCondition(capture: "code", test: .atLeast(1))], endsSpan: true)]
-        let assembler = SpanAssembler(plan: plan, clock: ClockOffset(realtimeMinusMonotonic: 0)) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
 
         func ended(code: UInt8) -> SpanEvent {
-            var record = event(method: "GET", path: "/watch", host: "h:1", status: 200)
+            var record = Self.event(method: "GET", path: "/watch", host: "h:1", status: 200)
             record.data.replaceSubrange(240..<244, with: [code, 0, 0, 0])
             record.capturedMask |= 1 << 4 | SpanEvent.endedByObjectProbe
             return record
@@ -193,11 +194,56 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(CaptureDecoder.decode(event, slots: [code]), ["code": .int(0)])
     }
 
+    /// grpc-go's status.Code(err): the status's code, UNKNOWN (2) for an error that carries no
+    /// status (an interceptor's), OK (0) for no error, nothing when the error was not read.
+    func testGRPCStatusFollowsStatusCodeOfTheCallsError() {
+        let status = ValueExpression.grpcStatus(code: "code", error: "call-error")
+        XCTAssertEqual(SpanAssembler.evaluate(status, ["code": .int(5), "call-error": .bool(true)]), .int(5))
+        XCTAssertEqual(SpanAssembler.evaluate(status, ["call-error": .bool(true)]), .int(2))
+        XCTAssertEqual(SpanAssembler.evaluate(status, ["call-error": .bool(false)]), .int(0))
+        XCTAssertNil(SpanAssembler.evaluate(status, [:]))
+    }
+
     func testHostPortParsing() {
         XCTAssertEqual(HostPort("a.example:80"), HostPort(host: "a.example", port: 80))
         XCTAssertEqual(HostPort("a.example"), HostPort(host: "a.example", port: nil))
         XCTAssertEqual(HostPort("[2001:db8::1]:443"), HostPort(host: "2001:db8::1", port: 443))
         XCTAssertEqual(HostPort("2001:db8::1"), HostPort(host: "2001:db8::1", port: nil))
+        XCTAssertEqual(HostPort("h:1"), HostPort(host: "h", port: 1))
+        XCTAssertEqual(HostPort("h:65535"), HostPort(host: "h", port: 65535))
+        XCTAssertEqual(HostPort("h:00080"), HostPort(host: "h", port: 80))
         XCTAssertNil(HostPort(""))
+    }
+
+    /// A Host header is whatever the client sent: only 1…65535 written in digits is a port.
+    func testHostPortIgnoresPortsThatAreNotDigitsOrOutOfRange() {
+        for text in ["h:-5", "h:+80", "h:0", "h:65536", "h:99999999999999999999", "h:8a", "h:", "h: 80", "h:٨٠"] {
+            XCTAssertEqual(HostPort(text), HostPort(host: "h", port: nil), text)
+        }
+        for text in ["[::1]:-1", "[::1]:0", "[::1]:+443", "[::1]:", "[::1]x"] {
+            XCTAssertEqual(HostPort(text), HostPort(host: "::1", port: nil), text)
+        }
+    }
+
+    func testHostHeaderWithNegativePortKeepsTheAddressButNoPort() throws {
+        let span = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/", host: "h:-5", status: 200)))
+
+        XCTAssertEqual(span.attributes, [
+            Attribute("http.request.method", .string("GET")),
+            Attribute("url.path", .string("/")),
+            Attribute("server.address", .string("h")),
+            Attribute("http.response.status_code", .int(200)),
+        ])
+    }
+
+    func testHostHeaderWithOutOfRangePortKeepsTheAddressButNoPort() throws {
+        let span = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/", host: "[::1]:70000", status: 200)))
+
+        XCTAssertEqual(span.attributes, [
+            Attribute("http.request.method", .string("GET")),
+            Attribute("url.path", .string("/")),
+            Attribute("server.address", .string("::1")),
+            Attribute("http.response.status_code", .int(200)),
+        ])
     }
 }

@@ -48,6 +48,12 @@ func main() {
 		}()
 		<-done
 	})
+	// A handler that gives up on the request the way httputil.ReverseProxy does
+	// when its client goes away: net/http recovers the panic and closes the
+	// connection, so ServeHTTP never returns.
+	mux.HandleFunc("/abort", func(w http.ResponseWriter, r *http.Request) {
+		panic(http.ErrAbortHandler)
+	})
 	// Every other path gets ServeMux's 404.
 
 	listener, err := net.Listen("tcp", *listen)

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,9 @@ import (
 type front struct {
 	backHTTP string // base URL, e.g. http://127.0.0.1:8081
 	health   healthpb.HealthClient
+	// refusing calls the same service through an interceptor that fails every
+	// call with a plain error, as auth or rate-limit interceptors do.
+	refusing healthpb.HealthClient
 }
 
 func main() {
@@ -46,13 +50,18 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	f := &front{backHTTP: base, health: healthpb.NewHealthClient(conn)}
+	refusingConn, err := grpc.Dial(*backGRPC, grpc.WithInsecure(), grpc.WithUnaryInterceptor(refuse))
+	if err != nil {
+		log.Fatal(err)
+	}
+	f := &front{backHTTP: base, health: healthpb.NewHealthClient(conn), refusing: healthpb.NewHealthClient(refusingConn)}
 
 	r := mux.NewRouter()
 	r.HandleFunc("/api/items/{id:[0-9]+}", f.item).Methods(http.MethodGet)
 	r.HandleFunc("/api/private/{id:[0-9]+}", f.private).Methods(http.MethodGet)
 	r.HandleFunc("/api/health/{service}", f.healthCheck).Methods(http.MethodGet)
 	r.HandleFunc("/api/watch/{service}", f.watch).Methods(http.MethodGet)
+	r.HandleFunc("/api/refused/{service}", f.refused).Methods(http.MethodGet)
 	r.HandleFunc("/api/async/{id:[0-9]+}", f.async).Methods(http.MethodGet)
 	r.HandleFunc("/api/local", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "local")
@@ -163,4 +172,17 @@ func (f *front) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, first.GetStatus().String())
+}
+
+// refuse is a unary client interceptor that fails the call before it is sent,
+// with an error that carries no gRPC status.
+func refuse(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return errors.New("refused by the client's interceptor")
+}
+
+// GET /api/refused/{service}: a health check that the client's interceptor
+// refuses; answers 502 with the error.
+func (f *front) refused(w http.ResponseWriter, r *http.Request) {
+	_, err := f.refusing.Check(r.Context(), &healthpb.HealthCheckRequest{Service: mux.Vars(r)["service"]})
+	http.Error(w, fmt.Sprint(err), http.StatusBadGateway)
 }

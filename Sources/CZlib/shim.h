@@ -1,0 +1,7 @@
+#include <zlib.h>
+
+/* deflateInit2 is a macro, which Swift cannot call: this is it as a function, for gzip
+   (windowBits 15 + 16 writes the gzip header and trailer, RFC 1952) at the given level. */
+static inline int sonde_deflate_init_gzip(z_streamp stream, int level) {
+    return deflateInit2(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+}

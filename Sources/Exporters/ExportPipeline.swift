@@ -1,0 +1,209 @@
+import Spans
+import Synchronization
+
+/// The state shared by `submit` (any thread), the export task and flush callers. It is separate
+/// from `BatchingSpanProcessor` so the background tasks do not keep the processor alive.
+final class ExportPipeline: Sendable {
+    enum Wakeup: Sendable, Hashable {
+        /// Export the full batches queued; a partial one waits for the schedule delay.
+        case batchFilled
+        /// Export everything queued.
+        case scheduleDelayPassed
+        /// Export everything queued, then report to the flush waiter with this id.
+        case flush(id: Int)
+    }
+
+    struct FlushWaiter {
+        var continuation: CheckedContinuation<Bool, Never>
+        var deadline: Task<Void, Never>?
+    }
+
+    struct State {
+        var queue: [Span] = []
+        var statistics = ExportStatistics()
+        var acceptsSpans = true
+        /// Wakeups on their way to the export loop; sending one again would only repeat it.
+        var pendingWakeups: Set<Wakeup> = []
+        var flushWaiters: [Int: FlushWaiter] = [:]
+        var nextFlushID = 0
+    }
+
+    let state = Mutex(State())
+    let exporter: any SpanExporter
+    let configuration: BatchingSpanProcessor.Configuration
+    let wakeups: AsyncStream<Wakeup>.Continuation
+
+    init(exporter: any SpanExporter, configuration: BatchingSpanProcessor.Configuration, wakeups: AsyncStream<Wakeup>.Continuation) {
+        self.exporter = exporter
+        self.configuration = configuration
+        self.wakeups = wakeups
+    }
+
+    func submit(_ span: Span) {
+        let batchFilled = state.withLock { state in
+            guard state.acceptsSpans else { return false }
+            state.statistics.submitted += 1
+            guard state.queue.count < configuration.queueCapacity else {
+                state.statistics.droppedQueueFull += 1
+                return false
+            }
+            state.queue.append(span)
+            return state.queue.count >= configuration.maxBatchSize
+        }
+        if batchFilled { wake(.batchFilled) }
+    }
+
+    /// Wakes the export loop if spans are waiting and the same wakeup is not already on its way.
+    func wake(_ wakeup: Wakeup) {
+        let shouldWake = state.withLock { state in
+            !state.queue.isEmpty && state.pendingWakeups.insert(wakeup).inserted
+        }
+        if shouldWake { wakeups.yield(wakeup) }
+    }
+
+    /// The export loop: one wakeup at a time, so batches leave in submission order.
+    func run(_ wakeups: AsyncStream<Wakeup>) async {
+        for await wakeup in wakeups {
+            state.withLock { _ = $0.pendingWakeups.remove(wakeup) }
+            switch wakeup {
+            case .batchFilled:
+                await exportQueuedSpans(fullBatchesOnly: true)
+            case .scheduleDelayPassed:
+                await exportQueuedSpans(fullBatchesOnly: false)
+            case .flush(let id):
+                await exportQueuedSpans(fullBatchesOnly: false)
+                finishFlush(id: id, completed: true)
+            }
+        }
+    }
+
+    /// Exports the spans queued when called, not those arriving meanwhile, so a flush finishes
+    /// even under a steady stream of spans.
+    private func exportQueuedSpans(fullBatchesOnly: Bool) async {
+        var remaining = state.withLock { $0.queue.count }
+        while remaining > 0, !Task.isCancelled {
+            let batch: [Span]? = state.withLock { state in
+                let batchSize = min(remaining, configuration.maxBatchSize, state.queue.count)
+                guard batchSize > 0, !fullBatchesOnly || batchSize == configuration.maxBatchSize else { return nil }
+                defer { state.queue.removeFirst(batchSize) }
+                return Array(state.queue.prefix(batchSize))
+            }
+            guard let batch else { return }
+            remaining -= batch.count
+            await exportWithRetries(batch)
+        }
+    }
+
+    /// Exports `batch` until it is delivered or `RetryPolicy` says to stop, within the export
+    /// timeout, and accounts for the outcome.
+    private func exportWithRetries(_ batch: [Span]) async {
+        let deadline = configuration.exportTimeout.map { ContinuousClock.now + $0 }
+        var attempt = 1
+        while true {
+            let failure: SpanExportError
+            do {
+                try await exportOnce(batch, deadline: deadline)
+                state.withLock { $0.statistics.exported += batch.count }
+                return
+            } catch is TimeLimitExceeded {
+                let timeout = SpanExportError.rejected(
+                    reason: "export did not finish within \(exportTimeoutText) (OTEL_BSP_EXPORT_TIMEOUT)")
+                return recordFailure(of: batch, timeout, attempts: attempt, stopReason: .exportTimeoutReached)
+            } catch let error as SpanExportError {
+                failure = error
+            } catch {
+                failure = .rejected(reason: "\(error)")
+            }
+            let decision = configuration.retry.decision(
+                after: failure, attempt: attempt, timeLeft: deadline.map { $0 - ContinuousClock.now },
+                randomFraction: Double.random(in: 0..<1))
+            switch decision {
+            case .retry(let wait) where !Task.isCancelled:
+                try? await Task.sleep(for: wait)
+                attempt += 1
+            case .retry:
+                return recordFailure(of: batch, failure, attempts: attempt, stopReason: nil)
+            case .stop(let reason):
+                return recordFailure(of: batch, failure, attempts: attempt, stopReason: reason)
+            }
+        }
+    }
+
+    /// One attempt, cut off at `deadline`.
+    private func exportOnce(_ batch: [Span], deadline: ContinuousClock.Instant?) async throws {
+        guard let deadline else { return try await exporter.export(batch) }
+        let exporter = exporter
+        try await withTimeLimit(deadline - ContinuousClock.now) { try await exporter.export(batch) }
+    }
+
+    private var exportTimeoutText: String {
+        configuration.exportTimeout.map(\.readable) ?? "no limit"
+    }
+
+    /// Counts the spans of `batch` that `failure` lost and keeps its reason for the summary.
+    private func recordFailure(of batch: [Span], _ failure: SpanExportError, attempts: Int, stopReason: RetryPolicy.StopReason?) {
+        var reason = failure.description
+        switch stopReason {
+        case .exportTimeoutReached where failure.isRetryable:
+            reason += " (after \(attempts) attempts; waiting for another would pass the \(exportTimeoutText) export timeout)"
+        case _ where attempts > 1:
+            reason += " (after \(attempts) attempts)"
+        default:
+            break
+        }
+        let dropped = failure.droppedSpanCount(ofBatchSize: batch.count)
+        state.withLock { state in
+            state.statistics.exported += batch.count - dropped
+            state.statistics.droppedExportFailed += dropped
+            state.statistics.lastFailure = reason
+        }
+    }
+
+    /// Stops `submit` from queueing; returns false if it was already stopped.
+    func stopAcceptingSpans() -> Bool {
+        state.withLock { state in
+            defer { state.acceptsSpans = false }
+            return state.acceptsSpans
+        }
+    }
+
+    func dropQueuedSpans(reason: String) {
+        state.withLock { state in
+            guard !state.queue.isEmpty else { return }
+            state.statistics.droppedExportFailed += state.queue.count
+            state.statistics.lastFailure = "\(state.queue.count) spans dropped: \(reason)"
+            state.queue.removeAll()
+        }
+    }
+
+    func flush(timeout: Duration) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let id = state.withLock { state in
+                let id = state.nextFlushID
+                state.nextFlushID += 1
+                state.flushWaiters[id] = FlushWaiter(continuation: continuation)
+                return id
+            }
+            if case .terminated = wakeups.yield(.flush(id: id)) {
+                finishFlush(id: id, completed: state.withLock { $0.queue.isEmpty })
+                return
+            }
+            let deadline = Task {
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }  // cancelled: flush done
+                self.finishFlush(id: id, completed: false)
+            }
+            let waiting = state.withLock { state in
+                state.flushWaiters[id]?.deadline = deadline
+                return state.flushWaiters[id] != nil
+            }
+            if !waiting { deadline.cancel() }
+        }
+    }
+
+    /// Resumes a flush caller once: whichever of the export loop and the deadline comes first.
+    private func finishFlush(id: Int, completed: Bool) {
+        guard let waiter = state.withLock({ $0.flushWaiters.removeValue(forKey: id) }) else { return }
+        waiter.deadline?.cancel()
+        waiter.continuation.resume(returning: completed)
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// How the exporter classifies what came back, for the retry decision (OTLP/HTTP "Failures"
+/// and "Throttling").
+extension OTLPHTTPExporter {
+    /// Classifies a response; see `export(_:)`.
+    /// - Parameters:
+    ///   - retryAfter: The response's `Retry-After` header: seconds, or an HTTP-date.
+    ///   - now: The time an HTTP-date in `retryAfter` counts from.
+    func checkResponse(status: Int, retryAfter: String? = nil, body: Data, now: Date = Date()) throws(SpanExportError) {
+        switch status {
+        case 200..<300:
+            // A body that is not an ExportTraceServiceResponse still means success.
+            guard let response = try? OTLPExportResponse(serializedBytes: body),
+                  response.partialSuccess.rejectedSpans > 0 else { return }
+            throw .partiallyRejected(
+                count: Int(clamping: response.partialSuccess.rejectedSpans),
+                reason: response.partialSuccess.errorMessage)
+        case 429, 502, 503, 504:
+            throw .retryable(
+                reason: "HTTP \(status) from \(configuration.endpoint)",
+                retryAfter: retryAfter.flatMap { Self.delay(retryAfter: $0, now: now) })
+        default:
+            throw .rejected(reason: "HTTP \(status) from \(configuration.endpoint)" + Self.readableExcerpt(of: body))
+        }
+    }
+
+    /// Classifies an error of the HTTP client. Connection failures and timeouts are retryable;
+    /// TLS failures (an untrusted certificate, a plain HTTP server behind an https:// URL) and
+    /// bad URLs are not, since the next attempt would meet the same configuration.
+    func classify(transportError error: any Error) -> SpanExportError {
+        let endpoint = configuration.endpoint
+        if error is CancellationError {
+            return .retryable(reason: "the export to \(endpoint) was cancelled")
+        }
+        let nsError = error as NSError
+        let description = error.localizedDescription
+        guard nsError.domain == NSURLErrorDomain else {
+            return .retryable(reason: "cannot reach \(endpoint): \(description)")
+        }
+        if Self.tlsErrorCodes.contains(nsError.code) || (nsError.code == NSURLErrorUnknown && Self.mentionsTLS(description)) {
+            return .rejected(reason: "TLS failed with \(endpoint): \(description)")
+        }
+        if Self.permanentErrorCodes.contains(nsError.code) {
+            return .rejected(reason: "cannot send to \(endpoint): \(description)")
+        }
+        return .retryable(reason: "cannot reach \(endpoint): \(description)")
+    }
+
+    private static let tlsErrorCodes: Set<Int> = [
+        NSURLErrorSecureConnectionFailed, NSURLErrorServerCertificateHasBadDate, NSURLErrorServerCertificateUntrusted,
+        NSURLErrorServerCertificateHasUnknownRoot, NSURLErrorServerCertificateNotYetValid,
+        NSURLErrorClientCertificateRejected, NSURLErrorClientCertificateRequired,
+    ]
+
+    private static let permanentErrorCodes: Set<Int> = [
+        NSURLErrorBadURL, NSURLErrorUnsupportedURL, NSURLErrorDataLengthExceedsMaximum,
+        NSURLErrorAppTransportSecurityRequiresSecureConnection,
+    ]
+
+    /// FoundationNetworking on Linux reports most libcurl TLS failures as code -1 (unknown) with
+    /// libcurl's message, e.g. "SSL certificate problem: self-signed certificate" or
+    /// "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number".
+    private static func mentionsTLS(_ description: String) -> Bool {
+        description.contains("SSL") || description.contains("TLS") || description.lowercased().contains("certificate")
+    }
+
+    /// The wait a `Retry-After` value asks for (RFC 9110 10.2.3): delay-seconds, or an HTTP-date
+    /// in any of its three formats, counted from `now` (zero once passed). Nil when unreadable.
+    static func delay(retryAfter value: String, now: Date) -> Duration? {
+        let value = value.trimmingCharacters(in: .whitespaces)
+        if !value.isEmpty, value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            return .seconds(Int64(value) ?? .max)
+        }
+        let collapsed = value.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = format
+            if let date = formatter.date(from: collapsed) {
+                let seconds = date.timeIntervalSince(now).rounded(.up)
+                return seconds > 0 ? .seconds(Int64(seconds)) : .zero
+            }
+        }
+        return nil
+    }
+
+    /// The printable part of an error body (plain text, JSON, or the message inside a
+    /// protobuf `google.rpc.Status`), so the user sees why the backend refused.
+    static func readableExcerpt(of body: Data) -> String {
+        let printable = String(decoding: body.prefix(300), as: UTF8.self).unicodeScalars
+            .map { $0.properties.isWhitespace || $0.value < 0x20 || $0 == "\u{FFFD}" ? " " : Character($0) }
+        let excerpt = String(printable).split(separator: " ").joined(separator: " ")
+        return excerpt.isEmpty ? "" : ": \(excerpt)"
+    }
+}

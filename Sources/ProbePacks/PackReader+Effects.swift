@@ -1,0 +1,153 @@
+import Foundation
+
+/// What a probe does: `span`, `enrich`, `end-span` or `follow-goroutine`, with their names and conditions.
+extension PackReader {
+    static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
+        let report = node.diagnostics
+        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call"])
+        let kind = report.attempt { () throws -> SpanRule.Kind in
+            let kindNode = try map.required("kind")
+            let kindName = try kindNode.string("span.kind")
+            guard let kind = SpanRule.Kind(rawValue: kindName) else {
+                throw kindNode.error(
+                    "unknown span kind '\(kindName)'; expected one of: "
+                        + SpanRule.Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                )
+            }
+            return kind
+        }
+        let name = report.attempt { try readNameTemplate(map.required("name"), captures: captures) }
+        let errorWhen = map.optional("error-when").flatMap { conditions in
+            report.attempt { try readErrorConditions(conditions, captures: captures) }
+        }
+        let outlivesCall = map.optional("outlives-call").flatMap { object in
+            report.attempt { try readOutlivesCall(object) }
+        }
+        guard let kind, let name else { throw AlreadyReported() }
+        return SpanRule(kind: kind, name: name, errorWhen: errorWhen ?? [], outlivesCall: outlivesCall)
+    }
+
+    /// `outlives-call: { result: 0, path: "(*pkg.T)" }`.
+    private static func readOutlivesCall(_ node: YAMLNode) throws -> ObjectReference {
+        let object = try node.mapping("span.outlives-call", allowed: ["result", "path"])
+        let origin = try readOrigin(object, of: "span.outlives-call", at: node, resultAllowed: true)
+        guard let pathNode = object.optional("path") else { return ObjectReference(origin: origin) }
+        guard case let steps = try readPath(pathNode), steps.count == 1, case .assertType(let type) = steps[0] else {
+            throw pathNode.error("span.outlives-call.path can only check the dynamic type, e.g. \"(*pkg.Stream)\"")
+        }
+        return ObjectReference(origin: origin, dynamicType: type)
+    }
+
+    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }`.
+    static func readEnrichment(_ node: YAMLNode, key: String, captures: Set<String>) throws -> Enrichment {
+        let report = node.diagnostics
+        let ends = key == "end-span"
+        let map = try node.mapping(
+            key,
+            allowed: ends ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"]
+        )
+        let target = report.attempt { () throws -> String in
+            let targetNode = try map.required("span")
+            let target = try targetNode.string("\(key).span")
+            guard target.split(separator: "/").count == 3 else {
+                throw targetNode.error(
+                    "\(key).span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server"
+                )
+            }
+            return target
+        }
+        // The name may use the target's captures, which only planning knows: checked there.
+        let rename = map.optional("name").flatMap { name in report.attempt { try readNameTemplate(name, captures: nil) }
+        }
+        let errorWhen = map.optional("error-when").flatMap { conditions in
+            report.attempt { try readErrorConditions(conditions, captures: captures) }
+        }
+        guard ends else {
+            guard let target else { throw AlreadyReported() }
+            return Enrichment(target: target, rename: rename, errorWhen: errorWhen ?? [])
+        }
+        let origin = report.attempt { () throws -> ValueOrigin in
+            let objectNode = try map.required("object")
+            let object = try objectNode.mapping("end-span.object", allowed: ["arg"])
+            return try readOrigin(object, of: "end-span.object", at: objectNode, resultAllowed: false)
+        }
+        guard let target, let origin else { throw AlreadyReported() }
+        return Enrichment(target: target, rename: rename, endsSpanKeyedBy: origin, errorWhen: errorWhen ?? [])
+    }
+
+    /// `follow-goroutine: { parent: { arg: callergp }, child: { result: 0 } }`.
+    static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
+        let map = try node.mapping("follow-goroutine", allowed: ["parent", "child"])
+        func origin(_ key: String) -> ValueOrigin? {
+            node.diagnostics.attempt {
+                let valueNode = try map.required(key)
+                let value = try valueNode.mapping("follow-goroutine.\(key)", allowed: ["arg", "result"])
+                return try readOrigin(value, of: "follow-goroutine.\(key)", at: valueNode, resultAllowed: true)
+            }
+        }
+        let parent = origin("parent")
+        let child = origin("child")
+        guard let parent, let child else { throw AlreadyReported() }
+        return GoroutineHandoff(parent: parent, child: child)
+    }
+
+    /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`.
+    static func readErrorConditions(_ node: YAMLNode, captures: Set<String>) throws -> [ErrorCondition] {
+        let nodes = (try? node.sequence("error-when")) ?? [node]
+        let conditions = nodes.compactMap { condition in
+            node.diagnostics.attempt { try readErrorCondition(condition, captures: captures) }
+        }
+        guard conditions.count == nodes.count else { throw AlreadyReported() }
+        return conditions
+    }
+
+    private static func readErrorCondition(_ node: YAMLNode, captures: Set<String>) throws -> ErrorCondition {
+        let condition = try node.mapping("error-when", allowed: ["capture", "at-least", "not-zero"])
+        let capture = node.diagnostics.attempt { () throws -> String in
+            let captureNode = try condition.required("capture")
+            let capture = try captureNode.string("error-when.capture")
+            guard captures.contains(capture) else {
+                throw captureNode.error("error-when refers to unknown capture '\(capture)'")
+            }
+            return capture
+        }
+        let test = node.diagnostics.attempt { () throws -> ErrorCondition.Test in
+            switch (condition.optional("at-least"), condition.optional("not-zero")) {
+            case (let threshold?, nil):
+                return .atLeast(try threshold.integer("error-when.at-least"))
+            case (nil, let flag?):
+                guard try flag.string("not-zero") == "true" else { throw flag.error("not-zero can only be true") }
+                return .nonZero
+            default:
+                throw node.error("error-when needs exactly one of 'at-least' or 'not-zero'")
+            }
+        }
+        guard let capture, let test else { throw AlreadyReported() }
+        return ErrorCondition(capture: capture, test: test)
+    }
+
+    /// `captures` nil: references are checked later, against captures of another probe too.
+    static func readNameTemplate(_ node: YAMLNode, captures: Set<String>?) throws -> NameTemplate {
+        var rest = Substring(try node.string("span.name"))
+        var parts: [NameTemplate.Part] = []
+        while let open = rest.firstIndex(of: "{") {
+            if open > rest.startIndex { parts.append(.literal(String(rest[..<open]))) }
+            guard let close = rest[open...].firstIndex(of: "}") else {
+                throw node.error("span name has '{' without a closing '}'")
+            }
+            let reference = rest[rest.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
+            guard !reference.isEmpty else { throw node.error("span name has an empty '{}'") }
+            let part: NameTemplate.Part =
+                reference.contains("(") ? .expression(try readExpression(reference, at: node)) : .capture(reference)
+            if let captures,
+                let unknown = NameTemplate(parts: [part]).captureNames.first(where: { !captures.contains($0) })
+            {
+                throw node.error("span name refers to unknown capture '\(unknown)'; \(knownCaptures(captures))")
+            }
+            parts.append(part)
+            rest = rest[rest.index(after: close)...]
+        }
+        if !rest.isEmpty { parts.append(.literal(String(rest))) }
+        return NameTemplate(parts: parts)
+    }
+}

@@ -1,0 +1,184 @@
+/// Reads a composed pack into a ``ProbePack``, checking everything that can be checked without
+/// a target binary.
+///
+/// A mistake in one key, capture, attribute or probe is reported to the file's
+/// ``PackDiagnostics`` and reading goes on with the next, so that every mistake of a file is
+/// reported at once. A reader whose parts failed throws ``AlreadyReported``; a value read from
+/// a probe or pack with a reported mistake is never used, since the whole file is then refused.
+enum PackReader {
+    static let packKeys = ["format", "pack", "language", "library", "probes"]
+
+    /// The pack, or nil when a mistake was reported.
+    static func readPack(_ node: YAMLNode) -> ProbePack? {
+        let report = node.diagnostics
+        let before = report.count
+        // A pack of another format may mean other things by the same keys: nothing more is read.
+        guard let map = report.attempt({ try packMapping(node) }),
+            report.attempt({ try readFormat(map.required("format")) }) != nil
+        else { return nil }
+        let name = report.attempt { try readName(map.required("pack")) }
+        let language = report.attempt { try readLanguage(map.required("language")) }
+        let library = report.attempt { try readLibrary(map.required("library")) }
+        let probes = report.attempt { try readProbes(map.required("probes"), in: node) }
+        guard let name, let language, let library, let probes, report.count == before else { return nil }
+        return ProbePack(name: name, language: language, library: library, probes: probes, source: node.location)
+    }
+
+    /// The top level as a pack's mapping. A file not even shaped like a pack is described, never
+    /// quoted: it may be anything, such as /etc/shadow, whose first line parses as a key.
+    private static func packMapping(_ node: YAMLNode) throws -> YAMLMapping {
+        let expected = "not a probe pack: a pack is a mapping with the keys format, pack, language, library and probes"
+        switch node.node {
+        case .scalar, .alias:
+            throw node.error("\(expected); this file's top level is a text value")
+        case .sequence:
+            throw node.error("\(expected); this file's top level is a list")
+        case .mapping(let mapping) where !mapping.keys.contains(where: { $0.string == "format" }):
+            throw node.error("\(expected); this file's top level has no 'format' key")
+        case .mapping:
+            return try node.mapping("the pack", allowed: packKeys)
+        }
+    }
+
+    private static func readFormat(_ node: YAMLNode) throws -> String {
+        let format = try node.string("format")
+        guard format == ProbePack.currentFormat else {
+            throw node.error("unsupported pack format '\(format)'; this Sonde reads '\(ProbePack.currentFormat)'")
+        }
+        return format
+    }
+
+    private static func readName(_ node: YAMLNode) throws -> String {
+        let name = try node.string("pack")
+        guard name.split(separator: "/").count == 2,
+            name.allSatisfy({ $0.isLetter || $0.isNumber || "-_/.".contains($0) })
+        else {
+            throw node.error("pack name '\(name)' must look like language/library, e.g. go/net-http")
+        }
+        return name
+    }
+
+    private static func readLanguage(_ node: YAMLNode) throws -> Language {
+        let name = try node.string("language")
+        guard let language = Language(rawValue: name) else {
+            throw node.error(
+                "unknown language '\(name)'; expected one of: "
+                    + Language.allCases.map(\.rawValue).joined(separator: ", ")
+            )
+        }
+        return language
+    }
+
+    private static func readLibrary(_ node: YAMLNode) throws -> LibraryCoverage {
+        let report = node.diagnostics
+        let map = try node.mapping("library", allowed: ["module", "versions"])
+        let module = report.attempt { try map.required("module").string("library.module") }
+        let versions = report.attempt { () throws -> VersionRange in
+            let versionsNode = try map.required("versions")
+            let text = try versionsNode.string("library.versions")
+            guard let versions = VersionRange(parsing: text) else {
+                throw versionsNode.error("cannot read version range '\(text)'; write comparisons like '>=1.19 <1.28'")
+            }
+            return versions
+        }
+        guard let module, let versions else { throw AlreadyReported() }
+        return LibraryCoverage(module: module, versions: versions)
+    }
+
+    private static func readProbes(_ node: YAMLNode, in pack: YAMLNode) throws -> [Probe] {
+        let probeNodes = try node.sequence("probes")
+        guard !probeNodes.isEmpty else { throw pack.error("a pack needs at least one probe") }
+        var probes: [Probe] = []
+        for probeNode in probeNodes {
+            guard let probe = node.diagnostics.attempt({ try readProbe(probeNode) }) else { continue }
+            if probes.contains(where: { $0.id == probe.id }) {
+                node.diagnostics.report(probeNode.error("probe id '\(probe.id)' is used twice in this pack"))
+            } else {
+                probes.append(probe)
+            }
+        }
+        return probes
+    }
+
+    private static func readProbe(_ node: YAMLNode) throws -> Probe {
+        let report = node.diagnostics
+        let before = report.count
+        let map = try node.mapping(
+            "a probe",
+            allowed: [
+                "id", "function", "span", "follow-goroutine", "enrich", "end-span", "on-entry", "on-return",
+                "attributes",
+            ]
+        )
+        let id = report.attempt { try map.required("id").string("probe id") }
+        let probe = id.map { "probe '\($0)'" } ?? "this probe"
+        let function = report.attempt { try map.required("function").string("function") }
+        let onEntry = map.optional("on-entry").flatMap { section in
+            report.attempt { try readCaptures(section, section: "on-entry") }
+        }
+        let onReturn = map.optional("on-return").flatMap { section in
+            report.attempt { try readCaptures(section, section: "on-return") }
+        }
+        let keys = (onEntry?.keys ?? []) + (onReturn?.keys ?? [])
+        if let duplicate = keys.first(where: { key in keys.filter { $0.name == key.name }.count > 1 }) {
+            report.report(duplicate.node.error("capture '\(duplicate.name)' is defined twice in \(probe)"))
+        }
+        // Captures that failed are still known by name, so references to them are not reported too.
+        let names = Set(keys.map(\.name))
+        let span = map.optional("span").flatMap { span in report.attempt { try readSpan(span, captures: names) } }
+        let handoff = map.optional("follow-goroutine").flatMap { handoff in report.attempt { try readHandoff(handoff) }
+        }
+        let enrichment = map.optional("enrich").flatMap { enrich in
+            report.attempt { try readEnrichment(enrich, key: "enrich", captures: names) }
+        }
+        let spanEnd = map.optional("end-span").flatMap { end in
+            report.attempt { try readEnrichment(end, key: "end-span", captures: names) }
+        }
+        checkEffect(of: map, probe: probe)
+        let attributes = map.optional("attributes").flatMap { attributes in
+            report.attempt { try readAttributes(attributes, captures: names) }
+        }
+        guard let id, let function, report.count == before else { throw AlreadyReported() }
+        return Probe(
+            id: id,
+            function: function,
+            span: span,
+            goroutineHandoff: handoff,
+            enrichment: enrichment ?? spanEnd,
+            onEntry: onEntry?.captures ?? [],
+            onReturn: onReturn?.captures ?? [],
+            attributes: attributes ?? [],
+            source: node.location
+        )
+    }
+
+    /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.
+    private static func checkEffect(of map: YAMLMapping, probe: String) {
+        let report = map.owner.diagnostics
+        let effects = ["span", "enrich", "end-span", "follow-goroutine"].filter(map.contains)
+        guard effects.count == 1 else {
+            report.report(
+                map.owner.error(
+                    "\(probe) needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span),"
+                        + " 'end-span' (add to and end a span an object keeps open) or 'follow-goroutine'"
+                        + " (carry trace context to new goroutines)"
+                )
+            )
+            return
+        }
+        if ["enrich", "end-span"].contains(effects[0]),
+            let returning = map.entries.first(where: { $0.key == "on-return" })
+        {
+            report.report(
+                returning.keyNode.error("an \(effects[0]) probe reads on entry only; it has no return to wait for")
+            )
+        }
+        if effects[0] == "follow-goroutine" {
+            for extra in map.entries where ["on-entry", "on-return", "attributes"].contains(extra.key) {
+                report.report(
+                    extra.keyNode.error("a follow-goroutine probe makes no span, so it takes no '\(extra.key)'")
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import Engine
+import Foundation
+import TestSupport
+import XCTest
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// What a hostile pass found in how sonde finds its target, keeps call state and stops: each
+/// test runs the real sonde against the demo server (Debian's Go) and checks exact counts.
+final class TargetFaultTests: XCTestCase {
+    override func setUpWithError() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+        _ = try GoToolchain.debian.installed()
+    }
+
+    private func demoServer() throws -> String {
+        try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+    }
+
+    private func temporaryDirectory() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-fault-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        return directory
+    }
+
+    private func startServer(_ binary: String, environment: [String: String] = [:]) throws -> (ChildProcess, Int) {
+        let portFile = try temporaryDirectory() + "/port"
+        let server = try ChildProcess(binary, ["-port-file", portFile], environment: environment)
+        try server.waitForOutput("listening")
+        let port = try XCTUnwrap(Int(String(contentsOfFile: portFile, encoding: .utf8)))
+        return (server, port)
+    }
+
+    /// `--exe server` names ./server, never a `server` found on `$PATH`.
+    func testRelativeExecutableIsResolvedAgainstTheWorkingDirectory() async throws {
+        let directory = try temporaryDirectory()
+        try FileManager.default.copyItem(atPath: try demoServer(), toPath: "\(directory)/server")
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--exe", "server", "--pack", "go/net-http"],
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "PATH": "/usr/bin:/bin"], workingDirectory: directory)
+        try sonde.waitForOutput("attached")
+        XCTAssertTrue(sonde.text.contains("probes in \(directory)/server;"), sonde.text)
+        let (server, port) = try startServer("\(directory)/server")
+        defer { _ = try? server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(["/hello"], port: port, concurrency: 1)
+        XCTAssertEqual(statuses, [200])
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        XCTAssertEqual(try receiver.spans().map { $0["name"] as? String }, ["GET /hello"], sonde.text)
+    }
+
+    /// A process whose executable was deleted after it started is analysed and probed through
+    /// /proc/PID/exe; its spans name the path it was started from.
+    func testProcessWhoseExecutableWasDeletedIsTracedThroughProcExe() async throws {
+        let directory = try temporaryDirectory()
+        let path = "\(directory)/replaced-server"
+        try FileManager.default.copyItem(atPath: try demoServer(), toPath: path)
+        let (server, port) = try startServer(path)
+        defer { _ = try? server.stop(signal: SIGKILL) }
+        try FileManager.default.removeItem(atPath: path)
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/net-http"],
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        try sonde.waitForOutput("attached")
+        let statuses = try await sendRequests(["/created"], port: port, concurrency: 1)
+        XCTAssertEqual(statuses, [201])
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        let spans = try receiver.spans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, ["GET /created"], sonde.text)
+        let resource = try XCTUnwrap(spans.first?["resource"] as? [String: Any])
+        XCTAssertEqual(resource["process.executable.path"] as? String, path)
+        XCTAssertEqual(resource["service.name"] as? String, "replaced-server")
+    }
+
+    /// A handler that panics (http.ErrAbortHandler) never returns from ServeHTTP. The next request
+    /// on the reused goroutine must start its own trace, and the lost call is counted once.
+    /// GOMAXPROCS=1 makes the runtime hand the dead goroutine's g to the next connection.
+    func testCallUnwoundByPanicIsCountedAndNeverBecomesAParent() async throws {
+        let traced = try TracedDemoServer(
+            binary: try demoServer(), sondeArguments: ["--pack", "go/net-http"], serverEnvironment: ["GOMAXPROCS": "1"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let aborted = try? await sendRequests(["/abort"], port: traced.port, concurrency: 1)
+        XCTAssertNil(aborted, "the server closes the connection of a request whose handler panicked")
+        for _ in 0..<3 {
+            let statuses = try await sendRequests(["/hello"], port: traced.port, concurrency: 1, newConnection: true)
+            XCTAssertEqual(statuses, [200])
+        }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, Array(repeating: "GET /hello", count: 3), traced.sonde.text)
+        XCTAssertEqual(spans.map { $0["parent_span_id"] as? String }, ["", "", ""])
+        XCTAssertEqual(Set(spans.compactMap { $0["trace_id"] as? String }).count, 3)
+        XCTAssertTrue(traced.sonde.text.contains("; calls that unwound without returning (panic, Goexit): 1"), traced.sonde.text)
+        XCTAssertFalse(traced.sonde.text.contains("spans still open at exit"), traced.sonde.text)
+    }
+
+    /// With room for 4 calls in flight, 10 concurrent slow requests give exactly 4 spans and 6
+    /// calls counted as not traced, in the running tally and the summary: none vanish.
+    func testFullCallsMapCountsEveryCallItCannotHold() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http", "--max-calls", "4"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(Array(repeating: "/slow?ms=1500", count: 10), port: traced.port, concurrency: 10)
+        XCTAssertEqual(statuses, Array(repeating: 202, count: 10))
+        try await Task.sleep(for: .seconds(1))
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        XCTAssertEqual(try traced.spans().count, 4, traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("dropped 6 spans"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("4 spans submitted, 4 exported, 0 dropped"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("; calls not traced (calls map full): 6"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("returns without a seen entry: 6"), traced.sonde.text)
+    }
+
+    /// Records are built in their own map element, never in a per-CPU buffer another task on the
+    /// same CPU could overwrite when it preempts the program: under concurrent load every span's
+    /// method and path carry the same nonce, and no two spans share an id.
+    func testConcurrentRequestsNeverMixTheirCaptures() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let count = 600
+        let port = traced.port
+        let session = URLSession(configuration: .ephemeral)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<16 {
+                group.addTask {
+                    for nonce in stride(from: worker, to: count, by: 16) {
+                        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/nonce/\(nonce)")!)
+                        request.httpMethod = "N\(nonce)"
+                        _ = try await session.data(for: request)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.count, count, traced.sonde.text)
+        var nonces = Set<String>()
+        for span in spans {
+            let attributes = attributes(span)
+            let method = try XCTUnwrap(attributes["http.request.method"] as? String)
+            XCTAssertEqual(attributes["url.path"] as? String, "/nonce/\(method.dropFirst())")
+            nonces.insert(method)
+        }
+        XCTAssertEqual(nonces.count, count)
+        XCTAssertEqual(Set(spans.compactMap { $0["span_id"] as? String }).count, count)
+    }
+
+    /// SIGHUP (the terminal closed) detaches and flushes like SIGTERM, with the summary.
+    func testHangUpFlushesAndSummarisesLikeTerminate() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(["/hello", "/created", "/fail"], port: traced.port, concurrency: 1)
+        XCTAssertEqual(statuses, [200, 201, 500])
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGHUP), 0, traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("sonde: 3 spans submitted, 3 exported, 0 dropped"), traced.sonde.text)
+        XCTAssertEqual(try traced.spans().count, 3)
+    }
+
+    /// A collector that never answers holds the flush for up to its deadline; a second Ctrl-C ends
+    /// it at once and says how many spans were given up.
+    func testSecondSignalEndsTheFlushAndCountsWhatWasAbandoned() async throws {
+        let collector = try ChildProcess("/usr/bin/env", [
+            "python3", "-c",
+            "import socket,time\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(64)\nprint(s.getsockname()[1], flush=True)\ntime.sleep(120)",
+        ])
+        defer { _ = try? collector.stop(signal: SIGKILL) }
+        try collector.waitForOutput("\n")
+        let port = try XCTUnwrap(Int(collector.text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let traced = try TracedDemoServer(
+            binary: try demoServer(), endpoint: "http://127.0.0.1:\(port)", sondeArguments: ["--pack", "go/net-http"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(Array(repeating: "/hello", count: 5), port: traced.port, concurrency: 1)
+        XCTAssertEqual(statuses, Array(repeating: 200, count: 5))
+        try await Task.sleep(for: .seconds(2))   // the batch is now in flight to the silent collector
+        kill(traced.sonde.pid, SIGINT)
+        try await Task.sleep(for: .milliseconds(500))
+        let secondSignal = Date()
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT, timeout: 5), 0, traced.sonde.text)
+        XCTAssertLessThan(Date().timeIntervalSince(secondSignal), 3, "the flush must end at the second signal, not its deadline")
+        XCTAssertTrue(traced.sonde.text.contains("a second signal ended the flush"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("5 spans submitted, 0 exported, 0 dropped"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("; spans abandoned unsent at exit: 5"), traced.sonde.text)
+    }
+}

@@ -1,0 +1,91 @@
+import CLibBPF
+import Foundation
+import SondeABI
+import TestSupport
+import XCTest
+
+@testable import Engine
+
+/// The kernel maps of calls, open streams and trace contexts are plain hashes that nothing
+/// evicts: what can no longer end is reclaimed by Engine and counted. Runs against the real
+/// loaded BPF object.
+final class StateReclaimTests: XCTestCase {
+    private var engine: BPFEngine!
+
+    override func setUpWithError() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+        var capacities = BPFEngine.Capacities()
+        capacities.calls = 8
+        engine = try BPFEngine(capacities: capacities)
+    }
+
+    /// The pid of a process that has exited (and been reaped).
+    private func exitedProcessID() throws -> UInt32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/true")
+        try process.run()
+        process.waitUntilExit()
+        return UInt32(process.processIdentifier)
+    }
+
+    private func monotonicNow() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    private func insert<Key, Value>(_ key: Key, _ value: Value, into map: String) {
+        var key = key
+        var value = value
+        XCTAssertEqual(bpf_map_update_elem(engine.mapDescriptor(named: map), &key, &value, UInt64(BPF_ANY)), 0, map)
+    }
+
+    private func record(tgid: UInt32, startedAt start: UInt64, spanID: UInt64) -> sonde_span_record {
+        var record = sonde_span_record()
+        record.tgid = tgid
+        record.start_ns = start
+        record.span_id = spanID
+        return record
+    }
+
+    func testStateOfExitedProcessesAndExpiredCallsIsRemovedAndCounted() throws {
+        let exited = try exitedProcessID()
+        let alive = UInt32(getpid())
+        let now = monotonicNow()
+        // A call and a stream of an exited process; a call of a live one past the maximum age of 1 s; a fresh call.
+        insert(sonde_call_key(key: 0x1000, tgid: exited, span_slot: 0), record(tgid: exited, startedAt: now, spanID: 1), into: SONDE_MAP_CALLS)
+        insert(sonde_call_key(key: 0x2000, tgid: exited, span_slot: 3), record(tgid: exited, startedAt: now, spanID: 2), into: SONDE_MAP_OBJECT_SPANS)
+        insert(sonde_call_key(key: 0x3000, tgid: alive, span_slot: 0), record(tgid: alive, startedAt: now - 2_000_000_000, spanID: 3), into: SONDE_MAP_CALLS)
+        insert(sonde_call_key(key: 0x4000, tgid: alive, span_slot: 1), record(tgid: alive, startedAt: now, spanID: 4), into: SONDE_MAP_CALLS)
+        // Contexts: one whose span is still open, one whose call is gone, one of the exited process.
+        let open = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 4, owner: 0x4000, span_slot: 1, pad: 0)
+        let ended = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 3, owner: 0x3000, span_slot: 0, pad: 0)
+        insert(sonde_context_key(key: 0x4000, tgid: alive, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        insert(sonde_context_key(key: 0x5000, tgid: alive, pad: 0), ended, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        insert(sonde_context_key(key: 0x1000, tgid: exited, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        XCTAssertEqual(engine.openCalls(), 4)
+        XCTAssertEqual(engine.activeContexts(), 3)
+
+        let reclaimed = engine.reclaim(olderThan: 1_000_000_000) { $0 != exited }
+        var expected = BPFEngine.Reclaimed()
+        expected.ofExitedProcesses = 2
+        expected.pastMaximumAge = 1
+        XCTAssertEqual(reclaimed, expected)
+        XCTAssertEqual(engine.openCalls(), 1, "only the fresh call of the live process stays")
+        XCTAssertEqual(engine.activeContexts(), 1, "only the context whose span is open stays")
+    }
+
+    /// The map of calls holds exactly its capacity: a plain hash, not an LRU that would evict
+    /// early and lose calls without a count. The BPF side counts what does not fit.
+    func testCallsMapHoldsItsWholeCapacity() {
+        let now = monotonicNow()
+        for index in 0..<8 {
+            insert(sonde_call_key(key: UInt64(index), tgid: 1, span_slot: 0), record(tgid: 1, startedAt: now, spanID: 1), into: SONDE_MAP_CALLS)
+        }
+        var key = sonde_call_key(key: 99, tgid: 1, span_slot: 0)
+        var value = record(tgid: 1, startedAt: now, spanID: 1)
+        XCTAssertEqual(bpf_map_update_elem(engine.mapDescriptor(named: SONDE_MAP_CALLS), &key, &value, UInt64(BPF_ANY)), -E2BIG)
+        XCTAssertEqual(engine.openCalls(), 8)
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import ProbePacks
+import XCTest
+
+/// Looking for pack files: bounded, and every place that yields nothing says why.
+final class PackSearchTests: XCTestCase {
+    private var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-search-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private static let tooBig =
+        "not searched: a pack folder may hold at most 10000 files and folders, at most 8 levels deep, and this one is bigger;"
+        + " point --packs or SONDE_PACK_PATH at the folder that holds the packs"
+
+    func testSearchRefusesFoldersNestedDeeperThanTheLimit() throws {
+        let deep = (1...9).reduce(directory) { folder, level in folder.appendingPathComponent("level\(level)") }
+        try FileManager.default.createDirectory(at: deep, withIntermediateDirectories: true)
+        try PackLoaderRobustnessTests.validProbe.write(
+            to: deep.appendingPathComponent("deep.yaml"),
+            atomically: true,
+            encoding: .utf8
+        )
+        let catalog = PackCatalog.load(paths: [directory.path])
+        XCTAssertEqual(catalog.packs.map(\.name), [])
+        XCTAssertEqual(catalog.errors.map(\.description), ["\(directory.path): \(Self.tooBig)"])
+    }
+
+    func testSearchRefusesFoldersWithMoreEntriesThanTheLimit() throws {
+        for index in 0..<4 {
+            try PackLoaderRobustnessTests.validProbe.write(
+                to: directory.appendingPathComponent("pack\(index).yaml"),
+                atomically: true,
+                encoding: .utf8
+            )
+        }
+        let search = PackSearch.find(in: [directory.path], limits: PackSearch.Limits(depth: 8, entries: 3))
+        XCTAssertEqual(search.files, [])
+        XCTAssertEqual(
+            search.problems.map(\.description),
+            [
+                "\(directory.path): not searched: a pack folder may hold at most 3 files and folders, at most 8 levels deep, and this one is bigger;"
+                    + " point --packs or SONDE_PACK_PATH at the folder that holds the packs"
+            ]
+        )
+        XCTAssertEqual(
+            PackSearch.find(in: [directory.path], limits: PackSearch.Limits(depth: 8, entries: 4)).files.count,
+            4
+        )
+    }
+
+    func testFolderSymbolicLinkLoopIsReportedAndTheRestSearched() throws {
+        let folder = directory.appendingPathComponent("go")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try PackLoaderRobustnessTests.validProbe.write(
+            to: folder.appendingPathComponent("example.yaml"),
+            atomically: true,
+            encoding: .utf8
+        )
+        try FileManager.default.createSymbolicLink(
+            atPath: folder.appendingPathComponent("up").path,
+            withDestinationPath: ".."
+        )
+        let catalog = PackCatalog.load(paths: [directory.path])
+        XCTAssertEqual(catalog.packs.map(\.name), ["go/example"])
+        XCTAssertEqual(
+            catalog.errors.map(\.description),
+            [
+                "\(folder.path)/up: not searched: it leads back to \(directory.path), a folder that contains it (a symbolic link or mount loop)"
+            ]
+        )
+    }
+
+    /// `SONDE_PACK_PATH=':::'` used to search nothing and say nothing.
+    func testEmptySearchPathEntriesAreReported() {
+        let paths = PackCatalog.defaultSearchPath(
+            environment: ["SONDE_PACK_PATH": ":::"],
+            executable: "/nonexistent/sonde"
+        )
+        let catalog = PackCatalog.load(paths: paths)
+        XCTAssertEqual(
+            catalog.errors.map(\.description),
+            [
+                "the pack search path ':::' has 4 empty entries (a leading, trailing or doubled ':'); each entry must name a folder or a pack file"
+            ]
+        )
+    }
+
+    func testFoldersWithoutPacksAndMissingPathsAreReported() throws {
+        let missing = directory.appendingPathComponent("missing").path
+        let catalog = PackCatalog.load(paths: [directory.path, missing])
+        XCTAssertEqual(
+            catalog.errors.map(\.description),
+            [
+                "\(directory.path): no pack files (*.yaml or *.yml) in this folder",
+                "\(missing): no such file or folder",
+            ]
+        )
+    }
+}

@@ -1,0 +1,496 @@
+#!/usr/bin/env bash
+# Measures what tracing costs Go services, every mode side by side in one run (issue 7):
+#   workloads  http         demo/go-http-server, GET /hello, all shipped packs
+#              two-service  demo/two-service front (gorilla/mux, HTTP client, gRPC client) and back
+#                           (net/http, gRPC server), both traced: GET /api/items/7, /api/health/backend,
+#                           /api/async/7 in turn
+#   modes      untraced; sonde with the console exporter to /dev/null; sonde with OTLP to
+#              scripts/otlp-sink; sonde with conventional placement (--sites conventional, when this
+#              sonde has it); the placement floor (bare tracefs uprobe events at exactly the sites
+#              `sonde plan` lists: no BPF program, no agent); sonde with OTLP at 10% sampling (when
+#              this sonde reads OTEL_TRACES_SAMPLER).
+# Modes are interleaved in rounds (a new order each round, fresh servers for every mode) and the
+# table gives the median and the min–max over rounds. Servers run on CPU 0, `wrk -t1 -c16` on
+# CPU 1, sonde and the sink unpinned. Needs root (eBPF, tracefs, bpf_stats). Progress goes to
+# stderr, the table to stdout.
+#
+# Usage: scripts/bench.sh [--quick] [--seconds N] [--rounds N] [--workload http|two-service|all]
+#                         [--no-setup] [--keep]
+#   defaults: 3 rounds of 10 s per mode; --quick: 1 round of 3 s (a smoke run); --no-setup skips
+#   scripts/setup.sh; --keep leaves the work folder (binaries, plans, logs, results.tsv) in /tmp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+seconds=10 rounds=3 warmup=1 workloads=(http two-service) run_setup=1 keep=0
+server_cpu=0 load_cpu=1 connections=16
+while (($#)); do
+  case $1 in
+    --quick) seconds=3 rounds=1 ;;
+    --seconds) seconds=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --workload) [[ $2 == all ]] && workloads=(http two-service) || workloads=("$2"); shift ;;
+    --no-setup) run_setup=0 ;;
+    --keep) keep=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for workload in "${workloads[@]}"; do
+  [[ $workload == http || $workload == two-service ]] || { echo "bench: no workload $workload" >&2; exit 2; }
+done
+((EUID == 0)) || { echo "bench: needs root (uprobes, BPF, tracefs, bpf_stats)" >&2; exit 1; }
+(($(nproc) >= 2)) || { echo "bench: needs 2 cores (server on one, load on the other)" >&2; exit 1; }
+
+say() { echo "bench: $*" >&2; }
+# Each mode sets the OTEL_* variables it means; none comes from the caller's environment.
+for variable in "${!OTEL_@}"; do unset "$variable"; done
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: every process started here, the tracefs events and mount, bpf_stats.
+work=$(mktemp -d /tmp/sonde-bench.XXXXXX)
+tracing=/sys/kernel/tracing
+instance=$tracing/instances/sonde_bench
+sonde_pids=()         # sonde processes of the current mode
+floor_events=()       # uprobe events currently defined
+mounted_tracefs=0
+bpf_stats_before=""
+
+remove_floor_events() {
+  if [[ -d $instance ]]; then
+    echo 0 >"$instance/events/sonde_bench/enable" 2>/dev/null || true
+    rmdir "$instance" 2>/dev/null || say "could not remove $instance"
+  fi
+  local event
+  for event in "${floor_events[@]}"; do
+    echo "-:sonde_bench/$event" >>"$tracing/uprobe_events" 2>/dev/null || say "could not remove uprobe event $event"
+  done
+  floor_events=()
+}
+
+cleanup() {
+  set +e
+  local pid
+  for pid in "${sonde_pids[@]}"; do kill -INT "$pid" 2>/dev/null; done
+  for _ in $(seq 30); do
+    alive=0
+    for pid in "${sonde_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  # Only this shell's own children that are still running (reaped ones are no longer jobs).
+  for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  remove_floor_events
+  [[ -n $bpf_stats_before ]] && sysctl -qw kernel.bpf_stats_enabled="$bpf_stats_before"
+  ((mounted_tracefs)) && umount "$tracing"
+  if ((keep)); then say "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# ---------------------------------------------------------------------------------------------
+# Build: sonde (release, own scratch path), the demo programs and the sink (Debian's Go 1.19,
+# GOPATH mode, as Tests/EndToEndTests/Support.swift builds them).
+if ((run_setup)); then bash scripts/setup.sh >&2; fi
+for tool in wrk bpftool taskset; do
+  command -v "$tool" >/dev/null || { say "$tool is missing: run scripts/setup.sh"; exit 1; }
+done
+say "building sonde (release, .build-release)"
+swift build -c release --scratch-path .build-release --product sonde >"$work/swift-build.log" 2>&1 || {
+  tail -30 "$work/swift-build.log" >&2
+  say "swift build failed (if others are editing Sources/, retry in a few minutes)"
+  exit 1
+}
+sonde=$repo/.build-release/release/sonde
+
+go=/usr/lib/go-1.19/bin/go
+go_build() { # package dir, output
+  (cd "$1" && GO111MODULE=off GOPATH=/usr/share/gocode GOTOOLCHAIN=local GOFLAGS= GOCACHE="$work/gocache" \
+    "$go" build -o "$2" .)
+}
+say "building the demo programs and the OTLP sink with $("$go" version | cut -d' ' -f3)"
+go_build demo/go-http-server "$work/demo-server"
+go_build demo/two-service/front "$work/front"
+go_build demo/two-service/back "$work/back"
+go_build scripts/otlp-sink "$work/otlp-sink"
+
+cat >"$work/two-service.lua" <<'EOF'
+-- front's routes in turn: HTTP client call, gRPC unary call, HTTP client call from a goroutine
+local paths = { "/api/items/7", "/api/health/backend", "/api/async/7" }
+local next = 0
+request = function()
+  next = next % #paths + 1
+  return wrk.format("GET", paths[next])
+end
+EOF
+
+# What this sonde can do.
+hidden_help=$("$sonde" run --help-hidden 2>&1; "$sonde" plan --help-hidden 2>&1)
+has_conventional=0
+grep -q -- '--sites' <<<"$hidden_help" && grep -q conventional <<<"$hidden_help" && has_conventional=1
+has_sampler=0
+grep -qa OTEL_TRACES_SAMPLER "$sonde" && has_sampler=1
+
+# Sites sonde attaches, from `sonde plan` lines such as
+#   entry  0x629b89 file offset 0x229b89  jbe 0x629ee3  [emulated (cheap)] ...
+#   return 0x629eb9 file offset 0x229eb9  ret  [single-stepped (costly)]
+# written as "binary offset class" lines, class "single-stepped", "emulated" or "?".
+plan_sites() { # binary [extra plan arguments]; writes $work/sites.<name>
+  local binary=$1 name=$2
+  shift 2
+  "$sonde" plan --exe "$binary" "$@" >"$work/plan.$name" 2>&1 || say "sonde plan --exe $binary $*: $(tail -1 "$work/plan.$name")"
+  awk -v binary="$binary" '
+    match($0, /file offset 0x[0-9a-fA-F]+/) {
+      offset = substr($0, RSTART + 12, RLENGTH - 12)
+      class = /single-stepped/ ? "single-stepped" : /emulated/ ? "emulated" : "?"
+      print binary, offset, class
+    }' "$work/plan.$name" >"$work/sites.$name"
+}
+for binary in demo-server front back; do
+  plan_sites "$work/$binary" "$binary"
+  if ((has_conventional)); then plan_sites "$work/$binary" "$binary-conventional" --sites conventional; fi
+done
+binaries_of() { case $1 in http) echo demo-server ;; two-service) echo front back ;; esac; }
+
+# ---------------------------------------------------------------------------------------------
+# The sink (one for the whole run: counts are read before and after each mode).
+"$work/otlp-sink" -port-file "$work/sink.port" 2>"$work/sink.log" &
+sink_pid=$!
+wait_for_file() { for _ in $(seq 100); do [[ -s $1 ]] && return 0; sleep 0.05; done; say "$1 never appeared"; return 1; }
+wait_for_file "$work/sink.port"
+sink_url=http://127.0.0.1:$(cat "$work/sink.port")
+sink_count() { curl -sf "$sink_url/count"; }
+sink_requests() { curl -sf "$sink_url/stats" | awk '{ print $4 }'; }
+
+# tracefs (for the placement floor) and bpf_stats (for BPF ns per run), both undone by cleanup.
+if ! mountpoint -q "$tracing"; then
+  mount -t tracefs nodev "$tracing"
+  mounted_tracefs=1
+fi
+bpf_stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+
+# ---------------------------------------------------------------------------------------------
+# One measurement.
+target_pids=()
+start_targets() { # workload; sets target_pids, load_url, load_args
+  rm -f "$work"/*.port
+  case $1 in
+    http)
+      taskset -c "$server_cpu" "$work/demo-server" -port-file "$work/http.port" 2>>"$work/targets.log" &
+      target_pids=($!)
+      wait_for_file "$work/http.port"
+      load_url="http://127.0.0.1:$(cat "$work/http.port")/hello" load_args=()
+      ;;
+    two-service)
+      taskset -c "$server_cpu" "$work/back" -port-file "$work/back.port" 2>>"$work/targets.log" &
+      target_pids=($!)
+      wait_for_file "$work/back.port"
+      read -r http_port grpc_port <"$work/back.port"
+      taskset -c "$server_cpu" "$work/front" -back-http "127.0.0.1:$http_port" -back-grpc "127.0.0.1:$grpc_port" \
+        -port-file "$work/front.port" 2>>"$work/targets.log" &
+      target_pids=($! "${target_pids[@]}") # front first, like binaries_of
+      wait_for_file "$work/front.port"
+      load_url="http://127.0.0.1:$(cat "$work/front.port")" load_args=(-s "$work/two-service.lua")
+      ;;
+  esac
+}
+
+stop_targets() {
+  local pid
+  for pid in "${target_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  target_pids=()
+}
+
+load() { # seconds output
+  taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"$1s" "${load_args[@]}" "$load_url" >"$2" 2>&1
+}
+
+cpu_ticks() { # pid: utime+stime in clock ticks (fields 14 and 15 of /proc/PID/stat), 0 once it has exited
+  { cat "/proc/$1/stat" 2>/dev/null || true; } | sed 's/.*) //' | awk '{ print $12 + $13 }'
+}
+sonde_cpu() { local total=0 pid; for pid in "${sonde_pids[@]}"; do total=$((total + $(cpu_ticks "$pid"))); done; echo $total; }
+target_cpu() { local total=0 pid; for pid in "${target_pids[@]}"; do total=$((total + $(cpu_ticks "$pid"))); done; echo $total; }
+
+# BPF run time and count of the programs the current sonde processes hold (found through their fds).
+bpf_stats() {
+  local pid id ns=0 count=0 json
+  for pid in "${sonde_pids[@]}"; do
+    for id in $(grep -h '^prog_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{ print $2 }' | sort -u); do
+      json=$(bpftool --json prog show id "$id" 2>/dev/null) || continue
+      ns=$((ns + $(grep -o '"run_time_ns":[0-9]*' <<<"$json" | cut -d: -f2 || echo 0)))
+      count=$((count + $(grep -o '"run_cnt":[0-9]*' <<<"$json" | cut -d: -f2 || echo 0)))
+    done
+  done
+  echo "$ns $count"
+}
+
+start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason in $failure) if one fails
+  local mode=$1 pid index=0 environment=() arguments=()
+  case $mode in
+    console) arguments=(--exporter console) ;;
+    otlp) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp) ;;
+    conventional) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --sites conventional) ;;
+    sampled) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url" OTEL_TRACES_SAMPLER=traceidratio
+      OTEL_TRACES_SAMPLER_ARG=0.1) arguments=(--exporter otlp) ;;
+  esac
+  sonde_pids=()
+  for pid in "${target_pids[@]}"; do
+    env "${environment[@]}" "$sonde" run --pid "$pid" "${arguments[@]}" >/dev/null 2>"$work/sonde.$index.log" &
+    sonde_pids+=($!)
+    index=$((index + 1))
+  done
+  for index in "${!sonde_pids[@]}"; do
+    for _ in $(seq 600); do
+      grep -q '^attached' "$work/sonde.$index.log" && continue 2
+      kill -0 "${sonde_pids[$index]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    failure="sonde did not attach: $(grep -v '^skipped' "$work/sonde.$index.log" | tail -1)"
+    return 1
+  done
+}
+
+# Waits until the sonde processes stop using CPU (the ring buffer and export queue drained).
+drain_sondes() {
+  local before after
+  before=$(sonde_cpu)
+  for _ in $(seq 40); do
+    sleep 0.25
+    after=$(sonde_cpu)
+    [[ $after == "$before" ]] && return
+    before=$after
+  done
+}
+
+# Detaches the sondes (SIGINT: they flush) and sets summary to "submitted exported dropped", summed
+# over their exit lines "sonde: N spans submitted, M exported, K dropped (...)".
+stop_sondes() {
+  local pid index
+  for pid in "${sonde_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${sonde_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  summary=$(for index in "${!sonde_pids[@]}"; do
+    grep -o '[0-9]* spans submitted, [0-9]* exported, [0-9]* dropped' "$work/sonde.$index.log" | tail -1 || true
+  done | awk '{ s += $1; e += $4; d += $6 } END { print s + 0, e + 0, d + 0 }')
+  sonde_pids=()
+}
+
+# Defines "p:sonde_bench/s<N> BINARY:0xOFFSET" for every site of the sites files and enables them
+# in a tracefs instance of their own (the global trace buffer is left alone). Returns 1 if there
+# is no site.
+add_floor_events() { # sites files
+  local file binary offset class
+  for file; do
+    while read -r binary offset class; do
+      echo "p:sonde_bench/s${#floor_events[@]} $binary:$offset" >>"$tracing/uprobe_events"
+      floor_events+=("s${#floor_events[@]}")
+    done <"$file"
+  done
+  ((${#floor_events[@]})) || return 1
+  mkdir "$instance"
+  echo 1 >"$instance/events/sonde_bench/enable"
+}
+floor_hits() { awk '$2 ~ /^s[0-9]+$/ && $1 ~ /sonde-bench/ { hits += $3 } END { print hits + 0 }' "$tracing/uprobe_profile"; }
+
+# Appends one line to results.tsv:
+# workload mode round status rps requests errors sonde_cpu_us submitted exported dropped received
+# bpf_ns bpf_runs rss_kb hits sink_cpu_us sink_requests server_cpu_us note
+measure() { # workload mode round
+  local workload=$1 mode=$2 round=$3 binary
+  local status=ok rps=0 requests=0 errors=0 cpu=0 received=0 bpf="0 0" rss=0 hits=0 sink_cpu=0
+  local index cpu0 bpf0 sink0 sinkcpu0 sinkrequests0 hits0 sink_requests=0 targetcpu0 target_cpu=0
+  failure="" summary="0 0 0"
+  say "round $round/$rounds  $workload  $mode"
+  start_targets "$workload"
+  load "$warmup" "$work/warmup.out"
+  case $mode in
+    untraced) ;;
+    floor | floor-conventional)
+      add_floor_events $(for binary in $(binaries_of "$workload"); do echo "$work/sites.$binary${mode#floor}"; done) ||
+        status=failed failure="sonde plan listed no site"
+      ;;
+    *) start_sondes "$mode" || status=failed ;;
+  esac
+  if [[ $status == ok ]]; then
+    cpu0=$(sonde_cpu) bpf0=$(bpf_stats) sink0=$(sink_count) sinkrequests0=$(sink_requests) sinkcpu0=$(cpu_ticks "$sink_pid") hits0=$(floor_hits) targetcpu0=$(target_cpu)
+    load "$seconds" "$work/load.out"
+    target_cpu=$((($(target_cpu) - targetcpu0) * 1000000 / $(getconf CLK_TCK)))
+    rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/load.out")
+    requests=$(awk '/requests in/ { print $1 }' "$work/load.out")
+    errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, ""); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/load.out")
+    hits=$(($(floor_hits) - hits0))
+    for index in "${!sonde_pids[@]}"; do
+      kill -0 "${sonde_pids[$index]}" 2>/dev/null ||
+        status=failed failure="sonde exited during the load: $(tail -1 "$work/sonde.$index.log")"
+    done
+    if [[ $status == ok ]] && ((${#sonde_pids[@]})); then
+      drain_sondes
+      cpu=$((($(sonde_cpu) - cpu0) * 1000000 / $(getconf CLK_TCK)))
+      bpf=$(awk -v a="$(bpf_stats)" -v b="$bpf0" 'BEGIN { split(a, x, " "); split(b, y, " "); print x[1] - y[1], x[2] - y[2] }')
+      for pid in "${sonde_pids[@]}"; do
+        rss=$(awk -v r="$rss" '/^VmHWM/ { print ($2 > r ? $2 : r) }' "/proc/$pid/status")
+      done
+      stop_sondes
+      sleep 0.2
+      received=$(($(sink_count) - sink0)) sink_requests=$(($(sink_requests) - sinkrequests0))
+      sink_cpu=$((($(cpu_ticks "$sink_pid") - sinkcpu0) * 1000000 / $(getconf CLK_TCK)))
+    fi
+    [[ -n $rps && -n $requests ]] || { status=failed failure="wrk: $(tail -1 "$work/load.out")"; }
+  fi
+  if ((${#sonde_pids[@]})); then stop_sondes; fi
+  remove_floor_events
+  stop_targets
+  printf '%s\t' "$workload" "$mode" "$round" "$status" "${rps:-0}" "${requests:-0}" "$errors" "$cpu" $summary \
+    "$received" $bpf "$rss" "$hits" "$sink_cpu" "$sink_requests" "$target_cpu" >>"$work/results.tsv"
+  printf '%s\n' "${failure//$'\t'/ }" >>"$work/results.tsv"
+  [[ -z $failure ]] || say "  failed: $failure"
+}
+
+# ---------------------------------------------------------------------------------------------
+modes=(untraced console otlp)
+((has_conventional)) && modes+=(conventional)
+modes+=(floor)
+((has_conventional)) && modes+=(floor-conventional)
+((has_sampler)) && modes+=(sampled)
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started_at=$(date +%s)
+: >"$work/results.tsv"
+for round in $(seq "$rounds"); do
+  for workload in "${workloads[@]}"; do
+    # A new order every round, so no mode always follows the same one.
+    count=${#modes[@]}
+    for i in $(seq 0 $((count - 1))); do
+      measure "$workload" "${modes[$(((i + round - 1) % count))]}" "$round"
+    done
+  done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+elapsed=$(($(date +%s) - started_at))
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+revision=unknown
+if revision=$(git rev-parse --short HEAD 2>/dev/null); then
+  git diff --quiet HEAD -- Sources bpf probe-packs || revision="$revision + uncommitted changes"
+fi
+echo "Sonde overhead benchmark: sonde $revision, kernel $(uname -r), $(nproc) cores"
+echo "$rounds round(s) x ${seconds}s per mode (modes interleaved, fresh servers each), ${warmup}s warm-up untraced;"
+echo "servers on CPU $server_cpu, wrk -t1 -c$connections on CPU $load_cpu, sonde and sink unpinned; $elapsed s in all"
+echo "load average before: $load_before, after: $load_after (other work on the machine adds noise)"
+echo "figures: median (min-max) over rounds; kept = req/s / untraced req/s of the same round"
+
+for workload in "${workloads[@]}"; do
+  sites=$(for binary in $(binaries_of "$workload"); do cat "$work/sites.$binary"; done)
+  total_sites=$(grep -c . <<<"$sites" || true)
+  stepped_sites=$(grep -c single-stepped <<<"$sites" || true)
+  go_version=$(grep -o 'Go go[0-9.]*' "$work/plan.$(binaries_of "$workload" | cut -d' ' -f1)" | head -1)
+  echo
+  case $workload in
+    http) echo "== net/http demo server (demo/go-http-server, $go_version), GET /hello, all shipped packs ==" ;;
+    two-service) echo "== two-service demo (front: mux + HTTP client + gRPC client; back: net/http + gRPC server; $go_version)," \
+      "both traced, /api/items/7 /api/health/backend /api/async/7 ==" ;;
+  esac
+  echo "sonde's sites: $total_sites ($stepped_sites single-stepped, the rest emulated); the floor probes the same sites"
+  awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" '
+    function sort(a, n,    i, j, t) {
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    }
+    # "median (min-max)" of the values v[1..n], each printed with format f.
+    function spread(v, n, f,    s, i, m) {
+      if (n == 0) return "-"
+      for (i = 1; i <= n; i++) s[i] = v[i]
+      sort(s, n)
+      m = n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+      if (n == 1) return sprintf(f, m)
+      return sprintf(f " (" f "-" f ")", m, s[1], s[n])
+    }
+    $1 == workload {
+      key = $2 SUBSEP $3
+      status[key] = $4; rps[key] = $5; requests[key] = $6; errors[key] = $7; cpu[key] = $8
+      submitted[key] = $9; exported[key] = $10; dropped[key] = $11; received[key] = $12
+      bpfns[key] = $13; bpfruns[key] = $14; rss[key] = $15; hits[key] = $16; sinkcpu[key] = $17; sinkrequests[key] = $18; servercpu[key] = $19; note[key] = $20
+      if ($3 > rounds) rounds = $3
+    }
+    # Per-round values of one mode, into the global arrays (n = rounds that succeeded).
+    function collect(mode,    r, k, u, fl) {
+      n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
+      split("", v_bpf); split("", v_runs); split("", v_hits); split("", v_spr); split("", v_sink); split("", v_batch); split("", v_server)
+      t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = 0; fails = ""
+      for (r = 1; r <= rounds; r++) {
+        k = mode SUBSEP r
+        if (!(k in status)) continue
+        if (status[k] != "ok") { fails = fails " round " r ": " note[k] ";"; continue }
+        n++
+        v_rps[n] = rps[k]; u = rps["untraced" SUBSEP r]; fl = rps["floor" SUBSEP r]
+        if (mode == "conventional") fl = rps["floor-conventional" SUBSEP r]
+        v_kept[n] = u > 0 ? rps[k] / u : 0
+        v_added[n] = u > 0 && rps[k] > 0 ? 1e6 / rps[k] - 1e6 / u : 0
+        v_floor[n] = fl > 0 ? rps[k] / fl : 0
+        v_cpu[n] = submitted[k] > 0 ? cpu[k] / submitted[k] : 0
+        v_bpf[n] = bpfruns[k] > 0 ? bpfns[k] / bpfruns[k] : 0
+        v_runs[n] = requests[k] > 0 ? bpfruns[k] / requests[k] : 0
+        v_hits[n] = requests[k] > 0 ? hits[k] / requests[k] : 0
+        v_spr[n] = requests[k] > 0 ? submitted[k] / requests[k] : 0
+        v_sink[n] = received[k] > 0 ? sinkcpu[k] / received[k] : 0
+        v_server[n] = requests[k] > 0 ? servercpu[k] / requests[k] : 0
+        v_batch[n] = sinkrequests[k] > 0 ? received[k] / sinkrequests[k] : 0
+        t_sub += submitted[k]; t_exp += exported[k]; t_drop += dropped[k]; t_recv += received[k]
+        t_req += requests[k]; t_err += errors[k]
+        if (rss[k] > max_rss) max_rss = rss[k]
+      }
+    }
+    END {
+      split("untraced console otlp conventional floor floor-conventional sampled", order, " ")
+      label["untraced"] = "untraced"
+      label["console"] = "sonde, console > /dev/null"
+      label["otlp"] = "sonde, OTLP > local sink"
+      label["conventional"] = "sonde, conventional placement"
+      label["floor"] = "placement floor (tracefs)"
+      label["floor-conventional"] = "floor, conventional sites"
+      label["sampled"] = "sonde, OTLP, 10% sampling"
+      printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
+        "server CPU us/req", "probe hits/req"
+      for (i = 1; i in order; i++) {
+        mode = order[i]
+        if (mode == "conventional" && !has_conventional) { printf "%-31s %s\n", label[mode], "conventional placement: not available in this sonde"; continue }
+        if (mode == "floor-conventional" && !has_conventional) continue
+        if (mode == "sampled" && !has_sampler) { printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"; continue }
+        collect(mode)
+        if (n == 0) { printf "%-31s failed:%s\n", label[mode], fails; continue }
+        traced = mode != "untraced" && mode !~ /^floor/
+        printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", label[mode], spread(v_rps, n, "%.0f"),
+          mode == "untraced" ? "1.00" : spread(v_kept, n, "%.2f"),
+          mode == "untraced" ? "-" : spread(v_added, n, "%.1f"),
+          traced ? spread(v_floor, n, "%.2f") : "-", spread(v_server, n, "%.1f"),
+          mode ~ /^floor/ ? spread(v_hits, n, "%.1f") : "-"
+        if (t_err) printf "%-31s   !! %d non-2xx responses or socket errors\n", "", t_err
+        if (fails != "") printf "%-31s   !! failed:%s\n", "", fails
+      }
+      print ""
+      printf "%-31s %-22s %-20s %-9s %-12s %-10s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
+        "spans submitted / exported / dropped / received at sink"
+      for (i = 1; i in order; i++) {
+        mode = order[i]
+        if (mode == "untraced" || mode ~ /^floor/) continue
+        if (mode == "conventional" && !has_conventional || mode == "sampled" && !has_sampler) continue
+        collect(mode)
+        if (n == 0) continue
+        printf "%-31s %-22s %-20s %-9s %-12s %-10s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
+          spread(v_bpf, n, "%.0f"), spread(v_runs, n, "%.1f"), sprintf("%.1f MiB", max_rss / 1024), spread(v_spr, n, "%.2f"),
+          t_sub, t_exp, t_drop, mode == "console" ? "-" : t_recv
+        if (mode != "console" && t_recv != t_exp) printf "%-31s   !! %d spans exported but not received\n", "", t_exp - t_recv
+      }
+      collect("otlp")
+      if (n) printf "OTLP sink: %s us CPU per span received, %s spans per export request\n", spread(v_sink, n, "%.2f"),
+        spread(v_batch, n, "%.0f")
+    }' "$work/results.tsv"
+done
+echo
+echo "CPU us/span: sonde utime+stime over the load window (then drained) / spans submitted; BPF ns/run and"
+echo "runs/req: kernel.bpf_stats_enabled run_time_ns/run_cnt of sonde's program; peak RSS: largest VmHWM of a"
+echo "sonde process; vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
+echo "server CPU us/req: the traced programs' utime+stime over the load window / requests (less sensitive than"
+echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests."
