@@ -129,7 +129,10 @@ EOF
 # What this sonde can do.
 hidden_help=$("$sonde" run --help-hidden 2>&1; "$sonde" plan --help-hidden 2>&1)
 has_conventional=0
-grep -q -- '--sites' <<<"$hidden_help" && grep -q conventional <<<"$hidden_help" && has_conventional=1
+if grep -q -- '--sites' <<<"$hidden_help" &&
+  "$sonde" plan --exe "$work/demo-server" --sites conventional >/dev/null 2>&1; then
+  has_conventional=1
+fi
 has_sampler=0
 grep -qa OTEL_TRACES_SAMPLER "$sonde" && has_sampler=1
 
@@ -394,6 +397,11 @@ for workload in "${workloads[@]}"; do
       "both traced, /api/items/7 /api/health/backend /api/async/7 ==" ;;
   esac
   echo "sonde's sites: $total_sites ($stepped_sites single-stepped, the rest emulated); the floor probes the same sites"
+  if ((has_conventional)); then
+    sites=$(for binary in $(binaries_of "$workload"); do cat "$work/sites.$binary-conventional"; done)
+    echo "conventional placement's sites: $(grep -c . <<<"$sites" || true) ($(grep -c single-stepped <<<"$sites" || true)" \
+      "single-stepped); its floor probes those"
+  fi
   awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" '
     function sort(a, n,    i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -470,7 +478,7 @@ for workload in "${workloads[@]}"; do
         if (fails != "") printf "%-31s   !! failed:%s\n", "", fails
       }
       print ""
-      printf "%-31s %-22s %-20s %-9s %-12s %-10s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
+      printf "%-31s %-19s %-19s %-17s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
         "spans submitted / exported / dropped / received at sink"
       for (i = 1; i in order; i++) {
         mode = order[i]
@@ -478,7 +486,7 @@ for workload in "${workloads[@]}"; do
         if (mode == "conventional" && !has_conventional || mode == "sampled" && !has_sampler) continue
         collect(mode)
         if (n == 0) continue
-        printf "%-31s %-22s %-20s %-9s %-12s %-10s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
+        printf "%-31s %-19s %-19s %-17s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
           spread(v_bpf, n, "%.0f"), spread(v_runs, n, "%.1f"), sprintf("%.1f MiB", max_rss / 1024), spread(v_spr, n, "%.2f"),
           t_sub, t_exp, t_drop, mode == "console" ? "-" : t_recv
         if (mode != "console" && t_recv != t_exp) printf "%-31s   !! %d spans exported but not received\n", "", t_exp - t_recv

@@ -19,9 +19,10 @@ public enum PlanCompiler {
     }
 
     /// `offsetTables`, by pack name, stand in for DWARF when the binary has none; `unusableTables`
-    /// says, by pack name, why a pack's table could not be read.
+    /// says, by pack name, why a pack's table could not be read; `placement` is where entry sites go.
     public static func compile(
-        packs: [ProbePack], facts: BinaryFacts, offsetTables: [String: OffsetTable] = [:], unusableTables: [String: String] = [:]
+        packs: [ProbePack], facts: BinaryFacts, offsetTables: [String: OffsetTable] = [:], unusableTables: [String: String] = [:],
+        placement: SitePlacement = .costAware
     ) -> AttachPlan {
         var planned: [PlannedProbe] = []
         var skipped: [SkippedProbe] = []
@@ -73,6 +74,13 @@ public enum PlanCompiler {
             skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
         }
         planned.removeAll { neverEnding.contains($0.spanSlot) }
+        if placement == .conventional {
+            for index in planned.indices {
+                guard let function = facts.functions[planned[index].probe.function],
+                      let first = try? SiteSelector.firstInstructionSite(of: function) else { continue }
+                planned[index].entry = first
+            }
+        }
         return AttachPlan(
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)

@@ -41,6 +41,13 @@ enum SiteSelector {
         return try site(.entry, function.instructions[0], in: function, skipFlagsMask: 0)
     }
 
+    /// The function's first instruction, where the peer agents put their entry probes; only the
+    /// `conventional` placement, kept for measuring against them, uses it.
+    static func firstInstructionSite(of function: FunctionFacts) throws -> ProbeSite {
+        try checkDecodedLayout(of: function)
+        return try site(.entry, function.instructions[0], in: function, skipFlagsMask: 0)
+    }
+
     /// A site on every RET inside the function. The planner asks for the entry site first, which
     /// refuses the whole function when any instruction lies outside it.
     static func returnSites(of function: FunctionFacts) -> [ProbeSite] {

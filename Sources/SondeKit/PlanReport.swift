@@ -18,6 +18,7 @@ public enum PlanReport {
             for site in [probe.entry] + probe.returns {
                 lines.append("  " + render(site))
             }
+            lines.append("  per call: \(TrapCost(perCallOf: probe))")
             lines.append("  entry program:")
             lines += probe.entryProgram.map { "    \($0)" }
             lines.append("  return program:")
@@ -29,6 +30,11 @@ public enum PlanReport {
                 let length = slot.type == .goString ? " max \(slot.maxLength)" : ""
                 lines.append("    \(slot.name): \(slot.type.rawValue)\(length) at data[\(slot.offset)], offsets from \(slot.origin)")
             }
+        }
+        if !plan.probes.isEmpty {
+            let total = plan.probes.map(TrapCost.init(perCallOf:)).reduce(TrapCost(), +)
+            lines.append("")
+            lines.append("per request, if each probed function runs once: \(total)")
         }
         if !plan.skipped.isEmpty {
             lines.append("")

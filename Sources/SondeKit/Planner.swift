@@ -5,11 +5,11 @@ import ProbePacks
 
 /// The stages that need no root: packs × binary → attach plan.
 public enum Planner {
-    public static func plan(executable: String, packs: [ProbePack]) throws -> AttachPlan {
+    public static func plan(executable: String, packs: [ProbePack], placement: SitePlacement = .costAware) throws -> AttachPlan {
         let (tables, unusable) = offsetTables(for: packs)
         let facts = try BinaryAnalyzer.analyze(
             path: executable, functions: PlanCompiler.functionsNeeded(by: packs, offsetTables: tables), dataSymbols: [])
-        return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables, unusableTables: unusable)
+        return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables, unusableTables: unusable, placement: placement)
     }
 
     /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name, and why

@@ -12,6 +12,13 @@ struct Sonde: ParsableCommand {
         subcommands: [Run.self, Plan.self, Packs.self])
 }
 
+/// Where entry probes go; hidden, for benchmarks that compare Sonde with the peers' placement.
+struct PlacementOption: ParsableArguments {
+    @Option(name: .customLong("sites"), help: .hidden) var placement: SitePlacement = .costAware
+}
+
+extension SitePlacement: ExpressibleByArgument {}
+
 /// Options every command that reads packs shares.
 struct PackOptions: ParsableArguments {
     @Option(name: .customLong("packs"), help: "Folder or file of probe packs (repeatable). Default: $SONDE_PACK_PATH or the shipped probe-packs.")
@@ -35,9 +42,10 @@ struct Plan: ParsableCommand {
 
     @Option(help: "The executable to analyse.") var exe: String
     @OptionGroup var packs: PackOptions
+    @OptionGroup var sites: PlacementOption
 
     func run() throws {
-        let plan = try Planner.plan(executable: TargetExecutable.atPath(exe).attachPath, packs: packs.load())
+        let plan = try Planner.plan(executable: TargetExecutable.atPath(exe).attachPath, packs: packs.load(), placement: sites.placement)
         // Written at once, not through print's buffer: the plan comes before any error below,
         // also when both go to one pipe.
         FileHandle.standardOutput.write(Data((PlanReport.render(plan) + "\n").utf8))
@@ -59,6 +67,7 @@ struct Run: ParsableCommand {
     @Option(help: "Trace every process running this executable, including ones started later.") var exe: String?
     @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
     @OptionGroup var packs: PackOptions
+    @OptionGroup var sites: PlacementOption
     /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
     @Option(help: .hidden) var maxCalls: Int?
 
@@ -80,7 +89,7 @@ struct Run: ParsableCommand {
             executable = try TargetExecutable.atPath(exe!)
             target = .executable
         }
-        let plan = try Planner.plan(executable: executable.attachPath, packs: packs.load())
+        let plan = try Planner.plan(executable: executable.attachPath, packs: packs.load(), placement: sites.placement)
         guard !plan.probes.isEmpty else {
             plan.skipped.forEach { printError("skipped \($0)") }
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")

@@ -105,6 +105,20 @@ final class PlanCompilerTests: XCTestCase {
         ])
     }
 
+    /// The peers' placement, for benchmarks: the entry on the function's first instruction (here
+    /// the single-stepped `cmp`), no morestack skip, the same return sites and programs.
+    func testConventionalPlacementPutsTheEntryOnTheFirstInstruction() throws {
+        let costAware = try XCTUnwrap(plan(facts()).probes.first)
+        let plan = PlanCompiler.compile(packs: [try serverPack()], facts: try facts(), placement: .conventional)
+        let probe = try XCTUnwrap(plan.probes.first)
+        XCTAssertEqual(probe.entry.address, 0x62_9180)
+        XCTAssertEqual(probe.entry.fileOffset, 0x22_9180)
+        XCTAssertFalse(probe.entry.kernelEmulates)
+        XCTAssertEqual(probe.entry.skipFlagsMask, 0)
+        XCTAssertEqual(probe.returns, costAware.returns)
+        XCTAssertEqual(probe.entryProgram, costAware.entryProgram)
+    }
+
     func testEntryFallsBackToFirstInstructionWhenArgumentsAreOverwritten() throws {
         let instructions = [
             instruction(0x62_9180, "mov", "rdi, rax", emulated: false, writes: [.rdi]),
