@@ -119,6 +119,15 @@ final class PlanCompilerTests: XCTestCase {
         XCTAssertEqual(probe.entryProgram, costAware.entryProgram)
     }
 
+    /// A call costs its entry hit and one RET hit: the stack-check JBE is emulated, a RET never is.
+    func testTrapCostPerCallCountsTheEntryAndOneReturn() throws {
+        let costAware = TrapCost(perCallOf: try XCTUnwrap(plan(facts()).probes.first))
+        XCTAssertEqual(costAware, TrapCost(emulatedHits: 1, singleSteppedHits: 1))
+        XCTAssertEqual(costAware.description, "1 emulated + 1 single-stepped hits ≈ 10.15 µs of traps")
+        let conventional = PlanCompiler.compile(packs: [try serverPack()], facts: try facts(), placement: .conventional)
+        XCTAssertEqual(TrapCost(perCallOf: try XCTUnwrap(conventional.probes.first)).description, "0 emulated + 2 single-stepped hits ≈ 19.0 µs of traps")
+    }
+
     func testEntryFallsBackToFirstInstructionWhenArgumentsAreOverwritten() throws {
         let instructions = [
             instruction(0x62_9180, "mov", "rdi, rax", emulated: false, writes: [.rdi]),
