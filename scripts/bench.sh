@@ -406,12 +406,18 @@ for workload in "${workloads[@]}"; do
     function sort(a, n,    i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     }
+    function met(condition) { return condition ? "met" : "not met" }
+    function median(v, n,    s, i) {
+      for (i = 1; i <= n; i++) s[i] = v[i]
+      sort(s, n)
+      return n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+    }
     # "median (min-max)" of the values v[1..n], each printed with format f.
     function spread(v, n, f,    s, i, m) {
       if (n == 0) return "-"
       for (i = 1; i <= n; i++) s[i] = v[i]
       sort(s, n)
-      m = n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+      m = median(v, n)
       if (n == 1) return sprintf(f, m)
       return sprintf(f " (" f "-" f ")", m, s[1], s[n])
     }
@@ -426,10 +432,11 @@ for workload in "${workloads[@]}"; do
     function collect(mode,    r, k, u, fl) {
       n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
       split("", v_bpf); split("", v_runs); split("", v_hits); split("", v_spr); split("", v_sink); split("", v_batch); split("", v_server)
-      t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = 0; fails = ""
+      t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = measured = 0; fails = ""
       for (r = 1; r <= rounds; r++) {
         k = mode SUBSEP r
         if (!(k in status)) continue
+        measured++
         if (status[k] != "ok") { fails = fails " round " r ": " note[k] ";"; continue }
         n++
         v_rps[n] = rps[k]; u = rps["untraced" SUBSEP r]; fl = rps["floor" SUBSEP r]
@@ -467,7 +474,7 @@ for workload in "${workloads[@]}"; do
         if (mode == "floor-conventional" && !has_conventional) continue
         if (mode == "sampled" && !has_sampler) { printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"; continue }
         collect(mode)
-        if (n == 0) { printf "%-31s failed:%s\n", label[mode], fails; continue }
+        if (n == 0) { printf "%-31s %s\n", label[mode], measured ? "failed:" fails : "not measured"; continue }
         traced = mode != "untraced" && mode !~ /^floor/
         printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", label[mode], spread(v_rps, n, "%.0f"),
           mode == "untraced" ? "1.00" : spread(v_kept, n, "%.2f"),
@@ -476,6 +483,15 @@ for workload in "${workloads[@]}"; do
           mode ~ /^floor/ ? spread(v_hits, n, "%.1f") : "-"
         if (t_err) printf "%-31s   !! %d non-2xx responses or socket errors\n", "", t_err
         if (fails != "") printf "%-31s   !! failed:%s\n", "", fails
+      }
+      if (has_conventional) {
+        # Sonde against the peer design (conventional placement), round by round.
+        m = 0; split("", v_peer)
+        for (r = 1; r <= rounds; r++) {
+          a = "otlp" SUBSEP r; b = "conventional" SUBSEP r
+          if (status[a] == "ok" && status[b] == "ok" && rps[b] > 0) v_peer[++m] = rps[a] / rps[b]
+        }
+        if (m) printf "sonde (OTLP) vs conventional placement: %s x the req/s\n", spread(v_peer, m, "%.2f")
       }
       print ""
       printf "%-31s %-19s %-19s %-17s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
@@ -492,6 +508,15 @@ for workload in "${workloads[@]}"; do
         if (mode != "console" && t_recv != t_exp) printf "%-31s   !! %d spans exported but not received\n", "", t_exp - t_recv
       }
       collect("otlp")
+      if (n) {
+        kept = median(v_kept, n); vs = median(v_floor, n); c = median(v_cpu, n); b = median(v_bpf, n)
+        lost = t_sub - t_recv + t_drop
+        printf "issue 7 targets (OTLP, medians%s): kept >= 0.85 or >= 0.95 x floor: %s (%.2f, %.2f x floor);\n",
+          n < 3 ? " of " n " round(s), indicative only" : "", met(kept >= 0.85 || vs >= 0.95), kept, vs
+        printf "  CPU <= 2 us/span: %s (%.1f); BPF <= 400 ns/run: %s (%.0f); peak RSS <= 40 MiB: %s (%.1f); ",
+          met(c <= 2), c, met(b <= 400), b, met(max_rss <= 40 * 1024), max_rss / 1024
+        printf "0 spans lost: %s (%d)\n", met(lost == 0), lost
+      }
       if (n) printf "OTLP sink: %s us CPU per span received, %s spans per export request\n", spread(v_sink, n, "%.2f"),
         spread(v_batch, n, "%.0f")
     }' "$work/results.tsv"

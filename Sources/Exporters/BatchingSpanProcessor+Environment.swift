@@ -17,11 +17,13 @@ extension BatchingSpanProcessor.Configuration {
         var configuration = BatchingSpanProcessor.Configuration()
         let positiveMilliseconds = { (value: String) in "'\(value)' is not a positive number of milliseconds" }
         let positiveSpans = { (value: String) in "'\(value)' is not a positive number of spans" }
-        if let milliseconds = try variables.integer("OTEL_BSP_SCHEDULE_DELAY", in: 1...Int.max, problem: positiveMilliseconds) {
+        if let milliseconds = try variables.integer(
+            "OTEL_BSP_SCHEDULE_DELAY", in: 1...Int.max, problem: positiveMilliseconds) {
             configuration.scheduleDelay = .milliseconds(milliseconds)
         }
+        let millisecondsOrZero = { (value: String) in "'\(value)' is not a number of milliseconds (0 for no limit)" }
         if let milliseconds = try variables.integer(
-            "OTEL_BSP_EXPORT_TIMEOUT", in: 0...Int.max, problem: { "'\($0)' is not a number of milliseconds (0 for no limit)" }) {
+            "OTEL_BSP_EXPORT_TIMEOUT", in: 0...Int.max, problem: millisecondsOrZero) {
             configuration.exportTimeout = milliseconds == 0 ? nil : .milliseconds(milliseconds)
         }
         let queueSize = try variables.integer("OTEL_BSP_MAX_QUEUE_SIZE", in: 1...Int.max, problem: positiveSpans)
@@ -31,8 +33,8 @@ extension BatchingSpanProcessor.Configuration {
         guard configuration.maxBatchSize <= configuration.queueCapacity else {
             throw ExporterConfigurationError(
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                "\(configuration.maxBatchSize) is larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE: \(configuration.queueCapacity)); "
-                    + "it must be at most that")
+                "\(configuration.maxBatchSize) is larger than the queue "
+                    + "(OTEL_BSP_MAX_QUEUE_SIZE: \(configuration.queueCapacity)); it must be at most that")
         }
         return configuration
     }

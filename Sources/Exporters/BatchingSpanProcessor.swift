@@ -40,7 +40,7 @@ public final class BatchingSpanProcessor: Sendable {
     public init(exporter: some SpanExporter, configuration: Configuration = Configuration()) {
         precondition(configuration.queueCapacity > 0 && configuration.maxBatchSize > 0, "queue and batch sizes must be positive")
         precondition(configuration.scheduleDelay > .zero && configuration.retry.maxAttempts > 0, "schedule delay and attempts must be positive")
-        precondition(configuration.exportTimeout.map { $0 > .zero } ?? true, "the export timeout must be positive (nil for none)")
+        precondition(configuration.exportTimeout.map { $0 > .zero } ?? true, "an export timeout must be positive")
         let (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: ExportPipeline.Wakeup.self)
         let pipeline = ExportPipeline(exporter: exporter, configuration: configuration, wakeups: wakeupContinuation)
         self.pipeline = pipeline

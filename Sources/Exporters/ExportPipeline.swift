@@ -141,11 +141,14 @@ final class ExportPipeline: Sendable {
     }
 
     /// Counts the spans of `batch` that `failure` lost and keeps its reason for the summary.
-    private func recordFailure(of batch: [Span], _ failure: SpanExportError, attempts: Int, stopReason: RetryPolicy.StopReason?) {
+    private func recordFailure(
+        of batch: [Span], _ failure: SpanExportError, attempts: Int, stopReason: RetryPolicy.StopReason?
+    ) {
         var reason = failure.description
         switch stopReason {
         case .exportTimeoutReached where failure.isRetryable:
-            reason += " (after \(attempts) attempts; waiting for another would pass the \(exportTimeoutText) export timeout)"
+            reason += " (after \(attempts) attempts; waiting for another would pass the "
+                + "\(exportTimeoutText) export timeout)"
         case _ where attempts > 1:
             reason += " (after \(attempts) attempts)"
         default:

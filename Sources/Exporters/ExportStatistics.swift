@@ -22,8 +22,8 @@ public struct ExportStatistics: Sendable, Equatable {
         self.lastFailure = lastFailure
     }
 
-    /// One line for the end of a run and for the running drop reports, e.g.
-    /// `12 spans submitted, 10 exported, 2 dropped (queue full: 0, export failed: 2); last failure: HTTP 503 from http://…`.
+    /// One line for the end of a run and for the running drop reports, e.g. `12 spans submitted,
+    /// 10 exported, 2 dropped (queue full: 0, export failed: 2); last failure: HTTP 503 from http://…`.
     public var summary: String {
         "\(submitted) spans submitted, \(exported) exported, \(droppedQueueFull + droppedExportFailed) dropped "
             + "(queue full: \(droppedQueueFull), export failed: \(droppedExportFailed))"

@@ -43,7 +43,9 @@ final class GzipCompressor: Sendable {
         return try result.get()
     }
 
-    private static func deflate(_ data: Data, with stream: UnsafeMutablePointer<z_stream>) -> Result<Data, SpanExportError> {
+    private static func deflate(
+        _ data: Data, with stream: UnsafeMutablePointer<z_stream>
+    ) -> Result<Data, SpanExportError> {
         defer { deflateReset(stream) }
         var output = Data(count: Int(deflateBound(stream, uLong(data.count))))
         let status = data.withUnsafeBytes { input in

@@ -44,7 +44,8 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     /// what decides between OTLP and the console when no exporter is chosen. Empty counts as unset,
     /// as everywhere in the OpenTelemetry environment variables.
     public static func isEndpointConfigured(in environment: [String: String]) -> Bool {
-        EnvironmentVariables(environment).first(of: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") != nil
+        let variables = EnvironmentVariables(environment)
+        return variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") != nil
     }
 
     /// Reads the OpenTelemetry exporter variables; empty variables count as unset.
@@ -91,7 +92,8 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
             }
             configuration.timeout = .milliseconds(milliseconds)
         }
-        if let (variable, value) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") {
+        if let (variable, value) = variables.first(
+            of: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") {
             guard let compression = Compression(rawValue: value.lowercased()) else {
                 throw ExporterConfigurationError(variable, "'\(value)' is not supported; use gzip or none")
             }
@@ -167,7 +169,10 @@ private func portText(of url: String) -> Substring? {
     let afterScheme = url[schemeEnd.upperBound...]
     var authority = afterScheme.prefix { !"/?#".contains($0) }
     if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
-    let hostEnd = authority.hasPrefix("[") ? authority.firstIndex(of: "]") ?? authority.startIndex : authority.startIndex
+    var hostEnd = authority.startIndex
+    if authority.hasPrefix("[") {  // an IPv6 literal: its colons are not the port's
+        hostEnd = authority.firstIndex(of: "]") ?? authority.endIndex
+    }
     guard let colon = authority[hostEnd...].lastIndex(of: ":") else { return nil }
     let port = authority[authority.index(after: colon)...]
     return port.isEmpty ? nil : port  // "host:" means the scheme's default port (RFC 3986 3.2.3)

@@ -38,27 +38,28 @@ extension OTLPHTTPExporter {
         }
         let nsError = error as NSError
         let description = error.localizedDescription
-        guard nsError.domain == NSURLErrorDomain else {
+        guard nsError.domain == NSURLErrorDomain, let code = URLError.Code(rawValue: nsError.code) else {
             return .retryable(reason: "cannot reach \(endpoint): \(description)")
         }
-        if Self.tlsErrorCodes.contains(nsError.code) || (nsError.code == NSURLErrorUnknown && Self.mentionsTLS(description)) {
+        if Self.tlsErrorCodes.contains(code) || (code == .unknown && Self.mentionsTLS(description)) {
             return .rejected(reason: "TLS failed with \(endpoint): \(description)")
         }
-        if Self.permanentErrorCodes.contains(nsError.code) {
+        if Self.permanentErrorCodes.contains(code) {
             return .rejected(reason: "cannot send to \(endpoint): \(description)")
         }
         return .retryable(reason: "cannot reach \(endpoint): \(description)")
     }
 
-    private static let tlsErrorCodes: Set<Int> = [
-        NSURLErrorSecureConnectionFailed, NSURLErrorServerCertificateHasBadDate, NSURLErrorServerCertificateUntrusted,
-        NSURLErrorServerCertificateHasUnknownRoot, NSURLErrorServerCertificateNotYetValid,
-        NSURLErrorClientCertificateRejected, NSURLErrorClientCertificateRequired,
+    // `URLError.Code`, not the `NSURLError…` constants: in FoundationNetworking on Linux some of
+    // those are off by one (`NSURLErrorSecureConnectionFailed` is -1201, the code -1200).
+    private static let tlsErrorCodes: Set<URLError.Code> = [
+        .secureConnectionFailed, .serverCertificateHasBadDate, .serverCertificateUntrusted,
+        .serverCertificateHasUnknownRoot, .serverCertificateNotYetValid, .clientCertificateRejected,
+        .clientCertificateRequired,
     ]
 
-    private static let permanentErrorCodes: Set<Int> = [
-        NSURLErrorBadURL, NSURLErrorUnsupportedURL, NSURLErrorDataLengthExceedsMaximum,
-        NSURLErrorAppTransportSecurityRequiresSecureConnection,
+    private static let permanentErrorCodes: Set<URLError.Code> = [
+        .badURL, .unsupportedURL, .dataLengthExceedsMaximum, .appTransportSecurityRequiresSecureConnection,
     ]
 
     /// FoundationNetworking on Linux reports most libcurl TLS failures as code -1 (unknown) with

@@ -55,7 +55,9 @@ public struct RetryPolicy: Sendable, Equatable {
     /// - Parameters:
     ///   - timeLeft: Until the batch's export deadline; nil when there is none.
     ///   - randomFraction: Uniform in 0..<1, e.g. `Double.random(in: 0..<1)`; values outside are clamped.
-    public func decision(after error: SpanExportError, attempt: Int, timeLeft: Duration?, randomFraction: Double) -> Decision {
+    public func decision(
+        after error: SpanExportError, attempt: Int, timeLeft: Duration?, randomFraction: Double
+    ) -> Decision {
         guard error.isRetryable else { return .stop(.permanentFailure) }
         guard attempt < maxAttempts else { return .stop(.attemptsExhausted) }
         let wait = error.retryAfter.map { min(max($0, .zero), maxRetryAfter) }

@@ -40,7 +40,8 @@ public enum SpanExportError: Error, Sendable, Equatable, CustomStringConvertible
     public var description: String {
         switch self {
         case .retryable(let reason, _), .rejected(let reason): return reason
-        case .partiallyRejected(let count, let reason): return "\(count) spans rejected" + (reason.isEmpty ? "" : ": \(reason)")
+        case .partiallyRejected(let count, let reason):
+            return "\(count) spans rejected" + (reason.isEmpty ? "" : ": \(reason)")
         }
     }
 }

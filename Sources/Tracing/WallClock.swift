@@ -23,7 +23,8 @@ public final class WallClock: Sendable {
         precondition(resampleInterval > .zero, "the re-sample interval must be positive")
         self.source = source
         let components = resampleInterval.components
-        resampleIntervalNanos = UInt64(components.seconds) * 1_000_000_000 + UInt64(components.attoseconds / 1_000_000_000)
+        resampleIntervalNanos =
+            UInt64(components.seconds) * 1_000_000_000 + UInt64(components.attoseconds / 1_000_000_000)
         let reading = source.read()
         offsetNanos = Atomic(ClockOffset(reading).realtimeMinusMonotonic)
         nextSampleAt = Atomic(reading.monotonicNanos &+ resampleIntervalNanos)

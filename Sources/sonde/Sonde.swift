@@ -59,8 +59,8 @@ struct Run: ParsableCommand {
         abstract: "Attach to a process (or every process of an executable) and export its spans until Ctrl-C.",
         discussion: """
             Spans go to the console unless OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
-            is set, then to that OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME and \
-            OTEL_RESOURCE_ATTRIBUTES are honoured).
+            is set and not empty, then to that OTLP/HTTP endpoint. The OpenTelemetry exporter and batch \
+            variables are honoured (the README lists them).
             """)
 
     @Option(help: "Trace this running process.") var pid: Int32?
@@ -100,8 +100,8 @@ struct Run: ParsableCommand {
             capacities.calls = maxCalls
         }
         let environment = ProcessInfo.processInfo.environment
-        let useOTLP = exporter.map { $0 == .otlp }
-            ?? (environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil)
+        let useOTLP = exporter.map { $0 == .otlp } ?? OTLPExporterConfiguration.isEndpointConfigured(in: environment)
+        let processorConfiguration = try BatchingSpanProcessor.Configuration.fromEnvironment(environment)
         let session = TraceSession()
         let summary: TraceSession.Summary
         if useOTLP {
@@ -109,11 +109,11 @@ struct Run: ParsableCommand {
             printError("exporting to \(configuration.endpoint)")
             summary = try session.run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: OTLPHTTPExporter(configuration: configuration),
-                capacities: capacities, log: printError)
+                processorConfiguration: processorConfiguration, capacities: capacities, log: printError)
         } else {
             summary = try session.run(
-                plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(), capacities: capacities,
-                log: printError)
+                plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(),
+                processorConfiguration: processorConfiguration, capacities: capacities, log: printError)
         }
         printError("sonde: \(summary)")
     }

@@ -13,10 +13,10 @@ final class BatchingConfigurationTests: XCTestCase {
     }
 
     func testEmptyOrBlankEnvironmentKeepsTheDefaults() throws {
+        let blank = ["OTEL_BSP_SCHEDULE_DELAY": "", "OTEL_BSP_MAX_QUEUE_SIZE": " "]
+
         XCTAssertEqual(try BatchingSpanProcessor.Configuration.fromEnvironment([:]), BatchingSpanProcessor.Configuration())
-        XCTAssertEqual(
-            try BatchingSpanProcessor.Configuration.fromEnvironment(["OTEL_BSP_SCHEDULE_DELAY": "", "OTEL_BSP_MAX_QUEUE_SIZE": " "]),
-            BatchingSpanProcessor.Configuration())
+        XCTAssertEqual(try BatchingSpanProcessor.Configuration.fromEnvironment(blank), BatchingSpanProcessor.Configuration())
     }
 
     func testBatchSpanProcessorVariablesAreRead() throws {
@@ -39,11 +39,13 @@ final class BatchingConfigurationTests: XCTestCase {
         XCTAssertEqual(
             configurationError(["OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"]),
             ExporterConfigurationError(
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "200 is larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE: 100); it must be at most that"))
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "200 is larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE: 100); it must be at most that"))
         XCTAssertEqual(
             configurationError(["OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"]),
             ExporterConfigurationError(
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096 is larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE: 2048); it must be at most that"))
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "4096 is larger than the queue (OTEL_BSP_MAX_QUEUE_SIZE: 2048); it must be at most that"))
     }
 
     func testASmallQueueAloneAlsoShrinksTheDefaultBatch() throws {
@@ -54,15 +56,15 @@ final class BatchingConfigurationTests: XCTestCase {
     }
 
     func testMalformedValuesNameTheVariableAndTheProblem() {
-        let cases: [([String: String], ExporterConfigurationError)] = [
-            (["OTEL_BSP_SCHEDULE_DELAY": "1s"], ExporterConfigurationError("OTEL_BSP_SCHEDULE_DELAY", "'1s' is not a positive number of milliseconds")),
-            (["OTEL_BSP_SCHEDULE_DELAY": "0"], ExporterConfigurationError("OTEL_BSP_SCHEDULE_DELAY", "'0' is not a positive number of milliseconds")),
-            (["OTEL_BSP_EXPORT_TIMEOUT": "-1"], ExporterConfigurationError("OTEL_BSP_EXPORT_TIMEOUT", "'-1' is not a number of milliseconds (0 for no limit)")),
-            (["OTEL_BSP_MAX_QUEUE_SIZE": "0"], ExporterConfigurationError("OTEL_BSP_MAX_QUEUE_SIZE", "'0' is not a positive number of spans")),
-            (["OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "lots"], ExporterConfigurationError("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "'lots' is not a positive number of spans")),
+        let cases: [(variable: String, value: String, problem: String)] = [
+            ("OTEL_BSP_SCHEDULE_DELAY", "1s", "'1s' is not a positive number of milliseconds"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "0", "'0' is not a positive number of milliseconds"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "-1", "'-1' is not a number of milliseconds (0 for no limit)"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "'0' is not a positive number of spans"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "lots", "'lots' is not a positive number of spans"),
         ]
-        for (environment, expected) in cases {
-            XCTAssertEqual(configurationError(environment), expected, "\(environment)")
+        for (variable, value, problem) in cases {
+            XCTAssertEqual(configurationError([variable: value]), ExporterConfigurationError(variable, problem), value)
         }
     }
 }

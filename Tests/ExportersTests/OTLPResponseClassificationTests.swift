@@ -77,11 +77,11 @@ final class OTLPResponseClassificationTests: XCTestCase {
         }
         // How FoundationNetworking on Linux reports what libcurl says about TLS: code -1 (unknown).
         let selfSigned = NSError(
-            domain: NSURLErrorDomain, code: NSURLErrorUnknown,
+            domain: NSURLErrorDomain, code: URLError.Code.unknown.rawValue,
             userInfo: [NSLocalizedDescriptionKey: "SSL certificate problem: self-signed certificate"])
         XCTAssertEqual(classified(selfSigned), .rejected(reason: "TLS failed with \(endpoint): SSL certificate problem: self-signed certificate"))
         let plainHTTP = NSError(
-            domain: NSURLErrorDomain, code: NSURLErrorUnknown,
+            domain: NSURLErrorDomain, code: URLError.Code.unknown.rawValue,
             userInfo: [NSLocalizedDescriptionKey: "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number"])
         XCTAssertFalse(classified(plainHTTP).isRetryable)
         XCTAssertEqual(
@@ -90,7 +90,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
     }
 
     func testOtherErrorsAreRejectedWithTheReadablePartOfTheBody() {
-        for status in [400, 401, 404, 413, 500] {
+        for status in [400, 401, 403, 404, 413, 500] {
             XCTAssertEqual(outcome(status: status), .rejected(reason: "HTTP \(status) from http://collector:4318/v1/traces"))
         }
         XCTAssertEqual(

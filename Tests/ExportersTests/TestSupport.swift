@@ -204,7 +204,7 @@ final class SilentListener {
         }
         guard descriptor >= 0, listening else {
             close(descriptor)
-            throw XCTSkip("cannot listen on 127.0.0.1")
+            throw TestSetupError("cannot listen on 127.0.0.1: \(String(cString: strerror(errno)))")
         }
         socketDescriptor = descriptor
         port = Int(UInt16(bigEndian: address.sin_port))
@@ -222,11 +222,8 @@ final class SelfSignedTLSServer {
     private let process: Process
     private let directory: URL
 
-    /// Ends on SIGTERM even though the test process, whose signal dispositions it inherits,
-    /// may ignore that signal.
     private static let script = """
-        import http.server, signal, ssl, sys
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        import http.server, ssl, sys
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 self.send_response(200)
@@ -249,7 +246,7 @@ final class SelfSignedTLSServer {
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
             "-days", "1", "-subj", "/CN=localhost",
         ])
-        guard made == 0 else { throw XCTSkip("the openssl tool is needed to make a self-signed certificate") }
+        guard made == 0 else { throw TestEnvironment.missingInstall("the openssl tool, to make a self-signed certificate") }
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", Self.script, certificate, key]
@@ -259,14 +256,21 @@ final class SelfSignedTLSServer {
         let firstLine = stdout.fileHandleForReading.availableData
         guard let port = Int(String(decoding: firstLine, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             process.terminate()
-            throw XCTSkip("python3 could not start an HTTPS server")
+            throw TestSetupError("python3 could not start an HTTPS server")
         }
         self.port = port
     }
 
     deinit {
-        process.terminate()
+        // SIGKILL: the server inherits the test process's signal mask, which may block SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
     }
+}
+
+/// A test's own set-up failed: the test fails, it is not skipped.
+struct TestSetupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

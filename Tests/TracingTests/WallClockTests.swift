@@ -72,7 +72,8 @@ final class WallClockTests: XCTestCase {
 
     func testSpanTimesFollowAStepOfTheWallClock() throws {
         let source = ScriptedClock(monotonicNanos: 0, realtimeNanos: bootWallClock)
-        let assembler = SpanAssembler(plan: try SpanAssemblerTests.makePlan(), clock: WallClock(source: source)) { _ in Resource() }
+        let plan = try SpanAssemblerTests.makePlan()
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(source: source)) { _ in Resource() }
 
         var early = SpanAssemblerTests.event(method: "GET", path: "/", host: "h", status: 200)
         (early.startMonotonicNanos, early.endMonotonicNanos) = (100, 200)
