@@ -248,7 +248,7 @@ static __always_inline void set_context(struct sonde_context_key *key, struct so
 /* How deep the stack is at this site: bytes below the top of the goroutine's
  * stack for Go (the runtime moves a growing stack, keeping these distances),
  * the inverted stack pointer for a native thread. Deeper is larger; 0 when
- * unknown, which disables the unwinding checks that compare depths. */
+ * unknown, which disables the checks that compare depths. */
 static __always_inline __u64 stack_depth(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	if (config->key_mode == SONDE_KEY_GOROUTINE) {
@@ -268,23 +268,55 @@ static __always_inline int unwound(__u64 then, __u64 now)
 	return then && now && now <= then;
 }
 
+enum context_liveness {
+	CONTEXT_GONE = 0,            /* no open span: start a new trace */
+	CONTEXT_OPEN = 1,            /* the span is open: become its child */
+	CONTEXT_UNWOUND = 2,         /* its call unwound; `context` now names that call's parent */
+};
+
 /* Whether the span a context names is still open, from an entry on `owner`
  * at `depth`: its call is in `calls` and, when it ran on this same
  * goroutine/thread, deeper entries than it are still inside it. A call that
- * unwound without returning (panic, Goexit) is removed and counted here, so
- * nothing becomes its child. */
-static __always_inline int is_open(struct sonde_trace_context *context, __u32 tgid, __u64 owner, __u64 depth)
+ * unwound without returning (panic, Goexit, an exception) is removed and
+ * counted here, so nothing becomes its child; its own parent may still be
+ * open, and `context` is set to name it. */
+static __always_inline int context_liveness(struct sonde_trace_context *context, __u32 tgid, __u64 owner, __u64 depth)
 {
 	struct sonde_call_key key = { .key = context->owner, .tgid = tgid, .span_slot = context->span_slot };
 	struct sonde_span_record *call = bpf_map_lookup_elem(&calls, &key);
 	if (!call || call->span_id != context->span_id)
+		return CONTEXT_GONE;
+	if (context->owner != owner || !unwound(call->stack_depth, depth))
+		return CONTEXT_OPEN;
+	__u64 parent_span = call->parent_span_id;
+	__u64 parent_owner = call->parent_owner;
+	__u32 parent_slot = call->parent_slot;
+	if (bpf_map_delete_elem(&calls, &key) == 0)
+		count(SONDE_COUNTER_CALL_UNWOUND);
+	context->span_id = parent_span;
+	context->owner = parent_owner;
+	context->span_slot = parent_slot;
+	return parent_span ? CONTEXT_UNWOUND : CONTEXT_GONE;
+}
+
+/* How many unwound calls one entry looks past for a span still open. */
+#define MAX_UNWOUND_ANCESTORS 4
+
+/* The open span an entry on `owner` at `depth` descends from, found from the
+ * active context by skipping calls that unwound; 0 when there is none. */
+static __always_inline int find_parent(struct sonde_context_key *context_key, __u64 owner, __u64 depth,
+				       struct sonde_trace_context *parent)
+{
+	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, context_key);
+	if (!active)
 		return 0;
-	if (context->owner == owner && unwound(call->stack_depth, depth)) {
-		if (bpf_map_delete_elem(&calls, &key) == 0)
-			count(SONDE_COUNTER_CALL_UNWOUND);
-		return 0;
+	*parent = *active;   /* a copy: the element may be replaced while this runs */
+	for (int level = 0; level < MAX_UNWOUND_ANCESTORS; level++) {
+		int liveness = context_liveness(parent, context_key->tgid, owner, depth);
+		if (liveness != CONTEXT_UNWOUND)
+			return liveness == CONTEXT_OPEN;
 	}
-	return 1;
+	return 0;
 }
 
 /* Function entry: a fresh record in a new trace or, when a span is active on
@@ -297,9 +329,8 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
-	struct sonde_trace_context *parent = bpf_map_lookup_elem(&active_contexts, &context_key);
-	if (parent && !is_open(parent, tgid, owner, depth))
-		parent = NULL;   /* its call ended without returning, or was reclaimed: start afresh */
+	struct sonde_trace_context parent_context = {};
+	struct sonde_trace_context *parent = find_parent(&context_key, owner, depth, &parent_context) ? &parent_context : NULL;
 
 	/* A call of this probe still recorded here never returned: it unwound, or
 	 * this entry is nested in it (recursion). Either way it is lost; say which. */
@@ -358,11 +389,23 @@ static __always_inline __u64 wakeup_flag(void)
 	return unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void emit_span(struct sonde_span_record *record)
+/* Emits a finished call: copied to its own ring buffer slot, then claimed by
+ * deleting it from `calls`, so that a call the Engine reclaimed at the same
+ * moment is either emitted or counted as reclaimed, never both. */
+static __always_inline void claim_and_emit(struct sonde_span_record *record, struct sonde_call_key *call_key)
 {
-	record->end_ns = bpf_ktime_get_ns();
-	if (bpf_ringbuf_output(&spans, record, sizeof(*record), wakeup_flag()) != 0)
-		count(SONDE_COUNTER_RING_FULL);
+	struct sonde_span_record *copy = bpf_ringbuf_reserve(&spans, sizeof(*copy), 0);
+	if (!copy) {
+		if (bpf_map_delete_elem(&calls, call_key) == 0)
+			count(SONDE_COUNTER_RING_FULL);
+		return;
+	}
+	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(&calls, call_key) != 0) {
+		bpf_ringbuf_discard(copy, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	copy->end_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(copy, wakeup_flag());
 }
 
 /* The caller's span becomes active again on this goroutine/thread. */
@@ -389,9 +432,12 @@ static __always_inline void hand_off(struct sonde_span_record *record, __u64 chi
 {
 	struct sonde_context_key parent_key = { .key = record->saved[0], .tgid = record->tgid };
 	struct sonde_context_key child_key = { .key = child, .tgid = record->tgid };
-	struct sonde_trace_context *parent = bpf_map_lookup_elem(&active_contexts, &parent_key);
-	if (parent) {
-		struct sonde_trace_context inherited = *parent;
+	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &parent_key);
+	struct sonde_trace_context inherited = {};
+	if (active)
+		inherited = *active;
+	/* Only a span still open is handed on (the creator's depth is unknown here). */
+	if (active && context_liveness(&inherited, record->tgid, 0, 0) == CONTEXT_OPEN) {
 		set_context(&child_key, &inherited);
 	} else {
 		bpf_map_delete_elem(&active_contexts, &child_key);
@@ -426,7 +472,8 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 			if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
 				count(SONDE_COUNTER_OBJECT_SPANS_FULL);
 		} else {
-			emit_span(record);
+			claim_and_emit(record, &call_key);
+			return 0;
 		}
 	} else {
 		hand_off(record, state.value);

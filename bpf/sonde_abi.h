@@ -158,7 +158,8 @@ struct sonde_trace_context {
  * with migration disabled, not preemption), so a plain += could lose counts. */
 enum sonde_counter {
 	SONDE_COUNTER_RING_FULL = 0,       /* spans lost: ring buffer full */
-	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns whose entry was not seen (attached mid-call) */
+	SONDE_COUNTER_ORPHAN_RETURN = 1,   /* returns without a recorded call: attached mid-call, the
+	                                    * call not recorded (map full) or already given up */
 	SONDE_COUNTER_STATE_FULL = 2,      /* entries not recorded: `calls` full */
 	SONDE_COUNTER_MISSING_CONFIG = 3,  /* hits with an unknown cookie */
 	SONDE_COUNTER_OBJECT_SPAN_REPLACED = 4, /* spans kept open under an object that a new span

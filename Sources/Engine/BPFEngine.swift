@@ -121,13 +121,18 @@ public final class BPFEngine {
         bpf_object__close(object)
     }
 
-    /// Writes the plan's probe configurations and attaches every site. A site that fails is
-    /// reported and the others still attach; nothing attached at all is an error.
-    public func attach(plan: AttachPlan, target: Target) throws -> AttachReport {
+    /// Writes the plan's probe configurations and attaches every site. A probe is attached whole
+    /// or not at all: an entry without all its returns would leave calls that never end, returns
+    /// without their entry would only miss. A probe that fails is reported and the others still
+    /// attach; nothing attached at all is an error.
+    /// - Parameters:
+    ///   - shouldStop: Asked before each probe; true ends attaching early (a signal arrived).
+    public func attach(plan: AttachPlan, target: Target, shouldStop: () -> Bool = { false }) throws -> AttachReport {
         let configs = bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROBE_CONFIGS)
         var attached = 0
         var failures: [String] = []
         for (index, probe) in plan.probes.enumerated() {
+            if shouldStop() { break }
             let entryCookie = UInt32(2 * index)
             let returnCookie = entryCookie + 1
             let handoff = probe.probe.goroutineHandoff != nil
@@ -152,13 +157,21 @@ public final class BPFEngine {
                 failures.append("\(probe.qualifiedID): \(error)")
                 continue
             }
+            var probeLinks: [OpaquePointer] = []
             for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
-                if let failure = attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
-                    failures.append("\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(failure)")
-                } else {
-                    attached += 1
+                switch attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
+                case .success(let link):
+                    probeLinks.append(link)
+                case .failure(let reason):
+                    failures.append(
+                        "\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(reason.text); the probe is left out")
+                    probeLinks.forEach { bpf_link__destroy($0) }
+                    probeLinks = []
                 }
+                if probeLinks.isEmpty { break }
             }
+            links += probeLinks
+            attached += probeLinks.count
         }
         guard attached > 0 || plan.probes.isEmpty else { throw EngineError.nothingAttached(failures: failures) }
         return AttachReport(attachedSites: attached, failures: failures)
@@ -222,13 +235,15 @@ public final class BPFEngine {
 
     /// Entries in the map of trace contexts (goroutines and threads with a span active).
     public func activeContexts() -> Int {
-        keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS).count
+        keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count
     }
 
     /// Removes the calls and open streams that can no longer end: those of processes that exited
     /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
-    /// again); and the trace contexts of exited processes or whose span has ended. Each removed
-    /// call or stream is a span lost, which the result counts.
+    /// again); and the trace contexts of exited processes. Each removed call or stream is a span
+    /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
+    /// one it emits, so a span is either emitted or counted here, never both; contexts of live
+    /// processes are left alone, since one replaced while it is read would be a live one.
     /// - Parameters:
     ///   - maximumAge: Nanoseconds of CLOCK_MONOTONIC after which an open call or stream is given up.
     ///   - isProcessAlive: Whether a traced process (tgid) still runs.
@@ -237,42 +252,43 @@ public final class BPFEngine {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         let nowNanos = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-        var openCalls = Set<CallKey>()
+        var alive: [UInt32: Bool] = [:]
+        func isAlive(_ tgid: UInt32) -> Bool {
+            if let known = alive[tgid] { return known }
+            let answer = isProcessAlive(tgid)
+            alive[tgid] = answer
+            return answer
+        }
         for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS] {
             let fd = bpf_object__find_map_fd_by_name(object, map)
             for key in keys(inMap: map, as: sonde_call_key.self) {
                 var record = sonde_span_record()
                 guard lookup(fd, key, into: &record) else { continue }
-                let exited = !isProcessAlive(record.tgid)
+                let exited = !isAlive(record.tgid)
                 let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
-                if (exited || tooOld) && delete(fd, key) {
-                    if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
-                } else if map == SONDE_MAP_CALLS {
-                    openCalls.insert(CallKey(key))
+                guard exited || tooOld else { continue }
+                var claimed = sonde_span_record()
+                guard lookupAndDelete(fd, key, into: &claimed) else { continue }
+                guard claimed.span_id == record.span_id else {
+                    // A new call took the key between the two reads: it stays.
+                    _ = withUnsafeBytes(of: key) { key in
+                        withUnsafeBytes(of: claimed) { bpf_map_update_elem(fd, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+                    }
+                    continue
                 }
+                if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
             }
         }
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
-        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) {
-            var context = sonde_trace_context()
-            guard lookup(contexts, key, into: &context) else { continue }
-            let call = sonde_call_key(key: context.owner, tgid: key.tgid, span_slot: context.span_slot)
-            if !isProcessAlive(key.tgid) || !openCalls.contains(CallKey(call)) {
-                _ = delete(contexts, key)
-            }
+        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) where !isAlive(key.tgid) {
+            _ = delete(contexts, key)
         }
         return reclaimed
     }
 
-    /// A `struct sonde_call_key` that can go in a set.
-    private struct CallKey: Hashable {
-        var key: UInt64
-        var tgid: UInt32
-        var spanSlot: UInt32
-        init(_ key: sonde_call_key) {
-            self.key = key.key
-            tgid = key.tgid
-            spanSlot = key.span_slot
+    private func lookupAndDelete<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {
+        withUnsafeBytes(of: key) { keyBytes in
+            withUnsafeMutableBytes(of: &value) { bpf_map_lookup_and_delete_elem(fd, keyBytes.baseAddress, $0.baseAddress) == 0 }
         }
     }
 
@@ -295,17 +311,19 @@ public final class BPFEngine {
         keys(inMap: name, as: sonde_call_key.self)
     }
 
-    /// Every key of a map. A walk that meets concurrent deletes may restart (the kernel's
-    /// get-next-key of a missing key returns the first), so it stops at the map's capacity.
+    /// Every key of a map, each once. A walk that meets concurrent deletes may restart (the
+    /// kernel's get-next-key of a missing key returns the first), so it stops after twice the
+    /// map's capacity.
     private func keys<Key: BitwiseCopyable>(inMap name: String, as: Key.Type) -> [Key] {
         guard let map = bpf_object__find_map_by_name(object, name) else { return [] }
         let fd = bpf_map__fd(map)
-        let capacity = Int(bpf_map__max_entries(map))
+        let steps = 2 * Int(bpf_map__max_entries(map))
         var keys: [Key] = []
+        var seen = Set<[UInt8]>()
         var previous: Key?
-        while keys.count < capacity {
-            let next = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<Key>.size, alignment: MemoryLayout<Key>.alignment)
-            defer { next.deallocate() }
+        let next = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<Key>.size, alignment: MemoryLayout<Key>.alignment)
+        defer { next.deallocate() }
+        for _ in 0..<steps {
             let status = if let previous {
                 withUnsafeBytes(of: previous) { bpf_map_get_next_key(fd, $0.baseAddress, next) }
             } else {
@@ -313,7 +331,7 @@ public final class BPFEngine {
             }
             guard status == 0 else { break }
             let key = next.load(as: Key.self)
-            keys.append(key)
+            if seen.insert(withUnsafeBytes(of: key) { Array($0) }).inserted { keys.append(key) }
             previous = key
         }
         return keys
@@ -339,8 +357,13 @@ public final class BPFEngine {
         guard result == 0 else { throw EngineError.bpfLoadFailed(step: "writing probe configuration \(index)", errno: -result) }
     }
 
-    /// Nil on success, else the reason.
-    private func attachSite(_ site: ProbeSite, cookie: UInt32, binary: String, target: Target) -> String? {
+    /// Why a site could not be attached.
+    private struct AttachFailure: Error {
+        let text: String
+    }
+
+    /// The link of one uprobe. The corresponding C function is `bpf_program__attach_uprobe_opts`.
+    private func attachSite(_ site: ProbeSite, cookie: UInt32, binary: String, target: Target) -> Result<OpaquePointer, AttachFailure> {
         var options = bpf_uprobe_opts()
         options.sz = MemoryLayout<bpf_uprobe_opts>.size
         options.bpf_cookie = UInt64(cookie)
@@ -351,10 +374,9 @@ public final class BPFEngine {
         case .allProcesses: pid = -1
         }
         guard let link = bpf_program__attach_uprobe_opts(program, pid, binary, Int(site.fileOffset), &options) else {
-            return errorText(errno)
+            return .failure(AttachFailure(text: errorText(errno)))
         }
-        links.append(link)
-        return nil
+        return .success(link)
     }
 
     private static func routeLibbpfLogToStderr() {

@@ -4,7 +4,8 @@ public enum SitePlacement: String, Sendable, Equatable, CaseIterable {
     /// argument registers intact (Go's stack-check branch), so an entry costs ~0.65 µs, not ~9.5.
     case costAware = "cost-aware"
     /// The peers' (OpenTelemetry Go auto-instrumentation, Beyla): the function's first
-    /// instruction, usually single-stepped. For benchmarks that compare the two; a Go function that
-    /// grows its stack runs its first instruction again, which then counts as a replaced call.
+    /// instruction, usually single-stepped. For benchmarks that compare the two: a Go function that
+    /// grows its stack runs its first instruction again, and that second entry counts the first as
+    /// a call that unwound (the peers open a second span there).
     case conventional
 }

@@ -100,11 +100,13 @@ public final class TraceSession: Sendable {
         case .process(let pid): engineTarget = .process(pid)
         case .executable: engineTarget = .allProcesses
         }
-        let report = try engine.attach(plan: plan, target: engineTarget)
+        let signals = watchTerminationSignals()
+        let sites = plan.probes.reduce(0) { $0 + 1 + $1.returns.count }
+        if sites > 100 { log("attaching \(sites) probe sites (about 0.1 s each on Linux 6.18); Ctrl-C stops") }
+        let report = try engine.attach(plan: plan, target: engineTarget) { stopRequested.load(ordering: .relaxed) }
         report.failures.forEach { log("could not attach \($0)") }
         log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
 
-        let signals = watchTerminationSignals()
         var lastReported = 0
         var reclaimed = BPFEngine.Reclaimed()
         var nextReclaim = ContinuousClock.now + Self.reclaimInterval
@@ -145,9 +147,10 @@ public final class TraceSession: Sendable {
     }
 
     /// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop tracing and flush; one more signal
-    /// during the flush ends it at once.
+    /// during the flush ends it at once. A signal ignored when sonde started (SIGHUP under
+    /// `nohup`, SIGINT in a background job) stays ignored.
     private func watchTerminationSignals() -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM, SIGHUP].map { signalNumber in
+        [SIGINT, SIGTERM, SIGHUP].filter { !Self.isIgnored($0) }.map { signalNumber in
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [weak self] in
@@ -157,6 +160,12 @@ public final class TraceSession: Sendable {
             source.resume()
             return source
         }
+    }
+
+    private static func isIgnored(_ signalNumber: Int32) -> Bool {
+        var current = sigaction()
+        guard sigaction(signalNumber, nil, &current) == 0, let handler = current.__sigaction_handler.sa_handler else { return false }
+        return unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
     }
 
     private static func isAlive(_ processID: UInt32) -> Bool {

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -53,6 +54,19 @@ func main() {
 	// connection, so ServeHTTP never returns.
 	mux.HandleFunc("/abort", func(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
+	})
+	// An outgoing request that panics inside the client's round trip (its
+	// Proxy function fails) and is recovered by the handler, then one that
+	// succeeds: the second is still a child of this request's span.
+	mux.HandleFunc("/proxy-recovered", func(w http.ResponseWriter, r *http.Request) {
+		func() {
+			defer func() { recover() }()
+			panicking := &http.Client{Transport: &http.Transport{Proxy: func(*http.Request) (*url.URL, error) {
+				panic("proxy lookup failed")
+			}}}
+			panicking.Get("http://" + r.Host + "/hello?via=never")
+		}()
+		proxy(w, r, "proxy-recovered")
 	})
 	// Every other path gets ServeMux's 404.
 
