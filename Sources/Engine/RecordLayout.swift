@@ -44,7 +44,8 @@ enum RecordLayout {
         config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
         let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
         withUnsafeMutableBytes(of: &config.ops) { ops in
-            let typed = ops.bindMemory(to: sonde_op.self)
+            // A homogeneous tuple of sonde_op is already bound to sonde_op.
+            let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_OPS))
             for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: captureIndex) }
         }
         return withUnsafeBytes(of: config) { Array($0) }

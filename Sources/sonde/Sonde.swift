@@ -96,7 +96,7 @@ struct Run: ParsableCommand {
         }
         var capacities = TraceSession.Capacities()
         if let maxCalls {
-            guard maxCalls > 0 else { throw ValidationError("--max-calls must be positive") }
+            guard (1...1 << 20).contains(maxCalls) else { throw ValidationError("--max-calls must be between 1 and 1048576") }
             capacities.calls = maxCalls
         }
         let environment = ProcessInfo.processInfo.environment
