@@ -1,0 +1,174 @@
+import CLibBPF
+import Foundation
+import SondeABI
+
+/// What the BPF program keeps in its maps: the counters of what it lost, the calls and streams
+/// still open, and the reclaiming of those that can no longer end.
+extension BPFEngine {
+    /// Losses and anomalies counted on the BPF side.
+    public struct Counters: Sendable, Equatable {
+        public var spansLostRingFull: UInt64 = 0
+        public var returnsWithoutEntry: UInt64 = 0
+        /// Calls not traced because the map of calls in flight was full.
+        public var entriesNotRecorded: UInt64 = 0
+        public var hitsWithoutConfig: UInt64 = 0
+        /// Spans kept open under an object (a stream) that a later span for the same object replaced.
+        public var objectSpansReplaced: UInt64 = 0
+        /// Spans that could not stay open under their object: the map of open streams was full.
+        public var objectSpansFull: UInt64 = 0
+        /// Calls whose goroutine or thread unwound past them without returning (panic, Goexit).
+        public var callsUnwound: UInt64 = 0
+        /// Calls replaced by a nested call of the same probe on the same goroutine or thread.
+        public var callsNested: UInt64 = 0
+        /// Trace contexts (parent links, goroutine hand-offs) not kept: their map was full.
+        public var contextsNotKept: UInt64 = 0
+
+        public init() {}
+
+        /// Spans these counters say were lost: started but never emitted.
+        public var spansLost: UInt64 {
+            spansLostRingFull + entriesNotRecorded + objectSpansReplaced + objectSpansFull + callsUnwound + callsNested
+        }
+    }
+
+    /// What ``reclaim(olderThan:isProcessAlive:)`` removed, each a span that can no longer end.
+    public struct Reclaimed: Sendable, Equatable {
+        /// Calls and open streams of processes that exited.
+        public var ofExitedProcesses = 0
+        /// Calls and open streams older than the maximum age.
+        public var pastMaximumAge = 0
+        public init() {}
+        public var total: Int { ofExitedProcesses + pastMaximumAge }
+    }
+
+    public func counters() -> Counters {
+        let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_COUNTERS)
+        let cpus = Int(max(libbpf_num_possible_cpus(), 1))
+        func total(_ counter: sonde_counter) -> UInt64 {
+            var key = counter.rawValue
+            var values = [UInt64](repeating: 0, count: cpus)
+            guard bpf_map_lookup_elem(fd, &key, &values) == 0 else { return 0 }
+            return values.reduce(0, &+)
+        }
+        var counters = Counters()
+        counters.spansLostRingFull = total(SONDE_COUNTER_RING_FULL)
+        counters.returnsWithoutEntry = total(SONDE_COUNTER_ORPHAN_RETURN)
+        counters.entriesNotRecorded = total(SONDE_COUNTER_STATE_FULL)
+        counters.hitsWithoutConfig = total(SONDE_COUNTER_MISSING_CONFIG)
+        counters.objectSpansReplaced = total(SONDE_COUNTER_OBJECT_SPAN_REPLACED)
+        counters.objectSpansFull = total(SONDE_COUNTER_OBJECT_SPANS_FULL)
+        counters.callsUnwound = total(SONDE_COUNTER_CALL_UNWOUND)
+        counters.callsNested = total(SONDE_COUNTER_CALL_NESTED)
+        counters.contextsNotKept = total(SONDE_COUNTER_CONTEXTS_FULL)
+        return counters
+    }
+
+    /// Calls whose span has not ended: functions still running, and streams still open.
+    public func openCalls() -> Int {
+        keys(inMap: SONDE_MAP_CALLS).count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
+    }
+
+    /// Entries in the map of trace contexts (goroutines and threads with a span active).
+    public func activeContexts() -> Int {
+        keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count
+    }
+
+    /// Removes the calls and open streams that can no longer end: those of processes that exited
+    /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
+    /// again); and the trace contexts of exited processes. Each removed call or stream is a span
+    /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
+    /// one it emits, so a span is either emitted or counted here, never both; contexts of live
+    /// processes are left alone, since one replaced while it is read would be a live one.
+    /// - Parameters:
+    ///   - maximumAge: Nanoseconds of CLOCK_MONOTONIC after which an open call or stream is given up.
+    ///   - isProcessAlive: Whether a traced process (tgid) still runs.
+    public func reclaim(olderThan maximumAge: UInt64, isProcessAlive: (UInt32) -> Bool) -> Reclaimed {
+        var reclaimed = Reclaimed()
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let nowNanos = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        var alive: [UInt32: Bool] = [:]
+        func isAlive(_ tgid: UInt32) -> Bool {
+            if let known = alive[tgid] { return known }
+            let answer = isProcessAlive(tgid)
+            alive[tgid] = answer
+            return answer
+        }
+        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS] {
+            let fd = bpf_object__find_map_fd_by_name(object, map)
+            for key in keys(inMap: map, as: sonde_call_key.self) {
+                var record = sonde_span_record()
+                guard lookup(fd, key, into: &record) else { continue }
+                let exited = !isAlive(record.tgid)
+                let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
+                guard exited || tooOld else { continue }
+                var claimed = sonde_span_record()
+                guard lookupAndDelete(fd, key, into: &claimed) else { continue }
+                guard claimed.span_id == record.span_id else {
+                    // A new call took the key between the two reads: it stays.
+                    _ = withUnsafeBytes(of: key) { key in
+                        withUnsafeBytes(of: claimed) { bpf_map_update_elem(fd, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+                    }
+                    continue
+                }
+                if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
+            }
+        }
+        let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
+        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) where !isAlive(key.tgid) {
+            _ = delete(contexts, key)
+        }
+        return reclaimed
+    }
+
+    private func lookupAndDelete<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {
+        withUnsafeBytes(of: key) { keyBytes in
+            withUnsafeMutableBytes(of: &value) { bpf_map_lookup_and_delete_elem(fd, keyBytes.baseAddress, $0.baseAddress) == 0 }
+        }
+    }
+
+    /// The descriptor of one of the object's maps (names in bpf/sonde_abi.h).
+    func mapDescriptor(named name: String) -> Int32 {
+        bpf_object__find_map_fd_by_name(object, name)
+    }
+
+    private func lookup<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {
+        withUnsafeBytes(of: key) { keyBytes in
+            withUnsafeMutableBytes(of: &value) { bpf_map_lookup_elem(fd, keyBytes.baseAddress, $0.baseAddress) == 0 }
+        }
+    }
+
+    private func delete<Key: BitwiseCopyable>(_ fd: Int32, _ key: Key) -> Bool {
+        withUnsafeBytes(of: key) { bpf_map_delete_elem(fd, $0.baseAddress) == 0 }
+    }
+
+    private func keys(inMap name: String) -> [sonde_call_key] {
+        keys(inMap: name, as: sonde_call_key.self)
+    }
+
+    /// Every key of a map, each once. A walk that meets concurrent deletes may restart (the
+    /// kernel's get-next-key of a missing key returns the first), so it stops after twice the
+    /// map's capacity.
+    private func keys<Key: BitwiseCopyable>(inMap name: String, as: Key.Type) -> [Key] {
+        guard let map = bpf_object__find_map_by_name(object, name) else { return [] }
+        let fd = bpf_map__fd(map)
+        let steps = 2 * Int(bpf_map__max_entries(map))
+        var keys: [Key] = []
+        var seen = Set<[UInt8]>()
+        var previous: Key?
+        let next = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<Key>.size, alignment: MemoryLayout<Key>.alignment)
+        defer { next.deallocate() }
+        for _ in 0..<steps {
+            let status = if let previous {
+                withUnsafeBytes(of: previous) { bpf_map_get_next_key(fd, $0.baseAddress, next) }
+            } else {
+                bpf_map_get_next_key(fd, nil, next)
+            }
+            guard status == 0 else { break }
+            let key = next.load(as: Key.self)
+            if seen.insert(withUnsafeBytes(of: key) { Array($0) }).inserted { keys.append(key) }
+            previous = key
+        }
+        return keys
+    }
+}
