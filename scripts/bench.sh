@@ -50,6 +50,7 @@ for variable in "${!OTEL_@}"; do unset "$variable"; done
 # ---------------------------------------------------------------------------------------------
 # Cleanup: every process started here, the tracefs events and mount, bpf_stats.
 work=$(mktemp -d /tmp/sonde-bench.XXXXXX)
+: >"$work/floor.classes" # "s<N> class" of each floor event
 tracing=/sys/kernel/tracing
 instance=$tracing/instances/sonde_bench
 sonde_pids=()         # sonde processes of the current mode
@@ -67,12 +68,13 @@ remove_floor_events() {
     echo "-:sonde_bench/$event" >>"$tracing/uprobe_events" 2>/dev/null || say "could not remove uprobe event $event"
   done
   floor_events=()
+  : >"$work/floor.classes"
 }
 
 cleanup() {
   set +e
   local pid
-  for pid in "${sonde_pids[@]}"; do kill -INT "$pid" 2>/dev/null; done
+  for pid in "${sonde_pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for _ in $(seq 30); do
     alive=0
     for pid in "${sonde_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
@@ -119,10 +121,10 @@ go_build scripts/otlp-sink "$work/otlp-sink"
 cat >"$work/two-service.lua" <<'EOF'
 -- front's routes in turn: HTTP client call, gRPC unary call, HTTP client call from a goroutine
 local paths = { "/api/items/7", "/api/health/backend", "/api/async/7" }
-local next = 0
+local turn = 0
 request = function()
-  next = next % #paths + 1
-  return wrk.format("GET", paths[next])
+  turn = turn % #paths + 1
+  return wrk.format("GET", paths[turn])
 end
 EOF
 
@@ -268,12 +270,21 @@ drain_sondes() {
   done
 }
 
-# Detaches the sondes (SIGINT: they flush) and sets summary to "submitted exported dropped", summed
-# over their exit lines "sonde: N spans submitted, M exported, K dropped (...)".
+# Detaches the sondes and sets summary to "submitted exported dropped", summed over their exit lines
+# "sonde: N spans submitted, M exported, K dropped (...)". SIGTERM, not SIGINT: a background job
+# starts with SIGINT ignored, and sonde leaves it so. A sonde still there after 30 s (it flushes for
+# at most 10) is killed and the mode fails.
 stop_sondes() {
   local pid index
-  for pid in "${sonde_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${sonde_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${sonde_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${sonde_pids[@]}"; do
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid"
+      status=failed failure="sonde did not exit within 30 s of SIGTERM"
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
   summary=$(for index in "${!sonde_pids[@]}"; do
     grep -o '[0-9]* spans submitted, [0-9]* exported, [0-9]* dropped' "$work/sonde.$index.log" | tail -1 || true
   done | awk '{ s += $1; e += $4; d += $6 } END { print s + 0, e + 0, d + 0 }')
@@ -288,6 +299,7 @@ add_floor_events() { # sites files
   for file; do
     while read -r binary offset class; do
       echo "p:sonde_bench/s${#floor_events[@]} $binary:$offset" >>"$tracing/uprobe_events"
+      echo "s${#floor_events[@]} $class" >>"$work/floor.classes"
       floor_events+=("s${#floor_events[@]}")
     done <"$file"
   done
@@ -295,15 +307,20 @@ add_floor_events() { # sites files
   mkdir "$instance"
   echo 1 >"$instance/events/sonde_bench/enable"
 }
-floor_hits() { awk '$2 ~ /^s[0-9]+$/ && $1 ~ /sonde-bench/ { hits += $3 } END { print hits + 0 }' "$tracing/uprobe_profile"; }
+# "hits single-stepped-hits" of the floor's events so far (tracefs uprobe_profile: file, event, hits).
+floor_hits() {
+  awk 'FNR == NR { class[$1] = $2; next }
+    $1 ~ /sonde-bench/ && ($2 in class) { hits += $3; if (class[$2] == "single-stepped") stepped += $3 }
+    END { print hits + 0, stepped + 0 }' "$work/floor.classes" "$tracing/uprobe_profile"
+}
 
 # Appends one line to results.tsv:
 # workload mode round status rps requests errors sonde_cpu_us submitted exported dropped received
-# bpf_ns bpf_runs rss_kb hits sink_cpu_us sink_requests server_cpu_us note
+# bpf_ns bpf_runs rss_kb hits stepped_hits sink_cpu_us sink_requests server_cpu_us note
 measure() { # workload mode round
-  local workload=$1 mode=$2 round=$3 binary
-  local status=ok rps=0 requests=0 errors=0 cpu=0 received=0 bpf="0 0" rss=0 hits=0 sink_cpu=0
-  local index cpu0 bpf0 sink0 sinkcpu0 sinkrequests0 hits0 sink_requests=0 targetcpu0 target_cpu=0
+  local workload=$1 mode=$2 round=$3 binary pid index
+  local status=ok rps=0 requests=0 errors=0 cpu=0 received=0 bpf="0 0" rss=0 hits="0 0" sink_cpu=0
+  local cpu0 bpf0 sink0 sinkcpu0 sinkrequests0 hits0 targetcpu0 sink_requests=0 targets_cpu=0
   failure="" summary="0 0 0"
   say "round $round/$rounds  $workload  $mode"
   start_targets "$workload"
@@ -317,13 +334,16 @@ measure() { # workload mode round
     *) start_sondes "$mode" || status=failed ;;
   esac
   if [[ $status == ok ]]; then
-    cpu0=$(sonde_cpu) bpf0=$(bpf_stats) sink0=$(sink_count) sinkrequests0=$(sink_requests) sinkcpu0=$(cpu_ticks "$sink_pid") hits0=$(floor_hits) targetcpu0=$(target_cpu)
+    cpu0=$(sonde_cpu) bpf0=$(bpf_stats) hits0=$(floor_hits) targetcpu0=$(target_cpu)
+    sink0=$(sink_count) sinkrequests0=$(sink_requests) sinkcpu0=$(cpu_ticks "$sink_pid")
     load "$seconds" "$work/load.out"
-    target_cpu=$((($(target_cpu) - targetcpu0) * 1000000 / $(getconf CLK_TCK)))
+    targets_cpu=$((($(target_cpu) - targetcpu0) * 1000000 / $(getconf CLK_TCK)))
     rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/load.out")
     requests=$(awk '/requests in/ { print $1 }' "$work/load.out")
-    errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/[^0-9 ]/, ""); n += $1 + $2 + $3 + $4 } END { print n + 0 }' "$work/load.out")
-    hits=$(($(floor_hits) - hits0))
+    errors=$(awk '/Non-2xx/ { n += $NF }
+      /Socket errors/ { gsub(/[^0-9 ]/, ""); n += $1 + $2 + $3 + $4 }
+      END { print n + 0 }' "$work/load.out")
+    hits=$(awk -v a="$(floor_hits)" -v b="$hits0" 'BEGIN { split(a, x, " "); split(b, y, " "); print x[1] - y[1], x[2] - y[2] }')
     for index in "${!sonde_pids[@]}"; do
       kill -0 "${sonde_pids[$index]}" 2>/dev/null ||
         status=failed failure="sonde exited during the load: $(tail -1 "$work/sonde.$index.log")"
@@ -346,7 +366,7 @@ measure() { # workload mode round
   remove_floor_events
   stop_targets
   printf '%s\t' "$workload" "$mode" "$round" "$status" "${rps:-0}" "${requests:-0}" "$errors" "$cpu" $summary \
-    "$received" $bpf "$rss" "$hits" "$sink_cpu" "$sink_requests" "$target_cpu" >>"$work/results.tsv"
+    "$received" $bpf "$rss" $hits "$sink_cpu" "$sink_requests" "$targets_cpu" >>"$work/results.tsv"
   printf '%s\n' "${failure//$'\t'/ }" >>"$work/results.tsv"
   [[ -z $failure ]] || say "  failed: $failure"
 }
@@ -425,13 +445,15 @@ for workload in "${workloads[@]}"; do
       key = $2 SUBSEP $3
       status[key] = $4; rps[key] = $5; requests[key] = $6; errors[key] = $7; cpu[key] = $8
       submitted[key] = $9; exported[key] = $10; dropped[key] = $11; received[key] = $12
-      bpfns[key] = $13; bpfruns[key] = $14; rss[key] = $15; hits[key] = $16; sinkcpu[key] = $17; sinkrequests[key] = $18; servercpu[key] = $19; note[key] = $20
+      bpfns[key] = $13; bpfruns[key] = $14; rss[key] = $15; hits[key] = $16; stepped[key] = $17
+      sinkcpu[key] = $18; sinkrequests[key] = $19; servercpu[key] = $20; note[key] = $21
       if ($3 > rounds) rounds = $3
     }
     # Per-round values of one mode, into the global arrays (n = rounds that succeeded).
     function collect(mode,    r, k, u, fl) {
       n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
-      split("", v_bpf); split("", v_runs); split("", v_hits); split("", v_spr); split("", v_sink); split("", v_batch); split("", v_server)
+      split("", v_bpf); split("", v_runs); split("", v_hits); split("", v_spr); split("", v_sink)
+      split("", v_batch); split("", v_server); split("", v_stepped)
       t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = measured = 0; fails = ""
       for (r = 1; r <= rounds; r++) {
         k = mode SUBSEP r
@@ -448,6 +470,7 @@ for workload in "${workloads[@]}"; do
         v_bpf[n] = bpfruns[k] > 0 ? bpfns[k] / bpfruns[k] : 0
         v_runs[n] = requests[k] > 0 ? bpfruns[k] / requests[k] : 0
         v_hits[n] = requests[k] > 0 ? hits[k] / requests[k] : 0
+        v_stepped[n] = requests[k] > 0 ? stepped[k] / requests[k] : 0
         v_spr[n] = requests[k] > 0 ? submitted[k] / requests[k] : 0
         v_sink[n] = received[k] > 0 ? sinkcpu[k] / received[k] : 0
         v_server[n] = requests[k] > 0 ? servercpu[k] / requests[k] : 0
@@ -467,12 +490,18 @@ for workload in "${workloads[@]}"; do
       label["floor-conventional"] = "floor, conventional sites"
       label["sampled"] = "sonde, OTLP, 10% sampling"
       printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
-        "server CPU us/req", "probe hits/req"
+        "server CPU us/req", "probe hits/req (single-stepped)"
       for (i = 1; i in order; i++) {
         mode = order[i]
-        if (mode == "conventional" && !has_conventional) { printf "%-31s %s\n", label[mode], "conventional placement: not available in this sonde"; continue }
+        if (mode == "conventional" && !has_conventional) {
+          printf "%-31s %s\n", label[mode], "conventional placement: not available in this sonde"
+          continue
+        }
         if (mode == "floor-conventional" && !has_conventional) continue
-        if (mode == "sampled" && !has_sampler) { printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"; continue }
+        if (mode == "sampled" && !has_sampler) {
+          printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"
+          continue
+        }
         collect(mode)
         if (n == 0) { printf "%-31s %s\n", label[mode], measured ? "failed:" fails : "not measured"; continue }
         traced = mode != "untraced" && mode !~ /^floor/
@@ -480,7 +509,7 @@ for workload in "${workloads[@]}"; do
           mode == "untraced" ? "1.00" : spread(v_kept, n, "%.2f"),
           mode == "untraced" ? "-" : spread(v_added, n, "%.1f"),
           traced ? spread(v_floor, n, "%.2f") : "-", spread(v_server, n, "%.1f"),
-          mode ~ /^floor/ ? spread(v_hits, n, "%.1f") : "-"
+          mode ~ /^floor/ ? sprintf("%.1f (%.1f)", median(v_hits, n), median(v_stepped, n)) : "-"
         if (t_err) printf "%-31s   !! %d non-2xx responses or socket errors\n", "", t_err
         if (fails != "") printf "%-31s   !! failed:%s\n", "", fails
       }
@@ -526,4 +555,5 @@ echo "CPU us/span: sonde utime+stime over the load window (then drained) / spans
 echo "runs/req: kernel.bpf_stats_enabled run_time_ns/run_cnt of sonde's program; peak RSS: largest VmHWM of a"
 echo "sonde process; vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
 echo "server CPU us/req: the traced programs' utime+stime over the load window / requests (less sensitive than"
-echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests."
+echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests"
+echo "(medians; in brackets the hits on sites sonde plan marks single-stepped)."

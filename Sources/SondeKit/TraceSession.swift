@@ -147,10 +147,11 @@ public final class TraceSession: Sendable {
     }
 
     /// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop tracing and flush; one more signal
-    /// during the flush ends it at once. A signal ignored when sonde started (SIGHUP under
-    /// `nohup`, SIGINT in a background job) stays ignored.
+    /// during the flush ends it at once. SIGHUP ignored when sonde started (`nohup`) stays
+    /// ignored; SIGINT is always handled, as a shell's background jobs start with it ignored and
+    /// `kill -INT` is how scripts stop them.
     private func watchTerminationSignals() -> [DispatchSourceSignal] {
-        [SIGINT, SIGTERM, SIGHUP].filter { !Self.isIgnored($0) }.map { signalNumber in
+        [SIGINT, SIGTERM, SIGHUP].filter { $0 != SIGHUP || !Self.isIgnored($0) }.map { signalNumber in
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [weak self] in
