@@ -389,21 +389,31 @@ static __always_inline __u64 wakeup_flag(void)
 	return unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* Emits a finished call: copied to its own ring buffer slot, then claimed by
- * deleting it from `calls`, so that a call the Engine reclaimed at the same
- * moment is either emitted or counted as reclaimed, never both. */
-static __always_inline void claim_and_emit(struct sonde_span_record *record, struct sonde_call_key *call_key)
+/* Takes a finished span out of `map` (`calls` or `object_spans`) into its own
+ * ring buffer slot, which no other task can touch; NULL when there is nothing
+ * to emit. The delete is the claim: when the Engine reclaims the same call, or
+ * two goroutines end the same stream at once, only the one whose delete
+ * succeeds emits it, so a span is emitted or counted, never both. A span that
+ * finds the ring buffer full is still claimed, and counted as lost. */
+static __always_inline struct sonde_span_record *claim_span(void *map, struct sonde_call_key *key,
+							    struct sonde_span_record *record)
 {
 	struct sonde_span_record *copy = bpf_ringbuf_reserve(&spans, sizeof(*copy), 0);
 	if (!copy) {
-		if (bpf_map_delete_elem(&calls, call_key) == 0)
+		if (bpf_map_delete_elem(map, key) == 0)
 			count(SONDE_COUNTER_RING_FULL);
-		return;
+		return NULL;
 	}
-	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(&calls, call_key) != 0) {
+	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(map, key) != 0) {
 		bpf_ringbuf_discard(copy, BPF_RB_NO_WAKEUP);
-		return;
+		return NULL;
 	}
+	return copy;
+}
+
+/* Ends a claimed span now and hands it to user space. */
+static __always_inline void submit_span(struct sonde_span_record *copy)
+{
 	copy->end_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(copy, wakeup_flag());
 }
@@ -472,7 +482,9 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 			if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
 				count(SONDE_COUNTER_OBJECT_SPANS_FULL);
 		} else {
-			claim_and_emit(record, &call_key);
+			struct sonde_span_record *copy = claim_span(&calls, &call_key, record);
+			if (copy)
+				submit_span(copy);
 			return 0;
 		}
 	} else {
@@ -495,24 +507,13 @@ static __always_inline int on_end_object_span(struct sonde_probe_config *config,
 	struct sonde_span_record *record = bpf_map_lookup_elem(&object_spans, &object_key);
 	if (!record)
 		return 0;   /* no open span: a unary call's stream, or opened before sonde attached */
-	/* The span is finished in its own ring buffer slot, which no other task can
-	 * touch, then claimed: when two goroutines end the same stream at once, only
-	 * the one whose delete succeeds submits it. */
-	struct sonde_span_record *copy = bpf_ringbuf_reserve(&spans, sizeof(*copy), 0);
-	if (!copy) {
-		if (bpf_map_delete_elem(&object_spans, &object_key) == 0)
-			count(SONDE_COUNTER_RING_FULL);
+	struct sonde_span_record *copy = claim_span(&object_spans, &object_key, record);
+	if (!copy)
 		return 0;
-	}
-	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(&object_spans, &object_key) != 0) {
-		bpf_ringbuf_discard(copy, BPF_RB_NO_WAKEUP);
-		return 0;
-	}
 	state.record = copy;
 	run_fetch_program(&state);
 	copy->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
-	copy->end_ns = bpf_ktime_get_ns();
-	bpf_ringbuf_submit(copy, wakeup_flag());
+	submit_span(copy);
 	return 0;
 }
 
