@@ -56,6 +56,16 @@ struct {
 	__type(value, struct sonde_trace_context);
 } active_contexts SEC(".maps");
 
+/* The creator's trace context while a goroutine is being created, keyed by the
+ * thread (pid_tgid) that runs both calls of the hand-off, and removed by the
+ * second. Empty between creations. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SONDE_MAX_HANDOFFS);
+	__type(key, __u64);
+	__type(value, struct sonde_trace_context);
+} handoffs SEC(".maps");
+
 /* What a new call's record starts from before the entry fills it in; read
  * only. */
 const struct sonde_span_record empty_record = {};
@@ -321,8 +331,8 @@ static __always_inline int find_parent(struct sonde_context_key *context_key, __
 
 /* Function entry: a fresh record in a new trace or, when a span is active on
  * this goroutine/thread, as its child; the fetch program reads the entry
- * captures; the record waits in `calls` for the return. A span probe also
- * becomes the active span, parent of whatever starts before it returns. */
+ * captures; the record waits in `calls` for its end. The span becomes the
+ * active one, parent of whatever starts before it ends. */
 static __always_inline int on_entry(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -370,16 +380,14 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	load_registers(&state, regs);
 	run_fetch_program(&state);
 
-	if (config->role == SONDE_ROLE_START_SPAN) {
-		struct sonde_trace_context current = {
-			.trace_id_high = record->trace_id_high,
-			.trace_id_low = record->trace_id_low,
-			.span_id = record->span_id,
-			.owner = owner,
-			.span_slot = config->span_slot,
-		};
-		set_context(&context_key, &current);
-	}
+	struct sonde_trace_context current = {
+		.trace_id_high = record->trace_id_high,
+		.trace_id_low = record->trace_id_low,
+		.span_id = record->span_id,
+		.owner = owner,
+		.span_slot = config->span_slot,
+	};
+	set_context(&context_key, &current);
 	return 0;
 }
 
@@ -435,26 +443,53 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 	}
 }
 
-/* Goroutine creation return: the new goroutine (left in `child` by the fetch
- * program) starts in its creator's (saved[0] at entry) trace context, or in
- * none: a g is reused after its goroutine exits, so a stale context must go. */
-static __always_inline void hand_off(struct sonde_span_record *record, __u64 child)
+/* A register by DWARF number. */
+static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 number)
 {
-	struct sonde_context_key parent_key = { .key = record->saved[0], .tgid = record->tgid };
-	struct sonde_context_key child_key = { .key = child, .tgid = record->tgid };
-	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &parent_key);
+	struct fetch_state state = {};
+	load_registers(&state, regs);
+	return state.registers[number & 15];
+}
+
+/* The call creating a goroutine: the creator's open trace context waits for
+ * the hand-off call on this thread. Nothing waits when it has none, and an
+ * earlier wait this thread left (attached between the two calls) is dropped. */
+static __always_inline int on_start_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	struct sonde_context_key creator = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
+	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &creator);
 	struct sonde_trace_context inherited = {};
 	if (active)
 		inherited = *active;
 	/* Only a span still open is handed on (the creator's depth is unknown here). */
-	if (active && context_liveness(&inherited, record->tgid, 0, 0) == CONTEXT_OPEN) {
-		set_context(&child_key, &inherited);
-	} else {
-		bpf_map_delete_elem(&active_contexts, &child_key);
+	if (!active || context_liveness(&inherited, creator.tgid, 0, 0) != CONTEXT_OPEN) {
+		bpf_map_delete_elem(&handoffs, &thread);
+		return 0;
 	}
+	if (bpf_map_update_elem(&handoffs, &thread, &inherited, BPF_ANY) != 0)
+		count(SONDE_COUNTER_CONTEXTS_FULL);
+	return 0;
 }
 
-/* Function return (any RET site): finish the call opened at entry. */
+/* The call handed the new goroutine: it starts in the waiting context, or in
+ * none: a g is reused after its goroutine exits, so a stale context must go. */
+static __always_inline int on_end_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
+	struct sonde_trace_context *inherited = bpf_map_lookup_elem(&handoffs, &thread);
+	if (!inherited) {
+		bpf_map_delete_elem(&active_contexts, &created);
+		return 0;
+	}
+	set_context(&created, inherited);
+	bpf_map_delete_elem(&handoffs, &thread);
+	return 0;
+}
+
+/* Function return (any RET site), or an end-span probe on the call's own
+ * goroutine/thread: finish the call opened at entry. */
 static __always_inline int on_return(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -469,27 +504,22 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	load_registers(&state, regs);
 	run_fetch_program(&state);
 
-	if (config->role == SONDE_ROLE_END_SPAN) {
-		struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
-		restore_parent_context(record, &context_key);
-		if (state.object) {
-			/* The span outlives the call: it stays open under the object until
-			 * an END_OBJECT_SPAN probe sees that object. */
-			struct sonde_call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
-			record->key = state.object;
-			if (bpf_map_lookup_elem(&object_spans, &object_key))
-				count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
-			if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
-				count(SONDE_COUNTER_OBJECT_SPANS_FULL);
-		} else {
-			struct sonde_span_record *copy = claim_span(&calls, &call_key, record);
-			if (copy)
-				submit_span(copy);
-			return 0;
-		}
-	} else {
-		hand_off(record, state.value);
+	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	restore_parent_context(record, &context_key);
+	if (!state.object) {
+		struct sonde_span_record *copy = claim_span(&calls, &call_key, record);
+		if (copy)
+			submit_span(copy);
+		return 0;
 	}
+	/* The span outlives the call: it stays open under the object until an
+	 * END_OBJECT_SPAN probe sees that object. */
+	struct sonde_call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
+	record->key = state.object;
+	if (bpf_map_lookup_elem(&object_spans, &object_key))
+		count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
+	if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
+		count(SONDE_COUNTER_OBJECT_SPANS_FULL);
 	bpf_map_delete_elem(&calls, &call_key);
 	return 0;
 }
@@ -543,8 +573,12 @@ int sonde_probe(struct x86_64_regs *regs)
 	}
 	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
 		return 0;
-	if (config->role == SONDE_ROLE_START_SPAN || config->role == SONDE_ROLE_START_HANDOFF)
+	if (config->role == SONDE_ROLE_START_SPAN)
 		return on_entry(config, regs);
+	if (config->role == SONDE_ROLE_START_HANDOFF)
+		return on_start_handoff(config, regs);
+	if (config->role == SONDE_ROLE_END_HANDOFF)
+		return on_end_handoff(config, regs);
 	if (config->role == SONDE_ROLE_ENRICH)
 		return on_enrich(config, regs);
 	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)

@@ -13,6 +13,7 @@
 #define SONDE_MAP_CALLS "calls"
 #define SONDE_MAP_OBJECT_SPANS "object_spans"
 #define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
+#define SONDE_MAP_HANDOFFS "handoffs"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
 #define SONDE_PROGRAM_NAME "sonde_probe"
@@ -23,6 +24,7 @@
 #define SONDE_MAX_CALLS 16384        /* calls in flight at once, all processes */
 #define SONDE_MAX_OBJECT_SPANS 8192  /* spans kept open under an object (streams) */
 #define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
+#define SONDE_MAX_HANDOFFS 1024      /* threads between a goroutine's creation and its hand-off */
 
 #define SONDE_MAX_OPS 32
 #define SONDE_SAVED_SLOTS 4
@@ -32,11 +34,13 @@
 /* What a probe site does to tracing state. */
 enum sonde_role {
 	SONDE_ROLE_START_SPAN = 1,   /* function entry: open a span */
-	SONDE_ROLE_END_SPAN = 2,     /* function return: close and emit it, or, when the program
-	                              * sets an object, keep it open in `object_spans` */
-	SONDE_ROLE_START_HANDOFF = 3,/* goroutine creation entry: the program saves the creator in saved[0] */
-	SONDE_ROLE_END_HANDOFF = 4,  /* its return: the program leaves the new goroutine in `value`;
-	                              * the creator's trace context is copied to it */
+	SONDE_ROLE_END_SPAN = 2,     /* function return, or an end-span probe's entry on the call's
+	                              * goroutine/thread: close and emit the span or, when the
+	                              * program sets an object, keep it open in `object_spans` */
+	SONDE_ROLE_START_HANDOFF = 3,/* the call creating a goroutine, the creator (*g) in register
+	                              * `object_register`: its trace context waits in `handoffs` */
+	SONDE_ROLE_END_HANDOFF = 4,  /* the later call, on the same thread, passed the new goroutine
+	                              * (*g) in `object_register`: it gets the waiting context */
 	SONDE_ROLE_ENRICH = 5,       /* entry only: the program writes into the open call of
 	                              * probe `span_slot` on this goroutine/thread */
 	SONDE_ROLE_END_OBJECT_SPAN = 6, /* entry only: the program writes into the span probe
@@ -96,7 +100,8 @@ struct sonde_probe_config {
 	__u32 op_count;
 	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
 	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
-	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to end */
+	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
+	                              * end; START/END_HANDOFF: the register holding the goroutine */
 	__u32 reserved;
 	struct sonde_op ops[SONDE_MAX_OPS];
 };
@@ -169,8 +174,8 @@ enum sonde_counter {
 	                                    * returning (panic, Goexit): never emitted */
 	SONDE_COUNTER_CALL_NESTED = 7,     /* calls replaced by a nested call of the same probe on
 	                                    * the same goroutine/thread (recursion): never emitted */
-	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` full, so
-	                                    * later spans there start new traces */
+	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` or `handoffs`
+	                                    * full, so later spans there start new traces */
 	SONDE_COUNTER_COUNT = 9,
 };
 

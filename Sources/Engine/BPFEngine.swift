@@ -100,10 +100,11 @@ public final class BPFEngine {
             if shouldStop() { break }
             let entryCookie = UInt32(2 * index)
             let returnCookie = entryCookie + 1
-            let handoff = probe.probe.goroutineHandoff != nil
-            let entryRole: RecordLayout.Role = switch probe.probe.enrichment {
-            case .some(let enrichment): enrichment.endsSpanKeyedBy != nil ? .endObjectSpan : .enrich
-            case nil: handoff ? .startHandoff : .startSpan
+            let handoff = probe.handoffRegisters
+            let entryRole: RecordLayout.Role = switch probe.probe.enrichment?.ends {
+            case .object?: .endObjectSpan
+            case .openCall?: .endSpan
+            case nil: probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : .startSpan
             }
             // One probe that cannot be configured is reported and skipped; the others still attach.
             do {
@@ -111,13 +112,13 @@ public final class BPFEngine {
                     fd: configs, index: entryCookie,
                     RecordLayout.encodeConfig(
                         role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                        siteAddress: probe.entry.address, objectRegister: entryRole == .endObjectSpan ? probe.objectKey : nil,
+                        siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey,
                         program: probe.entryProgram, captureSlots: probe.captureSlots))
                 try writeConfig(
                     fd: configs, index: returnCookie,
                     RecordLayout.encodeConfig(
-                        role: handoff ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                        siteAddress: 0, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                        role: handoff != nil ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
+                        siteAddress: 0, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
             } catch {
                 failures.append("\(probe.qualifiedID): \(error)")
                 continue

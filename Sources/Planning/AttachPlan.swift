@@ -51,6 +51,8 @@ public struct PlannedProbe: Sendable, Equatable {
     /// `end-span` probes: the register holding, at entry, the object whose open span they end.
     /// (A span probe with `outlives-call` finds its object in its return program.)
     public var objectKey: Register?
+    /// `follow-goroutine` probes: where the creator and the created goroutine are, at the two calls.
+    public var handoffRegisters: HandoffRegisters?
 
     public init(
         pack: String, packVersion: String, probe: Probe, spanSlot: UInt32, keyMode: CallKeyMode, entry: ProbeSite, returns: [ProbeSite],
@@ -69,6 +71,17 @@ public struct PlannedProbe: Sendable, Equatable {
     }
 
     public var qualifiedID: String { "\(pack)/\(probe.id)" }
+}
+
+/// The registers holding the creating goroutine (at the entry site, a call) and the created one
+/// (at the other call site).
+public struct HandoffRegisters: Sendable, Equatable {
+    public var parent: Register
+    public var child: Register
+    public init(parent: Register, child: Register) {
+        self.parent = parent
+        self.child = child
+    }
 }
 
 /// What identifies one call in flight: Go goroutines hop threads, native calls stay on theirs.
@@ -100,6 +113,8 @@ public struct EnrichmentRule: Sendable, Equatable {
 public struct ProbeSite: Sendable, Equatable {
     public enum Role: String, Sendable, Equatable {
         case entry, `return`
+        /// A `call` instruction inside the function, which the kernel emulates.
+        case call
     }
     public var role: Role
     public var function: String

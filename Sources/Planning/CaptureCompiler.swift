@@ -66,18 +66,6 @@ struct CaptureCompiler {
         return slots
     }
 
-    /// Programs for a goroutine-creation probe: entry saves the creator (`*g`), return leaves the
-    /// created goroutine in the working value, and the BPF side copies the trace context across.
-    mutating func compile(handoff: GoroutineHandoff) throws {
-        guard case .argument = handoff.parent, case .result = handoff.child else {
-            throw PlanProblem("follow-goroutine needs the parent as an argument and the child as a result")
-        }
-        let parent = try pointerRegister(handoff.parent)
-        registersReadAtEntry.insert(parent)
-        entryProgram = [.loadRegister(parent), .save(slot: 0)]
-        returnProgram = [.loadRegister(try pointerRegister(handoff.child))]
-    }
-
     /// `end-span`: the register holding, at entry, the object whose open span the probe ends.
     mutating func objectRegister(_ origin: ValueOrigin) throws -> Register {
         let register = try objectRegister(try value(origin, context: "end-span.object"), origin: origin, context: "end-span.object")
@@ -109,10 +97,11 @@ struct CaptureCompiler {
         throw PlanProblem("\(context): \(origin) is \(value.typeName), not a pointer or interface in registers")
     }
 
-    private func pointerRegister(_ origin: ValueOrigin) throws -> Register {
-        let value = try value(origin, context: "follow-goroutine")
-        guard types[value.typeName]?.kind == .pointer, let piece = value.registers?.first else {
-            throw PlanProblem("follow-goroutine: \(origin) is \(value.typeName), not a pointer in a register")
+    /// The register a pointer parameter arrives in (`follow-goroutine` reads a callee's `*g`).
+    func pointerRegister(_ origin: ValueOrigin, context: String) throws -> Register {
+        let value = try value(origin, context: context)
+        guard types[value.typeName]?.kind == .pointer, value.registers?.count == 1, let piece = value.registers?.first else {
+            throw PlanProblem("\(context): \(origin) of \(function) is \(value.typeName), not a pointer in a register")
         }
         return piece.register
     }

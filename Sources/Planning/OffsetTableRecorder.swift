@@ -15,13 +15,20 @@ public enum OffsetTableRecorder {
         }
         var functions: [String: RecordedFunction] = [:]
         var types: [String: TypeFacts] = [:]
-        for probe in pack.probes {
+        // A function this toolchain does not have (e.g. net/http's HTTP/2 before and after it
+        // moved package) is recorded by no entry; planning says so for binaries built with it.
+        for probe in pack.probes where facts.functions[probe.function] != nil {
             do {
-                let function = try PlanCompiler.function(probe.function, in: facts)
-                let signature = try ProbeSignature.resolve(function, for: probe, of: pack, facts: facts, table: nil)
-                _ = try PlanCompiler.compile(probe: probe, function: function, signature: signature, facts: facts)
-                functions[probe.function] = RecordedFunction(parameters: signature.parameters, results: signature.results ?? [])
-                for (name, type) in signature.types.consulted {
+                var signatures: [String: ProbeSignature] = [:]
+                _ = try PlanCompiler.compile(probe: probe, facts: facts) { name in
+                    let signature = try ProbeSignature.resolve(PlanCompiler.function(name, in: facts), of: pack, facts: facts, table: nil)
+                    signatures[name] = signature
+                    return signature
+                }
+                for (name, signature) in signatures {
+                    functions[name] = RecordedFunction(parameters: signature.parameters, results: signature.results ?? [])
+                }
+                for (name, type) in signatures.values.flatMap(\.types.consulted) {
                     var portable = type
                     // Addresses are specific to the reference binary; what earlier probes
                     // recorded about the type stays.
@@ -29,7 +36,7 @@ public enum OffsetTableRecorder {
                     portable.itabFirstMethods = types[name]?.itabFirstMethods
                     types[name] = portable
                 }
-                for (interfaceType, assertedType) in typeAssertions(in: probe, signature: signature) {
+                for (interfaceType, assertedType) in signatures[probe.function].map({ typeAssertions(in: probe, signature: $0) }) ?? [] {
                     guard let interfaceAddress = facts.types[interfaceType]?.runtimeTypeAddress,
                           let assertedAddress = facts.types[assertedType]?.runtimeTypeAddress,
                           let method = itabFirstMethod(interfaceAddress, assertedAddress),

@@ -8,10 +8,11 @@ public enum PlanCompiler {
     /// Probes one plan may hold: the BPF program keeps an entry and a return configuration for each.
     public static let maxProbes = Int(SONDE_MAX_PROBE_CONFIGS) / 2
 
-    /// The functions the packs hook, and those their offset tables' type checks compare against,
+    /// The functions the packs hook, those whose calls they probe, and those their offset tables'
+    /// type checks compare against,
     /// so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
-        let hooked = packs.flatMap { $0.probes.map(\.function) }
+        let hooked = packs.flatMap { $0.probes.flatMap { [$0.function] + $0.signatureFunctions } }
         let typeCheckMethods = offsetTables.values.flatMap { table in
             table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
         }
@@ -65,7 +66,7 @@ public enum PlanCompiler {
         planned = Array(planned.prefix(maxProbes))
         // A span kept open under an object ends only through its end-span probe; without that
         // probe it would never be emitted, so it and whatever adds to it are left out.
-        let ended = Set(planned.compactMap { $0.probe.enrichment?.endsSpanKeyedBy == nil ? nil : $0.probe.enrichment?.target })
+        let ended = Set(planned.compactMap { $0.probe.enrichment?.ends?.object == nil ? nil : $0.probe.enrichment?.target })
         let neverEnding = Set(planned.filter { $0.probe.span?.outlivesCall != nil && !ended.contains($0.qualifiedID) }.map(\.spanSlot))
         for probe in planned where neverEnding.contains(probe.spanSlot) {
             let reason = probe.probe.span != nil
@@ -74,6 +75,13 @@ public enum PlanCompiler {
             skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
         }
         planned.removeAll { neverEnding.contains($0.spanSlot) }
+        // The peers' design ends every span at its function's RETs.
+        if placement == .conventional { planned.removeAll { $0.probe.enrichment?.ends == .openCall } }
+        // A span that end-span probes end on its own goroutine/thread needs no probe on its RETs.
+        let endedBeforeReturn = Set(planned.compactMap { $0.probe.enrichment?.ends == .openCall ? $0.probe.enrichment?.target : nil })
+        for index in planned.indices where planned[index].probe.span != nil && endedBeforeReturn.contains(planned[index].qualifiedID) {
+            planned[index].returns = []
+        }
         if placement == .conventional {
             for index in planned.indices {
                 guard let function = facts.functions[planned[index].probe.function],
@@ -91,13 +99,34 @@ public enum PlanCompiler {
     static func compile(
         enricher probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts, table: OffsetTable?
     ) throws -> PlannedProbe {
-        if probe.enrichment?.endsSpanKeyedBy != nil, target.probe.span?.outlivesCall == nil {
-            throw PlanProblem("it ends \(target.qualifiedID), whose span has no outlives-call and so ends when its call returns")
+        switch probe.enrichment?.ends {
+        case .object?:
+            if target.probe.span?.outlivesCall == nil {
+                throw PlanProblem("it ends \(target.qualifiedID), whose span has no outlives-call and so ends when its call returns")
+            }
+        case .openCall?:
+            if target.probe.span?.outlivesCall != nil {
+                throw PlanProblem(
+                    "it ends the open call of \(target.qualifiedID), whose span outlives the call under an object; "
+                        + "name that object (end-span.object) to end it")
+            }
+            if !target.probe.onReturn.isEmpty {
+                throw PlanProblem(
+                    "it ends \(target.qualifiedID) before that function returns, so its on-return captures would never be read; "
+                        + "capture them here, on entry")
+            }
+        case nil:
+            break
         }
         let dataOffset = target.captureSlots.map(\.alignedEnd).max() ?? 0
         var plan = try compile(probe: probe, of: pack, facts: facts, table: table, dataOffset: dataOffset)
         guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
             throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")
+        }
+        // Attributes and conditions find captures by name, so a name may hold one slot only.
+        if let reused = plan.captureSlots.first(where: { slot in target.captureSlots.contains { $0.name == slot.name } }) {
+            throw PlanProblem(
+                "its capture '\(reused.name)' has the name of a capture of \(target.qualifiedID) or of another probe adding to it; rename it")
         }
         let known = Set((target.captureSlots + plan.captureSlots).map(\.name))
         for name in probe.enrichment?.rename?.captureNames ?? [] where !known.contains(name) {
@@ -108,7 +137,7 @@ public enum PlanCompiler {
         target.captureSlots += plan.captureSlots
         target.enrichments.append(EnrichmentRule(
             source: plan.qualifiedID, attributes: probe.attributes, rename: probe.enrichment?.rename, errorWhen: probe.enrichment?.errorWhen ?? [],
-            endsSpan: probe.enrichment?.endsSpanKeyedBy != nil))
+            endsSpan: probe.enrichment?.ends?.object != nil))
         plan.captureSlots = target.captureSlots
         plan.spanSlot = target.spanSlot
         plan.keyMode = target.keyMode
@@ -136,9 +165,20 @@ public enum PlanCompiler {
     }
 
     static func compile(probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?, dataOffset: Int = 0) throws -> PlannedProbe {
+        try compile(probe: probe, facts: facts, dataOffset: dataOffset) { name in
+            try ProbeSignature.resolve(function(name, in: facts), of: pack, facts: facts, table: table)
+        }
+    }
+
+    /// `signature` gives the signature of one of the probe's ``Probe/signatureFunctions`` by name.
+    static func compile(
+        probe: Probe, facts: BinaryFacts, dataOffset: Int = 0, signature: (String) throws -> ProbeSignature
+    ) throws -> PlannedProbe {
         let function = try function(probe.function, in: facts)
-        let signature = try ProbeSignature.resolve(function, for: probe, of: pack, facts: facts, table: table)
-        return try compile(probe: probe, function: function, signature: signature, facts: facts, dataOffset: dataOffset)
+        if let handoff = probe.goroutineHandoff {
+            return try compile(handoff: handoff, of: probe, in: function, facts: facts, signature: signature)
+        }
+        return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
     }
 
     static func function(_ name: String, in facts: BinaryFacts) throws -> FunctionFacts {
@@ -156,18 +196,10 @@ public enum PlanCompiler {
             signature: signature.assigningResultRegisters(),
             functionAddresses: facts.functions.mapValues(\.address),
             dataOffset: dataOffset)
-        var captureSlots: [CaptureSlot] = []
-        let keyMode: CallKeyMode
-        if let handoff = probe.goroutineHandoff {
-            try programs.compile(handoff: handoff)
-            // Goroutines are created on the system stack, where R14 is g0: key by thread.
-            keyMode = .thread
-        } else {
-            captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
-            keyMode = facts.goBuild == nil ? .thread : .goroutine
-        }
+        let captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
+        let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
         if let reference = probe.span?.outlivesCall { try programs.keepOpen(under: reference) }
-        let objectKey = try (probe.enrichment?.endsSpanKeyedBy).map { try programs.objectRegister($0) }
+        let objectKey = try (probe.enrichment?.ends?.object).map { try programs.objectRegister($0) }
         var preserved = programs.registersReadAtEntry
         if keyMode == .goroutine { preserved.insert(.r14) }
         let entry = try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil)
@@ -183,6 +215,28 @@ public enum PlanCompiler {
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)
         planned.objectKey = objectKey
+        return planned
+    }
+
+    /// `follow-goroutine`: a site on each of the two calls, each reading a `*g` argument of its
+    /// callee from the register the ABI puts it in. Both calls run on the system stack, where
+    /// R14 is g0, so the hand-off between them is keyed by thread.
+    static func compile(
+        handoff: GoroutineHandoff, of probe: Probe, in function: FunctionFacts, facts: BinaryFacts,
+        signature: (String) throws -> ProbeSignature
+    ) throws -> PlannedProbe {
+        func site(_ side: String, _ argument: CalleeArgument) throws -> (ProbeSite, Register) {
+            let callee = try self.function(argument.callee, in: facts)
+            let register = try CaptureCompiler(function: callee.name, signature: signature(callee.name))
+                .pointerRegister(.argument(argument.argument), context: "follow-goroutine.\(side)")
+            return (try SiteSelector.callSite(to: callee, in: function), register)
+        }
+        let (parentSite, parentRegister) = try site("parent", handoff.parent)
+        let (childSite, childRegister) = try site("child", handoff.child)
+        var planned = PlannedProbe(
+            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: .thread, entry: parentSite, returns: [childSite],
+            entryProgram: [], returnProgram: [], captureSlots: [])
+        planned.handoffRegisters = HandoffRegisters(parent: parentRegister, child: childRegister)
         return planned
     }
 }

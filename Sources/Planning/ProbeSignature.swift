@@ -20,11 +20,11 @@ struct ProbeSignature {
         return assigned
     }
 
-    /// The signature of `function` as the probe's captures need it.
-    static func resolve(_ function: FunctionFacts, for probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?) throws -> ProbeSignature {
+    /// The signature of `function`, a function one of the pack's probes hooks or calls into.
+    static func resolve(_ function: FunctionFacts, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?) throws -> ProbeSignature {
         if facts.hasDWARF {
             guard let parameters = function.parameters else {
-                throw PlanProblem("DWARF describes no parameters for \(probe.function)")
+                throw PlanProblem("DWARF describes no parameters for \(function.name)")
             }
             return ProbeSignature(parameters: parameters, results: function.results, types: TypeCatalog(facts.types), origin: dwarfOrigin)
         }
@@ -42,8 +42,8 @@ struct ProbeSignature {
                     + "(\(tablePath)); trace a build without -s -w, or \(generate)")
         }
         let (entry, origin) = try entry(of: table, for: facts)
-        guard let recorded = entry.functions[probe.function] else {
-            throw PlanProblem("the offset table entry for \(entry.goVersion) does not record \(probe.function); regenerate the table")
+        guard let recorded = entry.functions[function.name] else {
+            throw PlanProblem("the offset table entry for \(entry.goVersion) does not record \(function.name); regenerate the table")
         }
         let note = facts.unreadableDWARF.map { " (the binary's DWARF is unreadable: \($0))" } ?? ""
         return ProbeSignature(

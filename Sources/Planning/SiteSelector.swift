@@ -56,6 +56,23 @@ enum SiteSelector {
         }
     }
 
+    /// The one `call` of `callee` inside `function`: a direct call, which the kernel emulates.
+    static func callSite(to callee: FunctionFacts, in function: FunctionFacts) throws -> ProbeSite {
+        try checkDecodedLayout(of: function)
+        let target = "0x\(hex(callee.address))"
+        let calls = function.instructions.filter { $0.mnemonic == "call" && $0.operands == target }
+        guard calls.count == 1, let call = calls.first else {
+            throw PlanProblem(
+                "\(function.name) calls \(callee.name) \(calls.count) times directly; a call site needs exactly one")
+        }
+        guard call.kernelEmulates else {
+            throw PlanProblem("\(function.name): the call to \(callee.name) at 0x\(hex(call.address)) is not one the kernel emulates")
+        }
+        var site = try site(.call, call, in: function, skipFlagsMask: 0)
+        site.instruction += " <\(callee.name)>"
+        return site
+    }
+
     // MARK: - Decoded instruction boundaries
 
     /// Checks that the instructions read as a decoding of the function from its first byte: the

@@ -38,13 +38,13 @@ extension PackReader {
         return ObjectReference(origin: origin, dynamicType: type)
     }
 
-    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }`.
+    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }` (`object` optional).
     static func readEnrichment(_ node: YAMLNode, key: String, captures: Set<String>) throws -> Enrichment {
         let report = node.diagnostics
-        let ends = key == "end-span"
+        let isEnd = key == "end-span"
         let map = try node.mapping(
             key,
-            allowed: ends ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"]
+            allowed: isEnd ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"]
         )
         let target = report.attempt { () throws -> String in
             let targetNode = try map.required("span")
@@ -62,31 +62,38 @@ extension PackReader {
         let errorWhen = map.optional("error-when").flatMap { conditions in
             report.attempt { try readErrorConditions(conditions, captures: captures) }
         }
-        guard ends else {
+        guard isEnd else {
             guard let target else { throw AlreadyReported() }
             return Enrichment(target: target, rename: rename, errorWhen: errorWhen ?? [])
         }
-        let origin = report.attempt { () throws -> ValueOrigin in
-            let objectNode = try map.required("object")
-            let object = try objectNode.mapping("end-span.object", allowed: ["arg"])
-            return try readOrigin(object, of: "end-span.object", at: objectNode, resultAllowed: false)
-        }
-        guard let target, let origin else { throw AlreadyReported() }
-        return Enrichment(target: target, rename: rename, endsSpanKeyedBy: origin, errorWhen: errorWhen ?? [])
+        // Without `object`, the span ends at this probe on the target's own goroutine/thread.
+        let end = map.optional("object").map { objectNode in
+            report.attempt { () throws -> SpanEnd in
+                let object = try objectNode.mapping("end-span.object", allowed: ["arg"])
+                return .object(try readOrigin(object, of: "end-span.object", at: objectNode, resultAllowed: false))
+            }
+        } ?? .openCall
+        guard let target, let end else { throw AlreadyReported() }
+        return Enrichment(target: target, rename: rename, ends: end, errorWhen: errorWhen ?? [])
     }
 
-    /// `follow-goroutine: { parent: { arg: callergp }, child: { result: 0 } }`.
+    /// `follow-goroutine: { parent: { call: runtime.newproc1, arg: callergp }, child: { call: runtime.runqput, arg: gp } }`.
     static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
         let map = try node.mapping("follow-goroutine", allowed: ["parent", "child"])
-        func origin(_ key: String) -> ValueOrigin? {
+        func calleeArgument(_ key: String) -> CalleeArgument? {
             node.diagnostics.attempt {
                 let valueNode = try map.required(key)
-                let value = try valueNode.mapping("follow-goroutine.\(key)", allowed: ["arg", "result"])
-                return try readOrigin(value, of: "follow-goroutine.\(key)", at: valueNode, resultAllowed: true)
+                let value = try valueNode.mapping("follow-goroutine.\(key)", allowed: ["call", "arg"])
+                // The unknown key reported is most likely the attempt at a missing one: one message is enough.
+                if value.hasUnknownKeys, !(value.contains("call") && value.contains("arg")) { throw AlreadyReported() }
+                let callee = node.diagnostics.attempt { try value.required("call").string("follow-goroutine.\(key).call") }
+                let argument = node.diagnostics.attempt { try value.required("arg").string("follow-goroutine.\(key).arg") }
+                guard let callee, let argument else { throw AlreadyReported() }
+                return CalleeArgument(callee: callee, argument: argument)
             }
         }
-        let parent = origin("parent")
-        let child = origin("child")
+        let parent = calleeArgument("parent")
+        let child = calleeArgument("child")
         guard let parent, let child else { throw AlreadyReported() }
         return GoroutineHandoff(parent: parent, child: child)
     }

@@ -160,7 +160,7 @@ enum PackReader {
             report.report(
                 map.owner.error(
                     "\(probe) needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span),"
-                        + " 'end-span' (add to and end a span an object keeps open) or 'follow-goroutine'"
+                        + " 'end-span' (add to and end another probe's span) or 'follow-goroutine'"
                         + " (carry trace context to new goroutines)"
                 )
             )

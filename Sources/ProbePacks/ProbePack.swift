@@ -67,19 +67,38 @@ public struct Probe: Sendable, Equatable {
     }
 
     public var captures: [Capture] { onEntry + onReturn }
+
+    /// The functions whose signatures planning reads: the hooked function's own or, for
+    /// `follow-goroutine`, the callees whose arguments it reads at their calls.
+    public var signatureFunctions: [String] {
+        goroutineHandoff.map { [$0.parent.callee, $0.child.callee] } ?? [function]
+    }
 }
 
-/// Which goroutine a creation function works for and which it creates, so that spans started
-/// in the new goroutine join the creator's trace.
+/// Where a goroutine is created, so that spans started in the new goroutine join the creator's
+/// trace. Both sides are calls inside the probed function: a `call` instruction is emulated by
+/// the kernel, a RET (where a creation function's result could be read) is single-stepped.
 public struct GoroutineHandoff: Sendable, Equatable {
-    /// The creating goroutine (a `*g` parameter).
-    public var parent: ValueOrigin
-    /// The created goroutine (a `*g` result).
-    public var child: ValueOrigin
-    public init(parent: ValueOrigin, child: ValueOrigin) {
+    /// The call that creates the goroutine, and its `*g` parameter naming the creator.
+    public var parent: CalleeArgument
+    /// The later call, on the same thread, that is passed the created goroutine as a `*g` parameter.
+    public var child: CalleeArgument
+    public init(parent: CalleeArgument, child: CalleeArgument) {
         self.parent = parent
         self.child = child
     }
+}
+
+/// A parameter of a function the probed function calls, read at the `call` instruction, where
+/// the register ABI has put the callee's arguments.
+public struct CalleeArgument: Sendable, Equatable, CustomStringConvertible {
+    public var callee: String
+    public var argument: String
+    public init(callee: String, argument: String) {
+        self.callee = callee
+        self.argument = argument
+    }
+    public var description: String { "argument '\(argument)' of the call to \(callee)" }
 }
 
 /// Adds attributes to, and may rename, a span another probe opened: a router knows the
@@ -90,16 +109,32 @@ public struct Enrichment: Sendable, Equatable {
     /// New span name; may use the target probe's captures too. Applied only when every
     /// capture it names was read.
     public var rename: NameTemplate?
-    /// `end-span` probes: the object (e.g. a stream) whose span, left open by the target's
-    /// `outlives-call`, this probe adds to and then ends. It may run on another goroutine.
-    public var endsSpanKeyedBy: ValueOrigin?
+    /// `end-span` probes: which open span of the target this probe adds to and then ends.
+    public var ends: SpanEnd?
     /// Further reasons the target span failed, tested on this probe's captures.
     public var errorWhen: [ErrorCondition]
-    public init(target: String, rename: NameTemplate?, endsSpanKeyedBy: ValueOrigin? = nil, errorWhen: [ErrorCondition] = []) {
+    public init(target: String, rename: NameTemplate?, ends: SpanEnd? = nil, errorWhen: [ErrorCondition] = []) {
         self.target = target
         self.rename = rename
-        self.endsSpanKeyedBy = endsSpanKeyedBy
+        self.ends = ends
         self.errorWhen = errorWhen
+    }
+}
+
+/// How an `end-span` probe finds the span it ends.
+public enum SpanEnd: Sendable, Equatable {
+    /// The target's call still open on this goroutine or thread. The target's span then ends
+    /// here instead of at its function's return, so no probe goes on that function's RETs
+    /// (each a single-stepped trap): e.g. net/http finishing the response after the handler.
+    case openCall
+    /// The object (e.g. a stream) whose span, left open by the target's `outlives-call`, this
+    /// probe ends. It may run on another goroutine.
+    case object(ValueOrigin)
+
+    /// The object's origin, for `.object`.
+    public var object: ValueOrigin? {
+        if case .object(let origin) = self { return origin }
+        return nil
     }
 }
 

@@ -11,7 +11,11 @@ public enum PlanReport {
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
             let effect = probe.probe.span.map { "\($0.kind.rawValue) span" + ($0.outlivesCall == nil ? "" : " that stays open under the object its return program keeps") }
                 ?? probe.probe.enrichment.map { enrichment in
-                    probe.objectKey.map { "adds to and ends the \(enrichment.target) span of the object in \($0)" } ?? "adds to the open \(enrichment.target) span"
+                    switch enrichment.ends {
+                    case .object?: "adds to and ends the \(enrichment.target) span of the object in \(probe.objectKey.map(String.init(describing:)) ?? "")"
+                    case .openCall?: "adds to and ends the open \(enrichment.target) span"
+                    case nil: "adds to the open \(enrichment.target) span"
+                    }
                 }
                 ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
@@ -45,7 +49,11 @@ public enum PlanReport {
     }
 
     static func render(_ site: ProbeSite) -> String {
-        let role = site.role == .entry ? "entry " : "return"
+        let role = switch site.role {
+        case .entry: "entry "
+        case .return: "return"
+        case .call: "call  "
+        }
         let cost = site.kernelEmulates ? "emulated (cheap)" : "single-stepped (costly)"
         var text = "\(role) 0x\(hex(site.address)) file offset 0x\(hex(site.fileOffset))  \(site.instruction)  [\(cost)]"
         if site.skipFlagsMask != 0 { text += " skipped when branching to morestack" }

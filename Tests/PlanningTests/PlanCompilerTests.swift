@@ -6,8 +6,10 @@ import XCTest
 
 /// Plans the shipped net/http pack against hand-made binary facts shaped like Go 1.19's.
 final class PlanCompilerTests: XCTestCase {
-    static let packFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("probe-packs/go/net-http.yaml").path
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    /// net/http's server probe ending at its RETs, with a type-checked return capture.
+    static let packFile = repository.appendingPathComponent("Tests/Support/packs/net-http-server-at-return.yaml").path
+    static let shippedPackFile = repository.appendingPathComponent("probe-packs/go/net-http.yaml").path
 
     static let serveHTTP = "net/http.serverHandler.ServeHTTP"
     static let responseTypeAddress: UInt64 = 0x7a_1000
@@ -65,11 +67,9 @@ final class PlanCompilerTests: XCTestCase {
             hasDWARF: hasDWARF, functions: [Self.serveHTTP: function], dataSymbols: [:], types: types)
     }
 
-    /// The shipped pack with only its server probe, which these facts describe.
+    /// The server probe ending at its RETs, which these facts describe.
     func serverPack() throws -> ProbePack {
-        var pack = try PackLoader.load(file: Self.packFile)
-        pack.probes = pack.probes.filter { $0.id == "server" }
-        return pack
+        try PackLoader.load(file: Self.packFile)
     }
 
     func plan(_ facts: BinaryFacts) throws -> AttachPlan {
@@ -238,8 +238,9 @@ final class PlanCompilerTests: XCTestCase {
     }
 
     func testFunctionsNeeded() throws {
-        XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.packFile)]), [
-            "net/http.(*Transport).roundTrip", Self.serveHTTP,
+        XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.shippedPackFile)]), [
+            "net/http.(*Transport).roundTrip", "net/http.(*conn).hijackLocked", "net/http.(*http2responseWriter).handlerDone",
+            "net/http.(*response).finishRequest", Self.serveHTTP, "net/http/internal/http2.(*responseWriter).handlerDone",
         ])
     }
 }

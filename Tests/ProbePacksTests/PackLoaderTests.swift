@@ -12,8 +12,10 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.language, .go)
         XCTAssertEqual(pack.library.module, "std")
         XCTAssertEqual(pack.library.versions.description, ">=1.17")
-        XCTAssertEqual(pack.probes.map(\.id), ["server", "client"])
-        let client = pack.probes[1]
+        XCTAssertEqual(
+            pack.probes.map(\.id),
+            ["server", "server-finished", "server-finished-http2", "server-finished-internal-http2", "server-hijacked", "client"])
+        let client = pack.probes[5]
         XCTAssertEqual(client.function, "net/http.(*Transport).roundTrip")
         XCTAssertEqual(client.span?.kind, .client)
         XCTAssertEqual(client.onReturn.map(\.origin), [.result(0), .result(1)])
@@ -23,21 +25,31 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(server.function, "net/http.serverHandler.ServeHTTP")
         XCTAssertEqual(server.span?.kind, .server)
         XCTAssertEqual(server.span?.name.parts, [.capture("method"), .literal(" "), .capture("path")])
-        XCTAssertEqual(server.span?.errorWhen, [ErrorCondition(capture: "status", test: .atLeast(500))])
+        XCTAssertEqual(server.span?.errorWhen, [])
         XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
         XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
         XCTAssertEqual(server.onEntry[0].maxLength, 16)
         XCTAssertEqual(server.onEntry[1].maxLength, 128)
-        let status = try XCTUnwrap(server.onReturn.first)
-        XCTAssertEqual(status.origin, .argument("rw"))
-        XCTAssertEqual(status.path, [.assertType("*net/http.response"), .field("status")])
-        XCTAssertEqual(status.type, .int)
-        XCTAssertEqual(status.ifZero, 200)
-        XCTAssertEqual(server.attributes.map(\.key), [
-            "http.request.method", "url.path", "server.address", "server.port", "http.response.status_code",
-        ])
+        XCTAssertEqual(server.onReturn, [])
+        XCTAssertEqual(server.attributes.map(\.key), ["http.request.method", "url.path", "server.address", "server.port"])
         XCTAssertEqual(server.attributes[2].value, .hostname(of: "host"))
         XCTAssertEqual(server.attributes[3].value, .port(of: "host"))
+        // The server span ends, with its status, where net/http finishes the request.
+        let finished = pack.probes[1]
+        XCTAssertEqual(finished.function, "net/http.(*response).finishRequest")
+        XCTAssertEqual(
+            finished.enrichment,
+            Enrichment(target: "go/net-http/server", rename: nil, ends: .openCall, errorWhen: [ErrorCondition(capture: "status", test: .atLeast(500))]))
+        let status = try XCTUnwrap(finished.onEntry.first)
+        XCTAssertEqual(status.origin, .argument("w"))
+        XCTAssertEqual(status.path, [.field("status")])
+        XCTAssertEqual(status.type, .int)
+        XCTAssertEqual(status.ifZero, 200)
+        XCTAssertEqual(finished.attributes, [AttributeRule(key: "http.response.status_code", value: .capture("status"))])
+        XCTAssertEqual(pack.probes[2].onEntry.first?.path, [.field("rws"), .field("status")])
+        XCTAssertEqual(pack.probes[2].onEntry.first?.name, "http2-status")
+        XCTAssertEqual(pack.probes[4].enrichment?.ends, .openCall)
+        XCTAssertEqual(pack.probes[4].onEntry, [])
     }
 
     private let validProbe = """
@@ -144,12 +156,31 @@ final class PackLoaderTests: XCTestCase {
     func testShippedRuntimePackFollowsGoroutines() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/runtime.yaml").path)
         XCTAssertEqual(pack.name, "go/runtime")
-        XCTAssertEqual(pack.probes.map(\.function), ["runtime.newproc1"])
+        XCTAssertEqual(pack.probes.map(\.function), ["runtime.newproc.func1"])
         XCTAssertNil(pack.probes[0].span)
-        XCTAssertEqual(pack.probes[0].goroutineHandoff, GoroutineHandoff(parent: .argument("callergp"), child: .result(0)))
+        XCTAssertEqual(
+            pack.probes[0].goroutineHandoff,
+            GoroutineHandoff(
+                parent: CalleeArgument(callee: "runtime.newproc1", argument: "callergp"),
+                child: CalleeArgument(callee: "runtime.runqput", argument: "gp")))
+        XCTAssertEqual(pack.probes[0].signatureFunctions, ["runtime.newproc1", "runtime.runqput"])
+        let follower = """
+            format: sonde.probe-pack/v1
+            pack: go/example
+            language: go
+            library: { module: std, versions: ">=1.19" }
+            probes:
+              - id: creation
+                function: runtime.newproc.func1
+                follow-goroutine: { parent: { call: runtime.newproc1, arg: callergp }, child: { result: 0 } }
+
+            """
+        XCTAssertEqual(
+            error(in: follower),
+            "bad.yaml:8:85: unknown key 'result' in follow-goroutine.child; expected one of: call, arg")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
-            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end a span an object keeps open) or 'follow-goroutine' (carry trace context to new goroutines)")
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
     }
 
     func testShippedMuxPackEnrichesTheServerSpan() throws {
@@ -168,7 +199,7 @@ final class PackLoaderTests: XCTestCase {
         let server = pack.probes[0]
         XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
         XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
-        XCTAssertEqual(pack.probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil))
+        XCTAssertEqual(pack.probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil, ends: .openCall))
         // The client's status is grpc_status(code, call-error): call-error is read first, since
         // code's type check ends the return program for an error that is no *status.Error.
         XCTAssertEqual(pack.probes[2].onReturn.map(\.name), ["call-error", "code"])
@@ -192,18 +223,19 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.probes[3].span?.outlivesCall, ObjectReference(origin: .result(0), dynamicType: "*google.golang.org/grpc.clientStream"))
         let end = try XCTUnwrap(pack.probes[4].enrichment)
         XCTAssertEqual(end.target, "go/grpc/stream-client")
-        XCTAssertEqual(end.endsSpanKeyedBy, .argument("cs"))
+        XCTAssertEqual(end.ends, .object(.argument("cs")))
         XCTAssertEqual(end.errorWhen, [ErrorCondition(capture: "code", test: .atLeast(1))])
 
         let ender = validProbe.replacingOccurrences(
             of: "span: { kind: server, name: \"handle {path}\" }", with: "end-span: { span: go/example/open, object: { arg: s } }")
-        XCTAssertEqual(try PackLoader.parse(yaml: ender, file: "ok.yaml").probes[0].enrichment?.endsSpanKeyedBy, .argument("s"))
+        XCTAssertEqual(try PackLoader.parse(yaml: ender, file: "ok.yaml").probes[0].enrichment?.ends, .object(.argument("s")))
         XCTAssertEqual(
             error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { result: 0 }")),
             "bad.yaml:8:50: unknown key 'result' in end-span.object; expected one of: arg")
+        // Without an object, it ends the target's call open on its own goroutine/thread.
         XCTAssertEqual(
-            error(in: ender.replacingOccurrences(of: ", object: { arg: s }", with: "")),
-            "bad.yaml:8:15: end-span is missing 'object'")
+            try PackLoader.parse(yaml: ender.replacingOccurrences(of: ", object: { arg: s }", with: ""), file: "ok.yaml").probes[0].enrichment?.ends,
+            .openCall)
         XCTAssertEqual(
             error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { arg: s }, error-when: { capture: code, at-least: 1 }")),
             "bad.yaml:8:83: error-when refers to unknown capture 'code'")

@@ -36,6 +36,12 @@ func main() {
 		}()
 		fmt.Fprintln(w, <-done)
 	})
+	// go/net-http server-hijacked.
+	router.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		if connection, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			connection.Close()
+		}
+	})
 	go http.ListenAndServe(os.Args[1], router)
 
 	// go/grpc server and unary client.
