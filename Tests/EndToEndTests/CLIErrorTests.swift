@@ -30,7 +30,7 @@ final class CLIErrorTests: XCTestCase {
         let result = try sonde(["packs", "validate", shipped, bad])
         XCTAssertEqual(result.status, 1)
         XCTAssertEqual(result.output, """
-            ok  \(shipped): go/net-http, 2 probe(s)
+            ok  \(shipped): go/net-http, 6 probe(s)
             bad \(bad):8:33: span name refers to unknown capture 'missing'; the probe defines no captures in on-entry or on-return
 
             """)
@@ -53,7 +53,7 @@ final class CLIErrorTests: XCTestCase {
         XCTAssertEqual(planned.status, 0, planned.output)
         XCTAssertTrue(planned.output.contains("    method: go-string max 16 at data[0], offsets from offset table \(version)\n"), planned.output)
         XCTAssertTrue(planned.output.contains("    status: int at data[232], offsets from offset table \(version)\n"), planned.output)
-        XCTAssertTrue(planned.output.contains("(dynamic type's net/http.(*response).Header)"), planned.output)
+        XCTAssertTrue(planned.output.contains("    http2-status: int at data[240], offsets from offset table \(version)\n"), planned.output)
 
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -71,6 +71,10 @@ final class CLIErrorTests: XCTestCase {
             skipped probes:
               go/net-http/server: \(reason)
               go/net-http/client: \(reason)
+              go/net-http/server-finished: it adds to go/net-http/server, which is not planned for this binary
+              go/net-http/server-finished-http2: it adds to go/net-http/server, which is not planned for this binary
+              go/net-http/server-finished-internal-http2: it adds to go/net-http/server, which is not planned for this binary
+              go/net-http/server-hijacked: it adds to go/net-http/server, which is not planned for this binary
             Error: no probe of the chosen packs applies to \(stripped)
 
             """), missing.output)
