@@ -99,6 +99,24 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("spans still open at exit"), traced.sonde.text)
     }
 
+    /// A handler that hijacks its connection ends its request's span there: net/http never
+    /// finishes that request, and the span has no status of net/http's.
+    func testHijackedConnectionEndsTheServerSpanWhereItIsTakenOver() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        for path in ["/hijack", "/hello"] {
+            let statuses = try await sendRequests([path], port: traced.port, concurrency: 1, newConnection: true)
+            XCTAssertEqual(statuses, [200])
+        }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, ["GET /hijack", "GET /hello"], traced.sonde.text)
+        XCTAssertNil(attributes(spans[0])["http.response.status_code"])
+        XCTAssertEqual(attributes(spans[1])["http.response.status_code"] as? Int, 200)
+        XCTAssertFalse(traced.sonde.text.contains("unwound"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("returns without a seen entry: 0"), traced.sonde.text)
+    }
+
     /// A client call that panics inside the round trip (its Proxy function fails) and is recovered
     /// by the handler is counted once; the handler's next call is still the server span's child.
     func testCallUnwoundInsideAnOpenSpanLeavesThatSpanTheParent() async throws {

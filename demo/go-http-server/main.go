@@ -68,6 +68,18 @@ func main() {
 		}()
 		proxy(w, r, "proxy-recovered")
 	})
+	// A handler that takes the connection over (as a WebSocket upgrade does)
+	// and writes its own response: net/http never finishes this request.
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		connection, buffered, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer connection.Close()
+		buffered.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		buffered.Flush()
+	})
 	// Every other path gets ServeMux's 404.
 
 	listener, err := net.Listen("tcp", *listen)
