@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "Exporters", dependencies: ["Spans", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        /// Spans per second per core from records to OTLP bodies, without a kernel (`swift run -c release sonde-capacity`).
+        .executableTarget(name: "sonde-capacity", dependencies: ["SondeABI", "ProbePacks", "Planning", "Spans", "Tracing", "Exporters"]),
 
         /// Compiles bpf/*.bpf.c into the one generic BPF object and embeds it in Engine.
         .plugin(name: "BPFObjectBuilder", capability: .buildTool()),

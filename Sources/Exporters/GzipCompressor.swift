@@ -8,13 +8,15 @@ import Synchronization
 /// One deflate stream is kept and reset between bodies, so a batch costs no zlib allocation.
 /// The corresponding C functions are `deflateInit2` (through `sonde_deflate_init_gzip` in
 /// `Sources/CZlib/shim.h`), `deflateBound`, `deflate`, `deflateReset` and `deflateEnd`.
-final class GzipCompressor: Sendable {
+public final class GzipCompressor: Sendable {
     /// zlib's stream points back at this address, so it lives on the heap and never moves.
     private let stream: Mutex<UnsafeMutablePointer<z_stream>?> = Mutex(nil)
 
     /// Level 1 (`Z_BEST_SPEED`): protobuf spans shrink several times even so, and the agent's CPU
     /// budget per span is a few microseconds.
     private static let level: Int32 = 1
+
+    public init() {}
 
     deinit {
         stream.withLock { stream in
@@ -26,7 +28,7 @@ final class GzipCompressor: Sendable {
 
     /// `data` as one gzip member.
     /// - Throws: `SpanExportError.rejected` when zlib fails (it can only run out of memory).
-    func compress(_ data: Data) throws(SpanExportError) -> Data {
+    public func compress(_ data: [UInt8]) throws(SpanExportError) -> Data {
         let result: Result<Data, SpanExportError> = stream.withLock { stream in
             if stream == nil {
                 let newStream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
@@ -44,7 +46,7 @@ final class GzipCompressor: Sendable {
     }
 
     private static func deflate(
-        _ data: Data, with stream: UnsafeMutablePointer<z_stream>
+        _ data: [UInt8], with stream: UnsafeMutablePointer<z_stream>
     ) -> Result<Data, SpanExportError> {
         defer { deflateReset(stream) }
         var output = Data(count: Int(deflateBound(stream, uLong(data.count))))

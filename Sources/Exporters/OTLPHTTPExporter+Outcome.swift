@@ -3,6 +3,10 @@ import Foundation
 import FoundationNetworking
 #endif
 
+/// The answer an OTLP/HTTP receiver sends, decoded with swift-protobuf's generated type: only
+/// when a response arrives, once per batch.
+typealias OTLPExportResponse = Opentelemetry_Proto_Collector_Trace_V1_ExportTraceServiceResponse
+
 /// How the exporter classifies what came back, for the retry decision (OTLP/HTTP "Failures"
 /// and "Throttling").
 extension OTLPHTTPExporter {

@@ -10,6 +10,7 @@ import Spans
 public struct OTLPHTTPExporter: SpanExporter {
     public let configuration: OTLPExporterConfiguration
     private let session: URLSession
+    private let encoder: OTLPTraceEncoder
     private let compressor: GzipCompressor?
 
     public init(configuration: OTLPExporterConfiguration) {
@@ -22,6 +23,7 @@ public struct OTLPHTTPExporter: SpanExporter {
         sessionConfiguration.timeoutIntervalForRequest = backstop
         sessionConfiguration.timeoutIntervalForResource = backstop
         session = URLSession(configuration: sessionConfiguration)
+        encoder = OTLPTraceEncoder { [configuration] in configuration.exportedResource(for: $0) }
         compressor = configuration.compression == .gzip ? GzipCompressor() : nil
     }
 
@@ -65,8 +67,8 @@ public struct OTLPHTTPExporter: SpanExporter {
 
     /// The serialized `ExportTraceServiceRequest` for `spans`, compressed as configured.
     func requestBody(for spans: [Span]) throws -> Data {
-        let body = try OTLPExportRequest(spans: spans, exportedResource: configuration.exportedResource).serializedData()
-        return try compressor?.compress(body) ?? body
+        let body = encoder.encode(spans)
+        return try compressor?.compress(body) ?? Data(body)
     }
 }
 

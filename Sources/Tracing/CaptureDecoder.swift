@@ -1,44 +1,75 @@
 import Planning
+import ProbePacks
 import Spans
 
 /// Reads capture values out of a span record's data area.
 enum CaptureDecoder {
     /// Values of the captures the BPF side actually wrote; absent ones are left out.
-    static func decode(_ event: SpanEvent, slots: [CaptureSlot]) -> [String: AttributeValue] {
-        var values: [String: AttributeValue] = [:]
-        for (index, slot) in slots.enumerated() {
-            guard index < 32, event.capturedMask & (1 << UInt32(index)) != 0 else {
-                if let fallback = slot.ifAbsent { values[slot.name] = .int(fallback) }
-                continue
-            }
-            guard slot.offset + slot.size <= event.data.count else { continue }
-            let bytes = event.data[slot.offset..<(slot.offset + slot.size)]
-            switch slot.type {
-            case .goString:
-                let length = min(Int(integer(bytes, size: 2)), slot.maxLength)
-                let start = bytes.startIndex + 2
-                values[slot.name] = .string(String(decoding: bytes[start..<(start + length)], as: UTF8.self))
-            case .int:
-                values[slot.name] = intValue(Int64(bitPattern: integer(bytes, size: 8)), slot)
-            case .int32:
-                values[slot.name] = intValue(Int64(Int32(truncatingIfNeeded: integer(bytes, size: 4))), slot)
-            case .uint16:
-                values[slot.name] = intValue(Int64(integer(bytes, size: 2)), slot)
-            case .bool:
-                values[slot.name] = .bool(integer(bytes, size: 1) != 0)
-            case .nonNil:
-                values[slot.name] = .bool(integer(bytes, size: 8) != 0)
+    static func decode(_ event: SpanEvent, layouts: [CaptureLayout], names: [String]) -> CapturedValues {
+        let values = event.data.withUnsafeBytes { data in
+            layouts.indices.map { index -> AttributeValue? in
+                let slot = layouts[index]
+                guard index < 32, event.capturedMask & (1 << UInt32(index)) != 0 else {
+                    return slot.ifAbsent.map(AttributeValue.int)
+                }
+                guard slot.offset + slot.size <= data.count else { return nil }
+                func integer<T: FixedWidthInteger>(_: T.Type) -> T {
+                    T(littleEndian: data.loadUnaligned(fromByteOffset: slot.offset, as: T.self))
+                }
+                switch slot.type {
+                case .goString:
+                    let length = min(Int(integer(UInt16.self)), slot.maxLength)
+                    let start = slot.offset + 2
+                    return .string(String(decoding: data[start..<(start + length)], as: UTF8.self))
+                case .int: return intValue(integer(Int64.self), slot)
+                case .int32: return intValue(Int64(integer(Int32.self)), slot)
+                case .uint16: return intValue(Int64(integer(UInt16.self)), slot)
+                case .bool: return .bool(integer(UInt8.self) != 0)
+                case .nonNil: return .bool(integer(UInt64.self) != 0)
+                }
             }
         }
-        return values
+        return CapturedValues(names: names, values: values)
     }
 
-    private static func intValue(_ value: Int64, _ slot: CaptureSlot) -> AttributeValue {
+    private static func intValue(_ value: Int64, _ slot: CaptureLayout) -> AttributeValue {
         .int(value == 0 ? slot.ifZero ?? 0 : value)
     }
+}
 
-    /// Little-endian unsigned integer of `size` bytes.
-    private static func integer(_ bytes: ArraySlice<UInt8>, size: Int) -> UInt64 {
-        bytes.prefix(size).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+/// Where and how one capture is stored: a `CaptureSlot` without its strings, so that reading
+/// a record copies plain values and retains nothing.
+struct CaptureLayout: Sendable {
+    var type: ValueType
+    var offset: Int
+    var maxLength: Int
+    var size: Int
+    var ifZero: Int64?
+    var ifAbsent: Int64?
+
+    init(_ slot: CaptureSlot) {
+        type = slot.type
+        offset = slot.offset
+        maxLength = slot.maxLength
+        size = slot.size
+        ifZero = slot.ifZero
+        ifAbsent = slot.ifAbsent
+    }
+}
+
+/// One record's capture values, in the order of the probe's capture slots.
+///
+/// A probe has a handful of captures, so finding one by name is a short scan of names that are
+/// mostly small strings (compared as two words), cheaper than hashing into a dictionary built
+/// per span.
+struct CapturedValues {
+    /// The captures' names, one per slot.
+    var names: [String]
+    /// Nil where a capture was not read.
+    var values: [AttributeValue?]
+
+    subscript(name: String) -> AttributeValue? {
+        for index in names.indices where names[index] == name { return values[index] }
+        return nil
     }
 }

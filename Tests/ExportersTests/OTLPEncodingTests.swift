@@ -50,6 +50,109 @@ final class OTLPEncodingTests: XCTestCase {
         XCTAssertEqual(span.droppedAttributesCount, 0)
     }
 
+    /// The hand-written encoder against swift-protobuf: decoded, its bytes are the expected request
+    /// field for field, and they are the very bytes swift-protobuf writes for that request (fields
+    /// in number order, defaults left out, oneof members and statuses written even when empty).
+    func testEncodedRequestIsTheExpectedMessageFieldForField() throws {
+        var server = makeServerSpan()
+        server.attributes += [
+            Attribute("edge.empty", .string("")), Attribute("edge.zero", .int(0)), Attribute("edge.negative", .int(-1)),
+            Attribute("edge.false", .bool(false)), Attribute("edge.zero_double", .double(0)),
+            Attribute("edge.long", .string(String(repeating: "é", count: 10_000))),  // a length of 3 varint bytes
+        ]
+        let client = makeClientSpan()
+        var internalSpan = makeServerSpan()
+        internalSpan.spanID = SpanID(0xffff_ffff_ffff_ffff)
+        internalSpan.kind = .internal
+        internalSpan.status = .ok
+        internalSpan.attributes = []
+        internalSpan.scope = InstrumentationScope(name: "go/grpc", version: "")
+        var otherProcess = makeServerSpan()
+        otherProcess.kind = .consumer
+        otherProcess.startTimeUnixNano = 0
+        otherProcess.resource = Resource(attributes: ["service.name": .string("other"), "process.pid": .int(7)])
+
+        let body = OTLPTraceEncoder().encode([server, client, internalSpan, otherProcess])
+
+        let traceID = Data([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36])
+        let serverSpanID = Data([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        func span(
+            _ spanID: Data, parent: Data = Data(), name: String, _ kind: OTLPSpan.SpanKind, start: UInt64, end: UInt64,
+            _ attributes: [OTLPKeyValue], _ code: OTLPStatus.StatusCode = .unset, message: String = ""
+        ) -> OTLPSpan {
+            var span = OTLPSpan()
+            span.traceID = traceID
+            span.spanID = spanID
+            span.parentSpanID = parent
+            span.name = name
+            span.kind = kind
+            span.startTimeUnixNano = start
+            span.endTimeUnixNano = end
+            span.attributes = attributes
+            span.status.code = code
+            span.status.message = message
+            return span
+        }
+        func attribute(_ key: String, _ set: (inout OTLPAnyValue) -> Void) -> OTLPKeyValue {
+            var keyValue = OTLPKeyValue()
+            keyValue.key = key
+            set(&keyValue.value)
+            return keyValue
+        }
+        func scopeSpans(_ name: String, _ version: String, _ spans: [OTLPSpan]) -> OTLPScopeSpans {
+            var scopeSpans = OTLPScopeSpans()
+            scopeSpans.scope.name = name
+            scopeSpans.scope.version = version
+            scopeSpans.spans = spans
+            return scopeSpans
+        }
+        func resourceSpans(_ attributes: [OTLPKeyValue], _ scopes: [OTLPScopeSpans]) -> OTLPResourceSpans {
+            var resourceSpans = OTLPResourceSpans()
+            resourceSpans.resource.attributes = attributes
+            resourceSpans.scopeSpans = scopes
+            return resourceSpans
+        }
+        let serverAttributes = [
+            attribute("http.request.method") { $0.stringValue = "GET" },
+            attribute("url.path") { $0.stringValue = "/hello" },
+            attribute("http.response.status_code") { $0.intValue = 200 },
+            attribute("sonde.sample_ratio") { $0.doubleValue = 0.25 },
+            attribute("sonde.go.goroutine_reused") { $0.boolValue = true },
+        ]
+        var expected = OTLPExportRequest()
+        expected.resourceSpans = [
+            resourceSpans(
+                [attribute("process.pid") { $0.intValue = 4242 }, attribute("service.name") { $0.stringValue = "hello-server" }],
+                [
+                    scopeSpans("go/net-http", "1.0.0", [
+                        span(serverSpanID, name: "GET /hello", .server, start: 1_700_000_000_000_000_000, end: 1_700_000_000_001_234_567,
+                             serverAttributes + [
+                                attribute("edge.empty") { $0.stringValue = "" },
+                                attribute("edge.zero") { $0.intValue = 0 },
+                                attribute("edge.negative") { $0.intValue = -1 },
+                                attribute("edge.false") { $0.boolValue = false },
+                                attribute("edge.zero_double") { $0.doubleValue = 0 },
+                                attribute("edge.long") { $0.stringValue = String(repeating: "é", count: 10_000) },
+                             ]),
+                        span(Data([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]), parent: serverSpanID, name: "POST", .client,
+                             start: 1_700_000_000_000_100_000, end: 1_700_000_000_000_600_000,
+                             [attribute("server.address") { $0.stringValue = "backend:8080" }], .error, message: "connection refused"),
+                    ]),
+                    scopeSpans("go/grpc", "", [
+                        span(Data(repeating: 0xff, count: 8), name: "GET /hello", .internal, start: 1_700_000_000_000_000_000,
+                             end: 1_700_000_000_001_234_567, [], .ok),
+                    ]),
+                ]),
+            resourceSpans(
+                [attribute("process.pid") { $0.intValue = 7 }, attribute("service.name") { $0.stringValue = "other" }],
+                [scopeSpans("go/net-http", "1.0.0", [
+                    span(serverSpanID, name: "GET /hello", .consumer, start: 0, end: 1_700_000_000_001_234_567, serverAttributes),
+                ])]),
+        ]
+        XCTAssertEqual(try OTLPExportRequest(serializedBytes: body), expected)
+        XCTAssertEqual(body, try expected.serializedBytes() as [UInt8])
+    }
+
     func testParentAndErrorStatusAreMapped() throws {
         let span = try decodedRequest(for: [makeClientSpan()]).resourceSpans[0].scopeSpans[0].spans[0]
 

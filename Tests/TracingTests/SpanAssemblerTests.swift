@@ -115,7 +115,7 @@ final class SpanAssemblerTests: XCTestCase {
     }
 
     func testURLExpressionAndNonZeroErrors() {
-        let values: [String: AttributeValue] = [
+        let values: CapturedValues = [
             "scheme": .string("http"), "host": .string("127.0.0.1:80"), "path": .string("/a"), "query": .string("x=1"),
             "empty": .string(""), "failure": .int(0x7f00_1000),
         ]
@@ -176,7 +176,7 @@ final class SpanAssemblerTests: XCTestCase {
     }
 
     func testGRPCExpressionsLiteralsAndAbsentDefaults() {
-        let values: [String: AttributeValue] = ["method": .string("/grpc.health.v1.Health/Check"), "bare": .string("Ping")]
+        let values: CapturedValues = ["method": .string("/grpc.health.v1.Health/Check"), "bare": .string("Ping")]
         XCTAssertEqual(SpanAssembler.evaluate(.rpcService(of: "method"), values), .string("grpc.health.v1.Health"))
         XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "method"), values), .string("Check"))
         XCTAssertNil(SpanAssembler.evaluate(.rpcService(of: "bare"), values))
@@ -191,7 +191,7 @@ final class SpanAssemblerTests: XCTestCase {
         let event = SpanEvent(
             traceIDHigh: 1, traceIDLow: 1, spanID: 1, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
             processID: 1, spanSlot: 0, failedReads: 0, stoppedEarly: true, capturedMask: 0, data: [UInt8](repeating: 0x55, count: 16))
-        XCTAssertEqual(CaptureDecoder.decode(event, slots: [code]), ["code": .int(0)])
+        XCTAssertEqual(CaptureDecoder.decode(event, layouts: [CaptureLayout(code)], names: ["code"])["code"], .int(0))
     }
 
     /// grpc-go's status.Code(err): the status's code, UNKNOWN (2) for an error that carries no
@@ -245,5 +245,12 @@ final class SpanAssemblerTests: XCTestCase {
             Attribute("server.address", .string("::1")),
             Attribute("http.response.status_code", .int(200)),
         ])
+    }
+}
+
+/// Captures by name, for testing expressions without a record.
+extension CapturedValues: ExpressibleByDictionaryLiteral {
+    public init(dictionaryLiteral elements: (String, AttributeValue)...) {
+        self.init(names: elements.map(\.0), values: elements.map(\.1))
     }
 }
