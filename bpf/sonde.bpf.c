@@ -66,6 +66,14 @@ struct {
 	__type(value, struct sonde_trace_context);
 } handoffs SEC(".maps");
 
+/* The head sampler's setting, written by Engine before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_sampling);
+} sampling SEC(".maps");
+
 /* What a new call's record starts from before the entry fills it in; read
  * only. */
 const struct sonde_span_record empty_record = {};
@@ -309,24 +317,53 @@ static __always_inline int context_liveness(struct sonde_trace_context *context,
 	return parent_span ? CONTEXT_UNWOUND : CONTEXT_GONE;
 }
 
+/* Whether an unsampled root's marker still holds, from an entry on `owner` at
+ * `depth`: on the root's own goroutine/thread until an entry as shallow as
+ * the root (it unwound, or the next request began); elsewhere (a goroutine
+ * it started) while the root's goroutine still has this very marker. */
+static __always_inline int unsampled_root_open(struct sonde_trace_context *marker, __u32 tgid, __u64 owner, __u64 depth)
+{
+	if (marker->owner == owner)
+		return !unwound(marker->stack_depth, depth);
+	struct sonde_context_key root_key = { .key = marker->owner, .tgid = tgid };
+	struct sonde_trace_context *root = bpf_map_lookup_elem(&active_contexts, &root_key);
+	return root && (root->flags & SONDE_CONTEXT_UNSAMPLED) && root->span_id == marker->span_id;
+}
+
 /* How many unwound calls one entry looks past for a span still open. */
 #define MAX_UNWOUND_ANCESTORS 4
 
+enum parent_kind {
+	PARENT_NONE = 0,             /* a root: the sampler decides */
+	PARENT_OPEN = 1,             /* a child of the open span in `parent` */
+	PARENT_UNSAMPLED = 2,        /* inside a trace the sampler did not record */
+};
+
 /* The open span an entry on `owner` at `depth` descends from, found from the
- * active context by skipping calls that unwound; 0 when there is none. */
+ * active context by skipping calls that unwound. */
 static __always_inline int find_parent(struct sonde_context_key *context_key, __u64 owner, __u64 depth,
 				       struct sonde_trace_context *parent)
 {
 	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, context_key);
 	if (!active)
-		return 0;
+		return PARENT_NONE;
 	*parent = *active;   /* a copy: the element may be replaced while this runs */
+	if (parent->flags & SONDE_CONTEXT_UNSAMPLED)
+		return unsampled_root_open(parent, context_key->tgid, owner, depth) ? PARENT_UNSAMPLED : PARENT_NONE;
 	for (int level = 0; level < MAX_UNWOUND_ANCESTORS; level++) {
 		int liveness = context_liveness(parent, context_key->tgid, owner, depth);
 		if (liveness != CONTEXT_UNWOUND)
-			return liveness == CONTEXT_OPEN;
+			return liveness == CONTEXT_OPEN ? PARENT_OPEN : PARENT_NONE;
 	}
-	return 0;
+	return PARENT_NONE;
+}
+
+/* A root span is recorded when the sampler keeps its trace id. */
+static __always_inline int sampled(__u64 trace_id_low)
+{
+	__u32 zero = 0;
+	struct sonde_sampling *setting = bpf_map_lookup_elem(&sampling, &zero);
+	return setting && (trace_id_low >> 1) < setting->threshold;
 }
 
 /* Function entry: a fresh record in a new trace or, when a span is active on
@@ -340,7 +377,27 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	struct sonde_trace_context parent_context = {};
-	struct sonde_trace_context *parent = find_parent(&context_key, owner, depth, &parent_context) ? &parent_context : NULL;
+	int parent_kind = find_parent(&context_key, owner, depth, &parent_context);
+	if (parent_kind == PARENT_UNSAMPLED)
+		return 0;
+	struct sonde_trace_context *parent = parent_kind == PARENT_OPEN ? &parent_context : NULL;
+	__u64 trace_id_high = parent ? parent->trace_id_high : random64();
+	__u64 trace_id_low = parent ? parent->trace_id_low : random64();
+	if (!parent && !sampled(trace_id_low)) {
+		/* Nothing of this trace is recorded: its probes see the marker and return. */
+		struct sonde_trace_context marker = {
+			.trace_id_high = trace_id_high,
+			.trace_id_low = trace_id_low,
+			.span_id = random64(),
+			.owner = owner,
+			.span_slot = config->span_slot,
+			.flags = SONDE_CONTEXT_UNSAMPLED,
+			.stack_depth = depth,
+		};
+		set_context(&context_key, &marker);
+		count(SONDE_COUNTER_SAMPLED_OUT);
+		return 0;
+	}
 
 	/* A call of this probe still recorded here never returned: it unwound, or
 	 * this entry is nested in it (recursion). Either way it is lost; say which. */
@@ -364,15 +421,13 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	record->load_bias = regs->rip - config->site_address;
 	record->stack_depth = depth;
 	record->span_id = random64();
+	record->trace_id_high = trace_id_high;
+	record->trace_id_low = trace_id_low;
 	if (parent) {
-		record->trace_id_high = parent->trace_id_high;
-		record->trace_id_low = parent->trace_id_low;
 		record->parent_span_id = parent->span_id;
 		record->parent_owner = parent->owner;
 		record->parent_slot = parent->span_slot;
 	} else {
-		record->trace_id_high = random64();
-		record->trace_id_low = random64();
 		record->parent_span_id = 0;
 	}
 
@@ -462,8 +517,12 @@ static __always_inline int on_start_handoff(struct sonde_probe_config *config, s
 	struct sonde_trace_context inherited = {};
 	if (active)
 		inherited = *active;
-	/* Only a span still open is handed on (the creator's depth is unknown here). */
-	if (!active || context_liveness(&inherited, creator.tgid, 0, 0) != CONTEXT_OPEN) {
+	/* Only a span, or an unsampled root, still open is handed on (the creator's
+	 * depth is unknown here). */
+	int open = active && ((inherited.flags & SONDE_CONTEXT_UNSAMPLED)
+				      ? unsampled_root_open(&inherited, creator.tgid, 0, 0)
+				      : context_liveness(&inherited, creator.tgid, 0, 0) == CONTEXT_OPEN);
+	if (!open) {
 		bpf_map_delete_elem(&handoffs, &thread);
 		return 0;
 	}
@@ -488,6 +547,21 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 	return 0;
 }
 
+/* The end of a call that has no record: inside an unsampled trace, nothing to
+ * do but, at the end of its root, drop the marker; otherwise counted. */
+static __always_inline int end_unrecorded_call(struct sonde_probe_config *config, __u32 tgid, __u64 owner)
+{
+	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &context_key);
+	if (!active || !(active->flags & SONDE_CONTEXT_UNSAMPLED)) {
+		count(SONDE_COUNTER_ORPHAN_RETURN);
+		return 0;
+	}
+	if (active->owner == owner && active->span_slot == config->span_slot)
+		bpf_map_delete_elem(&active_contexts, &context_key);
+	return 0;
+}
+
 /* Function return (any RET site), or an end-span probe on the call's own
  * goroutine/thread: finish the call opened at entry. */
 static __always_inline int on_return(struct sonde_probe_config *config, struct x86_64_regs *regs)
@@ -496,10 +570,8 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	__u64 owner = call_owner(config, regs);
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record) {
-		count(SONDE_COUNTER_ORPHAN_RETURN);
-		return 0;
-	}
+	if (!record)
+		return end_unrecorded_call(config, tgid, owner);
 	struct fetch_state state = { .config = config, .record = record };
 	load_registers(&state, regs);
 	run_fetch_program(&state);

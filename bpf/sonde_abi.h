@@ -14,6 +14,7 @@
 #define SONDE_MAP_OBJECT_SPANS "object_spans"
 #define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
 #define SONDE_MAP_HANDOFFS "handoffs"
+#define SONDE_MAP_SAMPLING "sampling"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
 #define SONDE_PROGRAM_NAME "sonde_probe"
@@ -147,6 +148,11 @@ struct sonde_context_key {
 	__u32 pad;
 };
 
+/* Set in a context's `flags` for a root the sampler did not record: the
+ * trace's probes return at once, and `span_id` is only a nonce telling this
+ * root from a later one on the same goroutine/thread. */
+#define SONDE_CONTEXT_UNSAMPLED 1u
+
 /* The span that new spans on a goroutine/thread become children of, and the
  * call that opened it (owner, probe), to tell whether it is still open. */
 struct sonde_trace_context {
@@ -155,8 +161,18 @@ struct sonde_trace_context {
 	__u64 span_id;
 	__u64 owner;
 	__u32 span_slot;
-	__u32 pad;
+	__u32 flags;
+	__u64 stack_depth;           /* unsampled roots: their call's depth, as in the span record */
 };
+
+/* The head sampler's one setting (element 0 of `sampling`): a root span is
+ * recorded when its trace id's low 64 bits, shifted right by one, are below
+ * `threshold`, as OpenTelemetry's TraceIdRatioBased compares them; 1 << 63
+ * records every trace, 0 none. */
+struct sonde_sampling {
+	__u64 threshold;
+};
+#define SONDE_SAMPLE_ALL (1ull << 63)
 
 /* Counters user space reports; each is a per-CPU slot of the `counters` map,
  * added to atomically: a uprobe program can be preempted (Linux >= 6.0 runs it
@@ -176,7 +192,9 @@ enum sonde_counter {
 	                                    * the same goroutine/thread (recursion): never emitted */
 	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` or `handoffs`
 	                                    * full, so later spans there start new traces */
-	SONDE_COUNTER_COUNT = 9,
+	SONDE_COUNTER_SAMPLED_OUT = 9,     /* root spans the sampler did not record; nothing of
+	                                    * their trace is emitted */
+	SONDE_COUNTER_COUNT = 10,
 };
 
 #endif

@@ -22,6 +22,8 @@ extension BPFEngine {
         public var callsNested: UInt64 = 0
         /// Trace contexts (parent links, goroutine hand-offs) not kept: their map was full.
         public var contextsNotKept: UInt64 = 0
+        /// Root spans the sampler did not record: nothing of their traces is emitted, by design.
+        public var tracesSampledOut: UInt64 = 0
 
         public init() {}
 
@@ -60,6 +62,7 @@ extension BPFEngine {
         counters.callsUnwound = total(SONDE_COUNTER_CALL_UNWOUND)
         counters.callsNested = total(SONDE_COUNTER_CALL_NESTED)
         counters.contextsNotKept = total(SONDE_COUNTER_CONTEXTS_FULL)
+        counters.tracesSampledOut = total(SONDE_COUNTER_SAMPLED_OUT)
         return counters
     }
 
@@ -75,7 +78,7 @@ extension BPFEngine {
 
     /// Removes the calls and open streams that can no longer end: those of processes that exited
     /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
-    /// again); and the trace contexts of exited processes. Each removed call or stream is a span
+    /// again); and the trace contexts and goroutine hand-offs of exited processes. Each removed call or stream is a span
     /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
     /// one it emits, so a span is either emitted or counted here, never both; contexts of live
     /// processes are left alone, since one replaced while it is read would be a live one.
@@ -117,6 +120,12 @@ extension BPFEngine {
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
         for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) where !isAlive(key.tgid) {
             _ = delete(contexts, key)
+        }
+        // A hand-off waits between two calls on one thread (pid_tgid keys): only a process that
+        // died in between leaves one.
+        let handoffs = bpf_object__find_map_fd_by_name(object, SONDE_MAP_HANDOFFS)
+        for thread in keys(inMap: SONDE_MAP_HANDOFFS, as: UInt64.self) where !isAlive(UInt32(truncatingIfNeeded: thread >> 32)) {
+            _ = delete(handoffs, thread)
         }
         return reclaimed
     }

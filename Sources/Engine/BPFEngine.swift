@@ -36,7 +36,8 @@ public final class BPFEngine {
     private var ringBuffer: OpaquePointer?
     private var sink: EventSink?
 
-    public init(capacities: Capacities = Capacities()) throws {
+    /// - Parameter sampler: Which traces the BPF program records.
+    public init(capacities: Capacities = Capacities(), sampler: TraceSampler = .alwaysOn) throws {
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -67,6 +68,14 @@ public final class BPFEngine {
         object = opened
         program = found
         try checkLayout()
+        try setSampler(sampler)
+    }
+
+    private func setSampler(_ sampler: TraceSampler) throws {
+        var key: UInt32 = 0
+        var setting = sonde_sampling(threshold: sampler.threshold)
+        let result = bpf_map_update_elem(bpf_object__find_map_fd_by_name(object, SONDE_MAP_SAMPLING), &key, &setting, 0)
+        guard result == 0 else { throw EngineError.bpfLoadFailed(step: "setting the sampler", errno: errno) }
     }
 
     /// The Swift encoders and the C structs must agree byte for byte; the BTF-described map

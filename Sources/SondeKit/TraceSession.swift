@@ -35,6 +35,7 @@ public final class TraceSession: Sendable {
             if engine.callsUnwound > 0 { parts.append("calls that unwound without returning (panic, Goexit): \(engine.callsUnwound)") }
             if engine.callsNested > 0 { parts.append("calls replaced by a nested call of the same probe: \(engine.callsNested)") }
             if engine.contextsNotKept > 0 { parts.append("trace contexts not kept (contexts map full): \(engine.contextsNotKept)") }
+            if engine.tracesSampledOut > 0 { parts.append("traces not sampled: \(engine.tracesSampledOut)") }
             if engine.objectSpansReplaced > 0 { parts.append("stream spans never ended (object reused): \(engine.objectSpansReplaced)") }
             if engine.objectSpansFull > 0 { parts.append("stream spans not kept (too many open): \(engine.objectSpansFull)") }
             if reclaimed.ofExitedProcesses > 0 { parts.append("open spans of exited processes: \(reclaimed.ofExitedProcesses)") }
@@ -48,6 +49,8 @@ public final class TraceSession: Sendable {
 
     /// Sizes of the BPF state maps.
     public typealias Capacities = BPFEngine.Capacities
+    /// Which traces the BPF program records.
+    public typealias Sampler = TraceSampler
 
     /// How long a call or stream may stay open before its span is given up and counted: long
     /// enough for streaming RPCs and long polls, short enough that leaked state is freed.
@@ -78,13 +81,14 @@ public final class TraceSession: Sendable {
     public func run(
         plan: AttachPlan, executablePath: String, target: Target, exporter: some SpanExporter,
         processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
-        log: @escaping @Sendable (String) -> Void
+        sampler: Sampler = .alwaysOn, log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
         let missing = KernelCapabilities.missing()
         guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
         for skipped in plan.skipped { log("skipped \(skipped)") }
 
-        let engine = try BPFEngine(capacities: capacities)
+        let engine = try BPFEngine(capacities: capacities, sampler: sampler)
+        if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: executablePath))
         var unassembled = 0

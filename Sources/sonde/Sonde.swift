@@ -80,6 +80,8 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let sampler = try TraceSession.Sampler.fromEnvironment(environment)
         let executable: TargetExecutable
         let target: TraceSession.Target
         if let pid {
@@ -99,7 +101,6 @@ struct Run: ParsableCommand {
             guard (1...1 << 20).contains(maxCalls) else { throw ValidationError("--max-calls must be between 1 and 1048576") }
             capacities.calls = maxCalls
         }
-        let environment = ProcessInfo.processInfo.environment
         let useOTLP = exporter.map { $0 == .otlp } ?? OTLPExporterConfiguration.isEndpointConfigured(in: environment)
         let processorConfiguration = try BatchingSpanProcessor.Configuration.fromEnvironment(environment)
         let session = TraceSession()
@@ -109,11 +110,11 @@ struct Run: ParsableCommand {
             printError("exporting to \(configuration.endpoint)")
             summary = try session.run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: OTLPHTTPExporter(configuration: configuration),
-                processorConfiguration: processorConfiguration, capacities: capacities, log: printError)
+                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: printError)
         } else {
             summary = try session.run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(),
-                processorConfiguration: processorConfiguration, capacities: capacities, log: printError)
+                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: printError)
         }
         printError("sonde: \(summary)")
     }

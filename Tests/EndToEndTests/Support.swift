@@ -202,16 +202,16 @@ struct TracedDemoServer {
 
     /// `attachByExecutable` starts sonde with `--exe` before the server exists; otherwise `--pid` after.
     /// `endpoint` replaces the receiver's, e.g. with one where no collector listens. `sondeArguments`
-    /// replace the default packs; `serverEnvironment` is added to the server's.
+    /// replace the default packs; `serverEnvironment` and `sondeEnvironment` are added to the server's and sonde's.
     init(
         binary: String, attachByExecutable: Bool = false, endpoint: String? = nil, sondeArguments: [String] = packs,
-        serverEnvironment: [String: String] = [:]
+        serverEnvironment: [String: String] = [:], sondeEnvironment: [String: String] = [:]
     ) throws {
         receiver = try OTLPReceiver()
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-port-\(UUID().uuidString)").path
         let environment = [
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint ?? receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e",
-        ]
+        ].merging(sondeEnvironment) { _, new in new }
         var early: ChildProcess?
         if attachByExecutable {
             early = try ChildProcess(Repository.sonde, ["run", "--exe", binary] + sondeArguments, environment: environment)

@@ -54,3 +54,41 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.1.0", uprobePMUExists: true), [])
     }
 }
+
+/// OTEL_TRACES_SAMPLER and its argument, as the BPF program's threshold.
+final class TraceSamplerTests: XCTestCase {
+    func testSamplersAndTheirThresholds() throws {
+        XCTAssertEqual(try TraceSampler.fromEnvironment([:]), .alwaysOn, "the default is parentbased_always_on")
+        XCTAssertEqual(try TraceSampler.fromEnvironment(["OTEL_TRACES_SAMPLER": " "]), .alwaysOn)
+        XCTAssertEqual(try TraceSampler.fromEnvironment(["OTEL_TRACES_SAMPLER": "always_off"]), .alwaysOff)
+        XCTAssertEqual(try TraceSampler.fromEnvironment(["OTEL_TRACES_SAMPLER": "parentbased_always_off"]), .alwaysOff)
+        XCTAssertEqual(try TraceSampler.fromEnvironment(["OTEL_TRACES_SAMPLER": "traceidratio"]), .alwaysOn, "no argument: ratio 1")
+        let tenth = try TraceSampler.fromEnvironment(["OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"])
+        XCTAssertEqual(tenth.ratio, 0.1)
+        XCTAssertEqual(tenth.description, "10.0% of traces")
+        XCTAssertEqual(tenth.threshold, 922_337_203_685_477_632)  // 0.1 × 2^63, as the Go SDK computes it
+        XCTAssertEqual(TraceSampler.alwaysOn.threshold, 1 << 63)
+        XCTAssertEqual(TraceSampler.alwaysOff.threshold, 0)
+    }
+
+    func testBadSamplerSettingsSayWhatToSet() {
+        func error(_ environment: [String: String]) -> String {
+            do {
+                _ = try TraceSampler.fromEnvironment(environment)
+                return "no error"
+            } catch {
+                return error.description
+            }
+        }
+        XCTAssertEqual(
+            error(["OTEL_TRACES_SAMPLER": "jaeger_remote"]),
+            "OTEL_TRACES_SAMPLER 'jaeger_remote' is not a sampler sonde knows; use always_on, always_off, traceidratio, "
+                + "parentbased_always_on, parentbased_always_off or parentbased_traceidratio")
+        XCTAssertEqual(
+            error(["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"]),
+            "OTEL_TRACES_SAMPLER_ARG '1.5' is not a sampling ratio: give a number from 0 to 1, e.g. 0.1 for 10%")
+        XCTAssertEqual(
+            error(["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "ten percent"]),
+            "OTEL_TRACES_SAMPLER_ARG 'ten percent' is not a sampling ratio: give a number from 0 to 1, e.g. 0.1 for 10%")
+    }
+}
