@@ -17,6 +17,8 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	portFile := flag.String("port-file", "", "write the chosen port here once listening")
+	certificate := flag.String("tls-cert", "", "serve HTTPS (and so HTTP/2) with this certificate")
+	key := flag.String("tls-key", "", "the private key of -tls-cert")
 	flag.Parse()
 
 	mux := http.NewServeMux()
@@ -93,6 +95,9 @@ func main() {
 		}
 	}
 	log.Printf("demo server listening on %s", listener.Addr())
+	if *certificate != "" {
+		log.Fatal(http.ServeTLS(listener, mux, *certificate, *key))
+	}
 	log.Fatal(http.Serve(listener, mux))
 }
 
