@@ -8,8 +8,7 @@ import XCTest
 /// net/http/internal/http2 package from 1.27. Each ends its server span with the status.
 final class HTTP2ServerTests: XCTestCase {
     override func setUpWithError() throws {
-        let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+        try TracingTestSetup.requireKernelCapabilities()
     }
 
     func testGo119BundledHTTP2() throws {

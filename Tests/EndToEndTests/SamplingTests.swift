@@ -7,14 +7,10 @@ import XCTest
 /// children and by the goroutines it starts; every root is either exported or counted.
 final class SamplingTests: XCTestCase {
     override func setUpWithError() throws {
-        let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
-        _ = try GoToolchain.debian.installed()
+        try TracingTestSetup.requireKernelCapabilities()
     }
 
-    private func demoServer() throws -> String {
-        try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
-    }
+    private func demoServer() throws -> String { try TracingTestSetup.demoServer() }
 
     /// "traces not sampled: N" from sonde's summary, 0 when absent.
     private func sampledOut(_ summary: String) throws -> Int {

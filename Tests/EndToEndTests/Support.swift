@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Synchronization
 import TestSupport
@@ -271,3 +272,17 @@ func sendRequests(_ paths: [String], port: Int, concurrency: Int, newConnection:
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+
+/// What most end-to-end tests start with: a machine that can trace, and the demo server.
+enum TracingTestSetup {
+    /// Skips, naming what is missing, when the kernel cannot run Sonde's probes.
+    static func requireKernelCapabilities() throws {
+        let missing = KernelCapabilities.missing()
+        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
+    }
+
+    /// demo/go-http-server built with Debian's Go.
+    static func demoServer() throws -> String {
+        try GoToolchains.build("demo/go-http-server", with: GoToolchain.debian.installed(), name: "demo-go119")
+    }
+}

@@ -11,14 +11,10 @@ import FoundationNetworking
 /// test runs the real sonde against the demo server (Debian's Go) and checks exact counts.
 final class TargetFaultTests: XCTestCase {
     override func setUpWithError() throws {
-        let missing = KernelCapabilities.missing()
-        if !missing.isEmpty { throw TestEnvironment.missingKernelCapability(missing) }
-        _ = try GoToolchain.debian.installed()
+        try TracingTestSetup.requireKernelCapabilities()
     }
 
-    private func demoServer() throws -> String {
-        try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
-    }
+    private func demoServer() throws -> String { try TracingTestSetup.demoServer() }
 
     private func temporaryDirectory() throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-fault-\(UUID().uuidString)").path
