@@ -24,10 +24,14 @@ public struct SkippedProbe: Sendable, Equatable, CustomStringConvertible {
     public var pack: String
     public var probe: String
     public var reason: String
-    public init(pack: String, probe: String, reason: String) {
+    /// A function the probe needs is not in the binary: a version of the library without it, or
+    /// code the program never uses (e.g. connection hijacking), so there is nothing to probe.
+    public var isFunctionAbsent: Bool
+    public init(pack: String, probe: String, reason: String, isFunctionAbsent: Bool = false) {
         self.pack = pack
         self.probe = probe
         self.reason = reason
+        self.isFunctionAbsent = isFunctionAbsent
     }
     public var description: String { "\(pack)/\(probe): \(reason)" }
 }

@@ -38,6 +38,8 @@ public enum PlanCompiler {
                     throw PlanProblem("\(dwarf) and the pack's offset table is unusable: \(unusable)")
                 }
                 if let enrichment = probe.enrichment {
+                    // A function the binary lacks says more than its target's absence.
+                    _ = try function(probe.function, in: facts)
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
                         throw PlanProblem("it adds to \(enrichment.target), which is not planned for this binary")
                     }
@@ -51,7 +53,7 @@ public enum PlanCompiler {
                     planned.append(probePlan)
                 }
             } catch let problem as PlanProblem {
-                skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: problem.reason))
+                skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: problem.reason, isFunctionAbsent: problem.isFunctionAbsent))
             } catch {
                 skipped.append(SkippedProbe(pack: pack.name, probe: probe.id, reason: "\(error)"))
             }
@@ -185,7 +187,9 @@ public enum PlanCompiler {
         if let rejection = facts.rejectedFunctions[name] { throw PlanProblem(rejection) }
         guard let function = facts.functions[name] else {
             let tables = facts.hasDWARF ? "symbol table" : "symbol table or Go function table (.gopclntab)"
-            throw PlanProblem("no function \(name) in the \(tables) of \(facts.path)")
+            var absent = PlanProblem("no function \(name) in the \(tables) of \(facts.path)")
+            absent.isFunctionAbsent = true
+            throw absent
         }
         return function
     }
@@ -244,5 +248,7 @@ public enum PlanCompiler {
 /// A reason a probe cannot be planned, phrased for the user.
 struct PlanProblem: Error {
     let reason: String
+    /// The binary has no such function: nothing to probe, rather than something wrong.
+    var isFunctionAbsent = false
     init(_ reason: String) { self.reason = reason }
 }

@@ -73,7 +73,7 @@ final class CLIErrorTests: XCTestCase {
               go/net-http/client: \(reason)
               go/net-http/server-finished: it adds to go/net-http/server, which is not planned for this binary
               go/net-http/server-finished-http2: it adds to go/net-http/server, which is not planned for this binary
-              go/net-http/server-finished-internal-http2: it adds to go/net-http/server, which is not planned for this binary
+              go/net-http/server-finished-internal-http2: no function net/http/internal/http2.(*responseWriter).handlerDone in the symbol table or Go function table (.gopclntab) of \(stripped)
               go/net-http/server-hijacked: it adds to go/net-http/server, which is not planned for this binary
             Error: no probe of the chosen packs applies to \(stripped)
 

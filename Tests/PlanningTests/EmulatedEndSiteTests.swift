@@ -66,6 +66,7 @@ extension PlanCompilerTests {
         XCTAssertEqual(plan.skipped.map(\.description), [
             "go/net-http/server-finished: no function net/http.(*response).finishRequest in the symbol table of /srv/app",
         ])
+        XCTAssertEqual(plan.skipped.map(\.isFunctionAbsent), [true])
         XCTAssertEqual(plan.probes.first?.returns.map(\.address), [0x62_9200, 0x62_9240])
     }
 
