@@ -19,7 +19,7 @@ enum PackReader {
         let name = report.attempt { try readName(map.required("pack")) }
         let language = report.attempt { try readLanguage(map.required("language")) }
         let library = report.attempt { try readLibrary(map.required("library")) }
-        let probes = report.attempt { try readProbes(map.required("probes"), in: node) }
+        let probes = report.attempt { try readProbes(map.required("probes"), in: node, named: name) }
         guard let name, let language, let library, let probes, report.count == before else { return nil }
         return ProbePack(name: name, language: language, library: library, probes: probes, source: node.location)
     }
@@ -85,19 +85,54 @@ enum PackReader {
         return LibraryCoverage(module: module, versions: versions)
     }
 
-    private static func readProbes(_ node: YAMLNode, in pack: YAMLNode) throws -> [Probe] {
+    /// `packName`: the pack's name when it could be read, to check probes that end its own spans.
+    private static func readProbes(_ node: YAMLNode, in pack: YAMLNode, named packName: String?) throws -> [Probe] {
         let probeNodes = try node.sequence("probes")
         guard !probeNodes.isEmpty else { throw pack.error("a pack needs at least one probe") }
-        var probes: [Probe] = []
+        var probes: [(probe: Probe, node: YAMLNode)] = []
         for probeNode in probeNodes {
             guard let probe = node.diagnostics.attempt({ try readProbe(probeNode) }) else { continue }
-            if probes.contains(where: { $0.id == probe.id }) {
+            if probes.contains(where: { $0.probe.id == probe.id }) {
                 node.diagnostics.report(probeNode.error("probe id '\(probe.id)' is used twice in this pack"))
             } else {
-                probes.append(probe)
+                probes.append((probe, probeNode))
             }
         }
-        return probes
+        if let packName { checkSpanEnds(probes, of: packName) }
+        return probes.map(\.probe)
+    }
+
+    /// An `end-span` probe without `object` ends its target's span in place of the target's return,
+    /// so the target may read nothing at its return nor keep its span open under an object, and the
+    /// captures of the probes adding to one span share its record, so their names must differ.
+    /// Checked here for targets in the same pack; planning checks the others.
+    private static func checkSpanEnds(_ probes: [(probe: Probe, node: YAMLNode)], of packName: String) {
+        for (probe, node) in probes {
+            guard let enrichment = probe.enrichment, enrichment.ends == .openCall,
+                  enrichment.target.hasPrefix(packName + "/") else { continue }
+            let targetID = String(enrichment.target.dropFirst(packName.count + 1))
+            let problem: String?
+            if let target = probes.first(where: { $0.probe.id == targetID })?.probe {
+                let adding = probes.filter { $0.probe.enrichment?.target == enrichment.target && $0.probe.id != probe.id }.map(\.probe)
+                let reused = probe.captures.map(\.name).first { name in
+                    (adding + [target]).contains { $0.captures.contains { $0.name == name } }
+                }
+                if target.span == nil {
+                    problem = "end-span.span '\(enrichment.target)' is not a span probe"
+                } else if target.span?.outlivesCall != nil {
+                    problem = "'\(enrichment.target)' keeps its span open under an object: name that object (end-span.object) to end it"
+                } else if let returning = target.onReturn.first {
+                    problem = "'\(enrichment.target)' ends here, before its return, so its on-return capture '\(returning.name)' would never be read; capture it here, on entry"
+                } else if let reused {
+                    problem = "capture '\(reused)' is also a capture of '\(enrichment.target)' or of another probe adding to it; probes adding to one span need distinct capture names"
+                } else {
+                    problem = nil
+                }
+            } else {
+                problem = "end-span.span '\(enrichment.target)' names no probe of this pack"
+            }
+            if let problem { node.diagnostics.report(node.error(problem)) }
+        }
     }
 
     private static func readProbe(_ node: YAMLNode) throws -> Probe {

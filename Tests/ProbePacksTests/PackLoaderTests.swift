@@ -232,10 +232,10 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(
             error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { result: 0 }")),
             "bad.yaml:8:50: unknown key 'result' in end-span.object; expected one of: arg")
-        // Without an object, it ends the target's call open on its own goroutine/thread.
-        XCTAssertEqual(
-            try PackLoader.parse(yaml: ender.replacingOccurrences(of: ", object: { arg: s }", with: ""), file: "ok.yaml").probes[0].enrichment?.ends,
-            .openCall)
+        // Without an object, it ends the target's call open on its own goroutine/thread (here a
+        // span of another pack, which planning checks).
+        let callEnder = ender.replacingOccurrences(of: ", object: { arg: s }", with: "").replacingOccurrences(of: "go/example/open", with: "go/other/open")
+        XCTAssertEqual(try PackLoader.parse(yaml: callEnder, file: "ok.yaml").probes[0].enrichment?.ends, .openCall)
         XCTAssertEqual(
             error(in: ender.replacingOccurrences(of: "object: { arg: s }", with: "object: { arg: s }, error-when: { capture: code, at-least: 1 }")),
             "bad.yaml:8:83: error-when refers to unknown capture 'code'")
@@ -245,6 +245,41 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "name: \"handle {path}\" }", with: "name: \"handle {path}\", outlives-call: { result: 0, path: s.id } }")),
             "bad.yaml:8:84: span.outlives-call.path can only check the dynamic type, e.g. \"(*pkg.Stream)\"")
+    }
+
+    /// An end-span probe that ends a span of its own pack in place of the span's return is checked
+    /// against that span when the pack is read.
+    func testEndSpanWithoutObjectIsCheckedAgainstItsTargetInThePack() {
+        let pack = """
+            format: sonde.probe-pack/v1
+            pack: go/example
+            language: go
+            library: { module: std, versions: ">=1.19" }
+            probes:
+              - id: handler
+                function: main.handle
+                span: { kind: server, name: "handle" }
+                on-return:
+                  status: { arg: w, path: status, type: int }
+              - id: finished
+                function: main.finish
+                end-span: { span: go/example/handler }
+                on-entry:
+                  code: { arg: w, path: code, type: int }
+              - id: done
+                function: main.done
+                end-span: { span: go/example/missing }
+
+            """
+        XCTAssertEqual(error(in: pack), """
+            bad.yaml:11:5: 'go/example/handler' ends here, before its return, so its on-return capture 'status' would never be read; capture it here, on entry
+            bad.yaml:16:5: end-span.span 'go/example/missing' names no probe of this pack
+            """)
+        let reusing = pack.replacingOccurrences(of: "    on-return:\n      status", with: "    on-entry:\n      code")
+            .replacingOccurrences(of: "go/example/missing", with: "go/example/handler")
+        XCTAssertEqual(error(in: reusing), """
+            bad.yaml:11:5: capture 'code' is also a capture of 'go/example/handler' or of another probe adding to it; probes adding to one span need distinct capture names
+            """)
     }
 
     func testYAMLSyntaxErrorHasPosition() {
