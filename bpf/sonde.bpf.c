@@ -399,15 +399,18 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 		return 0;
 	}
 
-	/* A call of this probe still recorded here never returned: it unwound, or
-	 * this entry is nested in it (recursion). Either way it is lost; say which. */
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	struct sonde_span_record *stale = bpf_map_lookup_elem(&calls, &call_key);
-	if (stale)
-		count(unwound(stale->stack_depth, depth) ? SONDE_COUNTER_CALL_UNWOUND : SONDE_COUNTER_CALL_NESTED);
-	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_ANY) != 0) {
-		count(SONDE_COUNTER_STATE_FULL);
-		return 0;
+	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0) {
+		/* A call of this probe still recorded here never returned: it unwound,
+		 * or this entry is nested in it (recursion). Either way it is lost; say
+		 * which. Without one, the map is full. */
+		struct sonde_span_record *stale = bpf_map_lookup_elem(&calls, &call_key);
+		if (stale)
+			count(unwound(stale->stack_depth, depth) ? SONDE_COUNTER_CALL_UNWOUND : SONDE_COUNTER_CALL_NESTED);
+		if (!stale || bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_ANY) != 0) {
+			count(SONDE_COUNTER_STATE_FULL);
+			return 0;
+		}
 	}
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
