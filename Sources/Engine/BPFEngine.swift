@@ -21,11 +21,17 @@ public final class BPFEngine {
         public var failures: [String]
     }
 
-    /// How many entries each state map holds, set before the program loads.
+    /// How many entries each state map holds, and the ring buffer's size, set before the program loads.
     public struct Capacities: Sendable, Equatable {
         public var calls = Int(SONDE_MAX_CALLS)
         public var objectSpans = Int(SONDE_MAX_OBJECT_SPANS)
         public var contexts = Int(SONDE_MAX_CONTEXTS)
+        /// Bytes of the `spans` ring buffer: a power of two, a multiple of the page size. Its data
+        /// pages are mapped twice back to back (so a record can wrap), so every byte here costs two
+        /// of Sonde's resident memory once the ring has wrapped. The BPF program wakes the
+        /// reader at 256 KiB unread; 2 MiB leaves the reader 1.75 MiB (about 2,000 spans) of slack,
+        /// which lost no span under scripts/bench.sh's load where 8 MiB cost 16 MiB of RSS (issue 7).
+        public var spanBufferBytes = 2 * 1024 * 1024
         public init() {}
     }
 
@@ -49,7 +55,7 @@ public final class BPFEngine {
         }
         guard let opened else { throw EngineError.bpfLoadFailed(step: "open", errno: errno) }
         for (map, entries) in [(SONDE_MAP_CALLS, capacities.calls), (SONDE_MAP_OBJECT_SPANS, capacities.objectSpans),
-                               (SONDE_MAP_ACTIVE_CONTEXTS, capacities.contexts)] {
+                               (SONDE_MAP_ACTIVE_CONTEXTS, capacities.contexts), (SONDE_MAP_SPANS, capacities.spanBufferBytes)] {
             let result = bpf_object__find_map_by_name(opened, map).map { bpf_map__set_max_entries($0, UInt32(entries)) } ?? -ENOENT
             guard result == 0 else {
                 bpf_object__close(opened)
@@ -234,10 +240,17 @@ public final class BPFEngine {
 /// Carries the span handler through libbpf's C callback.
 private final class EventSink {
     let handler: (SpanEvent) -> Void
+    /// Every record is decoded into this one event, so its capture buffer is reused rather than
+    /// allocated per record; a handler that keeps the event gets its own copy on the next write.
+    private var event = SpanEvent(
+        traceIDHigh: 0, traceIDLow: 0, spanID: 0, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
+        processID: 0, spanSlot: 0, failedReads: 0, stoppedEarly: false, capturedMask: 0, data: [])
+
     init(handler: @escaping (SpanEvent) -> Void) {
         self.handler = handler
     }
+
     func deliver(_ raw: UnsafeRawBufferPointer) {
-        if let event = RecordLayout.decodeRecord(raw) { handler(event) }
+        if RecordLayout.decodeRecord(raw, into: &event) { handler(event) }
     }
 }

@@ -83,14 +83,22 @@ enum RecordLayout {
     static let dataOffset = MemoryLayout<sonde_span_record>.offset(of: \.data)!
     static let dataLength = MemoryLayout.size(ofValue: sonde_span_record().data)
 
-    static func decodeRecord(_ raw: UnsafeRawBufferPointer) -> SpanEvent? {
-        guard raw.count >= recordSize else { return nil }
+    /// Overwrites `event` with the record in `raw`, copying the capture area into the event's
+    /// own buffer: the ring-buffer reader decodes every record into one event, so a record
+    /// allocates nothing once that buffer exists (issue 7). Returns false, leaving `event` as it
+    /// was, when `raw` is shorter than a record.
+    static func decodeRecord(_ raw: UnsafeRawBufferPointer, into event: inout SpanEvent) -> Bool {
+        guard raw.count >= recordSize else { return false }
         let record = raw.loadUnaligned(as: sonde_span_record.self)
-        return SpanEvent(
+        var data: [UInt8] = []
+        swap(&data, &event.data)  // the buffer stays uniquely referenced, so it is written in place
+        if data.count != dataLength { data = [UInt8](repeating: 0, count: dataLength) }
+        data.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataOffset..<(dataOffset + dataLength)])) }
+        event = SpanEvent(
             traceIDHigh: record.trace_id_high, traceIDLow: record.trace_id_low, spanID: record.span_id, parentSpanID: record.parent_span_id,
             startMonotonicNanos: record.start_ns, endMonotonicNanos: record.end_ns, callKey: record.key,
             processID: Int32(bitPattern: record.tgid), spanSlot: record.span_slot, failedReads: record.failed_reads,
-            stoppedEarly: record.stopped != 0, capturedMask: record.captured,
-            data: Array(raw[dataOffset..<(dataOffset + dataLength)]))
+            stoppedEarly: record.stopped != 0, capturedMask: record.captured, data: data)
+        return true
     }
 }

@@ -62,7 +62,13 @@ public final class BatchingSpanProcessor: Sendable {
     /// Queues a finished span for export, or drops and counts it when the queue is full.
     /// Never blocks and never waits for the network. Ignored after `shutdown(timeout:)`.
     public func submit(_ span: Span) {
-        pipeline.submit(span)
+        pipeline.submit(CollectionOfOne(span))
+    }
+
+    /// Queues finished spans for export under one lock, as `submit(_:)` does each: a reader
+    /// that hands over what one poll produced takes the lock once, not once per span (issue 7).
+    public func submit(contentsOf spans: [Span]) {
+        pipeline.submit(spans)
     }
 
     /// What happened to the spans so far, with the reason of the last failed export.
@@ -82,7 +88,7 @@ public final class BatchingSpanProcessor: Sendable {
     /// Returns whether everything queued was handled in time.
     @discardableResult
     public func shutdown(timeout: Duration = .seconds(30)) async -> Bool {
-        guard pipeline.stopAcceptingSpans() else { return pipeline.state.withLock { $0.queue.isEmpty } }
+        guard pipeline.stopAcceptingSpans() else { return pipeline.state.withLock { $0.queuedCount == 0 } }
         timerTask.cancel()
         let flushed = await pipeline.flush(timeout: timeout)
         pipeline.wakeups.finish()

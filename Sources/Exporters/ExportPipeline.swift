@@ -19,13 +19,28 @@ final class ExportPipeline: Sendable {
     }
 
     struct State {
-        var queue: [Span] = []
+        /// The spans waiting for export, cut into export batches as they arrive (only the last
+        /// may be partial), so the export loop takes a batch by moving one array rather than
+        /// copying its spans out of a single queue (issue 7).
+        var batches: [[Span]] = []
+        var queuedCount = 0
         var statistics = ExportStatistics()
         var acceptsSpans = true
         /// Wakeups on their way to the export loop; sending one again would only repeat it.
         var pendingWakeups: Set<Wakeup> = []
         var flushWaiters: [Int: FlushWaiter] = [:]
         var nextFlushID = 0
+
+        /// Queues `span` in the last batch, or a new one; returns whether that filled the batch.
+        mutating func append(_ span: Span, batchSize: Int) -> Bool {
+            if batches.last?.count ?? batchSize == batchSize {
+                batches.append([])
+                batches[batches.count - 1].reserveCapacity(batchSize)
+            }
+            batches[batches.count - 1].append(span)
+            queuedCount += 1
+            return batches[batches.count - 1].count == batchSize
+        }
     }
 
     let state = Mutex(State())
@@ -39,16 +54,18 @@ final class ExportPipeline: Sendable {
         self.wakeups = wakeups
     }
 
-    func submit(_ span: Span) {
+    /// Queues `spans` under one lock; those beyond the queue's capacity are dropped and counted.
+    func submit(_ spans: some Collection<Span>) {
         let batchFilled = state.withLock { state in
             guard state.acceptsSpans else { return false }
-            state.statistics.submitted += 1
-            guard state.queue.count < configuration.queueCapacity else {
-                state.statistics.droppedQueueFull += 1
-                return false
+            state.statistics.submitted += spans.count
+            let accepted = min(spans.count, configuration.queueCapacity - state.queuedCount)
+            state.statistics.droppedQueueFull += spans.count - accepted
+            var filled = false
+            for span in spans.prefix(accepted) {
+                filled = state.append(span, batchSize: configuration.maxBatchSize) || filled
             }
-            state.queue.append(span)
-            return state.queue.count >= configuration.maxBatchSize
+            return filled
         }
         if batchFilled { wake(.batchFilled) }
     }
@@ -56,7 +73,7 @@ final class ExportPipeline: Sendable {
     /// Wakes the export loop if spans are waiting and the same wakeup is not already on its way.
     func wake(_ wakeup: Wakeup) {
         let shouldWake = state.withLock { state in
-            !state.queue.isEmpty && state.pendingWakeups.insert(wakeup).inserted
+            state.queuedCount > 0 && state.pendingWakeups.insert(wakeup).inserted
         }
         if shouldWake { wakeups.yield(wakeup) }
     }
@@ -77,19 +94,19 @@ final class ExportPipeline: Sendable {
         }
     }
 
-    /// Exports the spans queued when called, not those arriving meanwhile, so a flush finishes
+    /// Exports the batches queued when called, not those begun meanwhile, so a flush finishes
     /// even under a steady stream of spans.
     private func exportQueuedSpans(fullBatchesOnly: Bool) async {
-        var remaining = state.withLock { $0.queue.count }
+        var remaining = state.withLock { $0.batches.count }
         while remaining > 0, !Task.isCancelled {
             let batch: [Span]? = state.withLock { state in
-                let batchSize = min(remaining, configuration.maxBatchSize, state.queue.count)
-                guard batchSize > 0, !fullBatchesOnly || batchSize == configuration.maxBatchSize else { return nil }
-                defer { state.queue.removeFirst(batchSize) }
-                return Array(state.queue.prefix(batchSize))
+                guard let first = state.batches.first,
+                      !fullBatchesOnly || first.count == configuration.maxBatchSize else { return nil }
+                state.queuedCount -= first.count
+                return state.batches.removeFirst()
             }
             guard let batch else { return }
-            remaining -= batch.count
+            remaining -= 1
             await exportWithRetries(batch)
         }
     }
@@ -172,10 +189,11 @@ final class ExportPipeline: Sendable {
 
     func dropQueuedSpans(reason: String) {
         state.withLock { state in
-            guard !state.queue.isEmpty else { return }
-            state.statistics.droppedExportFailed += state.queue.count
-            state.statistics.lastFailure = "\(state.queue.count) spans dropped: \(reason)"
-            state.queue.removeAll()
+            guard state.queuedCount > 0 else { return }
+            state.statistics.droppedExportFailed += state.queuedCount
+            state.statistics.lastFailure = "\(state.queuedCount) spans dropped: \(reason)"
+            state.batches.removeAll()
+            state.queuedCount = 0
         }
     }
 
@@ -188,7 +206,7 @@ final class ExportPipeline: Sendable {
                 return id
             }
             if case .terminated = wakeups.yield(.flush(id: id)) {
-                finishFlush(id: id, completed: state.withLock { $0.queue.isEmpty })
+                finishFlush(id: id, completed: state.withLock { $0.queuedCount == 0 })
                 return
             }
             let deadline = Task {

@@ -22,6 +22,14 @@ public struct OTLPHTTPExporter: SpanExporter {
         let backstop = (configuration.timeout.timeInterval + 1).rounded(.up)
         sessionConfiguration.timeoutIntervalForRequest = backstop
         sessionConfiguration.timeoutIntervalForResource = backstop
+        // An export is never cached, and its replies set no cookies and ask for no credentials;
+        // without these stores URLSession on Linux skips a look at its cache folder on disk and
+        // a hop to the store's queue for every request (issue 7).
+        sessionConfiguration.urlCache = nil
+        sessionConfiguration.requestCachePolicy = .reloadIgnoringLocalCacheData
+        sessionConfiguration.httpCookieStorage = nil
+        sessionConfiguration.httpShouldSetCookies = false
+        sessionConfiguration.urlCredentialStorage = nil
         session = URLSession(configuration: sessionConfiguration)
         encoder = OTLPTraceEncoder { [configuration] in configuration.exportedResource(for: $0) }
         compressor = configuration.compression == .gzip ? GzipCompressor() : nil

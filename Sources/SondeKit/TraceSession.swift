@@ -57,6 +57,8 @@ public final class TraceSession: Sendable {
     public static let maximumCallAge: Duration = .seconds(3600)
     /// How often the state of exited processes and expired calls is reclaimed.
     static let reclaimInterval: Duration = .seconds(5)
+    /// How often dropped spans are looked for and reported while tracing.
+    static let dropReportInterval: Duration = .seconds(1)
     /// How long the exporter may take to send what is queued when tracing stops.
     static let flushDeadline: Duration = .seconds(10)
 
@@ -85,16 +87,28 @@ public final class TraceSession: Sendable {
     ) throws -> Summary {
         let missing = KernelCapabilities.missing()
         guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
-        for skipped in plan.skipped { log("skipped \(skipped)") }
+        // Functions a binary lacks are normal (other versions, unused code): one line for them all.
+        for skipped in plan.skipped where !skipped.isFunctionAbsent { log("skipped \(skipped)") }
+        let absent = plan.skipped.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
+        if !absent.isEmpty { log("not probed, their functions are not in this binary: \(absent.joined(separator: ", "))") }
 
         let engine = try BPFEngine(capacities: capacities, sampler: sampler)
         if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: executablePath))
         var unassembled = 0
+        // Spans are handed to the processor an export batch at a time, and after each poll: one
+        // lock per group rather than per span (issue 7).
+        var assembled: [Span] = []
+        let groupSize = processorConfiguration.maxBatchSize
+        func submitAssembled() {
+            processor.submit(contentsOf: assembled)
+            assembled.removeAll(keepingCapacity: true)
+        }
         try engine.onSpan { event in
             if let span = assembler.assemble(event) {
-                processor.submit(span)
+                assembled.append(span)
+                if assembled.count >= groupSize { submitAssembled() }
             } else {
                 unassembled += 1
             }
@@ -114,8 +128,10 @@ public final class TraceSession: Sendable {
         var lastReported = 0
         var reclaimed = BPFEngine.Reclaimed()
         var nextReclaim = ContinuousClock.now + Self.reclaimInterval
+        var nextDropCheck = ContinuousClock.now
         while !stopRequested.load(ordering: .relaxed) {
             engine.poll(timeoutMilliseconds: 100)
+            submitAssembled()
             if case .process(let pid) = target, kill(pid, 0) != 0, errno == ESRCH {
                 log("process \(pid) exited")
                 break
@@ -126,15 +142,20 @@ public final class TraceSession: Sendable {
                 reclaimed.pastMaximumAge += removed.pastMaximumAge
                 nextReclaim = ContinuousClock.now + Self.reclaimInterval
             }
-            let statistics = processor.statistics
-            let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed + Int(engine.counters().spansLost) + reclaimed.total
-            if dropped > lastReported {
-                log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
-                lastReported = dropped
+            // Reading the kernel's counters is a system call per CPU: once a second, not every poll.
+            if ContinuousClock.now >= nextDropCheck {
+                let statistics = processor.statistics
+                let dropped = statistics.droppedQueueFull + statistics.droppedExportFailed + Int(engine.counters().spansLost) + reclaimed.total
+                if dropped > lastReported {
+                    log("dropped \(dropped - lastReported) spans (\(statistics.summary))")
+                    lastReported = dropped
+                }
+                nextDropCheck = ContinuousClock.now + Self.dropReportInterval
             }
         }
         stopRequested.store(true, ordering: .relaxed)   // from here on, any signal ends the flush
         engine.detach()
+        submitAssembled()  // what detaching drained from the ring buffer
         let openAtExit = engine.openCalls()
         let deadline = Self.flushDeadline
         switch Self.waitFor(orAbandonedBy: flushAbandoned, { await processor.shutdown(timeout: deadline) }) {

@@ -1,5 +1,6 @@
 import BinaryAnalysis
 import Planning
+import SondeABI
 import XCTest
 
 @testable import Engine
@@ -42,6 +43,33 @@ final class EngineEncodingTests: XCTestCase {
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32. Capture fewer values in this probe")
         }
         XCTAssertEqual(RecordLayout.recordSize, 912)
+    }
+
+    func testRecordsDecodeIntoOneReusedEventWhileAKeptEventKeepsItsCaptures() {
+        func recordBytes(spanID: UInt64, firstByte: UInt8) -> [UInt8] {
+            var record = sonde_span_record()
+            record.span_id = spanID
+            record.tgid = 4242
+            record.captured = 0b101
+            record.data.0 = firstByte
+            return withUnsafeBytes(of: record) { Array($0) }
+        }
+        var event = SpanEvent(
+            traceIDHigh: 9, traceIDLow: 9, spanID: 9, parentSpanID: 9, startMonotonicNanos: 9, endMonotonicNanos: 9, callKey: 9, processID: 9,
+            spanSlot: 9, failedReads: 9, stoppedEarly: true, capturedMask: 9, data: [])
+
+        XCTAssertTrue(recordBytes(spanID: 1, firstByte: 0xaa).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        let kept = event
+        XCTAssertTrue(recordBytes(spanID: 2, firstByte: 0xbb).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+
+        XCTAssertEqual([kept.spanID, event.spanID], [1, 2])
+        XCTAssertEqual([kept.data.first, event.data.first], [0xaa, 0xbb], "the kept event's captures are its own")
+        XCTAssertEqual(event.data.count, RecordLayout.dataLength)
+        XCTAssertEqual(event.processID, 4242)
+        XCTAssertEqual(event.capturedMask, 0b101)
+        XCTAssertFalse(event.stoppedEarly)
+        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.recordSize - 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        XCTAssertEqual(event.spanID, 2, "a short record leaves the event as it was")
     }
 
     func testMissingCapabilitiesAreListed() {

@@ -20,6 +20,16 @@ final class StateReclaimTests: XCTestCase {
         engine = try BPFEngine(capacities: capacities)
     }
 
+    func testTheSpanRingBufferHasTheConfiguredSize() throws {
+        let spans = try XCTUnwrap(bpf_object__find_map_by_name(engine.object, SONDE_MAP_SPANS))
+        XCTAssertEqual(Int(bpf_map__max_entries(spans)), BPFEngine.Capacities().spanBufferBytes)
+        var capacities = BPFEngine.Capacities()
+        capacities.spanBufferBytes = 1 << 20
+        let smaller = try BPFEngine(capacities: capacities)
+        let smallerSpans = try XCTUnwrap(bpf_object__find_map_by_name(smaller.object, SONDE_MAP_SPANS))
+        XCTAssertEqual(bpf_map__max_entries(smallerSpans), 1 << 20)
+    }
+
     /// The pid of a process that has exited (and been reaped).
     private func exitedProcessID() throws -> UInt32 {
         let process = Process()

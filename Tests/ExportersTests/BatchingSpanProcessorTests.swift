@@ -69,6 +69,39 @@ final class BatchingSpanProcessorTests: XCTestCase {
         await processor.shutdown()
     }
 
+    func testSpansSubmittedTogetherAreCutIntoBatchesAndCountedLikeSpansSubmittedOneByOne() async {
+        let exporter = GatedExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(queueCapacity: 5, maxBatchSize: 2))
+        let spans = makeNumberedSpans(9)
+
+        processor.submit(contentsOf: Array(spans[0..<2]))
+        await waitUntil { await exporter.batches.count == 1 }  // the exporter now holds spans 1 and 2 and hangs
+        processor.submit(contentsOf: Array(spans[2..<5]))
+        processor.submit(contentsOf: Array(spans[5...]))  // two fit the queue, two are dropped
+
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 9, droppedQueueFull: 2))
+        await exporter.open()
+        await processor.flush()
+        let batches = await exporter.batches
+        XCTAssertEqual(batches.map { $0.map(\.name) }, [["span 1", "span 2"], ["span 3", "span 4"], ["span 5", "span 6"], ["span 7"]])
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 9, exported: 7, droppedQueueFull: 2))
+        await processor.shutdown()
+    }
+
+    func testAGroupThatFillsABatchExportsItWithoutWaitingForTheScheduleDelay() async {
+        let exporter = RecordingExporter()
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxBatchSize: 2))
+
+        processor.submit(contentsOf: [makeNumberedSpans(1)[0]])
+        processor.submit(contentsOf: Array(makeNumberedSpans(3)[1...]))
+
+        await waitUntil { await exporter.batches.count == 1 }
+        let batches = await exporter.batches
+        XCTAssertEqual(batches.map { $0.map(\.name) }, [["span 1", "span 2"]])
+        await processor.shutdown()
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, exported: 3))
+    }
+
     func testRetryableFailuresAreRetriedUntilSuccess() async {
         let exporter = RecordingExporter(failingWith: [
             SpanExportError.retryable(reason: "HTTP 503"), SpanExportError.retryable(reason: "HTTP 503"),
