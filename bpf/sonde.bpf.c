@@ -87,7 +87,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 * 1024 * 1024);
+	__uint(max_entries, 8 * 1024 * 1024);   /* Engine sets the size before loading */
 } spans SEC(".maps");
 
 /* Below this much unread data, emitted spans do not wake the reader, which
