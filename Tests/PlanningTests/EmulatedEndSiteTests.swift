@@ -78,17 +78,23 @@ extension PlanCompilerTests {
         XCTAssertEqual(TrapCost(perCallOf: plan.probes[0]), TrapCost(emulatedHits: 0, singleSteppedHits: 2))
     }
 
-    func testEndSpanProbeIsRefusedWhenTheSpanReadsCapturesAtItsReturn() throws {
-        let ender = try PackLoader.parse(yaml: """
+    /// A pack of its own whose one probe ends net/http's server span at finishRequest.
+    func finishRequestEnder(pack: String, onEntry capture: String? = nil) throws -> ProbePack {
+        try PackLoader.parse(yaml: """
             format: sonde.probe-pack/v1
-            pack: go/finish
+            pack: \(pack)
             language: go
             library: { module: std, versions: ">=1.17" }
             probes:
               - id: finished
                 function: net/http.(*response).finishRequest
                 end-span: { span: go/net-http/server }
-            """, file: "finish.yaml")
+            \(capture.map { "    on-entry:\n      \($0)" } ?? "")
+            """, file: "ender.yaml")
+    }
+
+    func testEndSpanProbeIsRefusedWhenTheSpanReadsCapturesAtItsReturn() throws {
+        let ender = try finishRequestEnder(pack: "go/finish")
         // The fixture's server probe reads its status at return.
         let plan = PlanCompiler.compile(packs: [try serverPack(), ender], facts: factsWithFinishRequest())
         XCTAssertEqual(plan.skipped.map(\.description), [
@@ -99,18 +105,7 @@ extension PlanCompilerTests {
 
     /// Attributes find captures by name: two probes adding to one span cannot both have a `status`.
     func testProbeAddingToASpanMayNotReuseACaptureName() throws {
-        let second = try PackLoader.parse(yaml: """
-            format: sonde.probe-pack/v1
-            pack: go/second
-            language: go
-            library: { module: std, versions: ">=1.17" }
-            probes:
-              - id: finished
-                function: net/http.(*response).finishRequest
-                end-span: { span: go/net-http/server }
-                on-entry:
-                  status: { arg: w, path: status, type: int }
-            """, file: "second.yaml")
+        let second = try finishRequestEnder(pack: "go/second", onEntry: "status: { arg: w, path: status, type: int }")
         let plan = PlanCompiler.compile(packs: [try shippedServerPack(), second], facts: factsWithFinishRequest())
         XCTAssertEqual(plan.skipped.map(\.description), [
             "go/second/finished: its capture 'status' has the name of a capture of go/net-http/server or of another probe adding to it; rename it",
