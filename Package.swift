@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "Engine", dependencies: ["Planning", "CLibBPF", "SondeABI"], plugins: ["BPFObjectBuilder"]),
         /// The OpenTelemetry span data model that Tracing produces and Exporters consume.
         .target(name: "Spans"),
-        .target(name: "Tracing", dependencies: ["Planning", "Spans"]),
+        .target(name: "Tracing", dependencies: ["Planning", "Spans", "SondeABI"]),
         .target(name: "Exporters", dependencies: ["Spans", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

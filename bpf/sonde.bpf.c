@@ -129,14 +129,17 @@ static __always_inline void copy_string(struct fetch_state *state, struct sonde_
 {
 	__u8 *destination = data_at(state->record, op->out);
 	__u64 limit = op->len;
-	if (length > limit)
+	__u16 truncated = 0;
+	if (length > limit) {
 		length = limit;
+		truncated = SONDE_STRING_TRUNCATED;
+	}
 	length &= SONDE_MAX_STRING;
 	if (length > 0 && bpf_probe_read_user(destination + 2, length, (void *)address) != 0) {
 		state->record->failed_reads += 1;
 		return;
 	}
-	*(__u16 *)destination = length;
+	*(__u16 *)destination = length | truncated;
 	mark_captured(state->record, op);
 }
 

@@ -31,6 +31,9 @@
 #define SONDE_SAVED_SLOTS 4
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
 #define SONDE_MAX_STRING 255         /* longest string one op copies */
+/* Set in a stored string's u16 length when the string was longer than its
+ * capture's bound and was cut there. */
+#define SONDE_STRING_TRUNCATED 0x8000
 
 /* What a probe site does to tracing state. */
 enum sonde_role {

@@ -1,5 +1,6 @@
 import Planning
 import ProbePacks
+import SondeABI
 import Spans
 
 /// Reads capture values out of a span record's data area.
@@ -18,9 +19,12 @@ enum CaptureDecoder {
                 }
                 switch slot.type {
                 case .goString:
-                    let length = min(Int(integer(UInt16.self)), slot.maxLength)
+                    // Bytes that are not UTF-8 become U+FFFD; a string cut at its bound ends in "…".
+                    let stored = integer(UInt16.self)
+                    let length = min(Int(stored & ~UInt16(SONDE_STRING_TRUNCATED)), slot.maxLength)
                     let start = slot.offset + 2
-                    return .string(String(decoding: data[start..<(start + length)], as: UTF8.self))
+                    let text = String(decoding: data[start..<(start + length)], as: UTF8.self)
+                    return .string(stored & UInt16(SONDE_STRING_TRUNCATED) != 0 ? text + Self.truncationMark : text)
                 case .int: return intValue(integer(Int64.self), slot)
                 case .int32: return intValue(Int64(integer(Int32.self)), slot)
                 case .uint16: return intValue(Int64(integer(UInt16.self)), slot)
@@ -31,6 +35,9 @@ enum CaptureDecoder {
         }
         return CapturedValues(names: names, values: values)
     }
+
+    /// Ends a string the BPF program cut at its capture's `max-length`.
+    static let truncationMark = "…"
 
     private static func intValue(_ value: Int64, _ slot: CaptureLayout) -> AttributeValue {
         .int(value == 0 ? slot.ifZero ?? 0 : value)

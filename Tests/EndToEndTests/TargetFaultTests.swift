@@ -113,6 +113,25 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertTrue(traced.sonde.text.contains("returns without a seen entry: 0"), traced.sonde.text)
     }
 
+    /// A 64 KiB path is cut at the pack's bound (128 bytes) and marked; a byte that is not UTF-8
+    /// arrives as U+FFFD. Nothing else of the request is misread.
+    func testOversizedAndNonUTF8ValuesAreCutAndMarked() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let long = "/" + String(repeating: "a", count: 65_535)
+        for path in [long, "/%FFx"] {
+            let status = try ChildProcess.run(try TestEnvironment.tool("CURL"), [
+                "--silent", "--path-as-is", "--output", "/dev/null", "--write-out", "%{http_code}", "http://127.0.0.1:\(traced.port)\(path)",
+            ])
+            XCTAssertEqual(status, "404")
+        }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        let spans = try traced.spans()
+        XCTAssertEqual(spans.map { attributes($0)["url.path"] as? String }, [String(long.prefix(128)) + "…", "/\u{FFFD}x"], traced.sonde.text)
+        XCTAssertEqual(spans.map { attributes($0)["http.response.status_code"] as? Int }, [404, 404])
+        XCTAssertEqual(spans.map { attributes($0)["http.request.method"] as? String }, ["GET", "GET"])
+    }
+
     /// A client call that panics inside the round trip (its Proxy function fails) and is recovered
     /// by the handler is counted once; the handler's next call is still the server span's child.
     func testCallUnwoundInsideAnOpenSpanLeavesThatSpanTheParent() async throws {

@@ -71,6 +71,18 @@ final class SpanAssemblerTests: XCTestCase {
         }
     }
 
+    /// A string the BPF program cut at its bound carries the flag in its length and ends in "…";
+    /// bytes that are not UTF-8 become U+FFFD, never something else.
+    func testTruncatedAndNonUTF8StringsAreMarked() throws {
+        var event = Self.event(method: "GET", path: String(repeating: "a", count: 128), host: "h:1", status: 200)
+        event.data[25] |= 0x80   // the path's u16 length: 128 | truncated
+        event.data[27] = 0xff    // not UTF-8
+        let span = try XCTUnwrap(try assembler().assemble(event))
+        let path = try XCTUnwrap(span.attributes.first { $0.key == "url.path" }?.value)
+        XCTAssertEqual(path, .string("a\u{FFFD}" + String(repeating: "a", count: 126) + "…"))
+        XCTAssertEqual(span.name, "GET a\u{FFFD}" + String(repeating: "a", count: 126) + "…")
+    }
+
     func testServerSpanFromEvent() throws {
         let span = try XCTUnwrap(try assembler().assemble(Self.event(method: "GET", path: "/items/7", host: "localhost:8080", status: 404)))
         XCTAssertEqual(span.name, "GET /items/7")
