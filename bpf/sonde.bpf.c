@@ -74,6 +74,25 @@ struct {
 	__type(value, struct sonde_sampling);
 } sampling SEC(".maps");
 
+/* Outgoing propagation's setting, written by Engine before attaching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_propagation);
+} propagation SEC(".maps");
+
+/* Client spans' trace contexts between the span's start, which names the
+ * request's carrier (its header map), and the INJECT probe that writes the
+ * request, often on another goroutine. The span's end removes its entry and
+ * counts it when it was never written. A plain hash: nothing is evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SONDE_MAX_INJECTIONS);
+	__type(key, struct sonde_call_key);
+	__type(value, struct sonde_injection);
+} injections SEC(".maps");
+
 /* What a new call's record starts from before the entry fills it in; read
  * only. */
 const struct sonde_span_record empty_record = {};
@@ -95,7 +114,7 @@ struct {
 #define WAKEUP_THRESHOLD (256 * 1024)
 
 struct fetch_state {
-	__u64 registers[16];         /* DWARF register order */
+	struct x86_64_regs *regs;
 	struct sonde_probe_config *config;
 	struct sonde_span_record *record;
 	__u64 value;
@@ -113,6 +132,227 @@ static __always_inline void count(__u32 counter)
 static __always_inline __u64 random64(void)
 {
 	return ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+}
+
+/* A register's value, loaded in place: the verifier refuses a load through a
+ * context pointer the compiler moved by a variable offset. */
+#define CONTEXT_FIELD(regs, field) ({ __u64 loaded = (regs)->field; asm volatile("" : "+r"(loaded)); loaded; })
+
+/* A register by DWARF number. */
+static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 number)
+{
+	switch (number & 15) {
+	case 0: return CONTEXT_FIELD(regs, rax);
+	case 1: return CONTEXT_FIELD(regs, rdx);
+	case 2: return CONTEXT_FIELD(regs, rcx);
+	case 3: return CONTEXT_FIELD(regs, rbx);
+	case 4: return CONTEXT_FIELD(regs, rsi);
+	case 5: return CONTEXT_FIELD(regs, rdi);
+	case 6: return CONTEXT_FIELD(regs, rbp);
+	case 7: return CONTEXT_FIELD(regs, rsp);
+	case 8: return CONTEXT_FIELD(regs, r8);
+	case 9: return CONTEXT_FIELD(regs, r9);
+	case 10: return CONTEXT_FIELD(regs, r10);
+	case 11: return CONTEXT_FIELD(regs, r11);
+	case 12: return CONTEXT_FIELD(regs, r12);
+	case 13: return CONTEXT_FIELD(regs, r13);
+	case 14: return CONTEXT_FIELD(regs, r14);
+	default: return CONTEXT_FIELD(regs, r15);
+	}
+}
+
+/* Searching a Go map[string][]string for one key, without its hash (the
+ * seed is the process's): every full slot's key is compared, in at most
+ * MAX_MAP_GROUPS buckets or groups. A request's header map has a few. */
+#define MAX_MAP_GROUPS 16
+#define GO_MAP_SLOTS 8
+#define GO_STRING_SIZE 16
+#define GO_MAP_MIN_TOPHASH 5         /* Go <= 1.23: tophash below it marks an empty or moved slot */
+#define GO_MAP_CTRL_EMPTY 0x80       /* Go >= 1.24: a control byte with it set is an empty slot */
+#define GO_MAP_SAME_SIZE_GROW 8      /* hmap.flags: the old buckets are as many as the new */
+
+struct map_search {
+	struct sonde_probe_config *config;
+	__u32 layout;
+	__u32 elem_size;
+	__u32 key_slot;
+	__u32 key_length;
+	__u64 group;                 /* the bucket or group to read next; 0: take the next one */
+	__u64 groups;                /* bucket array, or a table's groups */
+	__u64 group_count;
+	__u64 next_index;
+	__u64 old_groups;            /* Go <= 1.23: buckets still being evacuated */
+	__u64 old_count;
+	__u64 directory;             /* Go >= 1.24: the tables of a large map */
+	__u64 directory_length;
+	__u64 next_table;
+	__u64 last_table;
+	__u64 found;                 /* the address of the key's element */
+	__u32 done;
+};
+
+static __always_inline __u64 map_group_size(struct map_search *search)
+{
+	if (search->layout == SONDE_GO_MAP_BUCKETS)
+		return 8 + GO_MAP_SLOTS * GO_STRING_SIZE + GO_MAP_SLOTS * search->elem_size + 8;
+	return 8 + GO_MAP_SLOTS * (GO_STRING_SIZE + search->elem_size);
+}
+
+/* Whether the string at `address` (its bytes) is the key searched for: the
+ * key's literal is zero-padded to its 16-byte slot, and so is the copy. */
+static __always_inline int key_matches(struct map_search *search, __u64 address)
+{
+	__u64 bytes[2] = {};
+	__u32 length = search->key_length;
+	if (length == 0 || length >= SONDE_LITERAL_SLOT_SIZE
+	    || bpf_probe_read_user(bytes, length & (SONDE_LITERAL_SLOT_SIZE - 1), (void *)address) != 0)
+		return 0;
+	__u64 *literal = (__u64 *)&search->config->literals[(search->key_slot & (SONDE_LITERAL_SLOTS - 1)) * SONDE_LITERAL_SLOT_SIZE];
+	return bytes[0] == literal[0] && bytes[1] == literal[1];
+}
+
+/* Compares the keys of one bucket or group; sets `found` on a match. */
+static __always_inline int scan_map_group(struct map_search *search, __u64 group)
+{
+	__u64 control = 0;
+	if (bpf_probe_read_user(&control, sizeof(control), (void *)group) != 0)
+		return 0;
+	__u64 slot_size = GO_STRING_SIZE + search->elem_size;
+	for (__u32 slot = 0; slot < GO_MAP_SLOTS; slot++) {
+		__u8 byte = control >> (slot * 8);
+		__u64 key_address, elem_address;
+		if (search->layout == SONDE_GO_MAP_BUCKETS) {
+			if (byte < GO_MAP_MIN_TOPHASH)
+				continue;
+			key_address = group + 8 + slot * GO_STRING_SIZE;
+			elem_address = group + 8 + GO_MAP_SLOTS * GO_STRING_SIZE + slot * search->elem_size;
+		} else {
+			if (byte & GO_MAP_CTRL_EMPTY)
+				continue;
+			key_address = group + 8 + slot * slot_size;
+			elem_address = key_address + GO_STRING_SIZE;
+		}
+		__u64 key[2] = {};
+		if (bpf_probe_read_user(key, sizeof(key), (void *)key_address) != 0 || key[1] != search->key_length)
+			continue;
+		if (key_matches(search, key[0])) {
+			search->found = elem_address;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Picks the next bucket or group to read: 1 when there is one, 2 when this
+ * step found none but more may follow, 0 when every one was read. */
+static __always_inline int next_map_group(struct map_search *search)
+{
+	if (search->next_index < search->group_count) {
+		search->group = search->groups + search->next_index * map_group_size(search);
+		search->next_index += 1;
+		return 1;
+	}
+	if (search->layout == SONDE_GO_MAP_BUCKETS) {
+		if (!search->old_groups)
+			return 0;
+		search->groups = search->old_groups;
+		search->group_count = search->old_count;
+		search->next_index = 0;
+		search->old_groups = 0;
+		return 2;
+	}
+	if (search->next_table >= search->directory_length)
+		return 0;
+	__u64 table = 0;
+	if (bpf_probe_read_user(&table, sizeof(table), (void *)(search->directory + search->next_table * 8)) != 0)
+		return 0;
+	search->next_table += 1;
+	if (table == search->last_table)
+		return 2;   /* directory entries repeat a table that split less often */
+	search->last_table = table;
+	__u64 groups[2] = {};   /* table.groups: data, lengthMask */
+	if (bpf_probe_read_user(groups, sizeof(groups), (void *)(table + 16)) != 0)
+		return 0;
+	search->groups = groups[0];
+	search->group_count = groups[1] + 1;
+	search->next_index = 0;
+	return 2;
+}
+
+static long map_search_step(__u32 index, void *context)
+{
+	struct map_search *search = context;
+	if (!search->group) {
+		int next = next_map_group(search);
+		if (next == 0) {
+			search->done = 1;
+			return 1;
+		}
+		if (next == 2)
+			return 0;
+	}
+	__u64 group = search->group;
+	search->group = 0;
+	if (scan_map_group(search, group)) {
+		search->done = 1;
+		return 1;
+	}
+	if (search->layout == SONDE_GO_MAP_BUCKETS) {
+		__u64 overflow = 0;
+		if (bpf_probe_read_user(&overflow, sizeof(overflow), (void *)(group + map_group_size(search) - 8)) == 0)
+			search->group = overflow;
+	}
+	return 0;
+}
+
+/* The address of the first string stored under the op's key in the Go map
+ * `map`, or 0. */
+static __always_inline __u64 find_in_go_map(struct sonde_probe_config *config, struct sonde_op *op, __u64 map)
+{
+	struct map_search search = {
+		.config = config,
+		.layout = op->reg,
+		.elem_size = op->len,
+		.key_slot = op->imm & 0xff,
+		.key_length = (op->imm >> 8) & 0xff,
+	};
+	__u64 header[4] = {};
+	if (!map || bpf_probe_read_user(header, sizeof(header), (void *)map) != 0)
+		return 0;
+	if (op->reg == SONDE_GO_MAP_BUCKETS) {
+		/* hmap: count; flags, B, noverflow, hash0; buckets; oldbuckets */
+		__u32 bucket_bits = (header[1] >> 8) & 0xff;
+		if (header[0] == 0 || bucket_bits > 16)
+			return 0;
+		search.groups = header[2];
+		search.group_count = 1ull << bucket_bits;
+		search.old_groups = header[3];
+		search.old_count = (header[1] & GO_MAP_SAME_SIZE_GROW) || bucket_bits == 0
+			? search.group_count : search.group_count >> 1;
+	} else if (op->reg == SONDE_GO_MAP_SWISS) {
+		/* Map: used, seed, dirPtr, dirLen; with dirLen 0, dirPtr is the one group */
+		if (header[0] == 0)
+			return 0;
+		if (header[3] == 0) {
+			search.groups = header[2];
+			search.group_count = 1;
+		} else {
+			search.directory = header[2];
+			search.directory_length = header[3];
+		}
+	} else {
+		return 0;
+	}
+	bpf_loop(MAX_MAP_GROUPS * 2, map_search_step, &search, 0);
+	if (!search.found) {
+		if (!search.done)
+			count(SONDE_COUNTER_MAP_TOO_LARGE);
+		return 0;
+	}
+	__u64 values[2] = {};   /* the element, a []string: data, length */
+	if (bpf_probe_read_user(values, sizeof(values), (void *)search.found) != 0 || values[1] == 0)
+		return 0;
+	return values[0];
 }
 
 static __always_inline __u8 *data_at(struct sonde_span_record *record, __u16 out)
@@ -154,14 +394,14 @@ static long run_op(__u32 index, void *context)
 
 	if (state->skipping) {
 		/* A capture ends with the op that stores it; the next one starts afresh. */
-		if (op->code >= SONDE_OP_READ_GO_STRING)
+		if (op->code >= SONDE_OP_READ_GO_STRING && op->code <= SONDE_OP_READ_STRING_REGISTERS)
 			state->skipping = 0;
 		return 0;
 	}
 
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
-		state->value = state->registers[op->reg & 15];
+		state->value = register_value(state->regs, op->reg);
 		break;
 	case SONDE_OP_LOAD_SAVED:
 		state->value = record->saved[op->reg & (SONDE_SAVED_SLOTS - 1)];
@@ -194,7 +434,12 @@ static long run_op(__u32 index, void *context)
 		copy_string(state, op, words[0], words[1]);
 		break;
 	case SONDE_OP_READ_STRING_REGISTERS:
-		copy_string(state, op, state->registers[op->reg & 15], state->registers[op->imm & 15]);
+		copy_string(state, op, register_value(state->regs, op->reg), register_value(state->regs, op->imm));
+		break;
+	case SONDE_OP_FIND_IN_GO_MAP:
+		state->value = find_in_go_map(state->config, op, state->value);
+		if (!state->value)
+			state->skipping = 1;   /* absent key: so is this capture */
 		break;
 	case SONDE_OP_READ_INTEGER: {
 		__u32 size = op->len;
@@ -230,26 +475,6 @@ static __always_inline void run_fetch_program(struct fetch_state *state)
 		count_ops = SONDE_MAX_OPS;
 	if (count_ops > 0)
 		bpf_loop(count_ops, run_op, state, 0);
-}
-
-static __always_inline void load_registers(struct fetch_state *state, struct x86_64_regs *regs)
-{
-	state->registers[0] = regs->rax;
-	state->registers[1] = regs->rdx;
-	state->registers[2] = regs->rcx;
-	state->registers[3] = regs->rbx;
-	state->registers[4] = regs->rsi;
-	state->registers[5] = regs->rdi;
-	state->registers[6] = regs->rbp;
-	state->registers[7] = regs->rsp;
-	state->registers[8] = regs->r8;
-	state->registers[9] = regs->r9;
-	state->registers[10] = regs->r10;
-	state->registers[11] = regs->r11;
-	state->registers[12] = regs->r12;
-	state->registers[13] = regs->r13;
-	state->registers[14] = regs->r14;
-	state->registers[15] = regs->r15;
 }
 
 static __always_inline __u64 call_owner(struct sonde_probe_config *config, struct x86_64_regs *regs)
@@ -340,6 +565,8 @@ enum parent_kind {
 	PARENT_NONE = 0,             /* a root: the sampler decides */
 	PARENT_OPEN = 1,             /* a child of the open span in `parent` */
 	PARENT_UNSAMPLED = 2,        /* inside a trace the sampler did not record */
+	PARENT_REMOTE = 3,           /* a child of another process's span (a traceparent) */
+	PARENT_REMOTE_UNSAMPLED = 4, /* inside a trace that process did not sample */
 };
 
 /* The open span an entry on `owner` at `depth` descends from, found from the
@@ -369,6 +596,227 @@ static __always_inline int sampled(__u64 trace_id_low)
 	return setting && (trace_id_low >> 1) < setting->threshold;
 }
 
+/* What a trace-context program found or is to write. */
+struct context_state {
+	struct x86_64_regs *regs;
+	struct sonde_probe_config *config;
+	struct sonde_injection *injection;   /* INJECT: the context to write */
+	__u64 value;
+	__u64 load_bias;
+	__u64 carrier;                       /* SET_CARRIER */
+	__u64 remote_trace_id_high;          /* PARSE_TRACEPARENT, when `remote` */
+	__u64 remote_trace_id_low;
+	__u64 remote_span_id;
+	__u32 remote_flags;
+	__u32 remote;
+};
+
+static __always_inline int hex_digit(__u8 character)
+{
+	if (character >= '0' && character <= '9')
+		return character - '0';
+	if (character >= 'a' && character <= 'f')
+		return character - 'a' + 10;
+	return -1;   /* W3C trace context allows lowercase hex only */
+}
+
+/* `count` hex digits of `text` from `start`; -1 in `valid` when one is not. */
+static __always_inline __u64 parse_hex(const __u8 *text, __u32 start, __u32 count, int *valid)
+{
+	__u64 value = 0;
+	for (__u32 i = 0; i < 16; i++) {
+		if (i >= count)
+			break;
+		int digit = hex_digit(text[(start + i) & 63]);
+		if (digit < 0)
+			*valid = 0;
+		value = (value << 4) | (digit & 15);
+	}
+	return value;
+}
+
+/* A W3C traceparent in the Go string at `address`: "vv-trace id-span id-ff".
+ * Version 00 is exactly 55 characters; a later version may append fields
+ * after a '-', version ff is invalid; zero ids are invalid. */
+static __always_inline int parse_traceparent(struct context_state *state, __u64 address)
+{
+	__u64 string[2] = {};
+	__u8 text[64] = {};
+	if (bpf_probe_read_user(string, sizeof(string), (void *)address) != 0 || string[1] < SONDE_TRACEPARENT_LENGTH)
+		return 0;
+	__u32 length = string[1] > SONDE_TRACEPARENT_LENGTH ? SONDE_TRACEPARENT_LENGTH + 1 : SONDE_TRACEPARENT_LENGTH;
+	if (bpf_probe_read_user(text, length, (void *)string[0]) != 0)
+		return 0;
+	int valid = 1;
+	__u64 version = parse_hex(text, 0, 2, &valid);
+	__u64 trace_id_high = parse_hex(text, 3, 16, &valid);
+	__u64 trace_id_low = parse_hex(text, 19, 16, &valid);
+	__u64 span_id = parse_hex(text, 36, 16, &valid);
+	__u64 flags = parse_hex(text, 53, 2, &valid);
+	if (!valid || text[2] != '-' || text[35] != '-' || text[52] != '-' || version == 0xff
+	    || (length > SONDE_TRACEPARENT_LENGTH && (version == 0 || text[SONDE_TRACEPARENT_LENGTH] != '-'))
+	    || (trace_id_high == 0 && trace_id_low == 0) || span_id == 0)
+		return 0;
+	state->remote_trace_id_high = trace_id_high;
+	state->remote_trace_id_low = trace_id_low;
+	state->remote_span_id = span_id;
+	state->remote_flags = flags;
+	state->remote = 1;
+	return 1;
+}
+
+/* Appends "Name: 00-trace id-span id-flags\r\n" to the buffered writer at
+ * `writer` when it fits: its []byte at `buffer_offset`, the count of bytes it
+ * holds at `used_offset`. Writes nothing otherwise, and counts it. */
+static __always_inline int write_header_line(struct context_state *state, struct sonde_op *op, __u64 writer)
+{
+	struct sonde_injection *injection = state->injection;
+	__u64 buffer[2] = {};   /* data, length */
+	__s64 used = 0;
+	__u32 name_length = (op->imm >> 8) & 0xff;
+	if (!injection || name_length == 0 || name_length >= SONDE_LITERAL_SLOT_SIZE
+	    || bpf_probe_read_user(buffer, sizeof(buffer), (void *)(writer + op->out)) != 0
+	    || bpf_probe_read_user(&used, sizeof(used), (void *)(writer + op->len)) != 0)
+		return 0;
+	__u32 line_length = name_length + 2 + SONDE_TRACEPARENT_LENGTH + 2;
+	if (used < 0 || (__u64)used > buffer[1] || buffer[1] - used < line_length) {
+		count(SONDE_COUNTER_INJECT_NO_ROOM);
+		return 0;
+	}
+	__u8 line[128] = {};
+	__u8 *name = &state->config->literals[(op->imm & (SONDE_LITERAL_SLOTS - 1)) * SONDE_LITERAL_SLOT_SIZE];
+	for (__u32 i = 0; i < SONDE_LITERAL_SLOT_SIZE - 1; i++) {
+		if (i >= name_length)
+			break;
+		line[i] = name[i];
+	}
+	__u8 *value = &line[name_length & (SONDE_LITERAL_SLOT_SIZE - 1)];
+	const char digits[] = "0123456789abcdef";
+	__u64 words[3] = { injection->trace_id_high, injection->trace_id_low, injection->span_id };
+	value[0] = ':';
+	value[1] = ' ';
+	value[2] = '0';
+	value[3] = '0';
+	for (__u32 word = 0; word < 3; word++) {
+		/* trace id at 5..36 (two words), span id at 38..53 */
+		__u32 at = word < 2 ? 5 + word * 16 : 38;
+		value[at - 1] = '-';
+		for (__u32 nibble = 0; nibble < 16; nibble++)
+			value[(at + nibble) & 63] = digits[(words[word] >> (60 - nibble * 4)) & 15];
+	}
+	value[4] = '-';
+	value[54] = '-';
+	value[55] = digits[(injection->flags >> 4) & 15];
+	value[56] = digits[injection->flags & 15];
+	value[57] = '\r';
+	value[58] = '\n';
+	if (bpf_probe_write_user((void *)(buffer[0] + used), line, line_length & 127) != 0)
+		return 0;
+	__s64 now_used = used + line_length;
+	bpf_probe_write_user((void *)(writer + op->len), &now_used, sizeof(now_used));
+	__sync_fetch_and_add(&injection->written, 1);
+	return 1;
+}
+
+/* One op of a trace-context program; returns 1 to stop. */
+static __always_inline long context_op(__u32 index, struct context_state *state, const int may_write)
+{
+	if (index >= SONDE_MAX_CONTEXT_OPS)
+		return 1;
+	struct sonde_op *op = &state->config->context_ops[index];
+	switch (op->code) {
+	case SONDE_OP_LOAD_REGISTER:
+		state->value = register_value(state->regs, op->reg);
+		return 0;
+	case SONDE_OP_ADD:
+		state->value += op->imm;
+		return 0;
+	case SONDE_OP_DEREFERENCE: {
+		__u64 word = 0;
+		if (bpf_probe_read_user(&word, sizeof(word), (void *)state->value) != 0)
+			return 1;
+		state->value = word;
+		return 0;
+	}
+	case SONDE_OP_EXPECT_ADDRESS:
+		return state->value != (__u64)op->imm + state->load_bias;
+	case SONDE_OP_SET_CARRIER:
+		state->carrier = state->value;
+		return 0;
+	case SONDE_OP_FIND_IN_GO_MAP:
+		state->value = find_in_go_map(state->config, op, state->value);
+		return state->value == 0;
+	case SONDE_OP_PARSE_TRACEPARENT:
+		if (!parse_traceparent(state, state->value))
+			count(SONDE_COUNTER_BAD_TRACEPARENT);
+		return 1;
+	case SONDE_OP_WRITE_HEADER_LINE:
+		if (may_write)
+			write_header_line(state, op, state->value);
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+static long run_context_op(__u32 index, void *context)
+{
+	return context_op(index, context, 0);
+}
+
+static long run_context_op_writing(__u32 index, void *context)
+{
+	return context_op(index, context, 1);
+}
+
+static __always_inline void run_context_program(struct context_state *state, const int may_write)
+{
+	__u32 count_ops = state->config->context_op_count;
+	if (count_ops > SONDE_MAX_CONTEXT_OPS)
+		count_ops = SONDE_MAX_CONTEXT_OPS;
+	if (count_ops > 0)
+		bpf_loop(count_ops, may_write ? run_context_op_writing : run_context_op, state, 0);
+}
+
+/* Whether outgoing propagation is on (Engine's setting). */
+static __always_inline int injecting(void)
+{
+	__u32 zero = 0;
+	struct sonde_propagation *setting = bpf_map_lookup_elem(&propagation, &zero);
+	return setting && setting->inject;
+}
+
+/* The new client span's context waits under its carrier (the request's
+ * header map) for the probe that writes the request. */
+static __always_inline void await_injection(struct sonde_span_record *record, __u64 carrier)
+{
+	struct sonde_call_key key = { .key = carrier, .tgid = record->tgid, .span_slot = record->span_slot };
+	struct sonde_injection waiting = {
+		.trace_id_high = record->trace_id_high,
+		.trace_id_low = record->trace_id_low,
+		.span_id = record->span_id,
+		.flags = 1,
+	};
+	if (bpf_map_update_elem(&injections, &key, &waiting, BPF_ANY) != 0) {
+		count(SONDE_COUNTER_INJECTIONS_FULL);
+		return;
+	}
+	record->carrier = carrier;
+}
+
+/* At the client span's end: its context stops waiting; counted when it was
+ * never written. */
+static __always_inline void finish_injection(struct sonde_span_record *record)
+{
+	struct sonde_call_key key = { .key = record->carrier, .tgid = record->tgid, .span_slot = record->span_slot };
+	struct sonde_injection *waiting = bpf_map_lookup_elem(&injections, &key);
+	if (!waiting)
+		return;
+	if (waiting->written == 0)
+		count(SONDE_COUNTER_NOT_INJECTED);
+	bpf_map_delete_elem(&injections, &key);
+}
+
 /* Function entry: a fresh record in a new trace or, when a span is active on
  * this goroutine/thread, as its child; the fetch program reads the entry
  * captures; the record waits in `calls` for its end. The span becomes the
@@ -379,14 +827,27 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	/* A traceparent the request carries names the parent, over any local span:
+	 * a server continues its caller's trace, a client whose application set
+	 * one records it as its parent. */
+	struct context_state incoming = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
+	run_context_program(&incoming, 0);
 	struct sonde_trace_context parent_context = {};
-	int parent_kind = find_parent(&context_key, owner, depth, &parent_context);
+	int parent_kind;
+	if (incoming.remote) {
+		parent_context.trace_id_high = incoming.remote_trace_id_high;
+		parent_context.trace_id_low = incoming.remote_trace_id_low;
+		parent_context.span_id = incoming.remote_span_id;
+		parent_kind = incoming.remote_flags & 1 ? PARENT_REMOTE : PARENT_REMOTE_UNSAMPLED;
+	} else {
+		parent_kind = find_parent(&context_key, owner, depth, &parent_context);
+	}
 	if (parent_kind == PARENT_UNSAMPLED)
 		return 0;
-	struct sonde_trace_context *parent = parent_kind == PARENT_OPEN ? &parent_context : NULL;
-	__u64 trace_id_high = parent ? parent->trace_id_high : random64();
-	__u64 trace_id_low = parent ? parent->trace_id_low : random64();
-	if (!parent && !sampled(trace_id_low)) {
+	int has_parent = parent_kind != PARENT_NONE;
+	__u64 trace_id_high = has_parent ? parent_context.trace_id_high : random64();
+	__u64 trace_id_low = has_parent ? parent_context.trace_id_low : random64();
+	if (parent_kind == PARENT_REMOTE_UNSAMPLED || (parent_kind == PARENT_NONE && !sampled(trace_id_low))) {
 		/* Nothing of this trace is recorded: its probes see the marker and return. */
 		struct sonde_trace_context marker = {
 			.trace_id_high = trace_id_high,
@@ -398,7 +859,7 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 			.stack_depth = depth,
 		};
 		set_context(&context_key, &marker);
-		count(SONDE_COUNTER_SAMPLED_OUT);
+		count(parent_kind == PARENT_NONE ? SONDE_COUNTER_SAMPLED_OUT : SONDE_COUNTER_PARENT_NOT_SAMPLED);
 		return 0;
 	}
 
@@ -429,16 +890,15 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	record->span_id = random64();
 	record->trace_id_high = trace_id_high;
 	record->trace_id_low = trace_id_low;
-	if (parent) {
-		record->parent_span_id = parent->span_id;
-		record->parent_owner = parent->owner;
-		record->parent_slot = parent->span_slot;
-	} else {
-		record->parent_span_id = 0;
-	}
+	record->parent_span_id = has_parent ? parent_context.span_id : 0;
+	record->parent_owner = parent_context.owner;
+	record->parent_slot = parent_context.span_slot;
+	record->context_flags = parent_kind == PARENT_REMOTE ? SONDE_PARENT_REMOTE : 0;
+	record->carrier = 0;
+	if (incoming.carrier && !incoming.remote && injecting())
+		await_injection(record, incoming.carrier);
 
-	struct fetch_state state = { .config = config, .record = record };
-	load_registers(&state, regs);
+	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
 
 	struct sonde_trace_context current = {
@@ -490,7 +950,7 @@ static __always_inline void submit_span(struct sonde_span_record *copy)
 /* The caller's span becomes active again on this goroutine/thread. */
 static __always_inline void restore_parent_context(struct sonde_span_record *record, struct sonde_context_key *context_key)
 {
-	if (record->parent_span_id) {
+	if (record->parent_span_id && !(record->context_flags & SONDE_PARENT_REMOTE)) {
 		struct sonde_trace_context restored = {
 			.trace_id_high = record->trace_id_high,
 			.trace_id_low = record->trace_id_low,
@@ -502,14 +962,6 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 	} else {
 		bpf_map_delete_elem(&active_contexts, context_key);
 	}
-}
-
-/* A register by DWARF number. */
-static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 number)
-{
-	struct fetch_state state = {};
-	load_registers(&state, regs);
-	return state.registers[number & 15];
 }
 
 /* The call creating a goroutine: the creator's open trace context waits for
@@ -578,9 +1030,10 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
 		return end_unrecorded_call(config, tgid, owner);
-	struct fetch_state state = { .config = config, .record = record };
-	load_registers(&state, regs);
+	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
+	if (record->carrier)
+		finish_injection(record);
 
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	restore_parent_context(record, &context_key);
@@ -606,11 +1059,10 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
  * goroutine): the program adds its captures, then the span is emitted. */
 static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
 {
-	struct fetch_state state = { .config = config };
-	load_registers(&state, regs);
+	struct fetch_state state = { .regs = regs, .config = config };
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sonde_call_key object_key = {
-		.key = state.registers[config->object_register & 15], .tgid = tgid, .span_slot = config->span_slot,
+		.key = register_value(regs, config->object_register), .tgid = tgid, .span_slot = config->span_slot,
 	};
 	struct sonde_span_record *record = bpf_map_lookup_elem(&object_spans, &object_key);
 	if (!record)
@@ -634,14 +1086,31 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct x
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
 		return 0;   /* no such span open: nothing to enrich */
-	struct fetch_state state = { .config = config, .record = record };
-	load_registers(&state, regs);
+	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
 	return 0;
 }
 
-SEC("uprobe")
-int sonde_probe(struct x86_64_regs *regs)
+/* The probe that writes a request: the trace context of the client span
+ * waiting under the carrier in `object_register` goes into it. */
+static __always_inline int on_inject(struct sonde_probe_config *config, struct x86_64_regs *regs, const int may_write)
+{
+	struct sonde_call_key key = {
+		.key = register_value(regs, config->object_register),
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.span_slot = config->span_slot,
+	};
+	struct sonde_injection *waiting = bpf_map_lookup_elem(&injections, &key);
+	if (!waiting)
+		return 0;   /* no client span sends this: another request, or propagation is off */
+	struct context_state state = {
+		.regs = regs, .config = config, .injection = waiting, .load_bias = regs->rip - config->site_address,
+	};
+	run_context_program(&state, may_write);
+	return 0;
+}
+
+static __always_inline int probe(struct x86_64_regs *regs, const int may_write)
 {
 	__u32 cookie = bpf_get_attach_cookie(regs);
 	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
@@ -661,5 +1130,19 @@ int sonde_probe(struct x86_64_regs *regs)
 		return on_enrich(config, regs);
 	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)
 		return on_end_object_span(config, regs);
+	if (config->role == SONDE_ROLE_INJECT)
+		return on_inject(config, regs, may_write);
 	return on_return(config, regs);
+}
+
+SEC("uprobe")
+int sonde_probe(struct x86_64_regs *regs)
+{
+	return probe(regs, 0);
+}
+
+SEC("uprobe")
+int sonde_probe_writing(struct x86_64_regs *regs)
+{
+	return probe(regs, 1);
 }

@@ -15,9 +15,15 @@
 #define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
 #define SONDE_MAP_HANDOFFS "handoffs"
 #define SONDE_MAP_SAMPLING "sampling"
+#define SONDE_MAP_INJECTIONS "injections"
+#define SONDE_MAP_PROPAGATION "propagation"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
 #define SONDE_PROGRAM_NAME "sonde_probe"
+/* The same program able to write trace context into the target's memory
+ * (bpf_probe_write_user). Loaded instead of sonde_probe only when outgoing
+ * propagation is on: a kernel in lockdown refuses any program using it. */
+#define SONDE_WRITING_PROGRAM_NAME "sonde_probe_writing"
 
 /* Sizes of the maps, fixed at load. `probe_configs` holds an entry and a
  * return configuration per probe, so a plan has at most half as many probes. */
@@ -26,8 +32,13 @@
 #define SONDE_MAX_OBJECT_SPANS 8192  /* spans kept open under an object (streams) */
 #define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
 #define SONDE_MAX_HANDOFFS 1024      /* threads between a goroutine's creation and its hand-off */
+#define SONDE_MAX_INJECTIONS 4096    /* client spans whose trace context waits to be written */
 
 #define SONDE_MAX_OPS 32
+#define SONDE_MAX_CONTEXT_OPS 12     /* ops of a probe's trace-context program */
+/* Header names a probe compares or writes: each zero-padded in a slot of its own. */
+#define SONDE_LITERAL_SLOTS 4
+#define SONDE_LITERAL_SLOT_SIZE 16   /* so a name has at most 15 bytes */
 #define SONDE_SAVED_SLOTS 4
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
 #define SONDE_MAX_STRING 255         /* longest string one op copies */
@@ -50,6 +61,9 @@ enum sonde_role {
 	SONDE_ROLE_END_OBJECT_SPAN = 6, /* entry only: the program writes into the span probe
 	                              * `span_slot` left open for the object in register
 	                              * `object_register`, which is then emitted */
+	SONDE_ROLE_INJECT = 7,       /* entry only: the trace context of span probe `span_slot` waiting
+	                              * in `injections` under the carrier in `object_register` is
+	                              * written by the trace-context program (WRITE_HEADER_LINE) */
 };
 
 /* Set in a record's `captured` mask when an END_OBJECT_SPAN probe ended the
@@ -72,7 +86,10 @@ enum sonde_key_mode {
 };
 
 /* Fetch-program operations. `value` is the program's one working register.
- * Every op from READ_GO_STRING up stores a capture and so ends one. */
+ * The ops from READ_GO_STRING to READ_STRING_REGISTERS store a capture and so
+ * end one. A trace-context program (config->context_ops) runs before the span
+ * starts and has no record: it uses LOAD_REGISTER, ADD, DEREFERENCE,
+ * EXPECT_ADDRESS and the ops from SET_CARRIER up. */
 enum sonde_op_code {
 	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) */
 	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
@@ -85,7 +102,28 @@ enum sonde_op_code {
 	SONDE_OP_STORE_VALUE = 9,    /* data[out] = value (8 bytes) */
 	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
 	SONDE_OP_SET_OBJECT = 11,    /* at a span's return: keep it open under object `value` */
+	SONDE_OP_SET_CARRIER = 12,   /* the new span's trace context waits in `injections` under `value`
+	                              * (a request's header map) until an INJECT probe writes it */
+	SONDE_OP_FIND_IN_GO_MAP = 13,/* value = a Go map[string][]string (the map pointer): value = the
+	                              * address of the first string stored under the key in
+	                              * literal slot imm & 0xff, (imm >> 8) & 0xff bytes long; reg is the
+	                              * map layout (enum sonde_go_map_layout). Absent: the capture is
+	                              * absent, a trace-context program stops */
+	SONDE_OP_PARSE_TRACEPARENT = 14, /* value points at a Go string holding a W3C traceparent: when
+	                              * valid it becomes the span's remote parent, else it is counted */
+	SONDE_OP_WRITE_HEADER_LINE = 15, /* value = a buffered writer: its []byte is at offset `out`, its
+	                              * count of bytes used at offset `len`; appends "Name: traceparent\r\n"
+	                              * (Name in literal slot imm & 0xff, (imm >> 8) & 0xff bytes) when it fits */
 };
+
+/* How a Go map stores its entries, by Go release. */
+enum sonde_go_map_layout {
+	SONDE_GO_MAP_BUCKETS = 1,    /* Go <= 1.23 (runtime.hmap): 2^B buckets of 8, overflow chains */
+	SONDE_GO_MAP_SWISS = 2,      /* Go >= 1.24 (internal/runtime/maps.Map): groups of 8 slots */
+};
+
+/* A W3C traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex. */
+#define SONDE_TRACEPARENT_LENGTH 55
 
 struct sonde_op {
 	__u8 code;
@@ -105,9 +143,14 @@ struct sonde_probe_config {
 	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
 	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
 	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
-	                              * end; START/END_HANDOFF: the register holding the goroutine */
-	__u32 reserved;
+	                              * end; START/END_HANDOFF: the register holding the goroutine;
+	                              * INJECT: the register holding the carrier */
+	__u32 context_op_count;
 	struct sonde_op ops[SONDE_MAX_OPS];
+	/* START_SPAN: extracts an incoming trace context and names the carrier to
+	 * inject into; INJECT: writes the waiting one. */
+	struct sonde_op context_ops[SONDE_MAX_CONTEXT_OPS];
+	__u8 literals[SONDE_LITERAL_SLOTS * SONDE_LITERAL_SLOT_SIZE];
 };
 
 /* One span, from entry to return; emitted whole on the ring buffer. */
@@ -130,14 +173,21 @@ struct sonde_span_record {
 	__u64 stack_depth;           /* bytes below the top of the stack at entry: a later
 	                              * entry on the same goroutine/thread at this depth or
 	                              * less means this call unwound without returning */
+	__u64 carrier;               /* the span's trace context waits in `injections` under it */
+	__u32 context_flags;         /* SONDE_PARENT_REMOTE */
+	__u32 pad;
 	__u64 saved[SONDE_SAVED_SLOTS];
 	/* Strings are stored as a u16 length then the bytes. The slack after the
 	 * data area lets the verifier accept a bounded copy at any masked offset. */
 	__u8 data[SONDE_DATA_SIZE + SONDE_MAX_STRING + 2];
 };
 
-/* Key of `calls` and `object_spans`: the call's goroutine, thread or object,
- * its process, and the probe (span slot). */
+/* Set in a record's `context_flags` when its parent came from an incoming
+ * traceparent (another process's span). */
+#define SONDE_PARENT_REMOTE 1u
+
+/* Key of `calls`, `object_spans` and `injections`: the call's goroutine,
+ * thread or object (or carrier), its process, and the probe (span slot). */
 struct sonde_call_key {
 	__u64 key;
 	__u32 tgid;
@@ -177,6 +227,21 @@ struct sonde_sampling {
 };
 #define SONDE_SAMPLE_ALL (1ull << 63)
 
+/* Element 0 of `propagation`, written by Engine before attaching. */
+struct sonde_propagation {
+	__u32 inject;                /* 1: client spans name a carrier and wait in `injections` */
+	__u32 pad;
+};
+
+/* A client span's trace context waiting to be written into its request. */
+struct sonde_injection {
+	__u64 trace_id_high;
+	__u64 trace_id_low;
+	__u64 span_id;
+	__u32 written;               /* times an INJECT probe wrote it (a request sent again) */
+	__u32 flags;                 /* W3C trace flags: 1 = sampled */
+};
+
 /* Counters user space reports; each is a per-CPU slot of the `counters` map,
  * added to atomically: a uprobe program can be preempted (Linux >= 6.0 runs it
  * with migration disabled, not preemption), so a plain += could lose counts. */
@@ -197,7 +262,14 @@ enum sonde_counter {
 	                                    * full, so later spans there start new traces */
 	SONDE_COUNTER_SAMPLED_OUT = 9,     /* root spans the sampler did not record; nothing of
 	                                    * their trace is emitted */
-	SONDE_COUNTER_COUNT = 10,
+	SONDE_COUNTER_BAD_TRACEPARENT = 10, /* incoming traceparent values that were malformed: ignored */
+	SONDE_COUNTER_PARENT_NOT_SAMPLED = 11, /* spans not recorded: their remote parent was not sampled */
+	SONDE_COUNTER_INJECT_NO_ROOM = 12, /* trace contexts not written: the request's buffer was too full */
+	SONDE_COUNTER_NOT_INJECTED = 13,   /* client spans whose trace context was never written (e.g. an
+	                                    * HTTP/2 request, or one that failed before it was sent) */
+	SONDE_COUNTER_INJECTIONS_FULL = 14,/* client spans whose context could not wait: `injections` full */
+	SONDE_COUNTER_MAP_TOO_LARGE = 15,  /* header maps too large to search whole: traceparent may be missed */
+	SONDE_COUNTER_COUNT = 16,
 };
 
 #endif

@@ -8,6 +8,7 @@ DEBIAN_PACKAGES=(
   golang-go golang-google-grpc-dev golang-github-gorilla-mux-dev          # Go 1.19 and the libraries the packs probe
   protobuf-compiler curl openssl                                           # OTLP code generation, the demo's requests, TLS tests
   gcc lld                                                                  # tests that link Go programs externally
+  golang-opentelemetry-otel-dev                                            # an OpenTelemetry SDK client, upstream of a traced server
   wrk bpftool                                                              # scripts/bench.sh: load, BPF run-time stats
 )
 # Where the Go toolchains go and which: shared with the tests' support code.

@@ -24,6 +24,19 @@ extension BPFEngine {
         public var contextsNotKept: UInt64 = 0
         /// Root spans the sampler did not record: nothing of their traces is emitted, by design.
         public var tracesSampledOut: UInt64 = 0
+        /// Incoming traceparent headers that were malformed, so their spans started new traces.
+        public var malformedTraceparents: UInt64 = 0
+        /// Spans not recorded because the traceparent they continue says its trace is not sampled.
+        public var parentsNotSampled: UInt64 = 0
+        /// Trace contexts not written into a request: its buffer had no room for the header line.
+        public var injectionsWithoutRoom: UInt64 = 0
+        /// Client spans whose trace context was never written into their request (HTTP/2, or a
+        /// request that failed before it was sent).
+        public var contextsNotInjected: UInt64 = 0
+        /// Client spans whose trace context could not wait to be written: the injections map was full.
+        public var injectionsFull: UInt64 = 0
+        /// Header maps too large to search whole: a traceparent in them may have been missed.
+        public var headerMapsTooLarge: UInt64 = 0
 
         public init() {}
 
@@ -63,6 +76,12 @@ extension BPFEngine {
         counters.callsNested = total(SONDE_COUNTER_CALL_NESTED)
         counters.contextsNotKept = total(SONDE_COUNTER_CONTEXTS_FULL)
         counters.tracesSampledOut = total(SONDE_COUNTER_SAMPLED_OUT)
+        counters.malformedTraceparents = total(SONDE_COUNTER_BAD_TRACEPARENT)
+        counters.parentsNotSampled = total(SONDE_COUNTER_PARENT_NOT_SAMPLED)
+        counters.injectionsWithoutRoom = total(SONDE_COUNTER_INJECT_NO_ROOM)
+        counters.contextsNotInjected = total(SONDE_COUNTER_NOT_INJECTED)
+        counters.injectionsFull = total(SONDE_COUNTER_INJECTIONS_FULL)
+        counters.headerMapsTooLarge = total(SONDE_COUNTER_MAP_TOO_LARGE)
         return counters
     }
 
@@ -78,7 +97,8 @@ extension BPFEngine {
 
     /// Removes the calls and open streams that can no longer end: those of processes that exited
     /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
-    /// again); and the trace contexts and goroutine hand-offs of exited processes. Each removed call or stream is a span
+    /// again); and the trace contexts, goroutine hand-offs and waiting injections of exited
+    /// processes and of the calls removed. Each removed call or stream is a span
     /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
     /// one it emits, so a span is either emitted or counted here, never both; contexts of live
     /// processes are left alone, since one replaced while it is read would be a live one.
@@ -115,7 +135,15 @@ extension BPFEngine {
                     continue
                 }
                 if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
+                if claimed.carrier != 0 {
+                    let waiting = sonde_call_key(key: claimed.carrier, tgid: claimed.tgid, span_slot: claimed.span_slot)
+                    _ = delete(bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS), waiting)
+                }
             }
+        }
+        let injections = bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS)
+        for key in keys(inMap: SONDE_MAP_INJECTIONS, as: sonde_call_key.self) where !isAlive(key.tgid) {
+            _ = delete(injections, key)
         }
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
         for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) where !isAlive(key.tgid) {

@@ -42,8 +42,12 @@ public final class BPFEngine {
     private var ringBuffer: OpaquePointer?
     private var sink: EventSink?
 
-    /// - Parameter sampler: Which traces the BPF program records.
-    public init(capacities: Capacities = Capacities(), sampler: TraceSampler = .alwaysOn) throws {
+    /// - Parameters:
+    ///   - sampler: Which traces the BPF program records.
+    ///   - injectsTraceContext: Loads the program variant that may write trace context into the
+    ///     traced processes' memory, and turns that on; a kernel in lockdown refuses it (see
+    ///     ``KernelCapabilities/traceContextInjectionBlocker()``).
+    public init(capacities: Capacities = Capacities(), sampler: TraceSampler = .alwaysOn, injectsTraceContext: Bool = false) throws {
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -62,19 +66,31 @@ public final class BPFEngine {
                 throw EngineError.bpfLoadFailed(step: "sizing map \(map) to \(entries) entries", errno: -result)
             }
         }
+        // Only one variant is loaded: the kernel verifies each program loaded.
+        let (used, unused) = injectsTraceContext
+            ? (SONDE_WRITING_PROGRAM_NAME, SONDE_PROGRAM_NAME) : (SONDE_PROGRAM_NAME, SONDE_WRITING_PROGRAM_NAME)
+        guard let found = bpf_object__find_program_by_name(opened, used), let other = bpf_object__find_program_by_name(opened, unused) else {
+            bpf_object__close(opened)
+            throw EngineError.bpfLoadFailed(step: "find program \(used)", errno: ENOENT)
+        }
+        bpf_program__set_autoload(other, false)
         let loadResult = bpf_object__load(opened)
         guard loadResult == 0 else {
             bpf_object__close(opened)
             throw EngineError.bpfLoadFailed(step: "load (verifier)", errno: -loadResult)
         }
-        guard let found = bpf_object__find_program_by_name(opened, SONDE_PROGRAM_NAME) else {
-            bpf_object__close(opened)
-            throw EngineError.bpfLoadFailed(step: "find program \(SONDE_PROGRAM_NAME)", errno: ENOENT)
-        }
         object = opened
         program = found
         try checkLayout()
         try setSampler(sampler)
+        try setInjection(injectsTraceContext)
+    }
+
+    private func setInjection(_ on: Bool) throws {
+        var key: UInt32 = 0
+        var setting = sonde_propagation(inject: on ? 1 : 0, pad: 0)
+        let result = bpf_map_update_elem(bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROPAGATION), &key, &setting, 0)
+        guard result == 0 else { throw EngineError.bpfLoadFailed(step: "setting outgoing propagation", errno: errno) }
     }
 
     private func setSampler(_ sampler: TraceSampler) throws {
@@ -119,7 +135,8 @@ public final class BPFEngine {
             let entryRole: RecordLayout.Role = switch probe.probe.enrichment?.ends {
             case .object?: .endObjectSpan
             case .openCall?: .endSpan
-            case nil: probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : .startSpan
+            case nil:
+                probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : probe.probe.injection != nil ? .inject : .startSpan
             }
             // One probe that cannot be configured is reported and skipped; the others still attach.
             do {
@@ -127,8 +144,9 @@ public final class BPFEngine {
                     fd: configs, index: entryCookie,
                     RecordLayout.encodeConfig(
                         role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                        siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey,
-                        program: probe.entryProgram, captureSlots: probe.captureSlots))
+                        siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
+                        program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
+                        literals: probe.literals))
                 try writeConfig(
                     fd: configs, index: returnCookie,
                     RecordLayout.encodeConfig(

@@ -5,6 +5,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case missingCapabilities([String])
     case bpfLoadFailed(step: String, errno: Int32)
     case programTooLong(ops: Int, limit: Int)
+    case literalsTooLong([String], slots: Int, bytes: Int)
     case nothingAttached(failures: [String])
     case layoutMismatch(map: String, bpfSize: Int, swiftSize: Int)
 
@@ -16,6 +17,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "loading the BPF program failed at \(step): \(errorText(errno)) (libbpf's log above has the verifier's reasons)"
         case .programTooLong(let ops, let limit):
             return "a fetch program has \(ops) ops; the BPF program runs at most \(limit). Capture fewer values in this probe"
+        case .literalsTooLong(let literals, let slots, let bytes):
+            return "a probe compares or writes the header names \(literals); the BPF program holds at most \(slots) of at most \(bytes) bytes"
         case .layoutMismatch(let map, let bpfSize, let swiftSize):
             return "internal error: map \(map) holds \(bpfSize)-byte values but Engine/RecordLayout.swift encodes \(swiftSize); update it with bpf/sonde_abi.h"
         case .nothingAttached(let failures):

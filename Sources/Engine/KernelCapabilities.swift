@@ -1,3 +1,4 @@
+import CLibBPF
 import Foundation
 
 /// Checks, before anything is loaded, that this kernel and process can run Sonde's probes,
@@ -31,6 +32,50 @@ public enum KernelCapabilities {
             problems.append("kernel: \(kernelRelease) is older than \(minimumKernel.major).\(minimumKernel.minor), which the BPF program needs (bpf_loop, BPF cookies, ring buffer)")
         }
         return problems
+    }
+
+    /// Why this kernel refuses BPF programs that write into a process's memory
+    /// (bpf_probe_write_user), which outgoing trace context needs; nil when it allows them.
+    public static func traceContextInjectionBlocker(
+        procStatus: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        lockdown: String? = try? String(contentsOfFile: "/sys/kernel/security/lockdown", encoding: .utf8),
+        helperAvailable: () -> Bool = canLoadWritingProgram
+    ) -> String? {
+        // "none [integrity] confidentiality": the bracketed mode is in force.
+        if let lockdown, let open = lockdown.firstIndex(of: "["), let close = lockdown.firstIndex(of: "]"), open < close {
+            let mode = lockdown[lockdown.index(after: open)..<close]
+            if mode != "none" { return "kernel lockdown is '\(mode)', which forbids BPF writes to process memory" }
+        }
+        if !effectiveCapabilities(procStatus ?? "").contains(capSysAdmin) {
+            return "Sonde lacks CAP_SYS_ADMIN, which BPF writes to process memory need"
+        }
+        if !helperAvailable() {
+            return "the kernel refuses BPF writes to process memory (bpf_probe_write_user); kernel lockdown is the usual reason"
+                + " (mount securityfs and read /sys/kernel/security/lockdown)"
+        }
+        return nil
+    }
+
+    /// Whether the kernel loads a uprobe program that calls bpf_probe_write_user. libbpf's own
+    /// helper probe takes the refusal under lockdown ("cannot use helper") for support.
+    public static func canLoadWritingProgram() -> Bool {
+        // *(u64 *)(r10 - 8) = 0; r1 = 0; r2 = r10; r2 += -8; r3 = 8; call bpf_probe_write_user; r0 = 0; exit
+        let instructions: [(code: UInt8, registers: UInt8, offset: Int16, immediate: Int32)] = [
+            (0x7a, 0x0a, -8, 0), (0xb7, 0x01, 0, 0), (0xbf, 0xa2, 0, 0), (0x07, 0x02, 0, -8), (0xb7, 0x03, 0, 8),
+            (0x85, 0x00, 0, Int32(BPF_FUNC_probe_write_user.rawValue)), (0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0),
+        ]
+        var bytes: [UInt8] = []
+        for instruction in instructions {
+            bytes += [instruction.code, instruction.registers]
+            withUnsafeBytes(of: instruction.offset.littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: instruction.immediate.littleEndian) { bytes += $0 }
+        }
+        let descriptor = bytes.withUnsafeBytes { raw in
+            bpf_prog_load(BPF_PROG_TYPE_KPROBE, "sonde_can_write", "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self), instructions.count, nil)
+        }
+        guard descriptor >= 0 else { return false }
+        close(descriptor)
+        return true
     }
 
     static func effectiveCapabilities(_ status: String) -> Set<Int> {

@@ -11,7 +11,7 @@ enum RecordLayout {
 
     /// What a probe site does to tracing state (`enum sonde_role`).
     enum Role {
-        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan
+        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan, inject
 
         var rawValue: UInt32 {
             switch self {
@@ -21,6 +21,7 @@ enum RecordLayout {
             case .endHandoff: SONDE_ROLE_END_HANDOFF.rawValue
             case .enrich: SONDE_ROLE_ENRICH.rawValue
             case .endObjectSpan: SONDE_ROLE_END_OBJECT_SPAN.rawValue
+            case .inject: SONDE_ROLE_INJECT.rawValue
             }
         }
     }
@@ -29,10 +30,17 @@ enum RecordLayout {
     /// (Planning refuses such probes first, so this guards the encoder alone).
     static func encodeConfig(
         role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
-        program: [FetchOp], captureSlots: [CaptureSlot]
+        program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], literals: [String] = []
     ) throws -> [UInt8] {
         guard program.count <= Int(SONDE_MAX_OPS) else {
             throw EngineError.programTooLong(ops: program.count, limit: Int(SONDE_MAX_OPS))
+        }
+        guard contextProgram.count <= Int(SONDE_MAX_CONTEXT_OPS) else {
+            throw EngineError.programTooLong(ops: contextProgram.count, limit: Int(SONDE_MAX_CONTEXT_OPS))
+        }
+        let slotSize = Int(SONDE_LITERAL_SLOT_SIZE)
+        guard literals.count <= Int(SONDE_LITERAL_SLOTS), literals.allSatisfy({ $0.utf8.count < slotSize }) else {
+            throw EngineError.literalsTooLong(literals, slots: Int(SONDE_LITERAL_SLOTS), bytes: slotSize - 1)
         }
         var config = sonde_probe_config()
         config.role = role.rawValue
@@ -47,6 +55,17 @@ enum RecordLayout {
             // A homogeneous tuple of sonde_op is already bound to sonde_op.
             let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_OPS))
             for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: captureIndex) }
+        }
+        config.context_op_count = UInt32(contextProgram.count)
+        withUnsafeMutableBytes(of: &config.context_ops) { ops in
+            let typed = UnsafeMutableBufferPointer(
+                start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
+            for (index, op) in contextProgram.enumerated() { typed[index] = encode(op, captureIndex: [:]) }
+        }
+        withUnsafeMutableBytes(of: &config.literals) { bytes in
+            for (slot, literal) in literals.enumerated() {
+                for (index, byte) in literal.utf8.enumerated() { bytes[slot * slotSize + index] = byte }
+            }
         }
         return withUnsafeBytes(of: config) { Array($0) }
     }
@@ -74,9 +93,21 @@ enum RecordLayout {
         case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
             set(SONDE_OP_READ_STRING_REGISTERS, register: UInt8(pointer.rawValue), out: into, length: maxLength, immediate: Int64(lengthRegister.rawValue))
         case .setObject: set(SONDE_OP_SET_OBJECT)
+        case .setCarrier: set(SONDE_OP_SET_CARRIER)
+        case .findInGoMap(let key, let slot, let layout, let elementSize):
+            let layoutCode = layout == .swiss ? SONDE_GO_MAP_SWISS : SONDE_GO_MAP_BUCKETS
+            set(SONDE_OP_FIND_IN_GO_MAP, register: UInt8(layoutCode.rawValue), length: elementSize, immediate: literal(slot: slot, key))
+        case .parseTraceparent: set(SONDE_OP_PARSE_TRACEPARENT)
+        case .writeHeaderLine(let name, let slot, let bufferOffset, let usedOffset):
+            set(SONDE_OP_WRITE_HEADER_LINE, out: bufferOffset, length: usedOffset, immediate: literal(slot: slot, name))
         }
         encoded.capture = UInt8(captureIndex[Int(encoded.out)] ?? 0)
         return encoded
+    }
+
+    /// An op's reference to a literal: its slot, and its length in the second byte.
+    private static func literal(slot: Int, _ text: String) -> Int64 {
+        Int64(slot) | Int64(text.utf8.count) << 8
     }
 
     /// The capture area of a record: the data array and its slack.
@@ -98,7 +129,8 @@ enum RecordLayout {
             traceIDHigh: record.trace_id_high, traceIDLow: record.trace_id_low, spanID: record.span_id, parentSpanID: record.parent_span_id,
             startMonotonicNanos: record.start_ns, endMonotonicNanos: record.end_ns, callKey: record.key,
             processID: Int32(bitPattern: record.tgid), spanSlot: record.span_slot, failedReads: record.failed_reads,
-            stoppedEarly: record.stopped != 0, capturedMask: record.captured, data: data)
+            stoppedEarly: record.stopped != 0, capturedMask: record.captured,
+            parentIsRemote: record.context_flags & SONDE_PARENT_REMOTE != 0, data: data)
         return true
     }
 }

@@ -40,6 +40,7 @@ public struct ConsoleExporter: SpanExporter {
         fields.append("trace=\(span.traceID)")
         fields.append("span=\(span.spanID)")
         fields.append("parent=\(span.parentSpanID.map(String.init(describing:)) ?? "-")")
+        if !span.traceState.isEmpty { fields.append("tracestate=\(quotedIfNeeded(span.traceState))") }
         for attribute in span.attributes {
             let value = switch attribute.value {
             case .string(let string): quotedIfNeeded(string)

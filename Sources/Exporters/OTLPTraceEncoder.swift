@@ -82,6 +82,7 @@ extension ProtobufWriter {
     fileprivate mutating func writeSpan(_ span: Span) {
         writeIDField(Field.Span.traceID, span.traceID.high, span.traceID.low)
         writeIDField(Field.Span.spanID, span.spanID.value)
+        if !span.traceState.isEmpty { writeStringField(Field.Span.traceState, span.traceState) }
         if let parent = span.parentSpanID { writeIDField(Field.Span.parentSpanID, parent.value) }
         writeStringField(Field.Span.name, span.name)
         writeVarintField(Field.Span.kind, span.kind.protobufValue)
@@ -101,6 +102,9 @@ extension ProtobufWriter {
                 writer.writeVarintField(Field.Status.code, 2)  // STATUS_CODE_ERROR
             }
         }
+        // W3C trace flags (every exported span was sampled) and whether the parent is remote.
+        let remote = span.parentSpanID == nil ? 0 : Field.SpanFlags.hasIsRemote | (span.parentIsRemote ? Field.SpanFlags.isRemote : 0)
+        writeFixed32Field(Field.Span.flags, Field.SpanFlags.sampled | remote)
     }
 
     /// A `KeyValue` (`common/v1/common.proto`); the `AnyValue` member is written even when it is
@@ -151,6 +155,11 @@ private enum Field {
     enum Span {
         static let traceID = 1, spanID = 2, parentSpanID = 4, name = 5, kind = 6
         static let startTimeUnixNano = 7, endTimeUnixNano = 8, attributes = 9, status = 15
+        static let traceState = 3, flags = 16
+    }
+    /// `SpanFlags` of trace.proto: the W3C trace flags in the low byte, then the remote-parent bits.
+    enum SpanFlags {
+        static let sampled: UInt32 = 0x01, hasIsRemote: UInt32 = 0x100, isRemote: UInt32 = 0x200
     }
     enum Status { static let message = 2, code = 3 }
     enum KeyValue { static let key = 1, value = 2 }

@@ -9,7 +9,7 @@ struct ProtobufWriter {
     private(set) var bytes: [UInt8] = []
 
     enum WireType: UInt8 {
-        case varint = 0, fixed64 = 1, lengthDelimited = 2
+        case varint = 0, fixed64 = 1, lengthDelimited = 2, fixed32 = 5
     }
 
     init(capacity: Int) {
@@ -54,6 +54,13 @@ struct ProtobufWriter {
         guard value != 0 else { return }
         writeTag(field, .fixed64)
         writeFixed64(value)
+    }
+
+    /// A `fixed32` field; zero is left out.
+    mutating func writeFixed32Field(_ field: Int, _ value: UInt32) {
+        guard value != 0 else { return }
+        writeTag(field, .fixed32)
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
     /// A `string` field; empty is left out.

@@ -20,6 +20,20 @@ public struct AttachPlan: Sendable, Equatable {
     }
 }
 
+extension AttachPlan {
+    /// Whether some probe writes trace context into the traced process.
+    public var injectsTraceContext: Bool { probes.contains(where: \.writesTargetMemory) }
+
+    /// The plan without outgoing propagation: no probe writes to the traced process, and client
+    /// spans no longer wait to be written (their incoming traceparent is still read).
+    public func droppingTraceContextInjection() -> AttachPlan {
+        var plan = self
+        plan.probes.removeAll(where: \.writesTargetMemory)
+        for index in plan.probes.indices { plan.probes[index].contextProgram.removeAll { $0 == .setCarrier } }
+        return plan
+    }
+}
+
 public struct SkippedProbe: Sendable, Equatable, CustomStringConvertible {
     public var pack: String
     public var probe: String
@@ -57,6 +71,19 @@ public struct PlannedProbe: Sendable, Equatable {
     public var objectKey: Register?
     /// `follow-goroutine` probes: where the creator and the created goroutine are, at the two calls.
     public var handoffRegisters: HandoffRegisters?
+    /// Span probes with `trace-context`: reads an incoming traceparent before the span starts and,
+    /// when an `inject-trace-context` probe sends the span's context, names the headers it waits
+    /// under. `inject-trace-context` probes: writes it into the request.
+    public var contextProgram: [FetchOp] = []
+    /// Header names the programs compare or write, by literal slot.
+    public var literals: [String] = []
+    /// `inject-trace-context` probes: the register holding the headers being written.
+    public var carrierRegister: Register?
+
+    /// The probe writes into the traced process's memory (outgoing trace context).
+    public var writesTargetMemory: Bool {
+        contextProgram.contains { if case .writeHeaderLine = $0 { true } else { false } }
+    }
 
     public init(
         pack: String, packVersion: String, probe: Probe, spanSlot: UInt32, keyMode: CallKeyMode, entry: ProbeSite, returns: [ProbeSite],
@@ -161,6 +188,13 @@ public struct CaptureSlot: Sendable, Equatable {
         self.ifZero = ifZero
         self.origin = origin
     }
+
+    /// The capture holding an incoming `tracestate`, which goes to the span's trace state rather
+    /// than an attribute. Not a name a pack can give: pack capture names are plain words.
+    public static let traceStateName = "(tracestate)"
+    /// Bytes of `tracestate` kept: a longer one keeps its first whole list members (W3C allows
+    /// dropping members from the end), so that the record's capture area still fits a router's.
+    public static let traceStateMaxLength = 96
 
     /// Bytes the slot takes: strings carry a two-byte length.
     public var size: Int { type == .goString ? 2 + maxLength : 8 }

@@ -66,6 +66,15 @@ struct CaptureCompiler {
         return slots
     }
 
+    /// `trace-context`: a capture of the incoming `tracestate`, found in the headers' map.
+    mutating func traceState(headers mapOps: [FetchOp], find: FetchOp) throws -> CaptureSlot {
+        let slot = try allocate(Capture(
+            name: CaptureSlot.traceStateName, origin: .argument(""), path: [], type: .goString, ifZero: nil,
+            maxLength: CaptureSlot.traceStateMaxLength, source: SourceLocation(wholeFile: "")))
+        entryProgram += mapOps + [find, .readGoString(into: slot.offset, maxLength: slot.maxLength)]
+        return slot
+    }
+
     /// `end-span`: the register holding, at entry, the object whose open span the probe ends.
     mutating func objectRegister(_ origin: ValueOrigin) throws -> Register {
         let register = try objectRegister(try value(origin, context: "end-span.object"), origin: origin, context: "end-span.object")
@@ -157,7 +166,25 @@ struct CaptureCompiler {
             return try ops + readRegisters(pieces, typeName: typeName, capture: capture, slot: slot, context: context, load: load)
         }
 
-        // From here the working value is the address of a `typeName` value in memory.
+        (ops, typeName) = try walk(steps, from: typeName, ops: ops, context: context)
+        try check(typeName, matches: capture.type, context: context)
+        switch capture.type {
+        case .goString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
+        case .int: ops.append(.readInteger(size: 8, into: slot.offset))
+        case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
+        case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
+        case .bool: ops.append(.readInteger(size: 1, into: slot.offset))
+        case .nonNil: ops.append(.readInteger(size: 8, into: slot.offset))
+        }
+        return ops
+    }
+
+    /// Follows field steps from the address of a `typeName` value in memory (the working value
+    /// after `ops`): the ops then leave the address of the last field, of the type returned.
+    private func walk(_ steps: ArraySlice<PathStep>, from typeName: String, ops: [FetchOp], context: String) throws
+        -> (ops: [FetchOp], typeName: String)
+    {
+        var (ops, typeName) = (ops, typeName)
         for step in steps {
             guard case .field(let fieldName) = step else {
                 throw PlanProblem("\(context): a type assertion can only start a path")
@@ -182,16 +209,77 @@ struct CaptureCompiler {
             }
             typeName = member.typeName
         }
-        try check(typeName, matches: capture.type, context: context)
-        switch capture.type {
-        case .goString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
-        case .int: ops.append(.readInteger(size: 8, into: slot.offset))
-        case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
-        case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
-        case .bool: ops.append(.readInteger(size: 1, into: slot.offset))
-        case .nonNil: ops.append(.readInteger(size: 8, into: slot.offset))
+        return (ops, typeName)
+    }
+
+    /// `trace-context.headers`: ops leaving the headers' Go map (its pointer) as the working
+    /// value, read at entry.
+    mutating func headerMap(_ headers: TraceContextHeaders) throws -> [FetchOp] {
+        let context = "trace-context.headers (\(headers.source))"
+        let parameter = try value(headers.origin, context: context)
+        guard let register = parameter.registers?.first, parameter.registers?.count == 1 else {
+            throw PlanProblem("\(context): \(headers.origin) is \(parameter.typeName), not a pointer or map in one register")
         }
-        return ops
+        registersReadAtEntry.insert(register.register)
+        guard !headers.path.isEmpty else {
+            try checkMap(parameter.typeName, context: context)
+            return [.loadRegister(register.register)]
+        }
+        guard let pointee = types[parameter.typeName]?.pointee else {
+            throw PlanProblem("\(context): \(headers.origin) is a \(parameter.typeName) held by value; paths start from pointers")
+        }
+        let (ops, typeName) = try walk(headers.path[...], from: pointee, ops: [.loadRegister(register.register)], context: context)
+        try checkMap(typeName, context: context)
+        return ops + [.dereference]
+    }
+
+    /// `inject-trace-context.headers`: the register holding the headers' map being written.
+    mutating func mapRegister(_ origin: ValueOrigin, context: String) throws -> Register {
+        let parameter = try value(origin, context: context)
+        guard let register = parameter.registers?.first, parameter.registers?.count == 1 else {
+            throw PlanProblem("\(context): \(origin) is \(parameter.typeName), not a map in one register")
+        }
+        try checkMap(parameter.typeName, context: context)
+        registersReadAtEntry.insert(register.register)
+        return register.register
+    }
+
+    /// `inject-trace-context.writer`: ops leaving the writer's address as the working value
+    /// (stopping unless it has the asserted dynamic type), and where its buffer and count are.
+    mutating func bufferedWriter(_ writer: BufferedWriter) throws -> (ops: [FetchOp], bufferOffset: Int, usedOffset: Int) {
+        let context = "inject-trace-context.writer"
+        let parameter = try value(writer.origin, context: context)
+        let ops: [FetchOp]
+        let structureName: String
+        if let dynamicType = writer.dynamicType {
+            (ops, structureName) = try assertion(dynamicType, on: parameter, origin: writer.origin, context: context) { .loadRegister($0) }
+        } else if let pointee = types[parameter.typeName]?.pointee, let register = parameter.registers?.first {
+            (ops, structureName) = ([.loadRegister(register.register)], pointee)
+        } else {
+            throw PlanProblem("\(context): \(writer.origin) is \(parameter.typeName), not a pointer; or assert its type, e.g. path: \"(*bufio.Writer)\"")
+        }
+        registersReadAtEntry.formUnion(parameter.registers?.map(\.register) ?? [])
+        guard let structure = types[structureName], structure.kind == .structure else {
+            throw PlanProblem("\(context): \(structureName) is not a struct")
+        }
+        func member(_ name: String, is expected: Set<String>) throws -> Int {
+            guard let member = structure.members.first(where: { $0.name == name }) else {
+                throw PlanProblem("\(context): \(structureName) has no field '\(name)'")
+            }
+            guard expected.contains(member.typeName) else {
+                throw PlanProblem("\(context): \(structureName).\(name) is \(member.typeName), not \(expected.sorted().joined(separator: " or "))")
+            }
+            return member.offset
+        }
+        return (ops, try member(writer.buffer, is: ["[]uint8", "[]byte"]), try member(writer.used, is: ["int"]))
+    }
+
+    /// Headers must be a Go map[string][]string (e.g. net/http.Header), one pointer word.
+    private func checkMap(_ typeName: String, context: String) throws {
+        let known: Set<String> = ["map[string][]string", "net/http.Header", "google.golang.org/grpc/metadata.MD", "net/textproto.MIMEHeader"]
+        guard known.contains(typeName) else {
+            throw PlanProblem("\(context): the headers have Go type \(typeName); a go-header-map is a map[string][]string such as net/http.Header")
+        }
     }
 
     /// `(*pkg.T)` on an interface value: ops that stop unless it holds a `*pkg.T`, then leave its data

@@ -62,6 +62,7 @@ public enum OffsetTableRecorder {
             return (capture.origin, assertedType)
         }
         if let object = probe.span?.outlivesCall, let dynamicType = object.dynamicType { assertions.append((object.origin, dynamicType)) }
+        if let writer = probe.injection?.writer, let dynamicType = writer.dynamicType { assertions.append((writer.origin, dynamicType)) }
         return assertions.compactMap { origin, assertedType in
             let value: Parameter?
             switch origin {

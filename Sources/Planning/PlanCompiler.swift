@@ -29,7 +29,8 @@ public enum PlanCompiler {
         var skipped: [SkippedProbe] = []
         // Enrichers go last: their captures extend the layout of a span probe planned before them.
         let probes = packs.flatMap { pack in pack.probes.map { (pack, $0) } }
-        let ordered = probes.filter { $0.1.enrichment == nil } + probes.filter { $0.1.enrichment != nil }
+        func targetsSpan(_ probe: Probe) -> Bool { probe.enrichment != nil || probe.injection != nil }
+        let ordered = probes.filter { !targetsSpan($0.1) } + probes.filter { targetsSpan($0.1) }
         for (pack, probe) in ordered {
             do {
                 if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
@@ -37,7 +38,17 @@ public enum PlanCompiler {
                     let dwarf = facts.unreadableDWARF.map { "the binary's DWARF is unreadable (\($0))" } ?? "the binary has no DWARF"
                     throw PlanProblem("\(dwarf) and the pack's offset table is unusable: \(unusable)")
                 }
-                if let enrichment = probe.enrichment {
+                if let injection = probe.injection {
+                    _ = try function(probe.function, in: facts)
+                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == injection.target && $0.probe.span != nil }) else {
+                        throw PlanProblem("it sends the trace context of \(injection.target), which is not planned for this binary")
+                    }
+                    var injector = try compile(
+                        injector: probe, of: pack, target: &planned[targetIndex], facts: facts, table: offsetTables[pack.name])
+                    injector.pack = pack.name
+                    injector.packVersion = pack.library.versions.description
+                    planned.append(injector)
+                } else if let enrichment = probe.enrichment {
                     // A function the binary lacks says more than its target's absence.
                     _ = try function(probe.function, in: facts)
                     guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
@@ -146,6 +157,81 @@ public enum PlanCompiler {
         return plan
     }
 
+    /// Ties a planned `inject-trace-context` probe to the client span it writes for: its slot, and
+    /// the header name in the target's spelling; the target's own context program then names its
+    /// headers as the carrier its context waits under.
+    static func compile(
+        injector probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts, table: OffsetTable?
+    ) throws -> PlannedProbe {
+        guard let headers = target.probe.traceContext,
+              let find = target.contextProgram.firstIndex(where: { if case .findInGoMap = $0 { true } else { false } }) else {
+            throw PlanProblem("\(target.probe.id) has no trace-context headers: say where its request keeps them")
+        }
+        var planned = try compile(probe: probe, of: pack, facts: facts, table: table)
+        guard case .writeHeaderLine(_, let slot, let bufferOffset, let usedOffset)? = planned.contextProgram.last else {
+            preconditionFailure("an inject-trace-context program ends by writing")
+        }
+        let name = headers.nameCase.traceparent
+        planned.contextProgram[planned.contextProgram.count - 1] = .writeHeaderLine(
+            name: name, literalSlot: slot, bufferOffset: bufferOffset, usedOffset: usedOffset)
+        planned.literals = [name]
+        planned.spanSlot = target.spanSlot
+        planned.keyMode = target.keyMode
+        if !target.contextProgram.contains(.setCarrier) { target.contextProgram.insert(.setCarrier, at: find) }
+        return planned
+    }
+
+    /// An `inject-trace-context` probe on its own: a site at the function's entry whose program
+    /// writes the context waiting under the headers being written.
+    static func compile(
+        injection: TraceContextInjection, of probe: Probe, function: FunctionFacts, signature: ProbeSignature, facts: BinaryFacts
+    ) throws -> PlannedProbe {
+        var programs = CaptureCompiler(
+            function: probe.function, signature: signature, functionAddresses: facts.functions.mapValues(\.address))
+        let carrier = try programs.mapRegister(injection.headers, context: "inject-trace-context.headers")
+        let writer = try programs.bufferedWriter(injection.writer)
+        let name = TraceContextHeaders.NameCase.canonical.traceparent
+        var preserved = programs.registersReadAtEntry
+        if facts.goBuild != nil { preserved.insert(.r14) }
+        var planned = PlannedProbe(
+            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: facts.goBuild == nil ? .thread : .goroutine,
+            entry: try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil), returns: [],
+            entryProgram: [], returnProgram: [], captureSlots: [])
+        planned.carrierRegister = carrier
+        planned.literals = [name]
+        planned.contextProgram = writer.ops + [
+            .writeHeaderLine(name: name, literalSlot: 0, bufferOffset: writer.bufferOffset, usedOffset: writer.usedOffset),
+        ]
+        try checkContextProgram(planned.contextProgram, of: probe)
+        return planned
+    }
+
+    /// `trace-context`: the program that reads an incoming traceparent before the span starts, and
+    /// a capture of the incoming tracestate.
+    static func compile(traceContext headers: TraceContextHeaders, into programs: inout CaptureCompiler, facts: BinaryFacts) throws
+        -> (program: [FetchOp], literals: [String], traceState: CaptureSlot)
+    {
+        guard let goVersion = facts.goBuild?.goVersion, let layout = GoMapLayout(goVersion: goVersion) else {
+            throw PlanProblem("trace-context: a go-header-map needs the binary's Go version, which its build info does not give")
+        }
+        let mapOps = try programs.headerMap(headers)
+        let elementSize = 24  // []string: data, length, capacity
+        let literals = [headers.nameCase.traceparent, headers.nameCase.tracestate]
+        let traceState = try programs.traceState(
+            headers: mapOps, find: .findInGoMap(key: literals[1], literalSlot: 1, layout: layout, elementSize: elementSize))
+        let program = mapOps + [.findInGoMap(key: literals[0], literalSlot: 0, layout: layout, elementSize: elementSize), .parseTraceparent]
+        return (program, literals, traceState)
+    }
+
+    /// A trace-context program runs in a loop of its own, shorter than a fetch program's.
+    static func checkContextProgram(_ program: [FetchOp], of probe: Probe) throws {
+        guard program.count <= Int(SONDE_MAX_CONTEXT_OPS) else {
+            throw PlanProblem(
+                "\(probe.source): its trace-context program has \(program.count) ops; the BPF program runs at most "
+                    + "\(SONDE_MAX_CONTEXT_OPS). Use a shorter path to the headers")
+        }
+    }
+
     /// Why a whole pack does not apply to this binary, or nil when it does.
     static func applicability(of pack: ProbePack, to facts: BinaryFacts) -> String? {
         guard pack.language == .go else { return nil }
@@ -180,6 +266,9 @@ public enum PlanCompiler {
         if let handoff = probe.goroutineHandoff {
             return try compile(handoff: handoff, of: probe, in: function, facts: facts, signature: signature)
         }
+        if let injection = probe.injection {
+            return try compile(injection: injection, of: probe, function: function, signature: signature(probe.function), facts: facts)
+        }
         return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
     }
 
@@ -200,7 +289,12 @@ public enum PlanCompiler {
             signature: signature.assigningResultRegisters(),
             functionAddresses: facts.functions.mapValues(\.address),
             dataOffset: dataOffset)
-        let captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
+        var captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
+        let traceContext = try probe.traceContext.map { try compile(traceContext: $0, into: &programs, facts: facts) }
+        if let traceContext {
+            captureSlots.append(traceContext.traceState)
+            try checkContextProgram(traceContext.program, of: probe)
+        }
         let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
         if let reference = probe.span?.outlivesCall { try programs.keepOpen(under: reference) }
         let objectKey = try (probe.enrichment?.ends?.object).map { try programs.objectRegister($0) }
@@ -219,6 +313,8 @@ public enum PlanCompiler {
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)
         planned.objectKey = objectKey
+        planned.contextProgram = traceContext?.program ?? []
+        planned.literals = traceContext?.literals ?? []
         return planned
     }
 

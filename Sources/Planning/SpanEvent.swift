@@ -21,14 +21,17 @@ public struct SpanEvent: Sendable, Equatable {
     public var capturedMask: UInt32
     /// The `capturedMask` bit set when an `end-span` probe ended the span.
     public static let endedByObjectProbe = UInt32(SONDE_ENDED_BY_OBJECT_PROBE)
+    /// The parent is another process's span, named by the traceparent the request carried.
+    public var parentIsRemote: Bool
     /// The record's capture area, laid out by the probe's `CaptureSlot`s.
     public var data: [UInt8]
 
     public init(
         traceIDHigh: UInt64, traceIDLow: UInt64, spanID: UInt64, parentSpanID: UInt64, startMonotonicNanos: UInt64,
         endMonotonicNanos: UInt64, callKey: UInt64, processID: Int32, spanSlot: UInt32, failedReads: UInt32, stoppedEarly: Bool,
-        capturedMask: UInt32, data: [UInt8]
+        capturedMask: UInt32, parentIsRemote: Bool = false, data: [UInt8]
     ) {
+        self.parentIsRemote = parentIsRemote
         self.traceIDHigh = traceIDHigh
         self.traceIDLow = traceIDLow
         self.spanID = spanID

@@ -46,16 +46,7 @@ extension PackReader {
             key,
             allowed: isEnd ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"]
         )
-        let target = report.attempt { () throws -> String in
-            let targetNode = try map.required("span")
-            let target = try targetNode.string("\(key).span")
-            guard target.split(separator: "/").count == 3 else {
-                throw targetNode.error(
-                    "\(key).span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server"
-                )
-            }
-            return target
-        }
+        let target = report.attempt { try readTarget(map.required("span"), key: key) }
         // The name may use the target's captures, which only planning knows: checked there.
         let rename = map.optional("name").flatMap { name in report.attempt { try readNameTemplate(name, captures: nil) }
         }
@@ -75,6 +66,15 @@ extension PackReader {
         } ?? .openCall
         guard let target, let end else { throw AlreadyReported() }
         return Enrichment(target: target, rename: rename, ends: end, errorWhen: errorWhen ?? [])
+    }
+
+    /// `span: pack/probe`, the probe whose span another probe works on.
+    static func readTarget(_ node: YAMLNode, key: String) throws -> String {
+        let target = try node.string("\(key).span")
+        guard target.split(separator: "/").count == 3 else {
+            throw node.error("\(key).span '\(target)' must name a probe as pack/probe, e.g. go/net-http/server")
+        }
+        return target
     }
 
     /// `follow-goroutine: { parent: { call: runtime.newproc1, arg: callergp }, child: { call: runtime.runqput, arg: gp } }`.
@@ -156,5 +156,67 @@ extension PackReader {
         }
         if !rest.isEmpty { parts.append(.literal(String(rest))) }
         return NameTemplate(parts: parts)
+    }
+}
+
+/// W3C trace context: where a span's request keeps its headers, and the probes that send them.
+extension PackReader {
+    /// `trace-context: { headers: { arg: req, path: Header, type: go-header-map, case: canonical } }`.
+    static func readTraceContext(_ node: YAMLNode) throws -> TraceContextHeaders {
+        let report = node.diagnostics
+        let map = try node.mapping("trace-context", allowed: ["headers"])
+        let headersNode = try map.required("headers")
+        let headers = try headersNode.mapping("trace-context.headers", allowed: ["arg", "path", "type", "case"])
+        let origin = report.attempt { try readOrigin(headers, of: "trace-context.headers", at: headersNode, resultAllowed: false) }
+        let path = headers.optional("path").flatMap { path in report.attempt { try readPath(path) } }
+        let carrier = report.attempt { () throws -> TraceContextHeaders.Carrier in
+            try readChoice(headers.required("type"), named: "trace-context.headers.type")
+        }
+        let nameCase = report.attempt { () throws -> TraceContextHeaders.NameCase in
+            try readChoice(headers.required("case"), named: "trace-context.headers.case")
+        }
+        guard let origin, let carrier, let nameCase else { throw AlreadyReported() }
+        return TraceContextHeaders(origin: origin, path: path ?? [], carrier: carrier, nameCase: nameCase, source: headersNode.location)
+    }
+
+    /// `inject-trace-context: { span, headers: { arg }, writer: { arg, path: "(*T)", buffer, used } }`.
+    static func readInjection(_ node: YAMLNode) throws -> TraceContextInjection {
+        let report = node.diagnostics
+        let map = try node.mapping("inject-trace-context", allowed: ["span", "headers", "writer"])
+        let target = report.attempt { try readTarget(map.required("span"), key: "inject-trace-context") }
+        let headers = report.attempt { () throws -> ValueOrigin in
+            let headersNode = try map.required("headers")
+            let headers = try headersNode.mapping("inject-trace-context.headers", allowed: ["arg"])
+            return try readOrigin(headers, of: "inject-trace-context.headers", at: headersNode, resultAllowed: false)
+        }
+        let writer = report.attempt { () throws -> BufferedWriter in
+            let writerNode = try map.required("writer")
+            let writer = try writerNode.mapping("inject-trace-context.writer", allowed: ["arg", "path", "buffer", "used"])
+            let origin = report.attempt { try readOrigin(writer, of: "inject-trace-context.writer", at: writerNode, resultAllowed: false) }
+            let dynamicType = writer.optional("path").flatMap { pathNode in
+                report.attempt { () throws -> String in
+                    guard case let steps = try readPath(pathNode), steps.count == 1, case .assertType(let type) = steps[0] else {
+                        throw pathNode.error("inject-trace-context.writer.path can only check the dynamic type, e.g. \"(*bufio.Writer)\"")
+                    }
+                    return type
+                }
+            }
+            let buffer = report.attempt { try writer.required("buffer").string("inject-trace-context.writer.buffer") }
+            let used = report.attempt { try writer.required("used").string("inject-trace-context.writer.used") }
+            guard let origin, let buffer, let used, writer.optional("path") == nil || dynamicType != nil else { throw AlreadyReported() }
+            return BufferedWriter(origin: origin, dynamicType: dynamicType, buffer: buffer, used: used)
+        }
+        guard let target, let headers, let writer else { throw AlreadyReported() }
+        return TraceContextInjection(target: target, headers: headers, writer: writer)
+    }
+
+    /// A value of a fixed set, e.g. a carrier type.
+    private static func readChoice<Choice: RawRepresentable & CaseIterable>(_ node: YAMLNode, named key: String) throws -> Choice
+    where Choice.RawValue == String {
+        let text = try node.string(key)
+        guard let choice = Choice(rawValue: text) else {
+            throw node.error("unknown \(key) '\(text)'; expected one of: " + Choice.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return choice
     }
 }

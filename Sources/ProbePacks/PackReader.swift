@@ -141,8 +141,8 @@ enum PackReader {
         let map = try node.mapping(
             "a probe",
             allowed: [
-                "id", "function", "span", "follow-goroutine", "enrich", "end-span", "on-entry", "on-return",
-                "attributes",
+                "id", "function", "span", "follow-goroutine", "enrich", "end-span", "inject-trace-context",
+                "trace-context", "on-entry", "on-return", "attributes",
             ]
         )
         let id = report.attempt { try map.required("id").string("probe id") }
@@ -169,6 +169,12 @@ enum PackReader {
         let spanEnd = map.optional("end-span").flatMap { end in
             report.attempt { try readEnrichment(end, key: "end-span", captures: names) }
         }
+        let traceContext = map.optional("trace-context").flatMap { headers in
+            report.attempt { try readTraceContext(headers) }
+        }
+        let injection = map.optional("inject-trace-context").flatMap { injection in
+            report.attempt { try readInjection(injection) }
+        }
         checkEffect(of: map, probe: probe)
         let attributes = map.optional("attributes").flatMap { attributes in
             report.attempt { try readAttributes(attributes, captures: names) }
@@ -180,6 +186,8 @@ enum PackReader {
             span: span,
             goroutineHandoff: handoff,
             enrichment: enrichment ?? spanEnd,
+            traceContext: traceContext,
+            injection: injection,
             onEntry: onEntry?.captures ?? [],
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
@@ -190,16 +198,20 @@ enum PackReader {
     /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.
     private static func checkEffect(of map: YAMLMapping, probe: String) {
         let report = map.owner.diagnostics
-        let effects = ["span", "enrich", "end-span", "follow-goroutine"].filter(map.contains)
+        let effects = ["span", "enrich", "end-span", "follow-goroutine", "inject-trace-context"].filter(map.contains)
         guard effects.count == 1 else {
             report.report(
                 map.owner.error(
                     "\(probe) needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span),"
-                        + " 'end-span' (add to and end another probe's span) or 'follow-goroutine'"
-                        + " (carry trace context to new goroutines)"
+                        + " 'end-span' (add to and end another probe's span), 'follow-goroutine'"
+                        + " (carry trace context to new goroutines) or 'inject-trace-context' (send a client span's"
+                        + " trace context)"
                 )
             )
             return
+        }
+        if effects[0] != "span", let headers = map.entries.first(where: { $0.key == "trace-context" }) {
+            report.report(headers.keyNode.error("trace-context belongs to a span probe: it says where that span's request keeps its headers"))
         }
         if ["enrich", "end-span"].contains(effects[0]),
             let returning = map.entries.first(where: { $0.key == "on-return" })
@@ -208,10 +220,10 @@ enum PackReader {
                 returning.keyNode.error("an \(effects[0]) probe reads on entry only; it has no return to wait for")
             )
         }
-        if effects[0] == "follow-goroutine" {
+        if ["follow-goroutine", "inject-trace-context"].contains(effects[0]) {
             for extra in map.entries where ["on-entry", "on-return", "attributes"].contains(extra.key) {
                 report.report(
-                    extra.keyNode.error("a follow-goroutine probe makes no span, so it takes no '\(extra.key)'")
+                    extra.keyNode.error("a \(effects[0]) probe makes no span, so it takes no '\(extra.key)'")
                 )
             }
         }

@@ -45,6 +45,11 @@ public struct Probe: Sendable, Equatable {
     public var goroutineHandoff: GoroutineHandoff?
     /// Set for probes that add to another probe's span while it is open on the same goroutine.
     public var enrichment: Enrichment?
+    /// Span probes: where the request's W3C trace context headers are, to continue an incoming
+    /// trace and, for a client span an injection targets, to send its own.
+    public var traceContext: TraceContextHeaders?
+    /// Set for probes that write a client span's trace context into the request it sends.
+    public var injection: TraceContextInjection?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
@@ -53,6 +58,7 @@ public struct Probe: Sendable, Equatable {
 
     public init(
         id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
+        traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil,
         onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
@@ -60,6 +66,8 @@ public struct Probe: Sendable, Equatable {
         self.span = span
         self.goroutineHandoff = goroutineHandoff
         self.enrichment = enrichment
+        self.traceContext = traceContext
+        self.injection = injection
         self.onEntry = onEntry
         self.onReturn = onReturn
         self.attributes = attributes
@@ -99,6 +107,72 @@ public struct CalleeArgument: Sendable, Equatable, CustomStringConvertible {
         self.argument = argument
     }
     public var description: String { "argument '\(argument)' of the call to \(callee)" }
+}
+
+/// Where a request keeps its headers, read for the W3C `traceparent` and `tracestate`.
+public struct TraceContextHeaders: Sendable, Equatable {
+    /// How the headers are stored.
+    public enum Carrier: String, Sendable, Equatable, CaseIterable {
+        /// A Go `map[string][]string` (net/http's `Header`, grpc's `metadata.MD`); the first value counts.
+        case goHeaderMap = "go-header-map"
+    }
+    /// How the carrier spells header names.
+    public enum NameCase: String, Sendable, Equatable, CaseIterable {
+        /// `Traceparent`, as Go's net/http canonicalises them.
+        case canonical
+        /// `traceparent`, as HTTP/2 and gRPC metadata write them.
+        case lower
+
+        public var traceparent: String { self == .canonical ? "Traceparent" : "traceparent" }
+        public var tracestate: String { self == .canonical ? "Tracestate" : "tracestate" }
+    }
+    public var origin: ValueOrigin
+    public var path: [PathStep]
+    public var carrier: Carrier
+    public var nameCase: NameCase
+    public var source: SourceLocation
+    public init(origin: ValueOrigin, path: [PathStep], carrier: Carrier, nameCase: NameCase, source: SourceLocation) {
+        self.origin = origin
+        self.path = path
+        self.carrier = carrier
+        self.nameCase = nameCase
+        self.source = source
+    }
+}
+
+/// Writes the trace context of a client span into the request it sends, where the request is
+/// serialised: the span's headers are recognised by identity (the same map), which also works
+/// when the request is written on another goroutine.
+public struct TraceContextInjection: Sendable, Equatable {
+    /// `pack/probe` of the client span, whose `trace-context.headers` this probe's `headers` must be.
+    public var target: String
+    /// The headers being written: a map pointer in a register.
+    public var headers: ValueOrigin
+    /// Where the header line goes.
+    public var writer: BufferedWriter
+    public init(target: String, headers: ValueOrigin, writer: BufferedWriter) {
+        self.target = target
+        self.headers = headers
+        self.writer = writer
+    }
+}
+
+/// A buffered writer (Go's `bufio.Writer`): a byte slice and the count of bytes it holds. A
+/// `traceparent` header line is appended when it fits; otherwise nothing is written.
+public struct BufferedWriter: Sendable, Equatable {
+    public var origin: ValueOrigin
+    /// `(*bufio.Writer)`: the writer is an interface that must hold this type.
+    public var dynamicType: String?
+    /// The `[]byte` field.
+    public var buffer: String
+    /// The `int` field counting the bytes of `buffer` in use.
+    public var used: String
+    public init(origin: ValueOrigin, dynamicType: String?, buffer: String, used: String) {
+        self.origin = origin
+        self.dynamicType = dynamicType
+        self.buffer = buffer
+        self.used = used
+    }
 }
 
 /// Adds attributes to, and may rename, a span another probe opened: a router knows the

@@ -17,6 +17,7 @@ public enum PlanReport {
                     case nil: "adds to the open \(enrichment.target) span"
                     }
                 }
+                ?? probe.probe.injection.map { "writes the trace context of the \($0.target) span into its request" }
                 ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {
@@ -27,6 +28,13 @@ public enum PlanReport {
             lines += probe.entryProgram.map { "    \($0)" }
             lines.append("  return program:")
             lines += probe.returnProgram.map { "    \($0)" }
+            if !probe.contextProgram.isEmpty {
+                lines.append("  trace-context program (header names: \(probe.literals.joined(separator: ", "))):")
+                lines += probe.contextProgram.map { "    \($0)" }
+            }
+            if probe.writesTargetMemory {
+                lines.append("  WRITES TO THE TRACED PROCESS'S MEMORY (outgoing trace context; off with --no-inject-trace-context)")
+            }
             lines.append("  captures:")
             // An enricher's slots are its target's followed by its own; a target's are its own followed by its enrichers'.
             let ownCount = probe.probe.captures.count

@@ -36,6 +36,12 @@ public final class TraceSession: Sendable {
             if engine.callsNested > 0 { parts.append("calls replaced by a nested call of the same probe: \(engine.callsNested)") }
             if engine.contextsNotKept > 0 { parts.append("trace contexts not kept (contexts map full): \(engine.contextsNotKept)") }
             if engine.tracesSampledOut > 0 { parts.append("traces not sampled: \(engine.tracesSampledOut)") }
+            if engine.parentsNotSampled > 0 { parts.append("spans not recorded (their caller did not sample the trace): \(engine.parentsNotSampled)") }
+            if engine.malformedTraceparents > 0 { parts.append("malformed incoming traceparent headers (ignored): \(engine.malformedTraceparents)") }
+            if engine.headerMapsTooLarge > 0 { parts.append("header maps too large to search for traceparent: \(engine.headerMapsTooLarge)") }
+            if engine.injectionsWithoutRoom > 0 { parts.append("traceparent not sent (request buffer full): \(engine.injectionsWithoutRoom)") }
+            if engine.contextsNotInjected > 0 { parts.append("client spans whose traceparent was not sent (HTTP/2 or failed early): \(engine.contextsNotInjected)") }
+            if engine.injectionsFull > 0 { parts.append("traceparent not sent (injections map full): \(engine.injectionsFull)") }
             if engine.objectSpansReplaced > 0 { parts.append("stream spans never ended (object reused): \(engine.objectSpansReplaced)") }
             if engine.objectSpansFull > 0 { parts.append("stream spans not kept (too many open): \(engine.objectSpansFull)") }
             if reclaimed.ofExitedProcesses > 0 { parts.append("open spans of exited processes: \(reclaimed.ofExitedProcesses)") }
@@ -83,7 +89,7 @@ public final class TraceSession: Sendable {
     public func run(
         plan: AttachPlan, executablePath: String, target: Target, exporter: some SpanExporter,
         processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
-        sampler: Sampler = .alwaysOn, log: @escaping @Sendable (String) -> Void
+        sampler: Sampler = .alwaysOn, injectTraceContext: Bool = true, log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
         let missing = KernelCapabilities.missing()
         guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
@@ -92,7 +98,16 @@ public final class TraceSession: Sendable {
         let absent = plan.skipped.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
         if !absent.isEmpty { log("not probed, their functions are not in this binary: \(absent.joined(separator: ", "))") }
 
-        let engine = try BPFEngine(capacities: capacities, sampler: sampler)
+        // Said once, at start: the rest of tracing works the same without it.
+        var plan = plan
+        if plan.injectsTraceContext {
+            let blocker = injectTraceContext ? KernelCapabilities.traceContextInjectionBlocker() : "--no-inject-trace-context"
+            if let blocker {
+                log("outgoing trace context propagation is off: \(blocker); incoming traceparent headers are still continued")
+                plan = plan.droppingTraceContextInjection()
+            }
+        }
+        let engine = try BPFEngine(capacities: capacities, sampler: sampler, injectsTraceContext: plan.injectsTraceContext)
         if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: executablePath))

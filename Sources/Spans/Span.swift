@@ -5,6 +5,10 @@ public struct Span: Sendable, Equatable {
     public var spanID: SpanID
     /// Nil for a root span.
     public var parentSpanID: SpanID?
+    /// The parent is another process's span, continued from the traceparent its request carried.
+    public var parentIsRemote = false
+    /// W3C `tracestate` received with a remote parent, passed on unchanged; empty when none.
+    public var traceState = ""
     public var name: String
     public var kind: SpanKind
     public var startTimeUnixNano: UInt64

@@ -45,7 +45,7 @@ public struct SpanAssembler: Sendable {
         let status = rules.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) }
             ?? .unset
         let offset = clock.offset(atMonotonic: event.endMonotonicNanos)
-        return Span(
+        var span = Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),
             parentSpanID: event.parentSpanID == 0 ? nil : SpanID(event.parentSpanID),
@@ -57,6 +57,19 @@ public struct SpanAssembler: Sendable {
             status: status,
             resource: resource(event.processID),
             scope: recipe.scope)
+        if event.parentIsRemote {
+            span.parentIsRemote = true
+            if case .string(let state)? = values[CaptureSlot.traceStateName] { span.traceState = Self.wholeMembers(of: state) }
+        }
+        return span
+    }
+
+    /// A `tracestate` cut at its capture's bound (ending in "…") keeps its whole list members:
+    /// W3C trace context allows dropping members from the end, never cutting one.
+    static func wholeMembers(of traceState: String) -> String {
+        guard traceState.hasSuffix("…") else { return traceState }
+        guard let lastComma = traceState.lastIndex(of: ",") else { return "" }
+        return String(traceState[..<lastComma])
     }
 
     /// The error message when the condition holds.

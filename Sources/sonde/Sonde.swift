@@ -68,6 +68,8 @@ struct Run: ParsableCommand {
     @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
     @OptionGroup var packs: PackOptions
     @OptionGroup var sites: PlacementOption
+    @Flag(inversion: .prefixedNo, help: "Write a traceparent header into the requests traced clients send, so the next service continues the trace. Needs a kernel without lockdown.")
+    var injectTraceContext = true
     /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
     @Option(help: .hidden) var maxCalls: Int?
 
@@ -110,11 +112,13 @@ struct Run: ParsableCommand {
             printError("exporting to \(configuration.endpoint)")
             summary = try session.run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: OTLPHTTPExporter(configuration: configuration),
-                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: printError)
+                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler,
+                injectTraceContext: injectTraceContext, log: printError)
         } else {
             summary = try session.run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(),
-                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: printError)
+                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler,
+                injectTraceContext: injectTraceContext, log: printError)
         }
         printError("sonde: \(summary)")
     }

@@ -53,7 +53,7 @@ final class HTTP2ServerTests: XCTestCase {
         }
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
         let spans = try receiver.spans()
-        XCTAssertEqual(spans.map { $0["name"] as? String }, paths.map { "GET \($0)" }, sonde.text)
+        XCTAssertEqual(spans.map(nameAndPath), paths.map { "GET \($0)" }, sonde.text)
         XCTAssertEqual(spans.map { attributes($0)["http.response.status_code"] as? Int }, [200, 201, 500, 200])
         XCTAssertEqual(
             spans.map { ($0["status"] as? [String: Any])?["code"] as? String },

@@ -238,6 +238,12 @@ struct TracedDemoServer {
     }
 }
 
+/// A server span's name and `url.path`, e.g. "GET /hello": names are low-cardinality (the method
+/// alone without a route), so the path tells the requests apart.
+func nameAndPath(_ span: [String: Any]) -> String {
+    "\(span["name"] as? String ?? "?") \(attributes(span)["url.path"] as? String ?? "?")"
+}
+
 /// A received span's attributes, as the receiver decoded them.
 func attributes(_ span: [String: Any]) -> [String: Any] {
     span["attributes"] as? [String: Any] ?? [:]

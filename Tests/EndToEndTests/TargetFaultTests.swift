@@ -46,7 +46,7 @@ final class TargetFaultTests: XCTestCase {
         let statuses = try await sendRequests(["/hello"], port: port, concurrency: 1)
         XCTAssertEqual(statuses, [200])
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-        XCTAssertEqual(try receiver.spans().map { $0["name"] as? String }, ["GET /hello"], sonde.text)
+        XCTAssertEqual(try receiver.spans().map(nameAndPath), ["GET /hello"], sonde.text)
     }
 
     /// A process whose executable was deleted after it started is analysed and probed through
@@ -67,7 +67,7 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertEqual(statuses, [201])
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
         let spans = try receiver.spans()
-        XCTAssertEqual(spans.map { $0["name"] as? String }, ["GET /created"], sonde.text)
+        XCTAssertEqual(spans.map(nameAndPath), ["GET /created"], sonde.text)
         let resource = try XCTUnwrap(spans.first?["resource"] as? [String: Any])
         XCTAssertEqual(resource["process.executable.path"] as? String, path)
         XCTAssertEqual(resource["service.name"] as? String, "replaced-server")
@@ -88,7 +88,7 @@ final class TargetFaultTests: XCTestCase {
         }
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
         let spans = try traced.spans()
-        XCTAssertEqual(spans.map { $0["name"] as? String }, Array(repeating: "GET /hello", count: 3), traced.sonde.text)
+        XCTAssertEqual(spans.map(nameAndPath), Array(repeating: "GET /hello", count: 3), traced.sonde.text)
         XCTAssertEqual(spans.map { $0["parent_span_id"] as? String }, ["", "", ""])
         XCTAssertEqual(Set(spans.compactMap { $0["trace_id"] as? String }).count, 3)
         XCTAssertTrue(traced.sonde.text.contains("; calls that unwound without returning (panic, Goexit): 1"), traced.sonde.text)
@@ -106,7 +106,7 @@ final class TargetFaultTests: XCTestCase {
         }
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
         let spans = try traced.spans()
-        XCTAssertEqual(spans.map { $0["name"] as? String }, ["GET /hijack", "GET /hello"], traced.sonde.text)
+        XCTAssertEqual(spans.map(nameAndPath), ["GET /hijack", "GET /hello"], traced.sonde.text)
         XCTAssertNil(attributes(spans[0])["http.response.status_code"])
         XCTAssertEqual(attributes(spans[1])["http.response.status_code"] as? Int, 200)
         XCTAssertFalse(traced.sonde.text.contains("unwound"), traced.sonde.text)

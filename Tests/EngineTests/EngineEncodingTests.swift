@@ -28,7 +28,7 @@ final class EngineEncodingTests: XCTestCase {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
             program: [.loadRegister(.rdi)], captureSlots: [])
-        XCTAssertEqual(config.count, 552)
+        XCTAssertEqual(config.count, 808)
         XCTAssertEqual(Array(config[0..<32]), [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0, 0x84, 0x91, 0x62, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[32..<40]), [0xff, 0, 0, 0, 0, 0, 0, 0], "no object key")
         XCTAssertEqual(Array(config[40..<42]), [1, 5])
@@ -42,7 +42,7 @@ final class EngineEncodingTests: XCTestCase {
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32. Capture fewer values in this probe")
         }
-        XCTAssertEqual(RecordLayout.recordSize, 912)
+        XCTAssertEqual(RecordLayout.recordSize, 928)
     }
 
     func testRecordsDecodeIntoOneReusedEventWhileAKeptEventKeepsItsCaptures() {

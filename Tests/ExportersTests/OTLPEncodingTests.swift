@@ -60,7 +60,9 @@ final class OTLPEncodingTests: XCTestCase {
             Attribute("edge.false", .bool(false)), Attribute("edge.zero_double", .double(0)),
             Attribute("edge.long", .string(String(repeating: "é", count: 10_000))),  // a length of 3 varint bytes
         ]
-        let client = makeClientSpan()
+        var client = makeClientSpan()
+        client.parentIsRemote = true  // continued from a traceparent, with its tracestate
+        client.traceState = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
         var internalSpan = makeServerSpan()
         internalSpan.spanID = SpanID(0xffff_ffff_ffff_ffff)
         internalSpan.kind = .internal
@@ -78,9 +80,12 @@ final class OTLPEncodingTests: XCTestCase {
         let serverSpanID = Data([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
         func span(
             _ spanID: Data, parent: Data = Data(), name: String, _ kind: OTLPSpan.SpanKind, start: UInt64, end: UInt64,
-            _ attributes: [OTLPKeyValue], _ code: OTLPStatus.StatusCode = .unset, message: String = ""
+            _ attributes: [OTLPKeyValue], _ code: OTLPStatus.StatusCode = .unset, message: String = "", traceState: String = ""
         ) -> OTLPSpan {
             var span = OTLPSpan()
+            span.traceState = traceState
+            // Sampled (W3C flag 0x01); a span with a parent says whether it is remote (0x100, 0x200).
+            span.flags = parent.isEmpty ? 0x1 : traceState.isEmpty ? 0x101 : 0x301
             span.traceID = traceID
             span.spanID = spanID
             span.parentSpanID = parent
@@ -136,7 +141,8 @@ final class OTLPEncodingTests: XCTestCase {
                              ]),
                         span(Data([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]), parent: serverSpanID, name: "POST", .client,
                              start: 1_700_000_000_000_100_000, end: 1_700_000_000_000_600_000,
-                             [attribute("server.address") { $0.stringValue = "backend:8080" }], .error, message: "connection refused"),
+                             [attribute("server.address") { $0.stringValue = "backend:8080" }], .error, message: "connection refused",
+                             traceState: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
                     ]),
                     scopeSpans("go/grpc", "", [
                         span(Data(repeating: 0xff, count: 8), name: "GET /hello", .internal, start: 1_700_000_000_000_000_000,

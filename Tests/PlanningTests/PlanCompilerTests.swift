@@ -45,6 +45,7 @@ final class PlanCompilerTests: XCTestCase {
             "net/http.Request": TypeFacts(name: "net/http.Request", kind: .structure, byteSize: 248, pointee: nil, members: requestFields ?? [
                 Member(name: "Method", typeName: "string", offset: 0),
                 Member(name: "URL", typeName: "*net/url.URL", offset: 16),
+                Member(name: "Header", typeName: "net/http.Header", offset: 56),
                 Member(name: "Host", typeName: "string", offset: 80),
             ]),
             "*net/url.URL": TypeFacts(name: "*net/url.URL", kind: .pointer, byteSize: 8, pointee: "net/url.URL", members: []),
@@ -240,7 +241,8 @@ final class PlanCompilerTests: XCTestCase {
     func testFunctionsNeeded() throws {
         XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.shippedPackFile)]), [
             "net/http.(*Transport).roundTrip", "net/http.(*conn).hijackLocked", "net/http.(*http2responseWriter).handlerDone",
-            "net/http.(*response).finishRequest", Self.serveHTTP, "net/http/internal/http2.(*responseWriter).handlerDone",
+            "net/http.(*response).finishRequest", "net/http.Header.writeSubset", Self.serveHTTP,
+            "net/http/internal/http2.(*responseWriter).handlerDone",
         ])
     }
 }

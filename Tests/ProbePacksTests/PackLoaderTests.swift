@@ -14,7 +14,8 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(pack.library.versions.description, ">=1.17")
         XCTAssertEqual(
             pack.probes.map(\.id),
-            ["server", "server-finished", "server-finished-http2", "server-finished-internal-http2", "server-hijacked", "client"])
+            ["server", "server-finished", "server-finished-http2", "server-finished-internal-http2", "server-hijacked", "client",
+             "client-request-headers"])
         let client = pack.probes[5]
         XCTAssertEqual(client.function, "net/http.(*Transport).roundTrip")
         XCTAssertEqual(client.span?.kind, .client)
@@ -24,7 +25,16 @@ final class PackLoaderTests: XCTestCase {
         let server = pack.probes[0]
         XCTAssertEqual(server.function, "net/http.serverHandler.ServeHTTP")
         XCTAssertEqual(server.span?.kind, .server)
-        XCTAssertEqual(server.span?.name.parts, [.capture("method"), .literal(" "), .capture("path")])
+        XCTAssertEqual(server.span?.name.parts, [.capture("method")], "low-cardinality: a router adds the route")
+        XCTAssertEqual(server.traceContext, TraceContextHeaders(
+            origin: .argument("req"), path: [.field("Header")], carrier: .goHeaderMap, nameCase: .canonical,
+            source: SourceLocation(file: file, line: 36, column: 16)))
+        XCTAssertEqual(client.traceContext?.path, [.field("Header")])
+        let injector = pack.probes[6]
+        XCTAssertEqual(injector.function, "net/http.Header.writeSubset")
+        XCTAssertEqual(injector.injection, TraceContextInjection(
+            target: "go/net-http/client", headers: .argument("h"),
+            writer: BufferedWriter(origin: .argument("w"), dynamicType: "*bufio.Writer", buffer: "buf", used: "n")))
         XCTAssertEqual(server.span?.errorWhen, [])
         XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
         XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
@@ -98,7 +108,7 @@ final class PackLoaderTests: XCTestCase {
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             """
             bad.yaml:6:5: a probe is missing 'function'
-            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, on-entry, on-return, attributes
+            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, inject-trace-context, trace-context, on-entry, on-return, attributes
             """)
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
@@ -180,7 +190,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:8:85: unknown key 'result' in follow-goroutine.child; expected one of: call, arg")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
-            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span) or 'follow-goroutine' (carry trace context to new goroutines)")
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span), 'follow-goroutine' (carry trace context to new goroutines) or 'inject-trace-context' (send a client span's trace context)")
     }
 
     func testShippedMuxPackEnrichesTheServerSpan() throws {

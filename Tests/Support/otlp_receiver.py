@@ -21,6 +21,7 @@ One request log line per POST goes to stderr.
 Each JSON line describes one span:
     {
       "trace_id": "32 hex", "span_id": "16 hex", "parent_span_id": "16 hex or empty",
+      "trace_state": "W3C tracestate or empty", "flags": 769 (SpanFlags: trace flags, remote parent bits),
       "name": "GET /hello", "kind": "SPAN_KIND_SERVER",
       "start_time_unix_nano": 1700000000000000000, "end_time_unix_nano": ...,
       "attributes": {"http.request.method": "GET", "http.response.status_code": 200, ...},
@@ -76,6 +77,8 @@ def span_records(request, request_info):
                     "trace_id": span.trace_id.hex(),
                     "span_id": span.span_id.hex(),
                     "parent_span_id": span.parent_span_id.hex(),
+                    "trace_state": span.trace_state,
+                    "flags": span.flags,
                     "name": span.name,
                     "kind": Span.SpanKind.Name(span.kind),
                     "start_time_unix_nano": span.start_time_unix_nano,

@@ -5,12 +5,14 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -82,6 +84,11 @@ func main() {
 		buffered.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
 		buffered.Flush()
 	})
+	// The traceparent headers this request arrived with, space-separated: what
+	// a downstream service sees of trace context propagation.
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strings.Join(r.Header.Values("Traceparent"), " "))
+	})
 	// Every other path gets ServeMux's 404.
 
 	listener, err := net.Listen("tcp", *listen)
@@ -101,17 +108,33 @@ func main() {
 	log.Fatal(http.Serve(listener, mux))
 }
 
-// proxy forwards to /hello on ?to=host:port, or on this server, and answers with its status.
+// proxy forwards to ?path= (default /hello) on ?to=host:port, or on this
+// server, and answers with its status and body. ?traceparent= sets the
+// outgoing request's own traceparent header, as an instrumented application
+// would.
 func proxy(w http.ResponseWriter, r *http.Request, via string) {
-	target := r.URL.Query().Get("to")
+	query := r.URL.Query()
+	target, path := query.Get("to"), query.Get("path")
 	if target == "" {
 		target = r.Host
 	}
-	response, err := http.Get("http://" + target + "/hello?via=" + via)
+	if path == "" {
+		path = "/hello"
+	}
+	request, err := http.NewRequest("GET", "http://"+target+path+"?via="+via, nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if own := query.Get("traceparent"); own != "" {
+		request.Header.Set("Traceparent", own)
+	}
+	response, err := http.DefaultClient.Do(request)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	response.Body.Close()
+	defer response.Body.Close()
 	w.WriteHeader(response.StatusCode)
+	io.Copy(w, response.Body)
 }
