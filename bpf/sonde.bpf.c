@@ -8,8 +8,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* x86-64 user registers as a uprobe sees them (uapi pt_regs layout). */
-struct x86_64_regs {
+/* x86-64 user registers as a uprobe sees them: the uapi pt_regs layout, under
+ * its name, by which the verifier knows a global function's context argument. */
+struct pt_regs {
 	__u64 r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
 	__u64 rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
 };
@@ -114,7 +115,7 @@ struct {
 #define WAKEUP_THRESHOLD (256 * 1024)
 
 struct fetch_state {
-	struct x86_64_regs *regs;
+	struct pt_regs *regs;
 	struct sonde_probe_config *config;
 	struct sonde_span_record *record;
 	__u64 value;
@@ -139,7 +140,7 @@ static __always_inline __u64 random64(void)
 #define CONTEXT_FIELD(regs, field) ({ __u64 loaded = (regs)->field; asm volatile("" : "+r"(loaded)); loaded; })
 
 /* A register by DWARF number. */
-static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 number)
+static __always_inline __u64 register_value(struct pt_regs *regs, __u32 number)
 {
 	switch (number & 15) {
 	case 0: return CONTEXT_FIELD(regs, rax);
@@ -161,9 +162,48 @@ static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 numb
 	}
 }
 
-/* Searching a Go map[string][]string for one key, without its hash (the
- * seed is the process's): every full slot's key is compared, in at most
- * MAX_MAP_GROUPS buckets or groups. A request's header map has a few. */
+/* Finding the trace-context headers among a request's: the names are the
+ * literals of slots 0 (traceparent) and 1 (tracestate, when its length is not
+ * 0), and one pass over the headers finds both. */
+#define TRACE_HEADERS 2
+
+struct header_search {
+	struct sonde_probe_config *config;
+	__u64 found[TRACE_HEADERS];  /* the address of each header's value, or 0 */
+	__u32 wanted;                /* how many of them are looked for */
+};
+
+/* Compares the string of `length` bytes at `address` with the names looked
+ * for: the literals are zero-padded to their 16-byte slots, and so is the
+ * copy. Returns which one it is, or -1. */
+static __always_inline int header_name(struct header_search *search, __u64 address, __u64 length)
+{
+	struct sonde_context_program *program = &search->config->context;
+	__u32 lengths[TRACE_HEADERS] = { program->traceparent_length, search->wanted > 1 ? program->tracestate_length : 0 };
+	int which = length == lengths[0] ? 0 : length == lengths[1] ? 1 : -1;
+	if (which < 0 || length == 0 || length >= SONDE_LITERAL_SLOT_SIZE || search->found[which & 1])
+		return -1;
+	__u64 bytes[2] = {};
+	if (bpf_probe_read_user(bytes, length & (SONDE_LITERAL_SLOT_SIZE - 1), (void *)address) != 0)
+		return -1;
+	__u64 *literal = (__u64 *)&program->literals[(which & 1) * SONDE_LITERAL_SLOT_SIZE];
+	return bytes[0] == literal[0] && bytes[1] == literal[1] ? which : -1;
+}
+
+/* Whether every header looked for was found. */
+static __always_inline int all_found(struct header_search *search)
+{
+	return search->found[0] && (search->wanted < 2 || search->found[1]);
+}
+
+/* Searching a Go map[string][]string without its hash (the seed is the
+ * process's): every full slot's key is compared, in at most MAX_MAP_GROUPS
+ * buckets or groups of 8 slots, which lie in at most two arrays (Go <= 1.23:
+ * the buckets and, while the map grows, the old ones; Go >= 1.24: one group,
+ * or one table's groups). A request's header map has a few. One loop over
+ * (group, slot) numbers, whose addresses follow from the loop's index: the
+ * verifier walks one slot, not a loop in a loop. Maps past that (overflow
+ * buckets, several tables, more groups) are searched in part and counted. */
 #define MAX_MAP_GROUPS 16
 #define GO_MAP_SLOTS 8
 #define GO_STRING_SIZE 16
@@ -172,187 +212,161 @@ static __always_inline __u64 register_value(struct x86_64_regs *regs, __u32 numb
 #define GO_MAP_SAME_SIZE_GROW 8      /* hmap.flags: the old buckets are as many as the new */
 
 struct map_search {
-	struct sonde_probe_config *config;
-	__u32 layout;
+	struct header_search *headers;
+	__u64 groups;                /* the first array of groups, */
+	__u64 group_count;           /* how many it has, */
+	__u64 more_groups;           /* the second, */
+	__u64 more_count;            /* and how many it has */
+	__u64 group_size;
+	__u64 control;               /* the tophash or control bytes of the group being read */
+	__u32 carrier;               /* SONDE_CARRIER_GO_MAP_BUCKETS or _SWISS */
 	__u32 elem_size;
-	__u32 key_slot;
-	__u32 key_length;
-	__u64 group;                 /* the bucket or group to read next; 0: take the next one */
-	__u64 groups;                /* bucket array, or a table's groups */
-	__u64 group_count;
-	__u64 next_index;
-	__u64 old_groups;            /* Go <= 1.23: buckets still being evacuated */
-	__u64 old_count;
-	__u64 directory;             /* Go >= 1.24: the tables of a large map */
-	__u64 directory_length;
-	__u64 next_table;
-	__u64 last_table;
-	__u64 found;                 /* the address of the key's element */
-	__u32 done;
 };
-
-static __always_inline __u64 map_group_size(struct map_search *search)
-{
-	if (search->layout == SONDE_GO_MAP_BUCKETS)
-		return 8 + GO_MAP_SLOTS * GO_STRING_SIZE + GO_MAP_SLOTS * search->elem_size + 8;
-	return 8 + GO_MAP_SLOTS * (GO_STRING_SIZE + search->elem_size);
-}
-
-/* Whether the string at `address` (its bytes) is the key searched for: the
- * key's literal is zero-padded to its 16-byte slot, and so is the copy. */
-static __always_inline int key_matches(struct map_search *search, __u64 address)
-{
-	__u64 bytes[2] = {};
-	__u32 length = search->key_length;
-	if (length == 0 || length >= SONDE_LITERAL_SLOT_SIZE
-	    || bpf_probe_read_user(bytes, length & (SONDE_LITERAL_SLOT_SIZE - 1), (void *)address) != 0)
-		return 0;
-	__u64 *literal = (__u64 *)&search->config->literals[(search->key_slot & (SONDE_LITERAL_SLOTS - 1)) * SONDE_LITERAL_SLOT_SIZE];
-	return bytes[0] == literal[0] && bytes[1] == literal[1];
-}
-
-/* Compares the keys of one bucket or group; sets `found` on a match. */
-static __always_inline int scan_map_group(struct map_search *search, __u64 group)
-{
-	__u64 control = 0;
-	if (bpf_probe_read_user(&control, sizeof(control), (void *)group) != 0)
-		return 0;
-	__u64 slot_size = GO_STRING_SIZE + search->elem_size;
-	for (__u32 slot = 0; slot < GO_MAP_SLOTS; slot++) {
-		__u8 byte = control >> (slot * 8);
-		__u64 key_address, elem_address;
-		if (search->layout == SONDE_GO_MAP_BUCKETS) {
-			if (byte < GO_MAP_MIN_TOPHASH)
-				continue;
-			key_address = group + 8 + slot * GO_STRING_SIZE;
-			elem_address = group + 8 + GO_MAP_SLOTS * GO_STRING_SIZE + slot * search->elem_size;
-		} else {
-			if (byte & GO_MAP_CTRL_EMPTY)
-				continue;
-			key_address = group + 8 + slot * slot_size;
-			elem_address = key_address + GO_STRING_SIZE;
-		}
-		__u64 key[2] = {};
-		if (bpf_probe_read_user(key, sizeof(key), (void *)key_address) != 0 || key[1] != search->key_length)
-			continue;
-		if (key_matches(search, key[0])) {
-			search->found = elem_address;
-			return 1;
-		}
-	}
-	return 0;
-}
-
-/* Picks the next bucket or group to read: 1 when there is one, 2 when this
- * step found none but more may follow, 0 when every one was read. */
-static __always_inline int next_map_group(struct map_search *search)
-{
-	if (search->next_index < search->group_count) {
-		search->group = search->groups + search->next_index * map_group_size(search);
-		search->next_index += 1;
-		return 1;
-	}
-	if (search->layout == SONDE_GO_MAP_BUCKETS) {
-		if (!search->old_groups)
-			return 0;
-		search->groups = search->old_groups;
-		search->group_count = search->old_count;
-		search->next_index = 0;
-		search->old_groups = 0;
-		return 2;
-	}
-	if (search->next_table >= search->directory_length)
-		return 0;
-	__u64 table = 0;
-	if (bpf_probe_read_user(&table, sizeof(table), (void *)(search->directory + search->next_table * 8)) != 0)
-		return 0;
-	search->next_table += 1;
-	if (table == search->last_table)
-		return 2;   /* directory entries repeat a table that split less often */
-	search->last_table = table;
-	__u64 groups[2] = {};   /* table.groups: data, lengthMask */
-	if (bpf_probe_read_user(groups, sizeof(groups), (void *)(table + 16)) != 0)
-		return 0;
-	search->groups = groups[0];
-	search->group_count = groups[1] + 1;
-	search->next_index = 0;
-	return 2;
-}
 
 static long map_search_step(__u32 index, void *context)
 {
 	struct map_search *search = context;
-	if (!search->group) {
-		int next = next_map_group(search);
-		if (next == 0) {
-			search->done = 1;
-			return 1;
-		}
-		if (next == 2)
-			return 0;
-	}
-	__u64 group = search->group;
-	search->group = 0;
-	if (scan_map_group(search, group)) {
-		search->done = 1;
+	__u64 number = index / GO_MAP_SLOTS;
+	__u32 slot = index % GO_MAP_SLOTS;
+	if (number >= search->group_count + search->more_count)
 		return 1;
+	__u64 group = number < search->group_count
+		? search->groups + number * search->group_size
+		: search->more_groups + (number - search->group_count) * search->group_size;
+	if (slot == 0 && bpf_probe_read_user(&search->control, sizeof(search->control), (void *)group) != 0)
+		search->control = 0;   /* unreadable: no slot is full (nor empty for Go 1.24: keys are read and fail) */
+	__u8 control = search->control >> (slot * 8);
+	__u64 key_address, elem_address;
+	if (search->carrier == SONDE_CARRIER_GO_MAP_BUCKETS) {
+		if (control < GO_MAP_MIN_TOPHASH)
+			return 0;
+		key_address = group + 8 + slot * GO_STRING_SIZE;
+		elem_address = group + 8 + GO_MAP_SLOTS * GO_STRING_SIZE + slot * search->elem_size;
+	} else {
+		if (control & GO_MAP_CTRL_EMPTY)
+			return 0;
+		key_address = group + 8 + slot * (GO_STRING_SIZE + search->elem_size);
+		elem_address = key_address + GO_STRING_SIZE;
 	}
-	if (search->layout == SONDE_GO_MAP_BUCKETS) {
-		__u64 overflow = 0;
-		if (bpf_probe_read_user(&overflow, sizeof(overflow), (void *)(group + map_group_size(search) - 8)) == 0)
-			search->group = overflow;
-	}
-	return 0;
+	__u64 key[2] = {};
+	if (bpf_probe_read_user(key, sizeof(key), (void *)key_address) != 0)
+		return 0;
+	int which = header_name(search->headers, key[0], key[1]);
+	if (which < 0)
+		return 0;
+	__u64 values[2] = {};   /* the element, a []string: data, length; the first value counts */
+	if (bpf_probe_read_user(values, sizeof(values), (void *)elem_address) != 0 || values[1] == 0)
+		return 0;
+	search->headers->found[which & 1] = values[0];
+	return all_found(search->headers);
 }
 
-/* The address of the first string stored under the op's key in the Go map
- * `map`, or 0. */
-static __always_inline __u64 find_in_go_map(struct sonde_probe_config *config, struct sonde_op *op, __u64 map)
+/* Finds the headers in the Go map `map`. */
+static __always_inline void search_go_map(struct header_search *headers, __u32 carrier, __u32 elem_size, __u64 map)
 {
-	struct map_search search = {
-		.config = config,
-		.layout = op->reg,
-		.elem_size = op->len,
-		.key_slot = op->imm & 0xff,
-		.key_length = (op->imm >> 8) & 0xff,
-	};
+	struct map_search search = { .headers = headers, .carrier = carrier, .elem_size = elem_size };
 	__u64 header[4] = {};
-	if (!map || bpf_probe_read_user(header, sizeof(header), (void *)map) != 0)
-		return 0;
-	if (op->reg == SONDE_GO_MAP_BUCKETS) {
+	int partial = 0;
+	if (!map || bpf_probe_read_user(header, sizeof(header), (void *)map) != 0 || header[0] == 0)
+		return;
+	if (carrier == SONDE_CARRIER_GO_MAP_BUCKETS) {
 		/* hmap: count; flags, B, noverflow, hash0; buckets; oldbuckets */
 		__u32 bucket_bits = (header[1] >> 8) & 0xff;
-		if (header[0] == 0 || bucket_bits > 16)
-			return 0;
+		search.group_size = 8 + GO_MAP_SLOTS * (GO_STRING_SIZE + elem_size) + 8;
 		search.groups = header[2];
-		search.group_count = 1ull << bucket_bits;
-		search.old_groups = header[3];
-		search.old_count = (header[1] & GO_MAP_SAME_SIZE_GROW) || bucket_bits == 0
-			? search.group_count : search.group_count >> 1;
-	} else if (op->reg == SONDE_GO_MAP_SWISS) {
+		search.group_count = bucket_bits < 8 ? 1ull << bucket_bits : 256;
+		search.more_groups = header[3];
+		if (header[3])
+			search.more_count = (header[1] & GO_MAP_SAME_SIZE_GROW) || bucket_bits == 0
+				? search.group_count : search.group_count >> 1;
+		partial = (header[1] >> 16) & 0xffff;   /* noverflow: overflow buckets are not read */
+	} else {
 		/* Map: used, seed, dirPtr, dirLen; with dirLen 0, dirPtr is the one group */
-		if (header[0] == 0)
-			return 0;
+		search.group_size = 8 + GO_MAP_SLOTS * (GO_STRING_SIZE + elem_size);
 		if (header[3] == 0) {
 			search.groups = header[2];
 			search.group_count = 1;
 		} else {
-			search.directory = header[2];
-			search.directory_length = header[3];
+			/* The first table: a map of fewer than ~900 entries has one. */
+			__u64 table = 0, groups[2] = {};   /* table.groups: data, lengthMask */
+			if (bpf_probe_read_user(&table, sizeof(table), (void *)header[2]) != 0
+			    || bpf_probe_read_user(groups, sizeof(groups), (void *)(table + 16)) != 0)
+				return;
+			search.groups = groups[0];
+			search.group_count = groups[1] + 1;
+			partial = header[3] > 1;
 		}
-	} else {
-		return 0;
 	}
-	bpf_loop(MAX_MAP_GROUPS * 2, map_search_step, &search, 0);
-	if (!search.found) {
-		if (!search.done)
-			count(SONDE_COUNTER_MAP_TOO_LARGE);
+	if (search.group_count + search.more_count > MAX_MAP_GROUPS)
+		partial = 1;
+	bpf_loop(MAX_MAP_GROUPS * GO_MAP_SLOTS, map_search_step, &search, 0);
+	if (partial && !all_found(headers))
+		count(SONDE_COUNTER_MAP_TOO_LARGE);
+}
+
+/* Searching a Go slice of header fields ({Name, Value string, ...}) by name. */
+#define MAX_HEADER_FIELDS 64
+
+struct field_search {
+	struct header_search *headers;
+	__u64 data;
+	__u64 count;
+	__u64 stride;
+};
+
+static long field_search_step(__u32 index, void *context)
+{
+	struct field_search *search = context;
+	if (index >= search->count)
+		return 1;
+	__u64 field = search->data + index * search->stride;
+	__u64 name[2] = {};
+	if (bpf_probe_read_user(name, sizeof(name), (void *)field) != 0)
+		return 1;
+	int which = header_name(search->headers, name[0], name[1]);
+	if (which < 0)
 		return 0;
+	search->headers->found[which & 1] = field + GO_STRING_SIZE;
+	return all_found(search->headers);
+}
+
+/* Finds the headers in the Go slice whose header is at `slice`. */
+static __always_inline void search_field_slice(struct header_search *headers, __u32 stride, __u64 slice)
+{
+	__u64 header[2] = {};   /* data, length */
+	if (!slice || stride < 2 * GO_STRING_SIZE || bpf_probe_read_user(header, sizeof(header), (void *)slice) != 0)
+		return;
+	struct field_search search = { .headers = headers, .data = header[0], .count = header[1], .stride = stride };
+	if (search.count > MAX_HEADER_FIELDS) {
+		count(SONDE_COUNTER_MAP_TOO_LARGE);
+		search.count = MAX_HEADER_FIELDS;
 	}
-	__u64 values[2] = {};   /* the element, a []string: data, length */
-	if (bpf_probe_read_user(values, sizeof(values), (void *)search.found) != 0 || values[1] == 0)
+	bpf_loop(MAX_HEADER_FIELDS, field_search_step, &search, 0);
+}
+
+/* The addresses of the trace-context headers' values (Go strings), or 0. */
+struct trace_headers {
+	__u64 traceparent;
+	__u64 tracestate;
+};
+
+/* Finds the trace-context headers among `headers`, stored as the probe's
+ * program says. A global function, checked once by the verifier. */
+__noinline int find_trace_headers(struct pt_regs *regs, __u64 headers, struct trace_headers *found)
+{
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config || !found)
 		return 0;
-	return values[0];
+	struct sonde_context_program *program = &config->context;
+	struct header_search search = { .config = config, .wanted = program->tracestate_length ? 2 : 1 };
+	if (program->carrier == SONDE_CARRIER_FIELD_SLICE)
+		search_field_slice(&search, program->element_size, headers);
+	else
+		search_go_map(&search, program->carrier, program->element_size, headers);
+	found->traceparent = search.found[0];
+	found->tracestate = search.found[1];
+	return 0;
 }
 
 static __always_inline __u8 *data_at(struct sonde_span_record *record, __u16 out)
@@ -436,11 +450,7 @@ static long run_op(__u32 index, void *context)
 	case SONDE_OP_READ_STRING_REGISTERS:
 		copy_string(state, op, register_value(state->regs, op->reg), register_value(state->regs, op->imm));
 		break;
-	case SONDE_OP_FIND_IN_GO_MAP:
-		state->value = find_in_go_map(state->config, op, state->value);
-		if (!state->value)
-			state->skipping = 1;   /* absent key: so is this capture */
-		break;
+
 	case SONDE_OP_READ_INTEGER: {
 		__u32 size = op->len;
 		if (size > 8)
@@ -477,7 +487,7 @@ static __always_inline void run_fetch_program(struct fetch_state *state)
 		bpf_loop(count_ops, run_op, state, 0);
 }
 
-static __always_inline __u64 call_owner(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline __u64 call_owner(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	if (config->key_mode == SONDE_KEY_GOROUTINE)
 		return regs->r14;
@@ -495,7 +505,7 @@ static __always_inline void set_context(struct sonde_context_key *key, struct so
  * stack for Go (the runtime moves a growing stack, keeping these distances),
  * the inverted stack pointer for a native thread. Deeper is larger; 0 when
  * unknown, which disables the checks that compare depths. */
-static __always_inline __u64 stack_depth(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline __u64 stack_depth(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	if (config->key_mode == SONDE_KEY_GOROUTINE) {
 		__u64 stack_hi = 0;
@@ -545,17 +555,18 @@ static __always_inline int context_liveness(struct sonde_trace_context *context,
 	return parent_span ? CONTEXT_UNWOUND : CONTEXT_GONE;
 }
 
-/* Whether an unsampled root's marker still holds, from an entry on `owner` at
- * `depth`: on the root's own goroutine/thread until an entry as shallow as
- * the root (it unwound, or the next request began); elsewhere (a goroutine
- * it started) while the root's goroutine still has this very marker. */
-static __always_inline int unsampled_root_open(struct sonde_trace_context *marker, __u32 tgid, __u64 owner, __u64 depth)
+/* Whether a marker (an unsampled root's, or a remote parent's) still holds,
+ * from an entry on `owner` at `depth`: on its own goroutine/thread until an
+ * entry as shallow as the call that set it (it unwound, or the next request
+ * began); elsewhere (a goroutine it started) while the marker's goroutine
+ * still has this very marker. */
+static __always_inline int marker_open(struct sonde_trace_context *marker, __u32 tgid, __u64 owner, __u64 depth)
 {
 	if (marker->owner == owner)
 		return !unwound(marker->stack_depth, depth);
 	struct sonde_context_key root_key = { .key = marker->owner, .tgid = tgid };
 	struct sonde_trace_context *root = bpf_map_lookup_elem(&active_contexts, &root_key);
-	return root && (root->flags & SONDE_CONTEXT_UNSAMPLED) && root->span_id == marker->span_id;
+	return root && root->flags == marker->flags && root->span_id == marker->span_id;
 }
 
 /* How many unwound calls one entry looks past for a span still open. */
@@ -579,7 +590,9 @@ static __always_inline int find_parent(struct sonde_context_key *context_key, __
 		return PARENT_NONE;
 	*parent = *active;   /* a copy: the element may be replaced while this runs */
 	if (parent->flags & SONDE_CONTEXT_UNSAMPLED)
-		return unsampled_root_open(parent, context_key->tgid, owner, depth) ? PARENT_UNSAMPLED : PARENT_NONE;
+		return marker_open(parent, context_key->tgid, owner, depth) ? PARENT_UNSAMPLED : PARENT_NONE;
+	if (parent->flags & SONDE_CONTEXT_REMOTE)
+		return parent->owner == owner && !unwound(parent->stack_depth, depth) ? PARENT_REMOTE : PARENT_NONE;
 	for (int level = 0; level < MAX_UNWOUND_ANCESTORS; level++) {
 		int liveness = context_liveness(parent, context_key->tgid, owner, depth);
 		if (liveness != CONTEXT_UNWOUND)
@@ -598,38 +611,37 @@ static __always_inline int sampled(__u64 trace_id_low)
 
 /* What a trace-context program found or is to write. */
 struct context_state {
-	struct x86_64_regs *regs;
+	struct pt_regs *regs;
 	struct sonde_probe_config *config;
 	struct sonde_injection *injection;   /* INJECT: the context to write */
 	__u64 value;
 	__u64 load_bias;
-	__u64 carrier;                       /* SET_CARRIER */
-	__u64 remote_trace_id_high;          /* PARSE_TRACEPARENT, when `remote` */
+	__u32 stopped;                       /* an op failed: no headers */
+	__u32 remote;                        /* EXTRACT found a valid traceparent: */
+	__u64 remote_trace_id_high;
 	__u64 remote_trace_id_low;
 	__u64 remote_span_id;
-	__u32 remote_flags;
-	__u32 remote;
+	__u64 remote_flags;
+	__u64 trace_state;                   /* and this tracestate (the address of a Go string), or 0 */
+	__u64 carrier;                       /* EXTRACT with sets_carrier: the headers */
 };
 
-static __always_inline int hex_digit(__u8 character)
-{
-	if (character >= '0' && character <= '9')
-		return character - '0';
-	if (character >= 'a' && character <= 'f')
-		return character - 'a' + 10;
-	return -1;   /* W3C trace context allows lowercase hex only */
-}
+/* One more than each lowercase hex digit's value; 0 for every other byte (W3C
+ * trace context allows lowercase hex only). A table, not branches: the
+ * verifier would walk each branch of each of the 55 characters. */
+const __u8 hex_values_plus_one[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
 
-/* `count` hex digits of `text` from `start`; -1 in `valid` when one is not. */
-static __always_inline __u64 parse_hex(const __u8 *text, __u32 start, __u32 count, int *valid)
+/* `count` (at most 16) hex digits of `text` from `start`; `invalid` gains a
+ * bit for any that is not one. */
+static __always_inline __u64 parse_hex(const __u8 *text, __u32 start, __u32 count, __u32 *invalid)
 {
 	__u64 value = 0;
-	for (__u32 i = 0; i < 16; i++) {
-		if (i >= count)
-			break;
-		int digit = hex_digit(text[(start + i) & 63]);
-		if (digit < 0)
-			*valid = 0;
+	for (__u32 i = 0; i < count; i++) {
+		__u8 digit = hex_values_plus_one[text[(start + i) & 63]] - 1;   /* 0xff when not a digit */
+		*invalid |= digit & 0x10;
 		value = (value << 4) | (digit & 15);
 	}
 	return value;
@@ -647,13 +659,13 @@ static __always_inline int parse_traceparent(struct context_state *state, __u64 
 	__u32 length = string[1] > SONDE_TRACEPARENT_LENGTH ? SONDE_TRACEPARENT_LENGTH + 1 : SONDE_TRACEPARENT_LENGTH;
 	if (bpf_probe_read_user(text, length, (void *)string[0]) != 0)
 		return 0;
-	int valid = 1;
-	__u64 version = parse_hex(text, 0, 2, &valid);
-	__u64 trace_id_high = parse_hex(text, 3, 16, &valid);
-	__u64 trace_id_low = parse_hex(text, 19, 16, &valid);
-	__u64 span_id = parse_hex(text, 36, 16, &valid);
-	__u64 flags = parse_hex(text, 53, 2, &valid);
-	if (!valid || text[2] != '-' || text[35] != '-' || text[52] != '-' || version == 0xff
+	__u32 invalid = 0;
+	__u64 version = parse_hex(text, 0, 2, &invalid);
+	__u64 trace_id_high = parse_hex(text, 3, 16, &invalid);
+	__u64 trace_id_low = parse_hex(text, 19, 16, &invalid);
+	__u64 span_id = parse_hex(text, 36, 16, &invalid);
+	__u64 flags = parse_hex(text, 53, 2, &invalid);
+	if (invalid || text[2] != '-' || text[35] != '-' || text[52] != '-' || version == 0xff
 	    || (length > SONDE_TRACEPARENT_LENGTH && (version == 0 || text[SONDE_TRACEPARENT_LENGTH] != '-'))
 	    || (trace_id_high == 0 && trace_id_low == 0) || span_id == 0)
 		return 0;
@@ -666,17 +678,18 @@ static __always_inline int parse_traceparent(struct context_state *state, __u64 
 }
 
 /* Appends "Name: 00-trace id-span id-flags\r\n" to the buffered writer at
- * `writer` when it fits: its []byte at `buffer_offset`, the count of bytes it
- * holds at `used_offset`. Writes nothing otherwise, and counts it. */
-static __always_inline int write_header_line(struct context_state *state, struct sonde_op *op, __u64 writer)
+ * `writer` when it fits: its []byte and the count of bytes it holds where the
+ * program says. Writes nothing otherwise, and counts it. */
+static __always_inline int write_header_line(struct context_state *state, __u64 writer)
 {
+	struct sonde_context_program *program = &state->config->context;
 	struct sonde_injection *injection = state->injection;
 	__u64 buffer[2] = {};   /* data, length */
 	__s64 used = 0;
-	__u32 name_length = (op->imm >> 8) & 0xff;
+	__u32 name_length = program->traceparent_length;
 	if (!injection || name_length == 0 || name_length >= SONDE_LITERAL_SLOT_SIZE
-	    || bpf_probe_read_user(buffer, sizeof(buffer), (void *)(writer + op->out)) != 0
-	    || bpf_probe_read_user(&used, sizeof(used), (void *)(writer + op->len)) != 0)
+	    || bpf_probe_read_user(buffer, sizeof(buffer), (void *)(writer + program->buffer_offset)) != 0
+	    || bpf_probe_read_user(&used, sizeof(used), (void *)(writer + program->used_offset)) != 0)
 		return 0;
 	__u32 line_length = name_length + 2 + SONDE_TRACEPARENT_LENGTH + 2;
 	if (used < 0 || (__u64)used > buffer[1] || buffer[1] - used < line_length) {
@@ -684,11 +697,10 @@ static __always_inline int write_header_line(struct context_state *state, struct
 		return 0;
 	}
 	__u8 line[128] = {};
-	__u8 *name = &state->config->literals[(op->imm & (SONDE_LITERAL_SLOTS - 1)) * SONDE_LITERAL_SLOT_SIZE];
 	for (__u32 i = 0; i < SONDE_LITERAL_SLOT_SIZE - 1; i++) {
 		if (i >= name_length)
 			break;
-		line[i] = name[i];
+		line[i] = program->literals[i];
 	}
 	__u8 *value = &line[name_length & (SONDE_LITERAL_SLOT_SIZE - 1)];
 	const char digits[] = "0123456789abcdef";
@@ -697,14 +709,14 @@ static __always_inline int write_header_line(struct context_state *state, struct
 	value[1] = ' ';
 	value[2] = '0';
 	value[3] = '0';
+	value[4] = '-';
 	for (__u32 word = 0; word < 3; word++) {
-		/* trace id at 5..36 (two words), span id at 38..53 */
+		/* trace id at 5..36 (two words), '-', span id at 38..53 */
 		__u32 at = word < 2 ? 5 + word * 16 : 38;
-		value[at - 1] = '-';
 		for (__u32 nibble = 0; nibble < 16; nibble++)
 			value[(at + nibble) & 63] = digits[(words[word] >> (60 - nibble * 4)) & 15];
 	}
-	value[4] = '-';
+	value[37] = '-';
 	value[54] = '-';
 	value[55] = digits[(injection->flags >> 4) & 15];
 	value[56] = digits[injection->flags & 15];
@@ -713,17 +725,19 @@ static __always_inline int write_header_line(struct context_state *state, struct
 	if (bpf_probe_write_user((void *)(buffer[0] + used), line, line_length & 127) != 0)
 		return 0;
 	__s64 now_used = used + line_length;
-	bpf_probe_write_user((void *)(writer + op->len), &now_used, sizeof(now_used));
+	bpf_probe_write_user((void *)(writer + program->used_offset), &now_used, sizeof(now_used));
 	__sync_fetch_and_add(&injection->written, 1);
 	return 1;
 }
 
-/* One op of a trace-context program; returns 1 to stop. */
-static __always_inline long context_op(__u32 index, struct context_state *state, const int may_write)
+/* One op of a trace-context program's way to the headers; returns 1 to stop. */
+static long context_path_step(__u32 index, void *context)
 {
+	struct context_state *state = context;
 	if (index >= SONDE_MAX_CONTEXT_OPS)
 		return 1;
-	struct sonde_op *op = &state->config->context_ops[index];
+	struct sonde_op *op = &state->config->context.ops[index];
+	__u64 word = 0;
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
 		state->value = register_value(state->regs, op->reg);
@@ -731,51 +745,54 @@ static __always_inline long context_op(__u32 index, struct context_state *state,
 	case SONDE_OP_ADD:
 		state->value += op->imm;
 		return 0;
-	case SONDE_OP_DEREFERENCE: {
-		__u64 word = 0;
-		if (bpf_probe_read_user(&word, sizeof(word), (void *)state->value) != 0)
-			return 1;
-		state->value = word;
-		return 0;
-	}
+	case SONDE_OP_DEREFERENCE:
+		if (bpf_probe_read_user(&word, sizeof(word), (void *)state->value) == 0) {
+			state->value = word;
+			return 0;
+		}
+		break;
 	case SONDE_OP_EXPECT_ADDRESS:
-		return state->value != (__u64)op->imm + state->load_bias;
-	case SONDE_OP_SET_CARRIER:
-		state->carrier = state->value;
-		return 0;
-	case SONDE_OP_FIND_IN_GO_MAP:
-		state->value = find_in_go_map(state->config, op, state->value);
-		return state->value == 0;
-	case SONDE_OP_PARSE_TRACEPARENT:
-		if (!parse_traceparent(state, state->value))
-			count(SONDE_COUNTER_BAD_TRACEPARENT);
-		return 1;
-	case SONDE_OP_WRITE_HEADER_LINE:
-		if (may_write)
-			write_header_line(state, op, state->value);
-		return 1;
-	default:
-		return 1;
+		if (state->value == (__u64)op->imm + state->load_bias)
+			return 0;
+		break;
 	}
+	state->stopped = 1;
+	return 1;
 }
 
-static long run_context_op(__u32 index, void *context)
+/* EXTRACT: the traceparent the headers carry, when valid, and its tracestate. */
+static __always_inline void extract_trace_context(struct context_state *state, __u64 headers)
 {
-	return context_op(index, context, 0);
+	struct sonde_probe_config *config = state->config;
+	struct sonde_context_program *program = &config->context;
+	if (program->sets_carrier)
+		state->carrier = headers;
+	struct trace_headers found = {};
+	find_trace_headers(state->regs, headers, &found);
+	if (!found.traceparent)
+		return;
+	if (!parse_traceparent(state, found.traceparent)) {
+		count(SONDE_COUNTER_BAD_TRACEPARENT);
+		return;
+	}
+	state->trace_state = found.tracestate;
 }
 
-static long run_context_op_writing(__u32 index, void *context)
-{
-	return context_op(index, context, 1);
-}
-
+/* Runs the probe's trace-context program: its ops reach the headers, its
+ * action reads or writes them. */
 static __always_inline void run_context_program(struct context_state *state, const int may_write)
 {
-	__u32 count_ops = state->config->context_op_count;
-	if (count_ops > SONDE_MAX_CONTEXT_OPS)
-		count_ops = SONDE_MAX_CONTEXT_OPS;
-	if (count_ops > 0)
-		bpf_loop(count_ops, may_write ? run_context_op_writing : run_context_op, state, 0);
+	struct sonde_context_program *program = &state->config->context;
+	__u32 count_ops = program->op_count;
+	if (count_ops == 0 || count_ops > SONDE_MAX_CONTEXT_OPS)
+		return;
+	bpf_loop(count_ops, context_path_step, state, 0);
+	if (state->stopped)
+		return;
+	if (program->action == SONDE_CONTEXT_EXTRACT)
+		extract_trace_context(state, state->value);
+	else if (may_write && program->action == SONDE_CONTEXT_INJECT)
+		write_header_line(state, state->value);
 }
 
 /* Whether outgoing propagation is on (Engine's setting). */
@@ -817,12 +834,31 @@ static __always_inline void finish_injection(struct sonde_span_record *record)
 	bpf_map_delete_elem(&injections, &key);
 }
 
+/* The incoming tracestate goes with a remote parent into the record, where the
+ * trace-context program says. */
+static __always_inline void keep_trace_state(struct fetch_state *state, struct context_state *incoming)
+{
+	struct sonde_context_program *program = &state->config->context;
+	struct sonde_op where = {
+		.out = program->trace_state_out, .len = program->trace_state_length, .capture = program->trace_state_capture,
+	};
+	__u64 string[2] = {};
+	if (bpf_probe_read_user(string, sizeof(string), (void *)incoming->trace_state) == 0)
+		copy_string(state, &where, string[0], string[1]);
+}
+
 /* Function entry: a fresh record in a new trace or, when a span is active on
  * this goroutine/thread, as its child; the fetch program reads the entry
  * captures; the record waits in `calls` for its end. The span becomes the
  * active one, parent of whatever starts before it ends. */
-static __always_inline int on_entry(struct sonde_probe_config *config, struct x86_64_regs *regs)
+/* A global function: the verifier checks it once, for any trace context the
+ * program before it found, instead of once for each combination it finds. */
+__noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 {
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config || !incoming)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
@@ -830,15 +866,13 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	/* A traceparent the request carries names the parent, over any local span:
 	 * a server continues its caller's trace, a client whose application set
 	 * one records it as its parent. */
-	struct context_state incoming = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
-	run_context_program(&incoming, 0);
 	struct sonde_trace_context parent_context = {};
 	int parent_kind;
-	if (incoming.remote) {
-		parent_context.trace_id_high = incoming.remote_trace_id_high;
-		parent_context.trace_id_low = incoming.remote_trace_id_low;
-		parent_context.span_id = incoming.remote_span_id;
-		parent_kind = incoming.remote_flags & 1 ? PARENT_REMOTE : PARENT_REMOTE_UNSAMPLED;
+	if (incoming->remote) {
+		parent_context.trace_id_high = incoming->remote_trace_id_high;
+		parent_context.trace_id_low = incoming->remote_trace_id_low;
+		parent_context.span_id = incoming->remote_span_id;
+		parent_kind = incoming->remote_flags & 1 ? PARENT_REMOTE : PARENT_REMOTE_UNSAMPLED;
 	} else {
 		parent_kind = find_parent(&context_key, owner, depth, &parent_context);
 	}
@@ -895,11 +929,13 @@ static __always_inline int on_entry(struct sonde_probe_config *config, struct x8
 	record->parent_slot = parent_context.span_slot;
 	record->context_flags = parent_kind == PARENT_REMOTE ? SONDE_PARENT_REMOTE : 0;
 	record->carrier = 0;
-	if (incoming.carrier && !incoming.remote && injecting())
-		await_injection(record, incoming.carrier);
+	if (incoming->carrier && !incoming->remote && injecting())
+		await_injection(record, incoming->carrier);
 
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
+	if (incoming->remote && incoming->trace_state)
+		keep_trace_state(&state, incoming);
 
 	struct sonde_trace_context current = {
 		.trace_id_high = record->trace_id_high,
@@ -967,7 +1003,7 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 /* The call creating a goroutine: the creator's open trace context waits for
  * the hand-off call on this thread. Nothing waits when it has none, and an
  * earlier wait this thread left (attached between the two calls) is dropped. */
-static __always_inline int on_start_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline int on_start_handoff(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	__u64 thread = bpf_get_current_pid_tgid();
 	struct sonde_context_key creator = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
@@ -977,8 +1013,8 @@ static __always_inline int on_start_handoff(struct sonde_probe_config *config, s
 		inherited = *active;
 	/* Only a span, or an unsampled root, still open is handed on (the creator's
 	 * depth is unknown here). */
-	int open = active && ((inherited.flags & SONDE_CONTEXT_UNSAMPLED)
-				      ? unsampled_root_open(&inherited, creator.tgid, 0, 0)
+	int open = active && ((inherited.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE))
+				      ? marker_open(&inherited, creator.tgid, 0, 0)
 				      : context_liveness(&inherited, creator.tgid, 0, 0) == CONTEXT_OPEN);
 	if (!open) {
 		bpf_map_delete_elem(&handoffs, &thread);
@@ -991,7 +1027,7 @@ static __always_inline int on_start_handoff(struct sonde_probe_config *config, s
 
 /* The call handed the new goroutine: it starts in the waiting context, or in
  * none: a g is reused after its goroutine exits, so a stale context must go. */
-static __always_inline int on_end_handoff(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline int on_end_handoff(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	__u64 thread = bpf_get_current_pid_tgid();
 	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
@@ -1000,7 +1036,14 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 		bpf_map_delete_elem(&active_contexts, &created);
 		return 0;
 	}
-	set_context(&created, inherited);
+	struct sonde_trace_context handed = *inherited;
+	if (handed.flags & SONDE_CONTEXT_REMOTE) {
+		/* The new goroutine's own until its first span ends: the extracting
+		 * call may return, and set another, before it runs. */
+		handed.owner = created.key;
+		handed.stack_depth = 0;
+	}
+	set_context(&created, &handed);
 	bpf_map_delete_elem(&handoffs, &thread);
 	return 0;
 }
@@ -1022,7 +1065,7 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 
 /* Function return (any RET site), or an end-span probe on the call's own
  * goroutine/thread: finish the call opened at entry. */
-static __always_inline int on_return(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline int on_return(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
@@ -1057,7 +1100,7 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct x
 
 /* End of an object's span (e.g. a stream finishing, maybe on another
  * goroutine): the program adds its captures, then the span is emitted. */
-static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline int on_end_object_span(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	struct fetch_state state = { .regs = regs, .config = config };
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -1079,7 +1122,7 @@ static __always_inline int on_end_object_span(struct sonde_probe_config *config,
 
 /* Enrich probe: add captures to the span another probe has open on this
  * goroutine or thread (e.g. a router's route template on the server span). */
-static __always_inline int on_enrich(struct sonde_probe_config *config, struct x86_64_regs *regs)
+static __always_inline int on_enrich(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sonde_call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
@@ -1091,26 +1134,57 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct x
 	return 0;
 }
 
+/* A function that reads a request's headers before the code that serves it
+ * runs, here or in a goroutine it starts (grpc's operateHeaders): an incoming
+ * traceparent becomes this goroutine/thread's context, a remote parent, while
+ * the function runs. A marker an earlier request left is removed; an open
+ * local span is kept. */
+static __always_inline int on_extract(struct sonde_probe_config *config, struct pt_regs *regs, struct context_state *incoming)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 owner = call_owner(config, regs);
+	__u64 depth = stack_depth(config, regs);
+	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	struct sonde_trace_context current = {};
+	int current_kind = find_parent(&context_key, owner, depth, &current);
+	if (current_kind == PARENT_OPEN || current_kind == PARENT_UNSAMPLED)
+		return 0;
+	if (!incoming->remote) {
+		if (current_kind == PARENT_REMOTE || bpf_map_lookup_elem(&active_contexts, &context_key))
+			bpf_map_delete_elem(&active_contexts, &context_key);
+		return 0;
+	}
+	int sampled_by_caller = incoming->remote_flags & 1;
+	struct sonde_trace_context marker = {
+		.trace_id_high = incoming->remote_trace_id_high,
+		.trace_id_low = incoming->remote_trace_id_low,
+		.span_id = incoming->remote_span_id,
+		.owner = owner,
+		.span_slot = config->span_slot,
+		.flags = SONDE_CONTEXT_REMOTE | (sampled_by_caller ? 0 : SONDE_CONTEXT_UNSAMPLED),
+		.stack_depth = depth,
+	};
+	set_context(&context_key, &marker);
+	if (!sampled_by_caller)
+		count(SONDE_COUNTER_PARENT_NOT_SAMPLED);
+	return 0;
+}
+
 /* The probe that writes a request: the trace context of the client span
- * waiting under the carrier in `object_register` goes into it. */
-static __always_inline int on_inject(struct sonde_probe_config *config, struct x86_64_regs *regs, const int may_write)
+ * waiting under the carrier in `object_register`, which its trace-context
+ * program writes; NULL when no client span sends this request (another
+ * request, or propagation is off). */
+static __always_inline struct sonde_injection *waiting_injection(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	struct sonde_call_key key = {
 		.key = register_value(regs, config->object_register),
 		.tgid = bpf_get_current_pid_tgid() >> 32,
 		.span_slot = config->span_slot,
 	};
-	struct sonde_injection *waiting = bpf_map_lookup_elem(&injections, &key);
-	if (!waiting)
-		return 0;   /* no client span sends this: another request, or propagation is off */
-	struct context_state state = {
-		.regs = regs, .config = config, .injection = waiting, .load_bias = regs->rip - config->site_address,
-	};
-	run_context_program(&state, may_write);
-	return 0;
+	return bpf_map_lookup_elem(&injections, &key);
 }
 
-static __always_inline int probe(struct x86_64_regs *regs, const int may_write)
+static __always_inline int probe(struct pt_regs *regs, const int may_write)
 {
 	__u32 cookie = bpf_get_attach_cookie(regs);
 	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
@@ -1120,8 +1194,19 @@ static __always_inline int probe(struct x86_64_regs *regs, const int may_write)
 	}
 	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
 		return 0;
-	if (config->role == SONDE_ROLE_START_SPAN)
-		return on_entry(config, regs);
+	__u32 role = config->role;
+	if (role == SONDE_ROLE_START_SPAN || role == SONDE_ROLE_EXTRACT || role == SONDE_ROLE_INJECT) {
+		/* The one place a trace-context program runs: the verifier walks it once. */
+		struct context_state context = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
+		if (role == SONDE_ROLE_INJECT && !(context.injection = waiting_injection(config, regs)))
+			return 0;
+		run_context_program(&context, may_write);
+		if (role == SONDE_ROLE_START_SPAN)
+			return on_entry(regs, &context);
+		if (role == SONDE_ROLE_EXTRACT)
+			return on_extract(config, regs, &context);
+		return 0;
+	}
 	if (config->role == SONDE_ROLE_START_HANDOFF)
 		return on_start_handoff(config, regs);
 	if (config->role == SONDE_ROLE_END_HANDOFF)
@@ -1130,19 +1215,18 @@ static __always_inline int probe(struct x86_64_regs *regs, const int may_write)
 		return on_enrich(config, regs);
 	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)
 		return on_end_object_span(config, regs);
-	if (config->role == SONDE_ROLE_INJECT)
-		return on_inject(config, regs, may_write);
+
 	return on_return(config, regs);
 }
 
 SEC("uprobe")
-int sonde_probe(struct x86_64_regs *regs)
+int sonde_probe(struct pt_regs *regs)
 {
 	return probe(regs, 0);
 }
 
 SEC("uprobe")
-int sonde_probe_writing(struct x86_64_regs *regs)
+int sonde_probe_writing(struct pt_regs *regs)
 {
 	return probe(regs, 1);
 }

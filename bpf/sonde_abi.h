@@ -36,9 +36,6 @@
 
 #define SONDE_MAX_OPS 32
 #define SONDE_MAX_CONTEXT_OPS 12     /* ops of a probe's trace-context program */
-/* Header names a probe compares or writes: each zero-padded in a slot of its own. */
-#define SONDE_LITERAL_SLOTS 4
-#define SONDE_LITERAL_SLOT_SIZE 16   /* so a name has at most 15 bytes */
 #define SONDE_SAVED_SLOTS 4
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
 #define SONDE_MAX_STRING 255         /* longest string one op copies */
@@ -63,7 +60,10 @@ enum sonde_role {
 	                              * `object_register`, which is then emitted */
 	SONDE_ROLE_INJECT = 7,       /* entry only: the trace context of span probe `span_slot` waiting
 	                              * in `injections` under the carrier in `object_register` is
-	                              * written by the trace-context program (WRITE_HEADER_LINE) */
+	                              * written by the trace-context program (SONDE_CONTEXT_INJECT) */
+	SONDE_ROLE_EXTRACT = 8,      /* entry only: the trace-context program's incoming traceparent
+	                              * becomes this goroutine/thread's context (SONDE_CONTEXT_REMOTE)
+	                              * while the function runs, and that of goroutines it starts */
 };
 
 /* Set in a record's `captured` mask when an END_OBJECT_SPAN probe ended the
@@ -87,9 +87,9 @@ enum sonde_key_mode {
 
 /* Fetch-program operations. `value` is the program's one working register.
  * The ops from READ_GO_STRING to READ_STRING_REGISTERS store a capture and so
- * end one. A trace-context program (config->context_ops) runs before the span
- * starts and has no record: it uses LOAD_REGISTER, ADD, DEREFERENCE,
- * EXPECT_ADDRESS and the ops from SET_CARRIER up. */
+ * end one. A trace-context program (struct sonde_context_program) runs before
+ * the span starts, without a record: LOAD_REGISTER, ADD, DEREFERENCE and
+ * EXPECT_ADDRESS only, then its action. */
 enum sonde_op_code {
 	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) */
 	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
@@ -102,25 +102,27 @@ enum sonde_op_code {
 	SONDE_OP_STORE_VALUE = 9,    /* data[out] = value (8 bytes) */
 	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
 	SONDE_OP_SET_OBJECT = 11,    /* at a span's return: keep it open under object `value` */
-	SONDE_OP_SET_CARRIER = 12,   /* the new span's trace context waits in `injections` under `value`
-	                              * (a request's header map) until an INJECT probe writes it */
-	SONDE_OP_FIND_IN_GO_MAP = 13,/* value = a Go map[string][]string (the map pointer): value = the
-	                              * address of the first string stored under the key in
-	                              * literal slot imm & 0xff, (imm >> 8) & 0xff bytes long; reg is the
-	                              * map layout (enum sonde_go_map_layout). Absent: the capture is
-	                              * absent, a trace-context program stops */
-	SONDE_OP_PARSE_TRACEPARENT = 14, /* value points at a Go string holding a W3C traceparent: when
-	                              * valid it becomes the span's remote parent, else it is counted */
-	SONDE_OP_WRITE_HEADER_LINE = 15, /* value = a buffered writer: its []byte is at offset `out`, its
-	                              * count of bytes used at offset `len`; appends "Name: traceparent\r\n"
-	                              * (Name in literal slot imm & 0xff, (imm >> 8) & 0xff bytes) when it fits */
 };
 
-/* How a Go map stores its entries, by Go release. */
-enum sonde_go_map_layout {
-	SONDE_GO_MAP_BUCKETS = 1,    /* Go <= 1.23 (runtime.hmap): 2^B buckets of 8, overflow chains */
-	SONDE_GO_MAP_SWISS = 2,      /* Go >= 1.24 (internal/runtime/maps.Map): groups of 8 slots */
+/* What a trace-context program does once its ops (LOAD_REGISTER, ADD,
+ * DEREFERENCE, EXPECT_ADDRESS) have reached a request's headers: one fixed
+ * step, not more ops, so that the verifier walks the header search once. */
+enum sonde_context_action {
+	SONDE_CONTEXT_EXTRACT = 1,   /* read the traceparent (and tracestate) the headers carry */
+	SONDE_CONTEXT_INJECT = 2,    /* append the waiting traceparent to a buffered writer */
 };
+
+/* How headers are stored. */
+enum sonde_header_carrier {
+	SONDE_CARRIER_GO_MAP_BUCKETS = 1, /* Go map[string][]string, Go <= 1.23 (runtime.hmap): 2^B
+	                              * buckets of 8, overflow chains; the first value counts */
+	SONDE_CARRIER_GO_MAP_SWISS = 2, /* the same from Go 1.24 (internal/runtime/maps.Map): groups of 8 */
+	SONDE_CARRIER_FIELD_SLICE = 3, /* a Go slice of {Name, Value string, ...} (hpack.HeaderField) */
+};
+
+/* Header names are literals: each zero-padded in a slot of its own. */
+#define SONDE_LITERAL_SLOTS 2
+#define SONDE_LITERAL_SLOT_SIZE 16   /* so a name has at most 15 bytes */
 
 /* A W3C traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex. */
 #define SONDE_TRACEPARENT_LENGTH 55
@@ -135,6 +137,27 @@ struct sonde_op {
 	__s64 imm;
 };
 
+/* A probe's trace-context program (START_SPAN, EXTRACT, INJECT). */
+struct sonde_context_program {
+	__u8 op_count;
+	__u8 action;                 /* enum sonde_context_action; 0: none */
+	__u8 carrier;                /* EXTRACT: enum sonde_header_carrier */
+	__u8 sets_carrier;           /* EXTRACT on a client span: its own context waits in
+	                              * `injections` under the headers (a map pointer) */
+	__u16 element_size;          /* EXTRACT: a map element's or a slice field's size */
+	__u8 traceparent_length;     /* the traceparent header's name, in literal slot 0 */
+	__u8 tracestate_length;      /* EXTRACT: the tracestate header's, in slot 1; 0: not kept */
+	__u16 trace_state_out;       /* EXTRACT: where a remote parent's tracestate goes in the record, */
+	__u16 trace_state_length;    /* at most this many bytes, */
+	__u8 trace_state_capture;    /* with this capture bit */
+	__u8 reserved;
+	__u16 buffer_offset;         /* INJECT: the writer's []byte, */
+	__u16 used_offset;           /* and its count of bytes used */
+	__u16 reserved2;
+	struct sonde_op ops[SONDE_MAX_CONTEXT_OPS];
+	__u8 literals[SONDE_LITERAL_SLOTS * SONDE_LITERAL_SLOT_SIZE];
+};
+
 struct sonde_probe_config {
 	__u32 role;
 	__u32 span_slot;             /* shared by a probe's entry and return sites */
@@ -145,12 +168,9 @@ struct sonde_probe_config {
 	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
 	                              * end; START/END_HANDOFF: the register holding the goroutine;
 	                              * INJECT: the register holding the carrier */
-	__u32 context_op_count;
+	__u32 reserved;
 	struct sonde_op ops[SONDE_MAX_OPS];
-	/* START_SPAN: extracts an incoming trace context and names the carrier to
-	 * inject into; INJECT: writes the waiting one. */
-	struct sonde_op context_ops[SONDE_MAX_CONTEXT_OPS];
-	__u8 literals[SONDE_LITERAL_SLOTS * SONDE_LITERAL_SLOT_SIZE];
+	struct sonde_context_program context;
 };
 
 /* One span, from entry to return; emitted whole on the ring buffer. */
@@ -205,6 +225,11 @@ struct sonde_context_key {
  * trace's probes return at once, and `span_id` is only a nonce telling this
  * root from a later one on the same goroutine/thread. */
 #define SONDE_CONTEXT_UNSAMPLED 1u
+/* Set in a context's `flags` for a remote parent (an incoming traceparent an
+ * EXTRACT probe found): `span_id` is that parent's. It holds on its
+ * goroutine/thread while the extracting call runs (`stack_depth`), and on a
+ * goroutine started meanwhile until that goroutine's first span ends. */
+#define SONDE_CONTEXT_REMOTE 2u
 
 /* The span that new spans on a goroutine/thread become children of, and the
  * call that opened it (owner, probe), to tell whether it is still open. */

@@ -136,7 +136,8 @@ public final class BPFEngine {
             case .object?: .endObjectSpan
             case .openCall?: .endSpan
             case nil:
-                probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : probe.probe.injection != nil ? .inject : .startSpan
+                probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : probe.probe.injection != nil ? .inject
+                    : probe.probe.extraction != nil ? .extract : .startSpan
             }
             // One probe that cannot be configured is reported and skipped; the others still attach.
             do {
@@ -146,7 +147,7 @@ public final class BPFEngine {
                         role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                         siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
-                        literals: probe.literals))
+                        contextAction: probe.contextAction))
                 try writeConfig(
                     fd: configs, index: returnCookie,
                     RecordLayout.encodeConfig(

@@ -18,7 +18,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         case .programTooLong(let ops, let limit):
             return "a fetch program has \(ops) ops; the BPF program runs at most \(limit). Capture fewer values in this probe"
         case .literalsTooLong(let literals, let slots, let bytes):
-            return "a probe compares or writes the header names \(literals); the BPF program holds at most \(slots) of at most \(bytes) bytes"
+            return "a probe compares or writes the header names \(literals); the BPF program holds at most \(slots) names of 1 to \(bytes) bytes"
         case .layoutMismatch(let map, let bpfSize, let swiftSize):
             return "internal error: map \(map) holds \(bpfSize)-byte values but Engine/RecordLayout.swift encodes \(swiftSize); update it with bpf/sonde_abi.h"
         case .nothingAttached(let failures):

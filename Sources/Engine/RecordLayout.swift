@@ -11,7 +11,7 @@ enum RecordLayout {
 
     /// What a probe site does to tracing state (`enum sonde_role`).
     enum Role {
-        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan, inject
+        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan, inject, extract
 
         var rawValue: UInt32 {
             switch self {
@@ -22,6 +22,7 @@ enum RecordLayout {
             case .enrich: SONDE_ROLE_ENRICH.rawValue
             case .endObjectSpan: SONDE_ROLE_END_OBJECT_SPAN.rawValue
             case .inject: SONDE_ROLE_INJECT.rawValue
+            case .extract: SONDE_ROLE_EXTRACT.rawValue
             }
         }
     }
@@ -30,17 +31,13 @@ enum RecordLayout {
     /// (Planning refuses such probes first, so this guards the encoder alone).
     static func encodeConfig(
         role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
-        program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], literals: [String] = []
+        program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil
     ) throws -> [UInt8] {
         guard program.count <= Int(SONDE_MAX_OPS) else {
             throw EngineError.programTooLong(ops: program.count, limit: Int(SONDE_MAX_OPS))
         }
         guard contextProgram.count <= Int(SONDE_MAX_CONTEXT_OPS) else {
             throw EngineError.programTooLong(ops: contextProgram.count, limit: Int(SONDE_MAX_CONTEXT_OPS))
-        }
-        let slotSize = Int(SONDE_LITERAL_SLOT_SIZE)
-        guard literals.count <= Int(SONDE_LITERAL_SLOTS), literals.allSatisfy({ $0.utf8.count < slotSize }) else {
-            throw EngineError.literalsTooLong(literals, slots: Int(SONDE_LITERAL_SLOTS), bytes: slotSize - 1)
         }
         var config = sonde_probe_config()
         config.role = role.rawValue
@@ -56,19 +53,63 @@ enum RecordLayout {
             let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_OPS))
             for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: captureIndex) }
         }
-        config.context_op_count = UInt32(contextProgram.count)
-        withUnsafeMutableBytes(of: &config.context_ops) { ops in
-            let typed = UnsafeMutableBufferPointer(
-                start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
-            for (index, op) in contextProgram.enumerated() { typed[index] = encode(op, captureIndex: [:]) }
-        }
-        withUnsafeMutableBytes(of: &config.literals) { bytes in
-            for (slot, literal) in literals.enumerated() {
-                for (index, byte) in literal.utf8.enumerated() { bytes[slot * slotSize + index] = byte }
-            }
+        if let contextAction {
+            config.context = try encodeContext(contextProgram, contextAction, captureIndex: captureIndex)
         }
         return withUnsafeBytes(of: config) { Array($0) }
     }
+
+    /// A trace-context program: the ops reaching the headers, the action there, the header names.
+    static func encodeContext(_ program: [FetchOp], _ action: TraceContextAction, captureIndex: [Int: Int]) throws -> sonde_context_program {
+        var context = sonde_context_program()
+        context.op_count = UInt8(program.count)
+        withUnsafeMutableBytes(of: &context.ops) { ops in
+            let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
+            for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: [:]) }
+        }
+        let names: [String]
+        switch action {
+        case .extract(let extraction):
+            context.action = UInt8(SONDE_CONTEXT_EXTRACT.rawValue)
+            switch extraction.layout {
+            case .goMap(let layout):
+                context.carrier = UInt8((layout == .swiss ? SONDE_CARRIER_GO_MAP_SWISS : SONDE_CARRIER_GO_MAP_BUCKETS).rawValue)
+                context.element_size = UInt16(goStringSliceSize)
+            case .fieldSlice(let stride):
+                context.carrier = UInt8(SONDE_CARRIER_FIELD_SLICE.rawValue)
+                context.element_size = UInt16(stride)
+            }
+            context.sets_carrier = extraction.setsCarrier ? 1 : 0
+            if let slot = extraction.traceState {
+                names = [extraction.traceparent, extraction.tracestate]
+                context.trace_state_out = UInt16(slot.offset)
+                context.trace_state_length = UInt16(slot.maxLength)
+                context.trace_state_capture = UInt8(captureIndex[slot.offset] ?? 0)
+            } else {
+                names = [extraction.traceparent]
+            }
+        case .injectHeaderLine(let name, let bufferOffset, let usedOffset):
+            context.action = UInt8(SONDE_CONTEXT_INJECT.rawValue)
+            context.buffer_offset = UInt16(bufferOffset)
+            context.used_offset = UInt16(usedOffset)
+            names = [name]
+        }
+        let slotSize = Int(SONDE_LITERAL_SLOT_SIZE)
+        guard names.allSatisfy({ !$0.isEmpty && $0.utf8.count < slotSize }) else {
+            throw EngineError.literalsTooLong(names, slots: Int(SONDE_LITERAL_SLOTS), bytes: slotSize - 1)
+        }
+        context.traceparent_length = UInt8(names[0].utf8.count)
+        context.tracestate_length = names.count > 1 ? UInt8(names[1].utf8.count) : 0
+        withUnsafeMutableBytes(of: &context.literals) { bytes in
+            for (slot, name) in names.enumerated() {
+                for (index, byte) in name.utf8.enumerated() { bytes[slot * slotSize + index] = byte }
+            }
+        }
+        return context
+    }
+
+    /// A Go []string: data, length, capacity.
+    static let goStringSliceSize = 24
 
     /// `captureIndex` maps a data offset to the capture stored there, whose bit the op sets.
     static func encode(_ op: FetchOp, captureIndex: [Int: Int]) -> sonde_op {
@@ -93,21 +134,9 @@ enum RecordLayout {
         case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
             set(SONDE_OP_READ_STRING_REGISTERS, register: UInt8(pointer.rawValue), out: into, length: maxLength, immediate: Int64(lengthRegister.rawValue))
         case .setObject: set(SONDE_OP_SET_OBJECT)
-        case .setCarrier: set(SONDE_OP_SET_CARRIER)
-        case .findInGoMap(let key, let slot, let layout, let elementSize):
-            let layoutCode = layout == .swiss ? SONDE_GO_MAP_SWISS : SONDE_GO_MAP_BUCKETS
-            set(SONDE_OP_FIND_IN_GO_MAP, register: UInt8(layoutCode.rawValue), length: elementSize, immediate: literal(slot: slot, key))
-        case .parseTraceparent: set(SONDE_OP_PARSE_TRACEPARENT)
-        case .writeHeaderLine(let name, let slot, let bufferOffset, let usedOffset):
-            set(SONDE_OP_WRITE_HEADER_LINE, out: bufferOffset, length: usedOffset, immediate: literal(slot: slot, name))
         }
         encoded.capture = UInt8(captureIndex[Int(encoded.out)] ?? 0)
         return encoded
-    }
-
-    /// An op's reference to a literal: its slot, and its length in the second byte.
-    private static func literal(slot: Int, _ text: String) -> Int64 {
-        Int64(slot) | Int64(text.utf8.count) << 8
     }
 
     /// The capture area of a record: the data array and its slack.

@@ -29,7 +29,11 @@ extension AttachPlan {
     public func droppingTraceContextInjection() -> AttachPlan {
         var plan = self
         plan.probes.removeAll(where: \.writesTargetMemory)
-        for index in plan.probes.indices { plan.probes[index].contextProgram.removeAll { $0 == .setCarrier } }
+        for index in plan.probes.indices {
+            guard case .extract(var extraction)? = plan.probes[index].contextAction else { continue }
+            extraction.setsCarrier = false
+            plan.probes[index].contextAction = .extract(extraction)
+        }
         return plan
     }
 }
@@ -71,18 +75,17 @@ public struct PlannedProbe: Sendable, Equatable {
     public var objectKey: Register?
     /// `follow-goroutine` probes: where the creator and the created goroutine are, at the two calls.
     public var handoffRegisters: HandoffRegisters?
-    /// Span probes with `trace-context`: reads an incoming traceparent before the span starts and,
-    /// when an `inject-trace-context` probe sends the span's context, names the headers it waits
-    /// under. `inject-trace-context` probes: writes it into the request.
+    /// Span probes with `trace-context` and `extract-trace-context` probes: the ops that reach the
+    /// request's headers, before the span starts; `inject-trace-context` probes: those that reach
+    /// the writer. `contextAction` says what is then done there.
     public var contextProgram: [FetchOp] = []
-    /// Header names the programs compare or write, by literal slot.
-    public var literals: [String] = []
+    public var contextAction: TraceContextAction?
     /// `inject-trace-context` probes: the register holding the headers being written.
     public var carrierRegister: Register?
 
     /// The probe writes into the traced process's memory (outgoing trace context).
     public var writesTargetMemory: Bool {
-        contextProgram.contains { if case .writeHeaderLine = $0 { true } else { false } }
+        if case .injectHeaderLine? = contextAction { true } else { false }
     }
 
     public init(

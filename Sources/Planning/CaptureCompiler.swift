@@ -66,13 +66,12 @@ struct CaptureCompiler {
         return slots
     }
 
-    /// `trace-context`: a capture of the incoming `tracestate`, found in the headers' map.
-    mutating func traceState(headers mapOps: [FetchOp], find: FetchOp) throws -> CaptureSlot {
-        let slot = try allocate(Capture(
+    /// `trace-context`: where the incoming `tracestate` goes in the record, which the
+    /// trace-context program fills in when the span has a remote parent.
+    mutating func traceStateSlot() throws -> CaptureSlot {
+        try allocate(Capture(
             name: CaptureSlot.traceStateName, origin: .argument(""), path: [], type: .goString, ifZero: nil,
             maxLength: CaptureSlot.traceStateMaxLength, source: SourceLocation(wholeFile: "")))
-        entryProgram += mapOps + [find, .readGoString(into: slot.offset, maxLength: slot.maxLength)]
-        return slot
     }
 
     /// `end-span`: the register holding, at entry, the object whose open span the probe ends.
@@ -212,25 +211,33 @@ struct CaptureCompiler {
         return (ops, typeName)
     }
 
-    /// `trace-context.headers`: ops leaving the headers' Go map (its pointer) as the working
-    /// value, read at entry.
-    mutating func headerMap(_ headers: TraceContextHeaders) throws -> [FetchOp] {
+    /// `trace-context.headers`: ops leaving the headers as the working value, read at entry: a Go
+    /// map's pointer, or the address of a slice's header.
+    mutating func headers(_ headers: TraceContextHeaders) throws -> [FetchOp] {
         let context = "trace-context.headers (\(headers.source))"
         let parameter = try value(headers.origin, context: context)
         guard let register = parameter.registers?.first, parameter.registers?.count == 1 else {
             throw PlanProblem("\(context): \(headers.origin) is \(parameter.typeName), not a pointer or map in one register")
         }
         registersReadAtEntry.insert(register.register)
-        guard !headers.path.isEmpty else {
+        if headers.path.isEmpty, headers.carrier == .goHeaderMap {
             try checkMap(parameter.typeName, context: context)
             return [.loadRegister(register.register)]
         }
-        guard let pointee = types[parameter.typeName]?.pointee else {
-            throw PlanProblem("\(context): \(headers.origin) is a \(parameter.typeName) held by value; paths start from pointers")
+        guard let pointee = types[parameter.typeName]?.pointee, !headers.path.isEmpty else {
+            throw PlanProblem("\(context): \(headers.origin) is a \(parameter.typeName); give the path from a pointer to the headers")
         }
         let (ops, typeName) = try walk(headers.path[...], from: pointee, ops: [.loadRegister(register.register)], context: context)
-        try checkMap(typeName, context: context)
-        return ops + [.dereference]
+        switch headers.carrier {
+        case .goHeaderMap:
+            try checkMap(typeName, context: context)
+            return ops + [.dereference]
+        case .hpackHeaderFields:
+            guard typeName.hasPrefix("[]"), typeName.hasSuffix("hpack.HeaderField") else {
+                throw PlanProblem("\(context): the headers have Go type \(typeName); hpack-header-fields is a []hpack.HeaderField")
+            }
+            return ops
+        }
     }
 
     /// `inject-trace-context.headers`: the register holding the headers' map being written.

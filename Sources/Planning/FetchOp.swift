@@ -18,18 +18,6 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case storeValue(into: Int)
     /// At a span's return: the span stays open under this object (see `outlives-call`).
     case setObject
-    /// Trace-context programs: the new client span's context waits under this value (its
-    /// request's header map) for an `inject-trace-context` probe.
-    case setCarrier
-    /// The value is a Go map[string][]string: it becomes the address of the first string stored
-    /// under `key` (kept in the probe's literal slot `literalSlot`), or the capture is absent.
-    case findInGoMap(key: String, literalSlot: Int, layout: GoMapLayout, elementSize: Int)
-    /// Trace-context programs: the value points at a Go string holding a W3C traceparent, which
-    /// becomes the span's remote parent when valid.
-    case parseTraceparent
-    /// Trace-context programs: appends `name: <traceparent>\r\n` to the buffered writer the value
-    /// points at (its byte slice and used count at these offsets) when it fits.
-    case writeHeaderLine(name: String, literalSlot: Int, bufferOffset: Int, usedOffset: Int)
 
     public var description: String {
         switch self {
@@ -45,11 +33,69 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
         case .readInteger(let size, let offset): return "read \(size)-byte integer into data[\(offset)]"
         case .storeValue(let offset): return "store value into data[\(offset)]"
         case .setObject: return "keep the span open under this object"
-        case .setCarrier: return "the span's trace context waits under this value"
-        case .findInGoMap(let key, _, let layout, _): return "find \"\(key)\" in the Go map (\(layout))"
-        case .parseTraceparent: return "parse a W3C traceparent: the remote parent"
-        case .writeHeaderLine(let name, _, let buffer, let used):
-            return "WRITE TO TARGET: append \"\(name): <traceparent>\" to the buffer at +\(buffer) (used count at +\(used))"
+        }
+    }
+}
+
+/// What a trace-context program does once its ops have reached a request's headers (the value
+/// they leave): one fixed step, which the BPF program runs outside its op loop.
+public enum TraceContextAction: Sendable, Equatable, CustomStringConvertible {
+    /// Reads the traceparent (a remote parent, when valid) and tracestate the headers carry.
+    case extract(HeaderExtraction)
+    /// Appends `name: <traceparent>\r\n` to the buffered writer the value points at, whose byte
+    /// slice and count of bytes used are at these offsets, when it fits.
+    case injectHeaderLine(name: String, bufferOffset: Int, usedOffset: Int)
+
+    public var description: String {
+        switch self {
+        case .extract(let extraction): return extraction.description
+        case .injectHeaderLine(let name, let buffer, let used):
+            return "WRITE TO THE TRACED PROCESS: append \"\(name): <traceparent>\" to the writer's buffer at +\(buffer) (bytes used at +\(used))"
+        }
+    }
+}
+
+/// Where the incoming trace context is, and where it goes.
+public struct HeaderExtraction: Sendable, Equatable, CustomStringConvertible {
+    public var layout: HeaderLayout
+    /// The header names, as the carrier spells them.
+    public var traceparent: String
+    public var tracestate: String
+    /// Where a remote parent's tracestate goes in the record; nil when it is not kept.
+    public var traceState: CaptureSlot?
+    /// A client span's own context waits under these headers (a map pointer) for an
+    /// `inject-trace-context` probe.
+    public var setsCarrier: Bool
+
+    public init(layout: HeaderLayout, traceparent: String, tracestate: String, traceState: CaptureSlot?, setsCarrier: Bool = false) {
+        self.layout = layout
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.traceState = traceState
+        self.setsCarrier = setsCarrier
+    }
+
+    public var description: String {
+        let kept = traceState.map { " and \"\(tracestate)\" (into data[\($0.offset)])" } ?? ""
+        let carrier = setsCarrier ? "; the span's own context waits under these headers to be sent" : ""
+        return "find \"\(traceparent)\"\(kept) in the \(layout): a valid traceparent is the remote parent\(carrier)"
+    }
+}
+
+/// How a request's headers are stored.
+public enum HeaderLayout: Sendable, Equatable, CustomStringConvertible {
+    /// A Go map[string][]string; the first value of a key counts.
+    case goMap(GoMapLayout)
+    /// A Go slice of {Name, Value string, ...} fields this many bytes apart (hpack.HeaderField).
+    case fieldSlice(stride: Int)
+
+    /// golang.org/x/net/http2/hpack.HeaderField: Name, Value string; Sensitive bool (padded).
+    public static let hpackHeaderFieldSize = 40
+
+    public var description: String {
+        switch self {
+        case .goMap(let layout): return "Go map (\(layout))"
+        case .fieldSlice(let stride): return "slice of header fields (\(stride) bytes each)"
         }
     }
 }

@@ -158,26 +158,23 @@ public enum PlanCompiler {
     }
 
     /// Ties a planned `inject-trace-context` probe to the client span it writes for: its slot, and
-    /// the header name in the target's spelling; the target's own context program then names its
-    /// headers as the carrier its context waits under.
+    /// the header name in the target's spelling; the target's context then waits under its headers.
     static func compile(
         injector probe: Probe, of pack: ProbePack, target: inout PlannedProbe, facts: BinaryFacts, table: OffsetTable?
     ) throws -> PlannedProbe {
-        guard let headers = target.probe.traceContext,
-              let find = target.contextProgram.firstIndex(where: { if case .findInGoMap = $0 { true } else { false } }) else {
-            throw PlanProblem("\(target.probe.id) has no trace-context headers: say where its request keeps them")
+        guard let headers = target.probe.traceContext, case .extract(var extraction)? = target.contextAction,
+              case .goMap = extraction.layout else {
+            throw PlanProblem("\(target.probe.id) has no trace-context headers in a Go map: say where its request keeps them")
         }
         var planned = try compile(probe: probe, of: pack, facts: facts, table: table)
-        guard case .writeHeaderLine(_, let slot, let bufferOffset, let usedOffset)? = planned.contextProgram.last else {
-            preconditionFailure("an inject-trace-context program ends by writing")
+        guard case .injectHeaderLine(_, let bufferOffset, let usedOffset)? = planned.contextAction else {
+            preconditionFailure("an inject-trace-context probe writes a header line")
         }
-        let name = headers.nameCase.traceparent
-        planned.contextProgram[planned.contextProgram.count - 1] = .writeHeaderLine(
-            name: name, literalSlot: slot, bufferOffset: bufferOffset, usedOffset: usedOffset)
-        planned.literals = [name]
+        planned.contextAction = .injectHeaderLine(name: headers.nameCase.traceparent, bufferOffset: bufferOffset, usedOffset: usedOffset)
         planned.spanSlot = target.spanSlot
         planned.keyMode = target.keyMode
-        if !target.contextProgram.contains(.setCarrier) { target.contextProgram.insert(.setCarrier, at: find) }
+        extraction.setsCarrier = true
+        target.contextAction = .extract(extraction)
         return planned
     }
 
@@ -190,37 +187,61 @@ public enum PlanCompiler {
             function: probe.function, signature: signature, functionAddresses: facts.functions.mapValues(\.address))
         let carrier = try programs.mapRegister(injection.headers, context: "inject-trace-context.headers")
         let writer = try programs.bufferedWriter(injection.writer)
-        let name = TraceContextHeaders.NameCase.canonical.traceparent
-        var preserved = programs.registersReadAtEntry
-        if facts.goBuild != nil { preserved.insert(.r14) }
-        var planned = PlannedProbe(
-            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: facts.goBuild == nil ? .thread : .goroutine,
-            entry: try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil), returns: [],
-            entryProgram: [], returnProgram: [], captureSlots: [])
+        var planned = try entryOnly(probe, function: function, preserving: programs.registersReadAtEntry, facts: facts)
         planned.carrierRegister = carrier
-        planned.literals = [name]
-        planned.contextProgram = writer.ops + [
-            .writeHeaderLine(name: name, literalSlot: 0, bufferOffset: writer.bufferOffset, usedOffset: writer.usedOffset),
-        ]
+        planned.contextProgram = writer.ops
+        planned.contextAction = .injectHeaderLine(
+            name: TraceContextHeaders.NameCase.canonical.traceparent, bufferOffset: writer.bufferOffset, usedOffset: writer.usedOffset)
         try checkContextProgram(planned.contextProgram, of: probe)
         return planned
     }
 
-    /// `trace-context`: the program that reads an incoming traceparent before the span starts, and
-    /// a capture of the incoming tracestate.
-    static func compile(traceContext headers: TraceContextHeaders, into programs: inout CaptureCompiler, facts: BinaryFacts) throws
-        -> (program: [FetchOp], literals: [String], traceState: CaptureSlot)
+    /// An `extract-trace-context` probe: a site at the function's entry whose program makes an
+    /// incoming traceparent the goroutine's context while the function runs.
+    static func compile(
+        extraction headers: TraceContextHeaders, of probe: Probe, function: FunctionFacts, signature: ProbeSignature, facts: BinaryFacts
+    ) throws -> PlannedProbe {
+        var programs = CaptureCompiler(function: probe.function, signature: signature)
+        let (program, action) = try compile(traceContext: headers, into: &programs, facts: facts, keepingTraceState: false)
+        var planned = try entryOnly(probe, function: function, preserving: programs.registersReadAtEntry, facts: facts)
+        planned.contextProgram = program
+        planned.contextAction = action
+        try checkContextProgram(program, of: probe)
+        return planned
+    }
+
+    /// A probe with one site, at entry, and no captures.
+    private static func entryOnly(_ probe: Probe, function: FunctionFacts, preserving registers: Set<Register>, facts: BinaryFacts) throws
+        -> PlannedProbe
     {
-        guard let goVersion = facts.goBuild?.goVersion, let layout = GoMapLayout(goVersion: goVersion) else {
-            throw PlanProblem("trace-context: a go-header-map needs the binary's Go version, which its build info does not give")
+        var preserved = registers
+        if facts.goBuild != nil { preserved.insert(.r14) }
+        return PlannedProbe(
+            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: facts.goBuild == nil ? .thread : .goroutine,
+            entry: try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil), returns: [],
+            entryProgram: [], returnProgram: [], captureSlots: [])
+    }
+
+    /// A trace-context program that reaches the headers and extracts what they carry; a span
+    /// probe keeps the tracestate in a capture slot of its record.
+    static func compile(traceContext headers: TraceContextHeaders, into programs: inout CaptureCompiler, facts: BinaryFacts, keepingTraceState: Bool)
+        throws -> (program: [FetchOp], action: TraceContextAction)
+    {
+        let layout: HeaderLayout
+        switch headers.carrier {
+        case .goHeaderMap:
+            guard let goVersion = facts.goBuild?.goVersion, let mapLayout = GoMapLayout(goVersion: goVersion) else {
+                throw PlanProblem("trace-context: a go-header-map needs the binary's Go version, which its build info does not give")
+            }
+            layout = .goMap(mapLayout)
+        case .hpackHeaderFields:
+            layout = .fieldSlice(stride: HeaderLayout.hpackHeaderFieldSize)
         }
-        let mapOps = try programs.headerMap(headers)
-        let elementSize = 24  // []string: data, length, capacity
-        let literals = [headers.nameCase.traceparent, headers.nameCase.tracestate]
-        let traceState = try programs.traceState(
-            headers: mapOps, find: .findInGoMap(key: literals[1], literalSlot: 1, layout: layout, elementSize: elementSize))
-        let program = mapOps + [.findInGoMap(key: literals[0], literalSlot: 0, layout: layout, elementSize: elementSize), .parseTraceparent]
-        return (program, literals, traceState)
+        let program = try programs.headers(headers)
+        let traceState = keepingTraceState ? try programs.traceStateSlot() : nil
+        let extraction = HeaderExtraction(
+            layout: layout, traceparent: headers.nameCase.traceparent, tracestate: headers.nameCase.tracestate, traceState: traceState)
+        return (program, .extract(extraction))
     }
 
     /// A trace-context program runs in a loop of its own, shorter than a fetch program's.
@@ -269,6 +290,9 @@ public enum PlanCompiler {
         if let injection = probe.injection {
             return try compile(injection: injection, of: probe, function: function, signature: signature(probe.function), facts: facts)
         }
+        if let extraction = probe.extraction {
+            return try compile(extraction: extraction, of: probe, function: function, signature: signature(probe.function), facts: facts)
+        }
         return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
     }
 
@@ -290,9 +314,9 @@ public enum PlanCompiler {
             functionAddresses: facts.functions.mapValues(\.address),
             dataOffset: dataOffset)
         var captureSlots = try programs.compile(entry: probe.onEntry, return: probe.onReturn)
-        let traceContext = try probe.traceContext.map { try compile(traceContext: $0, into: &programs, facts: facts) }
+        let traceContext = try probe.traceContext.map { try compile(traceContext: $0, into: &programs, facts: facts, keepingTraceState: true) }
         if let traceContext {
-            captureSlots.append(traceContext.traceState)
+            if case .extract(let extraction) = traceContext.action, let slot = extraction.traceState { captureSlots.append(slot) }
             try checkContextProgram(traceContext.program, of: probe)
         }
         let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
@@ -314,7 +338,7 @@ public enum PlanCompiler {
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)
         planned.objectKey = objectKey
         planned.contextProgram = traceContext?.program ?? []
-        planned.literals = traceContext?.literals ?? []
+        planned.contextAction = traceContext?.action
         return planned
     }
 

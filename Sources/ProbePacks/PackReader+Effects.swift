@@ -161,19 +161,20 @@ extension PackReader {
 
 /// W3C trace context: where a span's request keeps its headers, and the probes that send them.
 extension PackReader {
-    /// `trace-context: { headers: { arg: req, path: Header, type: go-header-map, case: canonical } }`.
-    static func readTraceContext(_ node: YAMLNode) throws -> TraceContextHeaders {
+    /// `trace-context` or `extract-trace-context`:
+    /// `{ headers: { arg: req, path: Header, type: go-header-map, case: canonical } }`.
+    static func readTraceContext(_ node: YAMLNode, key: String) throws -> TraceContextHeaders {
         let report = node.diagnostics
-        let map = try node.mapping("trace-context", allowed: ["headers"])
+        let map = try node.mapping(key, allowed: ["headers"])
         let headersNode = try map.required("headers")
-        let headers = try headersNode.mapping("trace-context.headers", allowed: ["arg", "path", "type", "case"])
-        let origin = report.attempt { try readOrigin(headers, of: "trace-context.headers", at: headersNode, resultAllowed: false) }
+        let headers = try headersNode.mapping("\(key).headers", allowed: ["arg", "path", "type", "case"])
+        let origin = report.attempt { try readOrigin(headers, of: "\(key).headers", at: headersNode, resultAllowed: false) }
         let path = headers.optional("path").flatMap { path in report.attempt { try readPath(path) } }
         let carrier = report.attempt { () throws -> TraceContextHeaders.Carrier in
-            try readChoice(headers.required("type"), named: "trace-context.headers.type")
+            try readChoice(headers.required("type"), named: "\(key).headers.type")
         }
         let nameCase = report.attempt { () throws -> TraceContextHeaders.NameCase in
-            try readChoice(headers.required("case"), named: "trace-context.headers.case")
+            try readChoice(headers.required("case"), named: "\(key).headers.case")
         }
         guard let origin, let carrier, let nameCase else { throw AlreadyReported() }
         return TraceContextHeaders(origin: origin, path: path ?? [], carrier: carrier, nameCase: nameCase, source: headersNode.location)

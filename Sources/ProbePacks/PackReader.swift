@@ -142,7 +142,7 @@ enum PackReader {
             "a probe",
             allowed: [
                 "id", "function", "span", "follow-goroutine", "enrich", "end-span", "inject-trace-context",
-                "trace-context", "on-entry", "on-return", "attributes",
+                "extract-trace-context", "trace-context", "on-entry", "on-return", "attributes",
             ]
         )
         let id = report.attempt { try map.required("id").string("probe id") }
@@ -170,10 +170,13 @@ enum PackReader {
             report.attempt { try readEnrichment(end, key: "end-span", captures: names) }
         }
         let traceContext = map.optional("trace-context").flatMap { headers in
-            report.attempt { try readTraceContext(headers) }
+            report.attempt { try readTraceContext(headers, key: "trace-context") }
         }
         let injection = map.optional("inject-trace-context").flatMap { injection in
             report.attempt { try readInjection(injection) }
+        }
+        let extraction = map.optional("extract-trace-context").flatMap { headers in
+            report.attempt { try readTraceContext(headers, key: "extract-trace-context") }
         }
         checkEffect(of: map, probe: probe)
         let attributes = map.optional("attributes").flatMap { attributes in
@@ -188,6 +191,7 @@ enum PackReader {
             enrichment: enrichment ?? spanEnd,
             traceContext: traceContext,
             injection: injection,
+            extraction: extraction,
             onEntry: onEntry?.captures ?? [],
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
@@ -198,14 +202,15 @@ enum PackReader {
     /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.
     private static func checkEffect(of map: YAMLMapping, probe: String) {
         let report = map.owner.diagnostics
-        let effects = ["span", "enrich", "end-span", "follow-goroutine", "inject-trace-context"].filter(map.contains)
+        let effects = ["span", "enrich", "end-span", "follow-goroutine", "inject-trace-context", "extract-trace-context"]
+            .filter(map.contains)
         guard effects.count == 1 else {
             report.report(
                 map.owner.error(
                     "\(probe) needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span),"
                         + " 'end-span' (add to and end another probe's span), 'follow-goroutine'"
-                        + " (carry trace context to new goroutines) or 'inject-trace-context' (send a client span's"
-                        + " trace context)"
+                        + " (carry trace context to new goroutines), 'inject-trace-context' (send a client span's"
+                        + " trace context) or 'extract-trace-context' (continue an incoming trace context)"
                 )
             )
             return
@@ -220,7 +225,7 @@ enum PackReader {
                 returning.keyNode.error("an \(effects[0]) probe reads on entry only; it has no return to wait for")
             )
         }
-        if ["follow-goroutine", "inject-trace-context"].contains(effects[0]) {
+        if ["follow-goroutine", "inject-trace-context", "extract-trace-context"].contains(effects[0]) {
             for extra in map.entries where ["on-entry", "on-return", "attributes"].contains(extra.key) {
                 report.report(
                     extra.keyNode.error("a \(effects[0]) probe makes no span, so it takes no '\(extra.key)'")

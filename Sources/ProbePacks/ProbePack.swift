@@ -50,6 +50,9 @@ public struct Probe: Sendable, Equatable {
     public var traceContext: TraceContextHeaders?
     /// Set for probes that write a client span's trace context into the request it sends.
     public var injection: TraceContextInjection?
+    /// Set for probes that read a request's incoming trace context before the code serving it
+    /// runs, here or in a goroutine this function starts: it becomes the parent of that code's spans.
+    public var extraction: TraceContextHeaders?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
@@ -58,7 +61,7 @@ public struct Probe: Sendable, Equatable {
 
     public init(
         id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
-        traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil,
+        traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextHeaders? = nil,
         onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
@@ -68,6 +71,7 @@ public struct Probe: Sendable, Equatable {
         self.enrichment = enrichment
         self.traceContext = traceContext
         self.injection = injection
+        self.extraction = extraction
         self.onEntry = onEntry
         self.onReturn = onReturn
         self.attributes = attributes
@@ -115,6 +119,8 @@ public struct TraceContextHeaders: Sendable, Equatable {
     public enum Carrier: String, Sendable, Equatable, CaseIterable {
         /// A Go `map[string][]string` (net/http's `Header`, grpc's `metadata.MD`); the first value counts.
         case goHeaderMap = "go-header-map"
+        /// A Go `[]hpack.HeaderField` (HTTP/2 header fields as received, e.g. grpc's MetaHeadersFrame.Fields).
+        case hpackHeaderFields = "hpack-header-fields"
     }
     /// How the carrier spells header names.
     public enum NameCase: String, Sendable, Equatable, CaseIterable {

@@ -18,6 +18,7 @@ public enum PlanReport {
                     }
                 }
                 ?? probe.probe.injection.map { "writes the trace context of the \($0.target) span into its request" }
+                ?? probe.probe.extraction.map { _ in "continues the incoming trace context in the code this function runs" }
                 ?? "carries trace context to the new goroutine"
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {
@@ -28,9 +29,9 @@ public enum PlanReport {
             lines += probe.entryProgram.map { "    \($0)" }
             lines.append("  return program:")
             lines += probe.returnProgram.map { "    \($0)" }
-            if !probe.contextProgram.isEmpty {
-                lines.append("  trace-context program (header names: \(probe.literals.joined(separator: ", "))):")
-                lines += probe.contextProgram.map { "    \($0)" }
+            if let action = probe.contextAction {
+                lines.append("  trace-context program:")
+                lines += probe.contextProgram.map { "    \($0)" } + ["    \(action)"]
             }
             if probe.writesTargetMemory {
                 lines.append("  WRITES TO THE TRACED PROCESS'S MEMORY (outgoing trace context; off with --no-inject-trace-context)")

@@ -30,7 +30,7 @@ final class CLIErrorTests: XCTestCase {
         let result = try sonde(["packs", "validate", shipped, bad])
         XCTAssertEqual(result.status, 1)
         XCTAssertEqual(result.output, """
-            ok  \(shipped): go/net-http, 6 probe(s)
+            ok  \(shipped): go/net-http, 7 probe(s)
             bad \(bad):8:33: span name refers to unknown capture 'missing'; the probe defines no captures in on-entry or on-return
 
             """)
@@ -52,8 +52,8 @@ final class CLIErrorTests: XCTestCase {
         let planned = try sonde(["plan", "--exe", stripped, "--pack", "go/net-http"])
         XCTAssertEqual(planned.status, 0, planned.output)
         XCTAssertTrue(planned.output.contains("    method: go-string max 16 at data[0], offsets from offset table \(version)\n"), planned.output)
-        XCTAssertTrue(planned.output.contains("    status: int at data[232], offsets from offset table \(version)\n"), planned.output)
-        XCTAssertTrue(planned.output.contains("    http2-status: int at data[240], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("    status: int at data[336], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("    http2-status: int at data[344], offsets from offset table \(version)\n"), planned.output)
 
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -75,6 +75,7 @@ final class CLIErrorTests: XCTestCase {
               go/net-http/server-finished-http2: it adds to go/net-http/server, which is not planned for this binary
               go/net-http/server-finished-internal-http2: no function net/http/internal/http2.(*responseWriter).handlerDone in the symbol table or Go function table (.gopclntab) of \(stripped)
               go/net-http/server-hijacked: it adds to go/net-http/server, which is not planned for this binary
+              go/net-http/client-request-headers: it sends the trace context of go/net-http/client, which is not planned for this binary
             Error: no probe of the chosen packs applies to \(stripped)
 
             """), missing.output)

@@ -84,6 +84,37 @@ final class TraceContextTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("header maps too large"), traced.sonde.text)
     }
 
+    /// gRPC calls whose metadata carries a traceparent (unary Check, streaming Watch): each server
+    /// span continues it, found in the HEADERS frame and carried to the stream's goroutine.
+    func testGRPCServerContinuesTheTraceparentOfItsMetadata() throws {
+        let back = try GoToolchains.build("demo/two-service/back", with: GoToolchain.debian.installed(), name: "back-go119")
+        let client = try GoToolchains.build("Tests/Support/grpc-client", with: GoToolchain.debian.installed(), name: "grpc-client")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-grpc-tc-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try ChildProcess(back, ["-port-file", "\(directory)/ports"])
+        defer { _ = try? server.stop(signal: SIGKILL) }
+        try server.waitForOutput("grpc on")
+        let grpcPort = try XCTUnwrap(try String(contentsOfFile: "\(directory)/ports", encoding: .utf8).split(whereSeparator: \.isWhitespace).last)
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--pid", String(server.pid), "--pack", "go/grpc", "--pack", "go/runtime"],
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        try sonde.waitForOutput("attached")
+        for traceparent in ["00-\(Self.traceID)-\(Self.parentID)-01", "00-\(Self.traceID)-\(Self.parentID)-00", "not-a-traceparent"] {
+            XCTAssertEqual(try ChildProcess.run(client, ["127.0.0.1:\(grpcPort)", traceparent]), "SERVING SERVING\n")
+        }
+        Thread.sleep(forTimeInterval: 1)   // the Watch stream ends on grpc's goroutine once the client cancels it
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        let spans = try receiver.spans()
+        XCTAssertEqual(spans.map { $0["name"] as? String }, Array(repeating: ["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"], count: 2).flatMap { $0 })
+        XCTAssertEqual(spans.prefix(2).map { "\($0["trace_id"] as? String ?? "") \($0["parent_span_id"] as? String ?? "")" },
+                       Array(repeating: "\(Self.traceID) \(Self.parentID)", count: 2))
+        XCTAssertEqual(spans.suffix(2).map { $0["parent_span_id"] as? String }, ["", ""], "a malformed traceparent starts new traces")
+        XCTAssertTrue(sonde.text.contains("; spans not recorded (their caller did not sample the trace): 2;"), sonde.text)
+        XCTAssertTrue(sonde.text.contains("; malformed incoming traceparent headers (ignored): 2"), sonde.text)
+    }
+
     /// An upstream instrumented with the OpenTelemetry Go SDK (Debian's golang-opentelemetry-otel-dev):
     /// the traced server's span is the child of the SDK's span.
     func testServerContinuesATraceStartedByTheOpenTelemetrySDK() throws {
@@ -106,7 +137,7 @@ final class TraceContextTests: XCTestCase {
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let own = "00-\(Self.traceID)-\(Self.parentID)-01"
         let seenDownstream = try ChildProcess.run(try TestEnvironment.tool("CURL"), [
-            "--silent", "http://127.0.0.1:\(traced.port)/proxy?path=/headers&traceparent=\(own)",
+            "--silent", "http://127.0.0.1:\(traced.port)/relay?traceparent=\(own)",
         ])
         XCTAssertEqual(seenDownstream, own)
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
@@ -127,7 +158,7 @@ final class TraceContextTests: XCTestCase {
             binary: try TracingTestSetup.demoServer(), sondeArguments: ["--pack", "go/net-http", "--no-inject-trace-context"])
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let seenDownstream = try ChildProcess.run(try TestEnvironment.tool("CURL"), [
-            "--silent", "http://127.0.0.1:\(traced.port)/proxy?path=/headers",
+            "--silent", "http://127.0.0.1:\(traced.port)/relay",
         ])
         XCTAssertEqual(seenDownstream, "")
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
@@ -153,7 +184,7 @@ final class TraceContextTests: XCTestCase {
         let traced = try TracedDemoServer(binary: try TracingTestSetup.demoServer(), sondeArguments: ["--pack", "go/net-http"])
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let seenDownstream = try ChildProcess.run(try TestEnvironment.tool("CURL"), [
-            "--silent", "-H", "traceparent: 00-\(Self.traceID)-\(Self.parentID)-01", "http://127.0.0.1:\(traced.port)/proxy?path=/headers",
+            "--silent", "-H", "traceparent: 00-\(Self.traceID)-\(Self.parentID)-01", "http://127.0.0.1:\(traced.port)/relay",
         ])
         XCTAssertEqual(seenDownstream, "", "nothing written")
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
@@ -161,9 +192,9 @@ final class TraceContextTests: XCTestCase {
             traced.sonde.text.components(separatedBy: "outgoing trace context propagation is off: \(blocker); incoming traceparent headers are still continued\n").count,
             2, traced.sonde.text)
         let spans = try traced.spans()
-        XCTAssertEqual(spans.map(nameAndPath).sorted(), ["GET /headers", "GET /proxy", "GET ?"])
-        let proxy = try XCTUnwrap(spans.first { nameAndPath($0) == "GET /proxy" })
-        XCTAssertEqual(proxy["parent_span_id"] as? String, Self.parentID)
+        XCTAssertEqual(spans.map(nameAndPath).sorted(), ["GET /headers", "GET /relay", "GET ?"])
+        let relay = try XCTUnwrap(spans.first { nameAndPath($0) == "GET /relay" })
+        XCTAssertEqual(relay["parent_span_id"] as? String, Self.parentID)
         XCTAssertFalse(traced.sonde.text.contains("traceparent was not sent"), "nothing waited to be written: \(traced.sonde.text)")
     }
 
@@ -176,7 +207,7 @@ final class TraceContextTests: XCTestCase {
         let traced = try TracedDemoServer(binary: try TracingTestSetup.demoServer(), sondeArguments: ["--pack", "go/net-http"])
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let seenDownstream = try ChildProcess.run(try TestEnvironment.tool("CURL"), [
-            "--silent", "http://127.0.0.1:\(traced.port)/proxy?path=/headers",
+            "--silent", "http://127.0.0.1:\(traced.port)/relay",
         ])
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
         let spans = try traced.spans()

@@ -89,6 +89,26 @@ func main() {
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, strings.Join(r.Header.Values("Traceparent"), " "))
 	})
+	// Relays /headers of this server, answering with its body: what the
+	// request this server sent carried. ?traceparent= sets the outgoing
+	// request's own traceparent, as an instrumented application would.
+	mux.HandleFunc("/relay", func(w http.ResponseWriter, r *http.Request) {
+		request, err := http.NewRequest("GET", "http://"+r.Host+"/headers", nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if own := r.URL.Query().Get("traceparent"); own != "" {
+			request.Header.Set("Traceparent", own)
+		}
+		response, err := http.DefaultClient.Do(request)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer response.Body.Close()
+		io.Copy(w, response.Body)
+	})
 	// Every other path gets ServeMux's 404.
 
 	listener, err := net.Listen("tcp", *listen)
@@ -108,33 +128,17 @@ func main() {
 	log.Fatal(http.Serve(listener, mux))
 }
 
-// proxy forwards to ?path= (default /hello) on ?to=host:port, or on this
-// server, and answers with its status and body. ?traceparent= sets the
-// outgoing request's own traceparent header, as an instrumented application
-// would.
+// proxy forwards to /hello on ?to=host:port, or on this server, and answers with its status.
 func proxy(w http.ResponseWriter, r *http.Request, via string) {
-	query := r.URL.Query()
-	target, path := query.Get("to"), query.Get("path")
+	target := r.URL.Query().Get("to")
 	if target == "" {
 		target = r.Host
 	}
-	if path == "" {
-		path = "/hello"
-	}
-	request, err := http.NewRequest("GET", "http://"+target+path+"?via="+via, nil)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if own := query.Get("traceparent"); own != "" {
-		request.Header.Set("Traceparent", own)
-	}
-	response, err := http.DefaultClient.Do(request)
+	response, err := http.Get("http://" + target + "/hello?via=" + via)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer response.Body.Close()
+	response.Body.Close()
 	w.WriteHeader(response.StatusCode)
-	io.Copy(w, response.Body)
 }
