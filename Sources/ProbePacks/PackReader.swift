@@ -226,9 +226,10 @@ enum PackReader {
             )
         }
         if ["follow-goroutine", "inject-trace-context", "extract-trace-context"].contains(effects[0]) {
+            let article = effects[0] == "follow-goroutine" ? "a" : "an"
             for extra in map.entries where ["on-entry", "on-return", "attributes"].contains(extra.key) {
                 report.report(
-                    extra.keyNode.error("a \(effects[0]) probe makes no span, so it takes no '\(extra.key)'")
+                    extra.keyNode.error("\(article) \(effects[0]) probe makes no span, so it takes no '\(extra.key)'")
                 )
             }
         }

@@ -28,7 +28,7 @@ final class EngineEncodingTests: XCTestCase {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
             program: [.loadRegister(.rdi)], captureSlots: [])
-        XCTAssertEqual(config.count, 808)
+        XCTAssertEqual(config.count, 800)
         XCTAssertEqual(Array(config[0..<32]), [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0, 0x84, 0x91, 0x62, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[32..<40]), [0xff, 0, 0, 0, 0, 0, 0, 0], "no object key")
         XCTAssertEqual(Array(config[40..<42]), [1, 5])
@@ -80,6 +80,52 @@ final class EngineEncodingTests: XCTestCase {
         ])
         XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t000000c000000000\n", kernelRelease: "6.18.4", uprobePMUExists: true), [])
         XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.1.0", uprobePMUExists: true), [])
+    }
+
+    /// Outgoing trace context needs BPF writes to process memory: lockdown, a missing
+    /// CAP_SYS_ADMIN or a kernel that refuses the helper each turn it off, with the reason.
+    func testWhyTraceContextCannotBeWritten() {
+        let root = "CapEff:\t000001ffffffffff\n"
+        XCTAssertEqual(
+            KernelCapabilities.traceContextInjectionBlocker(procStatus: root, lockdown: "none [integrity] confidentiality\n", helperAvailable: { true }),
+            "kernel lockdown is 'integrity', which forbids BPF writes to process memory")
+        XCTAssertEqual(
+            KernelCapabilities.traceContextInjectionBlocker(procStatus: "CapEff:\t000000c000000000\n", lockdown: "[none] integrity confidentiality\n", helperAvailable: { true }),
+            "Sonde lacks CAP_SYS_ADMIN, which BPF writes to process memory need")
+        XCTAssertEqual(
+            KernelCapabilities.traceContextInjectionBlocker(procStatus: root, lockdown: nil, helperAvailable: { false }),
+            "the kernel refuses BPF writes to process memory (bpf_probe_write_user); kernel lockdown is the usual reason"
+                + " (mount securityfs and read /sys/kernel/security/lockdown)")
+        XCTAssertNil(KernelCapabilities.traceContextInjectionBlocker(procStatus: root, lockdown: "[none] integrity confidentiality\n", helperAvailable: { true }))
+    }
+
+    /// A trace-context program: its path ops, its action and header names in the fixed layout the
+    /// BPF program reads.
+    func testTraceContextProgramsEncode() throws {
+        let traceState = CaptureSlot(name: CaptureSlot.traceStateName, type: .goString, offset: 232, maxLength: 96, ifZero: nil, origin: "DWARF")
+        let extract = try RecordLayout.encodeContext(
+            [.loadRegister(.rdi), .add(56), .dereference],
+            .extract(HeaderExtraction(layout: .goMap(.swiss), traceparent: "Traceparent", tracestate: "Tracestate", traceState: traceState, setsCarrier: true)),
+            captureIndex: [0: 0, 232: 1])
+        XCTAssertEqual([extract.op_count, extract.action, extract.carrier, extract.sets_carrier], [3, 1, 2, 1])
+        XCTAssertEqual([extract.element_size, extract.trace_state_out, extract.trace_state_length], [24, 232, 96])
+        XCTAssertEqual([extract.traceparent_length, extract.tracestate_length, extract.trace_state_capture], [11, 10, 1])
+        let literals = withUnsafeBytes(of: extract.literals) { Array($0) }
+        XCTAssertEqual(literals, Array("Traceparent".utf8) + [0, 0, 0, 0, 0] + Array("Tracestate".utf8) + [0, 0, 0, 0, 0, 0])
+
+        let grpc = try RecordLayout.encodeContext(
+            [.loadRegister(.rbx), .add(8)],
+            .extract(HeaderExtraction(layout: .fieldSlice(stride: 40), traceparent: "traceparent", tracestate: "tracestate", traceState: nil)),
+            captureIndex: [:])
+        XCTAssertEqual([UInt16(grpc.carrier), grpc.element_size, UInt16(grpc.tracestate_length)], [3, 40, 0], "no record to keep a tracestate in")
+
+        let inject = try RecordLayout.encodeContext(
+            [.loadRegister(.rcx)], .injectHeaderLine(name: "Traceparent", bufferOffset: 16, usedOffset: 40), captureIndex: [:])
+        XCTAssertEqual([inject.action, inject.traceparent_length], [2, 11])
+        XCTAssertEqual([inject.buffer_offset, inject.used_offset], [16, 40])
+        XCTAssertThrowsError(try RecordLayout.encodeContext([], .injectHeaderLine(name: "X-Very-Long-Traceparent", bufferOffset: 0, usedOffset: 0), captureIndex: [:])) {
+            XCTAssertEqual("\($0)", "a probe compares or writes the header names [\"X-Very-Long-Traceparent\"]; the BPF program holds at most 2 names of 1 to 15 bytes")
+        }
     }
 }
 

@@ -108,7 +108,7 @@ final class PackLoaderTests: XCTestCase {
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             """
             bad.yaml:6:5: a probe is missing 'function'
-            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, inject-trace-context, trace-context, on-entry, on-return, attributes
+            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, inject-trace-context, extract-trace-context, trace-context, on-entry, on-return, attributes
             """)
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
@@ -190,7 +190,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:8:85: unknown key 'result' in follow-goroutine.child; expected one of: call, arg")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
-            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span), 'follow-goroutine' (carry trace context to new goroutines) or 'inject-trace-context' (send a client span's trace context)")
+            "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span), 'follow-goroutine' (carry trace context to new goroutines), 'inject-trace-context' (send a client span's trace context) or 'extract-trace-context' (continue an incoming trace context)")
     }
 
     func testShippedMuxPackEnrichesTheServerSpan() throws {
@@ -205,19 +205,21 @@ final class PackLoaderTests: XCTestCase {
 
     func testShippedGRPCPackUsesExpressionsAndEnrichment() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
-        XCTAssertEqual(pack.probes.map(\.id), ["server", "server-status", "client", "stream-client", "stream-client-end"])
-        let server = pack.probes[0]
+        XCTAssertEqual(
+            pack.probes.map(\.id), ["server-headers", "server", "server-status", "client", "stream-client", "stream-client-end"])
+        let probes = Array(pack.probes.dropFirst())  // after the trace-context probe (TraceContextPackTests)
+        let server = probes[0]
         XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
         XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
-        XCTAssertEqual(pack.probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil, ends: .openCall))
+        XCTAssertEqual(probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil, ends: .openCall))
         // The client's status is grpc_status(code, call-error): call-error is read first, since
         // code's type check ends the return program for an error that is no *status.Error.
-        XCTAssertEqual(pack.probes[2].onReturn.map(\.name), ["call-error", "code"])
-        let code = pack.probes[2].onReturn[1]
+        XCTAssertEqual(probes[2].onReturn.map(\.name), ["call-error", "code"])
+        let code = probes[2].onReturn[1]
         XCTAssertEqual(code.path, [.assertType("*google.golang.org/grpc/internal/status.Error"), .field("e"), .field("Code")])
         XCTAssertNil(code.ifAbsent)
         XCTAssertEqual(
-            pack.probes[2].attributes.last,
+            probes[2].attributes.last,
             AttributeRule(key: "rpc.grpc.status_code", value: .grpcStatus(code: "code", error: "call-error")))
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"{rpc_method(verb)}\"")),
@@ -230,8 +232,9 @@ final class PackLoaderTests: XCTestCase {
     /// A stream's span stays open under the stream after the call returns, and another probe ends it.
     func testSpansThatOutliveTheirCall() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
-        XCTAssertEqual(pack.probes[3].span?.outlivesCall, ObjectReference(origin: .result(0), dynamicType: "*google.golang.org/grpc.clientStream"))
-        let end = try XCTUnwrap(pack.probes[4].enrichment)
+        let stream = try XCTUnwrap(pack.probes.first { $0.id == "stream-client" })
+        XCTAssertEqual(stream.span?.outlivesCall, ObjectReference(origin: .result(0), dynamicType: "*google.golang.org/grpc.clientStream"))
+        let end = try XCTUnwrap(pack.probes.first { $0.id == "stream-client-end" }?.enrichment)
         XCTAssertEqual(end.target, "go/grpc/stream-client")
         XCTAssertEqual(end.ends, .object(.argument("cs")))
         XCTAssertEqual(end.errorWhen, [ErrorCondition(capture: "code", test: .atLeast(1))])
@@ -326,5 +329,74 @@ final class PackLoaderTests: XCTestCase {
             "no pack named 'go/missing' (available: go/example)",
         ])
         XCTAssertEqual(catalog.errors[3].location, SourceLocation(file: directory.path + "/broken.yaml", line: 2, column: 7))
+    }
+}
+
+/// The trace-context keys: where a request keeps its headers, and the probes that read or write them.
+final class TraceContextPackTests: XCTestCase {
+    private func pack(_ probe: String) -> String {
+        """
+        format: sonde.probe-pack/v1
+        pack: go/example
+        language: go
+        library: { module: std, versions: ">=1.19" }
+        probes:
+        \(probe)
+        """
+    }
+
+    private func errors(in probe: String) -> [String] {
+        do {
+            _ = try PackLoader.parse(yaml: pack(probe), file: "tc.yaml")
+            return []
+        } catch let error as PackLoadError {
+            return error.errors.map(\.description)
+        } catch {
+            return ["\(error)"]
+        }
+    }
+
+    func testGRPCPackExtractsFromTheHeadersFrame() throws {
+        let file = PackLoaderTests.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path
+        let grpc = try PackLoader.load(file: file)
+        let headers = try XCTUnwrap(grpc.probes.first { $0.id == "server-headers" })
+        XCTAssertEqual(headers.function, "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders")
+        XCTAssertEqual(headers.extraction?.carrier, .hpackHeaderFields)
+        XCTAssertEqual(headers.extraction?.nameCase, .lower)
+        XCTAssertEqual(headers.extraction?.path, [.field("Fields")])
+        XCTAssertNil(headers.span)
+    }
+
+    func testMistakesAreLocated() {
+        XCTAssertEqual(errors(in: """
+              - id: s
+                function: f
+                span: { kind: server, name: "s" }
+                trace-context:
+                  headers: { arg: req, path: Header, type: go-headers, case: upper }
+            """), [
+            "tc.yaml:10:48: unknown trace-context.headers.type 'go-headers'; expected one of: go-header-map, hpack-header-fields",
+            "tc.yaml:10:66: unknown trace-context.headers.case 'upper'; expected one of: canonical, lower",
+        ])
+        XCTAssertEqual(errors(in: """
+              - id: e
+                function: f
+                enrich: { span: go/example/s }
+                trace-context:
+                  headers: { arg: req, path: Header, type: go-header-map, case: canonical }
+            """), ["tc.yaml:9:5: trace-context belongs to a span probe: it says where that span's request keeps its headers"])
+        XCTAssertEqual(errors(in: """
+              - id: w
+                function: f
+                inject-trace-context:
+                  span: go/example/client
+                  headers: { arg: h }
+                  writer: { arg: w, path: "(*bufio.Writer)", buffer: buf }
+                on-entry:
+                  x: { arg: h, type: int }
+            """), [
+            "tc.yaml:11:15: inject-trace-context.writer is missing 'used'",
+            "tc.yaml:12:5: an inject-trace-context probe makes no span, so it takes no 'on-entry'",
+        ])
     }
 }

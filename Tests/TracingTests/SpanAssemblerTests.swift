@@ -266,3 +266,12 @@ extension CapturedValues: ExpressibleByDictionaryLiteral {
         self.init(names: elements.map(\.0), values: elements.map(\.1))
     }
 }
+
+extension SpanAssemblerTests {
+    /// W3C trace context lets a tracestate lose list members from its end, never part of one.
+    func testATraceStateCutAtItsBoundKeepsItsWholeMembers() {
+        XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rcWkgMzE,rojo=00f0…"), "congo=t61rcWkgMzE")
+        XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rc…"), "")
+    }
+}
