@@ -137,6 +137,8 @@ if grep -q -- '--sites' <<<"$hidden_help" &&
 fi
 has_sampler=0
 grep -qa OTEL_TRACES_SAMPLER "$sonde" && has_sampler=1
+has_trace_context=0
+grep -q -- '--no-trace-context' <<<"$hidden_help" && has_trace_context=1
 
 # Sites sonde attaches, from `sonde plan` lines such as
 #   entry  0x629b89 file offset 0x229b89  jbe 0x629ee3  [emulated (cheap)] ...
@@ -240,6 +242,7 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     conventional) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --sites conventional) ;;
     sampled) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url" OTEL_TRACES_SAMPLER=traceidratio
       OTEL_TRACES_SAMPLER_ARG=0.1) arguments=(--exporter otlp) ;;
+    no-trace-context) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --no-trace-context) ;;
   esac
   sonde_pids=()
   for pid in "${target_pids[@]}"; do
@@ -377,6 +380,7 @@ modes=(untraced console otlp)
 modes+=(floor)
 ((has_conventional)) && modes+=(floor-conventional)
 ((has_sampler)) && modes+=(sampled)
+((has_trace_context)) && modes+=(no-trace-context)
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date +%s)
@@ -422,7 +426,8 @@ for workload in "${workloads[@]}"; do
     echo "conventional placement's sites: $(grep -c . <<<"$sites" || true) ($(grep -c single-stepped <<<"$sites" || true)" \
       "single-stepped); its floor probes those"
   fi
-  awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" '
+  awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" \
+    -v has_trace_context="$has_trace_context" '
     function sort(a, n,    i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     }
@@ -481,7 +486,7 @@ for workload in "${workloads[@]}"; do
       }
     }
     END {
-      split("untraced console otlp conventional floor floor-conventional sampled", order, " ")
+      split("untraced console otlp no-trace-context conventional floor floor-conventional sampled", order, " ")
       label["untraced"] = "untraced"
       label["console"] = "sonde, console > /dev/null"
       label["otlp"] = "sonde, OTLP > local sink"
@@ -489,6 +494,7 @@ for workload in "${workloads[@]}"; do
       label["floor"] = "placement floor (tracefs)"
       label["floor-conventional"] = "floor, conventional sites"
       label["sampled"] = "sonde, OTLP, 10% sampling"
+      label["no-trace-context"] = "sonde, OTLP, no trace context"
       printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
         "server CPU us/req", "probe hits/req (single-stepped)"
       for (i = 1; i in order; i++) {
@@ -498,6 +504,7 @@ for workload in "${workloads[@]}"; do
           continue
         }
         if (mode == "floor-conventional" && !has_conventional) continue
+        if (mode == "no-trace-context" && !has_trace_context) continue
         if (mode == "sampled" && !has_sampler) {
           printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"
           continue
@@ -521,6 +528,15 @@ for workload in "${workloads[@]}"; do
           if (status[a] == "ok" && status[b] == "ok" && rps[b] > 0) v_peer[++m] = rps[a] / rps[b]
         }
         if (m) printf "sonde (OTLP) vs conventional placement: %s x the req/s\n", spread(v_peer, m, "%.2f")
+      }
+      if (has_trace_context) {
+        # What trace context (reading the incoming traceparent, sending one) adds, round by round.
+        m = 0; split("", v_tc)
+        for (r = 1; r <= rounds; r++) {
+          a = "otlp" SUBSEP r; b = "no-trace-context" SUBSEP r
+          if (status[a] == "ok" && status[b] == "ok" && rps[a] > 0 && rps[b] > 0) v_tc[++m] = 1e6 / rps[a] - 1e6 / rps[b]
+        }
+        if (m) printf "trace context (OTLP vs OTLP without it): %s us added per request (issue 8: <= 1)\n", spread(v_tc, m, "%.2f")
       }
       print ""
       printf "%-31s %-19s %-19s %-17s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",

@@ -38,6 +38,20 @@ extension AttachPlan {
     }
 }
 
+extension AttachPlan {
+    /// The plan without any trace context work, in or out: what the benchmark compares
+    /// propagation's cost against.
+    public func droppingTraceContext() -> AttachPlan {
+        var plan = droppingTraceContextInjection()
+        plan.probes.removeAll { $0.probe.extraction != nil }
+        for index in plan.probes.indices {
+            plan.probes[index].contextProgram = []
+            plan.probes[index].contextAction = nil
+        }
+        return plan
+    }
+}
+
 public struct SkippedProbe: Sendable, Equatable, CustomStringConvertible {
     public var pack: String
     public var probe: String

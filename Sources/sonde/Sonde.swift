@@ -70,6 +70,8 @@ struct Run: ParsableCommand {
     @OptionGroup var sites: PlacementOption
     @Flag(inversion: .prefixedNo, help: "Write a traceparent header into the requests traced clients send, so the next service continues the trace. Needs a kernel without lockdown.")
     var injectTraceContext = true
+    /// No trace context in or out, for the benchmark's comparison.
+    @Flag(help: .hidden) var noTraceContext = false
     /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
     @Option(help: .hidden) var maxCalls: Int?
 
@@ -93,7 +95,8 @@ struct Run: ParsableCommand {
             executable = try TargetExecutable.atPath(exe!)
             target = .executable
         }
-        let plan = try Planner.plan(executable: executable.attachPath, packs: packs.load(), placement: sites.placement)
+        var plan = try Planner.plan(executable: executable.attachPath, packs: packs.load(), placement: sites.placement)
+        if noTraceContext { plan = plan.droppingTraceContext() }
         guard !plan.probes.isEmpty else {
             plan.skipped.forEach { printError("skipped \($0)") }
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")

@@ -198,12 +198,29 @@ final class TraceContextTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("traceparent was not sent"), "nothing waited to be written: \(traced.sonde.text)")
     }
 
-    /// Where the kernel allows BPF writes: the downstream request carries one traceparent naming
-    /// the client span, and the downstream server span is its child.
-    func testOutgoingTraceparentNamesTheClientSpan() throws {
+    /// The two-service demo under concurrent load, both services traced by a Sonde of their own:
+    /// every HTTP request front sends is served by a span of back that is its child.
+    func testGo119TwoServicesShareTheirTraces() async throws {
+        try requireInjection()
+        try await TwoServiceScenario.traceFront(go: GoToolchain.debian.installed(), variant: "go119-tc", propagated: true)
+    }
+
+    func testGo127StrippedTwoServicesShareTheirTraces() async throws {
+        try requireInjection()
+        try await TwoServiceScenario.traceFront(
+            go: GoToolchain.goBin(minor: "1.27").installed(), flags: ["-ldflags=-s -w"], variant: "go127-stripped-tc", propagated: true)
+    }
+
+    private func requireInjection() throws {
         if let blocker = KernelCapabilities.traceContextInjectionBlocker() {
             throw TestEnvironment.missingKernelCapability(["BPF writes to process memory (outgoing trace context): \(blocker)"])
         }
+    }
+
+    /// Where the kernel allows BPF writes: the downstream request carries one traceparent naming
+    /// the client span, and the downstream server span is its child.
+    func testOutgoingTraceparentNamesTheClientSpan() throws {
+        try requireInjection()
         let traced = try TracedDemoServer(binary: try TracingTestSetup.demoServer(), sondeArguments: ["--pack", "go/net-http"])
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let seenDownstream = try ChildProcess.run(try TestEnvironment.tool("CURL"), [

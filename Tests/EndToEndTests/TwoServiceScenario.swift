@@ -19,7 +19,9 @@ enum TwoServiceScenario {
         throw E2EError("no port written to \(file)")
     }
 
-    static func traceFront(go: String, flags: [String] = [], variant: String) async throws {
+    /// `propagated`: outgoing trace context works on this machine, so back's HTTP server spans must
+    /// be the children of front's client spans.
+    static func traceFront(go: String, flags: [String] = [], variant: String, propagated: Bool = false) async throws {
         let back = try GoToolchains.build("demo/two-service/back", with: go, flags: flags, name: "back-\(variant)")
         let front = try GoToolchains.build("demo/two-service/front", with: go, flags: flags, name: "front-\(variant)")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
@@ -123,6 +125,15 @@ enum TwoServiceScenario {
             backRequests["\(nameAndPath(server)) \(values["http.response.status_code"] as? Int ?? 0)", default: 0] += 1
             XCTAssertEqual(values["server.address"] as? String, "127.0.0.1")
             XCTAssertEqual(values["server.port"] as? Int, backPorts[0])
+        }
+        if propagated {
+            let frontClients = Dictionary(uniqueKeysWithValues: clients.map { ($0["span_id"] as! String, $0) })
+            let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" && attributes($0)["rpc.system"] == nil }
+            for server in backServers {
+                let caller = try XCTUnwrap(frontClients[server["parent_span_id"] as? String ?? ""], "not a child of front's client span: \(server)")
+                XCTAssertEqual(server["trace_id"] as? String, caller["trace_id"] as? String)
+                XCTAssertEqual(server["flags"] as? Int, 769, "a remote parent")
+            }
         }
         XCTAssertEqual(backRequests, ["GET /items/7 200": 4 * load, "GET /items/0 404": 2 * load, "GET /items/3 200": 2 * load, "GET /items/5 200": 4 * load])
         let everything = String(decoding: try JSONSerialization.data(withJSONObject: spans), as: UTF8.self)
