@@ -154,10 +154,11 @@ extension PackReader {
         case ("rpc_service", 1): return .rpcService(of: arguments[0])
         case ("rpc_method", 1): return .rpcMethod(of: arguments[0])
         case ("grpc_status", 2): return .grpcStatus(code: arguments[0], error: arguments[1])
+        case ("url_scheme", 1): return .urlScheme(tls: arguments[0])
         default:
             throw node.error(
                 "unknown function '\(text)'; expected hostname(host), port(host), url(scheme, host, path, query),"
-                    + " rpc_service(method), rpc_method(method) or grpc_status(code, error)"
+                    + " url_scheme(tls), rpc_service(method), rpc_method(method) or grpc_status(code, error)"
             )
         }
     }

@@ -370,7 +370,7 @@ public struct AttributeRule: Sendable, Equatable {
 }
 
 /// How an attribute value derives from captures: as is, the host or port part of `host:port`,
-/// a URL assembled from its parts (user info never included), the service or method part of a
+/// a URL assembled from its parts (user info never included), a URL scheme from whether TLS is on, the service or method part of a
 /// gRPC method path (`/pkg.Service/Method`), a gRPC status code as grpc-go's `status.Code(err)`
 /// computes it, or a constant.
 public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
@@ -380,6 +380,8 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case url(scheme: String, host: String, path: String, query: String)
     case rpcService(of: String)
     case rpcMethod(of: String)
+    /// `https` when the capture (a `non-nil` one, such as a request's TLS state) is set, else `http`.
+    case urlScheme(tls: String)
     /// `code` when the call's error carried a gRPC status, 2 (UNKNOWN) when `error` says the call
     /// failed with any other error (an interceptor's, a wrapped one), 0 (OK) when it did not fail.
     case grpcStatus(code: String, error: String)
@@ -387,7 +389,8 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
 
     public var captureNames: [String] {
         switch self {
-        case .capture(let name), .hostname(of: let name), .port(of: let name), .rpcService(of: let name), .rpcMethod(of: let name):
+        case .capture(let name), .hostname(of: let name), .port(of: let name), .rpcService(of: let name), .rpcMethod(of: let name),
+            .urlScheme(tls: let name):
             return [name]
         case .url(let scheme, let host, let path, let query): return [scheme, host, path, query]
         case .grpcStatus(let code, let error): return [code, error]
@@ -403,6 +406,7 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .url: return "url(\(captureNames.joined(separator: ", ")))"
         case .rpcService(of: let name): return "rpc_service(\(name))"
         case .rpcMethod(of: let name): return "rpc_method(\(name))"
+        case .urlScheme(tls: let name): return "url_scheme(\(name))"
         case .grpcStatus(let code, let error): return "grpc_status(\(code), \(error))"
         case .literal(let text): return "'\(text)'"
         }

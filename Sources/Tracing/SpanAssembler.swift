@@ -135,6 +135,9 @@ public struct SpanAssembler: Sendable {
             guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }
             let query = text(query) ?? ""
             return .string("\(scheme)://\(host)\(text(path) ?? "")\(query.isEmpty ? "" : "?" + query)")
+        case .urlScheme(let tls):
+            guard case .bool(let secure)? = values[tls] else { return nil }
+            return .string(secure ? "https" : "http")
         case .grpcStatus(let code, let error):
             // grpc-go's status.Code(err): the status's code, UNKNOWN for an error without one, OK for none.
             if let status = values[code] { return status }

@@ -52,8 +52,8 @@ final class CLIErrorTests: XCTestCase {
         let planned = try sonde(["plan", "--exe", stripped, "--pack", "go/net-http"])
         XCTAssertEqual(planned.status, 0, planned.output)
         XCTAssertTrue(planned.output.contains("    method: go-string max 16 at data[0], offsets from offset table \(version)\n"), planned.output)
-        XCTAssertTrue(planned.output.contains("    status: int at data[336], offsets from offset table \(version)\n"), planned.output)
-        XCTAssertTrue(planned.output.contains("    http2-status: int at data[344], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("    status: int at data[344], offsets from offset table \(version)\n"), planned.output)
+        XCTAssertTrue(planned.output.contains("    http2-status: int at data[352], offsets from offset table \(version)\n"), planned.output)
 
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

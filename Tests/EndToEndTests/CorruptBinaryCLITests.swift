@@ -102,7 +102,7 @@ final class CorruptBinaryCLITests: XCTestCase {
             "offset table \(version) (the binary's DWARF is unreadable: decompressing .debug_info failed (libelf: cannot decompress data))"
         XCTAssertTrue(
             result.output.contains("    method: go-string max 16 at data[0], offsets from \(origin)\n"), result.output)
-        XCTAssertTrue(result.output.contains("    status: int at data[336], offsets from \(origin)\n"), result.output)
+        XCTAssertTrue(result.output.contains("    status: int at data[344], offsets from \(origin)\n"), result.output)
         // Only what Go 1.19 does not have.
         XCTAssertEqual(
             result.output.components(separatedBy: "skipped probes:\n").last?.split(separator: "\n").map { $0.components(separatedBy: ": ")[0] },

@@ -55,6 +55,7 @@ final class HTTP2ServerTests: XCTestCase {
         let spans = try receiver.spans()
         XCTAssertEqual(spans.map(nameAndPath), paths.map { "GET \($0)" }, sonde.text)
         XCTAssertEqual(spans.map { attributes($0)["http.response.status_code"] as? Int }, [200, 201, 500, 200])
+        XCTAssertEqual(spans.map { attributes($0)["url.scheme"] as? String }, Array(repeating: "https", count: 4))
         XCTAssertEqual(
             spans.map { ($0["status"] as? [String: Any])?["code"] as? String },
             ["STATUS_CODE_UNSET", "STATUS_CODE_UNSET", "STATUS_CODE_ERROR", "STATUS_CODE_UNSET"])

@@ -50,7 +50,7 @@ final class NetHTTPServerTests: XCTestCase {
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let port = traced.port
-        let slow = Task { try await sendRequests(["/slow?ms=4000"], port: port, concurrency: 1) }
+        let slow = Task { try await sendRequests(["/slow?ms=8000"], port: port, concurrency: 1) }
         try await Task.sleep(for: .seconds(1))
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
         XCTAssertTrue(traced.sonde.text.contains("0 spans submitted") && traced.sonde.text.contains("spans still open at exit: 1\n"), traced.sonde.text)
@@ -112,7 +112,8 @@ enum NetHTTPScenarios {
             XCTAssertEqual(span["kind"] as? String, "SPAN_KIND_SERVER")
             XCTAssertEqual(attributes["server.address"] as? String, "127.0.0.1")
             XCTAssertEqual(attributes["server.port"] as? Int, port)
-            XCTAssertEqual(attributes.count, 5, "\(attributes)")
+            XCTAssertEqual(attributes["url.scheme"] as? String, "http")
+            XCTAssertEqual(attributes.count, 6, "\(attributes)")
             let statusCode = (span["status"] as? [String: Any])?["code"] as? String
             XCTAssertEqual(statusCode, status >= 500 ? "STATUS_CODE_ERROR" : "STATUS_CODE_UNSET")
             let traceID = try XCTUnwrap(span["trace_id"] as? String)

@@ -38,8 +38,8 @@ extension PlanCompilerTests {
         XCTAssertEqual(server.returns, [], "no single-stepped RET: the span ends at finishRequest")
         XCTAssertEqual(server.returnProgram, [])
         // The incoming tracestate (trace-context) follows the span probe's own captures.
-        XCTAssertEqual(server.captureSlots.map(\.name), ["method", "path", "host", "(tracestate)", "status"])
-        XCTAssertEqual(server.captureSlots.map(\.offset), [0, 24, 160, 232, 336])
+        XCTAssertEqual(server.captureSlots.map(\.name), ["method", "path", "host", "tls", "(tracestate)", "status"])
+        XCTAssertEqual(server.captureSlots.map(\.offset), [0, 24, 160, 232, 240, 344])
         // Nothing is saved for a return any more.
         XCTAssertEqual(server.entryProgram.first, .loadRegister(.rdi))
         XCTAssertEqual(TrapCost(perCallOf: server), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
@@ -50,7 +50,7 @@ extension PlanCompilerTests {
         XCTAssertEqual(finished.entry.address, 0x62_5324)
         XCTAssertEqual(finished.entry.skipFlagsMask, 0x41)
         XCTAssertEqual(finished.returns, [])
-        XCTAssertEqual(finished.entryProgram, [.loadRegister(.rax), .add(136), .readInteger(size: 8, into: 336)])
+        XCTAssertEqual(finished.entryProgram, [.loadRegister(.rax), .add(136), .readInteger(size: 8, into: 344)])
         XCTAssertEqual(TrapCost(perCallOf: finished), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
         // Its status and error condition apply whenever it captured them.
         XCTAssertEqual(server.enrichments, [

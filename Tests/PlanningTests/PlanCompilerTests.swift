@@ -47,7 +47,10 @@ final class PlanCompilerTests: XCTestCase {
                 Member(name: "URL", typeName: "*net/url.URL", offset: 16),
                 Member(name: "Header", typeName: "net/http.Header", offset: 56),
                 Member(name: "Host", typeName: "string", offset: 80),
+                Member(name: "TLS", typeName: "*crypto/tls.ConnectionState", offset: 232),
             ]),
+            "*crypto/tls.ConnectionState": TypeFacts(
+                name: "*crypto/tls.ConnectionState", kind: .pointer, byteSize: 8, pointee: "crypto/tls.ConnectionState", members: []),
             "*net/url.URL": TypeFacts(name: "*net/url.URL", kind: .pointer, byteSize: 8, pointee: "net/url.URL", members: []),
             "net/url.URL": TypeFacts(name: "net/url.URL", kind: .structure, byteSize: 144, pointee: nil, members: [
                 Member(name: "Scheme", typeName: "string", offset: 0),

@@ -20,7 +20,7 @@ extension PlanCompilerTests {
         XCTAssertEqual(server.contextProgram, [.loadRegister(.rdi), .add(56), .dereference], "req.Header, a map pointer")
         let traceState = try XCTUnwrap(server.captureSlots.last)
         XCTAssertEqual(traceState.name, CaptureSlot.traceStateName)
-        XCTAssertEqual([traceState.offset, traceState.maxLength], [232, 96], "after the probe's own captures")
+        XCTAssertEqual([traceState.offset, traceState.maxLength], [240, 96], "after the probe's own captures")
         XCTAssertEqual(server.contextAction, .extract(HeaderExtraction(
             layout: .goMap(.buckets), traceparent: "Traceparent", tracestate: "Tracestate", traceState: traceState, setsCarrier: false)))
         XCTAssertFalse(server.writesTargetMemory)

@@ -36,14 +36,15 @@ final class PackLoaderTests: XCTestCase {
             target: "go/net-http/client", headers: .argument("h"),
             writer: BufferedWriter(origin: .argument("w"), dynamicType: "*bufio.Writer", buffer: "buf", used: "n")))
         XCTAssertEqual(server.span?.errorWhen, [])
-        XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host"])
+        XCTAssertEqual(server.onEntry.map(\.name), ["method", "path", "host", "tls"])
         XCTAssertEqual(server.onEntry[1].path, [.field("URL"), .field("Path")])
         XCTAssertEqual(server.onEntry[0].maxLength, 16)
         XCTAssertEqual(server.onEntry[1].maxLength, 128)
         XCTAssertEqual(server.onReturn, [])
-        XCTAssertEqual(server.attributes.map(\.key), ["http.request.method", "url.path", "server.address", "server.port"])
-        XCTAssertEqual(server.attributes[2].value, .hostname(of: "host"))
-        XCTAssertEqual(server.attributes[3].value, .port(of: "host"))
+        XCTAssertEqual(server.attributes.map(\.key), ["http.request.method", "url.path", "url.scheme", "server.address", "server.port"])
+        XCTAssertEqual(server.attributes[2].value, .urlScheme(tls: "tls"))
+        XCTAssertEqual(server.attributes[3].value, .hostname(of: "host"))
+        XCTAssertEqual(server.attributes[4].value, .port(of: "host"))
         // The server span ends, with its status, where net/http finishes the request.
         let finished = pack.probes[1]
         XCTAssertEqual(finished.function, "net/http.(*response).finishRequest")
@@ -226,7 +227,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:8:33: span name refers to unknown capture 'verb'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: lower(path)")),
-            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), rpc_service(method), rpc_method(method) or grpc_status(code, error)")
+            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), url_scheme(tls), rpc_service(method), rpc_method(method) or grpc_status(code, error)")
     }
 
     /// A stream's span stays open under the stream after the call returns, and another probe ends it.

@@ -268,6 +268,15 @@ extension CapturedValues: ExpressibleByDictionaryLiteral {
 }
 
 extension SpanAssemblerTests {
+    func testURLSchemeFollowsTheTLSState() {
+        func scheme(_ tls: AttributeValue?) -> AttributeValue? {
+            SpanAssembler.evaluate(.urlScheme(tls: "tls"), CapturedValues(names: ["tls"], values: [tls]))
+        }
+        XCTAssertEqual(scheme(.bool(true)), .string("https"))
+        XCTAssertEqual(scheme(.bool(false)), .string("http"))
+        XCTAssertNil(scheme(nil), "not read: left out")
+    }
+
     /// W3C trace context lets a tracestate lose list members from its end, never part of one.
     func testATraceStateCutAtItsBoundKeepsItsWholeMembers() {
         XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
