@@ -14,7 +14,7 @@ status=0
 swift test --skip-build 2>&1 | tee "$log" || status=$?
 
 # XCTest prints "FILE:LINE: Class.test : Test skipped - REASON" for each skip.
-skipped=$(grep -E ' : Test skipped - ' "$log" || true)
+skipped=$(grep -aE ' : Test skipped - ' "$log" || true)
 allowed=$(grep -F ' : Test skipped - kernel capability missing: ' <<<"$skipped" || true)
 refused=$(grep -vF ' : Test skipped - kernel capability missing: ' <<<"$skipped" || true)
 if [[ -n "$allowed" ]]; then
