@@ -202,9 +202,11 @@ static __always_inline int all_found(struct header_search *search)
  * the buckets and, while the map grows, the old ones; Go >= 1.24: one group,
  * or one table's groups). A request's header map has a few. One loop over
  * (group, slot) numbers, whose addresses follow from the loop's index: the
- * verifier walks one slot, not a loop in a loop. Maps past that (overflow
- * buckets, several tables, more groups) are searched in part and counted. */
-#define MAX_MAP_GROUPS 16
+ * verifier walks one slot, not a loop in a loop. Go <= 1.23's overflow
+ * buckets are read one deep (a bucket overflows once at the map's load
+ * factor); a map past that (longer chains, several tables, more groups) is
+ * searched in part, and a traceparent not found in it is counted. */
+#define MAX_MAP_GROUPS 32
 #define GO_MAP_SLOTS 8
 #define GO_STRING_SIZE 16
 #define GO_MAP_MIN_TOPHASH 5         /* Go <= 1.23: tophash below it marks an empty or moved slot */
@@ -217,8 +219,11 @@ struct map_search {
 	__u64 group_count;           /* how many it has, */
 	__u64 more_groups;           /* the second, */
 	__u64 more_count;            /* and how many it has */
+	__u64 overflow_count;        /* Go <= 1.23: main buckets whose first overflow bucket is read */
 	__u64 group_size;
 	__u64 control;               /* the tophash or control bytes of the group being read */
+	__u64 overflow;              /* the overflow bucket being read */
+	__u32 deeper;                /* one of those has an overflow bucket of its own: not read */
 	__u32 carrier;               /* SONDE_CARRIER_GO_MAP_BUCKETS or _SWISS */
 	__u32 elem_size;
 };
@@ -228,11 +233,26 @@ static long map_search_step(__u32 index, void *context)
 	struct map_search *search = context;
 	__u64 number = index / GO_MAP_SLOTS;
 	__u32 slot = index % GO_MAP_SLOTS;
-	if (number >= search->group_count + search->more_count)
+	__u64 arrays = search->group_count + search->more_count;
+	if (number >= arrays + search->overflow_count)
 		return 1;
-	__u64 group = number < search->group_count
-		? search->groups + number * search->group_size
-		: search->more_groups + (number - search->group_count) * search->group_size;
+	__u64 group;
+	if (number < search->group_count) {
+		group = search->groups + number * search->group_size;
+	} else if (number < arrays) {
+		group = search->more_groups + (number - search->group_count) * search->group_size;
+	} else {
+		/* the first overflow bucket of a main bucket: its last word points at it */
+		__u64 link = search->groups + (number - arrays + 1) * search->group_size - 8;
+		if (slot == 0 && bpf_probe_read_user(&search->overflow, sizeof(search->overflow), (void *)link) != 0)
+			search->overflow = 0;
+		group = search->overflow;
+		if (!group)
+			return 0;
+		__u64 next = 0;
+		if (slot == 0 && bpf_probe_read_user(&next, sizeof(next), (void *)(group + search->group_size - 8)) == 0 && next)
+			search->deeper = 1;
+	}
 	if (slot == 0 && bpf_probe_read_user(&search->control, sizeof(search->control), (void *)group) != 0)
 		search->control = 0;   /* unreadable: no slot is full (nor empty for Go 1.24: keys are read and fail) */
 	__u8 control = search->control >> (slot * 8);
@@ -279,7 +299,8 @@ static __always_inline void search_go_map(struct header_search *headers, __u32 c
 		if (header[3])
 			search.more_count = (header[1] & GO_MAP_SAME_SIZE_GROW) || bucket_bits == 0
 				? search.group_count : search.group_count >> 1;
-		partial = (header[1] >> 16) & 0xffff;   /* noverflow: overflow buckets are not read */
+		if ((header[1] >> 16) & 0xffff)   /* noverflow: some bucket has overflowed */
+			search.overflow_count = search.group_count;
 	} else {
 		/* Map: used, seed, dirPtr, dirLen; with dirLen 0, dirPtr is the one group */
 		search.group_size = 8 + GO_MAP_SLOTS * (GO_STRING_SIZE + elem_size);
@@ -297,10 +318,11 @@ static __always_inline void search_go_map(struct header_search *headers, __u32 c
 			partial = header[3] > 1;
 		}
 	}
-	if (search.group_count + search.more_count > MAX_MAP_GROUPS)
+	if (search.group_count + search.more_count + search.overflow_count > MAX_MAP_GROUPS)
 		partial = 1;
 	bpf_loop(MAX_MAP_GROUPS * GO_MAP_SLOTS, map_search_step, &search, 0);
-	if (partial && !all_found(headers))
+	/* Only a traceparent not found can have been missed. */
+	if ((partial || search.deeper) && !headers->found[0])
 		count(SONDE_COUNTER_MAP_TOO_LARGE);
 }
 
