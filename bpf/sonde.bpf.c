@@ -75,14 +75,6 @@ struct {
 	__type(value, struct sonde_sampling);
 } sampling SEC(".maps");
 
-/* Outgoing propagation's setting, written by Engine before attaching. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sonde_propagation);
-} propagation SEC(".maps");
-
 /* Client spans' trace contexts between the span's start, which names the
  * request's carrier (its header map), and the INJECT probe that writes the
  * request, often on another goroutine. The span's end removes its entry and
@@ -817,14 +809,6 @@ static __always_inline void run_context_program(struct context_state *state, con
 		write_header_line(state, state->value);
 }
 
-/* Whether outgoing propagation is on (Engine's setting). */
-static __always_inline int injecting(void)
-{
-	__u32 zero = 0;
-	struct sonde_propagation *setting = bpf_map_lookup_elem(&propagation, &zero);
-	return setting && setting->inject;
-}
-
 /* The new client span's context waits under its carrier (the request's
  * header map) for the probe that writes the request. */
 static __always_inline void await_injection(struct sonde_span_record *record, __u64 carrier)
@@ -951,7 +935,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	record->parent_slot = parent_context.span_slot;
 	record->context_flags = parent_kind == PARENT_REMOTE ? SONDE_PARENT_REMOTE : 0;
 	record->carrier = 0;
-	if (incoming->carrier && !incoming->remote && injecting())
+	if (incoming->carrier && !incoming->remote)
 		await_injection(record, incoming->carrier);
 
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };

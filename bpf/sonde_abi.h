@@ -16,7 +16,6 @@
 #define SONDE_MAP_HANDOFFS "handoffs"
 #define SONDE_MAP_SAMPLING "sampling"
 #define SONDE_MAP_INJECTIONS "injections"
-#define SONDE_MAP_PROPAGATION "propagation"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
 #define SONDE_PROGRAM_NAME "sonde_probe"
@@ -143,7 +142,8 @@ struct sonde_context_program {
 	__u8 action;                 /* enum sonde_context_action; 0: none */
 	__u8 carrier;                /* EXTRACT: enum sonde_header_carrier */
 	__u8 sets_carrier;           /* EXTRACT on a client span: its own context waits in
-	                              * `injections` under the headers (a map pointer) */
+	                              * `injections` under the headers (a map pointer). Set only
+	                              * when outgoing propagation is on and an INJECT probe writes it */
 	__u16 element_size;          /* EXTRACT: a map element's or a slice field's size */
 	__u8 traceparent_length;     /* the traceparent header's name, in literal slot 0 */
 	__u8 tracestate_length;      /* EXTRACT: the tracestate header's, in slot 1; 0: not kept */
@@ -251,12 +251,6 @@ struct sonde_sampling {
 	__u64 threshold;
 };
 #define SONDE_SAMPLE_ALL (1ull << 63)
-
-/* Element 0 of `propagation`, written by Engine before attaching. */
-struct sonde_propagation {
-	__u32 inject;                /* 1: client spans name a carrier and wait in `injections` */
-	__u32 pad;
-};
 
 /* A client span's trace context waiting to be written into its request. */
 struct sonde_injection {

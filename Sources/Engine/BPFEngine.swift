@@ -45,7 +45,7 @@ public final class BPFEngine {
     /// - Parameters:
     ///   - sampler: Which traces the BPF program records.
     ///   - injectsTraceContext: Loads the program variant that may write trace context into the
-    ///     traced processes' memory, and turns that on; a kernel in lockdown refuses it (see
+    ///     traced processes' memory (the plan's probes say what is written); a kernel in lockdown refuses it (see
     ///     ``KernelCapabilities/traceContextInjectionBlocker()``).
     public init(capacities: Capacities = Capacities(), sampler: TraceSampler = .alwaysOn, injectsTraceContext: Bool = false) throws {
         Self.routeLibbpfLogToStderr()
@@ -83,14 +83,6 @@ public final class BPFEngine {
         program = found
         try checkLayout()
         try setSampler(sampler)
-        try setInjection(injectsTraceContext)
-    }
-
-    private func setInjection(_ on: Bool) throws {
-        var key: UInt32 = 0
-        var setting = sonde_propagation(inject: on ? 1 : 0, pad: 0)
-        let result = bpf_map_update_elem(bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROPAGATION), &key, &setting, 0)
-        guard result == 0 else { throw EngineError.bpfLoadFailed(step: "setting outgoing propagation", errno: errno) }
     }
 
     private func setSampler(_ sampler: TraceSampler) throws {
