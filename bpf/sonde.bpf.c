@@ -1156,8 +1156,7 @@ static __always_inline int on_extract(struct sonde_probe_config *config, struct 
 	if (current_kind == PARENT_OPEN || current_kind == PARENT_UNSAMPLED)
 		return 0;
 	if (!incoming->remote) {
-		if (current_kind == PARENT_REMOTE || bpf_map_lookup_elem(&active_contexts, &context_key))
-			bpf_map_delete_elem(&active_contexts, &context_key);
+		bpf_map_delete_elem(&active_contexts, &context_key);   /* whatever marker an earlier request left */
 		return 0;
 	}
 	int sampled_by_caller = incoming->remote_flags & 1;

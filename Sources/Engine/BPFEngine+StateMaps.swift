@@ -117,6 +117,7 @@ extension BPFEngine {
             alive[tgid] = answer
             return answer
         }
+        let injections = bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS)
         for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS] {
             let fd = bpf_object__find_map_fd_by_name(object, map)
             for key in keys(inMap: map, as: sonde_call_key.self) {
@@ -137,11 +138,10 @@ extension BPFEngine {
                 if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
                 if claimed.carrier != 0 {
                     let waiting = sonde_call_key(key: claimed.carrier, tgid: claimed.tgid, span_slot: claimed.span_slot)
-                    _ = delete(bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS), waiting)
+                    _ = delete(injections, waiting)
                 }
             }
         }
-        let injections = bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS)
         for key in keys(inMap: SONDE_MAP_INJECTIONS, as: sonde_call_key.self) where !isAlive(key.tgid) {
             _ = delete(injections, key)
         }

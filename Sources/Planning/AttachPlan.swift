@@ -36,9 +36,7 @@ extension AttachPlan {
         }
         return plan
     }
-}
 
-extension AttachPlan {
     /// The plan without any trace context work, in or out: what the benchmark compares
     /// propagation's cost against.
     public func droppingTraceContext() -> AttachPlan {

@@ -214,12 +214,21 @@ public enum PlanCompiler {
     private static func entryOnly(_ probe: Probe, function: FunctionFacts, preserving registers: Set<Register>, facts: BinaryFacts) throws
         -> PlannedProbe
     {
-        var preserved = registers
-        if facts.goBuild != nil { preserved.insert(.r14) }
+        let (site, keyMode) = try entry(of: function, preserving: registers, facts: facts)
         return PlannedProbe(
-            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: facts.goBuild == nil ? .thread : .goroutine,
-            entry: try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil), returns: [],
+            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: site, returns: [],
             entryProgram: [], returnProgram: [], captureSlots: [])
+    }
+
+    /// How this binary's calls are keyed (Go: by goroutine, whose g is in R14), and the entry site
+    /// before anything overwrites `registers` or that g.
+    private static func entry(of function: FunctionFacts, preserving registers: Set<Register>, facts: BinaryFacts) throws
+        -> (site: ProbeSite, keyMode: CallKeyMode)
+    {
+        let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
+        var preserved = registers
+        if keyMode == .goroutine { preserved.insert(.r14) }
+        return (try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil), keyMode)
     }
 
     /// A trace-context program that reaches the headers and extracts what they carry; a span
@@ -319,12 +328,9 @@ public enum PlanCompiler {
             if case .extract(let extraction) = traceContext.action, let slot = extraction.traceState { captureSlots.append(slot) }
             try checkContextProgram(traceContext.program, of: probe)
         }
-        let keyMode: CallKeyMode = facts.goBuild == nil ? .thread : .goroutine
         if let reference = probe.span?.outlivesCall { try programs.keepOpen(under: reference) }
         let objectKey = try (probe.enrichment?.ends?.object).map { try programs.objectRegister($0) }
-        var preserved = programs.registersReadAtEntry
-        if keyMode == .goroutine { preserved.insert(.r14) }
-        let entry = try SiteSelector.entrySite(of: function, preserving: preserved, isGo: facts.goBuild != nil)
+        let (entry, keyMode) = try entry(of: function, preserving: programs.registersReadAtEntry, facts: facts)
         // Enrichers act at entry only, so they cost one cheap hit and no return probe.
         let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
         guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }
