@@ -636,7 +636,8 @@ struct context_state {
 	__u64 remote_trace_id_low;
 	__u64 remote_span_id;
 	__u64 remote_flags;
-	__u64 trace_state;                   /* and this tracestate (the address of a Go string), or 0 */
+	__u64 trace_state_data;              /* and this tracestate (a Go string's bytes), or 0 */
+	__u64 trace_state_length;
 	__u64 carrier;                       /* EXTRACT with sets_carrier: the headers */
 };
 
@@ -789,7 +790,11 @@ static __always_inline void extract_trace_context(struct context_state *state, _
 		count(SONDE_COUNTER_BAD_TRACEPARENT);
 		return;
 	}
-	state->trace_state = found.tracestate;
+	__u64 trace_state[2] = {};   /* data, length */
+	if (found.tracestate && bpf_probe_read_user(trace_state, sizeof(trace_state), (void *)found.tracestate) == 0) {
+		state->trace_state_data = trace_state[0];
+		state->trace_state_length = trace_state[1];
+	}
 }
 
 /* Runs the probe's trace-context program: its ops reach the headers, its
@@ -842,15 +847,14 @@ static __always_inline void finish_injection(struct sonde_span_record *record)
 
 /* The incoming tracestate goes with a remote parent into the record, where the
  * trace-context program says. */
-static __always_inline void keep_trace_state(struct fetch_state *state, struct context_state *incoming)
+static __always_inline void keep_trace_state(struct fetch_state *state, __u64 data, __u64 length)
 {
 	struct sonde_context_program *program = &state->config->context;
 	struct sonde_op where = {
 		.out = program->trace_state_out, .len = program->trace_state_length, .capture = program->trace_state_capture,
 	};
-	__u64 string[2] = {};
-	if (bpf_probe_read_user(string, sizeof(string), (void *)incoming->trace_state) == 0)
-		copy_string(state, &where, string[0], string[1]);
+	if (data && where.len)
+		copy_string(state, &where, data, length);
 }
 
 /* Function entry: a fresh record in a new trace or, when a span is active on
@@ -878,6 +882,8 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 		parent_context.trace_id_high = incoming->remote_trace_id_high;
 		parent_context.trace_id_low = incoming->remote_trace_id_low;
 		parent_context.span_id = incoming->remote_span_id;
+		parent_context.trace_state_data = incoming->trace_state_data;
+		parent_context.trace_state_length = incoming->trace_state_length;
 		parent_kind = incoming->remote_flags & 1 ? PARENT_REMOTE : PARENT_REMOTE_UNSAMPLED;
 	} else {
 		parent_kind = find_parent(&context_key, owner, depth, &parent_context);
@@ -940,8 +946,8 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
-	if (incoming->remote && incoming->trace_state)
-		keep_trace_state(&state, incoming);
+	if (parent_kind == PARENT_REMOTE)
+		keep_trace_state(&state, parent_context.trace_state_data, parent_context.trace_state_length);
 
 	struct sonde_trace_context current = {
 		.trace_id_high = record->trace_id_high,
@@ -1168,6 +1174,8 @@ static __always_inline int on_extract(struct sonde_probe_config *config, struct 
 		.span_slot = config->span_slot,
 		.flags = SONDE_CONTEXT_REMOTE | (sampled_by_caller ? 0 : SONDE_CONTEXT_UNSAMPLED),
 		.stack_depth = depth,
+		.trace_state_data = incoming->trace_state_data,
+		.trace_state_length = incoming->trace_state_length,
 	};
 	set_context(&context_key, &marker);
 	if (!sampled_by_caller)

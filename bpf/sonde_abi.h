@@ -146,7 +146,7 @@ struct sonde_context_program {
 	                              * when outgoing propagation is on and an INJECT probe writes it */
 	__u16 element_size;          /* EXTRACT: a map element's or a slice field's size */
 	__u8 traceparent_length;     /* the traceparent header's name, in literal slot 0 */
-	__u8 tracestate_length;      /* EXTRACT: the tracestate header's, in slot 1; 0: not kept */
+	__u8 tracestate_length;      /* EXTRACT: the tracestate header's, in slot 1; 0: not looked for */
 	__u16 trace_state_out;       /* EXTRACT: where a remote parent's tracestate goes in the record, */
 	__u16 trace_state_length;    /* at most this many bytes, */
 	__u8 trace_state_capture;    /* with this capture bit */
@@ -241,6 +241,8 @@ struct sonde_trace_context {
 	__u32 span_slot;
 	__u32 flags;
 	__u64 stack_depth;           /* unsampled roots: their call's depth, as in the span record */
+	__u64 trace_state_data;      /* remote parents: the incoming tracestate's bytes (the */
+	__u64 trace_state_length;    /* request keeps them alive), or 0 */
 };
 
 /* The head sampler's one setting (element 0 of `sampling`): a root span is

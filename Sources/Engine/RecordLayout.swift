@@ -67,6 +67,12 @@ enum RecordLayout {
             let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
             for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: [:]) }
         }
+        /// A remote parent's tracestate goes into this slot of the record.
+        func keepTraceState(in slot: CaptureSlot) {
+            context.trace_state_out = UInt16(slot.offset)
+            context.trace_state_length = UInt16(slot.maxLength)
+            context.trace_state_capture = UInt8(captureIndex[slot.offset] ?? 0)
+        }
         let names: [String]
         switch action {
         case .extract(let extraction):
@@ -80,19 +86,18 @@ enum RecordLayout {
                 context.element_size = UInt16(stride)
             }
             context.sets_carrier = extraction.setsCarrier ? 1 : 0
-            if let slot = extraction.traceState {
-                names = [extraction.traceparent, extraction.tracestate]
-                context.trace_state_out = UInt16(slot.offset)
-                context.trace_state_length = UInt16(slot.maxLength)
-                context.trace_state_capture = UInt8(captureIndex[slot.offset] ?? 0)
-            } else {
-                names = [extraction.traceparent]
-            }
+            // The tracestate is looked for even where this probe does not keep it: a remote
+            // parent carries it to the span that does.
+            names = [extraction.traceparent, extraction.tracestate]
+            if let slot = extraction.traceState { keepTraceState(in: slot) }
         case .injectHeaderLine(let name, let bufferOffset, let usedOffset):
             context.action = UInt8(SONDE_CONTEXT_INJECT.rawValue)
             context.buffer_offset = UInt16(bufferOffset)
             context.used_offset = UInt16(usedOffset)
             names = [name]
+        case .keepRemoteTraceState(let slot):
+            keepTraceState(in: slot)
+            return context
         }
         let slotSize = Int(SONDE_LITERAL_SLOT_SIZE)
         guard names.allSatisfy({ !$0.isEmpty && $0.utf8.count < slotSize }) else {

@@ -45,10 +45,15 @@ public enum TraceContextAction: Sendable, Equatable, CustomStringConvertible {
     /// Appends `name: <traceparent>\r\n` to the buffered writer the value points at, whose byte
     /// slice and count of bytes used are at these offsets, when it fits.
     case injectHeaderLine(name: String, bufferOffset: Int, usedOffset: Int)
+    /// Nothing to read here: the span takes a remote parent from the context an
+    /// `extract-trace-context` probe set, and keeps its tracestate in this slot.
+    case keepRemoteTraceState(CaptureSlot)
 
     public var description: String {
         switch self {
         case .extract(let extraction): return extraction.description
+        case .keepRemoteTraceState(let slot):
+            return "under a remote parent another probe extracted: keep its tracestate (into data[\(slot.offset)])"
         case .injectHeaderLine(let name, let buffer, let used):
             return "WRITE TO THE TRACED PROCESS: append \"\(name): <traceparent>\" to the writer's buffer at +\(buffer) (bytes used at +\(used))"
         }

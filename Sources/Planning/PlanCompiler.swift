@@ -29,7 +29,7 @@ public enum PlanCompiler {
         var skipped: [SkippedProbe] = []
         // Enrichers go last: their captures extend the layout of a span probe planned before them.
         let probes = packs.flatMap { pack in pack.probes.map { (pack, $0) } }
-        func targetsSpan(_ probe: Probe) -> Bool { probe.enrichment != nil || probe.injection != nil }
+        func targetsSpan(_ probe: Probe) -> Bool { probe.enrichment != nil || probe.injection != nil || probe.extraction != nil }
         let ordered = probes.filter { !targetsSpan($0.1) } + probes.filter { targetsSpan($0.1) }
         for (pack, probe) in ordered {
             do {
@@ -48,6 +48,16 @@ public enum PlanCompiler {
                     injector.pack = pack.name
                     injector.packVersion = pack.library.versions.description
                     planned.append(injector)
+                } else if let extraction = probe.extraction {
+                    _ = try function(probe.function, in: facts)
+                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == extraction.span && $0.probe.span != nil }) else {
+                        throw PlanProblem("its trace context is continued by \(extraction.span), which is not planned for this binary")
+                    }
+                    var extractor = try compile(probe: probe, of: pack, facts: facts, table: offsetTables[pack.name])
+                    try keepRemoteTraceState(in: &planned[targetIndex])
+                    extractor.pack = pack.name
+                    extractor.packVersion = pack.library.versions.description
+                    planned.append(extractor)
                 } else if let enrichment = probe.enrichment {
                     // A function the binary lacks says more than its target's absence.
                     _ = try function(probe.function, in: facts)
@@ -196,6 +206,20 @@ public enum PlanCompiler {
         return planned
     }
 
+    /// The span an `extract-trace-context` probe names keeps the remote parent's tracestate, in a
+    /// slot after its own captures (and its enrichers' so far), unless its own headers give it one.
+    static func keepRemoteTraceState(in target: inout PlannedProbe) throws {
+        guard target.contextAction == nil else { return }
+        let slot = CaptureSlot(
+            name: CaptureSlot.traceStateName, type: .goString, offset: target.captureSlots.map(\.alignedEnd).max() ?? 0,
+            maxLength: CaptureSlot.traceStateMaxLength, ifZero: nil, origin: "trace context")
+        guard slot.alignedEnd <= CaptureCompiler.dataAreaSize, target.captureSlots.count < CaptureCompiler.maxCaptures else {
+            throw PlanProblem("\(target.qualifiedID) has no room left in its record for the incoming tracestate; capture less there")
+        }
+        target.captureSlots.append(slot)
+        target.contextAction = .keepRemoteTraceState(slot)
+    }
+
     /// An `extract-trace-context` probe: a site at the function's entry whose program makes an
     /// incoming traceparent the goroutine's context while the function runs.
     static func compile(
@@ -300,7 +324,8 @@ public enum PlanCompiler {
             return try compile(injection: injection, of: probe, function: function, signature: signature(probe.function), facts: facts)
         }
         if let extraction = probe.extraction {
-            return try compile(extraction: extraction, of: probe, function: function, signature: signature(probe.function), facts: facts)
+            return try compile(
+                extraction: extraction.headers, of: probe, function: function, signature: signature(probe.function), facts: facts)
         }
         return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
     }

@@ -161,23 +161,36 @@ extension PackReader {
 
 /// W3C trace context: where a span's request keeps its headers, and the probes that send them.
 extension PackReader {
-    /// `trace-context` or `extract-trace-context`:
-    /// `{ headers: { arg: req, path: Header, type: go-header-map, case: canonical } }`.
-    static func readTraceContext(_ node: YAMLNode, key: String) throws -> TraceContextHeaders {
+    /// `trace-context: { headers: { arg: req, path: Header, type: go-header-map, case: canonical } }`.
+    static func readTraceContext(_ node: YAMLNode) throws -> TraceContextHeaders {
+        let map = try node.mapping("trace-context", allowed: ["headers"])
+        return try readHeaders(map.required("headers"), key: "trace-context.headers")
+    }
+
+    /// `extract-trace-context: { span: pack/probe, headers: { arg: frame, path: Fields, type: hpack-header-fields, case: lower } }`.
+    static func readExtraction(_ node: YAMLNode) throws -> TraceContextExtraction {
         let report = node.diagnostics
-        let map = try node.mapping(key, allowed: ["headers"])
-        let headersNode = try map.required("headers")
-        let headers = try headersNode.mapping("\(key).headers", allowed: ["arg", "path", "type", "case"])
-        let origin = report.attempt { try readOrigin(headers, of: "\(key).headers", at: headersNode, resultAllowed: false) }
+        let map = try node.mapping("extract-trace-context", allowed: ["span", "headers"])
+        let target = report.attempt { try readTarget(map.required("span"), key: "extract-trace-context") }
+        let headers = report.attempt { try readHeaders(map.required("headers"), key: "extract-trace-context.headers") }
+        guard let target, let headers else { throw AlreadyReported() }
+        return TraceContextExtraction(span: target, headers: headers)
+    }
+
+    /// Where a request keeps its headers: `{ arg, path, type, case }`.
+    private static func readHeaders(_ node: YAMLNode, key: String) throws -> TraceContextHeaders {
+        let report = node.diagnostics
+        let headers = try node.mapping(key, allowed: ["arg", "path", "type", "case"])
+        let origin = report.attempt { try readOrigin(headers, of: key, at: node, resultAllowed: false) }
         let path = headers.optional("path").flatMap { path in report.attempt { try readPath(path) } }
         let carrier = report.attempt { () throws -> TraceContextHeaders.Carrier in
-            try readChoice(headers.required("type"), named: "\(key).headers.type")
+            try readChoice(headers.required("type"), named: "\(key).type")
         }
         let nameCase = report.attempt { () throws -> TraceContextHeaders.NameCase in
-            try readChoice(headers.required("case"), named: "\(key).headers.case")
+            try readChoice(headers.required("case"), named: "\(key).case")
         }
         guard let origin, let carrier, let nameCase else { throw AlreadyReported() }
-        return TraceContextHeaders(origin: origin, path: path ?? [], carrier: carrier, nameCase: nameCase, source: headersNode.location)
+        return TraceContextHeaders(origin: origin, path: path ?? [], carrier: carrier, nameCase: nameCase, source: node.location)
     }
 
     /// `inject-trace-context: { span, headers: { arg }, writer: { arg, path: "(*T)", buffer, used } }`.

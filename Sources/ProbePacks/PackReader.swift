@@ -98,8 +98,27 @@ enum PackReader {
                 probes.append((probe, probeNode))
             }
         }
-        if let packName { checkSpanEnds(probes, of: packName) }
+        if let packName {
+            checkSpanEnds(probes, of: packName)
+            checkExtractions(probes, of: packName)
+        }
         return probes.map(\.probe)
+    }
+
+    /// The span an `extract-trace-context` probe names continues the context it reads, so it must
+    /// be a span. Checked here for targets in the same pack; planning checks the others.
+    private static func checkExtractions(_ probes: [(probe: Probe, node: YAMLNode)], of packName: String) {
+        for (probe, node) in probes {
+            guard let target = probe.extraction?.span, target.hasPrefix(packName + "/") else { continue }
+            let targetID = String(target.dropFirst(packName.count + 1))
+            guard let targetProbe = probes.first(where: { $0.probe.id == targetID })?.probe else {
+                node.diagnostics.report(node.error("extract-trace-context.span '\(target)' names no probe of this pack"))
+                continue
+            }
+            if targetProbe.span == nil {
+                node.diagnostics.report(node.error("extract-trace-context.span '\(target)' is not a span probe"))
+            }
+        }
     }
 
     /// An `end-span` probe without `object` ends its target's span in place of the target's return,
@@ -170,13 +189,13 @@ enum PackReader {
             report.attempt { try readEnrichment(end, key: "end-span", captures: names) }
         }
         let traceContext = map.optional("trace-context").flatMap { headers in
-            report.attempt { try readTraceContext(headers, key: "trace-context") }
+            report.attempt { try readTraceContext(headers) }
         }
         let injection = map.optional("inject-trace-context").flatMap { injection in
             report.attempt { try readInjection(injection) }
         }
-        let extraction = map.optional("extract-trace-context").flatMap { headers in
-            report.attempt { try readTraceContext(headers, key: "extract-trace-context") }
+        let extraction = map.optional("extract-trace-context").flatMap { extraction in
+            report.attempt { try readExtraction(extraction) }
         }
         checkEffect(of: map, probe: probe)
         let attributes = map.optional("attributes").flatMap { attributes in

@@ -52,7 +52,7 @@ public struct Probe: Sendable, Equatable {
     public var injection: TraceContextInjection?
     /// Set for probes that read a request's incoming trace context before the code serving it
     /// runs, here or in a goroutine this function starts: it becomes the parent of that code's spans.
-    public var extraction: TraceContextHeaders?
+    public var extraction: TraceContextExtraction?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
@@ -61,7 +61,7 @@ public struct Probe: Sendable, Equatable {
 
     public init(
         id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
-        traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextHeaders? = nil,
+        traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextExtraction? = nil,
         onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
@@ -143,6 +143,19 @@ public struct TraceContextHeaders: Sendable, Equatable {
         self.carrier = carrier
         self.nameCase = nameCase
         self.source = source
+    }
+}
+
+/// Reads a request's trace context where its headers are decoded, before the span serving it
+/// starts (maybe on a goroutine this function starts, as grpc's transport does).
+public struct TraceContextExtraction: Sendable, Equatable {
+    /// `pack/probe` of the span that continues the context: it takes the remote parent and keeps
+    /// the tracestate.
+    public var span: String
+    public var headers: TraceContextHeaders
+    public init(span: String, headers: TraceContextHeaders) {
+        self.span = span
+        self.headers = headers
     }
 }
 

@@ -9,17 +9,7 @@ public enum PlanReport {
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
-            let effect = probe.probe.span.map { "\($0.kind.rawValue) span" + ($0.outlivesCall == nil ? "" : " that stays open under the object its return program keeps") }
-                ?? probe.probe.enrichment.map { enrichment in
-                    switch enrichment.ends {
-                    case .object?: "adds to and ends the \(enrichment.target) span of the object in \(probe.objectKey.map(String.init(describing:)) ?? "")"
-                    case .openCall?: "adds to and ends the open \(enrichment.target) span"
-                    case nil: "adds to the open \(enrichment.target) span"
-                    }
-                }
-                ?? probe.probe.injection.map { "writes the trace context of the \($0.target) span into its request" }
-                ?? probe.probe.extraction.map { _ in "continues the incoming trace context in the code this function runs" }
-                ?? "carries trace context to the new goroutine"
+            let effect = Self.effect(of: probe)
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
             for site in [probe.entry] + probe.returns {
                 lines.append("  " + render(site))
@@ -55,6 +45,25 @@ public enum PlanReport {
             lines += plan.skipped.map { "  \($0)" }
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// What the probe does, in words.
+    private static func effect(of probe: PlannedProbe) -> String {
+        if let span = probe.probe.span {
+            return "\(span.kind.rawValue) span" + (span.outlivesCall == nil ? "" : " that stays open under the object its return program keeps")
+        }
+        if let enrichment = probe.probe.enrichment {
+            switch enrichment.ends {
+            case .object?: return "adds to and ends the \(enrichment.target) span of the object in \(probe.objectKey.map(String.init(describing:)) ?? "")"
+            case .openCall?: return "adds to and ends the open \(enrichment.target) span"
+            case nil: return "adds to the open \(enrichment.target) span"
+            }
+        }
+        if let injection = probe.probe.injection { return "writes the trace context of the \(injection.target) span into its request" }
+        if let extraction = probe.probe.extraction {
+            return "reads the incoming trace context for the \(extraction.span) span, started in the code this function runs"
+        }
+        return "carries trace context to the new goroutine"
     }
 
     static func render(_ site: ProbeSite) -> String {

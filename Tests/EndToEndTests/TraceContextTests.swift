@@ -84,8 +84,9 @@ final class TraceContextTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("header maps too large"), traced.sonde.text)
     }
 
-    /// gRPC calls whose metadata carries a traceparent (unary Check, streaming Watch): each server
-    /// span continues it, found in the HEADERS frame and carried to the stream's goroutine.
+    /// gRPC calls whose metadata carries a traceparent and tracestate (unary Check, streaming
+    /// Watch): each server span continues them, found in the HEADERS frame and carried to the
+    /// stream's goroutine.
     func testGRPCServerContinuesTheTraceparentOfItsMetadata() throws {
         let back = try GoToolchains.build("demo/two-service/back", with: GoToolchain.debian.installed(), name: "back-go119")
         let client = try GoToolchains.build("Tests/Support/grpc-client", with: GoToolchain.debian.installed(), name: "grpc-client")
@@ -102,7 +103,7 @@ final class TraceContextTests: XCTestCase {
             environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
         try sonde.waitForOutput("attached")
         for traceparent in ["00-\(Self.traceID)-\(Self.parentID)-01", "00-\(Self.traceID)-\(Self.parentID)-00", "not-a-traceparent"] {
-            XCTAssertEqual(try ChildProcess.run(client, ["127.0.0.1:\(grpcPort)", traceparent]), "SERVING SERVING\n")
+            XCTAssertEqual(try ChildProcess.run(client, ["127.0.0.1:\(grpcPort)", traceparent, Self.traceState]), "SERVING SERVING\n")
         }
         Thread.sleep(forTimeInterval: 1)   // the Watch stream ends on grpc's goroutine once the client cancels it
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
@@ -110,7 +111,9 @@ final class TraceContextTests: XCTestCase {
         XCTAssertEqual(spans.map { $0["name"] as? String }, Array(repeating: ["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"], count: 2).flatMap { $0 })
         XCTAssertEqual(spans.prefix(2).map { "\($0["trace_id"] as? String ?? "") \($0["parent_span_id"] as? String ?? "")" },
                        Array(repeating: "\(Self.traceID) \(Self.parentID)", count: 2))
+        XCTAssertEqual(spans.prefix(2).map { $0["trace_state"] as? String }, [Self.traceState, Self.traceState])
         XCTAssertEqual(spans.suffix(2).map { $0["parent_span_id"] as? String }, ["", ""], "a malformed traceparent starts new traces")
+        XCTAssertEqual(spans.suffix(2).map { $0["trace_state"] as? String }, ["", ""], "no tracestate without a valid traceparent")
         XCTAssertTrue(sonde.text.contains("; spans not recorded (their caller did not sample the trace): 2;"), sonde.text)
         XCTAssertTrue(sonde.text.contains("; malformed incoming traceparent headers (ignored): 2"), sonde.text)
     }

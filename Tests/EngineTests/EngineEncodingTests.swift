@@ -117,7 +117,12 @@ final class EngineEncodingTests: XCTestCase {
             [.loadRegister(.rbx), .add(8)],
             .extract(HeaderExtraction(layout: .fieldSlice(stride: 40), traceparent: "traceparent", tracestate: "tracestate", traceState: nil)),
             captureIndex: [:])
-        XCTAssertEqual([UInt16(grpc.carrier), grpc.element_size, UInt16(grpc.tracestate_length)], [3, 40, 0], "no record to keep a tracestate in")
+        XCTAssertEqual([UInt16(grpc.carrier), grpc.element_size, UInt16(grpc.tracestate_length)], [3, 40, 10], "looked for, for the span that continues it")
+        XCTAssertEqual([grpc.trace_state_out, grpc.trace_state_length], [0, 0], "no record to keep a tracestate in")
+
+        let continuing = try RecordLayout.encodeContext([], .keepRemoteTraceState(traceState), captureIndex: [0: 0, 8: 1, 232: 2])
+        XCTAssertEqual([continuing.op_count, continuing.action, continuing.tracestate_length, continuing.trace_state_capture], [0, 0, 0, 2])
+        XCTAssertEqual([continuing.trace_state_out, continuing.trace_state_length], [232, 96])
 
         let inject = try RecordLayout.encodeContext(
             [.loadRegister(.rcx)], .injectHeaderLine(name: "Traceparent", bufferOffset: 16, usedOffset: 40), captureIndex: [:])

@@ -69,8 +69,8 @@ final class StateReclaimTests: XCTestCase {
         insert(sonde_call_key(key: 0x3000, tgid: alive, span_slot: 0), record(tgid: alive, startedAt: now - 2_000_000_000, spanID: 3), into: SONDE_MAP_CALLS)
         insert(sonde_call_key(key: 0x4000, tgid: alive, span_slot: 1), record(tgid: alive, startedAt: now, spanID: 4), into: SONDE_MAP_CALLS)
         // Contexts: one whose span is still open, one whose call is gone, one of the exited process.
-        let open = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 4, owner: 0x4000, span_slot: 1, flags: 0, stack_depth: 0)
-        let ended = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 3, owner: 0x3000, span_slot: 0, flags: 0, stack_depth: 0)
+        let open = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 4, owner: 0x4000, span_slot: 1, flags: 0, stack_depth: 0, trace_state_data: 0, trace_state_length: 0)
+        let ended = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 3, owner: 0x3000, span_slot: 0, flags: 0, stack_depth: 0, trace_state_data: 0, trace_state_length: 0)
         insert(sonde_context_key(key: 0x4000, tgid: alive, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x5000, tgid: alive, pad: 0), ended, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x1000, tgid: exited, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)

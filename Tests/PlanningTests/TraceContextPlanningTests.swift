@@ -38,23 +38,63 @@ extension PlanCompilerTests {
             [.buckets, .buckets, .swiss, .swiss, .buckets, nil])
     }
 
-    func testHeadersThatAreNotAHeaderMapAreRefused() throws {
-        let pack = try PackLoader.parse(yaml: """
+    /// A std pack `go/odd` in `odd.yaml` with these probes (indented as under `probes:`).
+    private func oddPack(_ probes: String) throws -> ProbePack {
+        try PackLoader.parse(yaml: """
             format: sonde.probe-pack/v1
             pack: go/odd
             language: go
             library: { module: std, versions: ">=1.17" }
             probes:
+            \(probes)
+            """, file: "odd.yaml")
+    }
+
+    func testHeadersThatAreNotAHeaderMapAreRefused() throws {
+        let pack = try oddPack("""
               - id: server
                 function: net/http.serverHandler.ServeHTTP
                 span: { kind: server, name: "x" }
                 trace-context:
                   headers: { arg: req, path: Method, type: go-header-map, case: canonical }
-            """, file: "odd.yaml")
+            """)
         let plan = PlanCompiler.compile(packs: [pack], facts: facts())
         XCTAssertEqual(plan.skipped.map(\.reason), [
             "trace-context.headers (odd.yaml:10:16): the headers have Go type string; a go-header-map is a map[string][]string such as net/http.Header",
         ])
+    }
+
+    /// An extraction elsewhere (grpc's transport) names the span that continues it: that span
+    /// keeps the remote parent's tracestate after its own captures.
+    func testTheSpanAnExtractionNamesKeepsTheTracestate() throws {
+        let pack = try oddPack("""
+              - id: headers
+                function: net/http.serverHandler.ServeHTTP
+                extract-trace-context:
+                  span: go/odd/server
+                  headers: { arg: req, path: Header, type: go-header-map, case: canonical }
+              - id: server
+                function: net/http.serverHandler.ServeHTTP
+                span: { kind: server, name: "x" }
+                on-entry:
+                  method: { arg: req, path: Method, type: go-string, max-length: 16 }
+              - id: elsewhere
+                function: net/http.serverHandler.ServeHTTP
+                extract-trace-context:
+                  span: go/absent/server
+                  headers: { arg: req, path: Header, type: go-header-map, case: canonical }
+            """)
+        let plan = PlanCompiler.compile(packs: [pack], facts: facts())
+        XCTAssertEqual(plan.probes.map(\.probe.id), ["server", "headers"])
+        let server = plan.probes[0]
+        XCTAssertEqual(server.captureSlots.map(\.name), ["method", CaptureSlot.traceStateName])
+        let traceState = server.captureSlots[1]
+        XCTAssertEqual([traceState.offset, traceState.maxLength], [24, 96], "after method's 2 + 16 bytes, aligned")
+        XCTAssertEqual(server.contextAction, .keepRemoteTraceState(traceState))
+        XCTAssertEqual(server.contextProgram, [])
+        XCTAssertEqual(plan.probes[1].contextAction, .extract(HeaderExtraction(
+            layout: .goMap(.buckets), traceparent: "Traceparent", tracestate: "Tracestate", traceState: nil)))
+        XCTAssertEqual(plan.skipped.map(\.reason), ["its trace context is continued by go/absent/server, which is not planned for this binary"])
     }
 
     /// Without outgoing propagation nothing writes to the traced process and no client span waits

@@ -362,10 +362,39 @@ final class TraceContextPackTests: XCTestCase {
         let grpc = try PackLoader.load(file: file)
         let headers = try XCTUnwrap(grpc.probes.first { $0.id == "server-headers" })
         XCTAssertEqual(headers.function, "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders")
-        XCTAssertEqual(headers.extraction?.carrier, .hpackHeaderFields)
-        XCTAssertEqual(headers.extraction?.nameCase, .lower)
-        XCTAssertEqual(headers.extraction?.path, [.field("Fields")])
+        XCTAssertEqual(headers.extraction?.span, "go/grpc/server")
+        XCTAssertEqual(headers.extraction?.headers.carrier, .hpackHeaderFields)
+        XCTAssertEqual(headers.extraction?.headers.nameCase, .lower)
+        XCTAssertEqual(headers.extraction?.headers.path, [.field("Fields")])
         XCTAssertNil(headers.span)
+    }
+
+    func testAnExtractionNamesASpanOfItsPack() {
+        let extraction = """
+              - id: headers
+                function: g
+                extract-trace-context:
+                  span: %@
+                  headers: { arg: frame, path: Fields, type: hpack-header-fields, case: lower }
+            """
+        let span = """
+              - id: s
+                function: f
+                span: { kind: server, name: "s" }
+              - id: ender
+                function: h
+                end-span: { span: go/example/s }
+            """
+        XCTAssertEqual(errors(in: span + "\n" + extraction.replacingOccurrences(of: "%@", with: "go/example/s")), [])
+        XCTAssertEqual(errors(in: span + "\n" + extraction.replacingOccurrences(of: "%@", with: "go/example/nope")), [
+            "tc.yaml:12:5: extract-trace-context.span 'go/example/nope' names no probe of this pack"
+        ])
+        XCTAssertEqual(errors(in: span + "\n" + extraction.replacingOccurrences(of: "%@", with: "go/example/ender")), [
+            "tc.yaml:12:5: extract-trace-context.span 'go/example/ender' is not a span probe"
+        ])
+        XCTAssertEqual(errors(in: extraction.replacingOccurrences(of: "%@", with: "server")), [
+            "tc.yaml:9:13: extract-trace-context.span 'server' must name a probe as pack/probe, e.g. go/net-http/server"
+        ])
     }
 
     func testMistakesAreLocated() {

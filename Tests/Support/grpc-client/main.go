@@ -1,8 +1,9 @@
 // A gRPC client whose calls carry a traceparent in their metadata, as one
 // instrumented with an OpenTelemetry SDK would send: health Check (unary) and
-// Watch (a server stream, read once) on the address given.
+// Watch (a server stream, read once) on the address given, with a tracestate
+// too when one is given.
 //
-//	grpc-client ADDRESS TRACEPARENT
+//	grpc-client ADDRESS TRACEPARENT [TRACESTATE]
 package main
 
 import (
@@ -26,6 +27,9 @@ func main() {
 	defer connection.Close()
 	client := healthpb.NewHealthClient(connection)
 	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", os.Args[2])
+	if len(os.Args) > 3 {
+		ctx = metadata.AppendToOutgoingContext(ctx, "tracestate", os.Args[3])
+	}
 	check, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "backend"})
 	if err != nil {
 		panic(err)
