@@ -19,8 +19,11 @@ let package = Package(
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CLibELF", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
         .systemLibrary(name: "CLibDW", pkgConfig: "libdw", providers: [.apt(["libdw-dev"])]),
-        .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+        // Headers only: capstone is loaded at run time, while binaries are analysed.
+        .systemLibrary(name: "CCapstone", providers: [.apt(["libcapstone-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Headers only: libcurl is loaded at run time, for https:// endpoints alone.
+        .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         /// The kernel ABI (bpf/sonde_abi.h), written once for the BPF program and imported by Planning and Engine.
         .systemLibrary(name: "SondeABI", path: "bpf"),
 
@@ -31,7 +34,8 @@ let package = Package(
         /// The OpenTelemetry span data model that Tracing produces and Exporters consume.
         .target(name: "Spans"),
         .target(name: "Tracing", dependencies: ["Planning", "Spans", "SondeABI"]),
-        .target(name: "Exporters", dependencies: ["Spans", "CZlib", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "HTTPTransport", dependencies: ["CCurl"]),
+        .target(name: "Exporters", dependencies: ["Spans", "CZlib", "HTTPTransport", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         /// Spans per second per core from records to OTLP bodies, without a kernel (`swift run -c release sonde-capacity`).
@@ -54,6 +58,7 @@ let package = Package(
         .testTarget(name: "PlanningTests", dependencies: ["Planning", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport", "CLibBPF", "SondeABI"]),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"]),
+        .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TestSupport"]),
         .testTarget(name: "ExportersTests", dependencies: ["Exporters", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "TestSupport"]),
     ],

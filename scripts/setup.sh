@@ -5,6 +5,7 @@ set -euo pipefail
 
 DEBIAN_PACKAGES=(
   libbpf-dev libelf-dev libdw-dev libcapstone-dev pkg-config zlib1g-dev   # C libraries Sonde links
+  libcurl4-openssl-dev libcurl4                                            # https:// export (libcurl is loaded when used)
   golang-go golang-google-grpc-dev golang-github-gorilla-mux-dev          # Go 1.19 and the libraries the packs probe
   protobuf-compiler curl openssl                                           # OTLP code generation, the demo's requests, TLS tests
   gcc lld                                                                  # tests that link Go programs externally

@@ -1,3 +1,5 @@
+import CLibELF
+
 /// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
 /// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
@@ -8,6 +10,9 @@ public enum BinaryAnalyzer {
     ///
     /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
     public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
+        // What the analysis freed goes back to the system, not only to malloc's free lists: an
+        // agent's peak memory is otherwise its analysis plus everything after it.
+        defer { malloc_trim(0) }
         let image = try ELFImage(path: path)
         let wanted = Set(functions)
         let symbols = image.definedSymbols(named: wanted.union(dataSymbols + [goTypesStart, goTypesEnd]))
@@ -16,17 +21,20 @@ public enum BinaryAnalyzer {
         // Go's function table: what stripped binaries (-ldflags=-s -w) keep of their functions, and
         // the authority on where each starts in any Go binary.
         let goFunctionTable = image.lookUpGoFunctions(named: wanted)
-        let decoder = try InstructionDecoder()
 
         var unreadableDWARF: String?
         var dwarfFacts: DWARFReader.Facts?
         do {
             let candidates = functions.compactMap { functionSymbols[$0] ?? goFunctionTable?[$0] }
-            dwarfFacts = try DWARFReader(image: image)?.read(
+            // DWARF is read through an image of its own, released before capstone is loaded:
+            // the debug sections it inflates (megabytes) and the disassembler (megabytes more)
+            // are never in memory together.
+            dwarfFacts = try DWARFReader(image: try ELFImage(path: path))?.read(
                 functions: candidates, goRuntimeTypes: goTypeDescriptors(in: symbols))
         } catch let unreadable as DWARFReader.Unreadable {
             unreadableDWARF = unreadable.reason
         }
+        let decoder = try InstructionDecoder()
 
         var functionFacts: [String: FunctionFacts] = [:]
         var rejectedFunctions: [String: String] = [:]

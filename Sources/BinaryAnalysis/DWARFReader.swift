@@ -63,6 +63,14 @@ final class DWARFReader {
     /// `Elf64_Chdr`: ch_type, ch_reserved, then ch_size.
     private static let compressedSizeOffset: UInt64 = 8
 
+    /// The sections entries, types and parameter locations are read from. Line tables, call
+    /// frame information and address ranges are never read, so they stay compressed (megabytes
+    /// in a Go binary).
+    private static let sectionsRead: Set<String> = [
+        ".debug_info", ".debug_abbrev", ".debug_str", ".debug_str_offsets", ".debug_line_str", ".debug_addr",
+        ".debug_loc", ".debug_loclists", ".debug_types",
+    ]
+
     /// Nil when the binary has no DWARF (stripped, or built with `-ldflags=-w`).
     ///
     /// - Throws: ``Unreadable`` when it has a `.debug_info` that cannot be read.
@@ -70,7 +78,7 @@ final class DWARFReader {
         let debugSections = image.sections.filter { $0.name.hasPrefix(".debug_") || $0.name.hasPrefix(".zdebug_") }
         let hasEntries = debugSections.contains { $0.name == ".debug_info" || $0.name == ".zdebug_info" }
         guard hasEntries else { return nil }
-        try Self.inflate(debugSections, of: image)
+        try Self.inflate(debugSections.filter { Self.sectionsRead.contains(".debug_" + $0.name.drop { $0 != "_" }.dropFirst()) }, of: image)
         guard let dwarf = dwarf_begin_elf(image.elf, DWARF_C_READ, nil) else {
             throw Unreadable(reason: "libdw cannot read it: \(Self.libdwError())")
         }

@@ -1,8 +1,10 @@
 import CCapstone
 
 /// Decodes x86-64 machine code with capstone, noting for each instruction what a uprobe
-/// placed on it would cost and which registers it overwrites.
+/// placed on it would cost and which registers it overwrites. Capstone is loaded while a decoder
+/// exists.
 final class InstructionDecoder {
+    private var capstone = sonde_capstone()
     private var handle: csh = 0
     /// Capstone register id → the full-width general purpose register it is part of.
     private let generalPurposeRegisters: [UInt16: Register]
@@ -22,14 +24,22 @@ final class InstructionDecoder {
     }()
 
     init() throws {
-        let status = cs_open(CS_ARCH_X86, CS_MODE_64, &handle)
-        guard status == CS_ERR_OK else {
-            throw BinaryAnalysisError.disassemblerUnavailable(reason: String(cString: cs_strerror(status)))
+        var error: UnsafePointer<CChar>?
+        guard sonde_capstone_load(&capstone, &error) == 0 else {
+            let reason = error.map { String(cString: $0) } ?? "unknown error"
+            throw BinaryAnalysisError.disassemblerUnavailable(
+                reason: "libcapstone.so.4 did not load (on Debian: apt-get install libcapstone4): \(reason)")
         }
-        cs_option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue))
+        let status = capstone.open(CS_ARCH_X86, CS_MODE_64, &handle)
+        guard status == CS_ERR_OK else {
+            let reason = capstone.strerror(status).map { String(cString: $0) } ?? "capstone error \(status.rawValue)"
+            sonde_capstone_unload(&capstone)
+            throw BinaryAnalysisError.disassemblerUnavailable(reason: reason)
+        }
+        _ = capstone.option(handle, CS_OPT_DETAIL, Int(CS_OPT_ON.rawValue))
         var registers: [UInt16: Register] = [:]
         for id in 1..<X86_REG_ENDING.rawValue {
-            if let cName = cs_reg_name(handle, id), let register = Self.registersByName[String(cString: cName)] {
+            if let cName = capstone.reg_name(handle, id), let register = Self.registersByName[String(cString: cName)] {
                 registers[UInt16(id)] = register
             }
         }
@@ -37,19 +47,20 @@ final class InstructionDecoder {
     }
 
     deinit {
-        cs_close(&handle)
+        _ = capstone.close(&handle)
+        sonde_capstone_unload(&capstone)
     }
 
     /// Decodes `code`, loaded at `address` and found in the file at `fileOffset`. Stops at the first
     /// bytes that are not an instruction (data in code), keeping what came before.
     func decode(_ code: UnsafeRawBufferPointer, address: UInt64, fileOffset: UInt64) -> [Instruction] {
-        guard let start = code.baseAddress, let decoded = cs_malloc(handle) else { return [] }
-        defer { cs_free(decoded, 1) }
+        guard let start = code.baseAddress, let decoded = capstone.malloc(handle) else { return [] }
+        defer { capstone.free(decoded, 1) }
         var cursor: UnsafePointer<UInt8>? = start.assumingMemoryBound(to: UInt8.self)
         var remaining = code.count
         var nextAddress = address
         var instructions: [Instruction] = []
-        while cs_disasm_iter(handle, &cursor, &remaining, &nextAddress, decoded) {
+        while capstone.disasm_iter(handle, &cursor, &remaining, &nextAddress, decoded) {
             let insn = decoded.pointee
             let offset = insn.address - address
             let bytes = UnsafeRawBufferPointer(rebasing: code[Int(offset)..<Int(offset) + Int(insn.size)])
@@ -72,7 +83,7 @@ final class InstructionDecoder {
         var readCount: UInt8 = 0
         var writtenCount: UInt8 = 0
         // Unknown effects count as writing everything, so no entry site is chosen past them.
-        guard cs_regs_access(handle, insn, &read, &readCount, &written, &writtenCount) == CS_ERR_OK else { return Register.allCases }
+        guard capstone.regs_access(handle, insn, &read, &readCount, &written, &writtenCount) == CS_ERR_OK else { return Register.allCases }
         var registers: [Register] = []
         for id in written.prefix(Int(writtenCount)) {
             if let register = generalPurposeRegisters[id], !registers.contains(register) {

@@ -1,5 +1,4 @@
 import CZlib
-import Foundation
 import Synchronization
 
 /// Compresses OTLP request bodies to gzip (RFC 1952) with zlib, the `Content-Encoding: gzip`
@@ -28,8 +27,8 @@ public final class GzipCompressor: Sendable {
 
     /// `data` as one gzip member.
     /// - Throws: `SpanExportError.rejected` when zlib fails (it can only run out of memory).
-    public func compress(_ data: [UInt8]) throws(SpanExportError) -> Data {
-        let result: Result<Data, SpanExportError> = stream.withLock { stream in
+    public func compress(_ data: [UInt8]) throws(SpanExportError) -> [UInt8] {
+        let result: Result<[UInt8], SpanExportError> = stream.withLock { stream in
             if stream == nil {
                 let newStream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
                 newStream.initialize(to: z_stream())
@@ -47,9 +46,9 @@ public final class GzipCompressor: Sendable {
 
     private static func deflate(
         _ data: [UInt8], with stream: UnsafeMutablePointer<z_stream>
-    ) -> Result<Data, SpanExportError> {
+    ) -> Result<[UInt8], SpanExportError> {
         defer { deflateReset(stream) }
-        var output = Data(count: Int(deflateBound(stream, uLong(data.count))))
+        var output = [UInt8](repeating: 0, count: Int(deflateBound(stream, uLong(data.count))))
         let status = data.withUnsafeBytes { input in
             output.withUnsafeMutableBytes { output in
                 // zlib reads next_in without writing it; the field is not const only for old compilers.
@@ -63,7 +62,7 @@ public final class GzipCompressor: Sendable {
         guard status == Z_STREAM_END else {
             return .failure(.rejected(reason: "gzip: deflate failed with zlib status \(status)"))
         }
-        output.count = Int(stream.pointee.total_out)
+        output.removeLast(output.count - Int(stream.pointee.total_out))
         return .success(output)
     }
 }

@@ -17,6 +17,11 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     public var timeout: Duration
     /// How request bodies are encoded on the wire.
     public var compression: Compression
+    /// PEM files for an https:// endpoint: CA certificates to trust instead of the system's
+    /// store, and a client certificate and key (mTLS).
+    public var certificateFile: String?
+    public var clientCertificateFile: String?
+    public var clientKeyFile: String?
 
     /// The request body encodings OTLP/HTTP receivers must accept.
     public enum Compression: String, Sendable, Equatable {
@@ -57,11 +62,11 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
     /// - `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`
     /// - `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: only `http/protobuf`
     /// - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` (`key=value,…`)
-    /// - `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, `…CLIENT_KEY`, `…CLIENT_CERTIFICATE`: refused, see
-    ///   `unsupportedVariables`
+    /// - `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else `OTEL_EXPORTER_OTLP_CERTIFICATE`; the same for
+    ///   `…CLIENT_CERTIFICATE` and `…CLIENT_KEY`: readable PEM files, a key only with a certificate
     ///
     /// A malformed value throws rather than being ignored, so a typo cannot silently send
-    /// spans to the wrong place; so does a variable Sonde cannot honour.
+    /// spans to the wrong place, or trust the wrong certificates.
     public static func fromEnvironment(
         _ environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ExporterConfigurationError) -> OTLPExporterConfiguration {
@@ -70,10 +75,24 @@ public struct OTLPExporterConfiguration: Sendable, Equatable {
            exportProtocol != "http/protobuf" {
             throw ExporterConfigurationError(variable, "'\(exportProtocol)' is not supported; Sonde exports http/protobuf only")
         }
-        for (variable, problem) in unsupportedVariables where variables[variable] != nil {
-            throw ExporterConfigurationError(variable, problem)
-        }
         var configuration = OTLPExporterConfiguration()
+        func readableFile(_ name: String) throws(ExporterConfigurationError) -> (variable: String, path: String)? {
+            guard let (variable, path) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_\(name)", "OTEL_EXPORTER_OTLP_\(name)") else {
+                return nil
+            }
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw ExporterConfigurationError(variable, "cannot read the file '\(path)'")
+            }
+            return (variable, path)
+        }
+        configuration.certificateFile = try readableFile("CERTIFICATE")?.path
+        configuration.clientCertificateFile = try readableFile("CLIENT_CERTIFICATE")?.path
+        let clientKey = try readableFile("CLIENT_KEY")
+        configuration.clientKeyFile = clientKey?.path
+        if let clientKey, configuration.clientCertificateFile == nil {
+            throw ExporterConfigurationError(
+                clientKey.variable, "a client key needs its certificate: set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE too")
+        }
         if let (variable, value) = variables.first(of: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             configuration.endpoint = try parseHTTPURL(value, variable: variable)
         } else if let (variable, value) = variables.first(of: "OTEL_EXPORTER_OTLP_ENDPOINT") {
@@ -129,27 +148,6 @@ public struct ExporterConfigurationError: Error, Sendable, Equatable, CustomStri
 
     public var description: String { "\(variable): \(problem)" }
 }
-
-/// Variables of the OpenTelemetry exporter specification that Sonde refuses, with why.
-///
-/// FoundationNetworking's URLSession on Linux (libcurl underneath) takes neither a CA file nor a
-/// client certificate: it verifies servers against the system trust store only, and has no
-/// client-certificate support. Refusing beats exporting with a trust setting other than the one
-/// asked for.
-private let unsupportedVariables: [(variable: String, problem: String)] = {
-    let certificate = "a custom CA certificate is not supported: Sonde's HTTP client (URLSession on Linux) "
-        + "trusts only the system's CA store. Add the CA there (update-ca-certificates) and unset this variable, "
-        + "or export to a local collector over http:// that forwards with TLS"
-    let client = "client certificates (mTLS) are not supported by Sonde's HTTP client (URLSession on Linux). "
-        + "Unset this variable and export to a local collector over http:// that forwards with mTLS"
-    return ["", "TRACES_"].flatMap { signal in
-        [
-            ("OTEL_EXPORTER_OTLP_\(signal)CERTIFICATE", certificate),
-            ("OTEL_EXPORTER_OTLP_\(signal)CLIENT_KEY", client),
-            ("OTEL_EXPORTER_OTLP_\(signal)CLIENT_CERTIFICATE", client),
-        ]
-    }
-}()
 
 private func parseHTTPURL(_ text: String, variable: String) throws(ExporterConfigurationError) -> URL {
     if let port = portText(of: text), !isValidPort(port) {

@@ -1,7 +1,5 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import HTTPTransport
 
 /// The answer an OTLP/HTTP receiver sends, decoded with swift-protobuf's generated type: only
 /// when a response arrives, once per batch.
@@ -33,44 +31,17 @@ extension OTLPHTTPExporter {
     }
 
     /// Classifies an error of the HTTP client. Connection failures and timeouts are retryable;
-    /// TLS failures (an untrusted certificate, a plain HTTP server behind an https:// URL) and
-    /// bad URLs are not, since the next attempt would meet the same configuration.
-    func classify(transportError error: any Error) -> SpanExportError {
-        let endpoint = configuration.endpoint
-        if error is CancellationError {
-            return .retryable(reason: "the export to \(endpoint) was cancelled")
+    /// TLS failures (an untrusted certificate, a plain HTTP server behind an https:// URL), a
+    /// reply that is not HTTP and a client that cannot send are not, since the next attempt would
+    /// meet the same configuration.
+    func classify(transportError error: HTTPTransportError) -> SpanExportError {
+        switch error {
+        case .timedOut: noAnswer
+        case .unreachable(let reason): .retryable(reason: "cannot reach \(configuration.endpoint): \(reason)")
+        case .tls(let reason): .rejected(reason: "TLS failed with \(configuration.endpoint): \(reason)")
+        case .unusable(let reason): .rejected(reason: "cannot send to \(configuration.endpoint): \(reason)")
+        case .notHTTP(let reason): .rejected(reason: "\(configuration.endpoint) did not answer with HTTP: \(reason)")
         }
-        let nsError = error as NSError
-        let description = error.localizedDescription
-        guard nsError.domain == NSURLErrorDomain, let code = URLError.Code(rawValue: nsError.code) else {
-            return .retryable(reason: "cannot reach \(endpoint): \(description)")
-        }
-        if Self.tlsErrorCodes.contains(code) || (code == .unknown && Self.mentionsTLS(description)) {
-            return .rejected(reason: "TLS failed with \(endpoint): \(description)")
-        }
-        if Self.permanentErrorCodes.contains(code) {
-            return .rejected(reason: "cannot send to \(endpoint): \(description)")
-        }
-        return .retryable(reason: "cannot reach \(endpoint): \(description)")
-    }
-
-    // `URLError.Code`, not the `NSURLError…` constants: in FoundationNetworking on Linux some of
-    // those are off by one (`NSURLErrorSecureConnectionFailed` is -1201, the code -1200).
-    private static let tlsErrorCodes: Set<URLError.Code> = [
-        .secureConnectionFailed, .serverCertificateHasBadDate, .serverCertificateUntrusted,
-        .serverCertificateHasUnknownRoot, .serverCertificateNotYetValid, .clientCertificateRejected,
-        .clientCertificateRequired,
-    ]
-
-    private static let permanentErrorCodes: Set<URLError.Code> = [
-        .badURL, .unsupportedURL, .dataLengthExceedsMaximum, .appTransportSecurityRequiresSecureConnection,
-    ]
-
-    /// FoundationNetworking on Linux reports most libcurl TLS failures as code -1 (unknown) with
-    /// libcurl's message, e.g. "SSL certificate problem: self-signed certificate" or
-    /// "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number".
-    private static func mentionsTLS(_ description: String) -> Bool {
-        description.contains("SSL") || description.contains("TLS") || description.lowercased().contains("certificate")
     }
 
     /// The wait a `Retry-After` value asks for (RFC 9110 10.2.3): delay-seconds, or an HTTP-date

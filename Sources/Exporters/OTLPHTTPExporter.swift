@@ -1,7 +1,6 @@
+import Dispatch
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import HTTPTransport
 import Spans
 
 /// Sends spans to an OpenTelemetry collector or any OTLP/HTTP backend as protobuf
@@ -9,94 +8,96 @@ import Spans
 /// when configured.
 public struct OTLPHTTPExporter: SpanExporter {
     public let configuration: OTLPExporterConfiguration
-    private let session: URLSession
+    private let sender: BlockingSender
     private let encoder: OTLPTraceEncoder
     private let compressor: GzipCompressor?
+    private let headers: [(name: String, value: String)]
 
     public init(configuration: OTLPExporterConfiguration) {
         self.configuration = configuration
-        // URLSession on Linux ignores a request's `timeoutInterval` and rounds the session's
-        // timeouts down to whole seconds (0, i.e. none, below one), so `export` enforces
-        // `configuration.timeout` itself; this is only a backstop a second later.
-        let sessionConfiguration = URLSessionConfiguration.ephemeral
-        let backstop = (configuration.timeout.timeInterval + 1).rounded(.up)
-        sessionConfiguration.timeoutIntervalForRequest = backstop
-        sessionConfiguration.timeoutIntervalForResource = backstop
-        // An export is never cached, and its replies set no cookies and ask for no credentials;
-        // without these stores URLSession on Linux skips a look at its cache folder on disk and
-        // a hop to the store's queue for every request (issue 7).
-        sessionConfiguration.urlCache = nil
-        sessionConfiguration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        sessionConfiguration.httpCookieStorage = nil
-        sessionConfiguration.httpShouldSetCookies = false
-        sessionConfiguration.urlCredentialStorage = nil
-        session = URLSession(configuration: sessionConfiguration)
+        sender = BlockingSender(
+            endpoint: HTTPEndpoint(configuration.endpoint),
+            tls: TLSFiles(
+                certificateAuthorities: configuration.certificateFile, clientCertificate: configuration.clientCertificateFile,
+                clientKey: configuration.clientKeyFile))
         encoder = OTLPTraceEncoder { [configuration] in configuration.exportedResource(for: $0) }
         compressor = configuration.compression == .gzip ? GzipCompressor() : nil
+        headers = configuration.headers.sorted { $0.key < $1.key }.map { (name: $0.key, value: $0.value) }
+            + [("Content-Type", "application/x-protobuf")] + (compressor == nil ? [] : [("Content-Encoding", "gzip")])
     }
 
     /// POSTs one `ExportTraceServiceRequest`, waiting at most `configuration.timeout`.
     ///
     /// Throws `SpanExportError.retryable` for HTTP 429/502/503/504 (the statuses OTLP says to
     /// retry, with their `Retry-After`), a timeout and connection errors; `.rejected` for any
-    /// other non-2xx status and for TLS and URL errors, which a retry cannot fix; and
-    /// `.partiallyRejected` when a 2xx response reports rejected spans.
+    /// other non-2xx status, for TLS failures and for a client that cannot send (no libcurl for
+    /// https://), which a retry cannot fix; and `.partiallyRejected` when a 2xx response reports
+    /// rejected spans.
     public func export(_ spans: [Span]) async throws {
         guard !spans.isEmpty else { return }
-        var request = URLRequest(url: configuration.endpoint)
-        request.httpMethod = "POST"
-        for (name, value) in configuration.headers {
-            request.setValue(value, forHTTPHeaderField: name)
-        }
-        request.setValue("application/x-protobuf", forHTTPHeaderField: "Content-Type")
-        if compressor != nil {
-            request.setValue("gzip", forHTTPHeaderField: "Content-Encoding")
-        }
-        request.httpBody = try requestBody(for: spans)
-
+        let post = HTTPPost(headers: headers, body: try requestBody(for: spans))
         let reply: HTTPReply
         do {
-            reply = try await withTimeLimit(configuration.timeout) { [session, request] in
-                let (body, response) = try await session.data(for: request)
-                return HTTPReply(response, body: body)
+            // The connection enforces the timeout too; this resumes the export loop even if a
+            // post is still waiting for the connection's thread.
+            reply = try await withTimeLimit(configuration.timeout) { [sender, configuration] in
+                try await sender.post(post, timeout: configuration.timeout)
             }
         } catch is TimeLimitExceeded {
-            throw SpanExportError.retryable(
-                reason: "no answer from \(configuration.endpoint) within \(configuration.timeout.readable) "
-                    + "(OTEL_EXPORTER_OTLP_TIMEOUT)")
-        } catch {
+            throw noAnswer
+        } catch let error as HTTPTransportError {
             throw classify(transportError: error)
+        } catch {
+            throw SpanExportError.retryable(reason: "the export to \(configuration.endpoint) was cancelled")
         }
-        guard let status = reply.status else {
-            throw SpanExportError.rejected(reason: "\(configuration.endpoint) did not answer with HTTP")
-        }
-        try checkResponse(status: status, retryAfter: reply.retryAfter, body: reply.body)
+        try checkResponse(status: reply.status, retryAfter: reply.header("Retry-After"), body: Data(reply.body))
+    }
+
+    var noAnswer: SpanExportError {
+        .retryable(reason: "no answer from \(configuration.endpoint) within \(configuration.timeout.readable) (OTEL_EXPORTER_OTLP_TIMEOUT)")
     }
 
     /// The serialized `ExportTraceServiceRequest` for `spans`, compressed as configured.
-    func requestBody(for spans: [Span]) throws -> Data {
+    func requestBody(for spans: [Span]) throws -> [UInt8] {
         let body = encoder.encode(spans)
-        return try compressor?.compress(body) ?? Data(body)
+        return try compressor?.compress(body) ?? body
     }
 }
 
-/// What the retry decision needs of a response, taken out of URLSession's types.
-private struct HTTPReply: Sendable {
-    /// Nil when the response was not HTTP.
-    var status: Int?
-    var retryAfter: String?
-    var body: Data
+/// Posts on a thread of its own, one request at a time, over one kept-open connection: the
+/// HTTP client blocks, and the export loop must not block a thread of Swift's shared pool.
+private final class BlockingSender: @unchecked Sendable {
+    private let endpoint: HTTPEndpoint
+    private let tls: TLSFiles
+    /// Serial: posts, and the connection they share, stay on it.
+    private let queue = DispatchQueue(label: "sonde.otlp-export")
+    /// Made on the queue at the first post; only touched there.
+    private var connection: (any HTTPConnection)?
 
-    init(_ response: URLResponse, body: Data) {
-        let response = response as? HTTPURLResponse
-        status = response?.statusCode
-        retryAfter = response?.value(forHTTPHeaderField: "Retry-After")
-        self.body = body
+    init(endpoint: HTTPEndpoint, tls: TLSFiles) {
+        self.endpoint = endpoint
+        self.tls = tls
+    }
+
+    func post(_ post: HTTPPost, timeout: Duration) async throws -> HTTPReply {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { [self] in
+                continuation.resume(with: Result { () throws(HTTPTransportError) -> HTTPReply in
+                    if connection == nil { connection = try makeHTTPConnection(to: endpoint, tls: tls) }
+                    return try connection!.post(post, timeout: timeout)
+                })
+            }
+        }
     }
 }
 
-extension Duration {
-    var timeInterval: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) * 1e-18
+extension HTTPEndpoint {
+    /// From a URL the configuration checked: http or https, with a host.
+    init(_ url: URL) {
+        let isSecure = url.scheme?.lowercased() == "https"
+        let query = url.query.map { "?\($0)" } ?? ""
+        self.init(
+            isSecure: isSecure, host: url.host ?? "localhost", port: url.port ?? (isSecure ? 443 : 80),
+            target: url.path + query)
     }
 }

@@ -40,7 +40,7 @@ final class NetHTTPServerTests: XCTestCase {
         XCTAssertTrue(traced.sonde.text.contains("dropped 10 spans"), traced.sonde.text)
         XCTAssertTrue(
             traced.sonde.text.contains("10 spans submitted, 0 exported, 10 dropped (queue full: 0, export failed: 10)"), traced.sonde.text)
-        XCTAssertTrue(traced.sonde.text.contains("last failure: cannot reach http://127.0.0.1:1/v1/traces"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("last failure: cannot reach http://127.0.0.1:1/v1/traces: connecting failed: Connection refused"), traced.sonde.text)
         XCTAssertTrue(traced.server.process.isRunning)
     }
 

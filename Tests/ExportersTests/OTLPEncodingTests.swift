@@ -224,8 +224,8 @@ final class OTLPEncodingTests: XCTestCase {
 
         XCTAssertEqual(Array(first.prefix(2)), [0x1f, 0x8b], "gzip magic")
         XCTAssertLessThan(first.count, plain.count / 2)
-        XCTAssertEqual(try gunzip(first), plain)
-        XCTAssertEqual(try gunzip(second), try OTLPHTTPExporter(configuration: OTLPExporterConfiguration()).requestBody(for: Array(spans.prefix(3))))
+        XCTAssertEqual(try gunzip(Data(first)), Data(plain))
+        XCTAssertEqual(try gunzip(Data(second)), Data(try OTLPHTTPExporter(configuration: OTLPExporterConfiguration()).requestBody(for: Array(spans.prefix(3)))))
     }
 
     /// Decompresses with the system's gzip tool, an implementation independent of Sonde's.

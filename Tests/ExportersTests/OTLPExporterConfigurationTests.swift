@@ -134,18 +134,21 @@ final class OTLPExporterConfigurationTests: XCTestCase {
         XCTAssertNoThrow(try OTLPExporterConfiguration.fromEnvironment(["OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:65535"]))
     }
 
-    /// URLSession on Linux cannot be given a CA or a client certificate, so these must stop the
-    /// start rather than be ignored while spans go out with the system's trust store.
-    func testCertificateVariablesAreRejectedAsUnsupported() {
-        for variable in [
-            "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CLIENT_KEY", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-        ] {
-            let error = configurationError([variable: "/etc/otel/tls.pem"])
-            XCTAssertEqual(error?.variable, variable)
-            XCTAssertTrue(error?.problem.contains("not supported") == true, "\(String(describing: error))")
-        }
+    /// TLS files: the traces variable wins, a file must be readable, a key needs a certificate.
+    func testCertificateFilesAreReadAndChecked() throws {
+        let readable = "/etc/hostname"
+        let configuration = try OTLPExporterConfiguration.fromEnvironment([
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": readable,
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": readable, "OTEL_EXPORTER_OTLP_CLIENT_KEY": readable,
+        ])
+        XCTAssertEqual([configuration.certificateFile, configuration.clientCertificateFile, configuration.clientKeyFile], [readable, readable, readable])
+        XCTAssertEqual(
+            configurationError(["OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"]),
+            ExporterConfigurationError("OTEL_EXPORTER_OTLP_CERTIFICATE", "cannot read the file '/nonexistent/ca.pem'"))
+        XCTAssertEqual(
+            configurationError(["OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": readable]),
+            ExporterConfigurationError(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "a client key needs its certificate: set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE too"))
     }
 
     func testUnknownCompressionIsRejected() {

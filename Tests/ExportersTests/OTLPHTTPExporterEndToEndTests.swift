@@ -160,6 +160,30 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         XCTAssertTrue(failure.contains("certificate"), String(failure))
     }
 
+    func testACertificateAuthorityFileMakesTheServerTrusted() async throws {
+        let server = try SelfSignedTLSServer()
+        var configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(server.port)/v1/traces")!, timeout: .seconds(5))
+        configuration.certificateFile = server.certificate
+
+        try await OTLPHTTPExporter(configuration: configuration).export([makeServerSpan()])
+    }
+
+    func testMutualTLSPresentsTheClientCertificate() async throws {
+        let server = try SelfSignedTLSServer(requiringClientCertificate: true)
+        var configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(server.port)/v1/traces")!, timeout: .seconds(5))
+        configuration.certificateFile = server.certificate
+        do {
+            try await OTLPHTTPExporter(configuration: configuration).export([makeServerSpan()])
+            XCTFail("a server requiring a client certificate accepted none")
+        } catch {
+            XCTAssertNotNil(error as? SpanExportError, "\(error)")
+        }
+
+        configuration.clientCertificateFile = server.certificate
+        configuration.clientKeyFile = server.key
+        try await OTLPHTTPExporter(configuration: configuration).export([makeServerSpan()])
+    }
+
     func testPlainHTTPBackendBehindAnHTTPSURLIsNotRetried() async throws {
         let receiver = try OTLPReceiverProcess()
         let configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(receiver.port)/v1/traces")!, timeout: .seconds(5))

@@ -60,33 +60,23 @@ final class OTLPResponseClassificationTests: XCTestCase {
         XCTAssertNil(retryAfter(status: 400, header: "7"), "a permanent failure is not retried at all")
     }
 
-    func testTransportErrorsAreRetriedUnlessTLSOrTheURLIsAtFault() {
-        func classified(_ error: any Error) -> SpanExportError {
-            exporter.classify(transportError: error)
-        }
+    func testTransportErrorsAreRetriedUnlessTLSOrTheClientIsAtFault() {
         let endpoint = "http://collector:4318/v1/traces"
-
-        for retryable in [URLError(.cannotConnectToHost), URLError(.timedOut), URLError(.networkConnectionLost), URLError(.cannotFindHost)] {
-            XCTAssertTrue(classified(retryable).isRetryable, "\(retryable.code)")
-        }
-        for permanent in [
-            URLError(.serverCertificateUntrusted), URLError(.serverCertificateHasBadDate), URLError(.secureConnectionFailed),
-            URLError(.clientCertificateRequired), URLError(.badURL), URLError(.unsupportedURL),
-        ] {
-            XCTAssertFalse(classified(permanent).isRetryable, "\(permanent.code)")
-        }
-        // How FoundationNetworking on Linux reports what libcurl says about TLS: code -1 (unknown).
-        let selfSigned = NSError(
-            domain: NSURLErrorDomain, code: URLError.Code.unknown.rawValue,
-            userInfo: [NSLocalizedDescriptionKey: "SSL certificate problem: self-signed certificate"])
-        XCTAssertEqual(classified(selfSigned), .rejected(reason: "TLS failed with \(endpoint): SSL certificate problem: self-signed certificate"))
-        let plainHTTP = NSError(
-            domain: NSURLErrorDomain, code: URLError.Code.unknown.rawValue,
-            userInfo: [NSLocalizedDescriptionKey: "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number"])
-        XCTAssertFalse(classified(plainHTTP).isRetryable)
         XCTAssertEqual(
-            classified(URLError(.cannotConnectToHost)),
-            .retryable(reason: "cannot reach \(endpoint): \(URLError(.cannotConnectToHost).localizedDescription)"))
+            exporter.classify(transportError: .unreachable("connecting failed: Connection refused")),
+            .retryable(reason: "cannot reach \(endpoint): connecting failed: Connection refused"))
+        XCTAssertEqual(
+            exporter.classify(transportError: .timedOut),
+            .retryable(reason: "no answer from \(endpoint) within 10 s (OTEL_EXPORTER_OTLP_TIMEOUT)"))
+        XCTAssertEqual(
+            exporter.classify(transportError: .tls("SSL certificate problem: self-signed certificate")),
+            .rejected(reason: "TLS failed with \(endpoint): SSL certificate problem: self-signed certificate"))
+        XCTAssertEqual(
+            exporter.classify(transportError: .notHTTP("the reply does not start with an HTTP/1 status line: SSH-2.0")),
+            .rejected(reason: "\(endpoint) did not answer with HTTP: the reply does not start with an HTTP/1 status line: SSH-2.0"))
+        XCTAssertEqual(
+            exporter.classify(transportError: .unusable("https:// endpoints need libcurl")),
+            .rejected(reason: "cannot send to \(endpoint): https:// endpoints need libcurl"))
     }
 
     func testOtherErrorsAreRejectedWithTheReadablePartOfTheBody() {

@@ -215,10 +215,14 @@ final class SilentListener {
     }
 }
 
-/// An HTTPS server with a self-signed certificate (made with the openssl tool), run by python3:
-/// a backend whose certificate Sonde cannot trust.
+/// An HTTPS server with a self-signed certificate (made with the openssl tool, for 127.0.0.1),
+/// run by python3: a backend Sonde trusts only when given that certificate as its CA file. With
+/// `requiringClientCertificate`, it accepts only clients presenting that same certificate.
 final class SelfSignedTLSServer {
     let port: Int
+    /// The certificate and its key, PEM.
+    let certificate: String
+    let key: String
     private let process: Process
     private let directory: URL
 
@@ -226,30 +230,34 @@ final class SelfSignedTLSServer {
         import http.server, ssl, sys
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
         server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(sys.argv[1], sys.argv[2])
+        if sys.argv[3] == "mtls":
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(sys.argv[1])
         server.socket = context.wrap_socket(server.socket, server_side=True)
         print(server.server_address[1], flush=True)
         server.serve_forever()
         """
 
-    init() throws {
+    init(requiringClientCertificate: Bool = false) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let certificate = directory.appendingPathComponent("cert.pem").path
-        let key = directory.appendingPathComponent("key.pem").path
+        certificate = directory.appendingPathComponent("cert.pem").path
+        key = directory.appendingPathComponent("key.pem").path
         let made = try? OTLPReceiverProcess.run([
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
-            "-days", "1", "-subj", "/CN=localhost",
+            "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ])
         guard made == 0 else { throw TestEnvironment.missingInstall("the openssl tool, to make a self-signed certificate") }
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", Self.script, certificate, key]
+        process.arguments = ["python3", "-c", Self.script, certificate, key, requiringClientCertificate ? "mtls" : "tls"]
         let stdout = Pipe()
         process.standardOutput = stdout
         try process.run()
