@@ -31,15 +31,23 @@ final class ExportPipeline: Sendable {
         var flushWaiters: [Int: FlushWaiter] = [:]
         var nextFlushID = 0
 
-        /// Queues `span` in the last batch, or a new one; returns whether that filled the batch.
-        mutating func append(_ span: Span, batchSize: Int) -> Bool {
-            if batches.last?.count ?? batchSize == batchSize {
-                batches.append([])
-                batches[batches.count - 1].reserveCapacity(batchSize)
+        /// Queues `spans` in the last batch and new ones as each fills, a batch's worth of spans
+        /// at a time; returns whether that filled a batch.
+        mutating func append(_ spans: some Collection<Span>, batchSize: Int) -> Bool {
+            var rest = spans[...]
+            var filled = false
+            while !rest.isEmpty {
+                if batches.last?.count ?? batchSize == batchSize {
+                    batches.append([])
+                    batches[batches.count - 1].reserveCapacity(batchSize)
+                }
+                let room = batchSize - batches[batches.count - 1].count
+                batches[batches.count - 1].append(contentsOf: rest.prefix(room))
+                rest = rest.dropFirst(room)
+                filled = filled || batches[batches.count - 1].count == batchSize
             }
-            batches[batches.count - 1].append(span)
-            queuedCount += 1
-            return batches[batches.count - 1].count == batchSize
+            queuedCount += spans.count
+            return filled
         }
     }
 
@@ -61,11 +69,7 @@ final class ExportPipeline: Sendable {
             state.statistics.submitted += spans.count
             let accepted = min(spans.count, configuration.queueCapacity - state.queuedCount)
             state.statistics.droppedQueueFull += spans.count - accepted
-            var filled = false
-            for span in spans.prefix(accepted) {
-                filled = state.append(span, batchSize: configuration.maxBatchSize) || filled
-            }
-            return filled
+            return state.append(spans.prefix(accepted), batchSize: configuration.maxBatchSize)
         }
         if batchFilled { wake(.batchFilled) }
     }

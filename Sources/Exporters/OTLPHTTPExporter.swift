@@ -38,17 +38,10 @@ public struct OTLPHTTPExporter: SpanExporter {
         let post = HTTPPost(headers: headers, body: try requestBody(for: spans))
         let reply: HTTPReply
         do {
-            // The connection enforces the timeout too; this resumes the export loop even if a
-            // post is still waiting for the connection's thread.
-            reply = try await withTimeLimit(configuration.timeout) { [sender, configuration] in
-                try await sender.post(post, timeout: configuration.timeout)
-            }
-        } catch is TimeLimitExceeded {
-            throw noAnswer
-        } catch let error as HTTPTransportError {
-            throw classify(transportError: error)
+            // The HTTP client keeps to the timeout itself: every wait is bounded by it.
+            reply = try await sender.post(post, timeout: configuration.timeout)
         } catch {
-            throw SpanExportError.retryable(reason: "the export to \(configuration.endpoint) was cancelled")
+            throw classify(transportError: error)
         }
         try checkResponse(status: reply.status, retryAfter: reply.header("Retry-After"), body: Data(reply.body))
     }
@@ -79,15 +72,16 @@ private final class BlockingSender: @unchecked Sendable {
         self.tls = tls
     }
 
-    func post(_ post: HTTPPost, timeout: Duration) async throws -> HTTPReply {
-        try await withCheckedThrowingContinuation { continuation in
+    func post(_ post: HTTPPost, timeout: Duration) async throws(HTTPTransportError) -> HTTPReply {
+        let result = await withCheckedContinuation { continuation in
             queue.async { [self] in
-                continuation.resume(with: Result { () throws(HTTPTransportError) -> HTTPReply in
+                continuation.resume(returning: Result { () throws(HTTPTransportError) -> HTTPReply in
                     if connection == nil { connection = try makeHTTPConnection(to: endpoint, tls: tls) }
                     return try connection!.post(post, timeout: timeout)
                 })
             }
         }
+        return try result.get()
     }
 }
 

@@ -221,24 +221,35 @@ struct ReplyParser {
 
     fileprivate func parse() throws(ExchangeError) -> Outcome {
         guard let headEnd = find([13, 10, 13, 10], from: 0) else {
-            if bytes.count > 64 * 1024 || (bytes.count >= 5 && !bytes.starts(with: Array("HTTP/".utf8))) {
+            if bytes.count > 64 * 1024 || (bytes.count >= 5 && !bytes.starts(with: Self.statusPrefix)) {
                 throw .failed(.notHTTP("the reply does not start with an HTTP/1 status line"))
             }
             return .needMore
         }
-        let lines = String(decoding: bytes[..<headEnd], as: UTF8.self).split(separator: "\r\n", omittingEmptySubsequences: false)
-        let statusParts = lines[0].split(separator: " ", maxSplits: 2)
-        guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let status = Int(statusParts[1]), (100...999).contains(status) else {
-            throw .failed(.notHTTP("the reply does not start with an HTTP/1 status line: \(lines[0].prefix(80))"))
+        // The status line: "HTTP/1.x NNN reason".
+        let statusLineEnd = find([13, 10], from: 0) ?? headEnd
+        let statusLine = bytes[..<statusLineEnd]
+        guard statusLine.count >= 12, statusLine.starts(with: Self.statusPrefix + [UInt8(ascii: "1"), UInt8(ascii: ".")]),
+              statusLine[8] == UInt8(ascii: " "), let status = Self.decimal(statusLine[9..<12]), status >= 100,
+              statusLine.count == 12 || statusLine[12] == UInt8(ascii: " ")
+        else {
+            throw .failed(.notHTTP("the reply does not start with an HTTP/1 status line: \(String(decoding: statusLine.prefix(80), as: UTF8.self))"))
         }
         var headers: [(name: String, value: String)] = []
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.append((line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingHTTPWhitespace))
+        var lineStart = statusLineEnd + 2
+        while lineStart < headEnd {
+            let lineEnd = find([13, 10], from: lineStart) ?? headEnd
+            let line = bytes[lineStart..<lineEnd]
+            if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                headers.append((
+                    String(decoding: line[..<colon], as: UTF8.self).lowercased(),
+                    String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingHTTPWhitespace))
+            }
+            lineStart = lineEnd + 2
         }
         let reply = { (body: [UInt8]) in HTTPReply(status: status, headers: headers, body: body) }
         let connection = headers.first { $0.name == "connection" }?.value.lowercased() ?? ""
-        var keepOpen = statusParts[0] == "HTTP/1.1" ? !connection.contains("close") : connection.contains("keep-alive")
+        var keepOpen = statusLine[7] == UInt8(ascii: "1") ? !connection.contains("close") : connection.contains("keep-alive")
         let bodyStart = headEnd + 4
         if (100..<200).contains(status) || status == 204 || status == 304 {
             return .complete(reply([]), consumed: bodyStart, keepOpen: keepOpen)
@@ -287,11 +298,27 @@ struct ReplyParser {
         }
     }
 
+    private static let statusPrefix = Array("HTTP/".utf8)
+
+    /// Three ASCII digits.
+    private static func decimal(_ digits: ArraySlice<UInt8>) -> Int? {
+        var value = 0
+        for digit in digits {
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(digit - UInt8(ascii: "0"))
+        }
+        return value
+    }
+
     private func find(_ pattern: [UInt8], from start: Int) -> Int? {
         guard bytes.count >= pattern.count else { return nil }
         var index = start
         while index + pattern.count <= bytes.count {
-            if bytes[index] == pattern[0] && bytes[index..<index + pattern.count].elementsEqual(pattern) { return index }
+            if bytes[index] == pattern[0] {
+                var matched = 1
+                while matched < pattern.count && bytes[index + matched] == pattern[matched] { matched += 1 }
+                if matched == pattern.count { return index }
+            }
             index += 1
         }
         return nil
