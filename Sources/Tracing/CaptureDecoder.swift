@@ -75,8 +75,20 @@ struct CapturedValues {
     /// Nil where a capture was not read.
     var values: [AttributeValue?]
 
+    /// The last `host[:port]` parsed, so that hostname() and port() of one capture parse it once.
+    var hostPortParsed: (name: String, hostPort: HostPort?)? = nil
+
     subscript(name: String) -> AttributeValue? {
         for index in names.indices where names[index] == name { return values[index] }
         return nil
+    }
+
+    /// The string capture `name` read as `host[:port]`; nil when it is absent or not a host.
+    mutating func hostPort(of name: String) -> HostPort? {
+        if let parsed = hostPortParsed, parsed.name == name { return parsed.hostPort }
+        guard case .string(let text)? = self[name] else { return nil }
+        let hostPort = HostPort(text)
+        hostPortParsed = (name, hostPort)
+        return hostPort
     }
 }

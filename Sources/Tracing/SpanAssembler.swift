@@ -32,12 +32,13 @@ public struct SpanAssembler: Sendable {
     /// Nil when the event names no span-making probe of this plan.
     public func assemble(_ event: SpanEvent) -> Span? {
         guard event.spanSlot < recipes.count, let recipe = recipes[Int(event.spanSlot)] else { return nil }
-        let values = CaptureDecoder.decode(event, layouts: recipe.captureLayouts, names: recipe.captureNames)
+        var values = CaptureDecoder.decode(event, layouts: recipe.captureLayouts, names: recipe.captureNames)
         let rules = event.capturedMask & SpanEvent.endedByObjectProbe != 0 ? recipe.endedByObjectProbe : recipe.returned
         var attributes: [Attribute] = []
         attributes.reserveCapacity(rules.attributes.count)
-        for rule in rules.attributes {
-            if let value = Self.evaluate(rule.value, values) { attributes.append(Attribute(rule.key, value)) }
+        // By index: a rule is read in place, not copied with its strings.
+        for index in rules.attributes.indices {
+            if let value = Self.evaluate(rules.attributes[index].value, &values) { attributes.append(Attribute(rules.attributes[index].key, value)) }
         }
         // The last enrichment whose name can be filled in wins over the probe's own name.
         let name = rules.renames.lazy.reversed().compactMap { Self.completeName($0, values) }.first
@@ -112,6 +113,12 @@ public struct SpanAssembler: Sendable {
     }
 
     static func evaluate(_ expression: ValueExpression, _ values: CapturedValues) -> AttributeValue? {
+        var values = values
+        return evaluate(expression, &values)
+    }
+
+    /// `values` keeps what it parsed for the next expression of the same span.
+    static func evaluate(_ expression: ValueExpression, _ values: inout CapturedValues) -> AttributeValue? {
         func text(_ name: String) -> String? {
             guard case .string(let value)? = values[name] else { return nil }
             return value
@@ -126,10 +133,10 @@ public struct SpanAssembler: Sendable {
         case .rpcMethod(let name):
             return text(name).flatMap(GRPCMethodPath.init).map { .string($0.method) }
         case .hostname(let name):
-            guard let host = text(name).flatMap(HostPort.init)?.host, !host.isEmpty else { return nil }
+            guard let host = values.hostPort(of: name)?.host, !host.isEmpty else { return nil }
             return .string(host)
         case .port(let name):
-            guard let port = text(name).flatMap(HostPort.init)?.port else { return nil }
+            guard let port = values.hostPort(of: name)?.port else { return nil }
             return .int(Int64(port))
         case .url(let scheme, let host, let path, let query):
             guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }
