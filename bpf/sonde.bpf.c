@@ -102,6 +102,25 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);   /* Engine sets the size before loading */
 } spans SEC(".maps");
 
+/* One block of user memory a START_SPAN probe reads in one go (e.g. the first
+ * bytes of an *http.Request), so that its programs' reads inside it are
+ * copies, not one bpf_probe_read_user each. Per CPU, and owned by the thread
+ * that filled it: a thread that preempts this one and fills it too changes the
+ * owner, and a reader that sees another owner reads user memory instead. */
+struct sonde_prefetch {
+	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
+	__u64 base;                  /* user address of bytes[0] */
+	__u64 length;
+	__u8 bytes[SONDE_PREFETCH_SIZE + 16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_prefetch);
+} prefetch SEC(".maps");
+
 /* Below this much unread data, emitted spans do not wake the reader, which
  * polls on a short timer instead: no wakeup per event. */
 #define WAKEUP_THRESHOLD (256 * 1024)
@@ -113,7 +132,41 @@ struct fetch_state {
 	__u64 value;
 	__u64 object;                /* set by SET_OBJECT: the span stays open under it */
 	__u32 skipping;              /* a read failed: skip to the end of this capture */
+	struct sonde_prefetch *block; /* this entry's prefetched block, or NULL */
 };
+
+/* The prefetched block of this probe's entry, or NULL. */
+static __always_inline struct sonde_prefetch *prefetched_block(struct sonde_probe_config *config)
+{
+	__u32 zero = 0;
+	return config->prefetch_length ? bpf_map_lookup_elem(&prefetch, &zero) : NULL;
+}
+
+/* Two words of user memory: a pointer, or a Go string's data and length. */
+struct user_words {
+	__u64 words[2];
+};
+
+/* Reads 8 or 16 bytes of user memory at `address` into `out`: from the
+ * prefetched block when it holds them and this thread still owns it, otherwise
+ * from the process. A global function: the verifier checks it once. */
+__noinline long read_user(struct sonde_prefetch *block, struct user_words *out, __u32 size, __u64 address)
+{
+	if (!out || (size != 8 && size != 16))
+		return -1;
+	if (block && address >= block->base && address - block->base + size <= block->length) {
+		__u64 owner = bpf_get_current_pid_tgid();
+		__u64 offset = (address - block->base) & (SONDE_PREFETCH_SIZE - 1);
+		if (block->owner == owner) {
+			out->words[0] = *(__u64 *)(block->bytes + offset);
+			if (size == 16)
+				out->words[1] = *(__u64 *)(block->bytes + offset + 8);
+			if (block->owner == owner)
+				return 0;
+		}
+	}
+	return bpf_probe_read_user(out, size, (void *)address);
+}
 
 static __always_inline void count(__u32 counter)
 {
@@ -418,7 +471,7 @@ static long run_op(__u32 index, void *context)
 		return 1;
 	struct sonde_op *op = &state->config->ops[index];
 	struct sonde_span_record *record = state->record;
-	__u64 words[2] = {};
+	struct user_words read = {};
 
 	if (state->skipping) {
 		/* A capture ends with the op that stores it; the next one starts afresh. */
@@ -441,12 +494,12 @@ static long run_op(__u32 index, void *context)
 		state->value += op->imm;
 		break;
 	case SONDE_OP_DEREFERENCE:
-		if (bpf_probe_read_user(&words[0], 8, (void *)state->value) != 0) {
+		if (read_user(state->block, &read, 8, state->value) != 0) {
 			record->failed_reads += 1;
 			state->skipping = 1;   /* this capture is absent; later ones still run */
 			break;
 		}
-		state->value = words[0];
+		state->value = read.words[0];
 		break;
 	case SONDE_OP_EXPECT_ADDRESS:
 		if (state->value != (__u64)op->imm + record->load_bias) {
@@ -455,11 +508,11 @@ static long run_op(__u32 index, void *context)
 		}
 		break;
 	case SONDE_OP_READ_GO_STRING:
-		if (bpf_probe_read_user(words, 16, (void *)state->value) != 0) {
+		if (read_user(state->block, &read, 16, state->value) != 0) {
 			record->failed_reads += 1;
 			break;
 		}
-		copy_string(state, op, words[0], words[1]);
+		copy_string(state, op, read.words[0], read.words[1]);
 		break;
 	case SONDE_OP_READ_STRING_REGISTERS:
 		copy_string(state, op, register_value(state->regs, op->reg), register_value(state->regs, op->imm));
@@ -471,11 +524,12 @@ static long run_op(__u32 index, void *context)
 			size = 8;
 		if (size == 0)
 			size = 1;
-		if (bpf_probe_read_user(&words[0], size, (void *)state->value) != 0) {
+		if ((size == 8 ? read_user(state->block, &read, 8, state->value)
+			       : bpf_probe_read_user(&read.words[0], size, (void *)state->value)) != 0) {
 			record->failed_reads += 1;
 			break;
 		}
-		*(__u64 *)data_at(record, op->out) = words[0];
+		*(__u64 *)data_at(record, op->out) = read.words[0];
 		mark_captured(record, op);
 		break;
 	}
@@ -639,6 +693,7 @@ struct context_state {
 	__u64 trace_state_data;              /* and this tracestate (a Go string's bytes), or 0 */
 	__u64 trace_state_length;
 	__u64 carrier;                       /* EXTRACT with sets_carrier: the headers */
+	struct sonde_prefetch *block;        /* START_SPAN: the prefetched block, or NULL */
 };
 
 /* One more than each lowercase hex digit's value; 0 for every other byte (W3C
@@ -752,7 +807,7 @@ static long context_path_step(__u32 index, void *context)
 	if (index >= SONDE_MAX_CONTEXT_OPS)
 		return 1;
 	struct sonde_op *op = &state->config->context.ops[index];
-	__u64 word = 0;
+	struct user_words read = {};
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
 		state->value = register_value(state->regs, op->reg);
@@ -761,8 +816,8 @@ static long context_path_step(__u32 index, void *context)
 		state->value += op->imm;
 		return 0;
 	case SONDE_OP_DEREFERENCE:
-		if (bpf_probe_read_user(&word, sizeof(word), (void *)state->value) == 0) {
-			state->value = word;
+		if (read_user(state->block, &read, 8, state->value) == 0) {
+			state->value = read.words[0];
 			return 0;
 		}
 		break;
@@ -944,7 +999,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	if (incoming->carrier && !incoming->remote)
 		await_injection(record, incoming->carrier);
 
-	struct fetch_state state = { .regs = regs, .config = config, .record = record };
+	struct fetch_state state = { .regs = regs, .config = config, .record = record, .block = prefetched_block(config) };
 	run_fetch_program(&state);
 	if (parent_kind == PARENT_REMOTE)
 		keep_trace_state(&state, parent_context.trace_state_data, parent_context.trace_state_length);
@@ -1197,6 +1252,26 @@ static __always_inline struct sonde_injection *waiting_injection(struct sonde_pr
 	return bpf_map_lookup_elem(&injections, &key);
 }
 
+/* Reads the block the entry's programs read from (see struct sonde_prefetch);
+ * NULL when the probe has none, or the read failed. */
+static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_config *config, struct pt_regs *regs)
+{
+	struct sonde_prefetch *block = prefetched_block(config);
+	if (!block)
+		return NULL;
+	__u64 length = config->prefetch_length;
+	if (length > SONDE_PREFETCH_SIZE)
+		length = SONDE_PREFETCH_SIZE;
+	__u64 base = register_value(regs, config->prefetch_register);
+	block->owner = 0;
+	if (length == 0 || bpf_probe_read_user(block->bytes, length, (void *)base) != 0)
+		return NULL;
+	block->base = base;
+	block->length = length;
+	block->owner = bpf_get_current_pid_tgid();
+	return block;
+}
+
 static __always_inline int probe(struct pt_regs *regs, const int may_write)
 {
 	__u32 cookie = bpf_get_attach_cookie(regs);
@@ -1211,6 +1286,8 @@ static __always_inline int probe(struct pt_regs *regs, const int may_write)
 	if (role == SONDE_ROLE_START_SPAN || role == SONDE_ROLE_EXTRACT || role == SONDE_ROLE_INJECT) {
 		/* The one place a trace-context program runs: the verifier walks it once. */
 		struct context_state context = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
+		if (role == SONDE_ROLE_START_SPAN)
+			context.block = fill_prefetch(config, regs);
 		if (role == SONDE_ROLE_INJECT && !(context.injection = waiting_injection(config, regs)))
 			return 0;
 		run_context_program(&context, may_write);

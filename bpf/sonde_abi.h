@@ -18,6 +18,7 @@
 #define SONDE_MAP_INJECTIONS "injections"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
+#define SONDE_MAP_PREFETCH "prefetch"
 #define SONDE_PROGRAM_NAME "sonde_probe"
 /* The same program able to write trace context into the target's memory
  * (bpf_probe_write_user). Loaded instead of sonde_probe only when outgoing
@@ -37,6 +38,7 @@
 #define SONDE_MAX_CONTEXT_OPS 12     /* ops of a probe's trace-context program */
 #define SONDE_SAVED_SLOTS 4
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
+#define SONDE_PREFETCH_SIZE 256      /* bytes one prefetch reads at most */
 #define SONDE_MAX_STRING 255         /* longest string one op copies */
 /* Set in a stored string's u16 length when the string was longer than its
  * capture's bound and was cut there. */
@@ -168,7 +170,9 @@ struct sonde_probe_config {
 	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
 	                              * end; START/END_HANDOFF: the register holding the goroutine;
 	                              * INJECT: the register holding the carrier */
-	__u32 reserved;
+	__u16 prefetch_length;       /* START_SPAN: read this many bytes at register */
+	__u8 prefetch_register;      /* prefetch_register in one go before the programs run; */
+	__u8 reserved;               /* their reads inside that block come from the copy */
 	struct sonde_op ops[SONDE_MAX_OPS];
 	struct sonde_context_program context;
 };

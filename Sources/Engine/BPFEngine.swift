@@ -139,7 +139,7 @@ public final class BPFEngine {
                         role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                         siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
-                        contextAction: probe.contextAction))
+                        contextAction: probe.contextAction, prefetch: probe.prefetch))
                 try writeConfig(
                     fd: configs, index: returnCookie,
                     RecordLayout.encodeConfig(

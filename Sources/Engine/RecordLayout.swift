@@ -31,7 +31,8 @@ enum RecordLayout {
     /// (Planning refuses such probes first, so this guards the encoder alone).
     static func encodeConfig(
         role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
-        program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil
+        program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil,
+        prefetch: Prefetch? = nil
     ) throws -> [UInt8] {
         guard program.count <= Int(SONDE_MAX_OPS) else {
             throw EngineError.programTooLong(ops: program.count, limit: Int(SONDE_MAX_OPS))
@@ -47,6 +48,10 @@ enum RecordLayout {
         config.skip_flags_mask = skipFlagsMask
         config.site_address = siteAddress
         config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
+        if let prefetch, role == .startSpan {
+            config.prefetch_register = UInt8(prefetch.register.rawValue)
+            config.prefetch_length = UInt16(min(prefetch.length, Prefetch.maxLength))
+        }
         let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
         withUnsafeMutableBytes(of: &config.ops) { ops in
             // A homogeneous tuple of sonde_op is already bound to sonde_op.

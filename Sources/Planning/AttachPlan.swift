@@ -94,6 +94,8 @@ public struct PlannedProbe: Sendable, Equatable {
     public var contextAction: TraceContextAction?
     /// `inject-trace-context` probes: the register holding the headers being written.
     public var carrierRegister: Register?
+    /// Span probes: memory their entry reads in one go, for the programs' reads inside it.
+    public var prefetch: Prefetch?
 
     /// The probe writes into the traced process's memory (outgoing trace context).
     public var writesTargetMemory: Bool {

@@ -370,6 +370,7 @@ public enum PlanCompiler {
         planned.objectKey = objectKey
         planned.contextProgram = traceContext?.program ?? []
         planned.contextAction = traceContext?.action
+        if probe.span != nil { planned.prefetch = Prefetch.choose(for: [planned.entryProgram, planned.contextProgram]) }
         return planned
     }
 

@@ -15,6 +15,7 @@ public enum PlanReport {
                 lines.append("  " + render(site))
             }
             lines.append("  per call: \(TrapCost(perCallOf: probe))")
+            if let prefetch = probe.prefetch { lines.append("  \(prefetch)") }
             lines.append("  entry program:")
             lines += probe.entryProgram.map { "    \($0)" }
             lines.append("  return program:")

@@ -37,6 +37,13 @@ final class EngineEncodingTests: XCTestCase {
             program: [], captureSlots: [])
         XCTAssertEqual(Array(keyed[0..<4]), [6, 0, 0, 0])
         XCTAssertEqual(Array(keyed[32..<40]), [0, 0, 0, 0, 0, 0, 0, 0], "RAX is register 0")
+        let prefetch = Prefetch(register: .rdi, length: 216, reads: 5)
+        let prefetching = try RecordLayout.encodeConfig(
+            role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
+        XCTAssertEqual(Array(prefetching[36..<40]), [216, 0, 5, 0], "prefetch_length 216, prefetch_register RDI (5)")
+        let returning = try RecordLayout.encodeConfig(
+            role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
+        XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in

@@ -26,6 +26,34 @@ extension PlanCompilerTests {
         XCTAssertFalse(server.writesTargetMemory)
     }
 
+    /// The server's entry reads Method, URL, Host and TLS of the request, and its trace-context
+    /// program the Header pointer: five reads within the first 240 bytes of the `*Request` in RDI,
+    /// which the entry reads in one go.
+    func testTheServersEntryPrefetchesTheRequest() throws {
+        let plan = PlanCompiler.compile(packs: [try shippedServer()], facts: facts())
+        XCTAssertEqual(plan.probes.first?.prefetch, Prefetch(register: .rdi, length: 240, reads: 5))
+    }
+
+    func testAPrefetchNeedsThreeReadsInsideItsBlock() {
+        let strings: [FetchOp] = [
+            .loadRegister(.rbx), .readGoString(into: 0, maxLength: 16),
+            .loadRegister(.rbx), .add(40), .readGoString(into: 24, maxLength: 16),
+        ]
+        XCTAssertNil(Prefetch.choose(for: [strings]), "two reads: the block would save one")
+        XCTAssertEqual(
+            Prefetch.choose(for: [strings, [.loadRegister(.rbx), .add(8), .dereference, .add(16), .dereference]]),
+            Prefetch(register: .rbx, length: 56, reads: 3), "the second dereference starts from a loaded pointer, not RBX")
+        XCTAssertNil(
+            Prefetch.choose(for: [strings, [.loadRegister(.rbx), .add(300), .readInteger(size: 8, into: 48)]]),
+            "past the block's 256 bytes")
+        XCTAssertEqual(
+            Prefetch.choose(for: [strings, [.loadRegister(.rbx), .save(slot: 0), .add(248), .readInteger(size: 8, into: 48)]]),
+            Prefetch(register: .rbx, length: 256, reads: 3), "saving keeps the value")
+        XCTAssertNil(
+            Prefetch.choose(for: [strings, [.loadRegister(.rbx), .add(248), .readInteger(size: 4, into: 48)]]),
+            "only 8-byte integers come from the block")
+    }
+
     func testGo124AndLaterSearchSwissTables() throws {
         let plan = PlanCompiler.compile(packs: [try shippedServer()], facts: facts(goVersion: "go1.27.3"))
         guard case .extract(let extraction)? = plan.probes.first?.contextAction else { return XCTFail("\(plan)") }
