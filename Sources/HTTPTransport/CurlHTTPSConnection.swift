@@ -4,18 +4,30 @@ import CCurl
 /// certificate checks against the system's CA store or the given CA file, a client certificate
 /// when given, connection reuse between posts. Not thread-safe: one post at a time.
 final class CurlHTTPSConnection: HTTPConnection {
-    private let endpoint: HTTPEndpoint
-    private let tls: TLSFiles
     /// A var only because the C wrappers take its address.
     private var library: sonde_curl
     private let handle: UnsafeMutableRawPointer
 
+    /// Makes the handle and sets what every post shares: the URL, the TLS files, the callbacks.
     init(endpoint: HTTPEndpoint, tls: TLSFiles) throws(HTTPTransportError) {
-        self.endpoint = endpoint
-        self.tls = tls
         library = try Self.loaded.get()
         guard let handle = library.easy_init() else { throw .unusable("libcurl could not make a handle") }
         self.handle = handle
+        let files = [(CURLOPT_CAINFO, tls.certificateAuthorities), (CURLOPT_SSLCERT, tls.clientCertificate), (CURLOPT_SSLKEY, tls.clientKey)]
+        // libcurl copies string options.
+        let options: [CURLcode] = files.compactMap { option, path in
+            path.map { sonde_curl_set_pointer(&library, handle, option, $0) }
+        } + [
+            sonde_curl_set_pointer(&library, handle, CURLOPT_URL, endpoint.description),
+            sonde_curl_set_long(&library, handle, CURLOPT_POST, 1),
+            sonde_curl_set_long(&library, handle, CURLOPT_NOSIGNAL, 1),
+            sonde_curl_set_callback(&library, handle, CURLOPT_WRITEFUNCTION, Transfer.receiveBody),
+            sonde_curl_set_callback(&library, handle, CURLOPT_HEADERFUNCTION, Transfer.receiveHeader),
+        ]
+        if let failed = options.first(where: { $0 != CURLE_OK }) {
+            library.easy_cleanup(handle)
+            throw Self.error(for: failed, detail: Self.text(of: failed, in: library))
+        }
     }
 
     deinit { library.easy_cleanup(handle) }
@@ -48,21 +60,13 @@ final class CurlHTTPSConnection: HTTPConnection {
             errorText.withUnsafeMutableBufferPointer { errorBuffer in
                 withExtendedLifetime(transfer) { () -> CURLcode in
                     let context = Unmanaged.passUnretained(transfer).toOpaque()
-                    let files = [(CURLOPT_CAINFO, tls.certificateAuthorities), (CURLOPT_SSLCERT, tls.clientCertificate), (CURLOPT_SSLKEY, tls.clientKey)]
-                    let options: [CURLcode] = files.compactMap { option, path in
-                        path.map { sonde_curl_set_pointer(&library, handle, option, $0) }
-                    } + [
-                        sonde_curl_set_pointer(&library, handle, CURLOPT_URL, endpoint.description),
-                        sonde_curl_set_long(&library, handle, CURLOPT_POST, 1),
+                    let options: [CURLcode] = [
                         sonde_curl_set_pointer(&library, handle, CURLOPT_POSTFIELDS, body.baseAddress),
                         sonde_curl_set_size(&library, handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count)),
                         sonde_curl_set_pointer(&library, handle, CURLOPT_HTTPHEADER, headerList),
                         sonde_curl_set_long(&library, handle, CURLOPT_TIMEOUT_MS, Int(milliseconds)),
-                        sonde_curl_set_long(&library, handle, CURLOPT_NOSIGNAL, 1),
                         sonde_curl_set_pointer(&library, handle, CURLOPT_ERRORBUFFER, errorBuffer.baseAddress),
-                        sonde_curl_set_callback(&library, handle, CURLOPT_WRITEFUNCTION, Transfer.receiveBody),
                         sonde_curl_set_pointer(&library, handle, CURLOPT_WRITEDATA, context),
-                        sonde_curl_set_callback(&library, handle, CURLOPT_HEADERFUNCTION, Transfer.receiveHeader),
                         sonde_curl_set_pointer(&library, handle, CURLOPT_HEADERDATA, context),
                     ]
                     if let failed = options.first(where: { $0 != CURLE_OK }) { return failed }
@@ -72,9 +76,14 @@ final class CurlHTTPSConnection: HTTPConnection {
         }
         guard code == CURLE_OK else {
             let detail = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            throw Self.error(for: code, detail: detail.isEmpty ? library.easy_strerror(code).map { String(cString: $0) } ?? "libcurl error \(code.rawValue)" : detail)
+            throw Self.error(for: code, detail: detail.isEmpty ? Self.text(of: code, in: library) : detail)
         }
         return HTTPReply(status: sonde_curl_response_code(&library, handle), headers: transfer.headers, body: transfer.body)
+    }
+
+    /// libcurl's words for a failure.
+    private static func text(of code: CURLcode, in library: sonde_curl) -> String {
+        library.easy_strerror(code).map { String(cString: $0) } ?? "libcurl error \(code.rawValue)"
     }
 
     /// What a libcurl failure means for another attempt.
@@ -105,7 +114,7 @@ private final class Transfer {
     static let receiveBody: curl_write_callback = { data, size, count, context in
         let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
         let length = size * count
-        guard transfer.body.count + length <= PlainHTTPConnection.maxBodySize else { return 0 }   // libcurl stops the transfer
+        guard transfer.body.count + length <= HTTPReply.maxBodySize else { return 0 }   // libcurl stops the transfer
         data.map { transfer.body += UnsafeRawBufferPointer(start: $0, count: length) }
         return length
     }

@@ -34,6 +34,10 @@ public struct HTTPReply: Sendable, Equatable {
     /// Header names in lower case, in the order received.
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
+
+    /// A body larger than this is not read: OTLP replies are a few bytes.
+    static let maxBodySize = 4 << 20
+
     public init(status: Int, headers: [(name: String, value: String)], body: [UInt8]) {
         self.status = status
         self.headers = headers

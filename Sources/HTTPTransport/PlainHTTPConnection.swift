@@ -8,9 +8,8 @@ final class PlainHTTPConnection: HTTPConnection {
     private var socket: Int32 = -1
     /// Bytes received past the end of the last reply (none from a well-behaved server).
     private var received: [UInt8] = []
-
-    /// A reply body larger than this is not kept: OTLP replies are a few bytes.
-    static let maxBodySize = 4 << 20
+    /// What one `recv` fills, kept for the connection's life.
+    private var chunk = [UInt8](repeating: 0, count: 16 * 1024)
 
     init(endpoint: HTTPEndpoint) {
         self.endpoint = endpoint
@@ -130,7 +129,6 @@ final class PlainHTTPConnection: HTTPConnection {
 
     /// Reads more bytes into `received`; false at the end of the stream.
     private func receiveMore(until deadline: ContinuousClock.Instant) throws(ExchangeError) -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
             let count = chunk.withUnsafeMutableBytes { Glibc.recv(socket, $0.baseAddress!, $0.count, 0) }
             if count > 0 {
@@ -259,7 +257,7 @@ struct ReplyParser {
             return .complete(reply(body), consumed: end, keepOpen: keepOpen)
         }
         if let lengthText = headers.first(where: { $0.name == "content-length" })?.value {
-            guard let length = Int(lengthText), length >= 0, length <= PlainHTTPConnection.maxBodySize else {
+            guard let length = Int(lengthText), length >= 0, length <= HTTPReply.maxBodySize else {
                 throw .failed(.notHTTP("the reply's Content-Length '\(lengthText)' is not a length Sonde reads"))
             }
             guard bytes.count - bodyStart >= length else { return .needMore }
@@ -268,7 +266,7 @@ struct ReplyParser {
         // No length: the body runs to the end of the stream.
         keepOpen = false
         guard atEndOfStream else {
-            if bytes.count - bodyStart > PlainHTTPConnection.maxBodySize { throw .failed(.notHTTP("the reply's body is too large")) }
+            if bytes.count - bodyStart > HTTPReply.maxBodySize { throw .failed(.notHTTP("the reply's body is too large")) }
             return .needMore
         }
         return .complete(reply(Array(bytes[bodyStart...])), consumed: bytes.count, keepOpen: keepOpen)
@@ -281,7 +279,7 @@ struct ReplyParser {
         while true {
             guard let lineEnd = find([13, 10], from: position) else { return nil }
             let sizeText = String(decoding: bytes[position..<lineEnd], as: UTF8.self).split(separator: ";").first ?? ""
-            guard let size = Int(sizeText.trimmingHTTPWhitespace, radix: 16), size >= 0, body.count + size <= PlainHTTPConnection.maxBodySize else {
+            guard let size = Int(sizeText.trimmingHTTPWhitespace, radix: 16), size >= 0, body.count + size <= HTTPReply.maxBodySize else {
                 throw .failed(.notHTTP("the reply's chunk size '\(sizeText.prefix(20))' is not valid"))
             }
             position = lineEnd + 2
