@@ -31,6 +31,13 @@ public enum PlanCompiler {
         let probes = packs.flatMap { pack in pack.probes.map { (pack, $0) } }
         func targetsSpan(_ probe: Probe) -> Bool { probe.enrichment != nil || probe.injection != nil || probe.extraction != nil }
         let ordered = probes.filter { !targetsSpan($0.1) } + probes.filter { targetsSpan($0.1) }
+        /// The planned span probe `name` that a probe adds to, or why that probe is left out.
+        func plannedSpan(_ name: String, or problem: String) throws -> Int {
+            guard let index = planned.firstIndex(where: { $0.qualifiedID == name && $0.probe.span != nil }) else {
+                throw PlanProblem(problem)
+            }
+            return index
+        }
         for (pack, probe) in ordered {
             do {
                 if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
@@ -40,9 +47,8 @@ public enum PlanCompiler {
                 }
                 if let injection = probe.injection {
                     _ = try function(probe.function, in: facts)
-                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == injection.target && $0.probe.span != nil }) else {
-                        throw PlanProblem("it sends the trace context of \(injection.target), which is not planned for this binary")
-                    }
+                    let targetIndex = try plannedSpan(
+                        injection.target, or: "it sends the trace context of \(injection.target), which is not planned for this binary")
                     var injector = try compile(
                         injector: probe, of: pack, target: &planned[targetIndex], facts: facts, table: offsetTables[pack.name])
                     injector.pack = pack.name
@@ -50,9 +56,8 @@ public enum PlanCompiler {
                     planned.append(injector)
                 } else if let extraction = probe.extraction {
                     _ = try function(probe.function, in: facts)
-                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == extraction.span && $0.probe.span != nil }) else {
-                        throw PlanProblem("its trace context is continued by \(extraction.span), which is not planned for this binary")
-                    }
+                    let targetIndex = try plannedSpan(
+                        extraction.span, or: "its trace context is continued by \(extraction.span), which is not planned for this binary")
                     var extractor = try compile(probe: probe, of: pack, facts: facts, table: offsetTables[pack.name])
                     try keepRemoteTraceState(in: &planned[targetIndex])
                     extractor.pack = pack.name
@@ -61,9 +66,7 @@ public enum PlanCompiler {
                 } else if let enrichment = probe.enrichment {
                     // A function the binary lacks says more than its target's absence.
                     _ = try function(probe.function, in: facts)
-                    guard let targetIndex = planned.firstIndex(where: { $0.qualifiedID == enrichment.target && $0.probe.span != nil }) else {
-                        throw PlanProblem("it adds to \(enrichment.target), which is not planned for this binary")
-                    }
+                    let targetIndex = try plannedSpan(enrichment.target, or: "it adds to \(enrichment.target), which is not planned for this binary")
                     planned.append(try compile(
                         enricher: probe, of: pack, target: &planned[targetIndex], facts: facts, table: offsetTables[pack.name]))
                 } else {
@@ -210,12 +213,14 @@ public enum PlanCompiler {
     /// slot after its own captures (and its enrichers' so far), unless its own headers give it one.
     static func keepRemoteTraceState(in target: inout PlannedProbe) throws {
         guard target.contextAction == nil else { return }
-        let slot = CaptureSlot(
-            name: CaptureSlot.traceStateName, type: .goString, offset: target.captureSlots.map(\.alignedEnd).max() ?? 0,
-            maxLength: CaptureSlot.traceStateMaxLength, ifZero: nil, origin: "trace context")
-        guard slot.alignedEnd <= CaptureCompiler.dataAreaSize, target.captureSlots.count < CaptureCompiler.maxCaptures else {
-            throw PlanProblem("\(target.qualifiedID) has no room left in its record for the incoming tracestate; capture less there")
+        guard target.captureSlots.count < CaptureCompiler.maxCaptures else {
+            throw PlanProblem("\(target.qualifiedID) has no capture left for the incoming tracestate; capture less there")
         }
+        var slots = CaptureCompiler(
+            function: target.probe.function,
+            signature: ProbeSignature(parameters: [], results: nil, types: TypeCatalog([:]), origin: "trace context"),
+            dataOffset: target.captureSlots.map(\.alignedEnd).max() ?? 0)
+        let slot = try slots.traceStateSlot()
         target.captureSlots.append(slot)
         target.contextAction = .keepRemoteTraceState(slot)
     }
