@@ -1264,7 +1264,7 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 		length = SONDE_PREFETCH_SIZE;
 	__u64 base = register_value(regs, config->prefetch_register);
 	block->owner = 0;
-	if (length == 0 || bpf_probe_read_user(block->bytes, length, (void *)base) != 0)
+	if (bpf_probe_read_user(block->bytes, length, (void *)base) != 0)
 		return NULL;
 	block->base = base;
 	block->length = length;

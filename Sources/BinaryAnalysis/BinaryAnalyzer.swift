@@ -1,5 +1,3 @@
-import CLibELF
-
 /// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
 /// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
@@ -10,9 +8,6 @@ public enum BinaryAnalyzer {
     ///
     /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
     public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
-        // What the analysis freed goes back to the system, not only to malloc's free lists: an
-        // agent's peak memory is otherwise its analysis plus everything after it.
-        defer { malloc_trim(0) }
         let image = try ELFImage(path: path)
         let wanted = Set(functions)
         let symbols = image.definedSymbols(named: wanted.union(dataSymbols + [goTypesStart, goTypesEnd]))
