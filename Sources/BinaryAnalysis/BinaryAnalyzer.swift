@@ -1,3 +1,5 @@
+import CLibELF
+
 /// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
 /// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
@@ -8,6 +10,9 @@ public enum BinaryAnalyzer {
     ///
     /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
     public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
+        // What the analysis freed goes back to the system, not only to malloc's free lists: the
+        // agent's peak memory is its analysis plus what it holds after (about 0.1 MiB less).
+        defer { malloc_trim(0) }
         let image = try ELFImage(path: path)
         let wanted = Set(functions)
         let symbols = image.definedSymbols(named: wanted.union(dataSymbols + [goTypesStart, goTypesEnd]))
