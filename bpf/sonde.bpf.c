@@ -168,11 +168,16 @@ __noinline long read_user(struct sonde_prefetch *block, struct user_words *out, 
 	return bpf_probe_read_user(out, size, (void *)address);
 }
 
-static __always_inline void count(__u32 counter)
+static __always_inline void count_many(__u32 counter, __u64 amount)
 {
 	__u64 *slot = bpf_map_lookup_elem(&counters, &counter);
 	if (slot)
-		__sync_fetch_and_add(slot, 1);
+		__sync_fetch_and_add(slot, amount);
+}
+
+static __always_inline void count(__u32 counter)
+{
+	count_many(counter, 1);
 }
 
 static __always_inline __u64 random64(void)
@@ -681,7 +686,6 @@ static __always_inline int sampled(__u64 trace_id_low)
 struct context_state {
 	struct pt_regs *regs;
 	struct sonde_probe_config *config;
-	struct sonde_injection *injection;   /* INJECT: the context to write */
 	__u64 value;
 	__u64 load_bias;
 	__u32 stopped;                       /* an op failed: no headers */
@@ -747,13 +751,33 @@ static __always_inline int parse_traceparent(struct context_state *state, __u64 
 	return 1;
 }
 
+/* The probe that writes a request: the trace context of the client span
+ * waiting under the carrier in `object_register`, which its trace-context
+ * program writes; NULL when no client span sends this request (another
+ * request, or propagation is off). */
+static __always_inline struct sonde_injection *waiting_injection(struct sonde_probe_config *config, struct pt_regs *regs)
+{
+	struct sonde_call_key key = {
+		.key = register_value(regs, config->object_register),
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.span_slot = config->span_slot,
+	};
+	return bpf_map_lookup_elem(&injections, &key);
+}
+
 /* Appends "Name: 00-trace id-span id-flags\r\n" to the buffered writer at
  * `writer` when it fits: its []byte and the count of bytes it holds where the
  * program says. Writes nothing otherwise, and counts it. */
-static __always_inline int write_header_line(struct context_state *state, __u64 writer)
+/* A global function, referenced by the writing program alone: its buffers are
+ * not on that program's stack frame (see extract_trace_context). */
+__noinline int write_header_line(struct pt_regs *regs, __u64 writer)
 {
-	struct sonde_context_program *program = &state->config->context;
-	struct sonde_injection *injection = state->injection;
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config)
+		return 0;
+	struct sonde_context_program *program = &config->context;
+	struct sonde_injection *injection = waiting_injection(config, regs);
 	__u64 buffer[2] = {};   /* data, length */
 	__s64 used = 0;
 	__u32 name_length = program->traceparent_length;
@@ -831,25 +855,32 @@ static long context_path_step(__u32 index, void *context)
 }
 
 /* EXTRACT: the traceparent the headers carry, when valid, and its tracestate. */
-static __always_inline void extract_trace_context(struct context_state *state, __u64 headers)
+/* A global function: its buffers are not on the stack frame of the program
+ * that calls it, below which on_entry runs (the verifier bounds a chain of
+ * calls to 512 bytes of stack in all). */
+__noinline int extract_trace_context(struct pt_regs *regs, struct context_state *state, __u64 headers)
 {
-	struct sonde_probe_config *config = state->config;
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config || !state)
+		return 0;
 	struct sonde_context_program *program = &config->context;
 	if (program->sets_carrier)
 		state->carrier = headers;
 	struct trace_headers found = {};
-	find_trace_headers(state->regs, headers, &found);
+	find_trace_headers(regs, headers, &found);
 	if (!found.traceparent)
-		return;
+		return 0;
 	if (!parse_traceparent(state, found.traceparent)) {
 		count(SONDE_COUNTER_BAD_TRACEPARENT);
-		return;
+		return 0;
 	}
 	__u64 trace_state[2] = {};   /* data, length */
 	if (found.tracestate && bpf_probe_read_user(trace_state, sizeof(trace_state), (void *)found.tracestate) == 0) {
 		state->trace_state_data = trace_state[0];
 		state->trace_state_length = trace_state[1];
 	}
+	return 0;
 }
 
 /* Runs the probe's trace-context program: its ops reach the headers, its
@@ -864,9 +895,9 @@ static __always_inline void run_context_program(struct context_state *state, con
 	if (state->stopped)
 		return;
 	if (program->action == SONDE_CONTEXT_EXTRACT)
-		extract_trace_context(state, state->value);
+		extract_trace_context(state->regs, state, state->value);
 	else if (may_write && program->action == SONDE_CONTEXT_INJECT)
-		write_header_line(state, state->value);
+		write_header_line(state->regs, state->value);
 }
 
 /* The new client span's context waits under its carrier (the request's
@@ -898,6 +929,118 @@ static __always_inline void finish_injection(struct sonde_span_record *record)
 	if (waiting->written == 0)
 		count(SONDE_COUNTER_NOT_INJECTED);
 	bpf_map_delete_elem(&injections, &key);
+}
+
+/* The `calls` key of the call of probe `base` at nesting `level` on `owner`. */
+static __always_inline struct sonde_call_key nested_key(struct sonde_call_key *base, __u32 level)
+{
+	struct sonde_call_key key = { .key = base->key, .tgid = base->tgid, .span_slot = base->span_slot | level << SONDE_NESTING_SHIFT };
+	return key;
+}
+
+/* Removes the calls at levels 1...`nested` of probe `base` on its goroutine/thread,
+ * which unwound with their outermost call; how many were still recorded. */
+static __always_inline __u32 drop_nested_calls(struct sonde_call_key *base, __u32 nested)
+{
+	__u32 dropped = 0;
+	for (__u32 level = 1; level <= nested && level <= SONDE_MAX_NESTED_CALLS; level++) {
+		struct sonde_call_key key = nested_key(base, level);
+		if (bpf_map_delete_elem(&calls, &key) == 0)
+			dropped++;
+	}
+	return dropped;
+}
+
+/* An entry whose probe already has a call recorded on this goroutine/thread
+ * (`base`, level 0), found when inserting its own failed. A recorded call as
+ * deep as this entry or deeper unwound without returning (panic, Goexit, an
+ * exception): it is removed and counted, and so is every call nested in it.
+ * The entry then nests in the innermost call still open, at the next level,
+ * whose key `base` becomes: a fresh record. Beyond SONDE_MAX_NESTED_CALLS it
+ * is counted and not recorded (non-zero result); so is an entry that finds
+ * the map full. */
+/* A global function: the verifier checks its loop once. */
+__noinline int nest_call(struct sonde_call_key *base, __u64 depth)
+{
+	if (!base)
+		return -1;
+	struct sonde_call_key outer_key = *base;
+	struct sonde_span_record *outer = bpf_map_lookup_elem(&calls, &outer_key);
+	if (!outer) {
+		count(SONDE_COUNTER_STATE_FULL);
+		return -1;
+	}
+	__u32 nested = outer->nested_calls;
+	if (nested > SONDE_MAX_NESTED_CALLS)
+		nested = SONDE_MAX_NESTED_CALLS;
+	if (unwound(outer->stack_depth, depth)) {
+		count_many(SONDE_COUNTER_CALL_UNWOUND, 1 + drop_nested_calls(&outer_key, nested));
+		if (bpf_map_update_elem(&calls, &outer_key, &empty_record, BPF_ANY) != 0) {
+			count(SONDE_COUNTER_STATE_FULL);
+			return -1;
+		}
+		return 0;
+	}
+	/* The innermost calls first: those this entry is not inside unwound. */
+	for (int i = 0; i < SONDE_MAX_NESTED_CALLS && nested > 0; i++) {
+		struct sonde_call_key key = nested_key(&outer_key, nested);
+		struct sonde_span_record *inner = bpf_map_lookup_elem(&calls, &key);
+		if (inner && !unwound(inner->stack_depth, depth))
+			break;
+		if (inner && bpf_map_delete_elem(&calls, &key) == 0)
+			count(SONDE_COUNTER_CALL_UNWOUND);
+		nested--;
+	}
+	if (nested >= SONDE_MAX_NESTED_CALLS) {
+		outer->nested_calls = nested;
+		count(SONDE_COUNTER_CALL_NESTED);
+		return -1;
+	}
+	struct sonde_call_key key = nested_key(&outer_key, nested + 1);
+	if (bpf_map_update_elem(&calls, &key, &empty_record, BPF_ANY) != 0) {
+		outer->nested_calls = nested;
+		count(SONDE_COUNTER_STATE_FULL);
+		return -1;
+	}
+	outer->nested_calls = nested + 1;
+	*base = key;
+	return 0;
+}
+
+/* The innermost recorded call of a probe on a goroutine/thread whose outermost
+ * call, `outer`, has calls nested in it: what one of its RETs at `depth` (or
+ * an end-span site, `depth` 0) ends. Calls deeper than `depth` unwound without
+ * returning: they are removed and counted. `key` becomes the call's key; non-zero
+ * when the returning call was not recorded (nested too deep), so nothing ends. */
+__noinline int innermost_call(struct sonde_call_key *key, __u64 depth)
+{
+	/* The caller's key is changed in place: this function runs on top of the
+	 * program's own deep stack frame, so it keeps no key of its own. */
+	if (!key)
+		return -1;
+	struct sonde_span_record *outer = bpf_map_lookup_elem(&calls, key);
+	if (!outer)
+		return -1;
+	__u32 slot = key->span_slot;
+	__u32 nested = outer->nested_calls;
+	if (nested > SONDE_MAX_NESTED_CALLS)
+		nested = SONDE_MAX_NESTED_CALLS;
+	for (int i = 0; i < SONDE_MAX_NESTED_CALLS && nested > 0; i++) {
+		key->span_slot = slot | nested << SONDE_NESTING_SHIFT;
+		struct sonde_span_record *inner = bpf_map_lookup_elem(&calls, key);
+		if (inner && !(depth && inner->stack_depth > depth)) {
+			if (depth && inner->stack_depth && inner->stack_depth < depth)
+				return -1;   /* a call nested deeper than the bound returns */
+			outer->nested_calls = nested - 1;
+			return 0;
+		}
+		if (inner && bpf_map_delete_elem(&calls, key) == 0)
+			count(SONDE_COUNTER_CALL_UNWOUND);
+		nested--;
+	}
+	key->span_slot = slot;
+	outer->nested_calls = 0;
+	return 0;
 }
 
 /* The incoming tracestate goes with a remote parent into the record, where the
@@ -950,7 +1093,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	__u64 trace_id_low = has_parent ? parent_context.trace_id_low : random64();
 	if (parent_kind == PARENT_REMOTE_UNSAMPLED || (parent_kind == PARENT_NONE && !sampled(trace_id_low))) {
 		/* Nothing of this trace is recorded: its probes see the marker and return. */
-		struct sonde_trace_context marker = {
+		parent_context = (struct sonde_trace_context){
 			.trace_id_high = trace_id_high,
 			.trace_id_low = trace_id_low,
 			.span_id = random64(),
@@ -959,24 +1102,15 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 			.flags = SONDE_CONTEXT_UNSAMPLED,
 			.stack_depth = depth,
 		};
-		set_context(&context_key, &marker);
+		set_context(&context_key, &parent_context);
 		count(parent_kind == PARENT_NONE ? SONDE_COUNTER_SAMPLED_OUT : SONDE_COUNTER_PARENT_NOT_SAMPLED);
 		return 0;
 	}
 
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0) {
-		/* A call of this probe still recorded here never returned: it unwound,
-		 * or this entry is nested in it (recursion). Either way it is lost; say
-		 * which. Without one, the map is full. */
-		struct sonde_span_record *stale = bpf_map_lookup_elem(&calls, &call_key);
-		if (stale)
-			count(unwound(stale->stack_depth, depth) ? SONDE_COUNTER_CALL_UNWOUND : SONDE_COUNTER_CALL_NESTED);
-		if (!stale || bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_ANY) != 0) {
-			count(SONDE_COUNTER_STATE_FULL);
-			return 0;
-		}
-	}
+	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0
+	    && nest_call(&call_key, depth) != 0)
+		return 0;
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
 		return 0;
@@ -995,6 +1129,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	record->parent_owner = parent_context.owner;
 	record->parent_slot = parent_context.span_slot;
 	record->context_flags = parent_kind == PARENT_REMOTE ? SONDE_PARENT_REMOTE : 0;
+	record->nested_calls = 0;
 	record->carrier = 0;
 	if (incoming->carrier && !incoming->remote)
 		await_injection(record, incoming->carrier);
@@ -1004,14 +1139,16 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	if (parent_kind == PARENT_REMOTE)
 		keep_trace_state(&state, parent_context.trace_state_data, parent_context.trace_state_length);
 
-	struct sonde_trace_context current = {
+	/* The span becomes the active context, in the parent's place on the stack
+	 * (the frame is near the verifier's bound). */
+	parent_context = (struct sonde_trace_context){
 		.trace_id_high = record->trace_id_high,
 		.trace_id_low = record->trace_id_low,
 		.span_id = record->span_id,
 		.owner = owner,
-		.span_slot = config->span_slot,
+		.span_slot = call_key.span_slot,
 	};
-	set_context(&context_key, &current);
+	set_context(&context_key, &parent_context);
 	return 0;
 }
 
@@ -1116,8 +1253,9 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 }
 
 /* The end of a call that has no record: inside an unsampled trace, nothing to
- * do but, at the end of its root, drop the marker; otherwise counted. */
-static __always_inline int end_unrecorded_call(struct sonde_probe_config *config, __u32 tgid, __u64 owner)
+ * do but, at the end of its root, drop the marker; otherwise counted. A RET
+ * deeper than the root's entry is a call of the same probe nested in it. */
+static __always_inline int end_unrecorded_call(struct sonde_probe_config *config, struct pt_regs *regs, __u32 tgid, __u64 owner)
 {
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &context_key);
@@ -1125,7 +1263,11 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 		count(SONDE_COUNTER_ORPHAN_RETURN);
 		return 0;
 	}
-	if (active->owner == owner && active->span_slot == config->span_slot)
+	if (active->owner != owner || active->span_slot != config->span_slot)
+		return 0;
+	__u64 root_depth = active->stack_depth;
+	__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
+	if (!(depth && root_depth && depth > root_depth))
 		bpf_map_delete_elem(&active_contexts, &context_key);
 	return 0;
 }
@@ -1139,7 +1281,12 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
-		return end_unrecorded_call(config, tgid, owner);
+		return end_unrecorded_call(config, regs, tgid, owner);
+	if (record->nested_calls) {
+		__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
+		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key)))
+			return 0;
+	}
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
 	if (record->carrier)
@@ -1196,6 +1343,12 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct p
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record)
 		return 0;   /* no such span open: nothing to enrich */
+	if (record->nested_calls) {
+		/* the innermost call of that probe: the one this runs inside */
+		struct sonde_call_key inner_key = nested_key(&call_key, record->nested_calls);
+		if (!(record = bpf_map_lookup_elem(&calls, &inner_key)))
+			return 0;
+	}
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
 	return 0;
@@ -1206,8 +1359,12 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct p
  * traceparent becomes this goroutine/thread's context, a remote parent, while
  * the function runs. A marker an earlier request left is removed; an open
  * local span is kept. */
-static __always_inline int on_extract(struct sonde_probe_config *config, struct pt_regs *regs, struct context_state *incoming)
+__noinline int on_extract(struct pt_regs *regs, struct context_state *incoming)
 {
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config || !incoming)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
@@ -1238,19 +1395,6 @@ static __always_inline int on_extract(struct sonde_probe_config *config, struct 
 	return 0;
 }
 
-/* The probe that writes a request: the trace context of the client span
- * waiting under the carrier in `object_register`, which its trace-context
- * program writes; NULL when no client span sends this request (another
- * request, or propagation is off). */
-static __always_inline struct sonde_injection *waiting_injection(struct sonde_probe_config *config, struct pt_regs *regs)
-{
-	struct sonde_call_key key = {
-		.key = register_value(regs, config->object_register),
-		.tgid = bpf_get_current_pid_tgid() >> 32,
-		.span_slot = config->span_slot,
-	};
-	return bpf_map_lookup_elem(&injections, &key);
-}
 
 /* Reads the block the entry's programs read from (see struct sonde_prefetch);
  * NULL when the probe has none, or the read failed. */
@@ -1272,6 +1416,31 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 	return block;
 }
 
+/* The probes that run no trace-context program: goroutine hand-offs, enrich
+ * and end probes. A global function, so that its stack frame is not on the
+ * chain of calls below a trace-context program's, which the verifier bounds
+ * to 512 bytes in all. */
+__noinline int on_state_probe(struct pt_regs *regs)
+{
+	__u32 cookie = bpf_get_attach_cookie(regs);
+	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
+	if (!config)
+		return 0;
+	if (config->role == SONDE_ROLE_START_HANDOFF)
+		return on_start_handoff(config, regs);
+	if (config->role == SONDE_ROLE_END_HANDOFF)
+		return on_end_handoff(config, regs);
+	if (config->role == SONDE_ROLE_ENRICH)
+		return on_enrich(config, regs);
+	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)
+		return on_end_object_span(config, regs);
+	return on_return(config, regs);
+}
+
+/* The entry point: reads the probe's configuration and hands the hit to its
+ * role's handler. Handlers with large frames are global functions called from
+ * here, never from each other's frames: the verifier bounds a chain of calls
+ * to 512 bytes of stack (here + on_entry + nest_call: 472). */
 static __always_inline int probe(struct pt_regs *regs, const int may_write)
 {
 	__u32 cookie = bpf_get_attach_cookie(regs);
@@ -1288,25 +1457,16 @@ static __always_inline int probe(struct pt_regs *regs, const int may_write)
 		struct context_state context = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
 		if (role == SONDE_ROLE_START_SPAN)
 			context.block = fill_prefetch(config, regs);
-		if (role == SONDE_ROLE_INJECT && !(context.injection = waiting_injection(config, regs)))
-			return 0;
+		if (role == SONDE_ROLE_INJECT && !waiting_injection(config, regs))
+			return 0;   /* no client span sends this request */
 		run_context_program(&context, may_write);
 		if (role == SONDE_ROLE_START_SPAN)
 			return on_entry(regs, &context);
 		if (role == SONDE_ROLE_EXTRACT)
-			return on_extract(config, regs, &context);
+			return on_extract(regs, &context);
 		return 0;
 	}
-	if (config->role == SONDE_ROLE_START_HANDOFF)
-		return on_start_handoff(config, regs);
-	if (config->role == SONDE_ROLE_END_HANDOFF)
-		return on_end_handoff(config, regs);
-	if (config->role == SONDE_ROLE_ENRICH)
-		return on_enrich(config, regs);
-	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)
-		return on_end_object_span(config, regs);
-
-	return on_return(config, regs);
+	return on_state_probe(regs);
 }
 
 SEC("uprobe")

@@ -33,6 +33,9 @@
 #define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
 #define SONDE_MAX_HANDOFFS 1024      /* threads between a goroutine's creation and its hand-off */
 #define SONDE_MAX_INJECTIONS 4096    /* client spans whose trace context waits to be written */
+#define SONDE_MAX_NESTED_CALLS 7     /* calls of a probe open inside its outermost call on one
+                                      * goroutine/thread; deeper ones are counted, not recorded */
+#define SONDE_NESTING_SHIFT 16       /* a nested call's level in its `calls` key's span slot */
 
 #define SONDE_MAX_OPS 32
 #define SONDE_MAX_CONTEXT_OPS 12     /* ops of a probe's trace-context program */
@@ -170,9 +173,12 @@ struct sonde_probe_config {
 	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
 	                              * end; START/END_HANDOFF: the register holding the goroutine;
 	                              * INJECT: the register holding the carrier */
-	__u16 prefetch_length;       /* START_SPAN: read this many bytes at register */
-	__u8 prefetch_register;      /* prefetch_register in one go before the programs run; */
-	__u8 reserved;               /* their reads inside that block come from the copy */
+	__u16 prefetch_length;       /* START_SPAN: read this many bytes at register prefetch_register */
+	__u8 prefetch_register;      /* in one go before the programs run; their reads inside that
+	                              * block come from the copy */
+	__u8 at_return;              /* END_SPAN: a RET of the span's own function, where the stack is
+	                              * as deep as at the entry site (which precedes every stack
+	                              * adjustment); 0 for an end-span probe's site elsewhere */
 	struct sonde_op ops[SONDE_MAX_OPS];
 	struct sonde_context_program context;
 };
@@ -199,7 +205,9 @@ struct sonde_span_record {
 	                              * less means this call unwound without returning */
 	__u64 carrier;               /* the span's trace context waits in `injections` under it */
 	__u32 context_flags;         /* SONDE_PARENT_REMOTE */
-	__u32 pad;
+	__u32 nested_calls;          /* the outermost call of a probe on a goroutine/thread: how many
+	                              * calls of the same probe are open inside it (their keys have
+	                              * levels 1...nested_calls; see SONDE_NESTING_SHIFT) */
 	__u64 saved[SONDE_SAVED_SLOTS];
 	/* Strings are stored as a u16 length then the bytes. The slack after the
 	 * data area lets the verifier accept a bounded copy at any masked offset. */
@@ -211,7 +219,11 @@ struct sonde_span_record {
 #define SONDE_PARENT_REMOTE 1u
 
 /* Key of `calls`, `object_spans` and `injections`: the call's goroutine,
- * thread or object (or carrier), its process, and the probe (span slot). */
+ * thread or object (or carrier), its process, and the probe (span slot). In
+ * `calls`, a call of a probe made inside another call of the same probe on
+ * the same goroutine/thread (recursion, re-entry) adds its nesting level,
+ * shifted by SONDE_NESTING_SHIFT, to the span slot; trace contexts name a
+ * call by that slot too. */
 struct sonde_call_key {
 	__u64 key;
 	__u32 tgid;
@@ -281,8 +293,9 @@ enum sonde_counter {
 	SONDE_COUNTER_OBJECT_SPANS_FULL = 5, /* spans that could not stay open: object_spans full */
 	SONDE_COUNTER_CALL_UNWOUND = 6,    /* calls whose goroutine/thread unwound past them without
 	                                    * returning (panic, Goexit): never emitted */
-	SONDE_COUNTER_CALL_NESTED = 7,     /* calls replaced by a nested call of the same probe on
-	                                    * the same goroutine/thread (recursion): never emitted */
+	SONDE_COUNTER_CALL_NESTED = 7,     /* calls nested in calls of the same probe on their
+	                                    * goroutine/thread deeper than SONDE_MAX_NESTED_CALLS
+	                                    * (recursion): never recorded */
 	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` or `handoffs`
 	                                    * full, so later spans there start new traces */
 	SONDE_COUNTER_SAMPLED_OUT = 9,     /* root spans the sampler did not record; nothing of

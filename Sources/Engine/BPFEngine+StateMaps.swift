@@ -18,7 +18,8 @@ extension BPFEngine {
         public var objectSpansFull: UInt64 = 0
         /// Calls whose goroutine or thread unwound past them without returning (panic, Goexit).
         public var callsUnwound: UInt64 = 0
-        /// Calls replaced by a nested call of the same probe on the same goroutine or thread.
+        /// Calls not traced: nested deeper than ``BPFEngine/maximumNestedCalls`` in calls of the
+        /// same probe on their goroutine or thread (recursion).
         public var callsNested: UInt64 = 0
         /// Trace contexts (parent links, goroutine hand-offs) not kept: their map was full.
         public var contextsNotKept: UInt64 = 0
@@ -84,6 +85,10 @@ extension BPFEngine {
         counters.headerMapsTooLarge = total(SONDE_COUNTER_MAP_TOO_LARGE)
         return counters
     }
+
+    /// How many calls of one probe the BPF program records open inside its outermost call on one
+    /// goroutine or thread; deeper ones are counted in ``Counters/callsNested``.
+    public static let maximumNestedCalls = Int(SONDE_MAX_NESTED_CALLS)
 
     /// Calls whose span has not ended: functions still running, and streams still open.
     public func openCalls() -> Int {

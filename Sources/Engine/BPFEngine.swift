@@ -144,7 +144,7 @@ public final class BPFEngine {
                     fd: configs, index: returnCookie,
                     RecordLayout.encodeConfig(
                         role: handoff != nil ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                        siteAddress: 0, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                        siteAddress: 0, atReturn: true, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
             } catch {
                 failures.append("\(probe.qualifiedID): \(error)")
                 continue

@@ -28,9 +28,11 @@ enum RecordLayout {
     }
 
     /// Encodes one probe configuration; throws when the program is longer than the BPF side runs
-    /// (Planning refuses such probes first, so this guards the encoder alone).
+    /// (Planning refuses such probes first, so this guards the encoder alone). `atReturn` marks the
+    /// RET sites of a span's own function, where the BPF side tells nested calls apart by depth.
     static func encodeConfig(
-        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, objectRegister: Register? = nil,
+        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, atReturn: Bool = false,
+        objectRegister: Register? = nil,
         program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil,
         prefetch: Prefetch? = nil
     ) throws -> [UInt8] {
@@ -47,6 +49,7 @@ enum RecordLayout {
         config.op_count = UInt32(program.count)
         config.skip_flags_mask = skipFlagsMask
         config.site_address = siteAddress
+        config.at_return = atReturn ? 1 : 0
         config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
         if let prefetch, role == .startSpan {
             config.prefetch_register = UInt8(prefetch.register.rawValue)

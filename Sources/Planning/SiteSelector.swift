@@ -35,7 +35,10 @@ enum SiteSelector {
             // Large Go frames first check `sub r12, N` for wrap-around with a JB into morestack;
             // execution goes on to the stack-guard check, so the scan may too.
             let wrapAroundCheck = isGo && index > 0 && instruction.mnemonic == "jb" && function.instructions[index - 1].mnemonic == "sub"
-            if (isBranch(instruction) && !wrapAroundCheck) || instruction.isReturn { break }
+            // The site precedes every change of the stack pointer, so the stack is as deep there
+            // as at the function's RETs: the BPF program tells nested calls apart by that depth.
+            let movesStack = instruction.writtenRegisters.contains(.rsp)
+            if (isBranch(instruction) && !wrapAroundCheck) || instruction.isReturn || movesStack { break }
             clobbered.formUnion(instruction.writtenRegisters)
         }
         return try site(.entry, function.instructions[0], in: function, skipFlagsMask: 0)

@@ -33,7 +33,9 @@ public final class TraceSession: Sendable {
             parts.append("returns without a seen entry: \(engine.returnsWithoutEntry)")
             if engine.entriesNotRecorded > 0 { parts.append("calls not traced (calls map full): \(engine.entriesNotRecorded)") }
             if engine.callsUnwound > 0 { parts.append("calls that unwound without returning (panic, Goexit): \(engine.callsUnwound)") }
-            if engine.callsNested > 0 { parts.append("calls replaced by a nested call of the same probe: \(engine.callsNested)") }
+            if engine.callsNested > 0 {
+                parts.append("calls nested deeper than \(BPFEngine.maximumNestedCalls) in calls of the same probe (not traced): \(engine.callsNested)")
+            }
             if engine.contextsNotKept > 0 { parts.append("trace contexts not kept (contexts map full): \(engine.contextsNotKept)") }
             if engine.tracesSampledOut > 0 { parts.append("traces not sampled: \(engine.tracesSampledOut)") }
             if engine.parentsNotSampled > 0 { parts.append("spans not recorded (their caller did not sample the trace): \(engine.parentsNotSampled)") }

@@ -43,7 +43,10 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(Array(prefetching[36..<40]), [216, 0, 5, 0], "prefetch_length 216, prefetch_register RDI (5)")
         let returning = try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
-        XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches")
+        XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches, and this end is not a RET")
+        let atReturn = try RecordLayout.encodeConfig(
+            role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, atReturn: true, program: [], captureSlots: [])
+        XCTAssertEqual(Array(atReturn[36..<40]), [0, 0, 0, 1], "at_return")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in

@@ -72,6 +72,19 @@ func main() {
 		}()
 		proxy(w, r, "proxy-recovered")
 	})
+	// Outgoing requests nested in each other on the handler's goroutine: each
+	// request's proxy lookup (as a PAC or discovery client would) first sends
+	// the next, ?depth=N times. With ?panic=1 the innermost lookup panics and
+	// the request above it recovers: the two innermost calls never return.
+	mux.HandleFunc("/nested", func(w http.ResponseWriter, r *http.Request) {
+		depth, err := strconv.Atoi(r.URL.Query().Get("depth"))
+		if err != nil || depth < 0 || depth > 64 {
+			http.Error(w, "depth: a number from 0 to 64", http.StatusBadRequest)
+			return
+		}
+		nestedGet(r.Host, depth, r.URL.Query().Get("panic") == "1")
+		fmt.Fprintln(w, "nested", depth)
+	})
 	// A handler that takes the connection over (as a WebSocket upgrade does)
 	// and writes its own response: net/http never finishes this request.
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
@@ -141,4 +154,26 @@ func proxy(w http.ResponseWriter, r *http.Request, via string) {
 	}
 	response.Body.Close()
 	w.WriteHeader(response.StatusCode)
+}
+
+// nestedGet sends GET /hello?level=LEVEL to host; for level > 0 its proxy lookup
+// first calls nestedGet for level-1. With panicking, level 0's lookup panics and
+// level 1 recovers.
+func nestedGet(host string, level int, panicking bool) {
+	if panicking && level == 1 {
+		defer func() { recover() }()
+	}
+	transport := &http.Transport{DisableKeepAlives: true, Proxy: func(*http.Request) (*url.URL, error) {
+		if level > 0 {
+			nestedGet(host, level-1, panicking)
+		} else if panicking {
+			panic("proxy lookup failed")
+		}
+		return nil, nil
+	}}
+	response, err := (&http.Client{Transport: transport}).Get(fmt.Sprintf("http://%s/hello?level=%d", host, level))
+	if err == nil {
+		io.Copy(io.Discard, response.Body)
+		response.Body.Close()
+	}
 }
