@@ -21,19 +21,31 @@ extension SitePlacement: ExpressibleByArgument {}
 
 /// Options every command that reads packs shares.
 struct PackOptions: ParsableArguments {
-    @Option(name: .customLong("packs"), help: "Folder or file of probe packs (repeatable). Default: $SONDE_PACK_PATH or the shipped probe-packs.")
+    @Option(
+        name: .customLong("packs"),
+        help: "Folder or file of your own probe packs (repeatable), searched before $SONDE_PACK_PATH and the shipped packs; a pack named like a shipped one replaces it.")
     var searchPath: [String] = []
 
     @Option(name: .customLong("pack"), help: "Use only this pack, e.g. go/net-http (repeatable). Default: all packs.")
     var selection: [String] = []
 
-    /// The packs to use; a pack that fails to load is reported and left out, and none loading is an error.
+    /// The packs to use. A pack that fails to load is reported and left out; none loading, or a
+    /// `--pack` name that matches no pack, stops the command before anything is attached.
     func load() throws -> [ProbePack] {
-        let paths = searchPath.isEmpty ? PackCatalog.defaultSearchPath() : searchPath
-        let catalog = PackCatalog.load(paths: paths, only: selection)
+        try catalog().packs
+    }
+
+    /// The packs on the search path, each pack error and each replaced shipped pack reported.
+    func catalog() throws -> PackCatalog {
+        let path = PackCatalog.searchPath(userPaths: searchPath)
+        let catalog = PackCatalog.load(path, only: selection)
         catalog.errors.forEach { printError("pack error: \($0)") }
-        guard !catalog.packs.isEmpty else { throw Failure("no usable probe pack in '\(paths.joined(separator: ":"))'") }
-        return catalog.packs
+        catalog.replacedShippedPacks.forEach { printError("note: \($0)") }
+        if let name = catalog.unmatched.first {
+            throw Failure("no pack named '\(name)' in \(path.description) (available: \(catalog.available.joined(separator: ", ")))")
+        }
+        guard !catalog.packs.isEmpty else { throw Failure("no usable probe pack in '\(path.description)'") }
+        return catalog
     }
 }
 
@@ -158,13 +170,15 @@ struct Packs: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the packs on the search path.")
+        static let configuration = CommandConfiguration(abstract: "List the packs on the search path; exits non-zero when a pack did not load.")
         @OptionGroup var packs: PackOptions
 
         func run() throws {
-            for pack in try packs.load() {
+            let catalog = try packs.catalog()
+            for pack in catalog.packs {
                 print("\(pack.name)  \(pack.language.rawValue) \(pack.library.module) \(pack.library.versions)  \(pack.probes.map(\.id).joined(separator: ", "))  (\(pack.source.file))")
             }
+            if !catalog.errors.isEmpty { throw ExitCode(1) }
         }
     }
 }

@@ -65,7 +65,7 @@ final class CLIErrorTests: XCTestCase {
         try table.encoded().write(to: URL(fileURLWithPath: OffsetTable.path(forPackFile: packFile)))
         let recorded = table.entries.map(\.goVersion).joined(separator: ", ")
         let reason = "no offsets recorded for \(version) (the table has \(recorded)); trace a build without -s -w, or add this toolchain to the table"
-        let missing = try sonde(["plan", "--exe", stripped, "--packs", directory.path])
+        let missing = try sonde(["plan", "--exe", stripped, "--packs", directory.path, "--pack", "go/net-http"])
         XCTAssertEqual(missing.status, 1, missing.output)
         XCTAssertTrue(missing.output.hasSuffix("""
             skipped probes:

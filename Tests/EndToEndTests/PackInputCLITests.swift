@@ -83,6 +83,44 @@ final class PackInputCLITests: XCTestCase {
         )
     }
 
+    /// The worked example of docs/probe-packs.md as a user runs it: their own pack folder and a
+    /// shipped pack together; a shipped pack of the same name is replaced, with a note; a `--pack`
+    /// that names nothing stops `run` before it looks for the process.
+    func testUserPacksAreUsedBesideTheShippedOnes() throws {
+        let demo = try TracingTestSetup.demoServer()
+        _ = try file("user-mux.yaml", """
+            format: sonde.probe-pack/v1
+            pack: go/user-mux
+            language: go
+            library: { module: std, versions: ">=1.17" }
+            probes:
+              - id: mux
+                function: net/http.(*ServeMux).ServeHTTP
+                span: { kind: internal, name: "mux" }
+
+            """)
+        let planned = try sonde(["plan", "--exe", demo, "--packs", directory.path, "--pack", "go/user-mux", "--pack", "go/net-http"])
+        XCTAssertEqual(planned.status, 0, planned.output)
+        let probes = planned.output.split(separator: "\n").filter { $0.hasPrefix("probe ") }.map { $0.split(separator: " ")[1] }
+        XCTAssertEqual(probes, [
+            "go/user-mux/mux", "go/net-http/server", "go/net-http/client", "go/net-http/server-finished",
+            "go/net-http/server-finished-http2", "go/net-http/server-hijacked", "go/net-http/client-request-headers",
+        ], planned.output)
+
+        let shippedRuntime = "\(Repository.root)/probe-packs/go/runtime.yaml"
+        let replacement = try file("runtime.yaml", try String(contentsOfFile: shippedRuntime, encoding: .utf8))
+        let replaced = try sonde(["plan", "--exe", demo, "--packs", directory.path, "--pack", "go/runtime"])
+        XCTAssertEqual(replaced.status, 0, replaced.output)
+        XCTAssertTrue(replaced.output.contains("note: pack 'go/runtime' from \(replacement) replaces the shipped one at \(shippedRuntime)\n"), replaced.output)
+
+        let refused = try sonde(["run", "--exe", demo, "--packs", directory.path, "--pack", "go/net-htp"])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertEqual(refused.output.split(separator: "\n").last.map(String.init), """
+            Error: no pack named 'go/net-htp' in \(directory.path):\(Repository.root)/probe-packs \
+            (available: go/runtime, go/user-mux, go/gorilla-mux, go/grpc, go/net-http)
+            """, refused.output)
+    }
+
     func testValidateOfAFolderWithoutPacksIsAnError() throws {
         let result = try sonde(["packs", "validate", directory.path])
         XCTAssertEqual(result.status, 1)

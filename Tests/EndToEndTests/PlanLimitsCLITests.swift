@@ -48,7 +48,7 @@ final class PlanLimitsCLITests: XCTestCase {
             \(captures.joined(separator: "\n"))
 
             """)
-        let result = try sonde(["plan", "--exe", try demoServer(), "--packs", pack])
+        let result = try sonde(["plan", "--exe", try demoServer(), "--packs", pack, "--pack", "go/limits"])
         XCTAssertEqual(result.status, 1, result.output)
         XCTAssertTrue(result.output.contains("""
             skipped probes:
@@ -68,7 +68,7 @@ final class PlanLimitsCLITests: XCTestCase {
             """
         }
         let pack = try writePack(Self.header + probes.joined(separator: "\n") + "\n")
-        let result = try sonde(["plan", "--exe", try demoServer(), "--packs", pack])
+        let result = try sonde(["plan", "--exe", try demoServer(), "--packs", pack, "--pack", "go/limits"])
         XCTAssertEqual(result.status, 0, String(result.output.suffix(2000)))
         XCTAssertEqual(result.output.components(separatedBy: "\nprobe go/limits/").count - 1, 512)
         XCTAssertTrue(result.output.hasSuffix("""

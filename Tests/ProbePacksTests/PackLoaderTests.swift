@@ -327,8 +327,9 @@ final class PackLoaderTests: XCTestCase {
             "the pack is missing 'library'",
             "the pack is missing 'probes'",
             "pack name 'nope' must look like language/library, e.g. go/net-http",
-            "no pack named 'go/missing' (available: go/example)",
         ])
+        XCTAssertEqual(catalog.unmatched, ["go/missing"])
+        XCTAssertEqual(catalog.available, ["go/example"])
         XCTAssertEqual(catalog.errors[3].location, SourceLocation(file: directory.path + "/broken.yaml", line: 2, column: 7))
     }
 }

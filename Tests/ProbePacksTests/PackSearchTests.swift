@@ -77,13 +77,45 @@ final class PackSearchTests: XCTestCase {
         )
     }
 
+    /// A user's packs add to the shipped ones; the first definition of a name wins, in the order
+    /// `--packs`, `SONDE_PACK_PATH`, shipped; a shipped pack a user's replaces is noted, not an error.
+    func testUserPacksAddToTheShippedOnesAndReplaceThoseOfTheSameName() throws {
+        func folder(_ name: String, packs: [String]) throws -> String {
+            let folder = directory.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for pack in packs {
+                let text = PackLoaderRobustnessTests.validProbe.replacingOccurrences(of: "pack: go/example", with: "pack: \(pack)")
+                try text.write(to: folder.appendingPathComponent(pack.replacingOccurrences(of: "/", with: "-") + ".yaml"), atomically: true, encoding: .utf8)
+            }
+            return folder.path
+        }
+        let flag = try folder("flag", packs: ["go/mine", "go/net-http"])
+        let environment = try folder("environment", packs: ["go/mine", "go/theirs"])
+        let shipped = try folder("shipped", packs: ["go/net-http", "go/grpc"])
+        var path = PackCatalog.searchPath(userPaths: [flag], environment: ["SONDE_PACK_PATH": environment], executable: "/nonexistent/sonde")
+        XCTAssertEqual(path.userPaths, [flag, environment])
+        path.shipped = shipped
+        let catalog = PackCatalog.load(path)
+        XCTAssertEqual(catalog.packs.map(\.name), ["go/mine", "go/net-http", "go/theirs", "go/grpc"])
+        XCTAssertEqual(catalog.packs.map(\.source.file), [
+            "\(flag)/go-mine.yaml", "\(flag)/go-net-http.yaml", "\(environment)/go-theirs.yaml", "\(shipped)/go-grpc.yaml",
+        ])
+        XCTAssertEqual(catalog.errors.map(\.description), [
+            "\(environment)/go-mine.yaml:1:1: pack 'go/mine' is also defined at \(flag)/go-mine.yaml:1:1; the first one is used"
+        ])
+        XCTAssertEqual(catalog.replacedShippedPacks, [
+            "pack 'go/net-http' from \(flag)/go-net-http.yaml replaces the shipped one at \(shipped)/go-net-http.yaml"
+        ])
+        let selected = PackCatalog.load(path, only: ["go/grpc", "go/mine", "go/nope"])
+        XCTAssertEqual(selected.packs.map(\.name), ["go/mine", "go/grpc"])
+        XCTAssertEqual(selected.unmatched, ["go/nope"])
+    }
+
     /// `SONDE_PACK_PATH=':::'` used to search nothing and say nothing.
     func testEmptySearchPathEntriesAreReported() {
-        let paths = PackCatalog.defaultSearchPath(
-            environment: ["SONDE_PACK_PATH": ":::"],
-            executable: "/nonexistent/sonde"
-        )
-        let catalog = PackCatalog.load(paths: paths)
+        let path = PackCatalog.searchPath(environment: ["SONDE_PACK_PATH": ":::"], executable: "/nonexistent/sonde")
+        XCTAssertEqual(path, PackCatalog.SearchPath(userPaths: ["", "", "", ""], shipped: nil))
+        let catalog = PackCatalog.load(path)
         XCTAssertEqual(
             catalog.errors.map(\.description),
             [
