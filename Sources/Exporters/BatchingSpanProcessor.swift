@@ -8,15 +8,17 @@ import Spans
 /// spans still queued are lost.
 public final class BatchingSpanProcessor: Sendable {
     public struct Configuration: Sendable, Equatable {
-        /// Spans held while waiting for export; more are dropped.
+        /// Spans held while waiting for export, during a collector outage too; more are dropped.
         public var queueCapacity: Int
         /// Spans per export call; a full batch is exported without waiting for `scheduleDelay`.
         public var maxBatchSize: Int
         /// The longest a span waits in the queue when traffic is light.
         public var scheduleDelay: Duration
         public var retry: RetryPolicy
-        /// How long one batch may take, retries and their waits included, before it is given up
-        /// and counted as dropped; nil for no limit.
+        /// How long one batch's attempts may take, their waits included: an attempt still running
+        /// then is given up and its spans counted as dropped, while a batch the backend keeps
+        /// refusing as overloaded or unreachable is held for later (see `ExportPipeline`); nil for
+        /// no limit.
         public var exportTimeout: Duration?
 
         /// The defaults are the OpenTelemetry SDK's, except `scheduleDelay` (1 s rather than 5 s,

@@ -99,7 +99,8 @@ final class ExportPipeline: Sendable {
     }
 
     /// Exports the batches queued when called, not those begun meanwhile, so a flush finishes
-    /// even under a steady stream of spans.
+    /// even under a steady stream of spans. A batch held through an outage is at the head of the
+    /// queue again, and is tried until it is delivered or the loop is cancelled.
     private func exportQueuedSpans(fullBatchesOnly: Bool) async {
         var remaining = state.withLock { $0.batches.count }
         while remaining > 0, !Task.isCancelled {
@@ -110,14 +111,14 @@ final class ExportPipeline: Sendable {
                 return state.batches.removeFirst()
             }
             guard let batch else { return }
-            remaining -= 1
-            await exportWithRetries(batch)
+            if await exportWithRetries(batch) { remaining -= 1 }
         }
     }
 
     /// Exports `batch` until it is delivered or `RetryPolicy` says to stop, within the export
-    /// timeout, and accounts for the outcome.
-    private func exportWithRetries(_ batch: [Span]) async {
+    /// timeout, and accounts for the outcome. Returns false when the batch is held (see
+    /// ``hold(_:after:attempts:)``) rather than delivered or dropped.
+    private func exportWithRetries(_ batch: [Span]) async -> Bool {
         let deadline = configuration.exportTimeout.map { ContinuousClock.now + $0 }
         var attempt = 1
         while true {
@@ -125,11 +126,12 @@ final class ExportPipeline: Sendable {
             do {
                 try await exportOnce(batch, deadline: deadline)
                 state.withLock { $0.statistics.exported += batch.count }
-                return
+                return true
             } catch is TimeLimitExceeded {
                 let timeout = SpanExportError.rejected(
                     reason: "export did not finish within \(exportTimeoutText) (OTEL_BSP_EXPORT_TIMEOUT)")
-                return recordFailure(of: batch, timeout, attempts: attempt, stopReason: .exportTimeoutReached)
+                recordFailure(of: batch, timeout, attempts: attempt)
+                return true
             } catch let error as SpanExportError {
                 failure = error
             } catch {
@@ -143,12 +145,40 @@ final class ExportPipeline: Sendable {
                 try? await Task.sleep(for: wait)
                 attempt += 1
             case .retry:
-                return recordFailure(of: batch, failure, attempts: attempt, stopReason: nil)
-            case .stop(let reason):
-                return recordFailure(of: batch, failure, attempts: attempt, stopReason: reason)
+                recordFailure(of: batch, failure, attempts: attempt)
+                return true
+            case .stop where failure.isRetryable && !Task.isCancelled && state.withLock({ $0.acceptsSpans }):
+                await hold(batch, after: failure, attempts: attempt)
+                return false
+            case .stop:
+                recordFailure(of: batch, failure, attempts: attempt)
+                return true
             }
         }
     }
+
+    /// An outage: the backend is unreachable or keeps answering 429/5xx after a batch's retries.
+    /// The batch goes back to the head of the queue and the loop waits (the backend's
+    /// `Retry-After`, or the longest backoff) before trying it again; spans keep queuing meanwhile
+    /// up to the queue's capacity, the bound of what an outage holds, and those beyond it are
+    /// dropped and counted. Nothing is lost to an outage the queue can hold. Shutting down ends
+    /// the wait: the batch gets one more round of attempts, then is dropped if they fail.
+    private func hold(_ batch: [Span], after failure: SpanExportError, attempts: Int) async {
+        state.withLock { state in
+            state.batches.insert(batch, at: 0)
+            state.queuedCount += batch.count
+            state.statistics.lastFailure = "\(failure) (after \(attempts) attempts; \(state.queuedCount) spans held for the next try)"
+        }
+        let retry = configuration.retry
+        let wait = failure.retryAfter.map { min(max($0, .zero), retry.maxRetryAfter) } ?? retry.maxBackoff
+        let end = ContinuousClock.now + wait
+        while ContinuousClock.now < end, !Task.isCancelled, state.withLock({ $0.acceptsSpans }) {
+            try? await Task.sleep(for: min(end - ContinuousClock.now, Self.shutdownCheckInterval))
+        }
+    }
+
+    /// How soon a hold notices that the processor is shutting down.
+    static let shutdownCheckInterval = Duration.milliseconds(100)
 
     /// One attempt, cut off at `deadline`.
     private func exportOnce(_ batch: [Span], deadline: ContinuousClock.Instant?) async throws {
@@ -162,19 +192,8 @@ final class ExportPipeline: Sendable {
     }
 
     /// Counts the spans of `batch` that `failure` lost and keeps its reason for the summary.
-    private func recordFailure(
-        of batch: [Span], _ failure: SpanExportError, attempts: Int, stopReason: RetryPolicy.StopReason?
-    ) {
-        var reason = failure.description
-        switch stopReason {
-        case .exportTimeoutReached where failure.isRetryable:
-            reason += " (after \(attempts) attempts; waiting for another would pass the "
-                + "\(exportTimeoutText) export timeout)"
-        case _ where attempts > 1:
-            reason += " (after \(attempts) attempts)"
-        default:
-            break
-        }
+    private func recordFailure(of batch: [Span], _ failure: SpanExportError, attempts: Int) {
+        let reason = failure.description + (attempts > 1 ? " (after \(attempts) attempts)" : "")
         let dropped = failure.droppedSpanCount(ofBatchSize: batch.count)
         state.withLock { state in
             state.statistics.exported += batch.count - dropped

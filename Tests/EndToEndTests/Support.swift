@@ -166,15 +166,16 @@ final class OTLPReceiver {
     let port: Int
     let output: String
 
-    init() throws {
+    /// `port`: 0 for any free one.
+    init(port: Int = 0) throws {
         output = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-e2e-spans-\(UUID().uuidString).jsonl").path
-        child = try ChildProcess("/usr/bin/env", ["python3", "\(Repository.root)/Tests/Support/otlp_receiver.py", "--port", "0", "--out", output])
+        child = try ChildProcess("/usr/bin/env", ["python3", "\(Repository.root)/Tests/Support/otlp_receiver.py", "--port", String(port), "--out", output])
         let deadline = Date().addingTimeInterval(20)
         while Int(child.text.split(separator: "\n").first ?? "") == nil {
             guard Date() < deadline, child.process.isRunning else { throw E2EError("OTLP receiver did not start:\n\(child.text)") }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        port = Int(child.text.split(separator: "\n")[0])!
+        self.port = Int(child.text.split(separator: "\n")[0])!
     }
 
     deinit {

@@ -118,18 +118,64 @@ final class BatchingSpanProcessorTests: XCTestCase {
         await processor.shutdown()
     }
 
-    func testRetryableFailuresGiveUpAfterMaxAttempts() async {
+    /// A backend down past a batch's attempts: the batch is held, tried again after the longest
+    /// backoff, and delivered once the backend is back; nothing is dropped.
+    func testBatchHeldThroughAnOutageIsDeliveredWhenTheBackendRecovers() async {
         let exporter = RecordingExporter(failingWith: Array(repeating: SpanExportError.retryable(reason: "HTTP 503"), count: 5))
-        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxAttempts: 3))
+        var configuration = configuration(maxAttempts: 3)
+        configuration.retry.maxBackoff = .milliseconds(20)
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration)
 
         makeNumberedSpans(2).forEach(processor.submit)
-        await processor.flush()
+        let flushed = await processor.flush(timeout: .seconds(10))
 
+        XCTAssertTrue(flushed)
         let attempts = await exporter.attempts
-        XCTAssertEqual(attempts, 3)
+        XCTAssertEqual(attempts, 6, "3 attempts, held, then 2 failing and the sixth delivered")
         XCTAssertEqual(
-            processor.statistics, ExportStatistics(submitted: 2, droppedExportFailed: 2, lastFailure: "HTTP 503 (after 3 attempts)"))
+            processor.statistics,
+            ExportStatistics(submitted: 2, exported: 2, lastFailure: "HTTP 503 (after 3 attempts; 2 spans held for the next try)"))
         await processor.shutdown()
+    }
+
+    /// The queue is what an outage holds: spans beyond it are dropped and counted, those it holds
+    /// are delivered after the outage, in order.
+    func testOutageHoldsWhatTheQueueHoldsAndCountsTheRest() async {
+        let exporter = RecordingExporter(failingWith: Array(repeating: SpanExportError.retryable(reason: "unreachable"), count: 7))
+        var configuration = configuration(queueCapacity: 4, maxBatchSize: 2, maxAttempts: 2)
+        configuration.retry.maxBackoff = .milliseconds(20)
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration)
+
+        processor.submit(contentsOf: makeNumberedSpans(10))
+        let flushed = await processor.flush(timeout: .seconds(10))
+
+        XCTAssertTrue(flushed)
+        let batches = await exporter.batches
+        XCTAssertEqual(batches.map { $0.map(\.name) }, [["span 1", "span 2"], ["span 3", "span 4"]])
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 10, exported: 4, droppedQueueFull: 6, lastFailure: "unreachable (after 2 attempts; 4 spans held for the next try)"))
+        await processor.shutdown()
+    }
+
+    /// Shutting down while the backend is still down ends the hold: one more round of attempts,
+    /// then the held spans are dropped and counted, with the backend's failure as the reason.
+    func testShutdownDuringAnOutageRetriesOnceMoreThenCountsTheHeldSpans() async {
+        let exporter = RecordingExporter(failingWith: Array(repeating: SpanExportError.retryable(reason: "unreachable"), count: 1000))
+        var configuration = configuration(maxAttempts: 2)
+        configuration.retry.maxBackoff = .seconds(3600)
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration)
+
+        makeNumberedSpans(3).forEach(processor.submit)
+        let flushed = await processor.flush(timeout: .milliseconds(300))
+        let attemptsBeforeShutdown = await exporter.attempts
+        let completed = await processor.shutdown(timeout: .seconds(10))
+
+        XCTAssertFalse(flushed, "the batch is held, and its hold outlasts the flush")
+        XCTAssertEqual(attemptsBeforeShutdown, 2)
+        XCTAssertTrue(completed)
+        let attempts = await exporter.attempts
+        XCTAssertEqual(attempts, 4)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, droppedExportFailed: 3, lastFailure: "unreachable (after 2 attempts)"))
     }
 
     func testNonRetryableFailuresAreDroppedAtOnce() async {
@@ -210,7 +256,7 @@ final class BatchingSpanProcessorTests: XCTestCase {
 
     func testSummaryNamesTheLastFailure() async {
         let failure = SpanExportError.retryable(reason: "HTTP 503 from http://collector:4318/v1/traces")
-        let exporter = RecordingExporter(failingWith: Array(repeating: failure, count: 3))
+        let exporter = RecordingExporter(failingWith: [failure, failure, SpanExportError.rejected(reason: "HTTP 400 from http://collector:4318/v1/traces")])
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: configuration(maxAttempts: 3))
 
         processor.submit(makeServerSpan())
@@ -219,7 +265,7 @@ final class BatchingSpanProcessorTests: XCTestCase {
         XCTAssertEqual(
             processor.statistics.summary,
             "1 spans submitted, 0 exported, 1 dropped (queue full: 0, export failed: 1); "
-                + "last failure: HTTP 503 from http://collector:4318/v1/traces (after 3 attempts)")
+                + "last failure: HTTP 400 from http://collector:4318/v1/traces (after 3 attempts)")
         await processor.shutdown()
     }
 
