@@ -53,7 +53,10 @@ extension BPFEngine {
         public var ofExitedProcesses = 0
         /// Calls and open streams older than the maximum age.
         public var pastMaximumAge = 0
+        /// Trace contexts of live processes that named a span already ended: bookkeeping, not spans.
+        public var staleContexts = 0
         public init() {}
+        /// Spans lost.
         public var total: Int { ofExitedProcesses + pastMaximumAge }
     }
 
@@ -105,8 +108,9 @@ extension BPFEngine {
     /// again); and the trace contexts, goroutine hand-offs and waiting injections of exited
     /// processes and of the calls removed. Each removed call or stream is a span
     /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
-    /// one it emits, so a span is either emitted or counted here, never both; contexts of live
-    /// processes are left alone, since one replaced while it is read would be a live one.
+    /// one it emits, so a span is either emitted or counted here, never both. A live process's
+    /// contexts go when they name nothing that can still be a parent (see `isStale`), so the map
+    /// empties at idle; one the goroutine replaced between the read and the delete is put back.
     /// - Parameters:
     ///   - maximumAge: Nanoseconds of CLOCK_MONOTONIC after which an open call or stream is given up.
     ///   - isProcessAlive: Whether a traced process (tgid) still runs.
@@ -151,8 +155,24 @@ extension BPFEngine {
             _ = delete(injections, key)
         }
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
-        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) where !isAlive(key.tgid) {
-            _ = delete(contexts, key)
+        let calls = bpf_object__find_map_fd_by_name(object, SONDE_MAP_CALLS)
+        for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) {
+            guard isAlive(key.tgid) else {
+                _ = delete(contexts, key)
+                continue
+            }
+            var context = sonde_trace_context()
+            guard lookup(contexts, key, into: &context), isStale(context, of: key, contexts: contexts, calls: calls) else { continue }
+            var claimed = sonde_trace_context()
+            guard lookupAndDelete(contexts, key, into: &claimed) else { continue }
+            if !withUnsafeBytes(of: claimed, { claimedBytes in withUnsafeBytes(of: context) { claimedBytes.elementsEqual($0) } }) {
+                // The goroutine set a new context between the two reads: it stays.
+                _ = withUnsafeBytes(of: key) { key in
+                    withUnsafeBytes(of: claimed) { bpf_map_update_elem(contexts, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+                }
+                continue
+            }
+            reclaimed.staleContexts += 1
         }
         // A hand-off waits between two calls on one thread (pid_tgid keys): only a process that
         // died in between leaves one.
@@ -161,6 +181,23 @@ extension BPFEngine {
             _ = delete(handoffs, thread)
         }
         return reclaimed
+    }
+
+    /// Whether a live process's context names nothing that can still be a parent, so no probe
+    /// would use it: a span whose call has ended, or the copy of a marker (an unsampled root's, a
+    /// remote parent's) that a goroutine was handed and that its own goroutine no longer holds.
+    /// Such contexts stay on goroutines that make no probe entry again (a connection's read loop);
+    /// a marker on its own goroutine is left to the BPF side, which alone knows its call's depth.
+    private func isStale(_ context: sonde_trace_context, of key: sonde_context_key, contexts: Int32, calls: Int32) -> Bool {
+        if context.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE) != 0 {
+            guard context.owner != key.key else { return false }
+            var root = sonde_trace_context()
+            let rootKey = sonde_context_key(key: context.owner, tgid: key.tgid, pad: 0)
+            return !lookup(contexts, rootKey, into: &root) || root.flags != context.flags || root.span_id != context.span_id
+        }
+        var call = sonde_span_record()
+        let callKey = sonde_call_key(key: context.owner, tgid: key.tgid, span_slot: context.span_slot)
+        return !lookup(calls, callKey, into: &call) || call.span_id != context.span_id
     }
 
     private func lookupAndDelete<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {

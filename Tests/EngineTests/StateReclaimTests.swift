@@ -74,18 +74,36 @@ final class StateReclaimTests: XCTestCase {
         insert(sonde_context_key(key: 0x4000, tgid: alive, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x5000, tgid: alive, pad: 0), ended, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x1000, tgid: exited, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        // Markers: an unsampled root's on its own goroutine, the copy it handed a goroutine it
+        // started, and a copy of a root marker that is gone (its request ended).
+        let marker = sonde_trace_context(
+            trace_id_high: 7, trace_id_low: 7, span_id: 70, owner: 0x6000, span_slot: 0, flags: SONDE_CONTEXT_UNSAMPLED, stack_depth: 96,
+            trace_state_data: 0, trace_state_length: 0)
+        var endedMarker = marker
+        endedMarker.owner = 0x7000
+        insert(sonde_context_key(key: 0x6000, tgid: alive, pad: 0), marker, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        insert(sonde_context_key(key: 0x6001, tgid: alive, pad: 0), marker, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        insert(sonde_context_key(key: 0x7001, tgid: alive, pad: 0), endedMarker, into: SONDE_MAP_ACTIVE_CONTEXTS)
         XCTAssertEqual(engine.openCalls(), 4)
-        XCTAssertEqual(engine.activeContexts(), 3)
+        XCTAssertEqual(engine.activeContexts(), 6)
 
         let reclaimed = engine.reclaim(olderThan: 1_000_000_000) { $0 != exited }
         var expected = BPFEngine.Reclaimed()
         expected.ofExitedProcesses = 2
         expected.pastMaximumAge = 1
+        expected.staleContexts = 2
         XCTAssertEqual(reclaimed, expected)
         XCTAssertEqual(engine.openCalls(), 1, "only the fresh call of the live process stays")
-        // A live process's contexts stay, stale or not: the BPF side ignores a stale one, and one
-        // replaced while it was read would be a live context lost.
-        XCTAssertEqual(engine.activeContexts(), 2, "only the exited process's context goes")
+        // Contexts that can still be a parent stay: the open span's, the root marker and its copy.
+        var left: [UInt64] = []
+        var previous: sonde_context_key?
+        var next = sonde_context_key()
+        let contexts = engine.mapDescriptor(named: SONDE_MAP_ACTIVE_CONTEXTS)
+        while (previous.map { var key = $0; return bpf_map_get_next_key(contexts, &key, &next) } ?? bpf_map_get_next_key(contexts, nil, &next)) == 0 {
+            left.append(next.key)
+            previous = next
+        }
+        XCTAssertEqual(left.sorted(), [0x4000, 0x6000, 0x6001])
     }
 
     /// The map of calls holds exactly its capacity: a plain hash, not an LRU that would evict
