@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TestSupport"]),
         .testTarget(name: "ExportersTests", dependencies: ["Exporters", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "SondeABI", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -13,6 +13,7 @@ final class GoMatrixTests: XCTestCase {
         ("two services, stripped (-s -w)", { go, variant in
             try await TwoServiceScenario.traceFront(go: go, flags: ["-ldflags=-s -w"], variant: "\(variant)-stripped")
         }),
+        ("answers unchanged when traced", { go, variant in try await ResponseIdentityScenario.compare(go: go, variant: variant) }),
     ]
     static let matrixFile = "\(Repository.root)/docs/go-matrix.md"
 
@@ -42,7 +43,8 @@ final class GoMatrixTests: XCTestCase {
             # Go compatibility matrix
 
             Produced by `GoMatrixTests` (Tests/EndToEndTests): each scenario traced end to end, spans
-            checked at an independent OTLP receiver. Rewrite it with
+            checked at an independent OTLP receiver; the last column compares the demo server's answers
+            under load, traced with every pack, byte for byte with its untraced answers. Rewrite it with
             `SONDE_WRITE_MATRIX=1 swift test --filter GoMatrixTests`; otherwise the test checks it.
 
             | Go | \(Self.scenarios.map(\.column).joined(separator: " | ")) |

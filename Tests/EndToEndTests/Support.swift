@@ -293,3 +293,36 @@ enum TracingTestSetup {
         try GoToolchains.build("demo/go-http-server", with: GoToolchain.debian.installed(), name: "demo-go119")
     }
 }
+
+/// Entries in each hash map of a running sonde's BPF object, by map name: read with bpftool
+/// through the map ids of the sonde process's file descriptors, as an operator would.
+func bpfMapEntries(ofProcess pid: Int32) throws -> [String: Int] {
+    let bpftool = try TestEnvironment.tool("BPFTOOL")
+    func json(_ arguments: [String]) throws -> Any {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bpftool)
+        process.arguments = ["--json"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return try JSONSerialization.jsonObject(with: output)
+    }
+    let fdinfo = "/proc/\(pid)/fdinfo"
+    var ids = Set<String>()
+    for entry in try FileManager.default.contentsOfDirectory(atPath: fdinfo) {
+        guard let text = try? String(contentsOfFile: "\(fdinfo)/\(entry)", encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n") where line.hasPrefix("map_id:") {
+            ids.insert(line.dropFirst("map_id:".count).trimmingCharacters(in: .whitespaces))
+        }
+    }
+    var entries: [String: Int] = [:]
+    for id in ids {
+        guard let map = try json(["map", "show", "id", id]) as? [String: Any], map["type"] as? String == "hash",
+              let name = map["name"] as? String else { continue }
+        entries[name] = (try json(["map", "dump", "id", id]) as? [Any])?.count
+    }
+    return entries
+}

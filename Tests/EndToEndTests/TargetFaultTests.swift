@@ -1,4 +1,5 @@
 import Engine
+import SondeABI
 import Foundation
 import TestSupport
 import XCTest
@@ -148,6 +149,41 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertEqual(clients.first?["trace_id"] as? String, server["trace_id"] as? String)
         XCTAssertEqual(attributes(clients.first ?? [:])["url.full"] as? String, "http://127.0.0.1:\(traced.port)/hello?via=proxy-recovered")
         XCTAssertTrue(traced.sonde.text.contains("; calls that unwound without returning (panic, Goexit): 1"), traced.sonde.text)
+    }
+
+    /// A server SIGKILLed while it serves a request, then started again, under `--exe`: the new
+    /// process is traced, the killed one's open call is reclaimed and counted, and its state leaves
+    /// the BPF maps (read with bpftool while sonde still runs).
+    func testServerKilledMidRequestAndRestartedIsTracedAgainWithNothingLeft() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), attachByExecutable: true, sondeArguments: ["--pack", "go/net-http"])
+        let slow = try ChildProcess(try TestEnvironment.tool("CURL"), ["--silent", "--max-time", "60", "http://127.0.0.1:\(traced.port)/slow?ms=20000"])
+        defer { _ = try? slow.stop(signal: SIGKILL) }
+        let deadline = Date().addingTimeInterval(10)
+        while try bpfMapEntries(ofProcess: traced.sonde.pid)[SONDE_MAP_CALLS] != 1, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let inFlight = try bpfMapEntries(ofProcess: traced.sonde.pid)
+        XCTAssertEqual(inFlight[SONDE_MAP_CALLS], 1, "the slow request's call is open: \(inFlight)")
+        kill(traced.server.pid, SIGKILL)
+        traced.server.process.waitUntilExit()
+        slow.process.waitUntilExit()
+        XCTAssertEqual(slow.process.terminationStatus, 52, "curl: the server closed the connection without a reply")
+        let (restarted, newPort) = try startServer(try demoServer())
+        defer { _ = try? restarted.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(["/hello"], port: newPort, concurrency: 1)
+        XCTAssertEqual(statuses, [200])
+        try await Task.sleep(for: .seconds(6))   // one pass of sonde's reclaim, every 5 s
+        let left = try bpfMapEntries(ofProcess: traced.sonde.pid)
+        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS, SONDE_MAP_ACTIVE_CONTEXTS, SONDE_MAP_HANDOFFS, SONDE_MAP_INJECTIONS] {
+            XCTAssertEqual(left[map], 0, "\(map): \(left)")
+        }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        let spans = try traced.receiver.spans()
+        XCTAssertEqual(spans.map(nameAndPath), ["GET /hello"], traced.sonde.text)
+        XCTAssertEqual((spans.first?["resource"] as? [String: Any])?["process.pid"] as? Int, Int(restarted.pid))
+        XCTAssertTrue(traced.sonde.text.contains("1 spans submitted, 1 exported, 0 dropped"), traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("; open spans of exited processes: 1"), traced.sonde.text)
+        XCTAssertFalse(traced.sonde.text.contains("spans still open at exit"), traced.sonde.text)
     }
 
     /// Under `nohup` SIGHUP is ignored when sonde starts, and must stay ignored.

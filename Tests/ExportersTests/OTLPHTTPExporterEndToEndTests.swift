@@ -75,6 +75,41 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         XCTAssertEqual((spans.first?["request"] as? [String: Any])?["index"] as? Int, 2)
     }
 
+    /// 429 and 503 with `Retry-After`: the next attempt waits as long as the backend asked, not
+    /// the 10 ms backoff, and the batch is delivered.
+    func testRetryAfterOfThrottlingAndUnavailableAnswersIsWaitedFor() async throws {
+        for status in ["429", "503"] {
+            let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", status, "--retry-after", "1"])
+            let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)
+
+            processor.submit(makeServerSpan())
+            await processor.shutdown()
+
+            XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 1, exported: 1), status)
+            let request = try XCTUnwrap(try receiver.receivedSpans().first?["request"] as? [String: Any], status)
+            XCTAssertEqual(request["index"] as? Int, 1, status)
+            let waited = try XCTUnwrap(request["received_unix_nano"] as? UInt64) - (try XCTUnwrap(request["last_failure_unix_nano"] as? UInt64))
+            XCTAssertGreaterThanOrEqual(waited, 1_000_000_000, "\(status): the retry came \(waited) ns after the failure")
+        }
+    }
+
+    /// A collector that takes a second per request loses nothing: each batch waits for its answer.
+    func testSlowCollectorGetsEveryBatch() async throws {
+        let receiver = try OTLPReceiverProcess(arguments: ["--delay-ms", "1000"])
+        var configuration = fastRetries
+        configuration.maxBatchSize = 1
+        let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: configuration)
+
+        makeNumberedSpans(3).forEach(processor.submit)
+        let completed = await processor.shutdown(timeout: .seconds(20))
+
+        XCTAssertTrue(completed)
+        XCTAssertEqual(processor.statistics, ExportStatistics(submitted: 3, exported: 3))
+        let received = try receiver.receivedSpans()
+        XCTAssertEqual(received.map { $0["name"] as? String }, ["span 1", "span 2", "span 3"])
+        XCTAssertEqual(received.map { ($0["request"] as? [String: Any])?["index"] as? Int }, [0, 1, 2])
+    }
+
     func testRejectedBatchIsDroppedWithoutRetry() async throws {
         let receiver = try OTLPReceiverProcess(arguments: ["--fail-first", "1", "--fail-status", "400"])
         let processor = BatchingSpanProcessor(exporter: try exporter(for: receiver), configuration: fastRetries)

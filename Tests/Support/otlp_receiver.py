@@ -6,11 +6,14 @@ that reads its output checks what Sonde really put on the wire.
 
 Usage:
     otlp_receiver.py --port 0 --out spans.jsonl [--host 127.0.0.1]
-                     [--fail-first N] [--fail-status 503] [--reject-spans N]
+                     [--fail-first N] [--fail-status 503] [--retry-after S] [--reject-spans N]
+                     [--delay-ms N]
 
     --port 0          pick a free port; the chosen port is printed alone on stdout's first line
     --out FILE        append one JSON line per received span (flushed after every request)
     --fail-first N    answer the first N POSTs with --fail-status (default 503) and record nothing
+    --retry-after S   send "Retry-After: S" with those failures
+    --delay-ms N      wait N ms before answering each POST: a slow collector
     --reject-spans N  accept every request but report N rejected spans (OTLP partial success)
 
 It accepts protobuf POSTs (Content-Type: application/x-protobuf, optionally gzip-encoded) on
@@ -32,7 +35,9 @@ Each JSON line describes one span:
     }
 Attribute values keep their OTLP type: strings, ints, floats, bools, lists (array_value),
 objects (kvlist_value) and hex strings (bytes_value). Header names are lower-cased.
-"request.index" counts the POSTs this receiver has answered, starting at 0.
+"request.index" counts the POSTs this receiver has answered, starting at 0;
+"request.received_unix_nano" is when this one arrived and "request.last_failure_unix_nano"
+when the latest --fail-first answer was sent (0 if none).
 """
 
 import argparse
@@ -103,17 +108,19 @@ class Receiver:
         self.fail_status = fail_status
         self.reject_spans = reject_spans
         self.requests_answered = 0
+        self.last_failure_unix_nano = 0
         self.lock = threading.Lock()
 
     def next_request(self):
-        """Returns (request index, status to fail with or None)."""
+        """Returns (request index, status to fail with or None, when the last failure was answered)."""
         with self.lock:
             index = self.requests_answered
             self.requests_answered += 1
             if self.failures_left > 0:
                 self.failures_left -= 1
-                return index, self.fail_status
-            return index, None
+                self.last_failure_unix_nano = time.time_ns()
+                return index, self.fail_status, self.last_failure_unix_nano
+            return index, None, self.last_failure_unix_nano
 
     def record(self, records):
         with self.lock, open(self.out_path, "a", encoding="utf-8") as out:
@@ -121,15 +128,18 @@ class Receiver:
                 out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def make_handler(receiver):
+def make_handler(receiver, retry_after, delay_ms):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            index, fail_status = receiver.next_request()
+            received_unix_nano = time.time_ns()
+            time.sleep(delay_ms / 1000)
+            index, fail_status, last_failure_unix_nano = receiver.next_request()
             if fail_status is not None:
-                return self.reply(fail_status, b"", "text/plain")
+                extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                return self.reply(fail_status, b"", "text/plain", extra)
             content_type = self.headers.get("Content-Type", "")
             if content_type.split(";")[0].strip() != "application/x-protobuf":
                 return self.reply(415, b"only application/x-protobuf is supported", "text/plain")
@@ -142,6 +152,8 @@ def make_handler(receiver):
                 return self.reply(400, f"undecodable request: {error}".encode(), "text/plain")
             request_info = {
                 "index": index,
+                "received_unix_nano": received_unix_nano,
+                "last_failure_unix_nano": last_failure_unix_nano,
                 "path": self.path,
                 "headers": {name.lower(): value for name, value in self.headers.items()},
             }
@@ -152,8 +164,10 @@ def make_handler(receiver):
                 response.partial_success.error_message = "rejected by --reject-spans"
             self.reply(200, response.SerializeToString(), "application/x-protobuf")
 
-        def reply(self, status, body, content_type):
+        def reply(self, status, body, content_type, extra_headers=None):
             self.send_response(status)
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -180,7 +194,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--fail-status", type=int, default=503)
+    parser.add_argument("--retry-after", type=int, default=None)
     parser.add_argument("--reject-spans", type=int, default=0)
+    parser.add_argument("--delay-ms", type=int, default=0)
     options = parser.parse_args()
 
     # Launchers may hand us SIGTERM ignored or blocked; whoever started us must be able to stop us.
@@ -191,7 +207,7 @@ def main():
 
     open(options.out, "a").close()  # the file exists as soon as the port is printed
     receiver = Receiver(options.out, options.fail_first, options.fail_status, options.reject_spans)
-    server = ThreadingHTTPServer((options.host, options.port), make_handler(receiver))
+    server = ThreadingHTTPServer((options.host, options.port), make_handler(receiver, options.retry_after, options.delay_ms))
     print(server.server_address[1], flush=True)
     server.serve_forever()
 
