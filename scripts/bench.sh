@@ -44,6 +44,7 @@ done
 (($(nproc) >= 2)) || { echo "bench: needs 2 cores (server on one, load on the other)" >&2; exit 1; }
 
 say() { echo "bench: $*" >&2; }
+source scripts/harness.sh
 # Each mode sets the OTEL_* variables it means; none comes from the caller's environment.
 for variable in "${!OTEL_@}"; do unset "$variable"; done
 
@@ -81,9 +82,7 @@ cleanup() {
     ((alive)) || break
     sleep 0.1
   done
-  # Only this shell's own children that are still running (reaped ones are no longer jobs).
-  for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
-  wait 2>/dev/null
+  kill_children
   remove_floor_events
   [[ -n $bpf_stats_before ]] && sysctl -qw kernel.bpf_stats_enabled="$bpf_stats_before"
   ((mounted_tracefs)) && umount "$tracing"
@@ -99,19 +98,7 @@ if ((run_setup)); then bash scripts/setup.sh >&2; fi
 for tool in wrk bpftool taskset; do
   command -v "$tool" >/dev/null || { say "$tool is missing: run scripts/setup.sh"; exit 1; }
 done
-say "building sonde (release, .build-release)"
-swift build -c release --scratch-path .build-release --product sonde >"$work/swift-build.log" 2>&1 || {
-  tail -30 "$work/swift-build.log" >&2
-  say "swift build failed (if others are editing Sources/, retry in a few minutes)"
-  exit 1
-}
-sonde=$repo/.build-release/release/sonde
-
-go=/usr/lib/go-1.19/bin/go
-go_build() { # package dir, output
-  (cd "$1" && GO111MODULE=off GOPATH=/usr/share/gocode GOTOOLCHAIN=local GOFLAGS= GOCACHE="$work/gocache" \
-    "$go" build -o "$2" .)
-}
+build_sonde_release
 say "building the demo programs and the OTLP sink with $("$go" version | cut -d' ' -f3)"
 go_build demo/go-http-server "$work/demo-server"
 go_build demo/two-service/front "$work/front"
@@ -163,12 +150,7 @@ binaries_of() { case $1 in http) echo demo-server ;; two-service) echo front bac
 
 # ---------------------------------------------------------------------------------------------
 # The sink (one for the whole run: counts are read before and after each mode).
-"$work/otlp-sink" -port-file "$work/sink.port" 2>"$work/sink.log" &
-sink_pid=$!
-wait_for_file() { for _ in $(seq 100); do [[ -s $1 ]] && return 0; sleep 0.05; done; say "$1 never appeared"; return 1; }
-wait_for_file "$work/sink.port"
-sink_url=http://127.0.0.1:$(cat "$work/sink.port")
-sink_count() { curl -sf "$sink_url/count"; }
+start_sink
 sink_requests() { curl -sf "$sink_url/stats" | awk '{ print $4 }'; }
 
 # tracefs (for the placement floor) and bpf_stats (for BPF ns per run), both undone by cleanup.
@@ -251,27 +233,14 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     index=$((index + 1))
   done
   for index in "${!sonde_pids[@]}"; do
-    for _ in $(seq 600); do
-      grep -q '^attached' "$work/sonde.$index.log" && continue 2
-      kill -0 "${sonde_pids[$index]}" 2>/dev/null || break
-      sleep 0.1
-    done
+    wait_attached "$index" "${sonde_pids[$index]}" && continue
     failure="sonde did not attach: $(grep -v '^skipped' "$work/sonde.$index.log" | tail -1)"
     return 1
   done
 }
 
 # Waits until the sonde processes stop using CPU (the ring buffer and export queue drained).
-drain_sondes() {
-  local before after
-  before=$(sonde_cpu)
-  for _ in $(seq 40); do
-    sleep 0.25
-    after=$(sonde_cpu)
-    [[ $after == "$before" ]] && return
-    before=$after
-  done
-}
+drain_sondes() { until_steady 0.25 40 sonde_cpu >/dev/null; }
 
 # Detaches the sondes and sets summary to "submitted exported dropped", summed over their exit lines
 # "sonde: N spans submitted, M exported, K dropped (...)". SIGTERM, not SIGINT: a background job

@@ -34,6 +34,7 @@ while (($#)); do
 done
 ((EUID == 0)) || { echo "soak: needs root (uprobes, BPF)" >&2; exit 1; }
 say() { echo "soak: $*" >&2; }
+source scripts/harness.sh
 for variable in "${!OTEL_@}"; do unset "$variable"; done
 
 work=$(mktemp -d /tmp/sonde-soak.XXXXXX)
@@ -48,8 +49,7 @@ cleanup() {
     ((alive)) || break
     sleep 0.1
   done
-  for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
-  wait 2>/dev/null
+  kill_children
   if ((keep)); then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -58,28 +58,14 @@ trap 'exit 130' INT TERM HUP
 # ---------------------------------------------------------------------------------------------
 if ((run_setup)); then bash scripts/setup.sh >&2; fi
 command -v bpftool >/dev/null || { say "bpftool is missing: run scripts/setup.sh"; exit 1; }
-say "building sonde (release, .build-release)"
-swift build -c release --scratch-path .build-release --product sonde >"$work/swift-build.log" 2>&1 || {
-  tail -30 "$work/swift-build.log" >&2
-  exit 1
-}
-sonde=$repo/.build-release/release/sonde
-go=/usr/lib/go-1.19/bin/go
-go_build() { # package dir, output
-  (cd "$1" && GO111MODULE=off GOPATH=/usr/share/gocode GOTOOLCHAIN=local GOFLAGS= GOCACHE="$work/gocache" \
-    "$go" build -o "$2" .)
-}
+build_sonde_release
 say "building the demo, the receiver and the load generator"
 go_build demo/two-service/front "$work/front"
 go_build demo/two-service/back "$work/back"
 go_build scripts/otlp-sink "$work/otlp-sink"
 go_build scripts/soak-load "$work/soak-load"
 
-wait_for_file() { for _ in $(seq 100); do [[ -s $1 ]] && return 0; sleep 0.05; done; say "$1 never appeared"; return 1; }
-"$work/otlp-sink" -port-file "$work/sink.port" 2>"$work/sink.log" &
-wait_for_file "$work/sink.port"
-sink_url=http://127.0.0.1:$(cat "$work/sink.port")
-sink_count() { curl -sf "$sink_url/count"; }
+start_sink
 
 "$work/back" -port-file "$work/back.port" 2>"$work/back.log" &
 back_pid=$!
@@ -98,23 +84,13 @@ for index in 0 1; do
   sonde_pids+=($!)
 done
 for index in 0 1; do
-  for _ in $(seq 600); do grep -q '^attached' "$work/sonde.$index.log" && continue 2; sleep 0.1; done
+  wait_attached "$index" "${sonde_pids[$index]}" && continue
   say "sonde did not attach to ${services[$index]}: $(tail -1 "$work/sonde.$index.log")"
   exit 1
 done
 
-# Waits until the receiver's count has not moved for 3 s (both sondes export at least every second).
-settled_count() {
-  local before after
-  before=$(sink_count)
-  for _ in $(seq 120); do
-    sleep 3
-    after=$(sink_count)
-    [[ $after == "$before" ]] && { echo "$after"; return; }
-    before=$after
-  done
-  echo "$after"
-}
+# The receiver's count once it has not moved for 3 s (both sondes export at least every second).
+settled_count() { until_steady 3 120 sink_count; }
 
 paths=(/api/items/7 /api/health/backend /api/async/7)
 spans_per_request=3

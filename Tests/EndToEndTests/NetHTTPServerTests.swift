@@ -27,16 +27,28 @@ final class NetHTTPServerTests: XCTestCase {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: ["-buildmode=pie", "-ldflags=-s -w"], variant: "go119-pie-stripped")
     }
 
+    /// The demo server traced with OTLP to `endpoint`, where nothing listens, after 10 requests
+    /// and the 4 s in which their batch's three attempts fail and it is held.
+    private func tenRequestsWhileTheCollectorIsDown(endpoint: String) async throws -> TracedDemoServer {
+        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+        let traced = try TracedDemoServer(binary: binary, endpoint: endpoint)
+        do {
+            let statuses = try await sendRequests(Array(repeating: "/hello", count: 10), port: traced.port, concurrency: 4)
+            XCTAssertEqual(statuses, Array(repeating: 200, count: 10))
+            try await Task.sleep(for: .seconds(4))
+        } catch {
+            _ = try? traced.server.stop(signal: SIGKILL)
+            throw error
+        }
+        return traced
+    }
+
     /// A collector that goes away and comes back loses nothing: the spans of the outage are held
     /// and delivered once it is back, and the traced server never waits for it.
     func testCollectorDownThenBackGetsEverySpanHeldMeanwhile() async throws {
-        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
         let port = try OTLPReceiver().port   // a port that was free; nothing listens once this receiver is gone
-        let traced = try TracedDemoServer(binary: binary, endpoint: "http://127.0.0.1:\(port)")
+        let traced = try await tenRequestsWhileTheCollectorIsDown(endpoint: "http://127.0.0.1:\(port)")
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
-        let statuses = try await sendRequests(Array(repeating: "/hello", count: 10), port: traced.port, concurrency: 4)
-        XCTAssertEqual(statuses, Array(repeating: 200, count: 10))
-        try await Task.sleep(for: .seconds(4))  // a batch: its three attempts fail, and it is held
         let collector = try OTLPReceiver(port: port)
         let deadline = Date().addingTimeInterval(20)
         while try collector.spans().count < 10, Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
@@ -52,12 +64,8 @@ final class NetHTTPServerTests: XCTestCase {
     /// A collector still down when sonde stops: the held spans get one more round of attempts,
     /// then are counted with the reason, and sonde stops cleanly without waiting out the hold.
     func testCollectorDownAtExitCountsTheHeldSpans() async throws {
-        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
-        let traced = try TracedDemoServer(binary: binary, endpoint: "http://127.0.0.1:1")
+        let traced = try await tenRequestsWhileTheCollectorIsDown(endpoint: "http://127.0.0.1:1")
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
-        let statuses = try await sendRequests(Array(repeating: "/hello", count: 10), port: traced.port, concurrency: 4)
-        XCTAssertEqual(statuses, Array(repeating: 200, count: 10))
-        try await Task.sleep(for: .seconds(3))
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
         XCTAssertTrue(traced.sonde.text.contains(
             "10 spans submitted, 0 exported, 10 dropped (queue full: 0, export failed: 10); last failure: cannot reach "
