@@ -143,6 +143,9 @@ public final class TraceSession: Sendable {
         log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
 
         var lastReported = 0
+        // Under --exe the uprobes sit on the file there at attach time; one that replaces it later
+        // (a deploy) starts processes sonde does not see, which is said once.
+        var attachedFile = target == .executable ? FileIdentity(path: plan.binaryPath) : nil
         var reclaimed = BPFEngine.Reclaimed()
         var nextReclaim = ContinuousClock.now + Self.reclaimInterval
         var nextDropCheck = ContinuousClock.now
@@ -158,6 +161,11 @@ public final class TraceSession: Sendable {
                 reclaimed.ofExitedProcesses += removed.ofExitedProcesses
                 reclaimed.pastMaximumAge += removed.pastMaximumAge
                 nextReclaim = ContinuousClock.now + Self.reclaimInterval
+                if let attached = attachedFile, FileIdentity(path: plan.binaryPath) != attached {
+                    log("\(executablePath) was replaced or removed on disk: processes started from the new file are not "
+                        + "traced (the probes are on the file that was there when sonde attached); restart sonde to trace them")
+                    attachedFile = nil
+                }
             }
             // Reading the kernel's counters is a system call per CPU: once a second, not every poll.
             if ContinuousClock.now >= nextDropCheck {
@@ -258,5 +266,19 @@ public final class TraceSession: Sendable {
         case 0: return .abandoned
         case let value: return .finished(value == 2)
         }
+    }
+}
+
+/// Which file a path names now (device and inode), to notice the file being replaced.
+struct FileIdentity: Equatable {
+    let device: UInt64
+    let inode: UInt64
+
+    /// Nil when nothing is at `path`.
+    init?(path: String) {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        device = UInt64(status.st_dev)
+        inode = UInt64(status.st_ino)
     }
 }

@@ -186,6 +186,26 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("spans still open at exit"), traced.sonde.text)
     }
 
+    /// Under `--exe`, a file that replaces the traced executable (a deploy) is noticed within a
+    /// reclaim pass and said once: its processes are not traced until sonde restarts.
+    func testExecutableReplacedOnDiskIsReported() throws {
+        let directory = try temporaryDirectory()
+        let path = "\(directory)/server"
+        try FileManager.default.copyItem(atPath: try demoServer(), toPath: path)
+        let sonde = try ChildProcess(Repository.sonde, ["run", "--exe", path, "--pack", "go/net-http"])
+        defer { _ = try? sonde.stop(signal: SIGKILL) }
+        try sonde.waitForOutput("attached")
+        try FileManager.default.copyItem(atPath: try demoServer(), toPath: "\(path).new")
+        XCTAssertEqual(rename("\(path).new", path), 0)
+        try sonde.waitForOutput("was replaced or removed on disk", timeout: 15)
+        Thread.sleep(forTimeInterval: 6)   // a second reclaim pass says nothing more
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        XCTAssertEqual(sonde.text.components(separatedBy: "\n").filter { $0.contains("was replaced or removed on disk") }, [
+            "\(path) was replaced or removed on disk: processes started from the new file are not traced (the probes are on the "
+                + "file that was there when sonde attached); restart sonde to trace them"
+        ])
+    }
+
     /// Under `nohup` SIGHUP is ignored when sonde starts, and must stay ignored.
     func testHangUpIgnoredAtStartStaysIgnored() throws {
         let (server, _) = try startServer(try demoServer())
