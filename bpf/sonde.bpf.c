@@ -931,7 +931,8 @@ static __always_inline void finish_injection(struct sonde_span_record *record)
 	bpf_map_delete_elem(&injections, &key);
 }
 
-/* The `calls` key of the call of probe `base` at nesting `level` on `owner`. */
+/* The `calls` key of the call at nesting `level` inside the outermost call
+ * whose key is `base` (level 0). */
 static __always_inline struct sonde_call_key nested_key(struct sonde_call_key *base, __u32 level)
 {
 	struct sonde_call_key key = { .key = base->key, .tgid = base->tgid, .span_slot = base->span_slot | level << SONDE_NESTING_SHIFT };
@@ -1008,7 +1009,7 @@ __noinline int nest_call(struct sonde_call_key *base, __u64 depth)
 }
 
 /* The innermost recorded call of a probe on a goroutine/thread whose outermost
- * call, `outer`, has calls nested in it: what one of its RETs at `depth` (or
+ * call, under `key`, has calls nested in it: what one of its RETs at `depth` (or
  * an end-span site, `depth` 0) ends. Calls deeper than `depth` unwound without
  * returning: they are removed and counted. `key` becomes the call's key; non-zero
  * when the returning call was not recorded (nested too deep), so nothing ends. */
