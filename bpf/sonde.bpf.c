@@ -770,10 +770,8 @@ static __always_inline struct sonde_injection *waiting_injection(struct sonde_pr
  * program says. Writes nothing otherwise, and counts it. */
 /* A global function, referenced by the writing program alone: its buffers are
  * not on that program's stack frame (see extract_trace_context). */
-__noinline int write_header_line(struct pt_regs *regs, __u64 writer)
+__noinline int write_header_line(struct pt_regs *regs, struct sonde_probe_config *config, __u64 writer)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config)
 		return 0;
 	struct sonde_context_program *program = &config->context;
@@ -858,10 +856,9 @@ static long context_path_step(__u32 index, void *context)
 /* A global function: its buffers are not on the stack frame of the program
  * that calls it, below which on_entry runs (the verifier bounds a chain of
  * calls to 512 bytes of stack in all). */
-__noinline int extract_trace_context(struct pt_regs *regs, struct context_state *state, __u64 headers)
+__noinline int extract_trace_context(struct pt_regs *regs, struct sonde_probe_config *config, struct context_state *state,
+				     __u64 headers)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config || !state)
 		return 0;
 	struct sonde_context_program *program = &config->context;
@@ -895,9 +892,9 @@ static __always_inline void run_context_program(struct context_state *state, con
 	if (state->stopped)
 		return;
 	if (program->action == SONDE_CONTEXT_EXTRACT)
-		extract_trace_context(state->regs, state, state->value);
+		extract_trace_context(state->regs, state->config, state, state->value);
 	else if (may_write && program->action == SONDE_CONTEXT_INJECT)
-		write_header_line(state->regs, state->value);
+		write_header_line(state->regs, state->config, state->value);
 }
 
 /* The new client span's context waits under its carrier (the request's
@@ -1360,10 +1357,8 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct p
  * traceparent becomes this goroutine/thread's context, a remote parent, while
  * the function runs. A marker an earlier request left is removed; an open
  * local span is kept. */
-__noinline int on_extract(struct pt_regs *regs, struct context_state *incoming)
+__noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *config, struct context_state *incoming)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config || !incoming)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -1421,10 +1416,8 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
  * and end probes. A global function, so that its stack frame is not on the
  * chain of calls below a trace-context program's, which the verifier bounds
  * to 512 bytes in all. */
-__noinline int on_state_probe(struct pt_regs *regs)
+__noinline int on_state_probe(struct pt_regs *regs, struct sonde_probe_config *config)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config)
 		return 0;
 	if (config->role == SONDE_ROLE_START_HANDOFF)
@@ -1464,10 +1457,10 @@ static __always_inline int probe(struct pt_regs *regs, const int may_write)
 		if (role == SONDE_ROLE_START_SPAN)
 			return on_entry(regs, &context);
 		if (role == SONDE_ROLE_EXTRACT)
-			return on_extract(regs, &context);
+			return on_extract(regs, config, &context);
 		return 0;
 	}
-	return on_state_probe(regs);
+	return on_state_probe(regs, config);
 }
 
 SEC("uprobe")

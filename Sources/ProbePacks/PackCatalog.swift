@@ -26,7 +26,7 @@ public struct PackCatalog: Sendable {
             self.shipped = shipped
         }
 
-            /// Every place searched, in order of precedence.
+        /// Every place searched, in order of precedence.
         public var description: String { (userPaths + (shipped.map { [$0] } ?? [])).joined(separator: ":") }
     }
 
