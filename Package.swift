@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "SondeABI", path: "bpf"),
 
         .target(name: "ProbePacks", dependencies: [.product(name: "Yams", package: "Yams")]),
+        /// sonde.yaml and the processes of the machine: which process is which service.
+        .target(name: "Services", dependencies: ["ProbePacks"]),
         .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone"]),
         .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis", "SondeABI"]),
         .target(name: "Engine", dependencies: ["Planning", "CLibBPF", "SondeABI"], plugins: ["BPFObjectBuilder"]),
@@ -36,7 +38,7 @@ let package = Package(
         .target(name: "Tracing", dependencies: ["Planning", "Spans", "SondeABI"]),
         .target(name: "HTTPTransport", dependencies: ["CCurl"]),
         .target(name: "Exporters", dependencies: ["Spans", "CZlib", "HTTPTransport", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .target(name: "SondeKit", dependencies: ["ProbePacks", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
+        .target(name: "SondeKit", dependencies: ["ProbePacks", "Services", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         /// Spans per second per core from records to OTLP bodies, without a kernel (`swift run -c release sonde-capacity`).
         .executableTarget(name: "sonde-capacity", dependencies: ["SondeABI", "ProbePacks", "Planning", "Spans", "Tracing", "Exporters"]),
@@ -54,6 +56,7 @@ let package = Package(
         /// Where the tests find what scripts/setup.sh installs (scripts/toolchains.env), and how they skip.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ProbePacksTests", dependencies: ["ProbePacks", "TestSupport"]),
+        .testTarget(name: "ServicesTests", dependencies: ["Services", "ProbePacks", "TestSupport"]),
         .testTarget(name: "BinaryAnalysisTests", dependencies: ["BinaryAnalysis", "TestSupport"]),
         .testTarget(name: "PlanningTests", dependencies: ["Planning", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport", "CLibBPF", "SondeABI"]),

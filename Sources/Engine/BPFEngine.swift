@@ -38,7 +38,12 @@ public final class BPFEngine {
     /// The loaded BPF object; its maps are read in BPFEngine+StateMaps.swift.
     let object: OpaquePointer
     private let program: OpaquePointer
-    private var links: [OpaquePointer] = []
+    /// The uprobe links of each attachment.
+    private var links: [Int: [OpaquePointer]] = [:]
+    private var nextAttachmentID = 0
+    private var cookies = CookieRanges(capacity: UInt32(SONDE_MAX_PROBE_CONFIGS))
+    /// Closes the links of detached attachments, one after another.
+    private let linkCloser = DispatchQueue(label: "sonde.link-closer")
     private var ringBuffer: OpaquePointer?
     private var sink: EventSink?
 
@@ -109,20 +114,38 @@ public final class BPFEngine {
         bpf_object__close(object)
     }
 
-    /// Writes the plan's probe configurations and attaches every site. A probe is attached whole
-    /// or not at all: an entry without all its returns would leave calls that never end, returns
-    /// without their entry would only miss. A probe that fails is reported and the others still
-    /// attach; nothing attached at all is an error.
-    /// - Parameters:
-    ///   - shouldStop: Asked before each probe; true ends attaching early (a signal arrived).
-    public func attach(plan: AttachPlan, target: Target, shouldStop: () -> Bool = { false }) throws -> AttachReport {
+    /// One plan's probe configurations in the shared config map. Every process running the
+    /// plan's binary attaches with the same configurations, so a binary is configured once
+    /// however many of its processes are traced.
+    public struct ConfiguredPlan: Sendable {
+        public let plan: AttachPlan
+        /// The probes whose configuration was written, by index in `plan.probes`.
+        let probeIndexes: [Int]
+        /// The first config-map entry of this plan: probe `i`'s entry site carries cookie
+        /// `cookieBase + 2i`, its return sites `cookieBase + 2i + 1`.
+        let cookieBase: UInt32
+        /// Probes that could not be configured, with the reason; they are never attached.
+        public let failures: [String]
+    }
+
+    /// The uprobe links of one plan in one target, detached together.
+    public struct Attachment: Sendable, Equatable {
+        let id: Int
+        public let report: AttachReport
+    }
+
+    /// Writes the plan's probe configurations, in config-map entries no other configured plan uses.
+    /// - Throws: ``EngineError/configurationsFull(needed:free:)`` when the map has no room left.
+    public func configure(_ plan: AttachPlan) throws -> ConfiguredPlan {
+        let needed = UInt32(2 * plan.probes.count)
+        guard let base = cookies.allocate(needed) else {
+            throw EngineError.configurationsFull(needed: Int(needed), free: cookies.largestFree)
+        }
         let configs = bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROBE_CONFIGS)
-        var attached = 0
+        var configured: [Int] = []
         var failures: [String] = []
         for (index, probe) in plan.probes.enumerated() {
-            if shouldStop() { break }
-            let entryCookie = UInt32(2 * index)
-            let returnCookie = entryCookie + 1
+            let entryCookie = base + UInt32(2 * index)
             let handoff = probe.handoffRegisters
             let entryRole: RecordLayout.Role = switch probe.probe.enrichment?.ends {
             case .object?: .endObjectSpan
@@ -141,17 +164,43 @@ public final class BPFEngine {
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
                         contextAction: probe.contextAction, prefetch: probe.prefetch))
                 try writeConfig(
-                    fd: configs, index: returnCookie,
+                    fd: configs, index: entryCookie + 1,
                     RecordLayout.encodeConfig(
                         role: handoff != nil ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
                         siteAddress: 0, atReturn: true, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                configured.append(index)
             } catch {
                 failures.append("\(probe.qualifiedID): \(error)")
-                continue
             }
+        }
+        return ConfiguredPlan(plan: plan, probeIndexes: configured, cookieBase: base, failures: failures)
+    }
+
+    /// Frees the plan's config-map entries for another plan; detach its attachments first.
+    public func release(_ configured: ConfiguredPlan) {
+        cookies.free(configured.cookieBase, count: UInt32(2 * configured.plan.probes.count))
+    }
+
+    /// Attaches every site of a configured plan. A probe is attached whole or not at all: an
+    /// entry without all its returns would leave calls that never end, returns without their entry
+    /// would only miss. A probe that fails is reported and the others still attach; nothing
+    /// attached at all is an error.
+    /// - Parameters:
+    ///   - binaryPath: The file the uprobes are set on, e.g. `/proc/PID/exe` of the process
+    ///     traced; the plan's own `binaryPath` by default.
+    ///   - shouldStop: Asked before each probe; true ends attaching early (a signal arrived).
+    public func attach(
+        _ configured: ConfiguredPlan, binaryPath: String? = nil, target: Target, shouldStop: () -> Bool = { false }
+    ) throws -> Attachment {
+        var attachedLinks: [OpaquePointer] = []
+        var failures = configured.failures
+        for index in configured.probeIndexes {
+            if shouldStop() { break }
+            let probe = configured.plan.probes[index]
+            let entryCookie = configured.cookieBase + UInt32(2 * index)
             var probeLinks: [OpaquePointer] = []
-            for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, returnCookie) }) {
-                switch attachSite(site, cookie: cookie, binary: plan.binaryPath, target: target) {
+            for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, entryCookie + 1) }) {
+                switch attachSite(site, cookie: cookie, binary: binaryPath ?? configured.plan.binaryPath, target: target) {
                 case .success(let link):
                     probeLinks.append(link)
                 case .failure(let reason):
@@ -162,11 +211,25 @@ public final class BPFEngine {
                 }
                 if probeLinks.isEmpty { break }
             }
-            links += probeLinks
-            attached += probeLinks.count
+            attachedLinks += probeLinks
         }
-        guard attached > 0 || plan.probes.isEmpty else { throw EngineError.nothingAttached(failures: failures) }
-        return AttachReport(attachedSites: attached, failures: failures)
+        guard !attachedLinks.isEmpty || configured.plan.probes.isEmpty else { throw EngineError.nothingAttached(failures: failures) }
+        nextAttachmentID += 1
+        links[nextAttachmentID] = attachedLinks
+        return Attachment(id: nextAttachmentID, report: AttachReport(attachedSites: attachedLinks.count, failures: failures))
+    }
+
+    /// Configures and attaches one plan: the whole job when one binary is traced.
+    public func attach(plan: AttachPlan, target: Target, shouldStop: () -> Bool = { false }) throws -> AttachReport {
+        try attach(configure(plan), target: target, shouldStop: shouldStop).report
+    }
+
+    /// Removes one attachment's uprobes. The kernel takes about 0.1 s per uprobe to close them
+    /// (Linux 6.18), so they are closed on a background queue: tracing other processes goes on.
+    public func detach(_ attachment: Attachment) {
+        guard let removed = links.removeValue(forKey: attachment.id) else { return }
+        let closing = LinksToClose(links: removed)
+        linkCloser.async { closing.links.forEach { bpf_link__destroy($0) } }
     }
 
     /// Starts delivering finished spans to `handler`, called on the thread that calls `poll`.
@@ -202,8 +265,9 @@ public final class BPFEngine {
     public func detach() {
         // Each close waits in the kernel (about 90 ms per uprobe on 6.18, serialised: closing
         // from many threads at once was measured no faster).
-        links.forEach { bpf_link__destroy($0) }
+        links.values.joined().forEach { bpf_link__destroy($0) }
         links.removeAll()
+        linkCloser.sync {}   // what single detaches queued is closed too
         if let ringBuffer {
             ring_buffer__consume(ringBuffer)
             ring_buffer__free(ringBuffer)
@@ -244,6 +308,47 @@ public final class BPFEngine {
         libbpf_set_print { level, format, arguments in
             guard level.rawValue <= LIBBPF_WARN.rawValue, let format, let arguments else { return 0 }
             return vdprintf(STDERR_FILENO, format, arguments)
+        }
+    }
+}
+
+/// Links handed to the closing queue; only that queue touches them afterwards.
+private struct LinksToClose: @unchecked Sendable {
+    let links: [OpaquePointer]
+}
+
+/// Which entries of the `probe_configs` map are in use, as free ranges kept sorted and merged.
+struct CookieRanges {
+    private var free: [Range<UInt32>]
+
+    init(capacity: UInt32) {
+        free = [0..<capacity]
+    }
+
+    var largestFree: Int { free.map(\.count).max() ?? 0 }
+
+    /// The first entry of `count` consecutive free entries, now in use; nil when no range is long enough.
+    mutating func allocate(_ count: UInt32) -> UInt32? {
+        guard let index = free.firstIndex(where: { $0.count >= count }) else { return nil }
+        let start = free[index].lowerBound
+        free[index] = start + count..<free[index].upperBound
+        if free[index].isEmpty { free.remove(at: index) }
+        return start
+    }
+
+    mutating func free(_ start: UInt32, count: UInt32) {
+        guard count > 0 else { return }
+        let released = start..<start + count
+        let index = free.firstIndex { $0.lowerBound > start } ?? free.endIndex
+        free.insert(released, at: index)
+        // Merge with the neighbours it touches.
+        if index + 1 < free.count, free[index].upperBound == free[index + 1].lowerBound {
+            free[index] = free[index].lowerBound..<free[index + 1].upperBound
+            free.remove(at: index + 1)
+        }
+        if index > 0, free[index - 1].upperBound == free[index].lowerBound {
+            free[index - 1] = free[index - 1].lowerBound..<free[index].upperBound
+            free.remove(at: index)
         }
     }
 }

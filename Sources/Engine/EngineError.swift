@@ -1,4 +1,5 @@
 import Foundation
+import SondeABI
 
 /// Engine failures, each saying what to do about it.
 public enum EngineError: Error, CustomStringConvertible, Equatable {
@@ -8,6 +9,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case literalsTooLong([String], slots: Int, bytes: Int)
     case nothingAttached(failures: [String])
     case layoutMismatch(map: String, bpfSize: Int, swiftSize: Int)
+    case configurationsFull(needed: Int, free: Int)
 
     public var description: String {
         switch self {
@@ -21,6 +23,9 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "a probe compares or writes the header names \(literals); the BPF program holds at most \(slots) names of 1 to \(bytes) bytes"
         case .layoutMismatch(let map, let bpfSize, let swiftSize):
             return "internal error: map \(map) holds \(bpfSize)-byte values but Engine/RecordLayout.swift encodes \(swiftSize); update it with bpf/sonde_abi.h"
+        case .configurationsFull(let needed, let free):
+            return "no room for another binary's probes: it needs \(needed) probe configurations and at most \(free) are free "
+                + "(\(SONDE_MAX_PROBE_CONFIGS) in all, shared by every binary traced); trace fewer distinct binaries or enable fewer packs"
         case .nothingAttached(let failures):
             return "no probe site could be attached:\n" + failures.map { "  - \($0)" }.joined(separator: "\n")
         }

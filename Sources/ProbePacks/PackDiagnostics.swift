@@ -3,22 +3,22 @@
 /// Reading goes on past a mistake in one key, capture or probe, with the mistake recorded
 /// here, so that `sonde packs validate` shows every mistake of a file at once. Reading one
 /// file is single-threaded, hence a plain class.
-final class PackDiagnostics {
-    let file: String
+package final class PackDiagnostics {
+    package let file: String
     private var found: [PackError] = []
 
-    init(file: String) {
+    package init(file: String) {
         self.file = file
     }
 
-    var count: Int { found.count }
+    package var count: Int { found.count }
 
-    func report(_ error: PackError) {
+    package func report(_ error: PackError) {
         found.append(error)
     }
 
     /// Runs `read`; when it fails, records why and returns nil so that the caller can go on.
-    func attempt<T>(_ read: () throws -> T) -> T? {
+    package func attempt<T>(_ read: () throws -> T) -> T? {
         do {
             return try read()
         } catch let error as PackError {
@@ -31,7 +31,7 @@ final class PackDiagnostics {
     }
 
     /// The problems by line, then column; problems at the same place keep the order they were found in.
-    var inFileOrder: [PackError] {
+    package var inFileOrder: [PackError] {
         found.enumerated()
             .sorted {
                 ($0.element.location.line, $0.element.location.column, $0.offset) < (
@@ -44,4 +44,6 @@ final class PackDiagnostics {
 
 /// Thrown by a reader whose parts failed and were reported one by one, so that its caller
 /// stops without reporting the failure again.
-struct AlreadyReported: Error {}
+package struct AlreadyReported: Error {
+    package init() {}
+}

@@ -45,11 +45,21 @@ public enum PackLoader {
         )
     }
 
+    /// The YAML tree of another file Sonde reads by the packs' rules (size bound, UTF-8 text
+    /// without control characters, no aliases), such as a `sonde.yaml`.
+    /// - Throws: ``PackError`` for a file that cannot be read or is not YAML.
+    /// - Parameter document: What the file is, in messages: `a config file`.
+    package static func document(file: String, limit: Int, document: String, diagnostics: PackDiagnostics) throws -> YAMLNode {
+        let text = try PackText.decode(PackFileSystem.readRegularFile(file, limit: limit), file: file)
+        let root = try compose(text, file: file, document: document)
+        return YAMLNode(node: root, file: file, diagnostics: diagnostics)
+    }
+
     /// The YAML node tree of checked text.
     /// - Throws: ``PackError`` for text that is not YAML, or not allowed in a pack.
-    private static func compose(_ yaml: String, file: String) throws -> Node {
+    private static func compose(_ yaml: String, file: String, document: String = "a pack") throws -> Node {
         try PackText.checkCharacters(yaml, file: file)
-        try YAMLAliasGuard.check(yaml, file: file)
+        try YAMLAliasGuard.check(yaml, file: file, document: document)
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
@@ -57,7 +67,7 @@ public enum PackLoader {
             throw syntaxError(error, file: file)
         }
         guard let root else {
-            throw PackError(SourceLocation(file: file, line: 1, column: 1), "the pack file is empty")
+            throw PackError(SourceLocation(file: file, line: 1, column: 1), "the file is empty")
         }
         return root
     }

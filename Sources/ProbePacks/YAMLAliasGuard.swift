@@ -16,12 +16,14 @@
 /// scalar's next line, or a comment ended by a lone CR. The cost is that text in a pack, quoted
 /// or not, may not start a word with `&name` or `*name` either; comments may.
 enum YAMLAliasGuard {
-    static let message =
-        "YAML anchors and aliases ('&name', '*name') are not allowed in a pack: a few of them can expand a small file"
-        + " beyond any bound; write values out in full, and in text do not start a word with '&' or '*'"
+    /// - Parameter document: What the file is, in the message: `a pack`, `a config file`.
+    static func message(document: String) -> String {
+        "YAML anchors and aliases ('&name', '*name') are not allowed in \(document): a few of them can expand a small file"
+            + " beyond any bound; write values out in full, and in text do not start a word with '&' or '*'"
+    }
 
     /// - Throws: ``PackError`` at the first `&` or `*` that could start an anchor or an alias.
-    static func check(_ text: String, file: String) throws {
+    static func check(_ text: String, file: String, document: String = "a pack") throws {
         let scalars = Array(text.unicodeScalars)
         var readings: Readings = .outside
         var position = TextPosition()
@@ -37,7 +39,7 @@ enum YAMLAliasGuard {
                     next.insert(.outside)
                     if tokenCanStart(after: previous) {
                         if scalar == "&" || scalar == "*", let following, isAnchorCharacter(following) {
-                            throw PackError(position.location(in: file), message)
+                            throw PackError(position.location(in: file), message(document: document))
                         }
                         if scalar == "\"" { next.insert(.doubleQuoted) }
                         if scalar == "'" { next.insert(.singleQuoted) }

@@ -2,36 +2,42 @@ import Yams
 
 /// A YAML node with the file it came from, so every lookup can fail with file:line:column, and
 /// the diagnostics of that file, where lookups report the mistakes that need not stop reading.
-struct YAMLNode {
-    let node: Node
-    let file: String
-    let diagnostics: PackDiagnostics
+package struct YAMLNode {
+    package let node: Node
+    package let file: String
+    package let diagnostics: PackDiagnostics
+
+    package init(node: Node, file: String, diagnostics: PackDiagnostics) {
+        self.node = node
+        self.file = file
+        self.diagnostics = diagnostics
+    }
 
     /// A node inside this one.
-    func child(_ node: Node) -> YAMLNode {
+    package func child(_ node: Node) -> YAMLNode {
         YAMLNode(node: node, file: file, diagnostics: diagnostics)
     }
 
-    var location: SourceLocation {
+    package var location: SourceLocation {
         SourceLocation(file: file, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
     }
 
-    func error(_ message: String) -> PackError { PackError(location, message) }
+    package func error(_ message: String) -> PackError { PackError(location, message) }
 
-    func string(_ what: String) throws -> String {
+    package func string(_ what: String) throws -> String {
         guard case .scalar(let scalar) = node else { throw error("\(what) must be a text value") }
         guard !scalar.string.isEmpty else { throw error("\(what) must not be empty") }
         return scalar.string
     }
 
-    func integer(_ what: String) throws -> Int64 {
+    package func integer(_ what: String) throws -> Int64 {
         guard case .scalar(let scalar) = node, let value = Int64(scalar.string) else {
             throw error("\(what) must be a whole number")
         }
         return value
     }
 
-    func sequence(_ what: String) throws -> [YAMLNode] {
+    package func sequence(_ what: String) throws -> [YAMLNode] {
         guard case .sequence(let items) = node else { throw error("\(what) must be a list") }
         return items.map(child)
     }
@@ -39,7 +45,7 @@ struct YAMLNode {
     /// The mapping's entries in file order. Keys outside `allowed` are reported, so that typos
     /// do not pass silently, and left out, so that reading goes on to the other keys.
     /// - Throws: ``PackError`` when the node is not a mapping.
-    func mapping(_ what: String, allowed: [String]? = nil) throws -> YAMLMapping {
+    package func mapping(_ what: String, allowed: [String]? = nil) throws -> YAMLMapping {
         guard case .mapping(let mapping) = node else { throw error("\(what) must be a mapping of keys to values") }
         var entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)] = []
         var hasUnknownKeys = false
@@ -64,21 +70,21 @@ struct YAMLNode {
     }
 }
 
-struct YAMLMapping {
-    let owner: YAMLNode
-    let what: String
-    let entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)]
+package struct YAMLMapping {
+    package let owner: YAMLNode
+    package let what: String
+    package let entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)]
     /// Whether keys were reported and left out, which may be why an expected one is missing.
-    let hasUnknownKeys: Bool
+    package let hasUnknownKeys: Bool
 
-    func optional(_ key: String) -> YAMLNode? {
+    package func optional(_ key: String) -> YAMLNode? {
         entries.first { $0.key == key }?.value
     }
 
-    func required(_ key: String) throws -> YAMLNode {
+    package func required(_ key: String) throws -> YAMLNode {
         guard let value = optional(key) else { throw owner.error("\(what) is missing '\(key)'") }
         return value
     }
 
-    func contains(_ key: String) -> Bool { optional(key) != nil }
+    package func contains(_ key: String) -> Bool { optional(key) != nil }
 }

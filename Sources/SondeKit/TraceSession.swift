@@ -3,6 +3,8 @@ import Engine
 import Exporters
 import Foundation
 import Planning
+import ProbePacks
+import Services
 import Spans
 import Synchronization
 import Tracing
@@ -93,8 +95,7 @@ public final class TraceSession: Sendable {
         processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
         sampler: Sampler = .alwaysOn, injectTraceContext: Bool = true, log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
-        let missing = KernelCapabilities.missing()
-        guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
+        try Self.checkCapabilities()
         // Functions a binary lacks are normal (other versions, unused code): one line for them all.
         for skipped in plan.skipped where !skipped.isFunctionAbsent { log("skipped \(skipped)") }
         let absent = plan.skipped.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
@@ -109,10 +110,44 @@ public final class TraceSession: Sendable {
                 plan = plan.droppingTraceContextInjection()
             }
         }
-        let engine = try BPFEngine(capacities: capacities, sampler: sampler, injectsTraceContext: plan.injectsTraceContext)
+        let targets = SingleTarget(plan: plan, executablePath: executablePath, target: target, clock: .now())
+        return try trace(
+            targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: log)
+    }
+
+    /// Runs until stopped (SIGINT, SIGTERM, SIGHUP), tracing every process of the machine that
+    /// a service of `config` claims, from its start to its exit.
+    /// - Parameter packs: Every pack available; each service enables its own among them.
+    public func run(
+        services config: ServiceConfig, packs: [ProbePack], placement: SitePlacement = .costAware, exporter: some SpanExporter,
+        processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
+        sampler: Sampler = .alwaysOn, log: @escaping @Sendable (String) -> Void
+    ) throws -> Summary {
+        try Self.checkCapabilities()
+        var injectionAllowed = true
+        if config.services.contains(where: \.injectTraceContext), let blocker = KernelCapabilities.traceContextInjectionBlocker() {
+            log("outgoing trace context propagation is off: \(blocker); incoming traceparent headers are still continued")
+            injectionAllowed = false
+        }
+        let targets = ServiceTracker(config: config, packs: packs, placement: placement, injectionAllowed: injectionAllowed, clock: .now())
+        return try trace(
+            targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: log)
+    }
+
+    private static func checkCapabilities() throws {
+        let missing = KernelCapabilities.missing()
+        guard missing.isEmpty else { throw EngineError.missingCapabilities(missing) }
+    }
+
+    /// The loop both kinds of run share: attach, turn ring-buffer events into spans, export,
+    /// reclaim, report drops; then detach and flush.
+    private func trace(
+        _ targets: some TracedTargets, exporter: some SpanExporter, processorConfiguration: BatchingSpanProcessor.Configuration,
+        capacities: Capacities, sampler: Sampler, log: @escaping @Sendable (String) -> Void
+    ) throws -> Summary {
+        let engine = try BPFEngine(capacities: capacities, sampler: sampler, injectsTraceContext: targets.injectsTraceContext)
         if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
-        let assembler = SpanAssembler(plan: plan, clock: .now(), resource: Self.resource(executable: executablePath))
         var unassembled = 0
         // Spans are handed to the processor an export batch at a time, and after each poll: one
         // lock per group rather than per span (issue 7).
@@ -123,49 +158,29 @@ public final class TraceSession: Sendable {
             assembled.removeAll(keepingCapacity: true)
         }
         try engine.onSpan { event in
-            if let span = assembler.assemble(event) {
+            if let span = targets.assemble(event) {
                 assembled.append(span)
                 if assembled.count >= groupSize { submitAssembled() }
             } else {
                 unassembled += 1
             }
         }
-        let engineTarget: BPFEngine.Target
-        switch target {
-        case .process(let pid): engineTarget = .process(pid)
-        case .executable: engineTarget = .allProcesses
-        }
         let signals = watchTerminationSignals()
-        let sites = plan.probes.reduce(0) { $0 + 1 + $1.returns.count }
-        if sites > 100 { log("attaching \(sites) probe sites (about 0.1 s each on Linux 6.18); Ctrl-C stops") }
-        let report = try engine.attach(plan: plan, target: engineTarget) { stopRequested.load(ordering: .relaxed) }
-        report.failures.forEach { log("could not attach \($0)") }
-        log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
+        try targets.start(engine: engine, shouldStop: { stopRequested.load(ordering: .relaxed) }, log: log)
 
         var lastReported = 0
-        // Under --exe the uprobes sit on the file there at attach time; one that replaces it later
-        // (a deploy) starts processes sonde does not see, which is said once.
-        var attachedFile = target == .executable ? FileIdentity(path: plan.binaryPath) : nil
         var reclaimed = BPFEngine.Reclaimed()
         var nextReclaim = ContinuousClock.now + Self.reclaimInterval
         var nextDropCheck = ContinuousClock.now
         while !stopRequested.load(ordering: .relaxed) {
             engine.poll(timeoutMilliseconds: 100)
             submitAssembled()
-            if case .process(let pid) = target, kill(pid, 0) != 0, errno == ESRCH {
-                log("process \(pid) exited")
-                break
-            }
+            guard targets.refresh(engine: engine, log: log) else { break }
             if ContinuousClock.now >= nextReclaim {
                 let removed = engine.reclaim(olderThan: Self.nanoseconds(Self.maximumCallAge), isProcessAlive: Self.isAlive)
                 reclaimed.ofExitedProcesses += removed.ofExitedProcesses
                 reclaimed.pastMaximumAge += removed.pastMaximumAge
                 nextReclaim = ContinuousClock.now + Self.reclaimInterval
-                if let attached = attachedFile, FileIdentity(path: plan.binaryPath) != attached {
-                    log("\(executablePath) was replaced or removed on disk: processes started from the new file are not "
-                        + "traced (the probes are on the file that was there when sonde attached); restart sonde to trace them")
-                    attachedFile = nil
-                }
             }
             // Reading the kernel's counters is a system call per CPU: once a second, not every poll.
             if ContinuousClock.now >= nextDropCheck {
@@ -266,19 +281,5 @@ public final class TraceSession: Sendable {
         case 0: return .abandoned
         case let value: return .finished(value == 2)
         }
-    }
-}
-
-/// Which file a path names now (device and inode), to notice the file being replaced.
-struct FileIdentity: Equatable {
-    let device: UInt64
-    let inode: UInt64
-
-    /// Nil when nothing is at `path`.
-    init?(path: String) {
-        var status = stat()
-        guard stat(path, &status) == 0 else { return nil }
-        device = UInt64(status.st_dev)
-        inode = UInt64(status.st_ino)
     }
 }

@@ -3,13 +3,14 @@ import Exporters
 import Foundation
 import Planning
 import ProbePacks
+import Services
 import SondeKit
 
 @main
 struct Sonde: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Traces programs nobody instrumented: eBPF uprobes described by probe packs, exported as OpenTelemetry spans.",
-        subcommands: [Run.self, Plan.self, Packs.self])
+        subcommands: [Run.self, Plan.self, Packs.self, Config.self])
 }
 
 /// Where entry probes go; hidden, for benchmarks that compare Sonde with the peers' placement.
@@ -77,6 +78,8 @@ struct Run: ParsableCommand {
 
     @Option(help: "Trace this running process.") var pid: Int32?
     @Option(help: "Trace every process running this executable, including ones started later.") var exe: String?
+    @Option(help: "Trace the services this sonde.yaml declares, in every process of the machine, as they start (default: $SONDE_CONFIG).")
+    var config: String?
     @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
     @OptionGroup var packs: PackOptions
     @OptionGroup var sites: PlacementOption
@@ -91,11 +94,19 @@ struct Run: ParsableCommand {
         case console, otlp
     }
 
+    /// The config file: `--config`, else `$SONDE_CONFIG` when neither --pid nor --exe is given.
+    private var configFile: String? {
+        config ?? (pid == nil && exe == nil ? ProcessInfo.processInfo.environment["SONDE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } : nil)
+    }
+
     func validate() throws {
-        guard (pid == nil) != (exe == nil) else { throw ValidationError("give exactly one of --pid or --exe") }
+        guard [pid != nil, exe != nil, configFile != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --pid, --exe or --config (or set SONDE_CONFIG)")
+        }
     }
 
     func run() throws {
+        if let configFile { return try runServices(configFile) }
         let environment = ProcessInfo.processInfo.environment
         let sampler = try TraceSession.Sampler.fromEnvironment(environment)
         let executable: TargetExecutable
@@ -113,29 +124,76 @@ struct Run: ParsableCommand {
             plan.skipped.forEach { printError("skipped \($0)") }
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")
         }
+        let summary = try export(environment) { exporter, processorConfiguration in
+            try TraceSession().run(
+                plan: plan, executablePath: executable.displayPath, target: target, exporter: exporter,
+                processorConfiguration: processorConfiguration, capacities: capacities(), sampler: sampler,
+                injectTraceContext: injectTraceContext, log: printError)
+        }
+        printError("sonde: \(summary)")
+    }
+
+    /// One sonde for the services a config file declares; its exporter and sampler settings
+    /// apply where the environment does not set the same variable.
+    private func runServices(_ file: String) throws {
+        let config: ServiceConfig
+        do {
+            config = try ServiceConfigFile.load(file: file)
+        } catch {
+            throw Failure("\(error)")
+        }
+        let environment = config.variables(overriddenBy: ProcessInfo.processInfo.environment)
+        let sampler = try TraceSession.Sampler.fromEnvironment(environment)
+        let packs = try packs.load()
+        let summary = try export(environment) { exporter, processorConfiguration in
+            try TraceSession().run(
+                services: config, packs: packs, placement: sites.placement, exporter: exporter, processorConfiguration: processorConfiguration,
+                capacities: capacities(), sampler: sampler, log: printError)
+        }
+        printError("sonde: \(summary)")
+    }
+
+    private func capacities() throws -> TraceSession.Capacities {
         var capacities = TraceSession.Capacities()
         if let maxCalls {
             guard (1...1 << 20).contains(maxCalls) else { throw ValidationError("--max-calls must be between 1 and 1048576") }
             capacities.calls = maxCalls
         }
+        return capacities
+    }
+
+    /// Runs `trace` with the exporter the options and `environment` choose.
+    private func export(
+        _ environment: [String: String],
+        _ trace: (any SpanExporter, BatchingSpanProcessor.Configuration) throws -> TraceSession.Summary
+    ) throws -> TraceSession.Summary {
         let useOTLP = exporter.map { $0 == .otlp } ?? OTLPExporterConfiguration.isEndpointConfigured(in: environment)
         let processorConfiguration = try BatchingSpanProcessor.Configuration.fromEnvironment(environment)
-        let session = TraceSession()
-        let summary: TraceSession.Summary
-        if useOTLP {
-            let configuration = try OTLPExporterConfiguration.fromEnvironment(environment)
-            printError("exporting to \(configuration.endpoint)")
-            summary = try session.run(
-                plan: plan, executablePath: executable.displayPath, target: target, exporter: OTLPHTTPExporter(configuration: configuration),
-                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler,
-                injectTraceContext: injectTraceContext, log: printError)
-        } else {
-            summary = try session.run(
-                plan: plan, executablePath: executable.displayPath, target: target, exporter: ConsoleExporter(),
-                processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler,
-                injectTraceContext: injectTraceContext, log: printError)
+        guard useOTLP else { return try trace(ConsoleExporter(), processorConfiguration) }
+        let configuration = try OTLPExporterConfiguration.fromEnvironment(environment)
+        printError("exporting to \(configuration.endpoint)")
+        return try trace(OTLPHTTPExporter(configuration: configuration), processorConfiguration)
+    }
+}
+
+struct Config: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Work with sonde.yaml, the services one sonde traces.", subcommands: [Validate.self])
+
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a config file (no root needed); exits non-zero on any error.")
+
+        @Argument(help: "The config file.") var file: String
+
+        /// One line per problem, file:line:column first; or one line saying what the file declares.
+        func run() throws {
+            do {
+                let config = try ServiceConfigFile.load(file: file)
+                print("ok  \(file): \(config.services.count) service(s): \(config.services.map(\.name).joined(separator: ", ")); unmatched processes: \(config.unmatched.rawValue)")
+            } catch {
+                error.errors.forEach { print("bad \($0)") }
+                throw ExitCode(1)
+            }
         }
-        printError("sonde: \(summary)")
     }
 }
 

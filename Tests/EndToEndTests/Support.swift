@@ -326,3 +326,25 @@ func bpfMapEntries(ofProcess pid: Int32) throws -> [String: Int] {
     }
     return entries
 }
+
+extension XCTestCase {
+    /// A folder of this test's own, removed when the test ends.
+    func temporaryDirectory() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-test-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        return directory
+    }
+}
+
+/// The ports a demo server writes to its `-port-file` once listening (the two-service demo's
+/// back writes two), waited for up to 30 s.
+func ports(writtenTo file: String) throws -> [Int] {
+    let deadline = Date().addingTimeInterval(30)
+    while Date() < deadline {
+        let numbers = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        if !numbers.isEmpty { return numbers }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    throw E2EError("no port written to \(file)")
+}

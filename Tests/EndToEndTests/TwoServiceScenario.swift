@@ -8,17 +8,6 @@ import XCTest
 /// under concurrent load. Run for every toolchain, unstripped and stripped, by GoMatrixTests.
 /// `flags` go to `go build` (e.g. `-ldflags=-s -w`) for both services.
 enum TwoServiceScenario {
-    /// Reads a port file once its writer has filled it.
-    private static func ports(in file: String) throws -> [Int] {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let numbers = ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
-            if !numbers.isEmpty { return numbers }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw E2EError("no port written to \(file)")
-    }
-
     /// `propagated`: outgoing trace context works on this machine, so back's HTTP server spans must
     /// be the children of front's client spans.
     static func traceFront(go: String, flags: [String] = [], variant: String, propagated: Bool = false) async throws {
@@ -30,12 +19,12 @@ enum TwoServiceScenario {
 
         let backProcess = try ChildProcess(back, ["-port-file", "\(directory)/back"])
         defer { _ = try? backProcess.stop(signal: SIGKILL) }
-        let backPorts = try ports(in: "\(directory)/back")
+        let backPorts = try ports(writtenTo: "\(directory)/back")
         let frontProcess = try ChildProcess(front, [
             "-port-file", "\(directory)/front", "-back-http", "127.0.0.1:\(backPorts[0])", "-back-grpc", "127.0.0.1:\(backPorts[1])",
         ])
         defer { _ = try? frontProcess.stop(signal: SIGKILL) }
-        let frontPort = try ports(in: "\(directory)/front")[0]
+        let frontPort = try ports(writtenTo: "\(directory)/front")[0]
 
         let receiver = try OTLPReceiver()
         let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint]

@@ -300,7 +300,7 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertEqual(
             error(in: "format: sonde.probe-pack/v1\npack: [go/x\n"),
             "bad.yaml:3:1: YAML syntax error: while parsing a flow sequence did not find expected ',' or ']'")
-        XCTAssertEqual(error(in: ""), "bad.yaml:1:1: the pack file is empty")
+        XCTAssertEqual(error(in: ""), "bad.yaml:1:1: the file is empty")
     }
 
     func testVersionRanges() throws {

@@ -28,7 +28,7 @@ public enum TestEnvironment {
         return settings
     }()
 
-    static func setting(_ key: String) -> String {
+    public static func setting(_ key: String) -> String {
         guard let value = settings[key] else { fatalError("scripts/toolchains.env does not set \(key)") }
         return value
     }

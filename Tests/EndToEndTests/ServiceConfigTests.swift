@@ -1,0 +1,210 @@
+import Foundation
+import XCTest
+
+/// One sonde, one sonde.yaml, the whole machine: the two-service demo's services are found as
+/// they start, each traced with its own packs and service name; a process of the same binary
+/// that no service claims is left untouched; a service that is killed and restarts is traced
+/// again, with its links and map entries freed in between.
+final class ServiceConfigTests: XCTestCase {
+    func testOneSondeTracesTheServicesItsConfigDeclares() async throws {
+        try TracingTestSetup.requireKernelCapabilities()
+        let back = try GoToolchains.build("demo/two-service/back", with: GoToolchains.debian, name: "back-config")
+        let front = try GoToolchains.build("demo/two-service/front", with: GoToolchains.debian, name: "front-config")
+        let directory = try temporaryDirectory()
+        let config = "\(directory)/sonde.yaml"
+        try """
+            services:
+              - name: shop-front
+                match: { executable: "*/front-config" }
+                packs: [go/*]
+                exclude-packs: [go/grpc]
+                resource: { deployment.environment.name: e2e }
+              - name: shop-back
+                # back's instances are told apart by their port file: only "back" is this service
+                match: { command-line: "-port-file .*/back$" }
+                packs: [go/net-http, go/grpc]
+            unmatched: ignore
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--config", config], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        defer { _ = try? sonde.stop(signal: SIGKILL) }
+        try sonde.waitForOutput("watching for the processes of 2 services (shop-front, shop-back)")
+
+        // Started after sonde: found by the scan. `other` runs back's very file, unclaimed.
+        let other = try ChildProcess(back, ["-port-file", "\(directory)/other"])
+        defer { _ = try? other.stop(signal: SIGKILL) }
+        var backProcess = try ChildProcess(back, ["-port-file", "\(directory)/back"])
+        defer { _ = try? backProcess.stop(signal: SIGKILL) }
+        let backPorts = try ports(writtenTo: "\(directory)/back")
+        let frontProcess = try ChildProcess(front, [
+            "-port-file", "\(directory)/front", "-back-http", "127.0.0.1:\(backPorts[0])", "-back-grpc", "127.0.0.1:\(backPorts[1])",
+        ])
+        defer { _ = try? frontProcess.stop(signal: SIGKILL) }
+        let frontPort = try ports(writtenTo: "\(directory)/front")[0]
+        let otherPort = try ports(writtenTo: "\(directory)/other")[0]
+        try sonde.waitForOutput("tracing pid \(backProcess.pid) (\(back)) as service shop-back")
+        try sonde.waitForOutput("tracing pid \(frontProcess.pid) (\(front)) as service shop-front")
+        XCTAssertEqual(try attachLatency(of: frontProcess.pid, in: sonde.text), "found and attached within 1 s of its start", sonde.text)
+        XCTAssertFalse(sonde.text.contains("pid \(other.pid)"), sonde.text)
+
+        // The uprobe of back's HTTP server is a breakpoint in the traced process's text only.
+        let serverEntry = try entryAddress(of: "go/net-http/server", in: back)
+        XCTAssertEqual(try byte(at: serverEntry, inProcess: backProcess.pid), 0xCC, "traced: breakpoint")
+        XCTAssertNotEqual(try byte(at: serverEntry, inProcess: other.pid), 0xCC, "left alone: the program's own instruction")
+
+        let requests = ["/api/items/7", "/api/items/7", "/api/health/backend", "/api/local"]
+        let frontStatuses = try await sendRequests(requests, port: frontPort, concurrency: 1)
+        XCTAssertEqual(frontStatuses, [200, 200, 200, 200])
+        let otherStatuses = try await sendRequests(["/items/1"], port: otherPort, concurrency: 1)
+        XCTAssertEqual(otherStatuses, [200])
+        let linksBoth = try linkCount(ofProcess: sonde.pid)
+
+        // back dies mid-run and comes back: detached, freed, found again.
+        try backProcess.stop(signal: SIGKILL)
+        try sonde.waitForOutput("pid \(backProcess.pid) (service shop-back) exited; its probes are detached")
+        let frontSites = try sites(of: frontProcess.pid, in: sonde.text)
+        try waitUntil("back's links closed") { try linkCount(ofProcess: sonde.pid) == frontSites }
+        try? FileManager.default.removeItem(atPath: "\(directory)/back")
+        // A deploy replaces the file meanwhile (a new inode at the same path): analysed afresh.
+        try FileManager.default.copyItem(atPath: back, toPath: back + ".new")
+        XCTAssertEqual(rename(back + ".new", back), 0)
+        backProcess = try ChildProcess(back, [
+            "-http-listen", "127.0.0.1:\(backPorts[0])", "-grpc-listen", "127.0.0.1:\(backPorts[1])", "-port-file", "\(directory)/back",
+        ])
+        _ = try ports(writtenTo: "\(directory)/back")
+        try sonde.waitForOutput("tracing pid \(backProcess.pid) (\(back)) as service shop-back")
+        XCTAssertEqual(try linkCount(ofProcess: sonde.pid), linksBoth, "the restarted process has as many links as the first")
+        let analyses = sonde.text.split(separator: "\n").filter { $0.hasPrefix("analysed ") }.map { $0.split(separator: ":")[0] }
+        let go = try GoToolchains.version(GoToolchains.debian)
+        XCTAssertEqual(analyses.sorted(), ["analysed \(back) (\(go))", "analysed \(back) (\(go))", "analysed \(front) (\(go))"], sonde.text)
+        let afterRestart = try await sendRequests(["/api/items/3"], port: frontPort, concurrency: 1)
+        XCTAssertEqual(afterRestart, [200])
+        // The killed back's state is reclaimed within one reclaim interval (5 s).
+        try waitUntil("the state maps empty", timeout: 15) {
+            let maps = try bpfMapEntries(ofProcess: sonde.pid)
+            return maps["calls"] == 0 && maps["active_contexts"] == 0
+        }
+
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        let spans = try receiver.spans()
+        func resource(_ span: [String: Any]) -> [String: Any] { span["resource"] as? [String: Any] ?? [:] }
+        func summary(_ span: [String: Any]) -> String {
+            "\(resource(span)["service.name"] as? String ?? "?") \(span["kind"] as? String ?? "?") \(span["name"] as? String ?? "?")"
+        }
+        var seen: [String: Int] = [:]
+        for span in spans { seen[summary(span), default: 0] += 1 }
+        XCTAssertEqual(seen, [
+            // front: server spans renamed by mux, HTTP client spans; no gRPC client span (excluded).
+            "shop-front SPAN_KIND_SERVER GET /api/items/{id:[0-9]+}": 3, "shop-front SPAN_KIND_SERVER GET /api/health/{service}": 1,
+            "shop-front SPAN_KIND_SERVER GET /api/local": 1, "shop-front SPAN_KIND_CLIENT GET": 3,
+            // back: its HTTP and gRPC server spans, before and after the restart.
+            "shop-back SPAN_KIND_SERVER GET": 3, "shop-back SPAN_KIND_SERVER grpc.health.v1.Health/Check": 1,
+        ], "\(spans)")
+        let pids = Set(spans.compactMap { resource($0)["process.pid"] as? Int })
+        XCTAssertFalse(pids.contains(Int(other.pid)), "no span of the unclaimed process")
+        let frontResource = try XCTUnwrap(spans.first { resource($0)["service.name"] as? String == "shop-front" }).map(resource)!
+        XCTAssertEqual(frontResource["process.pid"] as? Int, Int(frontProcess.pid))
+        XCTAssertEqual(frontResource["process.executable.path"] as? String, front)
+        XCTAssertEqual(frontResource["process.executable.name"] as? String, "front-config")
+        XCTAssertEqual(frontResource["process.runtime.name"] as? String, "go")
+        XCTAssertEqual(frontResource["process.runtime.version"] as? String, try GoToolchains.version(GoToolchains.debian).replacingOccurrences(of: "go", with: ""))
+        XCTAssertEqual(frontResource["deployment.environment.name"] as? String, "e2e")
+        XCTAssertEqual(frontResource["telemetry.sdk.name"] as? String, "sonde")
+        XCTAssertEqual(frontResource["host.name"] as? String, ProcessInfo.processInfo.hostName)
+        XCTAssertEqual((frontResource["service.instance.id"] as? String)?.count, 36)
+        let backInstances = Set(spans.filter { resource($0)["service.name"] as? String == "shop-back" }.compactMap { resource($0)["service.instance.id"] as? String })
+        XCTAssertEqual(backInstances.count, 2, "the restarted back is another instance")
+    }
+
+    func testABadConfigIsRefusedWithLocatedErrors() throws {
+        let directory = try temporaryDirectory()
+        let config = "\(directory)/sonde.yaml"
+        try """
+            services:
+              - name: api
+                match: { executable: "*/api", user: root }
+            exporter: { endpoint: "ftp://collector", timeout-ms: "-5" }
+            sampler: { name: sometimes }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let expected = """
+            bad \(config):3:35: unknown key 'user' in a match; expected one of: executable, process-name, command-line, port, cgroup
+
+            """
+        let validate = try runSonde(["config", "validate", config])
+        XCTAssertEqual(validate.exit, 1)
+        XCTAssertEqual(validate.output, expected)
+        // The file's own values, checked by the parsers of their OpenTelemetry variables.
+        try """
+            services:
+              - name: api
+                match: { executable: "*/api" }
+            exporter: { endpoint: "ftp://collector", timeout-ms: "-5" }
+            sampler: { name: sometimes }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let run = try runSonde(["run", "--config", config])
+        XCTAssertEqual(run.exit, 1)
+        XCTAssertEqual(run.output, """
+            Error: \(config):4:23: 'ftp://collector' is not an http:// or https:// URL
+            \(config):4:54: '-5' is not a positive number of milliseconds
+            \(config):5:18: OTEL_TRACES_SAMPLER 'sometimes' is not a sampler sonde knows; use always_on, always_off, traceidratio, \
+            parentbased_always_on, parentbased_always_off or parentbased_traceidratio
+
+            """)
+    }
+
+    func testTheExampleConfigIsValid() throws {
+        let example = "\(Repository.root)/deploy/sonde.yaml"
+        let validate = try runSonde(["config", "validate", example])
+        XCTAssertEqual(validate.exit, 0, validate.output)
+        XCTAssertEqual(validate.output, "ok  \(example): 2 service(s): shop-front, shop-back; unmatched processes: ignore\n")
+    }
+
+    // MARK: helpers
+
+    private func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while try !condition() {
+            guard Date() < deadline else { throw E2EError("timed out waiting for \(what)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// "attached N s after it started" read from sonde's line for the process.
+    private func attachLatency(of pid: Int32, in log: String) throws -> String {
+        let line = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("tracing pid \(pid) ") })
+        let seconds = try XCTUnwrap(line.components(separatedBy: "attached ").last?.split(separator: " ").first.flatMap { Double($0) })
+        return seconds <= 1 ? "found and attached within 1 s of its start" : "attached \(seconds) s after its start"
+    }
+
+    private func sites(of pid: Int32, in log: String) throws -> Int {
+        let line = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("tracing pid \(pid) ") })
+        return try XCTUnwrap(line.components(separatedBy: ": ").dropFirst().first?.split(separator: " ").first.flatMap { Int($0) })
+    }
+
+    /// The entry site `sonde plan` chooses for a probe.
+    private func entryAddress(of probe: String, in binary: String) throws -> UInt64 {
+        let plan = try ChildProcess.run(Repository.sonde, ["plan", "--exe", binary])
+        let lines = plan.split(separator: "\n")
+        let start = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("probe \(probe) ") })
+        let entry = try XCTUnwrap(lines[start...].first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("entry  0x") })
+        let hex = try XCTUnwrap(entry.split(separator: " ").dropFirst().first?.dropFirst(2))
+        return try XCTUnwrap(UInt64(hex, radix: 16))
+    }
+
+    private func byte(at address: UInt64, inProcess pid: Int32) throws -> UInt8 {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(pid)/mem"))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: address)
+        return try XCTUnwrap(handle.readData(ofLength: 1).first)
+    }
+
+    /// BPF links a process holds open (one per uprobe), from its descriptors' fdinfo.
+    private func linkCount(ofProcess pid: Int32) throws -> Int {
+        let fdinfo = "/proc/\(pid)/fdinfo"
+        return try FileManager.default.contentsOfDirectory(atPath: fdinfo).filter { entry in
+            ((try? String(contentsOfFile: "\(fdinfo)/\(entry)", encoding: .utf8)) ?? "").contains("link_id:")
+        }.count
+    }
+}
