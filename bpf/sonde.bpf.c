@@ -67,14 +67,6 @@ struct {
 	__type(value, struct sonde_trace_context);
 } handoffs SEC(".maps");
 
-/* The head sampler's setting, written by Engine before attaching. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sonde_sampling);
-} sampling SEC(".maps");
-
 /* Client spans' trace contexts between the span's start, which names the
  * request's carrier (its header map), and the INJECT probe that writes the
  * request, often on another goroutine. The span's end removes its entry and
@@ -674,12 +666,10 @@ static __always_inline int find_parent(struct sonde_context_key *context_key, __
 	return PARENT_NONE;
 }
 
-/* A root span is recorded when the sampler keeps its trace id. */
-static __always_inline int sampled(__u64 trace_id_low)
+/* A root span is recorded when its service's sampler keeps its trace id. */
+static __always_inline int sampled(const struct sonde_probe_config *config, __u64 trace_id_low)
 {
-	__u32 zero = 0;
-	struct sonde_sampling *setting = bpf_map_lookup_elem(&sampling, &zero);
-	return setting && (trace_id_low >> 1) < setting->threshold;
+	return (trace_id_low >> 1) < config->sampling_threshold;
 }
 
 /* What a trace-context program found or is to write. */
@@ -1089,7 +1079,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	int has_parent = parent_kind != PARENT_NONE;
 	__u64 trace_id_high = has_parent ? parent_context.trace_id_high : random64();
 	__u64 trace_id_low = has_parent ? parent_context.trace_id_low : random64();
-	if (parent_kind == PARENT_REMOTE_UNSAMPLED || (parent_kind == PARENT_NONE && !sampled(trace_id_low))) {
+	if (parent_kind == PARENT_REMOTE_UNSAMPLED || (parent_kind == PARENT_NONE && !sampled(config, trace_id_low))) {
 		/* Nothing of this trace is recorded: its probes see the marker and return. */
 		parent_context = (struct sonde_trace_context){
 			.trace_id_high = trace_id_high,

@@ -14,7 +14,6 @@
 #define SONDE_MAP_OBJECT_SPANS "object_spans"
 #define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
 #define SONDE_MAP_HANDOFFS "handoffs"
-#define SONDE_MAP_SAMPLING "sampling"
 #define SONDE_MAP_INJECTIONS "injections"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
@@ -179,6 +178,10 @@ struct sonde_probe_config {
 	__u8 at_return;              /* END_SPAN: a RET of the span's own function, where the stack is
 	                              * as deep as at the entry site (which precedes every stack
 	                              * adjustment); 0 for an end-span probe's site elsewhere */
+	__u64 sampling_threshold;    /* START_SPAN: a root is recorded when its trace id's low 64
+	                              * bits, shifted right by one, are below it, as OpenTelemetry's
+	                              * TraceIdRatioBased compares them; SONDE_SAMPLE_ALL records
+	                              * every trace, 0 none. Per config, so per service. */
 	struct sonde_op ops[SONDE_MAX_OPS];
 	struct sonde_context_program context;
 };
@@ -261,13 +264,7 @@ struct sonde_trace_context {
 	__u64 trace_state_length;    /* request keeps them alive), or 0 */
 };
 
-/* The head sampler's one setting (element 0 of `sampling`): a root span is
- * recorded when its trace id's low 64 bits, shifted right by one, are below
- * `threshold`, as OpenTelemetry's TraceIdRatioBased compares them; 1 << 63
- * records every trace, 0 none. */
-struct sonde_sampling {
-	__u64 threshold;
-};
+/* A probe config's sampling_threshold that records every trace. */
 #define SONDE_SAMPLE_ALL (1ull << 63)
 
 /* A client span's trace context waiting to be written into its request. */

@@ -8,7 +8,7 @@ DEBIAN_PACKAGES=(
   libcurl4-openssl-dev libcurl4                                            # https:// export (libcurl is loaded when used)
   golang-go golang-google-grpc-dev golang-github-gorilla-mux-dev          # Go 1.19 and the libraries the packs probe
   protobuf-compiler curl openssl                                           # OTLP code generation, the demo's requests, TLS tests
-  gcc lld                                                                  # tests that link Go programs externally
+  gcc lld binutils                                                         # tests that link Go programs externally; readelf
   golang-opentelemetry-otel-dev                                            # an OpenTelemetry SDK client, upstream of a traced server
   wrk bpftool                                                              # scripts/bench.sh: load, BPF run-time stats
 )

@@ -3,6 +3,12 @@ import CLibELF
 /// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
 /// DWARF, and decoded instructions.
 public enum BinaryAnalyzer {
+    /// The program's build id (Go's, else the GNU linker's), prefixed by its kind; nil when the
+    /// file has none or is no ELF file. Reading it costs the ELF headers only, not an analysis.
+    public static func buildID(path: String) -> String? {
+        (try? ELFImage(path: path))?.buildID
+    }
+
     /// Analyses `path`, decoding the named functions and resolving the named data symbols.
     /// Missing functions or symbols are simply absent from the result; functions whose sources
     /// disagree on their bounds are in ``BinaryFacts/rejectedFunctions`` instead (FunctionBounds.swift).

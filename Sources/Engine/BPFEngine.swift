@@ -38,8 +38,8 @@ public final class BPFEngine {
     /// The loaded BPF object; its maps are read in BPFEngine+StateMaps.swift.
     let object: OpaquePointer
     private let program: OpaquePointer
-    /// The uprobe links of each attachment.
-    private var links: [Int: [OpaquePointer]] = [:]
+    /// The uprobe links (file descriptors) of each attachment.
+    private var links: [Int: [Int32]] = [:]
     private var nextAttachmentID = 0
     private var cookies = CookieRanges(capacity: UInt32(SONDE_MAX_PROBE_CONFIGS))
     /// Closes the links of detached attachments, one after another.
@@ -48,11 +48,10 @@ public final class BPFEngine {
     private var sink: EventSink?
 
     /// - Parameters:
-    ///   - sampler: Which traces the BPF program records.
     ///   - injectsTraceContext: Loads the program variant that may write trace context into the
     ///     traced processes' memory (the plan's probes say what is written); a kernel in lockdown refuses it (see
     ///     ``KernelCapabilities/traceContextInjectionBlocker()``).
-    public init(capacities: Capacities = Capacities(), sampler: TraceSampler = .alwaysOn, injectsTraceContext: Bool = false) throws {
+    public init(capacities: Capacities = Capacities(), injectsTraceContext: Bool = false) throws {
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -79,6 +78,7 @@ public final class BPFEngine {
             throw EngineError.bpfLoadFailed(step: "find program \(used)", errno: ENOENT)
         }
         bpf_program__set_autoload(other, false)
+        bpf_program__set_expected_attach_type(found, bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI)))
         let loadResult = bpf_object__load(opened)
         guard loadResult == 0 else {
             bpf_object__close(opened)
@@ -87,14 +87,6 @@ public final class BPFEngine {
         object = opened
         program = found
         try checkLayout()
-        try setSampler(sampler)
-    }
-
-    private func setSampler(_ sampler: TraceSampler) throws {
-        var key: UInt32 = 0
-        var setting = sonde_sampling(threshold: sampler.threshold)
-        let result = bpf_map_update_elem(bpf_object__find_map_fd_by_name(object, SONDE_MAP_SAMPLING), &key, &setting, 0)
-        guard result == 0 else { throw EngineError.bpfLoadFailed(step: "setting the sampler", errno: errno) }
     }
 
     /// The Swift encoders and the C structs must agree byte for byte; the BTF-described map
@@ -135,8 +127,10 @@ public final class BPFEngine {
     }
 
     /// Writes the plan's probe configurations, in config-map entries no other configured plan uses.
+    /// The sampler is part of them, so processes of one binary configured twice (two services)
+    /// can record different shares of their traces.
     /// - Throws: ``EngineError/configurationsFull(needed:free:)`` when the map has no room left.
-    public func configure(_ plan: AttachPlan) throws -> ConfiguredPlan {
+    public func configure(_ plan: AttachPlan, sampler: TraceSampler = .alwaysOn) throws -> ConfiguredPlan {
         let needed = UInt32(2 * plan.probes.count)
         guard let base = cookies.allocate(needed) else {
             throw EngineError.configurationsFull(needed: Int(needed), free: cookies.largestFree)
@@ -160,7 +154,8 @@ public final class BPFEngine {
                     fd: configs, index: entryCookie,
                     RecordLayout.encodeConfig(
                         role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                        siteAddress: probe.entry.address, objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
+                        siteAddress: probe.entry.address, samplingThreshold: sampler.threshold,
+                        objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
                         contextAction: probe.contextAction, prefetch: probe.prefetch))
                 try writeConfig(
@@ -192,44 +187,51 @@ public final class BPFEngine {
     public func attach(
         _ configured: ConfiguredPlan, binaryPath: String? = nil, target: Target, shouldStop: () -> Bool = { false }
     ) throws -> Attachment {
-        var attachedLinks: [OpaquePointer] = []
-        var failures = configured.failures
-        for index in configured.probeIndexes {
-            if shouldStop() { break }
+        let binary = binaryPath ?? configured.plan.binaryPath
+        let sites = configured.probeIndexes.map { index in
             let probe = configured.plan.probes[index]
             let entryCookie = configured.cookieBase + UInt32(2 * index)
-            var probeLinks: [OpaquePointer] = []
-            for (site, cookie) in [(probe.entry, entryCookie)] + probe.returns.map({ ($0, entryCookie + 1) }) {
-                switch attachSite(site, cookie: cookie, binary: binaryPath ?? configured.plan.binaryPath, target: target) {
+            return [(probe.entry, entryCookie)] + probe.returns.map { ($0, entryCookie + 1) }
+        }
+        var failures = configured.failures
+        var attachedLinks: [Int32] = []
+        var attachedSites = 0
+        // All sites in one link; when the kernel refuses one of them, one link per probe finds which.
+        if !shouldStop(), case .success(let link) = attachSites(sites.flatMap { $0 }, binary: binary, target: target) {
+            attachedLinks = [link]
+            attachedSites = sites.reduce(0) { $0 + $1.count }
+        } else {
+            for (index, probeSites) in zip(configured.probeIndexes, sites) {
+                if shouldStop() { break }
+                switch attachSites(probeSites, binary: binary, target: target) {
                 case .success(let link):
-                    probeLinks.append(link)
+                    attachedLinks.append(link)
+                    attachedSites += probeSites.count
                 case .failure(let reason):
-                    failures.append(
-                        "\(probe.qualifiedID) \(site.role) at 0x\(String(site.address, radix: 16)): \(reason.text); the probe is left out")
-                    probeLinks.forEach { bpf_link__destroy($0) }
-                    probeLinks = []
+                    let addresses = probeSites.map { "0x\(String($0.0.address, radix: 16))" }.joined(separator: ", ")
+                    failures.append("\(configured.plan.probes[index].qualifiedID) at \(addresses): \(reason.text); the probe is left out")
                 }
-                if probeLinks.isEmpty { break }
             }
-            attachedLinks += probeLinks
         }
         guard !attachedLinks.isEmpty || configured.plan.probes.isEmpty else { throw EngineError.nothingAttached(failures: failures) }
         nextAttachmentID += 1
         links[nextAttachmentID] = attachedLinks
-        return Attachment(id: nextAttachmentID, report: AttachReport(attachedSites: attachedLinks.count, failures: failures))
+        return Attachment(id: nextAttachmentID, report: AttachReport(attachedSites: attachedSites, failures: failures))
     }
 
     /// Configures and attaches one plan: the whole job when one binary is traced.
-    public func attach(plan: AttachPlan, target: Target, shouldStop: () -> Bool = { false }) throws -> AttachReport {
-        try attach(configure(plan), target: target, shouldStop: shouldStop).report
+    public func attach(
+        plan: AttachPlan, sampler: TraceSampler = .alwaysOn, target: Target, shouldStop: () -> Bool = { false }
+    ) throws -> AttachReport {
+        try attach(configure(plan, sampler: sampler), target: target, shouldStop: shouldStop).report
     }
 
-    /// Removes one attachment's uprobes. The kernel takes about 0.1 s per uprobe to close them
-    /// (Linux 6.18), so they are closed on a background queue: tracing other processes goes on.
+    /// Removes one attachment's uprobes. Closing a link waits for a grace period of the kernel
+    /// (about 0.1 s on Linux 6.18), so links are closed on a background queue: tracing other
+    /// processes goes on.
     public func detach(_ attachment: Attachment) {
         guard let removed = links.removeValue(forKey: attachment.id) else { return }
-        let closing = LinksToClose(links: removed)
-        linkCloser.async { closing.links.forEach { bpf_link__destroy($0) } }
+        linkCloser.async { removed.forEach { close($0) } }
     }
 
     /// Starts delivering finished spans to `handler`, called on the thread that calls `poll`.
@@ -263,9 +265,8 @@ public final class BPFEngine {
 
     /// Removes every uprobe; the traced programs keep running untouched.
     public func detach() {
-        // Each close waits in the kernel (about 90 ms per uprobe on 6.18, serialised: closing
-        // from many threads at once was measured no faster).
-        links.values.joined().forEach { bpf_link__destroy($0) }
+        // Each close waits for a grace period in the kernel: one per link, whatever its uprobes.
+        links.values.joined().forEach { close($0) }
         links.removeAll()
         linkCloser.sync {}   // what single detaches queued is closed too
         if let ringBuffer {
@@ -287,21 +288,17 @@ public final class BPFEngine {
         let text: String
     }
 
-    /// The link of one uprobe. The corresponding C function is `bpf_program__attach_uprobe_opts`.
-    private func attachSite(_ site: ProbeSite, cookie: UInt32, binary: String, target: Target) -> Result<OpaquePointer, AttachFailure> {
-        var options = bpf_uprobe_opts()
-        options.sz = MemoryLayout<bpf_uprobe_opts>.size
-        options.bpf_cookie = UInt64(cookie)
-        options.retprobe = false
-        let pid: Int32
+    /// One link for the uprobes at these sites, each with its cookie.
+    private func attachSites(_ sites: [(ProbeSite, UInt32)], binary: String, target: Target) -> Result<Int32, AttachFailure> {
+        let offsets = sites.map { UInt($0.0.fileOffset) }
+        let cookies = sites.map { UInt64($0.1) }
+        let pid: UInt32
         switch target {
-        case .process(let processID): pid = processID
-        case .allProcesses: pid = -1
+        case .process(let processID): pid = UInt32(processID)
+        case .allProcesses: pid = 0
         }
-        guard let link = bpf_program__attach_uprobe_opts(program, pid, binary, Int(site.fileOffset), &options) else {
-            return .failure(AttachFailure(text: errorText(errno)))
-        }
-        return .success(link)
+        let link = sonde_attach_uprobe_multi(bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), pid)
+        return link >= 0 ? .success(link) : .failure(AttachFailure(text: errorText(-link)))
     }
 
     private static func routeLibbpfLogToStderr() {
@@ -310,11 +307,6 @@ public final class BPFEngine {
             return vdprintf(STDERR_FILENO, format, arguments)
         }
     }
-}
-
-/// Links handed to the closing queue; only that queue touches them afterwards.
-private struct LinksToClose: @unchecked Sendable {
-    let links: [OpaquePointer]
 }
 
 /// Which entries of the `probe_configs` map are in use, as free ranges kept sorted and merged.

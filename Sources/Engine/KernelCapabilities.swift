@@ -9,14 +9,13 @@ public enum KernelCapabilities {
     static let capPerfmon = 38
     static let capBPF = 39
 
-    /// bpf_loop (5.17) is the newest kernel feature the generic program uses.
-    static let minimumKernel = (major: 5, minor: 17)
+    /// Uprobe multi-links (6.6) are the newest kernel feature Sonde uses.
+    static let minimumKernel = (major: 6, minor: 6)
 
     /// Human-readable problems; empty when tracing can start.
     public static func missing(
         procStatus: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-        kernelRelease: String = currentKernelRelease(),
-        uprobePMUExists: Bool = FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/uprobe/type")
+        kernelRelease: String = currentKernelRelease()
     ) -> [String] {
         var problems: [String] = []
         let capabilities = effectiveCapabilities(procStatus ?? "")
@@ -24,12 +23,9 @@ public enum KernelCapabilities {
         if !hasBPF && !capabilities.contains(capSysAdmin) {
             problems.append("privileges: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. setcap cap_bpf,cap_perfmon+ep sonde)")
         }
-        if !uprobePMUExists {
-            problems.append("uprobes: the kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS")
-        }
         let version = kernelRelease.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         if version.count == 2, (version[0], version[1]) < minimumKernel {
-            problems.append("kernel: \(kernelRelease) is older than \(minimumKernel.major).\(minimumKernel.minor), which the BPF program needs (bpf_loop, BPF cookies, ring buffer)")
+            problems.append("kernel: \(kernelRelease) is older than \(minimumKernel.major).\(minimumKernel.minor), which Sonde needs (uprobe multi-links, bpf_loop, BPF cookies, ring buffer)")
         }
         return problems
     }

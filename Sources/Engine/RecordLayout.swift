@@ -32,7 +32,7 @@ enum RecordLayout {
     /// RET sites of a span's own function, where the BPF side tells nested calls apart by depth.
     static func encodeConfig(
         role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, atReturn: Bool = false,
-        objectRegister: Register? = nil,
+        samplingThreshold: UInt64 = SONDE_SAMPLE_ALL, objectRegister: Register? = nil,
         program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil,
         prefetch: Prefetch? = nil
     ) throws -> [UInt8] {
@@ -50,6 +50,7 @@ enum RecordLayout {
         config.skip_flags_mask = skipFlagsMask
         config.site_address = siteAddress
         config.at_return = atReturn ? 1 : 0
+        config.sampling_threshold = samplingThreshold
         config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
         if let prefetch, role == .startSpan {
             config.prefetch_register = UInt8(prefetch.register.rawValue)

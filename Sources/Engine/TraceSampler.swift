@@ -7,7 +7,7 @@ import SondeABI
 ///
 /// Sonde sees no trace context from outside the process, so a span without a parent in the
 /// process is a root: `parentbased_X` samples roots as `X` does, and children always follow.
-public struct TraceSampler: Sendable, Equatable, CustomStringConvertible {
+public struct TraceSampler: Sendable, Hashable, CustomStringConvertible {
     /// The fraction of traces recorded, 0 to 1.
     public let ratio: Double
 

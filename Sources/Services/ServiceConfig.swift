@@ -58,10 +58,16 @@ public struct ServiceConfig: Sendable, Equatable {
         public var resourceAttributes: [String: String]
         /// Whether Sonde may write a traceparent into the requests this service sends.
         public var injectTraceContext: Bool
+        /// The service's own sampler as OpenTelemetry variables (`OTEL_TRACES_SAMPLER`,
+        /// `OTEL_TRACES_SAMPLER_ARG`); empty: the file's or the environment's sampler applies.
+        public var sampler: [String: String]
+        /// Where the file sets each variable of `sampler`.
+        public var samplerSources: [String: SourceLocation]
 
         public init(
             name: String, selectors: [ProcessSelector], packs: [String]? = nil, excludedPacks: [String] = [],
-            resourceAttributes: [String: String] = [:], injectTraceContext: Bool = true
+            resourceAttributes: [String: String] = [:], injectTraceContext: Bool = true, sampler: [String: String] = [:],
+            samplerSources: [String: SourceLocation] = [:]
         ) {
             self.name = name
             self.selectors = selectors
@@ -69,6 +75,8 @@ public struct ServiceConfig: Sendable, Equatable {
             self.excludedPacks = excludedPacks
             self.resourceAttributes = resourceAttributes
             self.injectTraceContext = injectTraceContext
+            self.sampler = sampler
+            self.samplerSources = samplerSources
         }
 
         /// Whether the pack is enabled for this service.

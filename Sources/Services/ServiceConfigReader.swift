@@ -8,7 +8,7 @@ public enum ServiceConfigReader {
     public static let maximumFileSize = 1 << 20
 
     static let topKeys = ["services", "unmatched", "exporter", "sampler"]
-    static let serviceKeys = ["name", "match", "packs", "exclude-packs", "resource", "inject-trace-context"]
+    static let serviceKeys = ["name", "match", "packs", "exclude-packs", "resource", "inject-trace-context", "sampler"]
     static let selectorKeys = ["executable", "process-name", "command-line", "port", "cgroup"]
     /// Exporter keys, each the OpenTelemetry variable it sets.
     static let exporterVariables: KeyValuePairs<String, String> = [
@@ -93,11 +93,20 @@ public enum ServiceConfigReader {
         let excluded = report.attempt { try map.optional("exclude-packs").map { try readPackPatterns($0, "exclude-packs") } ?? [] }
         let resource = report.attempt { try map.optional("resource").map(readResource) ?? [:] }
         let inject = report.attempt { try map.optional("inject-trace-context").map { try readBool($0, "inject-trace-context") } ?? true }
+        var sampler = ServiceConfig.Environment()
+        if let samplerNode = map.optional("sampler") {
+            report.attempt { try readVariables(samplerNode, "sampler", samplerVariables, into: &sampler) }
+            // A service's sampler replaces the general one whole: an argument alone would be ignored.
+            if sampler.values["OTEL_TRACES_SAMPLER"] == nil, let argument = sampler.sources["OTEL_TRACES_SAMPLER_ARG"] {
+                report.report(PackError(argument, "a service's sampler argument needs the sampler's name beside it, e.g. name: parentbased_traceidratio"))
+            }
+        }
         guard let name, let selectors, let packs, let excluded, let resource, let inject, report.count == before, !map.hasUnknownKeys else {
             throw AlreadyReported()
         }
         return ServiceConfig.Service(
-            name: name, selectors: selectors, packs: packs, excludedPacks: excluded, resourceAttributes: resource, injectTraceContext: inject)
+            name: name, selectors: selectors, packs: packs, excludedPacks: excluded, resourceAttributes: resource, injectTraceContext: inject,
+            sampler: sampler.values, samplerSources: sampler.sources)
     }
 
     /// One selector mapping, or a list of them (any one matching is enough).

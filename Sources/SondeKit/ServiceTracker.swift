@@ -1,3 +1,4 @@
+import BinaryAnalysis
 import Engine
 import Foundation
 import Planning
@@ -10,15 +11,18 @@ import Tracing
 /// Traces the processes of a machine that a ``ServiceConfig`` names: finds them as they start,
 /// attaches each with its service's packs, and detaches when they exit.
 ///
-/// A binary is analysed once per pack set (cached by its file), its probe configurations are
-/// written once however many of its processes run, and each process gets uprobes filtered to
-/// it alone, so a process no service matches is never touched. Used from the session's loop
-/// thread only.
+/// A program is analysed once per pack set (cached by its build id, so copies of one binary in
+/// several containers share it), its probe configurations are written once per sampler however
+/// many of its processes run, and each process gets uprobes filtered to it alone, so a process
+/// no service matches is never touched. Used from the session's loop thread only.
 final class ServiceTracker: TracedTargets {
     private let matcher: ServiceMatcher
     private let packs: [ProbePack]
     private let placement: SitePlacement
     private let injectionAllowed: Bool
+    /// Each service's sampler, by service name; `defaultSampler` for the others.
+    private let samplers: [String: TraceSampler]
+    private let defaultSampler: TraceSampler
     private let clock: WallClock
     private let ownPID = getpid()
     /// Every process seen, by pid: traced or left alone, so that each is looked at once.
@@ -36,11 +40,18 @@ final class ServiceTracker: TracedTargets {
     /// Analysed binaries kept after their last process exits, for a restart or a second process.
     static let keptPlans = 32
 
-    init(config: ServiceConfig, packs: [ProbePack], placement: SitePlacement, injectionAllowed: Bool, clock: WallClock) {
+    /// - Parameter sampler: The sampler of the services that set none of their own.
+    init(
+        config: ServiceConfig, packs: [ProbePack], placement: SitePlacement, injectionAllowed: Bool, sampler: TraceSampler, clock: WallClock
+    ) throws {
         matcher = ServiceMatcher(config: config)
         self.packs = packs
         self.placement = placement
         self.injectionAllowed = injectionAllowed
+        defaultSampler = sampler
+        samplers = try config.services.reduce(into: [:]) { samplers, service in
+            if !service.sampler.isEmpty { samplers[service.name] = try TraceSampler.fromEnvironment(service.sampler) }
+        }
         self.clock = clock
     }
 
@@ -50,6 +61,7 @@ final class ServiceTracker: TracedTargets {
         let names = matcher.config.services.map(\.name).joined(separator: ", ")
         log("watching for the processes of \(matcher.config.services.count) services (\(names))"
             + (matcher.config.unmatched == .trace ? ", and tracing every other process a pack applies to" : ""))
+        if defaultSampler != .alwaysOn { log("recording \(defaultSampler) of services that set no sampler (OTEL_TRACES_SAMPLER)") }
         _ = refresh(engine: engine, log: log)
     }
 
@@ -99,12 +111,17 @@ final class ServiceTracker: TracedTargets {
         } else {
             return .ignored
         }
-        let key = PlanKey(file: process.executableFile, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext)
+        let executable = "/proc/\(process.pid)/exe"
+        guard let program = Self.programIdentity(executable) else { return .ignored }
+        let sampler = samplers[service.name] ?? defaultSampler
+        let key = PlanKey(
+            program: program, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext,
+            sampler: sampler)
         let cached = plan(for: key, process: process, engine: engine, log: log)
         guard let configured = cached.configured, let assembler = cached.assembler else { return .ignored }
         let attachment: BPFEngine.Attachment
         do {
-            attachment = try engine.attach(configured, binaryPath: "/proc/\(process.pid)/exe", target: .process(process.pid))
+            attachment = try engine.attach(configured, binaryPath: executable, target: .process(process.pid))
         } catch {
             log("pid \(process.pid) (\(process.executable)), service \(service.name): not traced: \(error)")
             return .ignored
@@ -119,37 +136,46 @@ final class ServiceTracker: TracedTargets {
         cached.users += 1
         log("tracing pid \(process.pid) (\(process.executable)) as service \(service.name): \(attachment.report.attachedSites) probe sites, "
             + "packs \(Set(configured.plan.probes.map(\.pack)).sorted().joined(separator: ", ")); "
+            + (sampler == .alwaysOn ? "" : "recording \(sampler); ")
             + "attached \(String(format: "%.2f", process.age)) s after it started")
         return .traced(TracedProcess(pid: process.pid, service: service.name, attachment: attachment, key: key, plan: cached))
     }
 
-    /// The binary's plan for a pack set, analysed and configured once; a binary no pack applies to
-    /// is remembered as such, and said once.
+    /// The program's plan for a pack set, analysed once and configured once per sampler; a program
+    /// no pack applies to is remembered as such, and said once.
     private func plan(for key: PlanKey, process: ObservedProcess, engine: BPFEngine, log: (String) -> Void) -> CachedPlan {
         if let cached = plans[key] {
             cached.lastUsed = .now
             return cached
         }
         let cached = CachedPlan()
+        let sibling = plans.first { $0.key.sameAnalysis(as: key) }?.value
         plans[key] = cached
+        defer { evictUnusedPlans(engine: engine) }
         do {
-            var plan = try Planner.plan(executable: "/proc/\(process.pid)/exe", packs: packs.filter { key.packs.contains($0.name) }, placement: placement)
-            if !key.injects { plan = plan.droppingTraceContextInjection() }
-            guard !plan.probes.isEmpty else {
-                log("\(process.executable): no probe of its packs applies; its processes are not traced")
-                return cached
-            }
-            let configured = try engine.configure(plan)
-            log("analysed \(process.executable)\(plan.goVersion.map { " (\($0))" } ?? ""): \(plan.probes.count) probes apply")
-            cached.configured = configured
+            // Another sampler's plan of the same analysis is configured anew, not analysed again.
+            guard let plan = try sibling.map(\.plan) ?? analyse(key, process: process, log: log) else { return cached }
+            cached.plan = plan
+            cached.configured = try engine.configure(plan, sampler: key.sampler)
             cached.assembler = SpanAssembler(plan: plan, clock: clock) { [resources] pid in
                 resources.table.withLock { $0[pid] } ?? Resource(attributes: ["process.pid": .int(Int64(pid))])
             }
         } catch {
             log("\(process.executable): not traced: \(error)")
         }
-        evictUnusedPlans(engine: engine)
         return cached
+    }
+
+    /// The plan of the process's program for the key's packs; nil when none of their probes applies.
+    private func analyse(_ key: PlanKey, process: ObservedProcess, log: (String) -> Void) throws -> AttachPlan? {
+        var plan = try Planner.plan(executable: "/proc/\(process.pid)/exe", packs: packs.filter { key.packs.contains($0.name) }, placement: placement)
+        if !key.injects { plan = plan.droppingTraceContextInjection() }
+        guard !plan.probes.isEmpty else {
+            log("\(process.executable): no probe of its packs applies; its processes are not traced")
+            return nil
+        }
+        log("analysed \(process.executable)\(plan.goVersion.map { " (\($0))" } ?? ""): \(plan.probes.count) probes apply")
+        return plan
     }
 
     private func stopTracing(_ traced: TracedProcess, engine: BPFEngine, log: (String) -> Void, reason: String) {
@@ -170,14 +196,29 @@ final class ServiceTracker: TracedTargets {
         }
     }
 
-    private struct PlanKey: Hashable {
-        var file: FileIdentity
-        var packs: [String]
-        var injects: Bool
+    /// Which program a file holds: its build id and size, or else the file itself as last modified
+    /// (an in-place rewrite changes it); nil when the file is gone.
+    private static func programIdentity(_ path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        if let buildID = BinaryAnalyzer.buildID(path: path) { return "\(buildID) \(status.st_size)" }
+        return "file \(status.st_dev):\(status.st_ino) \(status.st_size) \(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
     }
 
-    /// A binary's plan, shared by its processes; nil parts when no probe applies or it failed.
+    private struct PlanKey: Hashable {
+        var program: String
+        var packs: [String]
+        var injects: Bool
+        var sampler: TraceSampler
+
+        func sameAnalysis(as other: PlanKey) -> Bool {
+            program == other.program && packs == other.packs && injects == other.injects
+        }
+    }
+
+    /// A program's plan, shared by its processes; nil parts when no probe applies or it failed.
     private final class CachedPlan {
+        var plan: AttachPlan?
         var configured: BPFEngine.ConfiguredPlan?
         var assembler: SpanAssembler?
         var users = 0

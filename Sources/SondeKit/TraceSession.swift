@@ -110,9 +110,8 @@ public final class TraceSession: Sendable {
                 plan = plan.droppingTraceContextInjection()
             }
         }
-        let targets = SingleTarget(plan: plan, executablePath: executablePath, target: target, clock: .now())
-        return try trace(
-            targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: log)
+        let targets = SingleTarget(plan: plan, executablePath: executablePath, target: target, sampler: sampler, clock: .now())
+        return try trace(targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, log: log)
     }
 
     /// Runs until stopped (SIGINT, SIGTERM, SIGHUP), tracing every process of the machine that
@@ -129,9 +128,9 @@ public final class TraceSession: Sendable {
             log("outgoing trace context propagation is off: \(blocker); incoming traceparent headers are still continued")
             injectionAllowed = false
         }
-        let targets = ServiceTracker(config: config, packs: packs, placement: placement, injectionAllowed: injectionAllowed, clock: .now())
-        return try trace(
-            targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, sampler: sampler, log: log)
+        let targets = try ServiceTracker(
+            config: config, packs: packs, placement: placement, injectionAllowed: injectionAllowed, sampler: sampler, clock: .now())
+        return try trace(targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, log: log)
     }
 
     private static func checkCapabilities() throws {
@@ -143,10 +142,9 @@ public final class TraceSession: Sendable {
     /// reclaim, report drops; then detach and flush.
     private func trace(
         _ targets: some TracedTargets, exporter: some SpanExporter, processorConfiguration: BatchingSpanProcessor.Configuration,
-        capacities: Capacities, sampler: Sampler, log: @escaping @Sendable (String) -> Void
+        capacities: Capacities, log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
-        let engine = try BPFEngine(capacities: capacities, sampler: sampler, injectsTraceContext: targets.injectsTraceContext)
-        if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
+        let engine = try BPFEngine(capacities: capacities, injectsTraceContext: targets.injectsTraceContext)
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         var unassembled = 0
         // Spans are handed to the processor an export batch at a time, and after each poll: one

@@ -25,16 +25,18 @@ final class SingleTarget: TracedTargets {
     private let plan: AttachPlan
     private let executablePath: String
     private let target: TraceSession.Target
+    private let sampler: TraceSampler
     private let assembler: SpanAssembler
     /// Under --exe the uprobes sit on the file there at attach time; one that replaces it later
     /// (a deploy) starts processes sonde does not see, which is said once.
     private var attachedFile: FileIdentity?
     private var nextFileCheck = ContinuousClock.now
 
-    init(plan: AttachPlan, executablePath: String, target: TraceSession.Target, clock: WallClock) {
+    init(plan: AttachPlan, executablePath: String, target: TraceSession.Target, sampler: TraceSampler, clock: WallClock) {
         self.plan = plan
         self.executablePath = executablePath
         self.target = target
+        self.sampler = sampler
         let resources = ResourceCache(executablePath: executablePath, runtime: plan.goVersion)
         assembler = SpanAssembler(plan: plan, clock: clock, resource: resources.resource(of:))
     }
@@ -47,9 +49,8 @@ final class SingleTarget: TracedTargets {
         case .process(let pid): engineTarget = .process(pid)
         case .executable: engineTarget = .allProcesses
         }
-        let sites = plan.probes.reduce(0) { $0 + 1 + $1.returns.count }
-        if sites > 100 { log("attaching \(sites) probe sites (about 0.1 s each on Linux 6.18); Ctrl-C stops") }
-        let report = try engine.attach(plan: plan, target: engineTarget, shouldStop: shouldStop)
+        if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
+        let report = try engine.attach(plan: plan, sampler: sampler, target: engineTarget, shouldStop: shouldStop)
         report.failures.forEach { log("could not attach \($0)") }
         log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
         attachedFile = target == .executable ? FileIdentity(path: plan.binaryPath) : nil

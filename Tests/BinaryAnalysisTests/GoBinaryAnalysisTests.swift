@@ -1,4 +1,6 @@
 @testable import BinaryAnalysis
+import Foundation
+import TestSupport
 import XCTest
 
 /// Analyses net/http servers built during the test with real Go toolchains, and checks the facts
@@ -17,6 +19,19 @@ final class GoBinaryAnalysisTests: XCTestCase {
 
     func testGo127BuildInfo() throws {
         try assertBuildInfo(fixtures.fixture(.executable, toolchain: .go127))
+    }
+
+    /// The id `go tool buildid` prints, also in a stripped build: what a cached analysis is keyed by.
+    func testBuildIDIsGos() throws {
+        for variant in [GoBuildVariant.executable, .stripped] {
+            let fixture = try fixtures.fixture(variant)
+            let printed = try GoFixtureCache.run(
+                GoToolchain.debian.goCommand, arguments: ["tool", "buildid", fixture.path], in: FileManager.default.temporaryDirectory,
+                environment: GoToolchain.debian.environment
+            ).trimmingCharacters(in: .whitespacesAndNewlines)
+            XCTAssertEqual(printed.split(separator: "/").count, 4, printed)
+            XCTAssertEqual(BinaryAnalyzer.buildID(path: fixture.path), "go:" + printed, "\(variant)")
+        }
     }
 
     func testGo119ServeHTTPParameters() throws {

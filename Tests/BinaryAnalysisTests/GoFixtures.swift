@@ -174,7 +174,7 @@ final class GoFixtureCache: @unchecked Sendable {
         }
     }
 
-    private static func run(_ command: String, arguments: [String], in directory: URL, environment: [String: String]) throws -> String {
+    static func run(_ command: String, arguments: [String], in directory: URL, environment: [String: String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: command)
         process.arguments = arguments

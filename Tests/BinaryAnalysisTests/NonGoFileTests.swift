@@ -12,6 +12,23 @@ final class NonGoFileTests: XCTestCase {
         XCTAssertTrue(facts.dataSymbols.isEmpty)
     }
 
+    /// The GNU linker's id, as `readelf -n` prints it; none in a file that is no program.
+    func testBuildIDOfANativeExecutableIsTheGNUOne() throws {
+        let readelf = Process()
+        readelf.executableURL = URL(fileURLWithPath: "/usr/bin/readelf")
+        readelf.arguments = ["-n", "/bin/ls"]
+        let output = Pipe()
+        readelf.standardOutput = output
+        try readelf.run()
+        let notes = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        readelf.waitUntilExit()
+        let printed = try XCTUnwrap(notes.components(separatedBy: "Build ID: ").dropFirst().first?.prefix { $0.isHexDigit })
+        XCTAssertEqual(printed.count, 40, "SHA-1, as Debian links")
+        XCTAssertEqual(BinaryAnalyzer.buildID(path: "/bin/ls"), "gnu:\(printed)")
+        XCTAssertNil(BinaryAnalyzer.buildID(path: "/etc/hostname"))
+        XCTAssertNil(BinaryAnalyzer.buildID(path: "/no/such/file"))
+    }
+
     func testTextFileIsNotELF() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-not-elf-\(ProcessInfo.processInfo.processIdentifier).txt")
         try "#!/bin/sh\nexec ./server\n".write(to: file, atomically: true, encoding: .utf8)

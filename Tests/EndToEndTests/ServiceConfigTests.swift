@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// One sonde, one sonde.yaml, the whole machine: the two-service demo's services are found as
@@ -21,7 +22,7 @@ final class ServiceConfigTests: XCTestCase {
                 resource: { deployment.environment.name: e2e }
               - name: shop-back
                 # back's instances are told apart by their port file: only "back" is this service
-                match: { command-line: "-port-file .*/back$" }
+                match: { command-line: "-port-file \(NSRegularExpression.escapedPattern(for: directory))/back$" }
                 packs: [go/net-http, go/grpc]
             unmatched: ignore
             """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -59,26 +60,34 @@ final class ServiceConfigTests: XCTestCase {
         XCTAssertEqual(frontStatuses, [200, 200, 200, 200])
         let otherStatuses = try await sendRequests(["/items/1"], port: otherPort, concurrency: 1)
         XCTAssertEqual(otherStatuses, [200])
-        let linksBoth = try linkCount(ofProcess: sonde.pid)
+        // One uprobe multi-link per traced process, holding as many uprobes as the log says sites.
+        XCTAssertEqual(try uprobeLinks(ofProcess: sonde.pid), [
+            frontProcess.pid: try sites(of: frontProcess.pid, in: sonde.text), backProcess.pid: try sites(of: backProcess.pid, in: sonde.text),
+        ])
 
         // back dies mid-run and comes back: detached, freed, found again.
         try backProcess.stop(signal: SIGKILL)
         try sonde.waitForOutput("pid \(backProcess.pid) (service shop-back) exited; its probes are detached")
-        let frontSites = try sites(of: frontProcess.pid, in: sonde.text)
-        try waitUntil("back's links closed") { try linkCount(ofProcess: sonde.pid) == frontSites }
+        let frontLink = [frontProcess.pid: try sites(of: frontProcess.pid, in: sonde.text)]
+        try waitUntil("back's link closed") { try uprobeLinks(ofProcess: sonde.pid) == frontLink }
         try? FileManager.default.removeItem(atPath: "\(directory)/back")
-        // A deploy replaces the file meanwhile (a new inode at the same path): analysed afresh.
-        try FileManager.default.copyItem(atPath: back, toPath: back + ".new")
-        XCTAssertEqual(rename(back + ".new", back), 0)
+        // A deploy replaces the file meanwhile with a new build (another build id): analysed afresh.
+        let newGo = GoToolchain.goBin(minor: "1.27").goCommand
+        let newBuild = try GoToolchains.build("demo/two-service/back", with: newGo, name: "back-config-new")
+        XCTAssertEqual(rename(newBuild, back), 0)
         backProcess = try ChildProcess(back, [
             "-http-listen", "127.0.0.1:\(backPorts[0])", "-grpc-listen", "127.0.0.1:\(backPorts[1])", "-port-file", "\(directory)/back",
         ])
         _ = try ports(writtenTo: "\(directory)/back")
         try sonde.waitForOutput("tracing pid \(backProcess.pid) (\(back)) as service shop-back")
-        XCTAssertEqual(try linkCount(ofProcess: sonde.pid), linksBoth, "the restarted process has as many links as the first")
+        XCTAssertEqual(
+            try uprobeLinks(ofProcess: sonde.pid), frontLink.merging([backProcess.pid: try sites(of: backProcess.pid, in: sonde.text)]) { $1 },
+            "the restarted process's link and front's")
         let analyses = sonde.text.split(separator: "\n").filter { $0.hasPrefix("analysed ") }.map { $0.split(separator: ":")[0] }
         let go = try GoToolchains.version(GoToolchains.debian)
-        XCTAssertEqual(analyses.sorted(), ["analysed \(back) (\(go))", "analysed \(back) (\(go))", "analysed \(front) (\(go))"], sonde.text)
+        XCTAssertEqual(
+            analyses.sorted(),
+            ["analysed \(back) (\(go))", "analysed \(back) (\(try GoToolchains.version(newGo)))", "analysed \(front) (\(go))"], sonde.text)
         let afterRestart = try await sendRequests(["/api/items/3"], port: frontPort, concurrency: 1)
         XCTAssertEqual(afterRestart, [200])
         // The killed back's state is reclaimed within one reclaim interval (5 s).
@@ -116,6 +125,57 @@ final class ServiceConfigTests: XCTestCase {
         XCTAssertEqual((frontResource["service.instance.id"] as? String)?.count, 36)
         let backInstances = Set(spans.filter { resource($0)["service.name"] as? String == "shop-back" }.compactMap { resource($0)["service.instance.id"] as? String })
         XCTAssertEqual(backInstances.count, 2, "the restarted back is another instance")
+    }
+
+    /// Two services run one program from two files (a copy: another inode, the same build id):
+    /// analysed once, configured twice, each with its own sampler.
+    func testServicesOfOneProgramShareItsAnalysisAndSampleApart() async throws {
+        try TracingTestSetup.requireKernelCapabilities()
+        let back = try GoToolchains.build("demo/two-service/back", with: GoToolchains.debian, name: "back-sampled")
+        let directory = try temporaryDirectory()
+        let copy = "\(directory)/back-recorded"
+        try FileManager.default.copyItem(atPath: back, toPath: copy)
+        let config = "\(directory)/sonde.yaml"
+        try """
+            services:
+              - name: sampled-out
+                match: { executable: "*/back-sampled" }
+                packs: [go/net-http]
+                sampler: { name: always_off }
+              - name: recorded
+                match: { executable: "*/back-recorded" }
+                packs: [go/net-http]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--config", config], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        defer { _ = try? sonde.stop(signal: SIGKILL) }
+        try sonde.waitForOutput("watching for the processes of 2 services (sampled-out, recorded)")
+        let sampledOut = try ChildProcess(back, ["-port-file", "\(directory)/sampled-out"])
+        defer { _ = try? sampledOut.stop(signal: SIGKILL) }
+        let recorded = try ChildProcess(copy, ["-port-file", "\(directory)/recorded"])
+        defer { _ = try? recorded.stop(signal: SIGKILL) }
+        let sampledOutPort = try ports(writtenTo: "\(directory)/sampled-out")[0]
+        let recordedPort = try ports(writtenTo: "\(directory)/recorded")[0]
+        try sonde.waitForOutput("tracing pid \(sampledOut.pid) (\(back)) as service sampled-out")
+        try sonde.waitForOutput("tracing pid \(recorded.pid) (\(copy)) as service recorded")
+
+        let requests = Array(repeating: "/items/1", count: 3)
+        let sampledOutStatuses = try await sendRequests(requests, port: sampledOutPort, concurrency: 1)
+        let recordedStatuses = try await sendRequests(requests, port: recordedPort, concurrency: 1)
+        XCTAssertEqual(sampledOutStatuses + recordedStatuses, Array(repeating: 200, count: 6))
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+
+        let lines = sonde.text.split(separator: "\n")
+        XCTAssertEqual(lines.filter { $0.hasPrefix("analysed ") }.count, 1, sonde.text)
+        let sampledOutLine = try XCTUnwrap(lines.first { $0.contains("tracing pid \(sampledOut.pid) ") })
+        XCTAssertTrue(sampledOutLine.contains("; recording no trace; attached"), String(sampledOutLine))
+        XCTAssertFalse(try XCTUnwrap(lines.first { $0.contains("tracing pid \(recorded.pid) ") }).contains("recording"))
+        XCTAssertTrue(sonde.text.contains("traces not sampled: 3"), sonde.text)
+        let spans = try receiver.spans()
+        let services = spans.map { ($0["resource"] as? [String: Any])?["service.name"] as? String ?? "?" }
+        XCTAssertEqual(services, ["recorded", "recorded", "recorded"], "\(spans)")
+        XCTAssertEqual(Set(spans.map { $0["kind"] as? String ?? "?" }), ["SPAN_KIND_SERVER"])
     }
 
     func testABadConfigIsRefusedWithLocatedErrors() throws {
@@ -200,11 +260,21 @@ final class ServiceConfigTests: XCTestCase {
         return try XCTUnwrap(handle.readData(ofLength: 1).first)
     }
 
-    /// BPF links a process holds open (one per uprobe), from its descriptors' fdinfo.
-    private func linkCount(ofProcess pid: Int32) throws -> Int {
+    /// The uprobe multi-links a process holds open: the uprobes of each, by the pid it filters on
+    /// (from the descriptors' fdinfo).
+    private func uprobeLinks(ofProcess pid: Int32) throws -> [Int32: Int] {
         let fdinfo = "/proc/\(pid)/fdinfo"
-        return try FileManager.default.contentsOfDirectory(atPath: fdinfo).filter { entry in
-            ((try? String(contentsOfFile: "\(fdinfo)/\(entry)", encoding: .utf8)) ?? "").contains("link_id:")
-        }.count
+        var links: [Int32: Int] = [:]
+        for entry in try FileManager.default.contentsOfDirectory(atPath: fdinfo) {
+            let info = (try? String(contentsOfFile: "\(fdinfo)/\(entry)", encoding: .utf8)) ?? ""
+            guard info.contains("link_type:\tuprobe_multi") else { continue }
+            func field(_ name: String) -> Int? {
+                info.split(separator: "\n").first { $0.hasPrefix("\(name):\t") }.flatMap { Int($0.dropFirst(name.count + 2)) }
+            }
+            let filtered = try XCTUnwrap(field("pid"), info)
+            XCTAssertNil(links[Int32(filtered)], "two links for pid \(filtered)")
+            links[Int32(filtered)] = try XCTUnwrap(field("uprobe_cnt"), info)
+        }
+        return links
     }
 }

@@ -27,11 +27,12 @@ final class EngineEncodingTests: XCTestCase {
     func testConfigHeaderAndLimits() throws {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
-            program: [.loadRegister(.rdi)], captureSlots: [])
-        XCTAssertEqual(config.count, 800)
+            samplingThreshold: TraceSampler(ratio: 0.1).threshold, program: [.loadRegister(.rdi)], captureSlots: [])
+        XCTAssertEqual(config.count, 808)
         XCTAssertEqual(Array(config[0..<32]), [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0, 0x84, 0x91, 0x62, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[32..<40]), [0xff, 0, 0, 0, 0, 0, 0, 0], "no object key")
-        XCTAssertEqual(Array(config[40..<42]), [1, 5])
+        XCTAssertEqual(Array(config[40..<48]), [0x00, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0x0c], "sampling_threshold: 0.1 × 2^63")
+        XCTAssertEqual(Array(config[48..<50]), [1, 5], "the first op")
         let keyed = try RecordLayout.encodeConfig(
             role: .endObjectSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0x62_9184, objectRegister: .rax,
             program: [], captureSlots: [])
@@ -44,6 +45,7 @@ final class EngineEncodingTests: XCTestCase {
         let returning = try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
         XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches, and this end is not a RET")
+        XCTAssertEqual(Array(returning[40..<48]), [0, 0, 0, 0, 0, 0, 0, 0x80], "by default every trace is recorded: 2^63")
         let atReturn = try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, atReturn: true, program: [], captureSlots: [])
         XCTAssertEqual(Array(atReturn[36..<40]), [0, 0, 0, 1], "at_return")
@@ -83,13 +85,12 @@ final class EngineEncodingTests: XCTestCase {
     }
 
     func testMissingCapabilitiesAreListed() {
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000000000\n", kernelRelease: "5.10.0-28-amd64", uprobePMUExists: false), [
+        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000000000\n", kernelRelease: "6.1.0-28-amd64"), [
             "privileges: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. setcap cap_bpf,cap_perfmon+ep sonde)",
-            "uprobes: the kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS",
-            "kernel: 5.10.0-28-amd64 is older than 5.17, which the BPF program needs (bpf_loop, BPF cookies, ring buffer)",
+            "kernel: 6.1.0-28-amd64 is older than 6.6, which Sonde needs (uprobe multi-links, bpf_loop, BPF cookies, ring buffer)",
         ])
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t000000c000000000\n", kernelRelease: "6.18.4", uprobePMUExists: true), [])
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.1.0", uprobePMUExists: true), [])
+        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t000000c000000000\n", kernelRelease: "6.18.4"), [])
+        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.6.0"), [])
     }
 
     /// Outgoing trace context needs BPF writes to process memory: lockdown, a missing

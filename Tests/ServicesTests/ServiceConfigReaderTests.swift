@@ -47,6 +47,7 @@ final class ServiceConfigReaderTests: XCTestCase {
                   - { process-name: back, port: 8081 }
                   - { command-line: "^/srv/back .*-debug", cgroup: "/kubepods.slice/*" }
                 inject-trace-context: false
+                sampler: { name: traceidratio, argument: "0.01" }
             unmatched: trace
             exporter:
               endpoint: http://collector:4318
@@ -65,14 +66,18 @@ final class ServiceConfigReaderTests: XCTestCase {
                     ProcessSelector(processName: "back", port: 8081),
                     ProcessSelector(commandLine: "^/srv/back .*-debug", cgroup: "/kubepods.slice/*"),
                 ],
-                injectTraceContext: false),
+                injectTraceContext: false, sampler: ["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"],
+                samplerSources: [
+                    "OTEL_TRACES_SAMPLER": SourceLocation(file: file, line: 13, column: 22),
+                    "OTEL_TRACES_SAMPLER_ARG": SourceLocation(file: file, line: 13, column: 46),
+                ]),
         ])
         XCTAssertEqual(config.unmatched, .trace)
         XCTAssertEqual(config.environment, [
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20a%20b",
             "OTEL_BSP_MAX_QUEUE_SIZE": "4096", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
         ])
-        XCTAssertEqual(config.environmentSources["OTEL_EXPORTER_OTLP_ENDPOINT"], SourceLocation(file: file, line: 15, column: 13))
+        XCTAssertEqual(config.environmentSources["OTEL_EXPORTER_OTLP_ENDPOINT"], SourceLocation(file: file, line: 16, column: 13))
         // The process's own variables win; empty ones count as unset.
         XCTAssertEqual(
             config.variables(overriddenBy: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4318", "OTEL_BSP_MAX_QUEUE_SIZE": ""])["OTEL_EXPORTER_OTLP_ENDPOINT"],
@@ -94,6 +99,7 @@ final class ServiceConfigReaderTests: XCTestCase {
               - name: back
                 match: [{}, { port: 70000 }]
                 inject-trace-context: sometimes
+                sampler: { argument: "0.5", seed: 7 }
               - match: { process-name: a-process-name-too-long, command-line: "([" }
             unmatched: drop
             exporter: { endpoint: http://x:4318, protocol: grpc }
@@ -105,12 +111,14 @@ final class ServiceConfigReaderTests: XCTestCase {
             "sonde.yaml:8:13: a match needs at least one of: executable, process-name, command-line, port, cgroup",
             "sonde.yaml:8:25: port 70000 is not a TCP port (1 to 65535)",
             "sonde.yaml:9:27: inject-trace-context must be true or false",
-            "sonde.yaml:10:5: a service is missing 'name'",
-            "sonde.yaml:10:28: process-name 'a-process-name-too-long' is longer than the 15 bytes the kernel keeps; use command-line or executable",
-            "sonde.yaml:10:67: command-line '([' is not a valid regular expression",
-            "sonde.yaml:11:12: unmatched must be one of: ignore, trace; not 'drop'",
-            "sonde.yaml:12:38: unknown key 'protocol' in exporter; expected one of: endpoint, traces-endpoint, headers, timeout-ms, compression, certificate, client-certificate, client-key, max-queue-size, max-export-batch-size, schedule-delay-ms, export-timeout-ms",
-            "sonde.yaml:13:1: unknown key 'extra' in the config; expected one of: services, unmatched, exporter, sampler",
+            "sonde.yaml:10:26: a service's sampler argument needs the sampler's name beside it, e.g. name: parentbased_traceidratio",
+            "sonde.yaml:10:33: unknown key 'seed' in sampler; expected one of: name, argument",
+            "sonde.yaml:11:5: a service is missing 'name'",
+            "sonde.yaml:11:28: process-name 'a-process-name-too-long' is longer than the 15 bytes the kernel keeps; use command-line or executable",
+            "sonde.yaml:11:67: command-line '([' is not a valid regular expression",
+            "sonde.yaml:12:12: unmatched must be one of: ignore, trace; not 'drop'",
+            "sonde.yaml:13:38: unknown key 'protocol' in exporter; expected one of: endpoint, traces-endpoint, headers, timeout-ms, compression, certificate, client-certificate, client-key, max-queue-size, max-export-batch-size, schedule-delay-ms, export-timeout-ms",
+            "sonde.yaml:14:1: unknown key 'extra' in the config; expected one of: services, unmatched, exporter, sampler",
         ])
     }
 
