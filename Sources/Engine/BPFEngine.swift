@@ -118,6 +118,15 @@ public final class BPFEngine {
         let cookieBase: UInt32
         /// Probes that could not be configured, with the reason; they are never attached.
         public let failures: [String]
+
+        /// Added to the plan's span slots in the kernel, so that the events of plans configured
+        /// side by side (two builds of one executable) tell which plan made them.
+        public var slotBase: UInt32 { cookieBase }
+
+        /// Whether an event with this span slot comes from this plan's probes.
+        public func made(spanSlot: UInt32) -> Bool {
+            spanSlot &- slotBase < UInt32(plan.probes.count)
+        }
     }
 
     /// The uprobe links of one plan in one target, detached together.
@@ -153,7 +162,7 @@ public final class BPFEngine {
                 try writeConfig(
                     fd: configs, index: entryCookie,
                     RecordLayout.encodeConfig(
-                        role: entryRole, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
+                        role: entryRole, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                         siteAddress: probe.entry.address, samplingThreshold: sampler.threshold,
                         objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
@@ -161,7 +170,7 @@ public final class BPFEngine {
                 try writeConfig(
                     fd: configs, index: entryCookie + 1,
                     RecordLayout.encodeConfig(
-                        role: handoff != nil ? .endHandoff : .endSpan, spanSlot: probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
+                        role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
                         siteAddress: 0, atReturn: true, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
                 configured.append(index)
             } catch {
@@ -171,8 +180,10 @@ public final class BPFEngine {
         return ConfiguredPlan(plan: plan, probeIndexes: configured, cookieBase: base, failures: failures)
     }
 
-    /// Frees the plan's config-map entries for another plan; detach its attachments first.
+    /// Frees the plan's config-map entries for another plan; detach its attachments first. Waits
+    /// for the links being closed: until they are, their uprobes still read these entries.
     public func release(_ configured: ConfiguredPlan) {
+        linkCloser.sync {}
         cookies.free(configured.cookieBase, count: UInt32(2 * configured.plan.probes.count))
     }
 

@@ -156,8 +156,9 @@ final class ServiceTracker: TracedTargets {
             // Another sampler's plan of the same analysis is configured anew, not analysed again.
             guard let plan = try sibling.map(\.plan) ?? analyse(key, process: process, log: log) else { return cached }
             cached.plan = plan
-            cached.configured = try engine.configure(plan, sampler: key.sampler)
-            cached.assembler = SpanAssembler(plan: plan, clock: clock) { [resources] pid in
+            let configured = try engine.configure(plan, sampler: key.sampler)
+            cached.configured = configured
+            cached.assembler = SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock) { [resources] pid in
                 resources.table.withLock { $0[pid] } ?? Resource(attributes: ["process.pid": .int(Int64(pid))])
             }
         } catch {

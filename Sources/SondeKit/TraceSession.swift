@@ -89,11 +89,14 @@ public final class TraceSession: Sendable {
     ///   - plan: What to attach; its `binaryPath` is what the uprobes are set on.
     ///   - executablePath: The executable as spans report it (`/proc/PID/exe` resolves elsewhere).
     ///   - capacities: Sizes of the BPF state maps.
+    ///   - replan: Under `.executable`, analyses the file at the path with the same packs when a
+    ///     deploy replaces it, so that its processes are traced too; nil leaves them untraced.
     ///   - log: Receives status lines (stderr in the CLI).
     public func run(
         plan: AttachPlan, executablePath: String, target: Target, exporter: some SpanExporter,
         processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
-        sampler: Sampler = .alwaysOn, injectTraceContext: Bool = true, log: @escaping @Sendable (String) -> Void
+        sampler: Sampler = .alwaysOn, injectTraceContext: Bool = true, replan: ((String) throws -> AttachPlan)? = nil,
+        log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
         try Self.checkCapabilities()
         // Functions a binary lacks are normal (other versions, unused code): one line for them all.
@@ -110,7 +113,8 @@ public final class TraceSession: Sendable {
                 plan = plan.droppingTraceContextInjection()
             }
         }
-        let targets = SingleTarget(plan: plan, executablePath: executablePath, target: target, sampler: sampler, clock: .now())
+        let targets = SingleTarget(
+            plan: plan, executablePath: executablePath, target: target, sampler: sampler, clock: .now(), replan: replan)
         return try trace(targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, log: log)
     }
 

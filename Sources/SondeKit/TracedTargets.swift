@@ -20,28 +20,48 @@ protocol TracedTargets: AnyObject {
     func assemble(_ event: SpanEvent) -> Span?
 }
 
-/// One plan, attached once to one process or to every process of one executable.
+/// One plan, attached once to one process or to every process of one executable. Under
+/// `--exe`, a new build that replaces the file (a deploy) is analysed and attached beside the old
+/// one, which keeps tracing the processes still running it until the last of them exits.
 final class SingleTarget: TracedTargets {
-    private let plan: AttachPlan
     private let executablePath: String
     private let target: TraceSession.Target
     private let sampler: TraceSampler
-    private let assembler: SpanAssembler
-    /// Under --exe the uprobes sit on the file there at attach time; one that replaces it later
-    /// (a deploy) starts processes sonde does not see, which is said once.
-    private var attachedFile: FileIdentity?
+    private let clock: WallClock
+    private let firstPlan: AttachPlan
+    /// Analyses another build of the executable with the same packs.
+    private let replan: ((String) throws -> AttachPlan)?
+    /// What is attached, newest build last; one entry under --pid.
+    private var builds: [AttachedBuild] = []
+    /// Builds detached at the last check: their last spans may still be in the ring buffer.
+    private var retired: [AttachedBuild] = []
+    /// A file found at the path that could not be traced, so that it is said once.
+    private var refusedFile: FileIdentity?
     private var nextFileCheck = ContinuousClock.now
 
-    init(plan: AttachPlan, executablePath: String, target: TraceSession.Target, sampler: TraceSampler, clock: WallClock) {
-        self.plan = plan
+    /// How often, under --exe, the file is checked for a new build and old builds for processes.
+    static let fileCheckInterval: Duration = .seconds(1)
+
+    private struct AttachedBuild {
+        let file: FileIdentity?
+        let configured: BPFEngine.ConfiguredPlan
+        let attachment: BPFEngine.Attachment
+        let assembler: SpanAssembler
+    }
+
+    init(
+        plan: AttachPlan, executablePath: String, target: TraceSession.Target, sampler: TraceSampler, clock: WallClock,
+        replan: ((String) throws -> AttachPlan)? = nil
+    ) {
+        firstPlan = plan
         self.executablePath = executablePath
         self.target = target
         self.sampler = sampler
-        let resources = ResourceCache(executablePath: executablePath, runtime: plan.goVersion)
-        assembler = SpanAssembler(plan: plan, clock: clock, resource: resources.resource(of:))
+        self.clock = clock
+        self.replan = replan
     }
 
-    var injectsTraceContext: Bool { plan.injectsTraceContext }
+    var injectsTraceContext: Bool { firstPlan.injectsTraceContext }
 
     func start(engine: BPFEngine, shouldStop: () -> Bool, log: (String) -> Void) throws {
         let engineTarget: BPFEngine.Target
@@ -50,10 +70,24 @@ final class SingleTarget: TracedTargets {
         case .executable: engineTarget = .allProcesses
         }
         if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
-        let report = try engine.attach(plan: plan, sampler: sampler, target: engineTarget, shouldStop: shouldStop)
-        report.failures.forEach { log("could not attach \($0)") }
-        log("attached \(report.attachedSites) probe sites for \(plan.probes.count) probes in \(executablePath); Ctrl-C to stop")
-        attachedFile = target == .executable ? FileIdentity(path: plan.binaryPath) : nil
+        let build = try attach(firstPlan, engine: engine, target: engineTarget, shouldStop: shouldStop)
+        build.attachment.report.failures.forEach { log("could not attach \($0)") }
+        log("attached \(build.attachment.report.attachedSites) probe sites for \(firstPlan.probes.count) probes in \(executablePath); Ctrl-C to stop")
+        builds = [build]
+    }
+
+    private func attach(_ plan: AttachPlan, engine: BPFEngine, target: BPFEngine.Target, shouldStop: () -> Bool = { false }) throws -> AttachedBuild {
+        let file = self.target == .executable ? FileIdentity(path: plan.binaryPath) : nil
+        let configured = try engine.configure(plan, sampler: sampler)
+        do {
+            let attachment = try engine.attach(configured, target: target, shouldStop: shouldStop)
+            let resources = ResourceCache(executablePath: executablePath, runtime: plan.goVersion)
+            let assembler = SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock, resource: resources.resource(of:))
+            return AttachedBuild(file: file, configured: configured, attachment: attachment, assembler: assembler)
+        } catch {
+            engine.release(configured)
+            throw error
+        }
     }
 
     func refresh(engine: BPFEngine, log: (String) -> Void) -> Bool {
@@ -61,20 +95,59 @@ final class SingleTarget: TracedTargets {
             log("process \(pid) exited")
             return false
         }
-        if let attached = attachedFile, ContinuousClock.now >= nextFileCheck {
-            nextFileCheck = ContinuousClock.now + .seconds(5)
-            if FileIdentity(path: plan.binaryPath) != attached {
-                log("\(executablePath) was replaced or removed on disk: processes started from the new file are not "
-                    + "traced (the probes are on the file that was there when sonde attached); restart sonde to trace them, "
-                    + "or use --config, which follows replaced executables")
-                attachedFile = nil
-            }
+        if target == .executable, ContinuousClock.now >= nextFileCheck {
+            nextFileCheck = ContinuousClock.now + Self.fileCheckInterval
+            retired.removeAll()
+            followReplacedFile(engine: engine, log: log)
+            detachUnusedBuilds(engine: engine, log: log)
         }
         return true
     }
 
+    /// Attaches a new build found at the path (a new file: another inode), once.
+    private func followReplacedFile(engine: BPFEngine, log: (String) -> Void) {
+        guard let current = FileIdentity(path: firstPlan.binaryPath), current != builds.last?.file, current != refusedFile else { return }
+        guard let replan else {
+            log("\(executablePath) was replaced on disk: processes started from the new file are not traced; restart sonde to trace them")
+            refusedFile = current
+            return
+        }
+        do {
+            var plan = try replan(firstPlan.binaryPath)
+            if !firstPlan.injectsTraceContext { plan = plan.droppingTraceContextInjection() }
+            guard !plan.probes.isEmpty else {
+                log("\(executablePath) was replaced on disk by a file no probe applies to; its processes are not traced")
+                refusedFile = current
+                return
+            }
+            let build = try attach(plan, engine: engine, target: .allProcesses)
+            build.attachment.report.failures.forEach { log("could not attach \($0)") }
+            builds.append(build)
+            log("\(executablePath) was replaced on disk: analysed the new file\(plan.goVersion.map { " (\($0))" } ?? ""), "
+                + "attached \(build.attachment.report.attachedSites) probe sites; processes of the old file stay traced until they exit")
+        } catch {
+            log("\(executablePath) was replaced on disk; the new file is not traced: \(error)")
+            refusedFile = current
+        }
+    }
+
+    /// Detaches the builds older than the file at the path that no process runs any more.
+    private func detachUnusedBuilds(engine: BPFEngine, log: (String) -> Void) {
+        guard builds.count > 1 else { return }
+        let running = Set(ObservedProcess.allPIDs().compactMap { FileIdentity(path: "/proc/\($0)/exe") })
+        let unused = builds.dropLast().filter { build in build.file.map { !running.contains($0) } ?? true }
+        for build in unused {
+            engine.detach(build.attachment)
+            engine.release(build.configured)
+            log("no process runs the earlier build of \(executablePath) any more; its probes are detached")
+        }
+        retired = unused
+        builds.removeAll { build in unused.contains { $0.attachment == build.attachment } }
+    }
+
     func assemble(_ event: SpanEvent) -> Span? {
-        assembler.assemble(event)
+        if builds.count == 1, retired.isEmpty { return builds[0].assembler.assemble(event) }
+        return (builds + retired).first { $0.configured.made(spanSlot: event.spanSlot) }?.assembler.assemble(event)
     }
 }
 

@@ -12,6 +12,7 @@ import Spans
 public struct SpanAssembler: Sendable {
     /// Indexed by span slot, which Planning numbers from 0; nil for slots of no span probe.
     private let recipes: [SpanRecipe?]
+    private let slotBase: UInt32
     private let clock: WallClock
     private let resource: @Sendable (Int32) -> Resource
 
@@ -19,19 +20,23 @@ public struct SpanAssembler: Sendable {
     ///   - plan: The plan whose probes produced the events.
     ///   - clock: Converts the events' monotonic timestamps to wall-clock time, e.g. `.now()`.
     ///   - resource: Describes the traced process a span came from.
-    public init(plan: AttachPlan, clock: WallClock, resource: @escaping @Sendable (Int32) -> Resource) {
+    ///   - slotBase: Added to the plan's span slots in the kernel, where several plans are
+    ///     configured side by side; events carry the sum.
+    public init(plan: AttachPlan, slotBase: UInt32 = 0, clock: WallClock, resource: @escaping @Sendable (Int32) -> Resource) {
         // Enrichers share their target's slot; events are the span probes'.
         let spanProbes = plan.probes.filter { $0.probe.span != nil }
         var recipes = [SpanRecipe?](repeating: nil, count: Int(spanProbes.map(\.spanSlot).max().map { $0 + 1 } ?? 0))
         for probe in spanProbes { recipes[Int(probe.spanSlot)] = SpanRecipe(probe) }
         self.recipes = recipes
+        self.slotBase = slotBase
         self.clock = clock
         self.resource = resource
     }
 
     /// Nil when the event names no span-making probe of this plan.
     public func assemble(_ event: SpanEvent) -> Span? {
-        guard event.spanSlot < recipes.count, let recipe = recipes[Int(event.spanSlot)] else { return nil }
+        let slot = event.spanSlot &- slotBase
+        guard slot < recipes.count, let recipe = recipes[Int(slot)] else { return nil }
         var values = CaptureDecoder.decode(event, layouts: recipe.captureLayouts, names: recipe.captureNames)
         let rules = event.capturedMask & SpanEvent.endedByObjectProbe != 0 ? recipe.endedByObjectProbe : recipe.returned
         var attributes: [Attribute] = []

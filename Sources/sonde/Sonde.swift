@@ -118,8 +118,13 @@ struct Run: ParsableCommand {
             executable = try TargetExecutable.atPath(exe!)
             target = .executable
         }
-        var plan = try Planner.plan(executable: executable.attachPath, packs: packs.load(), placement: sites.placement)
-        if noTraceContext { plan = plan.droppingTraceContext() }
+        let loaded = try packs.load()
+        let (placement, noTraceContext) = (sites.placement, noTraceContext)
+        let planFor = { (path: String) throws -> AttachPlan in
+            let plan = try Planner.plan(executable: path, packs: loaded, placement: placement)
+            return noTraceContext ? plan.droppingTraceContext() : plan
+        }
+        let plan = try planFor(executable.attachPath)
         guard !plan.probes.isEmpty else {
             plan.skipped.forEach { printError("skipped \($0)") }
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")
@@ -128,7 +133,7 @@ struct Run: ParsableCommand {
             try TraceSession().run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: exporter,
                 processorConfiguration: processorConfiguration, capacities: capacities(), sampler: sampler,
-                injectTraceContext: injectTraceContext, log: printError)
+                injectTraceContext: injectTraceContext, replan: target == .executable ? planFor : nil, log: printError)
         }
         printError("sonde: \(summary)")
     }

@@ -179,25 +179,42 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertFalse(traced.sonde.text.contains("spans still open at exit"), traced.sonde.text)
     }
 
-    /// Under `--exe`, a file that replaces the traced executable (a deploy) is noticed within a
-    /// reclaim pass and said once: its processes are not traced until sonde restarts
-    /// (ServiceConfigTests: under --config, a replaced file is analysed afresh).
-    func testExecutableReplacedOnDiskIsReported() throws {
+    /// Under `--exe`, a new build that replaces the traced executable (a deploy) is analysed and
+    /// attached within a second; the process still running the old build stays traced until it
+    /// exits, and then the old build's probes are detached and their configurations freed.
+    func testExecutableReplacedOnDiskIsAnalysedAndTracedBesideTheOldBuild() async throws {
         let directory = try temporaryDirectory()
         let path = "\(directory)/server"
         try FileManager.default.copyItem(atPath: try demoServer(), toPath: path)
-        let sonde = try ChildProcess(Repository.sonde, ["run", "--exe", path, "--pack", "go/net-http"])
+        let (old, oldPort) = try startServer(path)
+        defer { _ = try? old.stop(signal: SIGKILL) }
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--exe", path, "--pack", "go/net-http"], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
         defer { _ = try? sonde.stop(signal: SIGKILL) }
         try sonde.waitForOutput("attached")
-        try FileManager.default.copyItem(atPath: try demoServer(), toPath: "\(path).new")
+
+        let newGo = GoToolchain.goBin(minor: "1.27").goCommand
+        let newBuild = try GoToolchains.build("demo/go-http-server", with: newGo, name: "demo-replacement")
+        try FileManager.default.copyItem(atPath: newBuild, toPath: "\(path).new")
         XCTAssertEqual(rename("\(path).new", path), 0)
-        try sonde.waitForOutput("was replaced or removed on disk", timeout: 15)
-        Thread.sleep(forTimeInterval: 6)   // a second reclaim pass says nothing more
+        try sonde.waitForOutput("\(path) was replaced on disk: analysed the new file (\(try GoToolchains.version(newGo))), attached ", timeout: 5)
+        let (new, newPort) = try startServer(path)
+        defer { _ = try? new.stop(signal: SIGKILL) }
+        let first = try await sendRequests(["/hello"], port: oldPort, concurrency: 1) + sendRequests(["/hello"], port: newPort, concurrency: 1)
+        XCTAssertEqual(first, [200, 200])
+
+        try old.stop(signal: SIGKILL)
+        try sonde.waitForOutput("no process runs the earlier build of \(path) any more; its probes are detached", timeout: 5)
+        let afterwards = try await sendRequests(["/created"], port: newPort, concurrency: 1)
+        XCTAssertEqual(afterwards, [201])
         XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-        XCTAssertEqual(sonde.text.components(separatedBy: "\n").filter { $0.contains("was replaced or removed on disk") }, [
-            "\(path) was replaced or removed on disk: processes started from the new file are not traced (the probes are on the "
-                + "file that was there when sonde attached); restart sonde to trace them, or use --config, which follows replaced executables"
-        ])
+        var spansByProcess: [Int: [String]] = [:]
+        for span in try receiver.spans() {
+            let pid = try XCTUnwrap((span["resource"] as? [String: Any])?["process.pid"] as? Int)
+            spansByProcess[pid, default: []].append(nameAndPath(span))
+        }
+        XCTAssertEqual(spansByProcess, [Int(old.pid): ["GET /hello"], Int(new.pid): ["GET /hello", "GET /created"]], sonde.text)
     }
 
     /// Under `nohup` SIGHUP is ignored when sonde starts, and must stay ignored.

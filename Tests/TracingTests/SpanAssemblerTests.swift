@@ -71,6 +71,17 @@ final class SpanAssemblerTests: XCTestCase {
         }
     }
 
+    /// Plans configured side by side carry their slot base in the kernel's span slots: an
+    /// assembler takes its own plan's events and no other's.
+    func testSlotBaseSelectsThePlansOwnEvents() throws {
+        let plan = try Self.makePlan()
+        let assembler = SpanAssembler(plan: plan, slotBase: 40, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
+        let own = try XCTUnwrap(assembler.assemble(Self.event(method: "GET", path: "/a", host: "h:1", status: 200, slot: 43)))
+        XCTAssertEqual(own.name, "GET /a")
+        XCTAssertNil(assembler.assemble(Self.event(method: "GET", path: "/a", host: "h:1", status: 200, slot: 3)), "another plan's slot 3")
+        XCTAssertNil(assembler.assemble(Self.event(method: "GET", path: "/a", host: "h:1", status: 200, slot: 39)), "below the base")
+    }
+
     /// A string the BPF program cut at its bound carries the flag in its length and ends in "…";
     /// bytes that are not UTF-8 become U+FFFD, never something else.
     func testTruncatedAndNonUTF8StringsAreMarked() throws {
