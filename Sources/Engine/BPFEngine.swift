@@ -38,8 +38,10 @@ public final class BPFEngine {
     /// The loaded BPF object; its maps are read in BPFEngine+StateMaps.swift.
     let object: OpaquePointer
     private let program: OpaquePointer
-    /// The uprobe links (file descriptors) of each attachment.
-    private var links: [Int: [Int32]] = [:]
+    /// How uprobes are attached on this kernel.
+    public let uprobeLinks: UprobeLinkKind
+    /// The uprobe links of each attachment.
+    private var links: [Int: [UprobeLink]] = [:]
     private var nextAttachmentID = 0
     private var cookies = CookieRanges(capacity: UInt32(SONDE_MAX_PROBE_CONFIGS))
     /// Closes the links of detached attachments, one after another.
@@ -51,7 +53,9 @@ public final class BPFEngine {
     ///   - injectsTraceContext: Loads the program variant that may write trace context into the
     ///     traced processes' memory (the plan's probes say what is written); a kernel in lockdown refuses it (see
     ///     ``KernelCapabilities/traceContextInjectionBlocker()``).
-    public init(capacities: Capacities = Capacities(), injectsTraceContext: Bool = false) throws {
+    ///   - uprobeLinks: Multi-links where the kernel has them (6.6), unless told otherwise.
+    public init(capacities: Capacities = Capacities(), injectsTraceContext: Bool = false, uprobeLinks: UprobeLinkKind? = nil) throws {
+        self.uprobeLinks = uprobeLinks ?? (KernelCapabilities.hasUprobeMultiLinks() ? .multi : .single)
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -78,7 +82,10 @@ public final class BPFEngine {
             throw EngineError.bpfLoadFailed(step: "find program \(used)", errno: ENOENT)
         }
         bpf_program__set_autoload(other, false)
-        bpf_program__set_expected_attach_type(found, bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI)))
+        // A program loaded for multi-links attaches through them only.
+        if self.uprobeLinks == .multi {
+            bpf_program__set_expected_attach_type(found, bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI)))
+        }
         let loadResult = bpf_object__load(opened)
         guard loadResult == 0 else {
             bpf_object__close(opened)
@@ -205,18 +212,18 @@ public final class BPFEngine {
             return [(probe.entry, entryCookie)] + probe.returns.map { ($0, entryCookie + 1) }
         }
         var failures = configured.failures
-        var attachedLinks: [Int32] = []
+        var attachedLinks: [UprobeLink] = []
         var attachedSites = 0
         // All sites in one link; when the kernel refuses one of them, one link per probe finds which.
-        if !shouldStop(), case .success(let link) = attachSites(sites.flatMap { $0 }, binary: binary, target: target) {
-            attachedLinks = [link]
+        if uprobeLinks == .multi, !shouldStop(), case .success(let made) = attachSites(sites.flatMap { $0 }, binary: binary, target: target) {
+            attachedLinks = made
             attachedSites = sites.reduce(0) { $0 + $1.count }
         } else {
             for (index, probeSites) in zip(configured.probeIndexes, sites) {
                 if shouldStop() { break }
                 switch attachSites(probeSites, binary: binary, target: target) {
-                case .success(let link):
-                    attachedLinks.append(link)
+                case .success(let made):
+                    attachedLinks += made
                     attachedSites += probeSites.count
                 case .failure(let reason):
                     let addresses = probeSites.map { "0x\(String($0.0.address, radix: 16))" }.joined(separator: ", ")
@@ -238,11 +245,11 @@ public final class BPFEngine {
     }
 
     /// Removes one attachment's uprobes. Closing a link waits for a grace period of the kernel
-    /// (about 0.1 s on Linux 6.18), so links are closed on a background queue: tracing other
-    /// processes goes on.
+    /// (about 0.1 s on Linux 6.18; once per uprobe with single links), so links are closed on a
+    /// background queue: tracing other processes goes on.
     public func detach(_ attachment: Attachment) {
         guard let removed = links.removeValue(forKey: attachment.id) else { return }
-        linkCloser.async { removed.forEach { close($0) } }
+        linkCloser.async { removed.forEach { $0.close() } }
     }
 
     /// Starts delivering finished spans to `handler`, called on the thread that calls `poll`.
@@ -277,7 +284,7 @@ public final class BPFEngine {
     /// Removes every uprobe; the traced programs keep running untouched.
     public func detach() {
         // Each close waits for a grace period in the kernel: one per link, whatever its uprobes.
-        links.values.joined().forEach { close($0) }
+        links.values.joined().forEach { $0.close() }
         links.removeAll()
         linkCloser.sync {}   // what single detaches queued is closed too
         if let ringBuffer {
@@ -299,23 +306,69 @@ public final class BPFEngine {
         let text: String
     }
 
-    /// One link for the uprobes at these sites, each with its cookie.
-    private func attachSites(_ sites: [(ProbeSite, UInt32)], binary: String, target: Target) -> Result<Int32, AttachFailure> {
-        let offsets = sites.map { UInt($0.0.fileOffset) }
-        let cookies = sites.map { UInt64($0.1) }
-        let pid: UInt32
-        switch target {
-        case .process(let processID): pid = UInt32(processID)
-        case .allProcesses: pid = 0
+    /// The uprobes at these sites, each with its cookie: one multi-link, or one link per site;
+    /// all of them or none.
+    private func attachSites(_ sites: [(ProbeSite, UInt32)], binary: String, target: Target) -> Result<[UprobeLink], AttachFailure> {
+        switch uprobeLinks {
+        case .multi:
+            let pid: UInt32
+            switch target {
+            case .process(let processID): pid = UInt32(processID)
+            case .allProcesses: pid = 0
+            }
+            let offsets = sites.map { UInt($0.0.fileOffset) }
+            let cookies = sites.map { UInt64($0.1) }
+            let link = sonde_attach_uprobe_multi(bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), pid)
+            return link >= 0 ? .success([.multi(link)]) : .failure(AttachFailure(text: errorText(-link)))
+        case .single:
+            var options = bpf_uprobe_opts()
+            options.sz = MemoryLayout<bpf_uprobe_opts>.size
+            let pid: Int32
+            switch target {
+            case .process(let processID): pid = processID
+            case .allProcesses: pid = -1
+            }
+            var made: [UprobeLink] = []
+            for (site, cookie) in sites {
+                options.bpf_cookie = UInt64(cookie)
+                guard let link = bpf_program__attach_uprobe_opts(program, pid, binary, Int(site.fileOffset), &options) else {
+                    let failure = AttachFailure(text: errorText(errno))
+                    made.forEach { $0.close() }
+                    return .failure(failure)
+                }
+                made.append(.single(link))
+            }
+            return .success(made)
         }
-        let link = sonde_attach_uprobe_multi(bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), pid)
-        return link >= 0 ? .success(link) : .failure(AttachFailure(text: errorText(-link)))
     }
 
     private static func routeLibbpfLogToStderr() {
         libbpf_set_print { level, format, arguments in
             guard level.rawValue <= LIBBPF_WARN.rawValue, let format, let arguments else { return 0 }
             return vdprintf(STDERR_FILENO, format, arguments)
+        }
+    }
+}
+
+/// How uprobes are attached.
+public enum UprobeLinkKind: String, Sendable, Equatable {
+    /// One multi-link per attachment (Linux 6.6): attached in one system call, closed with one
+    /// grace period.
+    case multi
+    /// One link per uprobe, through perf events, for older kernels: closing each waits a grace
+    /// period (about 0.1 s on 6.18).
+    case single
+}
+
+/// One attached link, closed on the link-closing queue.
+private enum UprobeLink: @unchecked Sendable {
+    case multi(Int32)
+    case single(OpaquePointer)
+
+    func close() {
+        switch self {
+        case .multi(let descriptor): _ = Glibc.close(descriptor)
+        case .single(let link): bpf_link__destroy(link)
         }
     }
 }

@@ -9,13 +9,16 @@ public enum KernelCapabilities {
     static let capPerfmon = 38
     static let capBPF = 39
 
-    /// Uprobe multi-links (6.6) are the newest kernel feature Sonde uses.
-    static let minimumKernel = (major: 6, minor: 6)
+    /// bpf_loop (5.17) is the newest kernel feature the program needs; uprobe multi-links (6.6)
+    /// are used where the kernel has them.
+    static let minimumKernel = (major: 5, minor: 17)
 
     /// Human-readable problems; empty when tracing can start.
     public static func missing(
         procStatus: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-        kernelRelease: String = currentKernelRelease()
+        kernelRelease: String = currentKernelRelease(),
+        uprobePMUExists: Bool = FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/uprobe/type"),
+        hasUprobeMultiLinks: () -> Bool = hasUprobeMultiLinks
     ) -> [String] {
         var problems: [String] = []
         let capabilities = effectiveCapabilities(procStatus ?? "")
@@ -23,9 +26,13 @@ public enum KernelCapabilities {
         if !hasBPF && !capabilities.contains(capSysAdmin) {
             problems.append("privileges: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. setcap cap_bpf,cap_perfmon+ep sonde)")
         }
+        // Single uprobe links are perf events; multi-links need no event source.
+        if !uprobePMUExists && !hasUprobeMultiLinks() {
+            problems.append("uprobes: the kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS")
+        }
         let version = kernelRelease.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         if version.count == 2, (version[0], version[1]) < minimumKernel {
-            problems.append("kernel: \(kernelRelease) is older than \(minimumKernel.major).\(minimumKernel.minor), which Sonde needs (uprobe multi-links, bpf_loop, BPF cookies, ring buffer)")
+            problems.append("kernel: \(kernelRelease) is older than \(minimumKernel.major).\(minimumKernel.minor), which the BPF program needs (bpf_loop, BPF cookies, ring buffer)")
         }
         return problems
     }
@@ -50,6 +57,27 @@ public enum KernelCapabilities {
                 + " (mount securityfs and read /sys/kernel/security/lockdown)"
         }
         return nil
+    }
+
+    /// Whether the kernel has uprobe multi-links (Linux 6.6), asked as libbpf does: a multi-link
+    /// on a directory is refused for being no file (EBADF) by a kernel that has them, for its
+    /// attach type (EINVAL) by one that has not; no uprobe is set either way.
+    public static func hasUprobeMultiLinks() -> Bool {
+        // r0 = 0; exit
+        let instructions: [UInt8] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]
+        var options = bpf_prog_load_opts()
+        options.sz = MemoryLayout<bpf_prog_load_opts>.size
+        options.expected_attach_type = bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI))
+        let program = instructions.withUnsafeBytes { raw in
+            bpf_prog_load(BPF_PROG_TYPE_KPROBE, "sonde_multi", "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self), 2, &options)
+        }
+        guard program >= 0 else { return false }
+        defer { close(program) }
+        let offsets: [UInt] = [0]
+        let cookies: [UInt64] = [0]
+        let link = sonde_attach_uprobe_multi(program, "/", offsets, cookies, 1, 0)
+        if link >= 0 { close(link) }
+        return link == -EBADF
     }
 
     /// Whether the kernel loads a uprobe program that calls bpf_probe_write_user. libbpf's own

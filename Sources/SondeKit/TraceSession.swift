@@ -61,6 +61,7 @@ public final class TraceSession: Sendable {
     public typealias Capacities = BPFEngine.Capacities
     /// Which traces the BPF program records.
     public typealias Sampler = TraceSampler
+    public typealias UprobeLinks = UprobeLinkKind
 
     /// How long a call or stream may stay open before its span is given up and counted: long
     /// enough for streaming RPCs and long polls, short enough that leaked state is freed.
@@ -77,7 +78,12 @@ public final class TraceSession: Sendable {
     /// or still to come once the probes are detached, ends at once.
     private let flushAbandoned = DispatchSemaphore(value: 0)
 
-    public init() {}
+    /// Multi-links where the kernel has them unless this says otherwise (tests of older kernels' path).
+    private let uprobeLinks: UprobeLinkKind?
+
+    public init(uprobeLinks: UprobeLinkKind? = nil) {
+        self.uprobeLinks = uprobeLinks
+    }
 
     /// Asks a running session to detach and flush; safe from any thread.
     public func stop() {
@@ -148,7 +154,7 @@ public final class TraceSession: Sendable {
         _ targets: some TracedTargets, exporter: some SpanExporter, processorConfiguration: BatchingSpanProcessor.Configuration,
         capacities: Capacities, log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
-        let engine = try BPFEngine(capacities: capacities, injectsTraceContext: targets.injectsTraceContext)
+        let engine = try BPFEngine(capacities: capacities, injectsTraceContext: targets.injectsTraceContext, uprobeLinks: uprobeLinks)
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         var unassembled = 0
         // Spans are handed to the processor an export batch at a time, and after each poll: one

@@ -19,6 +19,7 @@ struct PlacementOption: ParsableArguments {
 }
 
 extension SitePlacement: ExpressibleByArgument {}
+extension TraceSession.UprobeLinks: ExpressibleByArgument {}
 
 /// Options every command that reads packs shares.
 struct PackOptions: ParsableArguments {
@@ -89,6 +90,8 @@ struct Run: ParsableCommand {
     @Flag(help: .hidden) var noTraceContext = false
     /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
     @Option(help: .hidden) var maxCalls: Int?
+    /// `single`: one link per uprobe, as on kernels before 6.6, so that path is tested here too.
+    @Option(help: .hidden) var uprobeLinks: TraceSession.UprobeLinks?
 
     enum ExporterKind: String, ExpressibleByArgument {
         case console, otlp
@@ -130,7 +133,7 @@ struct Run: ParsableCommand {
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")
         }
         let summary = try export(environment) { exporter, processorConfiguration in
-            try TraceSession().run(
+            try TraceSession(uprobeLinks: uprobeLinks).run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: exporter,
                 processorConfiguration: processorConfiguration, capacities: capacities(), sampler: sampler,
                 injectTraceContext: injectTraceContext, replan: target == .executable ? planFor : nil, log: printError)
@@ -151,7 +154,7 @@ struct Run: ParsableCommand {
         let sampler = try TraceSession.Sampler.fromEnvironment(environment)
         let packs = try packs.load()
         let summary = try export(environment) { exporter, processorConfiguration in
-            try TraceSession().run(
+            try TraceSession(uprobeLinks: uprobeLinks).run(
                 services: config, packs: packs, placement: sites.placement, exporter: exporter, processorConfiguration: processorConfiguration,
                 capacities: capacities(), sampler: sampler, log: printError)
         }

@@ -88,6 +88,26 @@ final class NetHTTPServerTests: XCTestCase {
         XCTAssertEqual(statuses, [202])
     }
 
+    /// Kernels before 6.6 have no uprobe multi-links: one perf-event link per uprobe traces the
+    /// same spans (the hidden `--uprobe-links single` takes that path on this kernel).
+    func testSingleUprobeLinksAsOnKernelsBefore66() async throws {
+        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+        let traced = try TracedDemoServer(binary: binary, sondeArguments: TracedDemoServer.packs + ["--uprobe-links", "single"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let line = try XCTUnwrap(traced.sonde.text.split(separator: "\n").first { $0.hasPrefix("attached ") })
+        let sites = try XCTUnwrap(Int(line.split(separator: " ")[1]), String(line))
+        let fdinfo = "/proc/\(traced.sonde.pid)/fdinfo"
+        let linkTypes = try FileManager.default.contentsOfDirectory(atPath: fdinfo).compactMap { entry in
+            (try? String(contentsOfFile: "\(fdinfo)/\(entry)", encoding: .utf8))?.split(separator: "\n")
+                .first { $0.hasPrefix("link_type:") }.map { $0.split(separator: "\t").last.map(String.init) ?? "" }
+        }
+        XCTAssertEqual(linkTypes, Array(repeating: "perf", count: sites), "one perf-event link per uprobe")
+        let statuses = try await sendRequests(["/hello", "/created", "/fail"], port: traced.port, concurrency: 1)
+        XCTAssertEqual(statuses, [200, 201, 500])
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        XCTAssertEqual(try traced.spans().map(nameAndPath), ["GET /hello", "GET /created", "GET /fail"])
+    }
+
     /// `--exe` attaches before the server exists and traces it once it starts.
     func testExecutableModeTracesProcessesStartedLater() async throws {
         try await NetHTTPScenarios.traceServer(go: GoToolchains.debian, flags: [], variant: "go119-exe", attachByExecutable: true)

@@ -85,12 +85,21 @@ final class EngineEncodingTests: XCTestCase {
     }
 
     func testMissingCapabilitiesAreListed() {
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000000000\n", kernelRelease: "6.1.0-28-amd64"), [
-            "privileges: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. setcap cap_bpf,cap_perfmon+ep sonde)",
-            "kernel: 6.1.0-28-amd64 is older than 6.6, which Sonde needs (uprobe multi-links, bpf_loop, BPF cookies, ring buffer)",
-        ])
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t000000c000000000\n", kernelRelease: "6.18.4"), [])
-        XCTAssertEqual(KernelCapabilities.missing(procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.6.0"), [])
+        XCTAssertEqual(
+            KernelCapabilities.missing(
+                procStatus: "CapEff:\t0000000000000000\n", kernelRelease: "5.10.0-28-amd64", uprobePMUExists: false, hasUprobeMultiLinks: { false }),
+            [
+                "privileges: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. setcap cap_bpf,cap_perfmon+ep sonde)",
+                "uprobes: the kernel has no uprobe event source (/sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS",
+                "kernel: 5.10.0-28-amd64 is older than 5.17, which the BPF program needs (bpf_loop, BPF cookies, ring buffer)",
+            ])
+        XCTAssertEqual(
+            KernelCapabilities.missing(
+                procStatus: "CapEff:\t000000c000000000\n", kernelRelease: "6.18.4", uprobePMUExists: false, hasUprobeMultiLinks: { true }), [],
+            "multi-links need no uprobe event source")
+        XCTAssertEqual(
+            KernelCapabilities.missing(
+                procStatus: "CapEff:\t0000000000200000\n", kernelRelease: "6.1.0", uprobePMUExists: true, hasUprobeMultiLinks: { false }), [])
     }
 
     /// Outgoing trace context needs BPF writes to process memory: lockdown, a missing

@@ -30,6 +30,13 @@ final class StateReclaimTests: XCTestCase {
         XCTAssertEqual(bpf_map__max_entries(smallerSpans), 1 << 20)
     }
 
+    /// Uprobe multi-links from Linux 6.6, found by asking the kernel, not by its version.
+    func testMultiLinksWhereTheKernelHasThem() throws {
+        let version = KernelCapabilities.currentKernelRelease().split { !$0.isNumber }.prefix(2).compactMap { Int($0) }
+        XCTAssertEqual(engine.uprobeLinks, version.lexicographicallyPrecedes([6, 6]) ? .single : .multi)
+        XCTAssertEqual(try BPFEngine(uprobeLinks: .single).uprobeLinks, .single)
+    }
+
     /// The pid of a process that has exited (and been reaped).
     private func exitedProcessID() throws -> UInt32 {
         let process = Process()
