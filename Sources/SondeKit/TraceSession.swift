@@ -206,6 +206,7 @@ public final class TraceSession: Sendable {
         submitAssembled()  // what detaching drained from the ring buffer
         let openAtExit = engine.openCalls()
         let deadline = Self.flushDeadline
+        log("probes detached; exporting what is queued for up to \(deadline) (a second signal ends it now)")
         switch Self.waitFor(orAbandonedBy: flushAbandoned, { await processor.shutdown(timeout: deadline) }) {
         case .finished(true): break
         case .finished(false): log("the exporter did not finish within \(deadline); what it had not sent is counted as abandoned")

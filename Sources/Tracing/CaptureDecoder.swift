@@ -76,19 +76,25 @@ struct CapturedValues {
     var values: [AttributeValue?]
 
     /// The last `host[:port]` parsed, so that hostname() and port() of one capture parse it once.
-    var hostPortParsed: (name: String, hostPort: HostPort?)? = nil
+    var hostPortParsed: (index: Int, hostPort: HostPort?)? = nil
 
     subscript(name: String) -> AttributeValue? {
-        for index in names.indices where names[index] == name { return values[index] }
-        return nil
+        self[names.firstIndex(of: name)]
     }
 
-    /// The string capture `name` read as `host[:port]`; nil when it is absent or not a host.
-    mutating func hostPort(of name: String) -> HostPort? {
-        if let parsed = hostPortParsed, parsed.name == name { return parsed.hostPort }
-        guard case .string(let text)? = self[name] else { return nil }
+    /// Nil for a capture that was not read, or is not one of the probe's.
+    subscript(index: Int?) -> AttributeValue? {
+        guard let index else { return nil }
+        return values[index]
+    }
+
+    /// The string capture at `index` read as `host[:port]`; nil when it is absent or not a host.
+    mutating func hostPort(at index: Int?) -> HostPort? {
+        guard let index else { return nil }
+        if let parsed = hostPortParsed, parsed.index == index { return parsed.hostPort }
+        guard case .string(let text)? = values[index] else { return nil }
         let hostPort = HostPort(text)
-        hostPortParsed = (name, hostPort)
+        hostPortParsed = (index, hostPort)
         return hostPort
     }
 }

@@ -41,13 +41,12 @@ public struct SpanAssembler: Sendable {
         let rules = event.capturedMask & SpanEvent.endedByObjectProbe != 0 ? recipe.endedByObjectProbe : recipe.returned
         var attributes: [Attribute] = []
         attributes.reserveCapacity(rules.attributes.count)
-        // By index: a rule is read in place, not copied with its strings.
-        for index in rules.attributes.indices {
-            if let value = Self.evaluate(rules.attributes[index].value, &values) { attributes.append(Attribute(rules.attributes[index].key, value)) }
+        for rule in rules.attributes {
+            if let value = Self.evaluate(rule.value, &values) { attributes.append(Attribute(rule.key, value)) }
         }
         // The last enrichment whose name can be filled in wins over the probe's own name.
-        let name = rules.renames.lazy.reversed().compactMap { Self.completeName($0, values) }.first
-            ?? Self.name(recipe.name, values)
+        let name = rules.renames.lazy.reversed().compactMap { Self.filledIn($0, &values, whenIncomplete: nil) }.first
+            ?? Self.filledIn(recipe.name, &values, whenIncomplete: "?")!
         let status = rules.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) }
             ?? .unset
         let offset = clock.offset(atMonotonic: event.endMonotonicNanos)
@@ -65,7 +64,7 @@ public struct SpanAssembler: Sendable {
             scope: recipe.scope)
         if event.parentIsRemote {
             span.parentIsRemote = true
-            if case .string(let state)? = values[CaptureSlot.traceStateName] { span.traceState = Self.wholeMembers(of: state) }
+            if case .string(let state)? = values[recipe.traceStateIndex] { span.traceState = Self.wholeMembers(of: state) }
         }
         return span
     }
@@ -79,8 +78,8 @@ public struct SpanAssembler: Sendable {
     }
 
     /// The error message when the condition holds.
-    static func failure(_ condition: ErrorCondition, _ values: CapturedValues) -> String? {
-        switch (condition.test, values[condition.capture]) {
+    static func failure(_ condition: CompiledCondition, _ values: CapturedValues) -> String? {
+        switch (condition.test, values[condition.index]) {
         case (.atLeast(let threshold), .int(let value)?): return value >= threshold ? "\(condition.capture) \(value)" : nil
         case (.nonZero, .int(let value)?): return value != 0 ? "\(condition.capture) set" : nil
         case (.nonZero, .bool(let value)?): return value ? "\(condition.capture)" : nil
@@ -88,60 +87,46 @@ public struct SpanAssembler: Sendable {
         }
     }
 
-    static func name(_ template: NameTemplate, _ values: CapturedValues) -> String {
-        filledIn(template, values, whenIncomplete: "?")!  // never nil: a missing part becomes "?"
-    }
-
-    /// The name, or nil when a capture it uses was not read.
-    static func completeName(_ template: NameTemplate, _ values: CapturedValues) -> String? {
-        filledIn(template, values, whenIncomplete: nil)
-    }
-
     /// `template` with its captures filled in; a part whose value is missing becomes `whenIncomplete`,
     /// or makes the result nil when that is nil. An expression counts as missing when a capture it
     /// uses was not read.
-    private static func filledIn(_ template: NameTemplate, _ values: CapturedValues, whenIncomplete: String?) -> String? {
+    static func filledIn(_ template: CompiledName, _ values: inout CapturedValues, whenIncomplete: String?) -> String? {
         var text = ""
         for part in template.parts {
             switch part {
             case .literal(let literal):
                 text += literal
-            case .capture(let name):
-                guard let value = values[name]?.description ?? whenIncomplete else { return nil }
+            case .capture(let index):
+                guard let value = values[index]?.description ?? whenIncomplete else { return nil }
                 text += value
-            case .expression(let expression):
-                if whenIncomplete == nil, expression.captureNames.contains(where: { values[$0] == nil }) { return nil }
-                text += evaluate(expression, values)?.description ?? "?"
+            case .expression(let expression, let reads):
+                if whenIncomplete == nil, reads.contains(where: { values[$0] == nil }) { return nil }
+                text += evaluate(expression, &values)?.description ?? "?"
             }
         }
         return text
     }
 
-    static func evaluate(_ expression: ValueExpression, _ values: CapturedValues) -> AttributeValue? {
-        var values = values
-        return evaluate(expression, &values)
-    }
-
     /// `values` keeps what it parsed for the next expression of the same span.
-    static func evaluate(_ expression: ValueExpression, _ values: inout CapturedValues) -> AttributeValue? {
-        func text(_ name: String) -> String? {
-            guard case .string(let value)? = values[name] else { return nil }
+    static func evaluate(_ expression: CompiledExpression, _ values: inout CapturedValues) -> AttributeValue? {
+        func text(_ index: Int?) -> String? {
+            guard case .string(let value)? = values[index] else { return nil }
             return value
         }
         switch expression {
-        case .literal(let text):
-            return .string(text)
-        case .capture(let name):
-            return values[name]
-        case .rpcService(let name):
-            return text(name).flatMap(GRPCMethodPath.init)?.service.map(AttributeValue.string)
-        case .rpcMethod(let name):
-            return text(name).flatMap(GRPCMethodPath.init).map { .string($0.method) }
-        case .hostname(let name):
-            guard let host = values.hostPort(of: name)?.host, !host.isEmpty else { return nil }
+        case .literal(let value):
+            return value
+        case .capture(let index):
+            return values[index]
+        case .rpcService(let index):
+            return text(index).flatMap(GRPCMethodPath.init)?.service.map(AttributeValue.string)
+        case .rpcMethod(let index):
+            return text(index).flatMap(GRPCMethodPath.init).map { .string($0.method) }
+        case .hostname(let index):
+            guard let host = values.hostPort(at: index)?.host, !host.isEmpty else { return nil }
             return .string(host)
-        case .port(let name):
-            guard let port = values.hostPort(of: name)?.port else { return nil }
+        case .port(let index):
+            guard let port = values.hostPort(at: index)?.port else { return nil }
             return .int(Int64(port))
         case .url(let scheme, let host, let path, let query):
             guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }

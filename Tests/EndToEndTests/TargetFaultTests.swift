@@ -307,8 +307,9 @@ final class TargetFaultTests: XCTestCase {
         let statuses = try await sendRequests(Array(repeating: "/hello", count: 5), port: traced.port, concurrency: 1)
         XCTAssertEqual(statuses, Array(repeating: 200, count: 5))
         try await Task.sleep(for: .seconds(2))   // the batch is now in flight to the silent collector
+        // The kernel merges a signal into one still pending: the second is sent once the first was taken.
         kill(traced.sonde.pid, SIGINT)
-        try await Task.sleep(for: .milliseconds(500))
+        try traced.sonde.waitForOutput("probes detached; exporting what is queued for up to 10.0 seconds (a second signal ends it now)")
         let secondSignal = Date()
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT, timeout: 5), 0, traced.sonde.text)
         XCTAssertLessThan(Date().timeIntervalSince(secondSignal), 3, "the flush must end at the second signal, not its deadline")

@@ -272,6 +272,23 @@ final class SpanAssemblerTests: XCTestCase {
 }
 
 /// Captures by name, for testing expressions without a record.
+/// The pack's own forms, compiled against the captures at hand, as a recipe compiles them.
+extension SpanAssembler {
+    static func failure(_ condition: ErrorCondition, _ values: CapturedValues) -> String? {
+        failure(CompiledCondition(condition, names: values.names), values)
+    }
+
+    static func name(_ template: NameTemplate, _ values: CapturedValues) -> String {
+        var values = values
+        return filledIn(CompiledName(template, names: values.names), &values, whenIncomplete: "?")!
+    }
+
+    static func evaluate(_ expression: ValueExpression, _ values: CapturedValues) -> AttributeValue? {
+        var values = values
+        return evaluate(CompiledExpression(expression, names: values.names), &values)
+    }
+}
+
 extension CapturedValues: ExpressibleByDictionaryLiteral {
     public init(dictionaryLiteral elements: (String, AttributeValue)...) {
         self.init(names: elements.map(\.0), values: elements.map(\.1))

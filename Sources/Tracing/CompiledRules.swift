@@ -1,0 +1,96 @@
+import ProbePacks
+import Spans
+
+/// A pack's value expression with its capture names resolved to the probe's capture indexes,
+/// once per plan: evaluating it per span compares no names and copies no strings.
+enum CompiledExpression: Sendable {
+    case literal(AttributeValue)
+    case capture(Int?)
+    case hostname(Int?)
+    case port(Int?)
+    case url(scheme: Int?, host: Int?, path: Int?, query: Int?)
+    case rpcService(Int?)
+    case rpcMethod(Int?)
+    case urlScheme(Int?)
+    case grpcStatus(code: Int?, error: Int?)
+
+    /// - Parameter names: The probe's captures, in slot order; a name not among them is never read.
+    init(_ expression: ValueExpression, names: [String]) {
+        func index(_ name: String) -> Int? { names.firstIndex(of: name) }
+        switch expression {
+        case .literal(let text): self = .literal(.string(text))
+        case .capture(let name): self = .capture(index(name))
+        case .hostname(let name): self = .hostname(index(name))
+        case .port(let name): self = .port(index(name))
+        case .url(let scheme, let host, let path, let query):
+            self = .url(scheme: index(scheme), host: index(host), path: index(path), query: index(query))
+        case .rpcService(let name): self = .rpcService(index(name))
+        case .rpcMethod(let name): self = .rpcMethod(index(name))
+        case .urlScheme(let tls): self = .urlScheme(index(tls))
+        case .grpcStatus(let code, let error): self = .grpcStatus(code: index(code), error: index(error))
+        }
+    }
+
+    /// The captures it reads.
+    var captureIndexes: [Int?] {
+        switch self {
+        case .literal: []
+        case .capture(let index), .hostname(let index), .port(let index), .rpcService(let index), .rpcMethod(let index),
+            .urlScheme(let index):
+            [index]
+        case .url(let scheme, let host, let path, let query): [scheme, host, path, query]
+        case .grpcStatus(let code, let error): [code, error]
+        }
+    }
+}
+
+/// A span name template over capture indexes.
+struct CompiledName: Sendable {
+    enum Part: Sendable {
+        case literal(String)
+        case capture(Int?)
+        /// With the captures it reads, for telling whether the name can be completed.
+        case expression(CompiledExpression, reads: [Int?])
+    }
+
+    let parts: [Part]
+
+    private static func expressionPart(_ expression: CompiledExpression) -> Part {
+        .expression(expression, reads: expression.captureIndexes)
+    }
+
+    init(_ template: NameTemplate, names: [String]) {
+        parts = template.parts.map { part in
+            switch part {
+            case .literal(let text): .literal(text)
+            case .capture(let name): .capture(names.firstIndex(of: name))
+            case .expression(let expression):
+                Self.expressionPart(CompiledExpression(expression, names: names))
+            }
+        }
+    }
+}
+
+/// An error condition over a capture index; the name stays for the status message.
+struct CompiledCondition: Sendable {
+    let capture: String
+    let index: Int?
+    let test: ErrorCondition.Test
+
+    init(_ condition: ErrorCondition, names: [String]) {
+        capture = condition.capture
+        index = names.firstIndex(of: condition.capture)
+        test = condition.test
+    }
+}
+
+/// An attribute's key and how its value is computed.
+struct CompiledAttribute: Sendable {
+    let key: String
+    let value: CompiledExpression
+
+    init(_ rule: AttributeRule, names: [String]) {
+        key = rule.key
+        value = CompiledExpression(rule.value, names: names)
+    }
+}
