@@ -27,6 +27,7 @@ public enum BinaryAnalyzer {
         // Go's function table: what stripped binaries (-ldflags=-s -w) keep of their functions, and
         // the authority on where each starts in any Go binary.
         let goFunctionTable = image.lookUpGoFunctions(named: wanted)
+        image.releaseReadPages()
 
         var unreadableDWARF: String?
         var dwarfFacts: DWARFReader.Facts?

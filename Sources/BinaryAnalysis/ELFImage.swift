@@ -108,6 +108,14 @@ final class ELFImage {
         }.first
     }
 
+    /// Hands the file's pages read so far back to the page cache (MADV_PAGEOUT, which never
+    /// changes what the mapping holds): a later read faults them in again. Keeps the symbol and
+    /// function tables a scan touched (megabytes) out of the agent's peak memory.
+    func releaseReadPages() {
+        guard let start = fileBytes.baseAddress else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: start), fileBytes.count, MADV_PAGEOUT)
+    }
+
     /// The file's bytes in `[offset, offset + count)`, or nil when the range runs past the end of the file.
     func bytes(atFileOffset offset: UInt64, count: UInt64) -> UnsafeRawBufferPointer? {
         guard offset <= UInt64(fileBytes.count), count <= UInt64(fileBytes.count) - offset else { return nil }

@@ -62,7 +62,10 @@ public enum PackLoader {
         try YAMLAliasGuard.check(yaml, file: file, document: document)
         let root: Node?
         do {
-            root = try Yams.compose(yaml: yaml)
+            // Every value is read as text and checked by the reader, so no tag is resolved: Yams'
+            // default resolver matches each scalar against regular expressions, and loading the
+            // ICU tables they need cost sonde 4 MiB of memory (issue 7).
+            root = try Yams.compose(yaml: yaml, .basic)
         } catch let error as YamlError {
             throw syntaxError(error, file: file)
         }
