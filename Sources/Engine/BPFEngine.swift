@@ -309,29 +309,23 @@ public final class BPFEngine {
     /// The uprobes at these sites, each with its cookie: one multi-link, or one link per site;
     /// all of them or none.
     private func attachSites(_ sites: [(ProbeSite, UInt32)], binary: String, target: Target) -> Result<[UprobeLink], AttachFailure> {
+        var processID: Int32?
+        if case .process(let pid) = target { processID = pid }
         switch uprobeLinks {
         case .multi:
-            let pid: UInt32
-            switch target {
-            case .process(let processID): pid = UInt32(processID)
-            case .allProcesses: pid = 0
-            }
             let offsets = sites.map { UInt($0.0.fileOffset) }
             let cookies = sites.map { UInt64($0.1) }
-            let link = sonde_attach_uprobe_multi(bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), pid)
+            let link = sonde_attach_uprobe_multi(
+                bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), UInt32(processID ?? 0))  // 0: every process
             return link >= 0 ? .success([.multi(link)]) : .failure(AttachFailure(text: errorText(-link)))
         case .single:
             var options = bpf_uprobe_opts()
             options.sz = MemoryLayout<bpf_uprobe_opts>.size
-            let pid: Int32
-            switch target {
-            case .process(let processID): pid = processID
-            case .allProcesses: pid = -1
-            }
             var made: [UprobeLink] = []
             for (site, cookie) in sites {
                 options.bpf_cookie = UInt64(cookie)
-                guard let link = bpf_program__attach_uprobe_opts(program, pid, binary, Int(site.fileOffset), &options) else {
+                // -1: every process
+                guard let link = bpf_program__attach_uprobe_opts(program, processID ?? -1, binary, Int(site.fileOffset), &options) else {
                     let failure = AttachFailure(text: errorText(errno))
                     made.forEach { $0.close() }
                     return .failure(failure)

@@ -64,13 +64,9 @@ public enum KernelCapabilities {
     /// attach type (EINVAL) by one that has not; no uprobe is set either way.
     public static func hasUprobeMultiLinks() -> Bool {
         // r0 = 0; exit
-        let instructions: [UInt8] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]
-        var options = bpf_prog_load_opts()
-        options.sz = MemoryLayout<bpf_prog_load_opts>.size
-        options.expected_attach_type = bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI))
-        let program = instructions.withUnsafeBytes { raw in
-            bpf_prog_load(BPF_PROG_TYPE_KPROBE, "sonde_multi", "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self), 2, &options)
-        }
+        let program = loadProbeProgram(
+            [(0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0)], name: "sonde_multi",
+            expectedAttachType: bpf_attach_type(rawValue: UInt32(SONDE_BPF_TRACE_UPROBE_MULTI)))
         guard program >= 0 else { return false }
         defer { close(program) }
         let offsets: [UInt] = [0]
@@ -84,22 +80,35 @@ public enum KernelCapabilities {
     /// helper probe takes the refusal under lockdown ("cannot use helper") for support.
     public static func canLoadWritingProgram() -> Bool {
         // *(u64 *)(r10 - 8) = 0; r1 = 0; r2 = r10; r2 += -8; r3 = 8; call bpf_probe_write_user; r0 = 0; exit
-        let instructions: [(code: UInt8, registers: UInt8, offset: Int16, immediate: Int32)] = [
-            (0x7a, 0x0a, -8, 0), (0xb7, 0x01, 0, 0), (0xbf, 0xa2, 0, 0), (0x07, 0x02, 0, -8), (0xb7, 0x03, 0, 8),
-            (0x85, 0x00, 0, Int32(BPF_FUNC_probe_write_user.rawValue)), (0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0),
-        ]
+        let descriptor = loadProbeProgram(
+            [
+                (0x7a, 0x0a, -8, 0), (0xb7, 0x01, 0, 0), (0xbf, 0xa2, 0, 0), (0x07, 0x02, 0, -8), (0xb7, 0x03, 0, 8),
+                (0x85, 0x00, 0, Int32(BPF_FUNC_probe_write_user.rawValue)), (0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0),
+            ], name: "sonde_can_write")
+        guard descriptor >= 0 else { return false }
+        close(descriptor)
+        return true
+    }
+
+    /// Loads a few hand-assembled instructions as a uprobe program, to ask the kernel what it
+    /// accepts. Returns the program's descriptor (the caller closes it), or a negative value.
+    private static func loadProbeProgram(
+        _ instructions: [(code: UInt8, registers: UInt8, offset: Int16, immediate: Int32)], name: String,
+        expectedAttachType: bpf_attach_type? = nil
+    ) -> Int32 {
         var bytes: [UInt8] = []
         for instruction in instructions {
             bytes += [instruction.code, instruction.registers]
             withUnsafeBytes(of: instruction.offset.littleEndian) { bytes += $0 }
             withUnsafeBytes(of: instruction.immediate.littleEndian) { bytes += $0 }
         }
-        let descriptor = bytes.withUnsafeBytes { raw in
-            bpf_prog_load(BPF_PROG_TYPE_KPROBE, "sonde_can_write", "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self), instructions.count, nil)
+        var options = bpf_prog_load_opts()
+        options.sz = MemoryLayout<bpf_prog_load_opts>.size
+        if let expectedAttachType { options.expected_attach_type = expectedAttachType }
+        return bytes.withUnsafeBytes { raw in
+            bpf_prog_load(
+                BPF_PROG_TYPE_KPROBE, name, "GPL", raw.baseAddress!.assumingMemoryBound(to: bpf_insn.self), instructions.count, &options)
         }
-        guard descriptor >= 0 else { return false }
-        close(descriptor)
-        return true
     }
 
     static func effectiveCapabilities(_ status: String) -> Set<Int> {

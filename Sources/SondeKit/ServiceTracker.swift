@@ -114,10 +114,10 @@ final class ServiceTracker: TracedTargets {
         let executable = "/proc/\(process.pid)/exe"
         guard let program = Self.programIdentity(executable) else { return .ignored }
         let sampler = samplers[service.name] ?? defaultSampler
-        let key = PlanKey(
-            program: program, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext,
-            sampler: sampler)
-        let cached = plan(for: key, process: process, engine: engine, log: log)
+        let analysis = AnalysisKey(
+            program: program, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext)
+        let key = PlanKey(analysis: analysis, sampler: sampler)
+        let cached = plan(for: key, executable: executable, process: process, engine: engine, log: log)
         guard let configured = cached.configured, let assembler = cached.assembler else { return .ignored }
         let attachment: BPFEngine.Attachment
         do {
@@ -143,18 +143,20 @@ final class ServiceTracker: TracedTargets {
 
     /// The program's plan for a pack set, analysed once and configured once per sampler; a program
     /// no pack applies to is remembered as such, and said once.
-    private func plan(for key: PlanKey, process: ObservedProcess, engine: BPFEngine, log: (String) -> Void) -> CachedPlan {
+    private func plan(for key: PlanKey, executable: String, process: ObservedProcess, engine: BPFEngine, log: (String) -> Void) -> CachedPlan {
         if let cached = plans[key] {
             cached.lastUsed = .now
             return cached
         }
         let cached = CachedPlan()
-        let sibling = plans.first { $0.key.sameAnalysis(as: key) }?.value
+        let sibling = plans.first { $0.key.analysis == key.analysis }?.value
         plans[key] = cached
         defer { evictUnusedPlans(engine: engine) }
         do {
             // Another sampler's plan of the same analysis is configured anew, not analysed again.
-            guard let plan = try sibling.map(\.plan) ?? analyse(key, process: process, log: log) else { return cached }
+            guard let plan = try sibling.map(\.plan) ?? analyse(key.analysis, executable: executable, process: process, log: log) else {
+                return cached
+            }
             cached.plan = plan
             let configured = try engine.configure(plan, sampler: key.sampler)
             cached.configured = configured
@@ -168,8 +170,8 @@ final class ServiceTracker: TracedTargets {
     }
 
     /// The plan of the process's program for the key's packs; nil when none of their probes applies.
-    private func analyse(_ key: PlanKey, process: ObservedProcess, log: (String) -> Void) throws -> AttachPlan? {
-        var plan = try Planner.plan(executable: "/proc/\(process.pid)/exe", packs: packs.filter { key.packs.contains($0.name) }, placement: placement)
+    private func analyse(_ key: AnalysisKey, executable: String, process: ObservedProcess, log: (String) -> Void) throws -> AttachPlan? {
+        var plan = try Planner.plan(executable: executable, packs: packs.filter { key.packs.contains($0.name) }, placement: placement)
         if !key.injects { plan = plan.droppingTraceContextInjection() }
         guard !plan.probes.isEmpty else {
             log("\(process.executable): no probe of its packs applies; its processes are not traced")
@@ -206,15 +208,17 @@ final class ServiceTracker: TracedTargets {
         return "file \(status.st_dev):\(status.st_ino) \(status.st_size) \(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
     }
 
-    private struct PlanKey: Hashable {
+    /// What an analysis depends on: the program, the packs enabled, whether injection is allowed.
+    private struct AnalysisKey: Hashable {
         var program: String
         var packs: [String]
         var injects: Bool
-        var sampler: TraceSampler
+    }
 
-        func sameAnalysis(as other: PlanKey) -> Bool {
-            program == other.program && packs == other.packs && injects == other.injects
-        }
+    /// What a configuration depends on: its analysis and the sampler written into it.
+    private struct PlanKey: Hashable {
+        var analysis: AnalysisKey
+        var sampler: TraceSampler
     }
 
     /// A program's plan, shared by its processes; nil parts when no probe applies or it failed.

@@ -147,7 +147,8 @@ final class SingleTarget: TracedTargets {
 
     func assemble(_ event: SpanEvent) -> Span? {
         if builds.count == 1, retired.isEmpty { return builds[0].assembler.assemble(event) }
-        return (builds + retired).first { $0.configured.made(spanSlot: event.spanSlot) }?.assembler.assemble(event)
+        let maker = { (build: AttachedBuild) in build.configured.made(spanSlot: event.spanSlot) }
+        return (builds.first(where: maker) ?? retired.first(where: maker))?.assembler.assemble(event)
     }
 }
 

@@ -12,8 +12,8 @@ final class ServiceConfigTests: XCTestCase {
         let back = try GoToolchains.build("demo/two-service/back", with: GoToolchains.debian, name: "back-config")
         let front = try GoToolchains.build("demo/two-service/front", with: GoToolchains.debian, name: "front-config")
         let directory = try temporaryDirectory()
-        let config = "\(directory)/sonde.yaml"
-        try """
+        let (sonde, receiver) = try watchingSonde(
+            """
             services:
               - name: shop-front
                 match: { executable: "*/front-config" }
@@ -25,13 +25,8 @@ final class ServiceConfigTests: XCTestCase {
                 match: { command-line: "-port-file \(NSRegularExpression.escapedPattern(for: directory))/back$" }
                 packs: [go/net-http, go/grpc]
             unmatched: ignore
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--config", config], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+            """, in: directory, services: "shop-front, shop-back")
         defer { _ = try? sonde.stop(signal: SIGKILL) }
-        try sonde.waitForOutput("watching for the processes of 2 services (shop-front, shop-back)")
 
         // Started after sonde: found by the scan. `other` runs back's very file, unclaimed.
         let other = try ChildProcess(back, ["-port-file", "\(directory)/other"])
@@ -135,8 +130,8 @@ final class ServiceConfigTests: XCTestCase {
         let directory = try temporaryDirectory()
         let copy = "\(directory)/back-recorded"
         try FileManager.default.copyItem(atPath: back, toPath: copy)
-        let config = "\(directory)/sonde.yaml"
-        try """
+        let (sonde, receiver) = try watchingSonde(
+            """
             services:
               - name: sampled-out
                 match: { executable: "*/back-sampled" }
@@ -145,12 +140,8 @@ final class ServiceConfigTests: XCTestCase {
               - name: recorded
                 match: { executable: "*/back-recorded" }
                 packs: [go/net-http]
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--config", config], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+            """, in: directory, services: "sampled-out, recorded")
         defer { _ = try? sonde.stop(signal: SIGKILL) }
-        try sonde.waitForOutput("watching for the processes of 2 services (sampled-out, recorded)")
         let sampledOut = try ChildProcess(back, ["-port-file", "\(directory)/sampled-out"])
         defer { _ = try? sampledOut.stop(signal: SIGKILL) }
         let recorded = try ChildProcess(copy, ["-port-file", "\(directory)/recorded"])
@@ -222,6 +213,23 @@ final class ServiceConfigTests: XCTestCase {
     }
 
     // MARK: helpers
+
+    /// `sonde run --config` on `yaml`, written to DIRECTORY/sonde.yaml, exporting to a new
+    /// receiver; returned once it watches for `services` (their names, as sonde lists them).
+    private func watchingSonde(_ yaml: String, in directory: String, services: String) throws -> (sonde: ChildProcess, receiver: OTLPReceiver) {
+        let config = "\(directory)/sonde.yaml"
+        try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+        let receiver = try OTLPReceiver()
+        let sonde = try ChildProcess(
+            Repository.sonde, ["run", "--config", config], environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+        do {
+            try sonde.waitForOutput("watching for the processes of \(services.split(separator: ",").count) services (\(services))")
+        } catch {
+            _ = try? sonde.stop(signal: SIGKILL)
+            throw error
+        }
+        return (sonde, receiver)
+    }
 
     private func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
