@@ -30,18 +30,6 @@ enum CompiledExpression: Sendable {
         case .grpcStatus(let code, let error): self = .grpcStatus(code: index(code), error: index(error))
         }
     }
-
-    /// The captures it reads.
-    var captureIndexes: [Int?] {
-        switch self {
-        case .literal: []
-        case .capture(let index), .hostname(let index), .port(let index), .rpcService(let index), .rpcMethod(let index),
-            .urlScheme(let index):
-            [index]
-        case .url(let scheme, let host, let path, let query): [scheme, host, path, query]
-        case .grpcStatus(let code, let error): [code, error]
-        }
-    }
 }
 
 /// A span name template over capture indexes.
@@ -55,17 +43,13 @@ struct CompiledName: Sendable {
 
     let parts: [Part]
 
-    private static func expressionPart(_ expression: CompiledExpression) -> Part {
-        .expression(expression, reads: expression.captureIndexes)
-    }
-
     init(_ template: NameTemplate, names: [String]) {
         parts = template.parts.map { part in
             switch part {
             case .literal(let text): .literal(text)
             case .capture(let name): .capture(names.firstIndex(of: name))
             case .expression(let expression):
-                Self.expressionPart(CompiledExpression(expression, names: names))
+                .expression(CompiledExpression(expression, names: names), reads: expression.captureNames.map { names.firstIndex(of: $0) })
             }
         }
     }
