@@ -461,6 +461,26 @@ static __always_inline void copy_string(struct fetch_state *state, struct sonde_
 	mark_captured(state->record, op);
 }
 
+/* A NUL-terminated string at `address` (C's char *): at most op->len bytes are
+ * kept, and a longer string is marked cut. The slot has a byte more than the
+ * kept bytes, for the NUL the kernel writes after them. */
+static __always_inline void copy_c_string(struct fetch_state *state, struct sonde_op *op, __u64 address)
+{
+	__u8 *destination = data_at(state->record, op->out);
+	__u32 limit = op->len & SONDE_MAX_STRING;
+	long copied = bpf_probe_read_user_str(destination + 2, limit + 1, (void *)address);
+	if (copied <= 0) {
+		state->record->failed_reads += 1;
+		return;
+	}
+	__u16 length = (__u16)(copied - 1);
+	__u8 next = 0;
+	if (length == limit && bpf_probe_read_user(&next, 1, (void *)(address + limit)) == 0 && next != 0)
+		length |= SONDE_STRING_TRUNCATED;
+	*(__u16 *)destination = length;
+	mark_captured(state->record, op);
+}
+
 static long run_op(__u32 index, void *context)
 {
 	struct fetch_state *state = context;
@@ -472,7 +492,8 @@ static long run_op(__u32 index, void *context)
 
 	if (state->skipping) {
 		/* A capture ends with the op that stores it; the next one starts afresh. */
-		if (op->code >= SONDE_OP_READ_GO_STRING && op->code <= SONDE_OP_READ_STRING_REGISTERS)
+		if ((op->code >= SONDE_OP_READ_GO_STRING && op->code <= SONDE_OP_READ_STRING_REGISTERS)
+		    || op->code == SONDE_OP_READ_C_STRING)
 			state->skipping = 0;
 		return 0;
 	}
@@ -513,6 +534,9 @@ static long run_op(__u32 index, void *context)
 		break;
 	case SONDE_OP_READ_STRING_REGISTERS:
 		copy_string(state, op, register_value(state->regs, op->reg), register_value(state->regs, op->imm));
+		break;
+	case SONDE_OP_READ_C_STRING:
+		copy_c_string(state, op, state->value);
 		break;
 
 	case SONDE_OP_READ_INTEGER: {
@@ -579,6 +603,9 @@ static __always_inline __u64 stack_depth(struct sonde_probe_config *config, stru
 			return 0;
 		return stack_hi - regs->rsp;
 	}
+	/* After a return probe the return address is popped: the entry's depth is 8 bytes deeper. */
+	if (config->at_return == SONDE_AFTER_RETURN)
+		return ~(regs->rsp - 8);
 	return ~regs->rsp;
 }
 
@@ -1248,7 +1275,11 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &context_key);
 	if (!active || !(active->flags & SONDE_CONTEXT_UNSAMPLED)) {
-		count(SONDE_COUNTER_ORPHAN_RETURN);
+		/* An end-span probe elsewhere may run with no span open (C's
+		 * PQgetResult is called also when no statement is): only a
+		 * function's own return without its entry is counted. */
+		if (config->at_return != SONDE_NOT_AT_RETURN)
+			count(SONDE_COUNTER_ORPHAN_RETURN);
 		return 0;
 	}
 	if (active->owner != owner || active->span_slot != config->span_slot)
@@ -1434,6 +1465,9 @@ static __always_inline int probe(struct pt_regs *regs, const int may_write)
 		return 0;
 	}
 	if (config->skip_flags_mask && (regs->eflags & config->skip_flags_mask))
+		return 0;
+	if (config->guard != SONDE_GUARD_NONE
+	    && (register_value(regs, config->guard_register) == 0) != (config->guard == SONDE_GUARD_ZERO))
 		return 0;
 	__u32 role = config->role;
 	if (role == SONDE_ROLE_START_SPAN || role == SONDE_ROLE_EXTRACT || role == SONDE_ROLE_INJECT) {

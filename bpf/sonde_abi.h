@@ -89,8 +89,8 @@ enum sonde_key_mode {
 };
 
 /* Fetch-program operations. `value` is the program's one working register.
- * The ops from READ_GO_STRING to READ_STRING_REGISTERS store a capture and so
- * end one. A trace-context program (struct sonde_context_program) runs before
+ * The ops from READ_GO_STRING to READ_STRING_REGISTERS, and READ_C_STRING,
+ * store a capture and so end one. A trace-context program (struct sonde_context_program) runs before
  * the span starts, without a record: LOAD_REGISTER, ADD, DEREFERENCE and
  * EXPECT_ADDRESS only, then its action. */
 enum sonde_op_code {
@@ -105,6 +105,23 @@ enum sonde_op_code {
 	SONDE_OP_STORE_VALUE = 9,    /* data[out] = value (8 bytes) */
 	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
 	SONDE_OP_SET_OBJECT = 11,    /* at a span's return: keep it open under object `value` */
+	SONDE_OP_READ_C_STRING = 12, /* value is a NUL-terminated string (C char *): copy <= len bytes */
+};
+
+/* A site that acts only for some values of a register: a return probe's
+ * `when-result` (C: the call that returns no more results). */
+enum sonde_guard {
+	SONDE_GUARD_NONE = 0,
+	SONDE_GUARD_ZERO = 1,        /* only when the register is 0 (a null pointer) */
+	SONDE_GUARD_NON_ZERO = 2,    /* only when it is not */
+};
+
+/* Where a span's end site runs (`at_return`), for telling nested calls apart by stack depth. */
+enum sonde_return_site {
+	SONDE_NOT_AT_RETURN = 0,     /* an end-span probe's site elsewhere: depth unknown */
+	SONDE_AT_RET_INSTRUCTION = 1, /* a RET of the span's own function: the stack is as deep as at
+	                              * the entry site (which precedes every stack adjustment) */
+	SONDE_AFTER_RETURN = 2,      /* a return probe (uretprobe): the return address is popped */
 };
 
 /* What a trace-context program does once its ops (LOAD_REGISTER, ADD,
@@ -175,13 +192,14 @@ struct sonde_probe_config {
 	__u16 prefetch_length;       /* START_SPAN: read this many bytes at register prefetch_register */
 	__u8 prefetch_register;      /* in one go before the programs run; their reads inside that
 	                              * block come from the copy */
-	__u8 at_return;              /* END_SPAN: a RET of the span's own function, where the stack is
-	                              * as deep as at the entry site (which precedes every stack
-	                              * adjustment); 0 for an end-span probe's site elsewhere */
+	__u8 at_return;              /* END_SPAN: enum sonde_return_site */
 	__u64 sampling_threshold;    /* START_SPAN: a root is recorded when its trace id's low 64
 	                              * bits, shifted right by one, are below it, as OpenTelemetry's
 	                              * TraceIdRatioBased compares them; SONDE_SAMPLE_ALL records
 	                              * every trace, 0 none. Per config, so per service. */
+	__u8 guard;                  /* enum sonde_guard: the site acts only when register */
+	__u8 guard_register;         /* guard_register (DWARF numbering) passes it */
+	__u8 reserved[6];
 	struct sonde_op ops[SONDE_MAX_OPS];
 	struct sonde_context_program context;
 };

@@ -11,6 +11,7 @@ DEBIAN_PACKAGES=(
   gcc lld binutils                                                         # tests that link Go programs externally; readelf
   golang-opentelemetry-otel-dev                                            # an OpenTelemetry SDK client, upstream of a traced server
   wrk bpftool                                                              # scripts/bench.sh: load, BPF run-time stats
+  postgresql libpq-dev python3-psycopg2                                    # c/libpq tests: a real server; C, psql and Python clients
 )
 # Where the Go toolchains go and which: shared with the tests' support code.
 source "$(dirname "$0")/toolchains.env"

@@ -1,4 +1,5 @@
 import CLibELF
+import Glibc
 
 /// Reads a target executable: ELF symbols (or Go's function table when stripped), Go build info,
 /// DWARF, and decoded instructions.
@@ -27,6 +28,7 @@ public enum BinaryAnalyzer {
         // Go's function table: what stripped binaries (-ldflags=-s -w) keep of their functions, and
         // the authority on where each starts in any Go binary.
         let goFunctionTable = image.lookUpGoFunctions(named: wanted)
+        let soname = image.soname
         image.releaseReadPages()
 
         var unreadableDWARF: String?
@@ -80,7 +82,20 @@ public enum BinaryAnalyzer {
             dataSymbols: dataSymbols.reduce(into: [:]) { addresses, name in addresses[name] = symbols[name]?.address },
             types: dwarfFacts?.types ?? [:],
             rejectedFunctions: rejectedFunctions,
-            unreadableDWARF: unreadableDWARF)
+            unreadableDWARF: unreadableDWARF,
+            soname: soname,
+            libraryVersion: soname == nil ? nil : libraryVersion(fileAt: path))
+    }
+
+    /// What follows `.so.` in the name of the file `path` leads to (through symbolic links:
+    /// `libpq.so.5` names `libpq.so.5.15`).
+    static func libraryVersion(fileAt path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        let name = String(cString: resolved).split(separator: "/").last.map(String.init) ?? ""
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard let so = parts.firstIndex(of: "so"), so + 1 < parts.count else { return nil }
+        return parts[(so + 1)...].joined(separator: ".")
     }
 
     /// Symbols bounding Go's type descriptors, which Go's DWARF locates types relative to.

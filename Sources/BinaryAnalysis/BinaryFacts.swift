@@ -5,6 +5,11 @@ public struct BinaryFacts: Sendable, Equatable {
     public var isPositionIndependent: Bool
     /// Nil when the binary carries no Go build info (not a Go program).
     public var goBuild: GoBuildInfo?
+    /// A shared library's `DT_SONAME` (`libpq.so.5`); nil for executables.
+    public var soname: String?
+    /// A shared library's version, from its file's name (`libpq.so.5.15`: `5.15`); nil when the
+    /// name carries none.
+    public var libraryVersion: String?
     /// Whether the binary has DWARF debug info that could be read (`-ldflags=-s -w` removes it).
     public var hasDWARF: Bool
     /// Why the binary's DWARF could not be read although it has some (a damaged compressed
@@ -23,8 +28,10 @@ public struct BinaryFacts: Sendable, Equatable {
     public init(
         path: String, isPositionIndependent: Bool, goBuild: GoBuildInfo?, hasDWARF: Bool,
         functions: [String: FunctionFacts], dataSymbols: [String: UInt64], types: [String: TypeFacts],
-        rejectedFunctions: [String: String] = [:], unreadableDWARF: String? = nil
+        rejectedFunctions: [String: String] = [:], unreadableDWARF: String? = nil, soname: String? = nil, libraryVersion: String? = nil
     ) {
+        self.soname = soname
+        self.libraryVersion = libraryVersion
         self.path = path
         self.isPositionIndependent = isPositionIndependent
         self.goBuild = goBuild

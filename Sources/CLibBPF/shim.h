@@ -25,10 +25,14 @@ struct sonde_uprobe_multi_attr {
 	__u32 pid;
 };
 
+/* BPF_F_UPROBE_MULTI_RETURN: the link's uprobes are return probes (uretprobes). */
+#define SONDE_BPF_F_UPROBE_MULTI_RETURN 1
+
 /* Attaches `program` at `count` file offsets of `path`, each with its cookie, for process `pid`
- * (0: every process). Returns the link's file descriptor, or -errno. */
+ * (0: every process), as return probes when `return_probes` is set. Returns the link's file
+ * descriptor, or -errno. */
 static inline int sonde_attach_uprobe_multi(int program_fd, const char *path, const unsigned long *offsets,
-					    const __u64 *cookies, __u32 count, __u32 pid)
+					    const __u64 *cookies, __u32 count, __u32 pid, bool return_probes)
 {
 	struct sonde_uprobe_multi_attr attr;
 	memset(&attr, 0, sizeof(attr));
@@ -39,6 +43,7 @@ static inline int sonde_attach_uprobe_multi(int program_fd, const char *path, co
 	attr.cookies = (__u64)(unsigned long)cookies;
 	attr.count = count;
 	attr.pid = pid;
+	attr.uprobe_flags = return_probes ? SONDE_BPF_F_UPROBE_MULTI_RETURN : 0;
 	int fd = (int)syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
 	return fd < 0 ? -errno : fd;
 }

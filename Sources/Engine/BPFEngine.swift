@@ -171,14 +171,15 @@ public final class BPFEngine {
                     RecordLayout.encodeConfig(
                         role: entryRole, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
                         siteAddress: probe.entry.address, samplingThreshold: sampler.threshold,
-                        objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister,
+                        objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister, guarded: probe.entryGuard,
                         program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
                         contextAction: probe.contextAction, prefetch: probe.prefetch))
                 try writeConfig(
                     fd: configs, index: entryCookie + 1,
                     RecordLayout.encodeConfig(
                         role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                        siteAddress: 0, atReturn: true, objectRegister: handoff?.child, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                        siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
+                        objectRegister: handoff?.child, guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
                 configured.append(index)
             } catch {
                 failures.append("\(probe.qualifiedID): \(error)")
@@ -313,17 +314,28 @@ public final class BPFEngine {
         if case .process(let pid) = target { processID = pid }
         switch uprobeLinks {
         case .multi:
-            let offsets = sites.map { UInt($0.0.fileOffset) }
-            let cookies = sites.map { UInt64($0.1) }
-            let link = sonde_attach_uprobe_multi(
-                bpf_program__fd(program), binary, offsets, cookies, UInt32(sites.count), UInt32(processID ?? 0))  // 0: every process
-            return link >= 0 ? .success([.multi(link)]) : .failure(AttachFailure(text: errorText(-link)))
+            // A link's uprobes are all entry probes or all return probes: one link for each kind there is.
+            var made: [UprobeLink] = []
+            for returnProbes in [false, true] {
+                let kind = sites.filter { ($0.0.role == .returnProbe) == returnProbes }
+                guard !kind.isEmpty else { continue }
+                let link = sonde_attach_uprobe_multi(
+                    bpf_program__fd(program), binary, kind.map { UInt($0.0.fileOffset) }, kind.map { UInt64($0.1) }, UInt32(kind.count),
+                    UInt32(processID ?? 0), returnProbes)  // pid 0: every process
+                guard link >= 0 else {
+                    made.forEach { $0.close() }
+                    return .failure(AttachFailure(text: errorText(-link)))
+                }
+                made.append(.multi(link))
+            }
+            return .success(made)
         case .single:
             var options = bpf_uprobe_opts()
             options.sz = MemoryLayout<bpf_uprobe_opts>.size
             var made: [UprobeLink] = []
             for (site, cookie) in sites {
                 options.bpf_cookie = UInt64(cookie)
+                options.retprobe = site.role == .returnProbe
                 // -1: every process
                 guard let link = bpf_program__attach_uprobe_opts(program, processID ?? -1, binary, Int(site.fileOffset), &options) else {
                     let failure = AttachFailure(text: errorText(errno))

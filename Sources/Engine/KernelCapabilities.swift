@@ -71,7 +71,7 @@ public enum KernelCapabilities {
         defer { close(program) }
         let offsets: [UInt] = [0]
         let cookies: [UInt64] = [0]
-        let link = sonde_attach_uprobe_multi(program, "/", offsets, cookies, 1, 0)
+        let link = sonde_attach_uprobe_multi(program, "/", offsets, cookies, 1, 0, false)
         if link >= 0 { close(link) }
         return link == -EBADF
     }

@@ -27,12 +27,30 @@ enum RecordLayout {
         }
     }
 
+    /// Where an end site runs, for the BPF side to tell nested calls apart by stack depth
+    /// (`enum sonde_return_site`).
+    enum ReturnSite {
+        /// An end-span probe's site in another function: depth unknown.
+        case elsewhere
+        /// A RET of the span's own function: the stack is as deep as at its entry site.
+        case retInstruction
+        /// A return probe: the call has returned, its return address popped.
+        case afterReturn
+
+        var rawValue: UInt8 {
+            switch self {
+            case .elsewhere: UInt8(SONDE_NOT_AT_RETURN.rawValue)
+            case .retInstruction: UInt8(SONDE_AT_RET_INSTRUCTION.rawValue)
+            case .afterReturn: UInt8(SONDE_AFTER_RETURN.rawValue)
+            }
+        }
+    }
+
     /// Encodes one probe configuration; throws when the program is longer than the BPF side runs
-    /// (Planning refuses such probes first, so this guards the encoder alone). `atReturn` marks the
-    /// RET sites of a span's own function, where the BPF side tells nested calls apart by depth.
+    /// (Planning refuses such probes first, so this guards the encoder alone).
     static func encodeConfig(
-        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, atReturn: Bool = false,
-        samplingThreshold: UInt64 = SONDE_SAMPLE_ALL, objectRegister: Register? = nil,
+        role: Role, spanSlot: UInt32, keyMode: CallKeyMode, skipFlagsMask: UInt64, siteAddress: UInt64, returnSite: ReturnSite = .elsewhere,
+        samplingThreshold: UInt64 = SONDE_SAMPLE_ALL, objectRegister: Register? = nil, guarded: SiteGuard? = nil,
         program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil,
         prefetch: Prefetch? = nil
     ) throws -> [UInt8] {
@@ -49,8 +67,12 @@ enum RecordLayout {
         config.op_count = UInt32(program.count)
         config.skip_flags_mask = skipFlagsMask
         config.site_address = siteAddress
-        config.at_return = atReturn ? 1 : 0
+        config.at_return = returnSite.rawValue
         config.sampling_threshold = samplingThreshold
+        if let guarded {
+            config.guard = UInt8((guarded.test == .zero ? SONDE_GUARD_ZERO : SONDE_GUARD_NON_ZERO).rawValue)
+            config.guard_register = UInt8(guarded.register.rawValue)
+        }
         config.object_register = objectRegister.map { UInt32($0.rawValue) } ?? UInt32(SONDE_NO_OBJECT_REGISTER)
         if let prefetch, role == .startSpan {
             config.prefetch_register = UInt8(prefetch.register.rawValue)
@@ -148,6 +170,7 @@ enum RecordLayout {
         case .readStringRegisters(let pointer, let lengthRegister, let into, let maxLength):
             set(SONDE_OP_READ_STRING_REGISTERS, register: UInt8(pointer.rawValue), out: into, length: maxLength, immediate: Int64(lengthRegister.rawValue))
         case .setObject: set(SONDE_OP_SET_OBJECT)
+        case .readCString(let into, let maxLength): set(SONDE_OP_READ_C_STRING, out: into, length: maxLength)
         }
         encoded.capture = UInt8(captureIndex[Int(encoded.out)] ?? 0)
         return encoded

@@ -7,6 +7,8 @@ public struct AttachPlan: Sendable, Equatable {
     public var binaryPath: String
     public var isPositionIndependent: Bool
     public var goVersion: String?
+    /// A shared library's soname and version (`libpq.so.5 5.15`); nil for an executable.
+    public var sharedLibrary: String?
     public var probes: [PlannedProbe]
     /// Probes that cannot run on this binary, each with the reason.
     public var skipped: [SkippedProbe]
@@ -96,6 +98,10 @@ public struct PlannedProbe: Sendable, Equatable {
     public var carrierRegister: Register?
     /// Span probes: memory their entry reads in one go, for the programs' reads inside it.
     public var prefetch: Prefetch?
+    /// The entry site acts only when this holds (an `at: return` probe's `when-result`).
+    public var entryGuard: SiteGuard?
+    /// The return sites end the span only when this holds (`span.ends-at-return`).
+    public var returnGuard: SiteGuard?
 
     /// The probe writes into the traced process's memory (outgoing trace context).
     public var writesTargetMemory: Bool {
@@ -119,6 +125,17 @@ public struct PlannedProbe: Sendable, Equatable {
     }
 
     public var qualifiedID: String { "\(pack)/\(probe.id)" }
+}
+
+/// A site that acts only when a register passes a test: a result that is zero, or is not.
+public struct SiteGuard: Sendable, Equatable, CustomStringConvertible {
+    public var register: Register
+    public var test: ResultTest
+    public init(register: Register, test: ResultTest) {
+        self.register = register
+        self.test = test
+    }
+    public var description: String { "only when \(register) is \(test == .zero ? "zero" : "not zero")" }
 }
 
 /// The registers holding the creating goroutine (at the entry site, a call) and the created one
@@ -163,12 +180,18 @@ public struct ProbeSite: Sendable, Equatable {
         case entry, `return`
         /// A `call` instruction inside the function, which the kernel emulates.
         case call
+        /// The function's return, through the kernel's return probe (uretprobe): it swaps the
+        /// return address at the function's first instruction and runs when the call returns,
+        /// wherever it returns from (a tail call's callee too). Native code only: Go's stack
+        /// walker would meet the swapped address.
+        case returnProbe
     }
     public var role: Role
     public var function: String
     public var address: UInt64
     public var fileOffset: UInt64
     public var instruction: String
+    /// For a return probe: whether the instruction it is hooked at is (its return is always cheap).
     public var kernelEmulates: Bool
     /// The hit is ignored when any of these EFLAGS bits is set: the stack-check branch is about
     /// to enter morestack, and the function will start over.
@@ -213,8 +236,15 @@ public struct CaptureSlot: Sendable, Equatable {
     /// dropping members from the end), so that the record's capture area still fits a router's.
     public static let traceStateMaxLength = 96
 
-    /// Bytes the slot takes: strings carry a two-byte length.
-    public var size: Int { type == .goString ? 2 + maxLength : 8 }
+    /// Bytes the slot takes: strings carry a two-byte length, and a C string's copy ends with
+    /// the NUL the kernel writes after the bytes kept.
+    public var size: Int {
+        switch type {
+        case .goString: 2 + maxLength
+        case .cString: 2 + maxLength + 1
+        default: 8
+        }
+    }
 
     /// Where the next slot may start: slots are 8-byte aligned.
     public var alignedEnd: Int { offset + (size + 7) / 8 * 8 }

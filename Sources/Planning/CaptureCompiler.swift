@@ -169,6 +169,7 @@ struct CaptureCompiler {
         try check(typeName, matches: capture.type, context: context)
         switch capture.type {
         case .goString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
+        case .cString: ops += [.dereference, .readCString(into: slot.offset, maxLength: slot.maxLength)]
         case .int: ops.append(.readInteger(size: 8, into: slot.offset))
         case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
         case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
@@ -351,6 +352,8 @@ struct CaptureCompiler {
                 throw PlanProblem("\(context): string parameters can only be captured on entry")
             }
             return [.readStringRegisters(pointer: pieces[0].register, length: pieces[1].register, into: slot.offset, maxLength: slot.maxLength)]
+        case .cString:
+            return [try load(pieces[0].register), .readCString(into: slot.offset, maxLength: slot.maxLength)]
         case .int, .int32, .uint16, .bool, .nonNil:
             // A pointer's only word, or an interface's type word: zero exactly when nil.
             return [try load(pieces[0].register), .storeValue(into: slot.offset)]
@@ -371,6 +374,7 @@ struct CaptureCompiler {
         let expected: Set<String>
         switch type {
         case .goString: expected = ["string"]
+        case .cString: expected = ["*char", "*int8", "*uint8"]
         case .int: expected = ["int", "int64", "uint", "uint64", "uintptr"]
         case .int32: expected = ["int32", "uint32"]
         case .uint16: expected = ["uint16", "int16"]

@@ -14,6 +14,8 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case expectAddress(UInt64, meaning: String)
     case readGoString(into: Int, maxLength: Int)
     case readStringRegisters(pointer: Register, length: Register, into: Int, maxLength: Int)
+    /// The value is a C `char *`: copies the NUL-terminated string it points at.
+    case readCString(into: Int, maxLength: Int)
     case readInteger(size: Int, into: Int)
     case storeValue(into: Int)
     /// At a span's return: the span stays open under this object (see `outlives-call`).
@@ -30,6 +32,7 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
         case .readGoString(let offset, let maxLength): return "read go-string (max \(maxLength)) into data[\(offset)]"
         case .readStringRegisters(let pointer, let length, let offset, let maxLength):
             return "read string \(pointer):\(length) (max \(maxLength)) into data[\(offset)]"
+        case .readCString(let offset, let maxLength): return "read c-string (max \(maxLength)) into data[\(offset)]"
         case .readInteger(let size, let offset): return "read \(size)-byte integer into data[\(offset)]"
         case .storeValue(let offset): return "store value into data[\(offset)]"
         case .setObject: return "keep the span open under this object"

@@ -40,7 +40,12 @@ public enum PlanCompiler {
         }
         for (pack, probe) in ordered {
             do {
-                if let packProblem = applicability(of: pack, to: facts) { throw PlanProblem(packProblem) }
+                if let packProblem = applicability(of: pack, to: facts) {
+                    var problem = PlanProblem(packProblem)
+                    // Another file's probes (a shared library's) are not in this one, like absent functions.
+                    problem.isFunctionAbsent = pack.library.soname.map { $0 != facts.soname } ?? false
+                    throw problem
+                }
                 if !facts.hasDWARF, let unusable = unusableTables[pack.name] {
                     let dwarf = facts.unreadableDWARF.map { "the binary's DWARF is unreadable (\($0))" } ?? "the binary has no DWARF"
                     throw PlanProblem("\(dwarf) and the pack's offset table is unusable: \(unusable)")
@@ -93,11 +98,19 @@ public enum PlanCompiler {
         // A span kept open under an object ends only through its end-span probe; without that
         // probe it would never be emitted, so it and whatever adds to it are left out.
         let ended = Set(planned.compactMap { $0.probe.enrichment?.ends?.object == nil ? nil : $0.probe.enrichment?.target })
-        let neverEnding = Set(planned.filter { $0.probe.span?.outlivesCall != nil && !ended.contains($0.qualifiedID) }.map(\.spanSlot))
+        // The same for a span that ends at its return only when its result says so (ends-at-return).
+        let endedOnItsThread = Set(planned.compactMap { $0.probe.enrichment?.ends == .openCall ? $0.probe.enrichment?.target : nil })
+        let neverEnding = Set(planned.filter {
+            ($0.probe.span?.outlivesCall != nil && !ended.contains($0.qualifiedID))
+                || ($0.probe.span?.endsAtReturn != nil && !endedOnItsThread.contains($0.qualifiedID))
+        }.map(\.spanSlot))
         for probe in planned where neverEnding.contains(probe.spanSlot) {
-            let reason = probe.probe.span != nil
-                ? "its span outlives the call, but no end-span probe for it is planned, so it would never end"
-                : "it adds to \(probe.probe.enrichment?.target ?? ""), which is left out"
+            let reason = probe.probe.span.map { span in
+                span.outlivesCall != nil
+                    ? "its span outlives the call, but no end-span probe for it is planned, so it would never end"
+                    : "its span ends at its return only when the result is \(span.endsAtReturn == .zero ? "zero" : "not zero") (ends-at-return), "
+                        + "and no end-span probe for it is planned to end it otherwise"
+            } ?? "it adds to \(probe.probe.enrichment?.target ?? ""), which is left out"
             skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
         }
         planned.removeAll { neverEnding.contains($0.spanSlot) }
@@ -106,7 +119,11 @@ public enum PlanCompiler {
         // A span that end-span probes end on its own goroutine/thread needs no probe on its RETs.
         let endedBeforeReturn = Set(planned.compactMap { $0.probe.enrichment?.ends == .openCall ? $0.probe.enrichment?.target : nil })
         for index in planned.indices where planned[index].probe.span != nil && endedBeforeReturn.contains(planned[index].qualifiedID) {
-            planned[index].returns = []
+            if let test = planned[index].probe.span?.endsAtReturn {
+                planned[index].returnGuard = SiteGuard(register: .rax, test: test)
+            } else {
+                planned[index].returns = []
+            }
         }
         if placement == .conventional {
             for index in planned.indices {
@@ -115,9 +132,11 @@ public enum PlanCompiler {
                 planned[index].entry = first
             }
         }
-        return AttachPlan(
+        var plan = AttachPlan(
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
+        plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
+        return plan
     }
 
     /// Plans an enrich probe: its captures land after the target's in the target's record, and
@@ -146,6 +165,9 @@ public enum PlanCompiler {
         }
         let dataOffset = target.captureSlots.map(\.alignedEnd).max() ?? 0
         var plan = try compile(probe: probe, of: pack, facts: facts, table: table, dataOffset: dataOffset)
+        if let trigger = probe.enrichment?.atReturn {
+            try moveToReturn(&plan, trigger: trigger, language: pack.language, facts: facts)
+        }
         guard target.captureSlots.count + plan.captureSlots.count <= CaptureCompiler.maxCaptures else {
             throw PlanProblem("\(target.qualifiedID) and its enrichers would have more than \(CaptureCompiler.maxCaptures) captures")
         }
@@ -168,6 +190,24 @@ public enum PlanCompiler {
         plan.spanSlot = target.spanSlot
         plan.keyMode = target.keyMode
         return plan
+    }
+
+    /// An `at: return` enricher: its one site is its function's return probe, whose program reads
+    /// the results, and which acts only when the first result passes the probe's test.
+    static func moveToReturn(_ plan: inout PlannedProbe, trigger: ReturnTrigger, language: Language, facts: BinaryFacts) throws {
+        let probe = plan.probe
+        guard language != .go else {
+            throw PlanProblem(
+                "\(probe.source): at: return needs a return probe, which Sonde puts on native code only (Go's stack walker would meet its swapped return address)")
+        }
+        if let argument = probe.onReturn.first(where: { if case .argument = $0.origin { true } else { false } }) {
+            throw PlanProblem("capture '\(argument.name)' (\(argument.source)): at: return reads the function's results only; its arguments are gone")
+        }
+        plan.entry = try SiteSelector.returnProbeSite(of: function(probe.function, in: facts))
+        plan.returns = []
+        plan.entryProgram = plan.returnProgram
+        plan.returnProgram = []
+        plan.entryGuard = trigger.whenResult.map { SiteGuard(register: .rax, test: $0) }
     }
 
     /// Ties a planned `inject-trace-context` probe to the client span it writes for: its slot, and
@@ -293,7 +333,7 @@ public enum PlanCompiler {
 
     /// Why a whole pack does not apply to this binary, or nil when it does.
     static func applicability(of pack: ProbePack, to facts: BinaryFacts) -> String? {
-        guard pack.language == .go else { return nil }
+        guard pack.language == .go else { return nativeApplicability(of: pack, to: facts) }
         guard let build = facts.goBuild else { return "not a Go program (no Go build info in \(facts.path))" }
         let version: String
         if pack.library.module == "std" {
@@ -311,9 +351,28 @@ public enum PlanCompiler {
         return nil
     }
 
+    /// A C, C++ or Rust pack that names a shared library applies to that library's file, at a
+    /// version its file name gives.
+    static func nativeApplicability(of pack: ProbePack, to facts: BinaryFacts) -> String? {
+        if facts.goBuild != nil { return "\(facts.path) is a Go program; \(pack.name) probes \(pack.language.rawValue) code" }
+        guard let soname = pack.library.soname else { return nil }
+        guard facts.soname == soname else {
+            let actual = facts.soname.map { "its soname is \($0)" } ?? "it is not a shared library"
+            return "\(pack.name) probes \(soname), and \(facts.path) is not that library (\(actual))"
+        }
+        guard let text = facts.libraryVersion, let version = Version(parsing: text) else {
+            return "the name of \(facts.path) does not say which version of \(soname) it is; the pack covers \(pack.library.versions)"
+        }
+        guard pack.library.versions.contains(version) else {
+            return "\(soname) \(text) is outside the pack's range \(pack.library.versions)"
+        }
+        return nil
+    }
+
     static func compile(probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?, dataOffset: Int = 0) throws -> PlannedProbe {
         try compile(probe: probe, facts: facts, dataOffset: dataOffset) { name in
-            try ProbeSignature.resolve(function(name, in: facts), of: pack, facts: facts, table: table)
+            if pack.language != .go { return try ProbeSignature.native(of: probe, in: pack) }
+            return try ProbeSignature.resolve(function(name, in: facts), of: pack, facts: facts, table: table)
         }
     }
 
@@ -360,9 +419,17 @@ public enum PlanCompiler {
         }
         if let reference = probe.span?.outlivesCall { try programs.keepOpen(under: reference) }
         let objectKey = try (probe.enrichment?.ends?.object).map { try programs.objectRegister($0) }
-        let (entry, keyMode) = try entry(of: function, preserving: programs.registersReadAtEntry, facts: facts)
+        var (entry, keyMode) = try entry(of: function, preserving: programs.registersReadAtEntry, facts: facts)
         // Enrichers act at entry only, so they cost one cheap hit and no return probe.
-        let returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
+        var returns = probe.enrichment == nil ? SiteSelector.returnSites(of: function) : []
+        if signature.callingConvention == .sysV, probe.enrichment == nil {
+            // Native code returns through a return probe: cheaper than its RETs, which are
+            // single-stepped, and reached when the function ends in a tail call (libpq's PQexec
+            // jumps to PQexecFinish). Its hook is on the first instruction, which an entry site
+            // shares when the kernel emulates it.
+            returns = [try SiteSelector.returnProbeSite(of: function)]
+            if returns[0].kernelEmulates { entry = try SiteSelector.firstInstructionSite(of: function) }
+        }
         guard !returns.isEmpty || probe.enrichment != nil else { throw PlanProblem("no return instruction found in \(probe.function)") }
         for (side, program) in [("entry", programs.entryProgram), ("return", programs.returnProgram)] where program.count > CaptureCompiler.maxOps {
             throw PlanProblem(

@@ -10,14 +10,32 @@ struct ProbeSignature {
     var types: TypeCatalog
     /// Shown by `sonde plan` for every capture: `DWARF`, or which table entry.
     var origin: String
+    var callingConvention: CallingConvention = .go
+
+    /// Where arguments and results are: Go's register ABI, or the System V ABI of native code.
+    enum CallingConvention {
+        case go, sysV
+    }
 
     static let dwarfOrigin = "DWARF"
 
-    /// Results take registers from Go's register ABI: DWARF locates none at the return instructions.
+    /// Go results take registers from Go's register ABI: DWARF locates none at the return
+    /// instructions. Native results already have theirs (RAX).
     func assigningResultRegisters() -> ProbeSignature {
+        guard callingConvention == .go else { return self }
         var assigned = self
         assigned.results = results.map { GoRegisterABI.assigningRegisters(to: $0, types: types) }
         return assigned
+    }
+
+    /// A C, C++ or Rust probe's signature: the prototype its pack writes, in SysV registers.
+    static func native(of probe: Probe, in pack: ProbePack) throws -> ProbeSignature {
+        guard let declared = probe.signature else {
+            throw PlanProblem(
+                "\(probe.source): a \(pack.language.rawValue) probe needs its function's prototype (signature: \"int f(const char *name)\"); "
+                    + "Sonde reads parameters from DWARF for Go only")
+        }
+        return SysVABI.signature(declared, types: pack.types, origin: "pack signature (\(declared.source))")
     }
 
     /// The signature of `function`, a function one of the pack's probes hooks or calls into.

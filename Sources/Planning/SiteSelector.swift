@@ -31,6 +31,10 @@ enum SiteSelector {
                 if isGo, index > 0, let mask = morestackMask(branch: instruction, after: function.instructions[index - 1]) {
                     return try site(.entry, instruction, in: function, skipFlagsMask: mask)
                 }
+                // A native function's tail jump (`mov edx, 1; jmp impl`) runs once per call.
+                if !isGo, isOncePerCallJump(instruction, in: function) {
+                    return try site(.entry, instruction, in: function, skipFlagsMask: 0)
+                }
             }
             // Large Go frames first check `sub r12, N` for wrap-around with a JB into morestack;
             // execution goes on to the stack-guard check, so the scan may too.
@@ -57,6 +61,17 @@ enum SiteSelector {
         function.instructions.filter { $0.isReturn && isInside($0, function) }.compactMap {
             try? site(.return, $0, in: function, skipFlagsMask: 0)
         }
+    }
+
+    /// The function's return through the kernel's return probe, hooked at its first instruction.
+    /// Returning through it costs about as much as an emulated hit (Linux 6.11+ returns through
+    /// the uretprobe system call, with no single-step); its hook at entry costs what that
+    /// instruction costs, and is shared with an entry site there.
+    static func returnProbeSite(of function: FunctionFacts) throws -> ProbeSite {
+        let first = try firstInstructionSite(of: function)
+        return ProbeSite(
+            role: .returnProbe, function: function.name, address: first.address, fileOffset: first.fileOffset,
+            instruction: "return probe, hooked at \(first.instruction)", kernelEmulates: first.kernelEmulates, skipFlagsMask: 0)
     }
 
     /// The one `call` of `callee` inside `function`: a direct call, which the kernel emulates.
@@ -113,6 +128,24 @@ enum SiteSelector {
     }
 
     private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
+
+    /// An unconditional direct `jmp` that nothing in the function jumps back to or before:
+    /// reached from the function's start only, so once per call.
+    private static func isOncePerCallJump(_ jump: Instruction, in function: FunctionFacts) -> Bool {
+        guard jump.mnemonic == "jmp", branchTarget(jump) != nil else { return false }
+        return !function.instructions.contains { instruction in
+            guard isBranch(instruction) else { return false }
+            // An indirect branch could go anywhere.
+            guard let target = branchTarget(instruction) else { return !instruction.mnemonic.hasPrefix("call") }
+            return target >= function.address && target <= jump.address
+        }
+    }
+
+    /// A direct branch's target, from its operand (`0x164b0`); nil for an indirect one.
+    private static func branchTarget(_ instruction: Instruction) -> UInt64? {
+        guard instruction.operands.hasPrefix("0x") else { return nil }
+        return UInt64(instruction.operands.dropFirst(2), radix: 16)
+    }
 
     private static func isBranch(_ instruction: Instruction) -> Bool {
         instruction.mnemonic.hasPrefix("j") || instruction.mnemonic.hasPrefix("call")

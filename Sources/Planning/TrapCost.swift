@@ -17,17 +17,47 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
 
     /// One call of the probe's function: its entry site, and one of its return sites (a call leaves
     /// through exactly one RET).
+    /// A return probe costs its hook at the function's first instruction, shared with an entry
+    /// site there, and its return, which the kernel makes without a single-step (Linux 6.11+).
     public init(perCallOf probe: PlannedProbe) {
         self.init()
         add(probe.entry)
         if let exit = probe.returns.first {
             // Return sites differ only when a RET is emulated, which x86's never is; count the costliest.
-            add(probe.returns.first { !$0.kernelEmulates } ?? exit)
+            let costliest = probe.returns.first { !$0.kernelEmulates } ?? exit
+            if costliest.role == .returnProbe {
+                if costliest.address != probe.entry.address { addHit(emulated: costliest.kernelEmulates) }
+                addHit(emulated: true)
+            } else {
+                add(costliest)
+            }
         }
     }
 
+    /// One request that runs each probed function once: a site several probes share traps once,
+    /// and so does a return probe's hook where an entry site is.
+    public init(perRequestOf probes: [PlannedProbe]) {
+        self.init()
+        var breakpoints: [UInt64: Bool] = [:]  // file offset: emulated
+        var returnProbes = Set<UInt64>()
+        for probe in probes {
+            let costliestReturn = probe.returns.first { !$0.kernelEmulates } ?? probe.returns.first
+            for site in [probe.entry] + (costliestReturn.map { [$0] } ?? []) {
+                breakpoints[site.fileOffset] = site.kernelEmulates
+                if site.role == .returnProbe { returnProbes.insert(site.fileOffset) }
+            }
+        }
+        breakpoints.values.forEach { addHit(emulated: $0) }
+        returnProbes.forEach { _ in addHit(emulated: true) }
+    }
+
     private mutating func add(_ site: ProbeSite) {
-        if site.kernelEmulates { emulatedHits += 1 } else { singleSteppedHits += 1 }
+        addHit(emulated: site.kernelEmulates)
+        if site.role == .returnProbe { addHit(emulated: true) }  // an `at: return` probe's only site: hook and return
+    }
+
+    private mutating func addHit(emulated: Bool) {
+        if emulated { emulatedHits += 1 } else { singleSteppedHits += 1 }
     }
 
     public static func + (left: TrapCost, right: TrapCost) -> TrapCost {

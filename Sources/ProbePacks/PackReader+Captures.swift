@@ -155,10 +155,11 @@ extension PackReader {
         case ("rpc_method", 1): return .rpcMethod(of: arguments[0])
         case ("grpc_status", 2): return .grpcStatus(code: arguments[0], error: arguments[1])
         case ("url_scheme", 1): return .urlScheme(tls: arguments[0])
+        case ("sql_operation", 1): return .sqlOperation(of: arguments[0])
         default:
             throw node.error(
                 "unknown function '\(text)'; expected hostname(host), port(host), url(scheme, host, path, query),"
-                    + " url_scheme(tls), rpc_service(method), rpc_method(method) or grpc_status(code, error)"
+                    + " url_scheme(tls), rpc_service(method), rpc_method(method), grpc_status(code, error) or sql_operation(query)"
             )
         }
     }

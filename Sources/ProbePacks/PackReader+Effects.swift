@@ -4,7 +4,7 @@ import Foundation
 extension PackReader {
     static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
         let report = node.diagnostics
-        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call"])
+        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call", "ends-at-return"])
         let kind = report.attempt { () throws -> SpanRule.Kind in
             let kindNode = try map.required("kind")
             let kindName = try kindNode.string("span.kind")
@@ -23,8 +23,39 @@ extension PackReader {
         let outlivesCall = map.optional("outlives-call").flatMap { object in
             report.attempt { try readOutlivesCall(object) }
         }
+        let endsAtReturn = map.optional("ends-at-return").flatMap { node in
+            report.attempt { () throws -> ResultTest in
+                let condition = try node.mapping("span.ends-at-return", allowed: ["when-result"])
+                return try readResultTest(condition.required("when-result"), key: "span.ends-at-return.when-result")
+            }
+        }
         guard let kind, let name else { throw AlreadyReported() }
-        return SpanRule(kind: kind, name: name, errorWhen: errorWhen ?? [], outlivesCall: outlivesCall)
+        return SpanRule(kind: kind, name: name, errorWhen: errorWhen ?? [], outlivesCall: outlivesCall, endsAtReturn: endsAtReturn)
+    }
+
+    static func readResultTest(_ node: YAMLNode, key: String) throws -> ResultTest {
+        let text = try node.string(key)
+        guard let test = ResultTest(rawValue: text) else {
+            throw node.error("\(key) must be one of: \(ResultTest.allCases.map(\.rawValue).joined(separator: ", ")) (of the first result)")
+        }
+        return test
+    }
+
+    /// `at: entry | return` and, at a return, `when-result: zero | non-zero`.
+    private static func readTrigger(_ map: YAMLMapping, key: String) throws -> ReturnTrigger? {
+        let report = map.owner.diagnostics
+        let atReturn = try map.optional("at").map { node -> Bool in
+            let at = try node.string("\(key).at")
+            guard ["entry", "return"].contains(at) else { throw node.error("\(key).at must be entry or return") }
+            return at == "return"
+        } ?? false
+        let test = map.optional("when-result").flatMap { node in
+            report.attempt { () throws -> ResultTest in
+                guard atReturn else { throw node.error("\(key).when-result tests the function's result, which exists at: return only") }
+                return try readResultTest(node, key: "\(key).when-result")
+            }
+        }
+        return atReturn ? ReturnTrigger(whenResult: test) : nil
     }
 
     /// `outlives-call: { result: 0, path: "(*pkg.T)" }`.
@@ -38,24 +69,39 @@ extension PackReader {
         return ObjectReference(origin: origin, dynamicType: type)
     }
 
-    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }` (`object` optional).
-    static func readEnrichment(_ node: YAMLNode, key: String, captures: Set<String>) throws -> Enrichment {
+    /// `enrich: { span, name, error-when }`, or `end-span: { span, object, name, error-when }` (`object` optional);
+    /// one for each span `span` names (one, or a list).
+    static func readEnrichment(_ node: YAMLNode, key: String, captures: Set<String>) throws -> [Enrichment] {
         let report = node.diagnostics
         let isEnd = key == "end-span"
         let map = try node.mapping(
             key,
-            allowed: isEnd ? ["span", "object", "name", "error-when"] : ["span", "name", "error-when"]
+            allowed: isEnd ? ["span", "object", "name", "error-when", "at", "when-result"] : ["span", "name", "error-when", "at", "when-result"]
         )
-        let target = report.attempt { try readTarget(map.required("span"), key: key) }
+        let trigger = report.attempt { try readTrigger(map, key: key) }
+        let targets = report.attempt { () throws -> [String] in
+            let spanNode = try map.required("span")
+            guard case .sequence = spanNode.node else { return [try readTarget(spanNode, key: key)] }
+            let targets = try spanNode.sequence("\(key).span").map { try readTarget($0, key: key) }
+            guard !targets.isEmpty else { throw spanNode.error("\(key).span needs at least one span") }
+            if let twice = targets.first(where: { target in targets.filter { $0 == target }.count > 1 }) {
+                throw spanNode.error("\(key).span names \(twice) twice")
+            }
+            return targets
+        }
         // The name may use the target's captures, which only planning knows: checked there.
         let rename = map.optional("name").flatMap { name in report.attempt { try readNameTemplate(name, captures: nil) }
         }
         let errorWhen = map.optional("error-when").flatMap { conditions in
             report.attempt { try readErrorConditions(conditions, captures: captures) }
         }
+        guard let trigger else { throw AlreadyReported() }
         guard isEnd else {
-            guard let target else { throw AlreadyReported() }
-            return Enrichment(target: target, rename: rename, errorWhen: errorWhen ?? [])
+            guard let targets else { throw AlreadyReported() }
+            return targets.map { Enrichment(target: $0, rename: rename, errorWhen: errorWhen ?? [], atReturn: trigger) }
+        }
+        if let objectNode = map.optional("object"), trigger != nil {
+            report.report(objectNode.error("end-span.object is read at entry; a probe at: return ends the open call of its thread instead"))
         }
         // Without `object`, the span ends at this probe on the target's own goroutine/thread.
         let end = map.optional("object").map { objectNode in
@@ -64,8 +110,8 @@ extension PackReader {
                 return .object(try readOrigin(object, of: "end-span.object", at: objectNode, resultAllowed: false))
             }
         } ?? .openCall
-        guard let target, let end else { throw AlreadyReported() }
-        return Enrichment(target: target, rename: rename, ends: end, errorWhen: errorWhen ?? [])
+        guard let targets, let end else { throw AlreadyReported() }
+        return targets.map { Enrichment(target: $0, rename: rename, ends: end, errorWhen: errorWhen ?? [], atReturn: trigger) }
     }
 
     /// `span: pack/probe`, the probe whose span another probe works on.
@@ -98,7 +144,8 @@ extension PackReader {
         return GoroutineHandoff(parent: parent, child: child)
     }
 
-    /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`.
+    /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`,
+    /// `{ capture: status, one-of: [5, 7] }`.
     static func readErrorConditions(_ node: YAMLNode, captures: Set<String>) throws -> [ErrorCondition] {
         let nodes = (try? node.sequence("error-when")) ?? [node]
         let conditions = nodes.compactMap { condition in
@@ -109,7 +156,7 @@ extension PackReader {
     }
 
     private static func readErrorCondition(_ node: YAMLNode, captures: Set<String>) throws -> ErrorCondition {
-        let condition = try node.mapping("error-when", allowed: ["capture", "at-least", "not-zero"])
+        let condition = try node.mapping("error-when", allowed: ["capture", "at-least", "not-zero", "one-of"])
         let capture = node.diagnostics.attempt { () throws -> String in
             let captureNode = try condition.required("capture")
             let capture = try captureNode.string("error-when.capture")
@@ -119,14 +166,18 @@ extension PackReader {
             return capture
         }
         let test = node.diagnostics.attempt { () throws -> ErrorCondition.Test in
-            switch (condition.optional("at-least"), condition.optional("not-zero")) {
-            case (let threshold?, nil):
+            switch (condition.optional("at-least"), condition.optional("not-zero"), condition.optional("one-of")) {
+            case (let threshold?, nil, nil):
                 return .atLeast(try threshold.integer("error-when.at-least"))
-            case (nil, let flag?):
+            case (nil, let flag?, nil):
                 guard try flag.string("not-zero") == "true" else { throw flag.error("not-zero can only be true") }
                 return .nonZero
+            case (nil, nil, let list?):
+                let values = try list.sequence("error-when.one-of").map { try $0.integer("a value of error-when.one-of") }
+                guard !values.isEmpty else { throw list.error("error-when.one-of needs at least one value") }
+                return .oneOf(values)
             default:
-                throw node.error("error-when needs exactly one of 'at-least' or 'not-zero'")
+                throw node.error("error-when needs exactly one of 'at-least', 'not-zero' or 'one-of'")
             }
         }
         guard let capture, let test else { throw AlreadyReported() }

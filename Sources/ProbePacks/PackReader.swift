@@ -6,7 +6,7 @@
 /// reported at once. A reader whose parts failed throws ``AlreadyReported``; a value read from
 /// a probe or pack with a reported mistake is never used, since the whole file is then refused.
 enum PackReader {
-    static let packKeys = ["format", "pack", "language", "library", "probes"]
+    static let packKeys = ["format", "pack", "language", "library", "types", "probes"]
 
     /// The pack, or nil when a mistake was reported.
     static func readPack(_ node: YAMLNode) -> ProbePack? {
@@ -18,10 +18,11 @@ enum PackReader {
         else { return nil }
         let name = report.attempt { try readName(map.required("pack")) }
         let language = report.attempt { try readLanguage(map.required("language")) }
-        let library = report.attempt { try readLibrary(map.required("library")) }
-        let probes = report.attempt { try readProbes(map.required("probes"), in: node, named: name) }
+        let library = report.attempt { try readLibrary(map.required("library"), language: language) }
+        let types = map.optional("types").flatMap { types in report.attempt { try readTypes(types, language: language) } }
+        let probes = report.attempt { try readProbes(map.required("probes"), in: node, named: name, language: language) }
         guard let name, let language, let library, let probes, report.count == before else { return nil }
-        return ProbePack(name: name, language: language, library: library, probes: probes, source: node.location)
+        return ProbePack(name: name, language: language, library: library, probes: probes, types: types ?? [], source: node.location)
     }
 
     /// The top level as a pack's mapping. A file not even shaped like a pack is described, never
@@ -69,10 +70,13 @@ enum PackReader {
         return language
     }
 
-    private static func readLibrary(_ node: YAMLNode) throws -> LibraryCoverage {
+    /// Go packs name a module; C, C++ and Rust packs may name the shared library they probe.
+    private static func readLibrary(_ node: YAMLNode, language: Language?) throws -> LibraryCoverage {
         let report = node.diagnostics
-        let map = try node.mapping("library", allowed: ["module", "versions"])
-        let module = report.attempt { try map.required("module").string("library.module") }
+        let isGo = language.map { $0 == .go } ?? true
+        let map = try node.mapping("library", allowed: isGo ? ["module", "versions"] : ["soname", "versions"])
+        let module = isGo ? report.attempt { try map.required("module").string("library.module") } : ""
+        let soname = map.optional("soname").flatMap { node in report.attempt { try readSoname(node) } }
         let versions = report.attempt { () throws -> VersionRange in
             let versionsNode = try map.required("versions")
             let text = try versionsNode.string("library.versions")
@@ -82,25 +86,35 @@ enum PackReader {
             return versions
         }
         guard let module, let versions else { throw AlreadyReported() }
-        return LibraryCoverage(module: module, versions: versions)
+        return LibraryCoverage(module: module, soname: soname, versions: versions)
     }
 
     /// `packName`: the pack's name when it could be read, to check probes that end its own spans.
-    private static func readProbes(_ node: YAMLNode, in pack: YAMLNode, named packName: String?) throws -> [Probe] {
+    private static func readProbes(_ node: YAMLNode, in pack: YAMLNode, named packName: String?, language: Language?) throws -> [Probe] {
         let probeNodes = try node.sequence("probes")
         guard !probeNodes.isEmpty else { throw pack.error("a pack needs at least one probe") }
         var probes: [(probe: Probe, node: YAMLNode)] = []
         for probeNode in probeNodes {
-            guard let probe = node.diagnostics.attempt({ try readProbe(probeNode) }) else { continue }
-            if probes.contains(where: { $0.probe.id == probe.id }) {
-                node.diagnostics.report(probeNode.error("probe id '\(probe.id)' is used twice in this pack"))
-            } else {
-                probes.append((probe, probeNode))
+            guard let read = node.diagnostics.attempt({ try readProbe(probeNode, language: language) }) else { continue }
+            for probe in read {
+                if probes.contains(where: { $0.probe.id == probe.id }) {
+                    node.diagnostics.report(probeNode.error("probe id '\(probe.id)' is used twice in this pack"))
+                } else {
+                    probes.append((probe, probeNode))
+                }
             }
         }
         if let packName {
-            checkSpanEnds(probes, of: packName)
-            checkExtractions(probes, of: packName)
+            // A probe that could not be read is reported already: probes naming it are not reported too.
+            let unread = Set(probeNodes.compactMap { node in
+                (try? node.mapping("a probe").optional("id")?.string("id")).flatMap { $0 }
+            }).subtracting(probes.map(\.probe.id))
+            let readProbes = probes.filter { probe in
+                let targets = [probe.probe.enrichment?.target, probe.probe.extraction?.span].compactMap { $0 }
+                return !targets.contains { unread.contains(String($0.dropFirst(packName.count + 1))) }
+            }
+            checkSpanEnds(readProbes, of: packName)
+            checkExtractions(readProbes, of: packName)
         }
         return probes.map(\.probe)
     }
@@ -154,19 +168,24 @@ enum PackReader {
         }
     }
 
-    private static func readProbe(_ node: YAMLNode) throws -> Probe {
+    /// One probe, or one per span an `enrich` or `end-span` with a list of spans works on, each
+    /// with the id `ID-TARGET` (the target probe's id).
+    private static func readProbe(_ node: YAMLNode, language: Language?) throws -> [Probe] {
         let report = node.diagnostics
         let before = report.count
         let map = try node.mapping(
             "a probe",
             allowed: [
-                "id", "function", "span", "follow-goroutine", "enrich", "end-span", "inject-trace-context",
+                "id", "function", "signature", "span", "follow-goroutine", "enrich", "end-span", "inject-trace-context",
                 "extract-trace-context", "trace-context", "on-entry", "on-return", "attributes",
             ]
         )
         let id = report.attempt { try map.required("id").string("probe id") }
         let probe = id.map { "probe '\($0)'" } ?? "this probe"
         let function = report.attempt { try map.required("function").string("function") }
+        let signature = map.optional("signature").flatMap { node in
+            report.attempt { try readSignature(node, of: function, language: language) }
+        }
         let onEntry = map.optional("on-entry").flatMap { section in
             report.attempt { try readCaptures(section, section: "on-entry") }
         }
@@ -202,12 +221,14 @@ enum PackReader {
             report.attempt { try readAttributes(attributes, captures: names) }
         }
         guard let id, let function, report.count == before else { throw AlreadyReported() }
-        return Probe(
-            id: id,
+        let enrichments: [Enrichment?] = enrichment ?? spanEnd ?? [nil]
+        return enrichments.map { enrichment in Probe(
+            id: enrichments.count > 1 ? "\(id)-\(enrichment?.target.split(separator: "/").last ?? "")" : id,
             function: function,
+            signature: signature,
             span: span,
             goroutineHandoff: handoff,
-            enrichment: enrichment ?? spanEnd,
+            enrichment: enrichment,
             traceContext: traceContext,
             injection: injection,
             extraction: extraction,
@@ -215,7 +236,7 @@ enum PackReader {
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
             source: node.location
-        )
+        ) }
     }
 
     /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.
@@ -237,12 +258,16 @@ enum PackReader {
         if effects[0] != "span", let headers = map.entries.first(where: { $0.key == "trace-context" }) {
             report.report(headers.keyNode.error("trace-context belongs to a span probe: it says where that span's request keeps its headers"))
         }
-        if ["enrich", "end-span"].contains(effects[0]),
-            let returning = map.entries.first(where: { $0.key == "on-return" })
-        {
-            report.report(
-                returning.keyNode.error("an \(effects[0]) probe reads on entry only; it has no return to wait for")
-            )
+        if ["enrich", "end-span"].contains(effects[0]) {
+            // At a return (`at: return`) the arguments are gone and the results are there; at entry, the reverse.
+            let at = (map.optional(effects[0]).flatMap { try? $0.mapping(effects[0]) }?.optional("at")).flatMap { try? $0.string("at") }
+            let atReturn = at == "return"
+            if let misplaced = map.entries.first(where: { $0.key == (atReturn ? "on-entry" : "on-return") }) {
+                report.report(misplaced.keyNode.error(
+                    atReturn
+                        ? "an \(effects[0]) probe at: return reads its function's results (on-return); its arguments are gone by then"
+                        : "an \(effects[0]) probe reads on entry only; it has no return to wait for (or say at: return)"))
+            }
         }
         if ["follow-goroutine", "inject-trace-context", "extract-trace-context"].contains(effects[0]) {
             let article = effects[0] == "follow-goroutine" ? "a" : "an"

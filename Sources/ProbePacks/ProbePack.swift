@@ -9,14 +9,19 @@ public struct ProbePack: Sendable, Equatable {
     public var language: Language
     public var library: LibraryCoverage
     public var probes: [Probe]
+    /// C, C++ and Rust packs: the structs their captures read, for libraries without DWARF.
+    public var types: [DeclaredType]
     /// Where the pack was read from, for messages.
     public var source: SourceLocation
 
-    public init(name: String, language: Language, library: LibraryCoverage, probes: [Probe], source: SourceLocation) {
+    public init(
+        name: String, language: Language, library: LibraryCoverage, probes: [Probe], types: [DeclaredType] = [], source: SourceLocation
+    ) {
         self.name = name
         self.language = language
         self.library = library
         self.probes = probes
+        self.types = types
         self.source = source
     }
 }
@@ -27,10 +32,15 @@ public enum Language: String, Sendable, Equatable, CaseIterable {
 
 /// Which library and versions a pack covers. For Go, module `std` is versioned by the Go toolchain.
 public struct LibraryCoverage: Sendable, Equatable {
+    /// Go: the module path. Empty for C, C++ and Rust.
     public var module: String
+    /// C, C++ and Rust: the shared library the probes go on, as programs link it (`libpq.so.5`);
+    /// its versions are those of its file name (`libpq.so.5.15` is 5.15). Nil for Go.
+    public var soname: String?
     public var versions: VersionRange
-    public init(module: String, versions: VersionRange) {
+    public init(module: String, soname: String? = nil, versions: VersionRange) {
         self.module = module
+        self.soname = soname
         self.versions = versions
     }
 }
@@ -39,6 +49,9 @@ public struct Probe: Sendable, Equatable {
     public var id: String
     /// The symbol to hook, as the symbol table names it (mangled for C++/Rust).
     public var function: String
+    /// C, C++ and Rust: the function's prototype, where its parameters are in the SysV ABI's
+    /// registers; stands in for DWARF, which shared libraries rarely ship.
+    public var signature: NativeSignature?
     /// The span the probe makes; nil for probes that only move trace context.
     public var span: SpanRule?
     /// Set for probes on goroutine creation: the new goroutine inherits the active trace context.
@@ -60,12 +73,13 @@ public struct Probe: Sendable, Equatable {
     public var source: SourceLocation
 
     public init(
-        id: String, function: String, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
+        id: String, function: String, signature: NativeSignature? = nil, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
         traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextExtraction? = nil,
         onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
         self.function = function
+        self.signature = signature
         self.span = span
         self.goroutineHandoff = goroutineHandoff
         self.enrichment = enrichment
@@ -206,12 +220,33 @@ public struct Enrichment: Sendable, Equatable {
     public var ends: SpanEnd?
     /// Further reasons the target span failed, tested on this probe's captures.
     public var errorWhen: [ErrorCondition]
-    public init(target: String, rename: NameTemplate?, ends: SpanEnd? = nil, errorWhen: [ErrorCondition] = []) {
+    /// `at: return`: the probe acts when its function returns, reading its result, rather than
+    /// at its entry (C, C++ and Rust: a return probe). With a test, only returns that pass it.
+    public var atReturn: ReturnTrigger?
+    public init(
+        target: String, rename: NameTemplate?, ends: SpanEnd? = nil, errorWhen: [ErrorCondition] = [], atReturn: ReturnTrigger? = nil
+    ) {
         self.target = target
         self.rename = rename
         self.ends = ends
         self.errorWhen = errorWhen
+        self.atReturn = atReturn
     }
+}
+
+/// When a probe acting at its function's return acts: at every return, or at those whose result
+/// (the first, in RAX) passes the test.
+public struct ReturnTrigger: Sendable, Equatable {
+    public var whenResult: ResultTest?
+    public init(whenResult: ResultTest?) {
+        self.whenResult = whenResult
+    }
+}
+
+/// A test of a function's first result: zero is also a null pointer.
+public enum ResultTest: String, Sendable, Equatable, CaseIterable {
+    case zero
+    case nonZero = "non-zero"
 }
 
 /// How an `end-span` probe finds the span it ends.
@@ -243,12 +278,17 @@ public struct SpanRule: Sendable, Equatable {
     /// span open under that object until an `end-span` probe sees it: a stream outlives the call
     /// that creates it.
     public var outlivesCall: ObjectReference?
+    /// `ends-at-return`: a span that an `end-span` probe ends after its call returned (C's
+    /// `PQsendQuery` starts a statement whose results come later) still ends at the return when
+    /// the result passes this test: no results will come (sending failed).
+    public var endsAtReturn: ResultTest?
 
-    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ObjectReference? = nil) {
+    public init(kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ObjectReference? = nil, endsAtReturn: ResultTest? = nil) {
         self.kind = kind
         self.name = name
         self.errorWhen = errorWhen
         self.outlivesCall = outlivesCall
+        self.endsAtReturn = endsAtReturn
     }
 }
 
@@ -270,6 +310,8 @@ public struct ErrorCondition: Sendable, Equatable {
         case atLeast(Int64)
         /// The captured integer is not zero (e.g. a non-nil error interface).
         case nonZero
+        /// The captured integer is one of these (e.g. the failure codes of a status enum).
+        case oneOf([Int64])
     }
     public var capture: String
     public var test: Test
@@ -364,12 +406,30 @@ public enum PathStep: Sendable, Equatable, CustomStringConvertible {
 
 public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case goString = "go-string"
+    /// A NUL-terminated string behind a C `char *`.
+    case cString = "c-string"
     case int
     case int32
     case uint16
     case bool
     /// Whether a pointer or interface (such as a returned `error`) is set.
     case nonNil = "non-nil"
+
+    /// Whether the capture is kept as text (a length and bytes) rather than an 8-byte value.
+    public var isText: Bool { self == .goString || self == .cString }
+}
+
+extension ProbePack {
+    /// Every attribute key the pack's probes set.
+    public var attributeKeys: Set<String> { Set(probes.flatMap { $0.attributes.map(\.key) }) }
+
+    /// The pack without the attributes `keys` names, for data a deployment must not export (a
+    /// statement's text may hold values). Captures are still read: a span name may use them.
+    public func omitting(attributes keys: Set<String>) -> ProbePack {
+        var pack = self
+        for index in pack.probes.indices { pack.probes[index].attributes.removeAll { keys.contains($0.key) } }
+        return pack
+    }
 }
 
 /// An OpenTelemetry attribute computed from captures.
@@ -385,7 +445,7 @@ public struct AttributeRule: Sendable, Equatable {
 /// How an attribute value derives from captures: as is, the host or port part of `host:port`,
 /// a URL assembled from its parts (user info never included), a URL scheme from whether TLS is on, the service or method part of a
 /// gRPC method path (`/pkg.Service/Method`), a gRPC status code as grpc-go's `status.Code(err)`
-/// computes it, or a constant.
+/// computes it, an SQL statement's operation, or a constant.
 public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     case capture(String)
     case hostname(of: String)
@@ -398,12 +458,15 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
     /// `code` when the call's error carried a gRPC status, 2 (UNKNOWN) when `error` says the call
     /// failed with any other error (an interceptor's, a wrapped one), 0 (OK) when it did not fail.
     case grpcStatus(code: String, error: String)
+    /// The statement's first keyword, upper-cased (`SELECT`, `INSERT`): an SQL text's operation,
+    /// low-cardinality where the text itself is not.
+    case sqlOperation(of: String)
     case literal(String)
 
     public var captureNames: [String] {
         switch self {
         case .capture(let name), .hostname(of: let name), .port(of: let name), .rpcService(of: let name), .rpcMethod(of: let name),
-            .urlScheme(tls: let name):
+            .urlScheme(tls: let name), .sqlOperation(of: let name):
             return [name]
         case .url(let scheme, let host, let path, let query): return [scheme, host, path, query]
         case .grpcStatus(let code, let error): return [code, error]
@@ -421,6 +484,7 @@ public enum ValueExpression: Sendable, Equatable, CustomStringConvertible {
         case .rpcMethod(of: let name): return "rpc_method(\(name))"
         case .urlScheme(tls: let name): return "url_scheme(\(name))"
         case .grpcStatus(let code, let error): return "grpc_status(\(code), \(error))"
+        case .sqlOperation(of: let name): return "sql_operation(\(name))"
         case .literal(let text): return "'\(text)'"
         }
     }

@@ -90,7 +90,7 @@ public struct ObservedProcess: Sendable, Equatable {
         let base = "\(procRoot)/\(pid)"
         var portsByInode: [String: Int] = [:]
         for table in ["tcp", "tcp6"] {
-            let text = (try? String(contentsOfFile: "\(base)/net/\(table)", encoding: .utf8)) ?? ""
+            let text = procText(atPath: "\(base)/net/\(table)") ?? ""
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 // sl local_address rem_address st … inode: state 0A is LISTEN.
@@ -125,4 +125,14 @@ public struct FileIdentity: Sendable, Hashable {
         device = UInt64(status.st_dev)
         inode = UInt64(status.st_ino)
     }
+}
+
+/// A /proc file's whole text. Those files report a size of 0, and Foundation's
+/// `String(contentsOfFile:)` then stops after its first read (4 KiB): a socket table or a
+/// process's maps are often longer.
+public func procText(atPath path: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    guard let data = try? handle.readToEnd() else { return nil }
+    return String(decoding: data, as: UTF8.self)
 }

@@ -5,7 +5,8 @@ public enum PlanReport {
     public static func render(_ plan: AttachPlan) -> String {
         var lines: [String] = []
         let build = plan.goVersion.map { "Go \($0)" } ?? "not Go"
-        lines.append("attach plan for \(plan.binaryPath) (\(build), \(plan.isPositionIndependent ? "PIE" : "non-PIE"))")
+        let kind = plan.sharedLibrary.map { "shared library \($0)" } ?? (plan.isPositionIndependent ? "PIE" : "non-PIE")
+        lines.append("attach plan for \(plan.binaryPath) (\(build), \(kind))")
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
@@ -14,6 +15,8 @@ public enum PlanReport {
             for site in [probe.entry] + probe.returns {
                 lines.append("  " + render(site))
             }
+            if let guarded = probe.entryGuard { lines.append("  \(probe.entry.role == .returnProbe ? "acts at the return" : "acts") \(guarded)") }
+            if let guarded = probe.returnGuard { lines.append("  ends at the return \(guarded); otherwise when an end-span probe ends it") }
             lines.append("  per call: \(TrapCost(perCallOf: probe))")
             if let prefetch = probe.prefetch { lines.append("  \(prefetch)") }
             lines.append("  entry program:")
@@ -31,12 +34,12 @@ public enum PlanReport {
             // An enricher's slots are its target's followed by its own; a target's are its own followed by its enrichers'.
             let ownCount = probe.probe.captures.count
             for slot in probe.probe.enrichment == nil ? probe.captureSlots.prefix(ownCount) : probe.captureSlots.suffix(ownCount) {
-                let length = slot.type == .goString ? " max \(slot.maxLength)" : ""
+                let length = slot.type.isText ? " max \(slot.maxLength)" : ""
                 lines.append("    \(slot.name): \(slot.type.rawValue)\(length) at data[\(slot.offset)], offsets from \(slot.origin)")
             }
         }
         if !plan.probes.isEmpty {
-            let total = plan.probes.map(TrapCost.init(perCallOf:)).reduce(TrapCost(), +)
+            let total = TrapCost(perRequestOf: plan.probes)
             lines.append("")
             lines.append("per request, if each probed function runs once: \(total)")
         }
@@ -72,8 +75,10 @@ public enum PlanReport {
         case .entry: "entry "
         case .return: "return"
         case .call: "call  "
+        case .returnProbe: "return"
         }
-        let cost = site.kernelEmulates ? "emulated (cheap)" : "single-stepped (costly)"
+        let hooked = site.kernelEmulates ? "emulated (cheap)" : "single-stepped (costly)"
+        let cost = site.role == .returnProbe ? "hook \(hooked), return through the kernel (cheap)" : hooked
         var text = "\(role) 0x\(hex(site.address)) file offset 0x\(hex(site.fileOffset))  \(site.instruction)  [\(cost)]"
         if site.skipFlagsMask != 0 { text += " skipped when branching to morestack" }
         return text

@@ -12,6 +12,32 @@ public enum Planner {
         return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables, unusableTables: unusable, placement: placement)
     }
 
+    /// The plans for one running process: the executable's, for the packs that probe programs,
+    /// and one per shared library a pack names (`library.soname`) that the process maps. The
+    /// probes of a library the process does not map are in the executable plan's skipped
+    /// probes, as functions the process does not have.
+    public static func plans(
+        forProcess pid: Int32, executable: String, packs: [ProbePack], placement: SitePlacement = .costAware, procRoot: String = "/proc"
+    ) throws -> (executable: AttachPlan, libraries: [AttachPlan]) {
+        let librarySonames = Set(packs.compactMap(\.library.soname))
+        var executablePlan = try plan(executable: executable, packs: packs.filter { $0.library.soname == nil }, placement: placement)
+        var libraries: [AttachPlan] = []
+        let mapped = SharedLibraries.mapped(byProcess: pid, procRoot: procRoot)
+        for soname in librarySonames.sorted() {
+            let libraryPacks = packs.filter { $0.library.soname == soname }
+            guard let path = mapped[soname] else {
+                executablePlan.skipped += libraryPacks.flatMap { pack in
+                    pack.probes.map {
+                        SkippedProbe(pack: pack.name, probe: $0.id, reason: "process \(pid) does not map \(soname)", isFunctionAbsent: true)
+                    }
+                }
+                continue
+            }
+            libraries.append(try plan(executable: path, packs: libraryPacks, placement: placement))
+        }
+        return (executablePlan, libraries)
+    }
+
     /// The offset tables shipped next to the packs (`<pack>.offsets.json`), by pack name, and why
     /// any that exist cannot be used: that matters only to stripped binaries, so it is no error here.
     public static func offsetTables(for packs: [ProbePack]) -> (tables: [String: OffsetTable], unusable: [String: String]) {

@@ -97,17 +97,19 @@ public final class TraceSession: Sendable {
     ///   - capacities: Sizes of the BPF state maps.
     ///   - replan: Under `.executable`, analyses the file at the path with the same packs when a
     ///     deploy replaces it, so that its processes are traced too; nil leaves them untraced.
+    ///   - libraryPlans: Under `.process`, plans for shared libraries the process maps.
     ///   - log: Receives status lines (stderr in the CLI).
     public func run(
         plan: AttachPlan, executablePath: String, target: Target, exporter: some SpanExporter,
         processorConfiguration: BatchingSpanProcessor.Configuration = .init(), capacities: Capacities = .init(),
         sampler: Sampler = .alwaysOn, injectTraceContext: Bool = true, replan: ((String) throws -> AttachPlan)? = nil,
-        log: @escaping @Sendable (String) -> Void
+        libraryPlans: [AttachPlan] = [], log: @escaping @Sendable (String) -> Void
     ) throws -> Summary {
         try Self.checkCapabilities()
         // Functions a binary lacks are normal (other versions, unused code): one line for them all.
-        for skipped in plan.skipped where !skipped.isFunctionAbsent { log("skipped \(skipped)") }
-        let absent = plan.skipped.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
+        let skippedProbes = ([plan] + libraryPlans).flatMap(\.skipped)
+        for skipped in skippedProbes where !skipped.isFunctionAbsent { log("skipped \(skipped)") }
+        let absent = skippedProbes.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
         if !absent.isEmpty { log("not probed, their functions are not in this binary: \(absent.joined(separator: ", "))") }
 
         // Said once, at start: the rest of tracing works the same without it.
@@ -120,7 +122,8 @@ public final class TraceSession: Sendable {
             }
         }
         let targets = SingleTarget(
-            plan: plan, executablePath: executablePath, target: target, sampler: sampler, clock: .now(), replan: replan)
+            plan: plan, executablePath: executablePath, target: target, sampler: sampler, clock: .now(), replan: replan,
+            libraryPlans: libraryPlans)
         return try trace(targets, exporter: exporter, processorConfiguration: processorConfiguration, capacities: capacities, log: log)
     }
 

@@ -31,8 +31,12 @@ final class SingleTarget: TracedTargets {
     private let firstPlan: AttachPlan
     /// Analyses another build of the executable with the same packs.
     private let replan: ((String) throws -> AttachPlan)?
-    /// What is attached, newest build last; one entry under --pid.
+    /// Under --pid, the shared libraries of the process that packs probe.
+    private let libraryPlans: [AttachPlan]
+    /// What is attached of the executable, newest build last; one entry under --pid.
     private var builds: [AttachedBuild] = []
+    /// What is attached of the shared libraries, under --pid.
+    private var libraries: [AttachedBuild] = []
     /// Builds detached at the last check: their last spans may still be in the ring buffer.
     private var retired: [AttachedBuild] = []
     /// A file found at the path that could not be traced, so that it is said once.
@@ -51,9 +55,10 @@ final class SingleTarget: TracedTargets {
 
     init(
         plan: AttachPlan, executablePath: String, target: TraceSession.Target, sampler: TraceSampler, clock: WallClock,
-        replan: ((String) throws -> AttachPlan)? = nil
+        replan: ((String) throws -> AttachPlan)? = nil, libraryPlans: [AttachPlan] = []
     ) {
         firstPlan = plan
+        self.libraryPlans = libraryPlans
         self.executablePath = executablePath
         self.target = target
         self.sampler = sampler
@@ -61,7 +66,7 @@ final class SingleTarget: TracedTargets {
         self.replan = replan
     }
 
-    var injectsTraceContext: Bool { firstPlan.injectsTraceContext }
+    var injectsTraceContext: Bool { ([firstPlan] + libraryPlans).contains(where: \.injectsTraceContext) }
 
     func start(engine: BPFEngine, shouldStop: () -> Bool, log: (String) -> Void) throws {
         let engineTarget: BPFEngine.Target
@@ -72,8 +77,17 @@ final class SingleTarget: TracedTargets {
         if sampler != .alwaysOn { log("recording \(sampler) (OTEL_TRACES_SAMPLER)") }
         let build = try attach(firstPlan, engine: engine, target: engineTarget, shouldStop: shouldStop)
         build.attachment.report.failures.forEach { log("could not attach \($0)") }
-        log("attached \(build.attachment.report.attachedSites) probe sites for \(firstPlan.probes.count) probes in \(executablePath); Ctrl-C to stop")
         builds = [build]
+        var attached = libraryPlans.contains(where: { !$0.probes.isEmpty }) && firstPlan.probes.isEmpty
+            ? [] : ["\(build.attachment.report.attachedSites) probe sites for \(firstPlan.probes.count) probes in \(executablePath)"]
+        for plan in libraryPlans where !plan.probes.isEmpty {
+            let library = try attach(plan, engine: engine, target: engineTarget, shouldStop: shouldStop)
+            library.attachment.report.failures.forEach { log("could not attach \($0)") }
+            libraries.append(library)
+            let name = URL(fileURLWithPath: plan.binaryPath).lastPathComponent
+            attached.append("\(library.attachment.report.attachedSites) probe sites for \(plan.probes.count) probes in \(name), which \(executablePath) maps")
+        }
+        log("attached \(attached.joined(separator: ", ")); Ctrl-C to stop")
     }
 
     private func attach(_ plan: AttachPlan, engine: BPFEngine, target: BPFEngine.Target, shouldStop: () -> Bool = { false }) throws -> AttachedBuild {
@@ -146,9 +160,9 @@ final class SingleTarget: TracedTargets {
     }
 
     func assemble(_ event: SpanEvent) -> Span? {
-        if builds.count == 1, retired.isEmpty { return builds[0].assembler.assemble(event) }
+        if builds.count == 1, retired.isEmpty, libraries.isEmpty { return builds[0].assembler.assemble(event) }
         let maker = { (build: AttachedBuild) in build.configured.made(spanSlot: event.spanSlot) }
-        return (builds.first(where: maker) ?? retired.first(where: maker))?.assembler.assemble(event)
+        return (builds.first(where: maker) ?? libraries.first(where: maker) ?? retired.first(where: maker))?.assembler.assemble(event)
     }
 }
 

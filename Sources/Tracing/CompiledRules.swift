@@ -13,6 +13,7 @@ enum CompiledExpression: Sendable {
     case rpcMethod(Int?)
     case urlScheme(Int?)
     case grpcStatus(code: Int?, error: Int?)
+    case sqlOperation(Int?)
 
     /// - Parameter names: The probe's captures, in slot order; a name not among them is never read.
     init(_ expression: ValueExpression, names: [String]) {
@@ -28,6 +29,7 @@ enum CompiledExpression: Sendable {
         case .rpcMethod(let name): self = .rpcMethod(index(name))
         case .urlScheme(let tls): self = .urlScheme(index(tls))
         case .grpcStatus(let code, let error): self = .grpcStatus(code: index(code), error: index(error))
+        case .sqlOperation(let name): self = .sqlOperation(index(name))
         }
     }
 }

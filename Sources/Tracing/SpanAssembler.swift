@@ -83,6 +83,7 @@ public struct SpanAssembler: Sendable {
         case (.atLeast(let threshold), .int(let value)?): return value >= threshold ? "\(condition.capture) \(value)" : nil
         case (.nonZero, .int(let value)?): return value != 0 ? "\(condition.capture) set" : nil
         case (.nonZero, .bool(let value)?): return value ? "\(condition.capture)" : nil
+        case (.oneOf(let failures), .int(let value)?): return failures.contains(value) ? "\(condition.capture) \(value)" : nil
         default: return nil
         }
     }
@@ -135,6 +136,8 @@ public struct SpanAssembler: Sendable {
         case .urlScheme(let tls):
             guard case .bool(let secure)? = values[tls] else { return nil }
             return .string(secure ? "https" : "http")
+        case .sqlOperation(let index):
+            return text(index).flatMap(SQLStatement.operation(of:)).map(AttributeValue.string)
         case .grpcStatus(let code, let error):
             // grpc-go's status.Code(err): the status's code, UNKNOWN for an error without one, OK for none.
             if let status = values[code] { return status }
@@ -206,5 +209,28 @@ struct HostPort: Equatable {
             guard value <= 65535 else { return nil }
         }
         return value > 0 ? value : nil
+    }
+}
+
+/// What an SQL text says of itself without being parsed: the keyword it starts with.
+enum SQLStatement {
+    /// The first keyword after white space and comments (`-- …` lines, `/* … */` blocks),
+    /// upper-cased; nil when the text starts with anything else (a cut comment, a parenthesis).
+    static func operation(of text: String) -> String? {
+        var rest = Substring(text)
+        while true {
+            rest = rest.drop { $0.isWhitespace }
+            if rest.hasPrefix("--") {
+                rest = rest.drop { $0 != "\n" }
+            } else if rest.hasPrefix("/*") {
+                guard let end = rest.range(of: "*/") else { return nil }
+                rest = rest[end.upperBound...]
+            } else {
+                break
+            }
+        }
+        let keyword = rest.prefix { $0.isASCII && $0.isLetter }
+        guard !keyword.isEmpty, keyword.count <= 32 else { return nil }
+        return keyword.uppercased()
     }
 }

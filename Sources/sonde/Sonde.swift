@@ -83,6 +83,10 @@ struct Run: ParsableCommand {
     var config: String?
     @Option(help: "console or otlp. Default: otlp when an OTLP endpoint is set, else console.") var exporter: ExporterKind?
     @OptionGroup var packs: PackOptions
+    @Option(
+        name: .customLong("omit-attribute"),
+        help: "Never export this attribute, e.g. db.query.text, whose statements may hold values (repeatable).")
+    var omittedAttributes: [String] = []
     @OptionGroup var sites: PlacementOption
     @Flag(inversion: .prefixedNo, help: "Write a traceparent header into the requests traced clients send, so the next service continues the trace. Needs a kernel without lockdown.")
     var injectTraceContext = true
@@ -112,6 +116,7 @@ struct Run: ParsableCommand {
         if let configFile { return try runServices(configFile) }
         let environment = ProcessInfo.processInfo.environment
         let sampler = try TraceSession.Sampler.fromEnvironment(environment)
+        let loaded = try exportedPacks()
         let executable: TargetExecutable
         let target: TraceSession.Target
         if let pid {
@@ -121,22 +126,33 @@ struct Run: ParsableCommand {
             executable = try TargetExecutable.atPath(exe!)
             target = .executable
         }
-        let loaded = try packs.load()
         let (placement, noTraceContext) = (sites.placement, noTraceContext)
         let planFor = { (path: String) throws -> AttachPlan in
             let plan = try Planner.plan(executable: path, packs: loaded, placement: placement)
             return noTraceContext ? plan.droppingTraceContext() : plan
         }
-        let plan = try planFor(executable.attachPath)
-        guard !plan.probes.isEmpty else {
-            plan.skipped.forEach { printError("skipped \($0)") }
-            throw Failure("no probe of the chosen packs applies to \(executable.displayPath)")
+        // A process's shared libraries are traced under --pid; --exe traces the executable's own code.
+        let (plan, libraryPlans): (AttachPlan, [AttachPlan])
+        if let pid {
+            let plans = try Planner.plans(forProcess: pid, executable: executable.attachPath, packs: loaded, placement: placement)
+            let strip = { (plan: AttachPlan) in noTraceContext ? plan.droppingTraceContext() : plan }
+            (plan, libraryPlans) = (strip(plans.executable), plans.libraries.map(strip))
+        } else {
+            (plan, libraryPlans) = (try planFor(executable.attachPath), [])
+        }
+        guard !plan.probes.isEmpty || libraryPlans.contains(where: { !$0.probes.isEmpty }) else {
+            (plan.skipped + libraryPlans.flatMap(\.skipped)).forEach { printError("skipped \($0)") }
+            let libraryPacks = loaded.filter { $0.library.soname != nil }.map { "\($0.name) (\($0.library.soname!))" }
+            let hint = pid == nil && !libraryPacks.isEmpty
+                ? "; packs that probe a shared library, \(libraryPacks.joined(separator: ", ")), trace it in a running process: --pid" : ""
+            throw Failure("no probe of the chosen packs applies to \(executable.displayPath)\(hint)")
         }
         let summary = try export(environment) { exporter, processorConfiguration in
             try TraceSession(uprobeLinks: uprobeLinks).run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: exporter,
                 processorConfiguration: processorConfiguration, capacities: capacities(), sampler: sampler,
-                injectTraceContext: injectTraceContext, replan: target == .executable ? planFor : nil, log: printError)
+                injectTraceContext: injectTraceContext, replan: target == .executable ? planFor : nil, libraryPlans: libraryPlans,
+                log: printError)
         }
         printError("sonde: \(summary)")
     }
@@ -152,13 +168,24 @@ struct Run: ParsableCommand {
         }
         let environment = config.variables(overriddenBy: ProcessInfo.processInfo.environment)
         let sampler = try TraceSession.Sampler.fromEnvironment(environment)
-        let packs = try packs.load()
+        let packs = try exportedPacks()
         let summary = try export(environment) { exporter, processorConfiguration in
             try TraceSession(uprobeLinks: uprobeLinks).run(
                 services: config, packs: packs, placement: sites.placement, exporter: exporter, processorConfiguration: processorConfiguration,
                 capacities: capacities(), sampler: sampler, log: printError)
         }
         printError("sonde: \(summary)")
+    }
+
+    /// The chosen packs without the attributes `--omit-attribute` names; a name no pack sets is
+    /// refused, since a misspelt one would export what it was meant to keep.
+    private func exportedPacks() throws -> [ProbePack] {
+        let loaded = try packs.load()
+        let set = Set(loaded.flatMap(\.attributeKeys))
+        if let unknown = omittedAttributes.first(where: { !set.contains($0) }) {
+            throw Failure("--omit-attribute \(unknown): no chosen pack sets it (they set \(set.sorted().joined(separator: ", ")))")
+        }
+        return loaded.map { $0.omitting(attributes: Set(omittedAttributes)) }
     }
 
     private func capacities() throws -> TraceSession.Capacities {

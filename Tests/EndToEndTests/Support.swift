@@ -30,13 +30,25 @@ func runSonde(
 final class ChildProcess: Sendable {
     let process: Process
     private let output = OutputBuffer()
+    /// The child's standard input, for children driven line by line (`send`); nil otherwise.
+    private let input: FileHandle?
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws {
+    init(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
+        takesInput: Bool = false
+    ) throws {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        if takesInput {
+            let inputPipe = Pipe()
+            process.standardInput = inputPipe
+            input = inputPipe.fileHandleForWriting
+        } else {
+            input = nil
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -55,6 +67,23 @@ final class ChildProcess: Sendable {
 
     var text: String { output.text }
     var pid: Int32 { process.processIdentifier }
+
+    /// Writes `line` and a newline to the child's standard input (`takesInput`).
+    func send(_ line: String) throws {
+        guard let input else { throw E2EError("\(process.executableURL!.path) was started without an input pipe") }
+        try input.write(contentsOf: Data((line + "\n").utf8))
+    }
+
+    /// Waits until the output holds `count` whole lines; fails with the output so far if it never does.
+    func waitForLines(_ count: Int, timeout: TimeInterval = 30) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while text.filter({ $0 == "\n" }).count < count {
+            guard Date() < deadline, process.isRunning else {
+                throw E2EError("\(process.executableURL!.path) wrote fewer than \(count) lines; output:\n\(text)")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
 
     /// Waits until the child's output pipe is closed (all it wrote has arrived), for at most 10 s:
     /// a grandchild still holding the pipe open must not hang the test.

@@ -18,6 +18,9 @@ final class EngineEncodingTests: XCTestCase {
             bytes(.readStringRegisters(pointer: .rdi, length: .rsi, into: 0, maxLength: 200), captureIndex: [0: 0]),
             [10, 5, 0, 0, 200, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(bytes(.setObject, captureIndex: [:]), [11] + [UInt8](repeating: 0, count: 15))
+        XCTAssertEqual(
+            bytes(.readCString(into: 40, maxLength: 255), captureIndex: [40: 2]),
+            [12, 0, 40, 0, 255, 0, 2, 0] + [UInt8](repeating: 0, count: 8))
         XCTAssertEqual(bytes(.add(-8), captureIndex: [:]), [4, 0, 0, 0, 0, 0, 0, 0, 0xf8] + [UInt8](repeating: 0xff, count: 7))
         XCTAssertEqual(
             bytes(.expectAddress(0x85_eca0, meaning: "t"), captureIndex: [:]),
@@ -28,11 +31,20 @@ final class EngineEncodingTests: XCTestCase {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
             samplingThreshold: TraceSampler(ratio: 0.1).threshold, program: [.loadRegister(.rdi)], captureSlots: [])
-        XCTAssertEqual(config.count, 808)
+        XCTAssertEqual(config.count, 816)
         XCTAssertEqual(Array(config[0..<32]), [1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0, 0x84, 0x91, 0x62, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[32..<40]), [0xff, 0, 0, 0, 0, 0, 0, 0], "no object key")
         XCTAssertEqual(Array(config[40..<48]), [0x00, 0xcd, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0x0c], "sampling_threshold: 0.1 × 2^63")
-        XCTAssertEqual(Array(config[48..<50]), [1, 5], "the first op")
+        XCTAssertEqual(Array(config[48..<56]), [0, 0, 0, 0, 0, 0, 0, 0], "no guard")
+        XCTAssertEqual(Array(config[56..<58]), [1, 5], "the first op")
+        let guarded = try RecordLayout.encodeConfig(
+            role: .endSpan, spanSlot: 3, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0, guarded: SiteGuard(register: .rax, test: .zero),
+            program: [], captureSlots: [])
+        XCTAssertEqual(Array(guarded[48..<50]), [1, 0], "guard: only when RAX (0) is zero")
+        let guardedNonZero = try RecordLayout.encodeConfig(
+            role: .enrich, spanSlot: 3, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0, guarded: SiteGuard(register: .rdx, test: .nonZero),
+            program: [], captureSlots: [])
+        XCTAssertEqual(Array(guardedNonZero[48..<50]), [2, 1], "guard: only when RDX (1) is not zero")
         let keyed = try RecordLayout.encodeConfig(
             role: .endObjectSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0x62_9184, objectRegister: .rax,
             program: [], captureSlots: [])
@@ -47,8 +59,11 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches, and this end is not a RET")
         XCTAssertEqual(Array(returning[40..<48]), [0, 0, 0, 0, 0, 0, 0, 0x80], "by default every trace is recorded: 2^63")
         let atReturn = try RecordLayout.encodeConfig(
-            role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, atReturn: true, program: [], captureSlots: [])
-        XCTAssertEqual(Array(atReturn[36..<40]), [0, 0, 0, 1], "at_return")
+            role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, returnSite: .retInstruction, program: [], captureSlots: [])
+        XCTAssertEqual(Array(atReturn[36..<40]), [0, 0, 0, 1], "at_return: a RET instruction")
+        let afterReturn = try RecordLayout.encodeConfig(
+            role: .endSpan, spanSlot: 3, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0, returnSite: .afterReturn, program: [], captureSlots: [])
+        XCTAssertEqual(Array(afterReturn[36..<40]), [0, 0, 0, 2], "at_return: after a return probe")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in

@@ -104,12 +104,12 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:12:17: attribute 'url.path' refers to unknown capture 'pth'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "type: go-string", with: "type: text")),
-            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil")
+            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, c-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             """
             bad.yaml:6:5: a probe is missing 'function'
-            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, span, follow-goroutine, enrich, end-span, inject-trace-context, extract-trace-context, trace-context, on-entry, on-return, attributes
+            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, signature, span, follow-goroutine, enrich, end-span, inject-trace-context, extract-trace-context, trace-context, on-entry, on-return, attributes
             """)
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
@@ -227,7 +227,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:8:33: span name refers to unknown capture 'verb'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "url.path: path", with: "url.path: lower(path)")),
-            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), url_scheme(tls), rpc_service(method), rpc_method(method) or grpc_status(code, error)")
+            "bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), url_scheme(tls), rpc_service(method), rpc_method(method), grpc_status(code, error) or sql_operation(query)")
     }
 
     /// A stream's span stays open under the stream after the call returns, and another probe ends it.

@@ -1,0 +1,203 @@
+import BinaryAnalysis
+import Foundation
+import Planning
+import ProbePacks
+import XCTest
+
+/// Plans the shipped libpq pack against hand-made facts shaped like Debian's libpq.so.5.15:
+/// SysV registers from the pack's prototypes, return probes, guarded ends and enrichers.
+final class NativePlanningTests: XCTestCase {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let libpqPack = repository.appendingPathComponent("probe-packs/c/libpq.yaml").path
+
+    func instruction(_ address: UInt64, _ mnemonic: String, _ operands: String, emulated: Bool, length: Int = 4, writes: [Register] = [])
+        -> Instruction
+    {
+        Instruction(
+            address: address, fileOffset: address, length: length, mnemonic: mnemonic, operands: operands,
+            kernelEmulates: emulated, isReturn: mnemonic == "ret", writtenRegisters: writes)
+    }
+
+    /// `push rbp; mov rbp, rsp; …; ret`, as gcc -O2 with frame pointers compiles libpq.
+    func framed(_ name: String, at address: UInt64) -> FunctionFacts {
+        FunctionFacts(
+            name: name, address: address, size: 0x20, fileOffset: address, parameters: nil,
+            instructions: [
+                instruction(address, "push", "rbp", emulated: true, length: 1, writes: [.rsp]),
+                instruction(address + 1, "mov", "rbp, rsp", emulated: false, length: 3, writes: [.rbp]),
+                instruction(address + 4, "ret", "", emulated: false, length: 1),
+            ])
+    }
+
+    func libpqFacts(soname: String? = "libpq.so.5", version: String? = "5.15") -> BinaryFacts {
+        // PQsendQuery: `mov edx, 1; jmp PQsendQueryInternal`, no frame and no RET of its own.
+        let sendQuery = FunctionFacts(
+            name: "PQsendQuery", address: 0x17900, size: 10, fileOffset: 0x17900, parameters: nil,
+            instructions: [
+                instruction(0x17900, "mov", "edx, 1", emulated: false, length: 5, writes: [.rdx]),
+                instruction(0x17905, "jmp", "0x164b0", emulated: true, length: 5),
+            ])
+        let functions = [
+            sendQuery, framed("PQsendQueryParams", at: 0x17920), framed("PQsendPrepare", at: 0x179f0),
+            framed("PQsendQueryPrepared", at: 0x17c70), framed("PQgetResult", at: 0x18550),
+        ]
+        return BinaryFacts(
+            path: "/usr/lib/x86_64-linux-gnu/libpq.so.5.15", isPositionIndependent: true, goBuild: nil, hasDWARF: false,
+            functions: Dictionary(uniqueKeysWithValues: functions.map { ($0.name, $0) }), dataSymbols: [:], types: [:],
+            soname: soname, libraryVersion: version)
+    }
+
+    func testLibpqPlansFromItsPrototypesWithReturnProbes() throws {
+        let plan = PlanCompiler.compile(packs: [try PackLoader.load(file: Self.libpqPack)], facts: libpqFacts())
+        XCTAssertEqual(plan.skipped, [])
+        XCTAssertEqual(plan.sharedLibrary, "libpq.so.5 5.15")
+        XCTAssertEqual(plan.probes.count, 12)
+        XCTAssertTrue(plan.probes.allSatisfy { $0.keyMode == .thread })
+
+        // PQsendQuery: its tail jump, emulated, where RDI and RSI still hold conn and query;
+        // its span ends at PQgetResult, so no return probe.
+        let query = plan.probes[0]
+        XCTAssertEqual(query.entry.address, 0x17905)
+        XCTAssertEqual(query.entry.instruction, "jmp 0x164b0")
+        XCTAssertEqual(query.returns, [])
+        XCTAssertEqual(query.entryProgram, [
+            .loadRegister(.rsi), .readCString(into: 0, maxLength: 255),
+            .loadRegister(.rdi), .add(0x48), .dereference, .readCString(into: 264, maxLength: 64),
+            .loadRegister(.rdi), .dereference, .readCString(into: 336, maxLength: 64),
+        ])
+        XCTAssertEqual(query.captureSlots.map(\.origin), Array(repeating: "pack signature (\(Self.libpqPack):50:16)", count: 3)
+            + ["pack signature (\(Self.libpqPack):134:16)"], "the enricher's status lands after the span's own captures")
+
+        // PQsendQueryParams: entry and return probe share the push; the return ends the span only when sending failed.
+        let params = plan.probes[1]
+        XCTAssertEqual(params.entry, ProbeSite(
+            role: .entry, function: "PQsendQueryParams", address: 0x17920, fileOffset: 0x17920, instruction: "push rbp", kernelEmulates: true,
+            skipFlagsMask: 0))
+        XCTAssertEqual(params.returns, [ProbeSite(
+            role: .returnProbe, function: "PQsendQueryParams", address: 0x17920, fileOffset: 0x17920,
+            instruction: "return probe, hooked at push rbp", kernelEmulates: true, skipFlagsMask: 0)])
+        XCTAssertEqual(params.returnGuard, SiteGuard(register: .rax, test: .zero))
+        XCTAssertEqual(params.returnProgram, [])
+        XCTAssertEqual(TrapCost(perCallOf: params), TrapCost(emulatedHits: 2, singleSteppedHits: 0))
+
+        // PQgetResult, non-NULL: reads the result's status into the open span's record.
+        let result = plan.probes.first { $0.qualifiedID == "c/libpq/result-query" }!
+        XCTAssertEqual(result.entry.role, .returnProbe)
+        XCTAssertEqual(result.entry.fileOffset, 0x18550)
+        XCTAssertEqual(result.returns, [])
+        XCTAssertEqual(result.entryGuard, SiteGuard(register: .rax, test: .nonZero))
+        XCTAssertEqual(result.entryProgram, [.loadRegister(.rax), .add(0x28), .readInteger(size: 4, into: 408)])
+        XCTAssertEqual(result.spanSlot, query.spanSlot)
+        XCTAssertEqual(TrapCost(perCallOf: result), TrapCost(emulatedHits: 2, singleSteppedHits: 0), "its hook and its return")
+
+        // PQgetResult, NULL: ends the span.
+        let done = plan.probes.first { $0.qualifiedID == "c/libpq/done-query-prepared" }!
+        XCTAssertEqual(done.entryGuard, SiteGuard(register: .rax, test: .zero))
+        XCTAssertEqual(done.entryProgram, [])
+        XCTAssertEqual(done.spanSlot, plan.probes[3].spanSlot)
+
+        // A request counts each breakpoint and each return once, whatever number of probes share them:
+        // PQsendQuery's jmp, three pushes with their returns, PQgetResult's push and return.
+        XCTAssertEqual(TrapCost(perRequestOf: plan.probes), TrapCost(emulatedHits: 9, singleSteppedHits: 0))
+    }
+
+    func testAnotherFileOrVersionIsSaidWhy() throws {
+        let pack = try PackLoader.load(file: Self.libpqPack)
+        let program = PlanCompiler.compile(packs: [pack], facts: libpqFacts(soname: nil, version: nil))
+        XCTAssertEqual(program.probes, [])
+        XCTAssertEqual(Set(program.skipped.map(\.reason)), [
+            "c/libpq probes libpq.so.5, and /usr/lib/x86_64-linux-gnu/libpq.so.5.15 is not that library (it is not a shared library)",
+        ])
+        XCTAssertTrue(program.skipped.allSatisfy(\.isFunctionAbsent), "another file's probes are absent here, not wrong")
+        let newer = PlanCompiler.compile(packs: [pack], facts: libpqFacts(version: "5.17"))
+        XCTAssertEqual(Set(newer.skipped.map(\.reason)), ["libpq.so.5 5.17 is outside the pack's range >=5.15 <5.16"])
+        XCTAssertFalse(newer.skipped.contains(where: \.isFunctionAbsent))
+        let unversioned = PlanCompiler.compile(packs: [pack], facts: libpqFacts(version: nil))
+        XCTAssertEqual(Set(unversioned.skipped.map(\.reason)), [
+            "the name of /usr/lib/x86_64-linux-gnu/libpq.so.5.15 does not say which version of libpq.so.5 it is; the pack covers >=5.15 <5.16",
+        ])
+    }
+
+    func testRegistersFollowTheSysVOrderSkippingFloatsAndStoppingAtStructsByValue() throws {
+        let yaml = """
+            format: sonde.probe-pack/v1
+            pack: c/demo
+            language: c
+            library:
+              soname: libpq.so.5
+              versions: ">=5"
+            types:
+              Pair:
+                first: { offset: 0, type: long }
+            probes:
+              - id: mixed
+                function: PQsendQueryParams
+                signature: "int PQsendQueryParams(double scale, char* a, int b, short c, void* d, long e, char* f, char* g)"
+                span: { kind: internal, name: "{f}" }
+                on-entry:
+                  a: { arg: a, type: c-string }
+                  f: { arg: f, type: c-string }
+              - id: stack
+                function: PQsendQueryPrepared
+                signature: "int PQsendQueryPrepared(char* a, int b, short c, void* d, long e, char* f, char* g)"
+                span: { kind: internal, name: "{g}" }
+                on-entry:
+                  g: { arg: g, type: c-string }
+              - id: by-value
+                function: PQsendPrepare
+                signature: "int PQsendPrepare(Pair pair, char* name)"
+                span: { kind: internal, name: "{name}" }
+                on-entry:
+                  name: { arg: name, type: c-string }
+            """
+        let plan = PlanCompiler.compile(packs: [try PackLoader.parse(yaml: yaml, file: "demo.yaml")], facts: libpqFacts())
+        // a..f take RDI, RSI, RDX, RCX, R8, R9 (the double goes to XMM0); a seventh is on the stack,
+        // and a struct passed by value is not modelled, nor is anything after it.
+        XCTAssertEqual(plan.probes.map(\.qualifiedID), ["c/demo/mixed"])
+        XCTAssertEqual(plan.probes[0].entryProgram, [
+            .loadRegister(.rdi), .readCString(into: 0, maxLength: 128), .loadRegister(.r9), .readCString(into: 136, maxLength: 128),
+        ])
+        XCTAssertEqual(plan.skipped.map(\.reason), [
+            "capture 'g' (demo.yaml:23:7): argument 'g' is not in registers",
+            "capture 'name' (demo.yaml:29:7): argument 'name' is not in registers",
+        ])
+    }
+
+    func testAtReturnIsForNativeCodeOnly() throws {
+        let yaml = """
+            format: sonde.probe-pack/v1
+            pack: go/demo
+            language: go
+            library:
+              module: std
+              versions: ">=1.17"
+            probes:
+              - id: span
+                function: main.work
+                span: { kind: internal, name: work }
+              - id: done
+                function: main.finish
+                end-span: { span: go/demo/span, at: return }
+            """
+        let entry = Instruction(
+            address: 0x1000, fileOffset: 0x1000, length: 1, mnemonic: "push", operands: "rbp", kernelEmulates: true, isReturn: false,
+            writtenRegisters: [.rsp])
+        let ret = Instruction(
+            address: 0x1001, fileOffset: 0x1001, length: 1, mnemonic: "ret", operands: "", kernelEmulates: false, isReturn: true,
+            writtenRegisters: [])
+        func function(_ name: String, _ address: UInt64) -> FunctionFacts {
+            var moved = [entry, ret]
+            for index in moved.indices { moved[index].address += address - 0x1000; moved[index].fileOffset += address - 0x1000 }
+            return FunctionFacts(name: name, address: address, size: 2, fileOffset: address, parameters: [], results: [], instructions: moved)
+        }
+        let facts = BinaryFacts(
+            path: "/bin/demo", isPositionIndependent: false, goBuild: GoBuildInfo(goVersion: "go1.21.0", mainModule: "", dependencies: []),
+            hasDWARF: true, functions: ["main.work": function("main.work", 0x1000), "main.finish": function("main.finish", 0x2000)],
+            dataSymbols: [:], types: [:])
+        let plan = PlanCompiler.compile(packs: [try PackLoader.parse(yaml: yaml, file: "go.yaml")], facts: facts)
+        XCTAssertEqual(plan.skipped.map(\.description), [
+            "go/demo/done: go.yaml:11:5: at: return needs a return probe, which Sonde puts on native code only (Go's stack walker would meet its swapped return address)",
+        ])
+        XCTAssertEqual(plan.probes.map(\.qualifiedID), ["go/demo/span"])
+    }
+}
