@@ -21,6 +21,7 @@ let package = Package(
         .systemLibrary(name: "CLibDW", pkgConfig: "libdw", providers: [.apt(["libdw-dev"])]),
         // Headers only: capstone is loaded at run time, while binaries are analysed.
         .systemLibrary(name: "CCapstone", providers: [.apt(["libcapstone-dev"])]),
+        .systemLibrary(name: "CDemangle", providers: [.apt(["libiberty-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Headers only: libcurl is loaded at run time, for https:// endpoints alone.
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -30,7 +31,7 @@ let package = Package(
         .target(name: "ProbePacks", dependencies: [.product(name: "Yams", package: "Yams")]),
         /// sonde.yaml and the processes of the machine: which process is which service.
         .target(name: "Services", dependencies: ["ProbePacks"]),
-        .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone"]),
+        .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone", "CDemangle"]),
         .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis", "SondeABI"]),
         .target(name: "Engine", dependencies: ["Planning", "CLibBPF", "SondeABI"], plugins: ["BPFObjectBuilder"]),
         /// The OpenTelemetry span data model that Tracing produces and Exporters consume.

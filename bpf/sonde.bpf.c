@@ -1275,9 +1275,11 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &context_key);
 	if (!active || !(active->flags & SONDE_CONTEXT_UNSAMPLED)) {
-		/* An end-span probe elsewhere may run with no span open (C's
-		 * PQgetResult is called also when no statement is): only a
-		 * function's own return without its entry is counted. */
+		/* Only a function's own return without its entry is counted. An
+		 * end-span probe elsewhere runs without a span of its own in normal
+		 * flows: one of several probes ending alternative spans (libpq's
+		 * PQgetResult ends whichever statement span is open), a call whose
+		 * start was already counted as not traced (calls map full). */
 		if (config->at_return != SONDE_NOT_AT_RETURN)
 			count(SONDE_COUNTER_ORPHAN_RETURN);
 		return 0;

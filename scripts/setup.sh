@@ -5,6 +5,7 @@ set -euo pipefail
 
 DEBIAN_PACKAGES=(
   libbpf-dev libelf-dev libdw-dev libcapstone-dev pkg-config zlib1g-dev   # C libraries Sonde links
+  libiberty-dev                                                            # C++ and Rust symbol names (demangled)
   libcurl4-openssl-dev libcurl4                                            # https:// export (libcurl is loaded when used)
   golang-go golang-google-grpc-dev golang-github-gorilla-mux-dev          # Go 1.19 and the libraries the packs probe
   protobuf-compiler curl openssl                                           # OTLP code generation, the demo's requests, TLS tests
@@ -12,6 +13,7 @@ DEBIAN_PACKAGES=(
   golang-opentelemetry-otel-dev                                            # an OpenTelemetry SDK client, upstream of a traced server
   wrk bpftool                                                              # scripts/bench.sh: load, BPF run-time stats
   postgresql libpq-dev python3-psycopg2                                    # c/libpq tests: a real server; C, psql and Python clients
+  g++ libcpp-httplib-dev                                                   # cpp/httplib tests: a C++ server on Debian's library
 )
 # Where the Go toolchains go and which: shared with the tests' support code.
 source "$(dirname "$0")/toolchains.env"

@@ -10,8 +10,10 @@ struct ELFSymbol {
 
 extension ELFImage {
     /// The defined symbols among `names`, from `.symtab` or, in a stripped binary, `.dynsym`.
-    /// When a name is defined twice (C `static`s in several files), the first one wins.
+    /// When a name is defined twice (C `static`s in several files, a C++ constructor's complete
+    /// and base variants), the first one wins. C++ and Rust names are matched demangled.
     func definedSymbols(named names: Set<String>) -> [String: ELFSymbol] {
+        let demangling = names.contains(where: Demangler.isDemangledName)
         guard !names.isEmpty,
               let table = section(ofType: SHT_SYMTAB) ?? section(ofType: SHT_DYNSYM),
               case let (data, count)? = symbolData(of: table)
@@ -24,7 +26,8 @@ extension ELFImage {
                   symbol.st_shndx != UInt16(SHN_UNDEF),
                   let cName = elf_strptr(elf, Int(table.link), Int(symbol.st_name))
             else { continue }
-            let name = String(cString: cName)
+            var name = String(cString: cName)
+            if demangling, !names.contains(name), let readable = Demangler.readableName(ofSymbol: cName) { name = readable }
             guard names.contains(name), found[name] == nil else { continue }
             let symbolType = Int32(symbol.st_info & 0xf)
             found[name] = ELFSymbol(

@@ -168,7 +168,7 @@ struct CaptureCompiler {
         (ops, typeName) = try walk(steps, from: typeName, ops: ops, context: context)
         try check(typeName, matches: capture.type, context: context)
         switch capture.type {
-        case .goString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
+        case .goString, .stdString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
         case .cString: ops += [.dereference, .readCString(into: slot.offset, maxLength: slot.maxLength)]
         case .int: ops.append(.readInteger(size: 8, into: slot.offset))
         case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
@@ -344,7 +344,8 @@ struct CaptureCompiler {
     private func readRegisters(
         _ pieces: [RegisterPiece], typeName: String, capture: Capture, slot: CaptureSlot, context: String, load: (Register) throws -> FetchOp
     ) throws -> [FetchOp] {
-        try check(typeName, matches: capture.type, context: context)
+        // A std::string parameter is read through a reference (`const std::string& name`).
+        try check(capture.type == .stdString ? types[typeName]?.pointee ?? typeName : typeName, matches: capture.type, context: context)
         switch capture.type {
         case .goString:
             guard pieces.count == 2 else { throw PlanProblem("\(context): string parameter is not in two registers") }
@@ -354,6 +355,8 @@ struct CaptureCompiler {
             return [.readStringRegisters(pointer: pieces[0].register, length: pieces[1].register, into: slot.offset, maxLength: slot.maxLength)]
         case .cString:
             return [try load(pieces[0].register), .readCString(into: slot.offset, maxLength: slot.maxLength)]
+        case .stdString:
+            return [try load(pieces[0].register), .readGoString(into: slot.offset, maxLength: slot.maxLength)]
         case .int, .int32, .uint16, .bool, .nonNil:
             // A pointer's only word, or an interface's type word: zero exactly when nil.
             return [try load(pieces[0].register), .storeValue(into: slot.offset)]
@@ -375,6 +378,7 @@ struct CaptureCompiler {
         switch type {
         case .goString: expected = ["string"]
         case .cString: expected = ["*char", "*int8", "*uint8"]
+        case .stdString: expected = ["std::string"]
         case .int: expected = ["int", "int64", "uint", "uint64", "uintptr"]
         case .int32: expected = ["int32", "uint32"]
         case .uint16: expected = ["uint16", "int16"]

@@ -50,7 +50,8 @@ public struct DeclaredType: Sendable, Equatable {
 
 /// A C type in Sonde's spelling: `*` before a pointer's pointee (`*PGconn`, `*char`), sized
 /// integers for C's integer types (`int` is `int32`, `size_t` is `uint64`: x86-64 SysV sizes),
-/// and qualifiers (`const`, `struct`, …) dropped. Struct and typedef names stay as written.
+/// and qualifiers (`const`, `struct`, …) dropped. Struct and typedef names stay as written,
+/// C++'s qualified ones too (`httplib::Request`); a C++ reference is the pointer it is in the ABI.
 public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
     /// The spelled name, e.g. `*char`.
     public var name: String
@@ -85,11 +86,14 @@ public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
     public static func parse(_ text: String) -> Result<CType, CDeclarationError> {
         var words: [String] = []
         var pointers = 0
+        var previous = ""
         for token in tokens(text) {
-            if token == "*" {
-                pointers += 1
+            defer { previous = token }
+            if token == "*" || token == "&" {
+                // `T&&` is one reference, as `T&` is.
+                if !(token == "&" && previous == "&") { pointers += 1 }
             } else if pointers > 0, !qualifiers.contains(token) {
-                return .failure(CDeclarationError("'\(text)': nothing but '*' and const may follow a '*'"))
+                return .failure(CDeclarationError("'\(text)': nothing but '*', '&' and const may follow a '*' or '&'"))
             } else if isIdentifier(token) {
                 if !qualifiers.contains(token) { words.append(token) }
             } else {
@@ -106,12 +110,12 @@ public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
         return .success(CType(name: String(repeating: "*", count: pointers) + spelled))
     }
 
-    /// Identifiers and `*`, in order; anything else is a token of its own.
+    /// Identifiers (C++'s qualified ones whole) and `*`, in order; anything else is a token of its own.
     static func tokens(_ text: String) -> [String] {
         var tokens: [String] = []
         var current = ""
         for character in text {
-            if character.isLetter || character.isNumber || character == "_" {
+            if character.isLetter || character.isNumber || character == "_" || character == ":" {
                 current.append(character)
                 continue
             }
@@ -123,15 +127,26 @@ public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
         return tokens
     }
 
+    /// A C identifier, or a C++ qualified name (`std::string`).
     static func isIdentifier(_ token: String) -> Bool {
-        guard let first = token.first, first.isLetter || first == "_" else { return false }
-        return token.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }
+        token.components(separatedBy: "::").allSatisfy { part in
+            guard let first = part.first, first.isLetter || first == "_" else { return false }
+            return part.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }
+        }
     }
 }
 
 extension NativeSignature {
+    /// The name a prototype of `function` declares: a C function's own, the last part of a C++ or
+    /// Rust one's demangled name (`routing` for `httplib::Server::routing(httplib::Request&, …)`).
+    public static func declaredName(of function: String) -> String {
+        let qualified = function.firstIndex(of: "(").map { function[..<$0] } ?? function[...]
+        let last = qualified.components(separatedBy: "::").last ?? String(qualified)
+        return String(last.prefix { $0 != "<" })
+    }
+
     /// Parses `RESULT NAME(TYPE NAME, …)`; every parameter needs a name, which captures use.
-    /// `function`, when given, is the name the prototype must declare (C symbols are plain names).
+    /// `function`, when given, is the name the prototype must declare (see ``declaredName(of:)``).
     public static func parse(_ text: String, function: String?, source: SourceLocation) -> Result<NativeSignature, CDeclarationError> {
         guard let open = text.firstIndex(of: "("), text.trimmingTrailingSpaces.hasSuffix(")") else {
             return .failure(CDeclarationError("'\(text)' is not a prototype like 'int f(const char *name)'"))

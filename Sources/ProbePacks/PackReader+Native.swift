@@ -53,8 +53,7 @@ extension PackReader {
             throw node.error("signature belongs to C, C++ and Rust probes; a Go probe's parameters come from DWARF or its offset table")
         }
         guard let function else { throw AlreadyReported() }
-        // A C symbol is the function's name; C++ and Rust symbols are mangled.
-        let declared = language == .c ? function : nil
+        let declared = NativeSignature.declaredName(of: function)
         switch NativeSignature.parse(try node.string("signature"), function: declared, source: node.location) {
         case .success(let signature): return signature
         case .failure(let error): throw node.error("signature: \(error.reason)")

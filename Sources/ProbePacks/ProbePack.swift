@@ -408,6 +408,8 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case goString = "go-string"
     /// A NUL-terminated string behind a C `char *`.
     case cString = "c-string"
+    /// libstdc++'s `std::string` (C++11 ABI): its pointer and length lead, as a Go string's do.
+    case stdString = "std-string"
     case int
     case int32
     case uint16
@@ -416,7 +418,7 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case nonNil = "non-nil"
 
     /// Whether the capture is kept as text (a length and bytes) rather than an 8-byte value.
-    public var isText: Bool { self == .goString || self == .cString }
+    public var isText: Bool { self == .goString || self == .cString || self == .stdString }
 }
 
 extension ProbePack {

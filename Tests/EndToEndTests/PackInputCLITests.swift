@@ -53,7 +53,7 @@ final class PackInputCLITests: XCTestCase {
             result.output,
             """
             bad \(bad):8:19: unknown span kind 'sever'; expected one of: server, client, internal, producer, consumer
-            bad \(bad):10:47: unknown value type 'text'; expected one of: go-string, int, int32, uint16, bool, non-nil
+            bad \(bad):10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, int, int32, uint16, bool, non-nil
 
             """
         )
@@ -117,7 +117,7 @@ final class PackInputCLITests: XCTestCase {
         XCTAssertEqual(refused.status, 1, refused.output)
         XCTAssertEqual(refused.output.split(separator: "\n").last.map(String.init), """
             Error: no pack named 'go/net-htp' in \(directory.path):\(Repository.root)/probe-packs \
-            (available: go/runtime, go/user-mux, go/gorilla-mux, go/grpc, go/net-http)
+            (available: go/runtime, go/user-mux, c/libpq, cpp/httplib, go/gorilla-mux, go/grpc, go/net-http)
             """, refused.output)
     }
 

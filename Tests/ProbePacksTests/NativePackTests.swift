@@ -27,7 +27,13 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(spelled("void"), "error: 'void' is no value's type")
         XCTAssertEqual(spelled("int[4]"), "error: 'int[4]' is not a C type Sonde reads ('[' is not allowed: no arrays or function pointers)")
         XCTAssertEqual(spelled("long double"), "error: 'long double': 'long double' is not a C type name")
-        XCTAssertEqual(spelled("char * x"), "error: 'char * x': nothing but '*' and const may follow a '*'")
+        XCTAssertEqual(spelled("char * x"), "error: 'char * x': nothing but '*', '&' and const may follow a '*' or '&'")
+        // C++: references are pointers in the ABI, qualified names stay whole.
+        XCTAssertEqual(spelled("const httplib::Request&"), "*httplib::Request")
+        XCTAssertEqual(spelled("std::string&&"), "*std::string")
+        XCTAssertEqual(spelled("std::string"), "std::string")
+        XCTAssertEqual(spelled("Request *&"), "**Request")
+        XCTAssertEqual(spelled("std::"), "error: 'std::' is not a C type Sonde reads ('std::' is not allowed: no arrays or function pointers)")
         XCTAssertEqual(spelled("const"), "error: 'const' names no type")
     }
 
@@ -49,11 +55,28 @@ final class NativePackTests: XCTestCase {
         }
         XCTAssertEqual(failure("int f(int)"), "parameter 1 ('int') needs a type and a name")
         XCTAssertEqual(failure("int g(int a)"), "the prototype must declare the probed function f, as in '... f(...)'")
-        XCTAssertEqual(failure("int g(int a)", nil), "parsed", "a C++ or Rust symbol is mangled: any name is taken")
+        XCTAssertEqual(failure("int g(int a)", nil), "parsed", "no function given: any name is taken")
         XCTAssertEqual(failure("int f(int a, long a)"), "two parameters are named 'a'")
         XCTAssertEqual(failure("int f"), "'int f' is not a prototype like 'int f(const char *name)'")
         XCTAssertEqual(failure("int f(int a[2])"), "parameter 1 ('int a[2]') needs a type and a name")
         XCTAssertEqual(failure("float[2] f(int a)"), "result: 'float[2]' is not a C type Sonde reads ('[' is not allowed: no arrays or function pointers)")
+    }
+
+    /// A C++ or Rust function is named as demangled; its prototype declares the last part of
+    /// that name, and a member function writes its `this`.
+    func testCppPrototypesDeclareTheUnqualifiedName() throws {
+        let routing = "httplib::Server::routing(httplib::Request&, httplib::Response&, httplib::Stream&)"
+        XCTAssertEqual(NativeSignature.declaredName(of: routing), "routing")
+        XCTAssertEqual(NativeSignature.declaredName(of: "hyper::proto::h1::role::Server::parse"), "parse")
+        XCTAssertEqual(NativeSignature.declaredName(of: "std::vector<int>::push_back(int const&)"), "push_back")
+        XCTAssertEqual(NativeSignature.declaredName(of: "PQexec"), "PQexec")
+        let source = SourceLocation(file: "p.yaml", line: 1, column: 1)
+        let parsed = try NativeSignature.parse(
+            "bool routing(Server* this, Request& req, const httplib::Response& res, Stream& strm)", function: "routing", source: source
+        ).get()
+        XCTAssertEqual(parsed.result, CType(name: "bool"))
+        XCTAssertEqual(parsed.parameters.map(\.name), ["this", "req", "res", "strm"])
+        XCTAssertEqual(parsed.parameters.map(\.type.name), ["*Server", "*Request", "*httplib::Response", "*Stream"])
     }
 
     func testShippedLibpqPackLoads() throws {
