@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   wrk bpftool                                                              # scripts/bench.sh: load, BPF run-time stats
   postgresql libpq-dev python3-psycopg2                                    # c/libpq tests: a real server; C, psql and Python clients
   g++ libcpp-httplib-dev                                                   # cpp/httplib tests: a C++ server on Debian's library
+  librust-hyper-dev librust-tokio-dev                                      # rust/hyper tests: a hyper 0.14 server, built offline
 )
 # Where the Go toolchains go and which: shared with the tests' support code.
 source "$(dirname "$0")/toolchains.env"

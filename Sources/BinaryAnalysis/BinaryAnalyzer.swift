@@ -10,13 +10,14 @@ public enum BinaryAnalyzer {
         (try? ELFImage(path: path))?.buildID
     }
 
-    /// Analyses `path`, decoding the named functions and resolving the named data symbols.
+    /// Analyses `path`, decoding the named functions and resolving the named data symbols, and
+    /// finding which version of each of `crates` (Rust) it was built with.
     /// Missing functions or symbols are simply absent from the result; functions whose sources
     /// disagree on their bounds are in ``BinaryFacts/rejectedFunctions`` instead (FunctionBounds.swift).
     /// DWARF that cannot be read is left unused and said why in ``BinaryFacts/unreadableDWARF``.
     ///
     /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
-    public static func analyze(path: String, functions: [String], dataSymbols: [String]) throws -> BinaryFacts {
+    public static func analyze(path: String, functions: [String], dataSymbols: [String], crates: Set<String> = []) throws -> BinaryFacts {
         // What the analysis freed goes back to the system, not only to malloc's free lists: the
         // agent's peak memory is its analysis plus what it holds after (about 0.1 MiB less).
         defer { malloc_trim(0) }
@@ -29,6 +30,7 @@ public enum BinaryAnalyzer {
         // the authority on where each starts in any Go binary.
         let goFunctionTable = image.lookUpGoFunctions(named: wanted)
         let soname = image.soname
+        let crateVersions = image.crateVersions(named: crates)
         image.releaseReadPages()
 
         var unreadableDWARF: String?
@@ -84,7 +86,7 @@ public enum BinaryAnalyzer {
             rejectedFunctions: rejectedFunctions,
             unreadableDWARF: unreadableDWARF,
             soname: soname,
-            libraryVersion: soname == nil ? nil : libraryVersion(fileAt: path))
+            libraryVersion: soname == nil ? nil : libraryVersion(fileAt: path), crateVersions: crateVersions)
     }
 
     /// What follows `.so.` in the name of the file `path` leads to (through symbolic links:

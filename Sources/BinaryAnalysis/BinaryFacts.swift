@@ -10,6 +10,8 @@ public struct BinaryFacts: Sendable, Equatable {
     /// A shared library's version, from its file's name (`libpq.so.5.15`: `5.15`); nil when the
     /// name carries none.
     public var libraryVersion: String?
+    /// Rust: the version of each crate asked for that the program was built with.
+    public var crateVersions: [String: String]
     /// Whether the binary has DWARF debug info that could be read (`-ldflags=-s -w` removes it).
     public var hasDWARF: Bool
     /// Why the binary's DWARF could not be read although it has some (a damaged compressed
@@ -28,10 +30,12 @@ public struct BinaryFacts: Sendable, Equatable {
     public init(
         path: String, isPositionIndependent: Bool, goBuild: GoBuildInfo?, hasDWARF: Bool,
         functions: [String: FunctionFacts], dataSymbols: [String: UInt64], types: [String: TypeFacts],
-        rejectedFunctions: [String: String] = [:], unreadableDWARF: String? = nil, soname: String? = nil, libraryVersion: String? = nil
+        rejectedFunctions: [String: String] = [:], unreadableDWARF: String? = nil, soname: String? = nil, libraryVersion: String? = nil,
+        crateVersions: [String: String] = [:]
     ) {
         self.soname = soname
         self.libraryVersion = libraryVersion
+        self.crateVersions = crateVersions
         self.path = path
         self.isPositionIndependent = isPositionIndependent
         self.goBuild = goBuild

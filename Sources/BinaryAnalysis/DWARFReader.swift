@@ -56,6 +56,8 @@ final class DWARFReader {
     private let dwarf: OpaquePointer
     /// The first libdw failure met while walking entries, which `read` throws.
     private var walkError: String?
+    /// Types of parameters passed by reference, whose pointer types `read` adds.
+    private var indirectTypes = Set<String>()
 
     /// zlib's largest inflation ratio (RFC 1950/1951: 258 bytes from a 2-bit code, with block
     /// overhead), which bounds what a compressed section may claim to hold.
@@ -141,7 +143,7 @@ final class DWARFReader {
             status = dwarf_get_units(dwarf, unit, &nextUnit, nil, nil, &unitEntry, nil)
             guard status == 0 else { break }
             unit = nextUnit
-            forEachChild(of: &unitEntry) { entry in
+            forEachEntry(of: &unitEntry) { entry in
                 let tag = dwarf_tag(&entry)
                 if tag == Int32(DW_TAG_subprogram) {
                     var entryAddress: Dwarf_Addr = 0
@@ -172,6 +174,10 @@ final class DWARFReader {
                 + (code == 0 ? "" : " (\(dwarf_errmsg(code).map { String(cString: $0) } ?? "error \(code)"))"))
         }
         if let walkError { throw Unreadable(reason: walkError) }
+        for name in indirectTypes where facts.types[Self.indirectTypeName(name)] == nil {
+            facts.types[Self.indirectTypeName(name)] = TypeFacts(
+                name: Self.indirectTypeName(name), kind: .pointer, byteSize: Self.pointerSize, pointee: name, members: [])
+        }
         return facts
     }
 
@@ -344,10 +350,19 @@ final class DWARFReader {
                 }
                 return
             }
+            let operations = locationOperations(of: &entry, at: entryAddress)
+            if let register = Self.indirectRegister(operations), !typeName.isEmpty {
+                // Passed by reference: the register holds its address, as a pointer's would.
+                indirectTypes.insert(typeName)
+                parameters.append(Parameter(
+                    name: name(of: &entry) ?? "", typeName: Self.indirectTypeName(typeName),
+                    registers: [RegisterPiece(register: register, size: Self.pointerSize)]))
+                return
+            }
             let valueSize = hasType ? layout(of: type).byteSize : nil
             parameters.append(Parameter(
                 name: name(of: &entry) ?? "", typeName: typeName,
-                registers: registerPieces(of: &entry, at: entryAddress, valueSize: valueSize ?? Self.pointerSize)))
+                registers: operations.flatMap { Self.registerPieces($0, valueSize: valueSize ?? Self.pointerSize) }))
         }
         return (parameters, results)
     }
@@ -360,7 +375,20 @@ final class DWARFReader {
             && dwarf_formflag(&attribute, &flag) == 0 && flag
     }
 
-    private func registerPieces(of entry: inout Dwarf_Die, at address: Dwarf_Addr, valueSize: Int) -> [RegisterPiece]? {
+    /// A value passed by reference in a register (C++ objects, Rust's larger values): its
+    /// location is `DW_OP_bregN 0`, the memory the register points to.
+    static func indirectRegister(_ operations: [DWARFOperation]?) -> Register? {
+        guard let operations, operations.count == 1, let operation = operations.first, operation.operand == 0,
+              (Int(DW_OP_breg0)...Int(DW_OP_breg31)).contains(Int(operation.atom))
+        else { return nil }
+        return Register(rawValue: Int(operation.atom) - Int(DW_OP_breg0))
+    }
+
+    /// The name a parameter passed by reference is given: a pointer to its type, in Sonde's
+    /// spelling of pointers.
+    static func indirectTypeName(_ typeName: String) -> String { "*" + typeName }
+
+    private func locationOperations(of entry: inout Dwarf_Die, at address: Dwarf_Addr) -> [DWARFOperation]? {
         var attribute = Dwarf_Attribute()
         var expression: UnsafeMutablePointer<Dwarf_Op>?
         var length = 0
@@ -368,10 +396,7 @@ final class DWARFReader {
               dwarf_getlocation_addr(&attribute, address, &expression, &length, 1) > 0,
               let expression
         else { return nil }
-        let operations = UnsafeBufferPointer(start: expression, count: length).map {
-            DWARFOperation(atom: $0.atom, operand: $0.number)
-        }
-        return Self.registerPieces(operations, valueSize: valueSize)
+        return UnsafeBufferPointer(start: expression, count: length).map { DWARFOperation(atom: $0.atom, operand: $0.number) }
     }
 
     // MARK: - Entries
@@ -379,6 +404,18 @@ final class DWARFReader {
     /// dwarf.h's tag constants, in the type `dwarf_tag` returns.
     private static func tags<Tag: BinaryInteger>(_ tags: Tag...) -> Set<Int32> {
         Set(tags.map { Int32($0) })
+    }
+
+    /// Calls `body` with each child of `parent` and, through namespaces (C++ and Rust nest
+    /// their types and functions in them; Go has none), their children.
+    private func forEachEntry(of parent: inout Dwarf_Die, _ body: (inout Dwarf_Die) -> Void) {
+        forEachChild(of: &parent) { entry in
+            if dwarf_tag(&entry) == Int32(DW_TAG_namespace) {
+                forEachEntry(of: &entry, body)
+            } else {
+                body(&entry)
+            }
+        }
     }
 
     /// Calls `body` with each child of `parent`. Where libdw fails (-1, against 1 for "none"), the

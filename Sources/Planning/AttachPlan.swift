@@ -9,6 +9,8 @@ public struct AttachPlan: Sendable, Equatable {
     public var goVersion: String?
     /// A shared library's soname and version (`libpq.so.5 5.15`); nil for an executable.
     public var sharedLibrary: String?
+    /// What each experimental pack with planned probes does not do yet, by pack name.
+    public var experimentalPacks: [String: String] = [:]
     public var probes: [PlannedProbe]
     /// Probes that cannot run on this binary, each with the reason.
     public var skipped: [SkippedProbe]

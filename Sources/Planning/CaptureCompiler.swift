@@ -379,10 +379,11 @@ struct CaptureCompiler {
         case .goString: expected = ["string"]
         case .cString: expected = ["*char", "*int8", "*uint8"]
         case .stdString: expected = ["std::string"]
-        case .int: expected = ["int", "int64", "uint", "uint64", "uintptr"]
-        case .int32: expected = ["int32", "uint32"]
-        case .uint16: expected = ["uint16", "int16"]
-        case .bool: expected = ["bool", "uint8", "int8"]
+        // Go's names and Sonde's C spellings, then Rust's.
+        case .int: expected = ["int", "int64", "uint", "uint64", "uintptr", "i64", "u64", "isize", "usize"]
+        case .int32: expected = ["int32", "uint32", "i32", "u32"]
+        case .uint16: expected = ["uint16", "int16", "u16", "i16"]
+        case .bool: expected = ["bool", "uint8", "int8", "u8", "i8"]
         case .nonNil: expected = []
         }
         guard expected.contains(typeName) else {

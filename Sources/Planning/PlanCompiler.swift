@@ -136,6 +136,8 @@ public enum PlanCompiler {
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
         plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
+        let plannedPacks = Set(planned.map(\.pack))
+        for pack in packs where plannedPacks.contains(pack.name) { plan.experimentalPacks[pack.name] = pack.experimental }
         return plan
     }
 
@@ -355,6 +357,15 @@ public enum PlanCompiler {
     /// version its file name gives.
     static func nativeApplicability(of pack: ProbePack, to facts: BinaryFacts) -> String? {
         if facts.goBuild != nil { return "\(facts.path) is a Go program; \(pack.name) probes \(pack.language.rawValue) code" }
+        if pack.language == .rust {
+            let crate = pack.library.module
+            guard let text = facts.crateVersions[crate], let version = Version(parsing: text) else {
+                return "\(facts.path) names no \(crate)-VERSION/src/ folder in its panic locations, so the \(crate) it was built with is unknown; "
+                    + "the pack covers \(pack.library.versions)"
+            }
+            guard pack.library.versions.contains(version) else { return "\(crate) \(text) is outside the pack's range \(pack.library.versions)" }
+            return nil
+        }
         guard let soname = pack.library.soname else { return nil }
         guard facts.soname == soname else {
             let actual = facts.soname.map { "its soname is \($0)" } ?? "it is not a shared library"
@@ -371,7 +382,7 @@ public enum PlanCompiler {
 
     static func compile(probe: Probe, of pack: ProbePack, facts: BinaryFacts, table: OffsetTable?, dataOffset: Int = 0) throws -> PlannedProbe {
         try compile(probe: probe, facts: facts, dataOffset: dataOffset) { name in
-            if pack.language != .go { return try ProbeSignature.native(of: probe, in: pack) }
+            if pack.language != .go { return try ProbeSignature.native(of: probe, in: pack, function: facts.functions[name], facts: facts) }
             return try ProbeSignature.resolve(function(name, in: facts), of: pack, facts: facts, table: table)
         }
     }

@@ -28,14 +28,22 @@ struct ProbeSignature {
         return assigned
     }
 
-    /// A C, C++ or Rust probe's signature: the prototype its pack writes, in SysV registers.
-    static func native(of probe: Probe, in pack: ProbePack) throws -> ProbeSignature {
-        guard let declared = probe.signature else {
-            throw PlanProblem(
-                "\(probe.source): a \(pack.language.rawValue) probe needs its function's prototype (signature: \"int f(const char *name)\"); "
-                    + "Sonde reads parameters from DWARF for Go only")
+    /// A C, C++ or Rust probe's signature: the prototype its pack writes, in SysV registers; else
+    /// the binary's DWARF; else, for a probe that reads nothing (a span's timing alone), none.
+    static func native(of probe: Probe, in pack: ProbePack, function: FunctionFacts?, facts: BinaryFacts) throws -> ProbeSignature {
+        if let declared = probe.signature {
+            return SysVABI.signature(declared, types: pack.types, origin: "pack signature (\(declared.source))")
         }
-        return SysVABI.signature(declared, types: pack.types, origin: "pack signature (\(declared.source))")
+        if facts.hasDWARF, let function, let parameters = function.parameters {
+            return ProbeSignature(
+                parameters: parameters, results: function.results, types: TypeCatalog(facts.types), origin: dwarfOrigin, callingConvention: .sysV)
+        }
+        guard probe.captures.isEmpty else {
+            let reason = facts.hasDWARF ? "the binary's DWARF does not describe its parameters" : "the binary has no DWARF"
+            throw PlanProblem(
+                "\(probe.source): \(reason), so its captures need the function's prototype (signature: \"int f(const char* name)\")")
+        }
+        return ProbeSignature(parameters: [], results: [], types: TypeCatalog([:]), origin: "no arguments read", callingConvention: .sysV)
     }
 
     /// The signature of `function`, a function one of the pack's probes hooks or calls into.

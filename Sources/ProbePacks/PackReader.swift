@@ -6,7 +6,7 @@
 /// reported at once. A reader whose parts failed throws ``AlreadyReported``; a value read from
 /// a probe or pack with a reported mistake is never used, since the whole file is then refused.
 enum PackReader {
-    static let packKeys = ["format", "pack", "language", "library", "types", "probes"]
+    static let packKeys = ["format", "pack", "language", "library", "experimental", "types", "probes"]
 
     /// The pack, or nil when a mistake was reported.
     static func readPack(_ node: YAMLNode) -> ProbePack? {
@@ -20,9 +20,17 @@ enum PackReader {
         let language = report.attempt { try readLanguage(map.required("language")) }
         let library = report.attempt { try readLibrary(map.required("library"), language: language) }
         let types = map.optional("types").flatMap { types in report.attempt { try readTypes(types, language: language) } }
+        let experimental = map.optional("experimental").flatMap { note in report.attempt { try readExperimental(note) } }
         let probes = report.attempt { try readProbes(map.required("probes"), in: node, named: name, language: language) }
         guard let name, let language, let library, let probes, report.count == before else { return nil }
-        return ProbePack(name: name, language: language, library: library, probes: probes, types: types ?? [], source: node.location)
+        return ProbePack(
+            name: name, language: language, library: library, probes: probes, types: types ?? [], experimental: experimental, source: node.location)
+    }
+
+    private static func readExperimental(_ node: YAMLNode) throws -> String {
+        let note = try node.string("experimental")
+        guard !note.trimmingSpaces.isEmpty else { throw node.error("experimental must say what the pack does not do yet") }
+        return note
     }
 
     /// The top level as a pack's mapping. A file not even shaped like a pack is described, never
@@ -74,8 +82,10 @@ enum PackReader {
     private static func readLibrary(_ node: YAMLNode, language: Language?) throws -> LibraryCoverage {
         let report = node.diagnostics
         let isGo = language.map { $0 == .go } ?? true
-        let map = try node.mapping("library", allowed: isGo ? ["module", "versions"] : ["soname", "versions"])
-        let module = isGo ? report.attempt { try map.required("module").string("library.module") } : ""
+        let isRust = language == .rust
+        let map = try node.mapping("library", allowed: isGo ? ["module", "versions"] : isRust ? ["crate", "versions"] : ["soname", "versions"])
+        let module = isGo ? report.attempt { try map.required("module").string("library.module") }
+            : isRust ? report.attempt { try map.required("crate").string("library.crate") } : ""
         let soname = map.optional("soname").flatMap { node in report.attempt { try readSoname(node) } }
         let versions = report.attempt { () throws -> VersionRange in
             let versionsNode = try map.required("versions")

@@ -11,17 +11,21 @@ public struct ProbePack: Sendable, Equatable {
     public var probes: [Probe]
     /// C, C++ and Rust packs: the structs their captures read, for libraries without DWARF.
     public var types: [DeclaredType]
+    /// What a partial pack does not do yet, said wherever it is listed or planned.
+    public var experimental: String?
     /// Where the pack was read from, for messages.
     public var source: SourceLocation
 
     public init(
-        name: String, language: Language, library: LibraryCoverage, probes: [Probe], types: [DeclaredType] = [], source: SourceLocation
+        name: String, language: Language, library: LibraryCoverage, probes: [Probe], types: [DeclaredType] = [], experimental: String? = nil,
+        source: SourceLocation
     ) {
         self.name = name
         self.language = language
         self.library = library
         self.probes = probes
         self.types = types
+        self.experimental = experimental
         self.source = source
     }
 }
@@ -32,7 +36,8 @@ public enum Language: String, Sendable, Equatable, CaseIterable {
 
 /// Which library and versions a pack covers. For Go, module `std` is versioned by the Go toolchain.
 public struct LibraryCoverage: Sendable, Equatable {
-    /// Go: the module path. Empty for C, C++ and Rust.
+    /// Go: the module path. Rust: the crate (`hyper`), whose version the program's panic
+    /// locations name. Empty for C and C++.
     public var module: String
     /// C, C++ and Rust: the shared library the probes go on, as programs link it (`libpq.so.5`);
     /// its versions are those of its file name (`libpq.so.5.15` is 5.15). Nil for Go.
@@ -47,10 +52,11 @@ public struct LibraryCoverage: Sendable, Equatable {
 
 public struct Probe: Sendable, Equatable {
     public var id: String
-    /// The symbol to hook, as the symbol table names it (mangled for C++/Rust).
+    /// The function to hook: its symbol, demangled for C++ and Rust (as `c++filt` prints it).
     public var function: String
     /// C, C++ and Rust: the function's prototype, where its parameters are in the SysV ABI's
-    /// registers; stands in for DWARF, which shared libraries rarely ship.
+    /// registers; stands in for DWARF, which shared libraries rarely ship (without it, the
+    /// binary's DWARF locates them).
     public var signature: NativeSignature?
     /// The span the probe makes; nil for probes that only move trace context.
     public var span: SpanRule?

@@ -7,6 +7,7 @@ public enum PlanReport {
         let build = plan.goVersion.map { "Go \($0)" } ?? "not Go"
         let kind = plan.sharedLibrary.map { "shared library \($0)" } ?? (plan.isPositionIndependent ? "PIE" : "non-PIE")
         lines.append("attach plan for \(plan.binaryPath) (\(build), \(kind))")
+        for (pack, note) in plan.experimentalPacks.sorted(by: { $0.key < $1.key }) { lines.append("experimental pack \(pack): \(note)") }
         for probe in plan.probes {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")

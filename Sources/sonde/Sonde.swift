@@ -269,7 +269,9 @@ struct Packs: ParsableCommand {
         func run() throws {
             let catalog = try packs.catalog()
             for pack in catalog.packs {
-                print("\(pack.name)  \(pack.language.rawValue) \(pack.library.module) \(pack.library.versions)  \(pack.probes.map(\.id).joined(separator: ", "))  (\(pack.source.file))")
+                let library = pack.library.soname ?? pack.library.module
+                let experimental = pack.experimental.map { "  EXPERIMENTAL: \($0)" } ?? ""
+                print("\(pack.name)  \(pack.language.rawValue) \(library) \(pack.library.versions)  \(pack.probes.map(\.id).joined(separator: ", "))  (\(pack.source.file))\(experimental)")
             }
             if !catalog.errors.isEmpty { throw ExitCode(1) }
         }

@@ -53,6 +53,27 @@ final class DWARFRegisterPiecesTests: XCTestCase {
             RegisterPiece(register: .rax, size: 8), RegisterPiece(register: .rbx, size: 8),
         ])
     }
+
+    /// Rust and C++ pass larger values by reference: `DW_OP_bregN 0` alone is the memory the
+    /// register points to. An offset, or more operations, are not a plain reference.
+    func testValuePassedByReferenceIsTheRegistersPointee() {
+        let breg1 = DWARFOperation(atom: 0x71, operand: 0)  // DW_OP_breg1: RDX in DWARF's numbering
+        XCTAssertEqual(DWARFReader.indirectRegister([breg1]), .rdx)
+        XCTAssertNil(DWARFReader.indirectRegister([DWARFOperation(atom: 0x71, operand: 8)]))
+        XCTAssertNil(DWARFReader.indirectRegister([breg1, piece(8)]))
+        XCTAssertNil(DWARFReader.indirectRegister([reg(1)]))
+        XCTAssertNil(DWARFReader.indirectRegister(nil))
+        XCTAssertEqual(DWARFReader.indirectTypeName("MessageHead<http::status::StatusCode>"), "*MessageHead<http::status::StatusCode>")
+    }
+
+    /// A Rust program's crate versions, from the folders its panic locations name.
+    func testCrateVersionsFromPanicLocations() {
+        let rodata = Array(("called `Option::unwrap()`\0/usr/share/cargo/registry/hyper-0.14.19/src/proto/h1/role.rs\0"
+            + "/root/.cargo/registry/src/index.crates.io-6f17d22bba15001f/tokio-1.24.2/src/runtime/mod.rs"
+            + "src/main.rs/rustc/abc/library/core/src/fmt/mod.rs/x/h2-snapshot/src/lib.rs/y/hyper-util-0.1.0/src/a.rs").utf8)
+        let found = rodata.withUnsafeBytes { ELFImage.crateVersions(named: ["hyper", "tokio", "h2", "serde"], in: $0) }
+        XCTAssertEqual(found, ["hyper": "0.14.19", "tokio": "1.24.2"], "h2-snapshot is no version; hyper-util is another crate")
+    }
 }
 
 final class Go119PieceRepairTests: XCTestCase {

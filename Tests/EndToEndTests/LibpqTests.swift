@@ -2,9 +2,8 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// The c/libpq pack against a real PostgreSQL, with three clients that share the one pack: a C
-/// program, psql and Python's psycopg2. Each client is driven line by line on stdin, so that
-/// sonde attaches (--pid) before it sends its statements; spans are checked at the receiver.
+/// What the c/libpq pack adds to its scenarios (NativeScenarios.swift, run by NativeMatrixTests):
+/// the plan on the library, versions and files it refuses, the statement text left out.
 final class LibpqTests: XCTestCase {
     static let libpq = "/usr/lib/x86_64-linux-gnu/libpq.so.5"
     private var server: PostgresServer!
@@ -13,135 +12,6 @@ final class LibpqTests: XCTestCase {
         try TracingTestSetup.requireKernelCapabilities()
         server = try PostgresServer()
         addTeardownBlock { [server] in server?.stop() }
-    }
-
-    /// One client statement's span, as the receiver decoded it.
-    struct StatementSpan: Equatable, CustomStringConvertible {
-        var name: String
-        var kind: String
-        var status: String
-        var attributes: [String: String]
-
-        init(_ name: String, status: String = "STATUS_CODE_UNSET", query: String?, operation: String) {
-            self.name = name
-            kind = "SPAN_KIND_CLIENT"
-            self.status = status
-            attributes = [
-                "db.system.name": "postgresql", "db.namespace": PostgresServer.database, "server.address": "127.0.0.1",
-                "db.operation.name": operation,
-            ]
-            attributes["db.query.text"] = query
-        }
-
-        init(received span: [String: Any]) {
-            name = span["name"] as? String ?? "?"
-            kind = span["kind"] as? String ?? "?"
-            let status = span["status"] as? [String: Any]
-            self.status = [status?["code"] as? String ?? "?", status?["message"] as? String ?? ""].filter { !$0.isEmpty }.joined(separator: " ")
-            attributes = EndToEndTests.attributes(span).mapValues { "\($0)" }
-        }
-
-        var description: String { "\(name) [\(status)] \(attributes.sorted { $0.key < $1.key })" }
-    }
-
-    /// Starts `client`, attaches sonde to it, sends `lines` and waits for `answered` to see its
-    /// answers; returns its spans in the order they ended, after checking what every one shares.
-    func trace(
-        _ client: ChildProcess, lines: [String], options: [String] = [], answered: (ChildProcess) throws -> Void
-    ) throws -> [StatementSpan] {
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--pid", String(client.pid), "--pack", "c/libpq"] + options,
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
-        try sonde.waitForOutput("attached")
-        XCTAssertTrue(sonde.text.contains("15 probe sites for 12 probes in libpq.so.5.15, which"), sonde.text)
-        for line in lines { try client.send(line) }
-        try answered(client)
-        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-        XCTAssertTrue(sonde.text.contains("returns without a seen entry: 0"), sonde.text)
-        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(client.pid) }
-        for span in spans {
-            let start = span["start_time_unix_nano"] as? Int ?? 0
-            let end = span["end_time_unix_nano"] as? Int ?? 0
-            XCTAssertGreaterThan(end, start, "a statement takes time: \(span)")
-            XCTAssertEqual(span["parent_span_id"] as? String, "", "a statement outside any traced request is a root")
-        }
-        XCTAssertEqual(Set(spans.compactMap { $0["trace_id"] as? String }).count, spans.count, "one trace per statement")
-        return spans.sorted { ($0["end_time_unix_nano"] as? Int ?? 0) < ($1["end_time_unix_nano"] as? Int ?? 0) }
-            .map(StatementSpan.init(received:))
-    }
-
-    func testCClientStatementsAreClientSpansWithTheirStatusAndText() throws {
-        let directory = try temporaryDirectory()
-        let binary = "\(directory)/pq-client"
-        _ = try ChildProcess.run(try TestEnvironment.tool("GCC"), [
-            "-O2", "-I/usr/include/postgresql", "-o", binary, "\(Repository.root)/Tests/Support/libpq-client/client.c", "-lpq",
-        ])
-        let client = try ChildProcess(binary, [server.connection], takesInput: true)
-        defer { _ = try? client.stop() }
-        try client.waitForOutput("ready")
-        let lines = [
-            "exec select 1",
-            "exec select * from no_such_table",
-            "params select $1::int + $2::int | 20 22",
-            "prepare s1 select upper($1::text)",
-            "execute s1 hello",
-            "exec select 2; select 3",
-            "execute no_such_statement",
-        ]
-        let spans = try trace(client, lines: lines) { try $0.waitForLines(1 + lines.count) }
-        XCTAssertEqual(client.text, """
-            ready
-            PGRES_TUPLES_OK 1
-            PGRES_FATAL_ERROR \n\
-            PGRES_TUPLES_OK 42
-            PGRES_COMMAND_OK \n\
-            PGRES_TUPLES_OK HELLO
-            PGRES_TUPLES_OK 3
-            PGRES_FATAL_ERROR \n
-            """)
-        XCTAssertEqual(spans, [
-            StatementSpan("SELECT", query: "select 1", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from no_such_table", operation: "SELECT"),
-            StatementSpan("SELECT", query: "select $1::int + $2::int", operation: "SELECT"),
-            StatementSpan("PREPARE s1", query: "select upper($1::text)", operation: "PREPARE"),
-            StatementSpan("EXECUTE s1", query: nil, operation: "EXECUTE"),
-            StatementSpan("SELECT", query: "select 2; select 3", operation: "SELECT"),
-            StatementSpan("EXECUTE no_such_statement", status: "STATUS_CODE_ERROR status 7", query: nil, operation: "EXECUTE"),
-        ])
-    }
-
-    func testPsqlStatementsThroughTheAsynchronousAPI() throws {
-        let client = try ChildProcess(server.psql, ["-X", "-A", "-t", server.connection], takesInput: true)
-        defer { _ = try? client.stop() }
-        try client.send("\\echo ready")
-        try client.waitForOutput("ready")
-        let spans = try trace(client, lines: ["select 42;", "select * from nope;", "create temp table t (x int);", "\\echo done"]) {
-            try $0.waitForOutput("done")
-        }
-        XCTAssertTrue(client.text.contains("42\n"), client.text)
-        XCTAssertEqual(spans, [
-            StatementSpan("SELECT", query: "select 42;", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from nope;", operation: "SELECT"),
-            StatementSpan("CREATE", query: "create temp table t (x int);", operation: "CREATE"),
-        ])
-    }
-
-    /// psycopg2 interpolates parameters into the text it sends: the span shows the values, which
-    /// is why the pack bounds the text (docs/probe-packs.md).
-    func testPsycopg2StatementsCarryTheirInterpolatedText() throws {
-        let python = try TestEnvironment.tool("DEBIAN_PYTHON")
-        let client = try ChildProcess(python, ["-u", "\(Repository.root)/Tests/Support/libpq-client/client.py", server.connection], takesInput: true)
-        defer { _ = try? client.stop() }
-        try client.waitForOutput("ready")
-        let lines = ["exec select %s::int + 1 | 41", "exec select * from missing", "exec create temp table t (x int)"]
-        let spans = try trace(client, lines: lines) { try $0.waitForLines(1 + lines.count) }
-        XCTAssertEqual(client.text, "ready\nok 42\nerror 42P01\nok CREATE TABLE\n")
-        XCTAssertEqual(spans, [
-            StatementSpan("SELECT", query: "select 41::int + 1", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from missing", operation: "SELECT"),
-            StatementSpan("CREATE", query: "create temp table t (x int)", operation: "CREATE"),
-        ])
     }
 
     /// A deployment that must not export statements (their values) omits the attribute; the span
@@ -156,10 +26,10 @@ final class LibpqTests: XCTestCase {
         let client = try ChildProcess(python, ["-u", "\(Repository.root)/Tests/Support/libpq-client/client.py", server.connection], takesInput: true)
         defer { _ = try? client.stop() }
         try client.waitForOutput("ready")
-        let spans = try trace(client, lines: ["exec select %s::int + 1 | 41"], options: ["--omit-attribute", "db.query.text"]) {
+        let spans = try LibpqScenarios.trace(client, lines: ["exec select %s::int + 1 | 41"], options: ["--omit-attribute", "db.query.text"]) {
             try $0.waitForLines(2)
         }
-        XCTAssertEqual(spans, [StatementSpan("SELECT", query: nil, operation: "SELECT")])
+        XCTAssertEqual(spans, [LibpqScenarios.StatementSpan("SELECT", query: nil, operation: "SELECT")])
     }
 
     /// `sonde plan` on the library itself: every site is one the kernel emulates, at the offsets

@@ -163,6 +163,46 @@ final class NativePlanningTests: XCTestCase {
         ])
     }
 
+    /// rust/hyper against facts shaped like an optimised hyper 0.14.19 build with DWARF: the
+    /// crate's version decides, and the status is read through the head passed by reference.
+    func testRustPackReadsThroughDWARFAndChecksTheCrateVersion() throws {
+        let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/rust/hyper.yaml").path)
+        let recvMessage = framed(pack.probes[0].function, at: 0x513f0)
+        var encodeHead = framed(pack.probes[1].function, at: 0x49e80)
+        encodeHead.parameters = [
+            Parameter(name: "self", typeName: "&mut Conn<AddrStream, Bytes, Server>", registers: [RegisterPiece(register: .rsi, size: 8)]),
+            Parameter(name: "head", typeName: "*MessageHead<http::status::StatusCode>", registers: [RegisterPiece(register: .rdx, size: 8)]),
+        ]
+        let types = [
+            TypeFacts(name: "*MessageHead<http::status::StatusCode>", kind: .pointer, byteSize: 8, pointee: "MessageHead<http::status::StatusCode>", members: []),
+            TypeFacts(name: "MessageHead<http::status::StatusCode>", kind: .structure, byteSize: 112, pointee: nil, members: [
+                Member(name: "headers", typeName: "HeaderMap<http::header::value::HeaderValue>", offset: 0),
+                Member(name: "subject", typeName: "StatusCode", offset: 104),
+            ]),
+            TypeFacts(name: "StatusCode", kind: .structure, byteSize: 2, pointee: nil, members: [Member(name: "__0", typeName: "NonZero<u16>", offset: 0)]),
+            TypeFacts(name: "NonZero<u16>", kind: .structure, byteSize: 2, pointee: nil, members: [Member(name: "__0", typeName: "NonZeroU16Inner", offset: 0)]),
+            TypeFacts(name: "NonZeroU16Inner", kind: .structure, byteSize: 2, pointee: nil, members: [Member(name: "__0", typeName: "u16", offset: 0)]),
+            TypeFacts(name: "u16", kind: .base, byteSize: 2, pointee: nil, members: []),
+        ]
+        func facts(hyper: String?) -> BinaryFacts {
+            BinaryFacts(
+                path: "/srv/hyper-server", isPositionIndependent: true, goBuild: nil, hasDWARF: true,
+                functions: [recvMessage.name: recvMessage, encodeHead.name: encodeHead], dataSymbols: [:],
+                types: Dictionary(uniqueKeysWithValues: types.map { ($0.name, $0) }), crateVersions: hyper.map { ["hyper": $0] } ?? [:])
+        }
+        let plan = PlanCompiler.compile(packs: [pack], facts: facts(hyper: "0.14.19"))
+        XCTAssertEqual(plan.skipped, [])
+        XCTAssertEqual(plan.experimentalPacks.keys.sorted(), ["rust/hyper"])
+        XCTAssertEqual(plan.probes.map(\.entry.address), [0x513f0, 0x49e80])
+        XCTAssertEqual(plan.probes[0].returns, [], "ended by encode_head, not at its return")
+        XCTAssertEqual(plan.probes[1].entryProgram, [.loadRegister(.rdx), .add(104), .readInteger(size: 2, into: 0)])
+        XCTAssertEqual(plan.probes[1].captureSlots.map(\.origin), ["DWARF"])
+
+        let newer = PlanCompiler.compile(packs: [pack], facts: facts(hyper: "1.4.1"))
+        XCTAssertEqual(Set(newer.skipped.map(\.reason)), ["hyper 1.4.1 is outside the pack's range >=0.14 <0.15"])
+        XCTAssertEqual(newer.experimentalPacks, [:], "nothing of it is planned")
+    }
+
     func testAtReturnIsForNativeCodeOnly() throws {
         let yaml = """
             format: sonde.probe-pack/v1

@@ -1,0 +1,34 @@
+/// Which version of a Rust crate a program was built with. Rust records no crate versions in a
+/// binary, but the paths of its panic locations (`…/hyper-0.14.19/src/proto/h1/role.rs`) name
+/// the folder cargo unpacked each crate into, `NAME-VERSION`; they are in `.rodata`, stripped
+/// builds included.
+extension ELFImage {
+    func crateVersions(named crates: Set<String>) -> [String: String] {
+        guard !crates.isEmpty, let rodata = section(named: ".rodata"), let bytes = bytes(atFileOffset: rodata.fileOffset, count: rodata.size) else {
+            return [:]
+        }
+        return Self.crateVersions(named: crates, in: bytes)
+    }
+
+    /// The first `/NAME-VERSION/src/` of each crate in `bytes`, VERSION made of digits and dots.
+    static func crateVersions(named crates: Set<String>, in bytes: UnsafeRawBufferPointer) -> [String: String] {
+        let marker = Array("/src/".utf8)
+        var found: [String: String] = [:]
+        var offset = 0
+        while found.count < crates.count, let hit = bytes[offset...].firstRange(of: marker) {
+            let end = hit.lowerBound
+            offset = hit.upperBound
+            // Back from "/src/" to the '/' before the crate's folder.
+            var start = end
+            while start > max(0, end - 128), bytes[start - 1] != UInt8(ascii: "/"), bytes[start - 1] >= 0x20 { start -= 1 }
+            let folder = String(decoding: bytes[start..<end], as: UTF8.self)
+            guard let dash = folder.lastIndex(of: "-") else { continue }
+            let name = String(folder[..<dash])
+            let version = folder[folder.index(after: dash)...]
+            if crates.contains(name), found[name] == nil, version.first?.isNumber == true, version.allSatisfy({ $0.isNumber || $0 == "." }) {
+                found[name] = String(version)
+            }
+        }
+        return found
+    }
+}
