@@ -117,7 +117,7 @@ final class PackInputCLITests: XCTestCase {
         XCTAssertEqual(refused.status, 1, refused.output)
         XCTAssertEqual(refused.output.split(separator: "\n").last.map(String.init), """
             Error: no pack named 'go/net-htp' in \(directory.path):\(Repository.root)/probe-packs \
-            (available: go/runtime, go/user-mux, c/libpq, cpp/httplib, go/gorilla-mux, go/grpc, go/net-http)
+            (available: go/runtime, go/user-mux, c/libpq, cpp/httplib, go/gorilla-mux, go/grpc, go/net-http, rust/hyper)
             """, refused.output)
     }
 

@@ -119,15 +119,25 @@ final class ChildProcess: Sendable {
         return process.terminationStatus
     }
 
-    /// Runs a command to completion and returns its output, throwing when it fails.
+    /// Runs a command to completion and returns its output, throwing when it fails. The output is
+    /// read to its end before the exit is awaited, so none is lost however loaded the machine
+    /// (commands run this way leave no process behind that could hold the pipe open).
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws -> String {
-        let child = try ChildProcess(executable, arguments, environment: environment, workingDirectory: workingDirectory)
-        child.process.waitUntilExit()
-        child.waitForEndOfOutput()
-        guard child.process.terminationStatus == 0 else {
-            throw E2EError("\(executable) \(arguments.joined(separator: " ")) exited \(child.process.terminationStatus):\n\(child.text)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw E2EError("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus):\n\(text)")
         }
-        return child.text
+        return text
     }
 }
 
