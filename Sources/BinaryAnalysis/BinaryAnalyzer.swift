@@ -73,6 +73,7 @@ public enum BinaryAnalyzer {
                     parameters: dwarfFacts?.parameters[name],
                     results: dwarfFacts?.results[name],
                     instructions: decoder.decode(body, address: address, fileOffset: fileOffset))
+                functionFacts[name]?.namesakes = functionSymbols[name]?.namesakes ?? 0
             }
         }
         return BinaryFacts(

@@ -87,6 +87,8 @@ public struct FunctionFacts: Sendable, Equatable {
     public var results: [Parameter]?
     /// The whole function body, decoded.
     public var instructions: [Instruction]
+    /// Other functions of the same name, not probed (a Rust generic's other instances).
+    public var namesakes = 0
 
     public init(
         name: String, address: UInt64, size: UInt64, fileOffset: UInt64, parameters: [Parameter]?, results: [Parameter]? = nil,

@@ -6,6 +6,9 @@ struct ELFSymbol {
     var address: UInt64
     var size: UInt64
     var isFunction: Bool
+    /// Other symbols of the same name at other addresses (C `static`s, instances of a Rust
+    /// generic, which demangle alike); only this first one is used.
+    var namesakes = 0
 }
 
 extension ELFImage {
@@ -28,7 +31,11 @@ extension ELFImage {
             else { continue }
             var name = String(cString: cName)
             if demangling, !names.contains(name), let readable = Demangler.readableName(ofSymbol: cName) { name = readable }
-            guard names.contains(name), found[name] == nil else { continue }
+            guard names.contains(name) else { continue }
+            if found[name] != nil {
+                if found[name]?.address != symbol.st_value { found[name]?.namesakes += 1 }
+                continue
+            }
             let symbolType = Int32(symbol.st_info & 0xf)
             found[name] = ELFSymbol(
                 name: name, address: symbol.st_value, size: symbol.st_size, isFunction: symbolType == STT_FUNC)

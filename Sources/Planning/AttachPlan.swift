@@ -11,6 +11,8 @@ public struct AttachPlan: Sendable, Equatable {
     public var sharedLibrary: String?
     /// What each experimental pack with planned probes does not do yet, by pack name.
     public var experimentalPacks: [String: String] = [:]
+    /// What a user should know of probes that are planned: e.g. a name several functions share.
+    public var notes: [String] = []
     public var probes: [PlannedProbe]
     /// Probes that cannot run on this binary, each with the reason.
     public var skipped: [SkippedProbe]

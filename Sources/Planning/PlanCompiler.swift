@@ -136,6 +136,12 @@ public enum PlanCompiler {
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
         plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
+        for probe in planned {
+            guard let function = facts.functions[probe.probe.function], function.namesakes > 0 else { continue }
+            plan.notes.append(
+                "\(probe.qualifiedID): \(function.namesakes + 1) functions are named \(function.name); only the first in the symbol table, "
+                    + "at 0x\(String(function.address, radix: 16)), is probed")
+        }
         let plannedPacks = Set(planned.map(\.pack))
         for pack in packs where plannedPacks.contains(pack.name) { plan.experimentalPacks[pack.name] = pack.experimental }
         return plan

@@ -44,6 +44,11 @@ public enum PlanReport {
             lines.append("")
             lines.append("per request, if each probed function runs once: \(total)")
         }
+        if !plan.notes.isEmpty {
+            lines.append("")
+            lines.append("notes:")
+            lines += plan.notes.map { "  \($0)" }
+        }
         if !plan.skipped.isEmpty {
             lines.append("")
             lines.append("skipped probes:")

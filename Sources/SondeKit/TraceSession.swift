@@ -111,6 +111,7 @@ public final class TraceSession: Sendable {
         for skipped in skippedProbes where !skipped.isFunctionAbsent { log("skipped \(skipped)") }
         let absent = skippedProbes.filter(\.isFunctionAbsent).map { "\($0.pack)/\($0.probe)" }
         if !absent.isEmpty { log("not probed, their functions are not in this binary: \(absent.joined(separator: ", "))") }
+        ([plan] + libraryPlans).flatMap(\.notes).forEach { log("note: \($0)") }
 
         // Said once, at start: the rest of tracing works the same without it.
         var plan = plan

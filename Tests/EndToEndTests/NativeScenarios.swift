@@ -294,7 +294,7 @@ enum HyperScenario {
         let plan = try ChildProcess.run(Repository.sonde, ["plan", "--exe", binary, "--pack", "rust/hyper"])
         XCTAssertTrue(plan.hasSuffix("""
             skipped probes:
-              rust/hyper/response-head: capture 'status' (\(Repository.root)/probe-packs/rust/hyper.yaml:42:7): argument 'head' is not in registers
+              rust/hyper/response-head: capture 'status' (\(Repository.root)/probe-packs/rust/hyper.yaml:43:7): argument 'head' is not in registers
 
             """), plan)
     }

@@ -198,6 +198,15 @@ final class NativePlanningTests: XCTestCase {
         XCTAssertEqual(plan.probes[1].entryProgram, [.loadRegister(.rdx), .add(104), .readInteger(size: 2, into: 0)])
         XCTAssertEqual(plan.probes[1].captureSlots.map(\.origin), ["DWARF"])
 
+        XCTAssertEqual(plan.notes, [])
+
+        // Two servers of different types in one program: two instances, one demangled name.
+        var twoServers = facts(hyper: "0.14.19")
+        twoServers.functions[recvMessage.name]?.namesakes = 1
+        XCTAssertEqual(PlanCompiler.compile(packs: [pack], facts: twoServers).notes, [
+            "rust/hyper/server: 2 functions are named \(recvMessage.name); only the first in the symbol table, at 0x513f0, is probed",
+        ])
+
         let newer = PlanCompiler.compile(packs: [pack], facts: facts(hyper: "1.4.1"))
         XCTAssertEqual(Set(newer.skipped.map(\.reason)), ["hyper 1.4.1 is outside the pack's range >=0.14 <0.15"])
         XCTAssertEqual(newer.experimentalPacks, [:], "nothing of it is planned")

@@ -106,13 +106,13 @@ final class NativePackTests: XCTestCase {
             }
         }
         XCTAssertEqual(errors("  crate: hyper\n", "  soname: libhyper.so\n"), [
-            "bad.yaml:23:3: unknown key 'soname' in library; expected one of: crate, versions",
-            "bad.yaml:23:3: library is missing 'crate'",
+            "bad.yaml:24:3: unknown key 'soname' in library; expected one of: crate, versions",
+            "bad.yaml:24:3: library is missing 'crate'",
         ])
         let note = "experimental: >-\n  method and path are not read: hyper passes the request head to recv_msg inside a\n"
             + "  Result, whose variants Sonde does not read yet; spans are named HTTP\n"
         XCTAssertEqual(errors(note, "experimental: ' '\n"), [
-            "bad.yaml:25:15: experimental must say what the pack does not do yet",
+            "bad.yaml:26:15: experimental must say what the pack does not do yet",
         ])
     }
 
