@@ -481,6 +481,35 @@ static __always_inline void copy_c_string(struct fetch_state *state, struct sond
 	mark_captured(state->record, op);
 }
 
+/* FIND_IN_LIST: walks at most SONDE_MAX_LIST_NODES nodes from the working
+ * value; leaves the node whose key matches as the working value. Returns 1
+ * when none does (the list ended or was too long: the capture is absent). */
+static __always_inline int find_in_list(struct fetch_state *state, struct sonde_op *op)
+{
+	__u32 key_size = op->reg;
+	if (key_size > 8)
+		key_size = 8;
+	if (key_size == 0)
+		key_size = 1;
+	__u64 wanted = (__u64)op->imm;
+	if (key_size < 8)
+		wanted &= (1ULL << (key_size * 8)) - 1;
+	__u64 node = state->value;
+	for (int visited = 0; visited < SONDE_MAX_LIST_NODES && node != 0; visited++) {
+		__u64 key = 0;
+		if (bpf_probe_read_user(&key, key_size, (void *)(node + op->len)) != 0
+		    || (key != wanted && bpf_probe_read_user(&node, 8, (void *)(node + op->out)) != 0)) {
+			state->record->failed_reads += 1;
+			return 1;
+		}
+		if (key == wanted) {
+			state->value = node;
+			return 0;
+		}
+	}
+	return 1;
+}
+
 static long run_op(__u32 index, void *context)
 {
 	struct fetch_state *state = context;
@@ -537,6 +566,9 @@ static long run_op(__u32 index, void *context)
 		break;
 	case SONDE_OP_READ_C_STRING:
 		copy_c_string(state, op, state->value);
+		break;
+	case SONDE_OP_FIND_IN_LIST:
+		state->skipping = find_in_list(state, op);
 		break;
 
 	case SONDE_OP_READ_INTEGER: {

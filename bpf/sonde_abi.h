@@ -42,6 +42,7 @@
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
 #define SONDE_PREFETCH_SIZE 256      /* bytes one prefetch reads at most */
 #define SONDE_MAX_STRING 255         /* longest string one op copies */
+#define SONDE_MAX_LIST_NODES 16      /* nodes FIND_IN_LIST looks at before giving up */
 /* Set in a stored string's u16 length when the string was longer than its
  * capture's bound and was cut there. */
 #define SONDE_STRING_TRUNCATED 0x8000
@@ -106,6 +107,9 @@ enum sonde_op_code {
 	SONDE_OP_READ_STRING_REGISTERS = 10, /* string in registers reg (ptr) and imm (len) */
 	SONDE_OP_SET_OBJECT = 11,    /* at a span's return: keep it open under object `value` */
 	SONDE_OP_READ_C_STRING = 12, /* value is a NUL-terminated string (C char *): copy <= len bytes */
+	SONDE_OP_FIND_IN_LIST = 13,  /* value is a linked list's first node: value = the first node
+	                              * whose reg-byte key at offset len equals imm, following the
+	                              * pointer at offset out; the capture is absent when none does */
 };
 
 /* A site that acts only for some values of a register: a return probe's

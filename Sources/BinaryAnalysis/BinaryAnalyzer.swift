@@ -17,13 +17,20 @@ public enum BinaryAnalyzer {
     /// DWARF that cannot be read is left unused and said why in ``BinaryFacts/unreadableDWARF``.
     ///
     /// - Throws: `BinaryAnalysisError` for unreadable, truncated, corrupt or non-ELF files.
-    public static func analyze(path: String, functions: [String], dataSymbols: [String], crates: Set<String> = []) throws -> BinaryFacts {
+    /// `functionPatterns` (FunctionNamePattern) stand for every function they match, found as if named.
+    public static func analyze(
+        path: String, functions: [String], functionPatterns: [String] = [], dataSymbols: [String], crates: Set<String> = []
+    ) throws -> BinaryFacts {
         // What the analysis freed goes back to the system, not only to malloc's free lists: the
         // agent's peak memory is its analysis plus what it holds after (about 0.1 MiB less).
         defer { malloc_trim(0) }
         let image = try ELFImage(path: path)
-        let wanted = Set(functions)
-        let symbols = image.definedSymbols(named: wanted.union(dataSymbols + [goTypesStart, goTypesEnd]))
+        let patterns = functionPatterns.map(FunctionNamePattern.init)
+        let named = Set(functions)
+        let (symbols, patternMatches) = image.definedSymbols(
+            named: named.union(dataSymbols + [goTypesStart, goTypesEnd]), matching: patterns)
+        // A pattern stands for the functions it matches, analysed as if named.
+        let wanted = named.union(patternMatches.values.joined())
         let functionSymbols = symbols.filter { wanted.contains($0.key) && $0.value.isFunction }
         let goBuild = try GoBuildInfoReader.read(from: image)
         // Go's function table: what stripped binaries (-ldflags=-s -w) keep of their functions, and
@@ -36,7 +43,7 @@ public enum BinaryAnalyzer {
         var unreadableDWARF: String?
         var dwarfFacts: DWARFReader.Facts?
         do {
-            let candidates = functions.compactMap { functionSymbols[$0] ?? goFunctionTable?[$0] }
+            let candidates = wanted.sorted().compactMap { functionSymbols[$0] ?? goFunctionTable?[$0] }
             // DWARF is read through an image of its own, released before capstone is loaded:
             // the debug sections it inflates (megabytes) and the disassembler (megabytes more)
             // are never in memory together.
@@ -76,7 +83,7 @@ public enum BinaryAnalyzer {
                 functionFacts[name]?.namesakes = functionSymbols[name]?.namesakes ?? 0
             }
         }
-        return BinaryFacts(
+        var facts = BinaryFacts(
             path: path,
             isPositionIndependent: image.isPositionIndependent,
             goBuild: goBuild,
@@ -88,6 +95,8 @@ public enum BinaryAnalyzer {
             unreadableDWARF: unreadableDWARF,
             soname: soname,
             libraryVersion: soname == nil ? nil : libraryVersion(fileAt: path), crateVersions: crateVersions)
+        facts.patternMatches = Dictionary(uniqueKeysWithValues: patterns.map { ($0.text, patternMatches[$0] ?? []) })
+        return facts
     }
 
     /// What follows `.so.` in the name of the file `path` leads to (through symbolic links:

@@ -22,6 +22,9 @@ public struct BinaryFacts: Sendable, Equatable {
     /// Functions asked for that the binary has but that no probe may go on, by name, each with
     /// the reason: its sources (`.symtab`, `.gopclntab`, DWARF) disagree on where it starts or ends.
     public var rejectedFunctions: [String: String]
+    /// For each function pattern asked for (`Handler<*>::run()`), the names of the functions it
+    /// matched, in symbol-table order; their facts are in `functions` under those names.
+    public var patternMatches: [String: [String]] = [:]
     /// Addresses of the data symbols asked for (e.g. Go itabs), by symbol name.
     public var dataSymbols: [String: UInt64]
     /// Every named type in DWARF, by its DWARF name (Go: `net/http.Request`, `*net/http.Request`).

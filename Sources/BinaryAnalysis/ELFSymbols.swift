@@ -16,13 +16,22 @@ extension ELFImage {
     /// When a name is defined twice (C `static`s in several files, a C++ constructor's complete
     /// and base variants), the first one wins. C++ and Rust names are matched demangled.
     func definedSymbols(named names: Set<String>) -> [String: ELFSymbol] {
-        let demangling = names.contains(where: Demangler.isDemangledName)
-        guard !names.isEmpty,
+        definedSymbols(named: names, matching: []).symbols
+    }
+
+    /// The same, with the names of the function symbols each pattern matches (in table order)
+    /// found too; those names are keys of `symbols`.
+    func definedSymbols(named names: Set<String>, matching patterns: [FunctionNamePattern])
+        -> (symbols: [String: ELFSymbol], matches: [FunctionNamePattern: [String]])
+    {
+        let demangling = names.contains(where: Demangler.isDemangledName) || patterns.contains { Demangler.isDemangledName($0.text) }
+        guard !names.isEmpty || !patterns.isEmpty,
               let table = section(ofType: SHT_SYMTAB) ?? section(ofType: SHT_DYNSYM),
               case let (data, count)? = symbolData(of: table)
-        else { return [:] }
+        else { return ([:], [:]) }
 
         var found: [String: ELFSymbol] = [:]
+        var matches: [FunctionNamePattern: [String]] = [:]
         for index in 0..<count {
             var symbol = GElf_Sym()
             guard gelf_getsym(data, index, &symbol) != nil,
@@ -31,16 +40,17 @@ extension ELFImage {
             else { continue }
             var name = String(cString: cName)
             if demangling, !names.contains(name), let readable = Demangler.readableName(ofSymbol: cName) { name = readable }
-            guard names.contains(name) else { continue }
+            let isFunction = Int32(symbol.st_info & 0xf) == STT_FUNC
+            let matching = isFunction ? patterns.filter { $0.matches(name) } : []
+            guard names.contains(name) || !matching.isEmpty else { continue }
+            for pattern in matching where !(matches[pattern]?.contains(name) ?? false) { matches[pattern, default: []].append(name) }
             if found[name] != nil {
                 if found[name]?.address != symbol.st_value { found[name]?.namesakes += 1 }
                 continue
             }
-            let symbolType = Int32(symbol.st_info & 0xf)
-            found[name] = ELFSymbol(
-                name: name, address: symbol.st_value, size: symbol.st_size, isFunction: symbolType == STT_FUNC)
+            found[name] = ELFSymbol(name: name, address: symbol.st_value, size: symbol.st_size, isFunction: isFunction)
         }
-        return found
+        return (found, matches)
     }
 
     fileprivate func section(ofType type: Int32) -> Section? {

@@ -171,6 +171,8 @@ enum RecordLayout {
             set(SONDE_OP_READ_STRING_REGISTERS, register: UInt8(pointer.rawValue), out: into, length: maxLength, immediate: Int64(lengthRegister.rawValue))
         case .setObject: set(SONDE_OP_SET_OBJECT)
         case .readCString(let into, let maxLength): set(SONDE_OP_READ_C_STRING, out: into, length: maxLength)
+        case .findInList(let link, let key, let size, let value):
+            set(SONDE_OP_FIND_IN_LIST, register: UInt8(size), out: link, length: key, immediate: value)
         }
         encoded.capture = UInt8(captureIndex[Int(encoded.out)] ?? 0)
         return encoded

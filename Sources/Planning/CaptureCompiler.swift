@@ -169,7 +169,9 @@ struct CaptureCompiler {
         try check(typeName, matches: capture.type, context: context)
         switch capture.type {
         case .goString, .stdString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
-        case .cString: ops += [.dereference, .readCString(into: slot.offset, maxLength: slot.maxLength)]
+        case .cString:
+            // A character array is read where it is; a char * is followed first.
+            ops += (typeName == "[]char" ? [] : [.dereference]) + [.readCString(into: slot.offset, maxLength: slot.maxLength)]
         case .int: ops.append(.readInteger(size: 8, into: slot.offset))
         case .int32: ops.append(.readInteger(size: 4, into: slot.offset))
         case .uint16: ops.append(.readInteger(size: 2, into: slot.offset))
@@ -186,19 +188,16 @@ struct CaptureCompiler {
     {
         var (ops, typeName) = (ops, typeName)
         for step in steps {
-            guard case .field(let fieldName) = step else {
-                throw PlanProblem("\(context): a type assertion can only start a path")
+            let fieldName: String
+            switch step {
+            case .field(let name), .findInList(let name, _, _): fieldName = name
+            case .assertType: throw PlanProblem("\(context): a type assertion can only start a path")
             }
             if let pointee = types[typeName]?.pointee {
                 ops.append(.dereference)
                 typeName = pointee
             }
-            guard let structure = types[typeName], structure.kind == .structure else {
-                throw PlanProblem("\(context): \(typeName) is not a struct with fields, cannot read '.\(fieldName)'")
-            }
-            guard let member = structure.members.first(where: { $0.name == fieldName }) else {
-                throw PlanProblem("\(context): \(typeName) has no field '\(fieldName)'")
-            }
+            let member = try self.member(fieldName, of: typeName, context: context)
             if member.offset != 0 {
                 // Embedded and nested struct fields add up to one offset.
                 if case .add(let previous)? = ops.last {
@@ -208,8 +207,42 @@ struct CaptureCompiler {
                 }
             }
             typeName = member.typeName
+            if case .findInList(_, let key, let value) = step {
+                let node = try listNode(typeName, field: fieldName, context: context)
+                let keyMember = try self.member(key, of: node.name, context: context)
+                guard let keySize = types[keyMember.typeName].flatMap({ $0.kind == .base ? $0.byteSize : nil }) else {
+                    throw PlanProblem("\(context): \(node.name).\(key) is \(keyMember.typeName), not an integer or character to compare")
+                }
+                ops += [.dereference, .findInList(linkOffset: node.link, keyOffset: keyMember.offset, keySize: keySize, equals: value)]
+                typeName = node.name
+            }
         }
         return (ops, typeName)
+    }
+
+    private func member(_ name: String, of typeName: String, context: String) throws -> Member {
+        guard let structure = types[typeName], structure.kind == .structure else {
+            throw PlanProblem("\(context): \(typeName) is not a struct with fields, cannot read '.\(name)'")
+        }
+        guard let member = structure.members.first(where: { $0.name == name }) else {
+            throw PlanProblem("\(context): \(typeName) has no field '\(name)'")
+        }
+        return member
+    }
+
+    /// The list a `field[key=value]` step walks: `pointer` leads to a struct with one member
+    /// pointing to its own type, the link to the next node.
+    private func listNode(_ pointer: String, field: String, context: String) throws -> (name: String, link: Int) {
+        guard let node = types[pointer]?.pointee, let structure = types[node], structure.kind == .structure else {
+            throw PlanProblem("\(context): '\(field)[…]' walks a list, but \(field) is \(pointer), not a pointer to a struct")
+        }
+        let links = structure.members.filter { $0.typeName == pointer }
+        guard links.count == 1 else {
+            throw PlanProblem(
+                "\(context): '\(field)[…]' walks a list through the member of \(node) that points to the next \(node); "
+                    + (links.isEmpty ? "it has none" : "it has \(links.count) (\(links.map(\.name).joined(separator: ", ")))"))
+        }
+        return (node, links[0].offset)
     }
 
     /// `trace-context.headers`: ops leaving the headers as the working value, read at entry: a Go
@@ -377,7 +410,7 @@ struct CaptureCompiler {
         let expected: Set<String>
         switch type {
         case .goString: expected = ["string"]
-        case .cString: expected = ["*char", "*int8", "*uint8"]
+        case .cString: expected = ["*char", "*int8", "*uint8", "[]char"]
         case .stdString: expected = ["std::string"]
         // Go's names and Sonde's C spellings, then Rust's.
         case .int: expected = ["int", "int64", "uint", "uint64", "uintptr", "i64", "u64", "isize", "usize"]

@@ -16,6 +16,9 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case readStringRegisters(pointer: Register, length: Register, into: Int, maxLength: Int)
     /// The value is a C `char *`: copies the NUL-terminated string it points at.
     case readCString(into: Int, maxLength: Int)
+    /// The working value is a linked list's first node: walk it to the first node whose
+    /// `keySize`-byte member at `keyOffset` equals `equals` (through the pointer at `linkOffset`).
+    case findInList(linkOffset: Int, keyOffset: Int, keySize: Int, equals: Int64)
     case readInteger(size: Int, into: Int)
     case storeValue(into: Int)
     /// At a span's return: the span stays open under this object (see `outlives-call`).
@@ -33,6 +36,8 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
         case .readStringRegisters(let pointer, let length, let offset, let maxLength):
             return "read string \(pointer):\(length) (max \(maxLength)) into data[\(offset)]"
         case .readCString(let offset, let maxLength): return "read c-string (max \(maxLength)) into data[\(offset)]"
+        case .findInList(let link, let key, let size, let value):
+            return "find the list node whose \(size)-byte +\(key) is \(value) (next at +\(link))"
         case .readInteger(let size, let offset): return "read \(size)-byte integer into data[\(offset)]"
         case .storeValue(let offset): return "store value into data[\(offset)]"
         case .setObject: return "keep the span open under this object"

@@ -12,11 +12,16 @@ public enum PlanCompiler {
     /// type checks compare against,
     /// so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
-        let hooked = packs.flatMap { $0.probes.flatMap { [$0.function] + $0.signatureFunctions } }
+        let hooked = packs.flatMap { $0.probes.filter { !$0.functionIsPattern }.flatMap { [$0.function] + $0.signatureFunctions } }
         let typeCheckMethods = offsetTables.values.flatMap { table in
             table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
         }
         return Array(Set(hooked + typeCheckMethods)).sorted()
+    }
+
+    /// The `function: { pattern: … }` of the packs' probes, which binary analysis expands.
+    public static func functionPatterns(in packs: [ProbePack]) -> [String] {
+        Array(Set(packs.flatMap { $0.probes.filter(\.functionIsPattern).map(\.function) })).sorted()
     }
 
     /// `offsetTables`, by pack name, stand in for DWARF when the binary has none; `unusableTables`
@@ -28,7 +33,7 @@ public enum PlanCompiler {
         var planned: [PlannedProbe] = []
         var skipped: [SkippedProbe] = []
         // Enrichers go last: their captures extend the layout of a span probe planned before them.
-        let probes = packs.flatMap { pack in pack.probes.map { (pack, $0) } }
+        let probes = packs.flatMap { pack in pack.probes.flatMap { probe in instances(of: probe, in: facts).map { (pack, $0) } } }
         func targetsSpan(_ probe: Probe) -> Bool { probe.enrichment != nil || probe.injection != nil || probe.extraction != nil }
         let ordered = probes.filter { !targetsSpan($0.1) } + probes.filter { targetsSpan($0.1) }
         /// The planned span probe `name` that a probe adds to, or why that probe is left out.
@@ -78,7 +83,9 @@ public enum PlanCompiler {
                     var probePlan = try compile(probe: probe, of: pack, facts: facts, table: offsetTables[pack.name])
                     probePlan.pack = pack.name
                     probePlan.packVersion = pack.library.versions.description
-                    probePlan.spanSlot = UInt32(planned.count)
+                    // The functions one pattern matched make one span: their calls share its slot.
+                    let sibling = planned.first { $0.qualifiedID == probePlan.qualifiedID && $0.probe.span != nil }
+                    probePlan.spanSlot = sibling?.spanSlot ?? UInt32(planned.count)
                     planned.append(probePlan)
                 }
             } catch let problem as PlanProblem {
@@ -141,6 +148,14 @@ public enum PlanCompiler {
             plan.notes.append(
                 "\(probe.qualifiedID): \(function.namesakes + 1) functions are named \(function.name); only the first in the symbol table, "
                     + "at 0x\(String(function.address, radix: 16)), is probed")
+        }
+        for pack in packs {
+            for probe in pack.probes {
+                guard probe.functionIsPattern, let matched = facts.patternMatches[probe.function], matched.count > 1,
+                      planned.contains(where: { $0.pack == pack.name && $0.probe.id == probe.id }) else { continue }
+                plan.notes.append("\(pack.name)/\(probe.id): the pattern \(probe.function) matches \(matched.count) functions, each probed: "
+                    + matched.joined(separator: "; "))
+            }
         }
         let plannedPacks = Set(planned.map(\.pack))
         for pack in packs where plannedPacks.contains(pack.name) { plan.experimentalPacks[pack.name] = pack.experimental }
@@ -411,8 +426,34 @@ public enum PlanCompiler {
         return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
     }
 
+    /// The probe once per function its `function` pattern matched, when it is a span probe (their
+    /// calls are one span's); otherwise the probe itself, for a name or a pattern matching one.
+    static func instances(of probe: Probe, in facts: BinaryFacts) -> [Probe] {
+        guard probe.functionIsPattern, let matched = facts.patternMatches[probe.function],
+              matched.count == 1 || (matched.count > 1 && probe.span != nil)
+        else {
+            return [probe]
+        }
+        return matched.map { name in
+            var instance = probe
+            instance.function = name
+            instance.functionIsPattern = false
+            return instance
+        }
+    }
+
     static func function(_ name: String, in facts: BinaryFacts) throws -> FunctionFacts {
         if let rejection = facts.rejectedFunctions[name] { throw PlanProblem(rejection) }
+        if let matched = facts.patternMatches[name] {
+            if matched.isEmpty {
+                var absent = PlanProblem("no function in the symbol table of \(facts.path) matches the pattern \(name)")
+                absent.isFunctionAbsent = true
+                throw absent
+            }
+            throw PlanProblem(
+                "\(name) matches \(matched.count) functions (\(matched.prefix(3).joined(separator: "; "))\(matched.count > 3 ? "; …" : "")); "
+                    + "only a span probe may probe several: write a pattern that matches one")
+        }
         guard let function = facts.functions[name] else {
             let tables = facts.hasDWARF ? "symbol table" : "symbol table or Go function table (.gopclntab)"
             var absent = PlanProblem("no function \(name) in the \(tables) of \(facts.path)")

@@ -82,8 +82,19 @@ public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
     static let qualifiers: Set<String> = ["const", "volatile", "restrict", "struct", "union", "enum"]
 
     /// Parses a type such as `const char *` or `unsigned long`; nil with the reason when it is
-    /// not one (arrays, function pointers and by-value `void` are not).
-    public static func parse(_ text: String) -> Result<CType, CDeclarationError> {
+    /// not one (function pointers and by-value `void` are not). A struct member may be a
+    /// character array held in place (`char[]`, `char[64]`, spelled `[]char`): a c-string is
+    /// read at its address; other arrays are refused.
+    public static func parse(_ text: String, asMember: Bool = false) -> Result<CType, CDeclarationError> {
+        if asMember, let open = text.firstIndex(of: "["), text.hasSuffix("]") {
+            let length = text[text.index(after: open)..<text.index(before: text.endIndex)].trimmingCharacters(in: .whitespaces)
+            guard length.isEmpty || Int(length) != nil,
+                  case .success(let element) = parse(String(text[..<open])), ["char", "int8", "uint8"].contains(element.name)
+            else {
+                return .failure(CDeclarationError("'\(text)': the only arrays Sonde reads are character arrays (char[] or char[N]), as c-string"))
+            }
+            return .success(CType(name: "[]char"))
+        }
         var words: [String] = []
         var pointers = 0
         var previous = ""
@@ -97,7 +108,8 @@ public struct CType: Sendable, Equatable, Hashable, CustomStringConvertible {
             } else if isIdentifier(token) {
                 if !qualifiers.contains(token) { words.append(token) }
             } else {
-                return .failure(CDeclarationError("'\(text)' is not a C type Sonde reads ('\(token)' is not allowed: no arrays or function pointers)"))
+                return .failure(CDeclarationError(
+                    "'\(text)' is not a C type Sonde reads ('\(token)' is not allowed: no function pointers, and arrays only as struct members)"))
             }
         }
         guard !words.isEmpty else { return .failure(CDeclarationError("'\(text)' names no type")) }

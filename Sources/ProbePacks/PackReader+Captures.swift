@@ -85,7 +85,7 @@ extension PackReader {
         }
     }
 
-    /// Reads `A.B.C` and `(*pkg.Type).field` paths.
+    /// Reads `A.B.C`, `(*pkg.Type).field` and `list[key=value].field` paths.
     static func readPath(_ node: YAMLNode) throws -> [PathStep] {
         var rest = Substring(try node.string("path"))
         var steps: [PathStep] = []
@@ -97,12 +97,20 @@ extension PackReader {
                 steps.append(.assertType(String(type)))
                 rest = rest[rest.index(after: close)...]
             } else {
-                let field = rest.prefix { $0 != "." }
-                guard !field.isEmpty, field.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                let field = rest.prefix { $0 != "." && $0 != "[" }
+                guard !field.isEmpty, field.allSatisfy(isNameCharacter) else {
                     throw node.error("path step '\(field)' is not a field name")
                 }
-                steps.append(.field(String(field)))
                 rest = rest.dropFirst(field.count)
+                if rest.hasPrefix("[") {
+                    guard let close = rest.firstIndex(of: "]") else { throw node.error("path has '[' without ']'") }
+                    let selector = rest[rest.index(after: rest.startIndex)..<close]
+                    let (key, value) = try readListSelector(selector, after: field, at: node)
+                    steps.append(.findInList(field: String(field), key: key, equals: value))
+                    rest = rest[rest.index(after: close)...]
+                } else {
+                    steps.append(.field(String(field)))
+                }
             }
             if rest.hasPrefix(".") {
                 rest = rest.dropFirst()
@@ -112,6 +120,28 @@ extension PackReader {
             }
         }
         return steps
+    }
+
+    private static func isNameCharacter(_ character: Character) -> Bool {
+        character.isLetter || character.isNumber || character == "_"
+    }
+
+    /// `key=value` in `field[key=value]`: a member name, and an integer or a quoted character
+    /// (`'C'`, its ASCII code).
+    private static func readListSelector(_ selector: Substring, after field: Substring, at node: YAMLNode) throws -> (String, Int64) {
+        let usage = "'\(field)[\(selector)]' selects a list node as '\(field)[member=value]', value an integer or a character such as 'C'"
+        let parts = selector.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { throw node.error(usage) }
+        let key = parts[0].trimmingCharacters(in: .whitespaces)
+        let valueText = parts[1].trimmingCharacters(in: .whitespaces)
+        guard !key.isEmpty, key.allSatisfy(isNameCharacter) else { throw node.error(usage) }
+        if valueText.count == 3, valueText.first == "'", valueText.last == "'",
+           let ascii = valueText.dropFirst().first?.asciiValue {
+            return (key, Int64(ascii))
+        }
+        let parsed = valueText.hasPrefix("0x") ? Int64(valueText.dropFirst(2), radix: 16) : Int64(valueText)
+        guard let value = parsed else { throw node.error(usage) }
+        return (key, value)
     }
 
     static func readAttributes(_ node: YAMLNode, captures: Set<String>) throws -> [AttributeRule] {

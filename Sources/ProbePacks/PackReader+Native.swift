@@ -42,19 +42,21 @@ extension PackReader {
             throw offsetNode.error("\(what).offset must be a byte offset, decimal or 0x-hexadecimal, below 1 MiB")
         }
         let typeNode = try map.required("type")
-        switch CType.parse(try typeNode.string("\(what).type")) {
+        switch CType.parse(try typeNode.string("\(what).type"), asMember: true) {
         case .success(let type): return DeclaredType.Member(name: entry.key, offset: offset, type: type)
         case .failure(let error): throw typeNode.error("\(what).type: \(error.reason)")
         }
     }
 
-    static func readSignature(_ node: YAMLNode, of function: String?, language: Language?) throws -> NativeSignature {
+    static func readSignature(_ node: YAMLNode, of function: (name: String, isPattern: Bool)?, language: Language?) throws -> NativeSignature {
         if language == .go {
             throw node.error("signature belongs to C, C++ and Rust probes; a Go probe's parameters come from DWARF or its offset table")
         }
         guard let function else { throw AlreadyReported() }
-        let declared = NativeSignature.declaredName(of: function)
-        switch NativeSignature.parse(try node.string("signature"), function: declared, source: node.location) {
+        // A pattern's last part may itself be one (`handle_*`): then the prototype may name any function.
+        let declared = NativeSignature.declaredName(of: function.name)
+        let checked = function.isPattern && declared.contains("*") ? nil : declared
+        switch NativeSignature.parse(try node.string("signature"), function: checked, source: node.location) {
         case .success(let signature): return signature
         case .failure(let error): throw node.error("signature: \(error.reason)")
         }

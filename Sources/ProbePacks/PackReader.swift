@@ -180,6 +180,18 @@ enum PackReader {
 
     /// One probe, or one per span an `enrich` or `end-span` with a list of spans works on, each
     /// with the id `ID-TARGET` (the target probe's id).
+    /// `function: NAME`, or `function: { pattern: "ns::Handler<*>::run()" }` in a C, C++ or Rust pack.
+    private static func readFunction(_ node: YAMLNode, language: Language?) throws -> (name: String, isPattern: Bool) {
+        guard case .mapping = node.node else { return (try node.string("function"), false) }
+        let map = try node.mapping("function", allowed: ["pattern"])
+        // A misspelt key is reported already: its missing 'pattern' need not be too.
+        guard let pattern = map.optional("pattern") else { throw map.hasUnknownKeys ? AlreadyReported() : node.error("function needs 'pattern'") }
+        let text = try pattern.string("function.pattern")
+        if language == .go { throw pattern.error("function.pattern is for C, C++ and Rust packs; a Go probe names its function") }
+        guard text.contains("*") else { throw pattern.error("function.pattern '\(text)' has no '*'; write function: \(text)") }
+        return (text, true)
+    }
+
     private static func readProbe(_ node: YAMLNode, language: Language?) throws -> [Probe] {
         let report = node.diagnostics
         let before = report.count
@@ -192,7 +204,7 @@ enum PackReader {
         )
         let id = report.attempt { try map.required("id").string("probe id") }
         let probe = id.map { "probe '\($0)'" } ?? "this probe"
-        let function = report.attempt { try map.required("function").string("function") }
+        let function = report.attempt { try readFunction(map.required("function"), language: language) }
         let signature = map.optional("signature").flatMap { node in
             report.attempt { try readSignature(node, of: function, language: language) }
         }
@@ -232,9 +244,10 @@ enum PackReader {
         }
         guard let id, let function, report.count == before else { throw AlreadyReported() }
         let enrichments: [Enrichment?] = enrichment ?? spanEnd ?? [nil]
-        return enrichments.map { enrichment in Probe(
+        return enrichments.map { enrichment in
+            var probe = Probe(
             id: enrichments.count > 1 ? "\(id)-\(enrichment?.target.split(separator: "/").last ?? "")" : id,
-            function: function,
+            function: function.name,
             signature: signature,
             span: span,
             goroutineHandoff: handoff,
@@ -245,8 +258,10 @@ enum PackReader {
             onEntry: onEntry?.captures ?? [],
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
-            source: node.location
-        ) }
+            source: node.location)
+            probe.functionIsPattern = function.isPattern
+            return probe
+        }
     }
 
     /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.

@@ -54,6 +54,9 @@ public struct Probe: Sendable, Equatable {
     public var id: String
     /// The function to hook: its symbol, demangled for C++ and Rust (as `c++filt` prints it).
     public var function: String
+    /// `function: { pattern: … }` (C, C++, Rust): `function` is a pattern whose `*` matches any
+    /// run of characters, and every function it matches is hooked (a template's instances).
+    public var functionIsPattern = false
     /// C, C++ and Rust: the function's prototype, where its parameters are in the SysV ABI's
     /// registers; stands in for DWARF, which shared libraries rarely ship (without it, the
     /// binary's DWARF locates them).
@@ -401,11 +404,16 @@ public enum ValueOrigin: Sendable, Equatable, CustomStringConvertible {
 public enum PathStep: Sendable, Equatable, CustomStringConvertible {
     case field(String)
     case assertType(String)
+    /// `field[key=value]`: `field` points at the first node of a linked list (a struct with a
+    /// pointer to its own type); the step reaches the first node whose `key` member equals
+    /// `value`. A C library keeps optional fields this way (libpq's error fields).
+    case findInList(field: String, key: String, equals: Int64)
 
     public var description: String {
         switch self {
         case .field(let name): return name
         case .assertType(let type): return "(\(type))"
+        case .findInList(let field, let key, let value): return "\(field)[\(key)=\(value)]"
         }
     }
 }

@@ -8,7 +8,8 @@ public enum Planner {
     public static func plan(executable: String, packs: [ProbePack], placement: SitePlacement = .costAware) throws -> AttachPlan {
         let (tables, unusable) = offsetTables(for: packs)
         let facts = try BinaryAnalyzer.analyze(
-            path: executable, functions: PlanCompiler.functionsNeeded(by: packs, offsetTables: tables), dataSymbols: [],
+            path: executable, functions: PlanCompiler.functionsNeeded(by: packs, offsetTables: tables),
+            functionPatterns: PlanCompiler.functionPatterns(in: packs), dataSymbols: [],
             crates: Set(packs.filter { $0.language == .rust }.map(\.library.module)))
         return PlanCompiler.compile(packs: packs, facts: facts, offsetTables: tables, unusableTables: unusable, placement: placement)
     }

@@ -26,7 +26,8 @@ public struct SpanAssembler: Sendable {
         // Enrichers share their target's slot; events are the span probes'.
         let spanProbes = plan.probes.filter { $0.probe.span != nil }
         var recipes = [SpanRecipe?](repeating: nil, count: Int(spanProbes.map(\.spanSlot).max().map { $0 + 1 } ?? 0))
-        for probe in spanProbes { recipes[Int(probe.spanSlot)] = SpanRecipe(probe) }
+        // The first of the probes sharing a slot (a pattern's functions) has its enrichers' captures.
+        for probe in spanProbes where recipes[Int(probe.spanSlot)] == nil { recipes[Int(probe.spanSlot)] = SpanRecipe(probe) }
         self.recipes = recipes
         self.slotBase = slotBase
         self.clock = clock

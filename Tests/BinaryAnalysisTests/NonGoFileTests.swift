@@ -14,14 +14,7 @@ final class NonGoFileTests: XCTestCase {
 
     /// The GNU linker's id, as `readelf -n` prints it; none in a file that is no program.
     func testBuildIDOfANativeExecutableIsTheGNUOne() throws {
-        let readelf = Process()
-        readelf.executableURL = URL(fileURLWithPath: "/usr/bin/readelf")
-        readelf.arguments = ["-n", "/bin/ls"]
-        let output = Pipe()
-        readelf.standardOutput = output
-        try readelf.run()
-        let notes = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        readelf.waitUntilExit()
+        let notes = try output(of: "/usr/bin/readelf", ["-n", "/bin/ls"])
         let printed = try XCTUnwrap(notes.components(separatedBy: "Build ID: ").dropFirst().first?.prefix { $0.isHexDigit })
         XCTAssertEqual(printed.count, 40, "SHA-1, as Debian links")
         XCTAssertEqual(BinaryAnalyzer.buildID(path: "/bin/ls"), "gnu:\(printed)")
@@ -33,14 +26,7 @@ final class NonGoFileTests: XCTestCase {
     /// dynamic symbol table gives the mangled symbol (read here by readelf, not by Sonde).
     func testCppFunctionsAreFoundByTheirDemangledNames() throws {
         let library = "/usr/lib/x86_64-linux-gnu/libcpp-httplib.so.0.11"
-        let readelf = Process()
-        readelf.executableURL = URL(fileURLWithPath: "/usr/bin/readelf")
-        readelf.arguments = ["--dyn-syms", "-W", library]
-        let output = Pipe()
-        readelf.standardOutput = output
-        try readelf.run()
-        let symbols = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        readelf.waitUntilExit()
+        let symbols = try output(of: "/usr/bin/readelf", ["--dyn-syms", "-W", library])
         func address(of mangled: String) throws -> UInt64 {
             let fields = try XCTUnwrap(symbols.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.count >= 8 && $0[7] == mangled })
             return try XCTUnwrap(UInt64(fields[1], radix: 16))
@@ -54,6 +40,52 @@ final class NonGoFileTests: XCTestCase {
         XCTAssertEqual(
             facts.functions[writeResponse]?.address, try address(of: "_ZN7httplib6Server14write_responseERNS_6StreamEbRKNS_7RequestERNS_8ResponseE"))
         XCTAssertNil(facts.functions["httplib::Server::routing"], "a C++ name includes its parameters: overloads differ only there")
+    }
+
+    /// A pattern finds the functions whose demangled names it fits, the ones c++filt gives for
+    /// the library's dynamic function symbols (demangled here by binutils, not by Sonde).
+    func testFunctionPatternsMatchDemangledNames() throws {
+        let library = "/usr/lib/x86_64-linux-gnu/libcpp-httplib.so.0.11"
+        let demangled = try output(of: "/bin/sh", [
+            "-c", "readelf --dyn-syms -W \(library) | awk '$4 == \"FUNC\" && $7 != \"UND\" { print $8 }' | c++filt",
+        ]).split(separator: "\n").map(String.init)
+        var expected: [String] = []
+        for name in demangled where name.hasPrefix("httplib::Server::write_response") && !expected.contains(name) { expected.append(name) }
+        XCTAssertGreaterThanOrEqual(expected.count, 3, "write_response, write_response_core, write_response_with_content")
+
+        let patterns = ["httplib::Server::write_response*", "httplib::Server::routing(*)", "httplib::Nothing*"]
+        let facts = try BinaryAnalyzer.analyze(path: library, functions: [], functionPatterns: patterns, dataSymbols: [])
+        XCTAssertEqual(facts.patternMatches["httplib::Server::write_response*"], expected)
+        XCTAssertEqual(facts.patternMatches["httplib::Server::routing(*)"], [
+            "httplib::Server::routing(httplib::Request&, httplib::Response&, httplib::Stream&)",
+        ])
+        XCTAssertEqual(facts.patternMatches["httplib::Nothing*"], [])
+        XCTAssertEqual(Set(facts.functions.keys), Set(expected).union(facts.patternMatches["httplib::Server::routing(*)"] ?? []))
+    }
+
+    func testPatternWildcardsMatchAnyRun() {
+        func matches(_ pattern: String, _ name: String) -> Bool { FunctionNamePattern(pattern).matches(name) }
+        XCTAssertTrue(matches("* twice<*>(*)", "int twice<int>(int)"))
+        XCTAssertTrue(matches("* twice<*>(*)", "long twice<long>(long)"))
+        XCTAssertFalse(matches("* twice<*>(*)", "int thrice<int>(int)"))
+        XCTAssertTrue(matches("ns::f*", "ns::f"), "* matches nothing too")
+        XCTAssertFalse(matches("ns::f*", "xns::f"), "the first piece anchors the start")
+        XCTAssertFalse(matches("*::run()", "Handler<int>::run() const"), "the last piece anchors the end")
+        XCTAssertTrue(matches("a*b*a", "abba"))
+        XCTAssertFalse(matches("ab*ba", "aba"), "pieces do not overlap")
+    }
+
+    /// What `tool` prints, read to its end.
+    private func output(of tool: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text
     }
 
     func testTextFileIsNotELF() throws {

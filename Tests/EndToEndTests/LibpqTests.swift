@@ -20,7 +20,7 @@ final class LibpqTests: XCTestCase {
         let misspelt = try runSonde(["run", "--pid", String(getpid()), "--pack", "c/libpq", "--omit-attribute", "db.qeury.text"])
         XCTAssertEqual(misspelt.exit, 1)
         XCTAssertTrue(misspelt.output.hasSuffix(
-            "Error: --omit-attribute db.qeury.text: no chosen pack sets it (they set db.namespace, db.operation.name, db.query.text, "
+            "Error: --omit-attribute db.qeury.text: no chosen pack sets it (they set db.namespace, db.operation.name, db.query.text, db.response.status_code, "
                 + "db.system.name, server.address)\n"), misspelt.output)
         let python = try TestEnvironment.tool("DEBIAN_PYTHON")
         let client = try ChildProcess(python, ["-u", "\(Repository.root)/Tests/Support/libpq-client/client.py", server.connection], takesInput: true)

@@ -17,15 +17,17 @@ enum LibpqScenarios {
         var status: String
         var attributes: [String: String]
 
-        init(_ name: String, status: String = "STATUS_CODE_UNSET", query: String?, operation: String) {
+        /// A failed statement's span has an error status and the SQLSTATE the server sent.
+        init(_ name: String, failedWith sqlstate: String? = nil, query: String?, operation: String) {
             self.name = name
             kind = "SPAN_KIND_CLIENT"
-            self.status = status
+            status = sqlstate == nil ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR status 7"
             attributes = [
                 "db.system.name": "postgresql", "db.namespace": PostgresServer.database, "server.address": "127.0.0.1",
                 "db.operation.name": operation,
             ]
             attributes["db.query.text"] = query
+            attributes["db.response.status_code"] = sqlstate
         }
 
         init(received span: [String: Any]) {
@@ -97,12 +99,12 @@ enum LibpqScenarios {
             """)
         XCTAssertEqual(spans, [
             StatementSpan("SELECT", query: "select 1", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from no_such_table", operation: "SELECT"),
+            StatementSpan("SELECT", failedWith: "42P01", query: "select * from no_such_table", operation: "SELECT"),
             StatementSpan("SELECT", query: "select $1::int + $2::int", operation: "SELECT"),
             StatementSpan("PREPARE s1", query: "select upper($1::text)", operation: "PREPARE"),
             StatementSpan("EXECUTE s1", query: nil, operation: "EXECUTE"),
             StatementSpan("SELECT", query: "select 2; select 3", operation: "SELECT"),
-            StatementSpan("EXECUTE no_such_statement", status: "STATUS_CODE_ERROR status 7", query: nil, operation: "EXECUTE"),
+            StatementSpan("EXECUTE no_such_statement", failedWith: "26000", query: nil, operation: "EXECUTE"),
         ])
     }
 
@@ -118,7 +120,7 @@ enum LibpqScenarios {
         XCTAssertTrue(client.text.contains("42\n"), client.text)
         XCTAssertEqual(spans, [
             StatementSpan("SELECT", query: "select 42;", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from nope;", operation: "SELECT"),
+            StatementSpan("SELECT", failedWith: "42P01", query: "select * from nope;", operation: "SELECT"),
             StatementSpan("CREATE", query: "create temp table t (x int);", operation: "CREATE"),
         ])
     }
@@ -135,7 +137,7 @@ enum LibpqScenarios {
         XCTAssertEqual(client.text, "ready\nok 42\nerror 42P01\nok CREATE TABLE\n")
         XCTAssertEqual(spans, [
             StatementSpan("SELECT", query: "select 41::int + 1", operation: "SELECT"),
-            StatementSpan("SELECT", status: "STATUS_CODE_ERROR status 7", query: "select * from missing", operation: "SELECT"),
+            StatementSpan("SELECT", failedWith: "42P01", query: "select * from missing", operation: "SELECT"),
             StatementSpan("CREATE", query: "create temp table t (x int)", operation: "CREATE"),
         ])
     }

@@ -21,6 +21,9 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(
             bytes(.readCString(into: 40, maxLength: 255), captureIndex: [40: 2]),
             [12, 0, 40, 0, 255, 0, 2, 0] + [UInt8](repeating: 0, count: 8))
+        XCTAssertEqual(
+            bytes(.findInList(linkOffset: 40, keyOffset: 8, keySize: 1, equals: 67), captureIndex: [:]),
+            [13, 1, 40, 0, 8, 0, 0, 0, 67] + [UInt8](repeating: 0, count: 7), "key size in reg, link in out, key offset in len")
         XCTAssertEqual(bytes(.add(-8), captureIndex: [:]), [4, 0, 0, 0, 0, 0, 0, 0, 0xf8] + [UInt8](repeating: 0xff, count: 7))
         XCTAssertEqual(
             bytes(.expectAddress(0x85_eca0, meaning: "t"), captureIndex: [:]),

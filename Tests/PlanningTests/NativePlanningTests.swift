@@ -65,8 +65,8 @@ final class NativePlanningTests: XCTestCase {
             .loadRegister(.rdi), .add(0x48), .dereference, .readCString(into: 264, maxLength: 64),
             .loadRegister(.rdi), .dereference, .readCString(into: 336, maxLength: 64),
         ])
-        XCTAssertEqual(query.captureSlots.map(\.origin), Array(repeating: "pack signature (\(Self.libpqPack):50:16)", count: 3)
-            + ["pack signature (\(Self.libpqPack):134:16)"], "the enricher's status lands after the span's own captures")
+        XCTAssertEqual(query.captureSlots.map(\.origin), Array(repeating: "pack signature (\(Self.libpqPack):56:16)", count: 3)
+            + Array(repeating: "pack signature (\(Self.libpqPack):140:16)", count: 2), "the enricher's status and SQLSTATE land after the span's own captures")
 
         // PQsendQueryParams: entry and return probe share the push; the return ends the span only when sending failed.
         let params = plan.probes[1]
@@ -86,7 +86,12 @@ final class NativePlanningTests: XCTestCase {
         XCTAssertEqual(result.entry.fileOffset, 0x18550)
         XCTAssertEqual(result.returns, [])
         XCTAssertEqual(result.entryGuard, SiteGuard(register: .rax, test: .nonZero))
-        XCTAssertEqual(result.entryProgram, [.loadRegister(.rax), .add(0x28), .readInteger(size: 4, into: 408)])
+        // Then its SQLSTATE: the error field coded 'C' in the result's list of them (absent on success).
+        XCTAssertEqual(result.entryProgram, [
+            .loadRegister(.rax), .add(0x28), .readInteger(size: 4, into: 408),
+            .loadRegister(.rax), .add(0xa8), .dereference, .findInList(linkOffset: 0, keyOffset: 8, keySize: 1, equals: 67), .add(9),
+            .readCString(into: 416, maxLength: 5),
+        ])
         XCTAssertEqual(result.spanSlot, query.spanSlot)
         XCTAssertEqual(TrapCost(perCallOf: result), TrapCost(emulatedHits: 2, singleSteppedHits: 0), "its hook and its return")
 
@@ -160,6 +165,112 @@ final class NativePlanningTests: XCTestCase {
         XCTAssertEqual(plan.skipped.map(\.reason), [
             "capture 'g' (demo.yaml:23:7): argument 'g' is not in registers",
             "capture 'name' (demo.yaml:29:7): argument 'name' is not in registers",
+        ])
+    }
+
+    /// `list[key=value]` walks a linked list to the node whose key matches; a struct without a
+    /// link to its own type, or a key that is no integer, is refused with the reason.
+    func testListStepsWalkToTheMatchingNode() throws {
+        let yaml = """
+            format: sonde.probe-pack/v1
+            pack: c/demo
+            language: c
+            library:
+              soname: libpq.so.5
+              versions: ">=5"
+            types:
+              Result:
+                fields: { offset: 16, type: "Field*" }
+                single: { offset: 24, type: "Lone*" }
+              Field:
+                code: { offset: 0, type: short }
+                text: { offset: 2, type: "char[32]" }
+                next: { offset: 40, type: "Field*" }
+              Lone:
+                code: { offset: 0, type: char }
+            probes:
+              - id: found
+                function: PQsendQueryParams
+                signature: "int PQsendQueryParams(Result* result)"
+                span: { kind: internal, name: "x" }
+                on-entry:
+                  text: { arg: result, path: "fields[code=0x4d].text", type: c-string, max-length: 31 }
+              - id: unlinked
+                function: PQsendQueryPrepared
+                signature: "int PQsendQueryPrepared(Result* result)"
+                span: { kind: internal, name: "x" }
+                on-entry:
+                  code: { arg: result, path: "single[code='C'].code", type: bool }
+              - id: text-key
+                function: PQsendPrepare
+                signature: "int PQsendPrepare(Result* result)"
+                span: { kind: internal, name: "x" }
+                on-entry:
+                  code: { arg: result, path: "fields[text=1].code", type: int32 }
+            """
+        let plan = PlanCompiler.compile(packs: [try PackLoader.parse(yaml: yaml, file: "demo.yaml")], facts: libpqFacts())
+        XCTAssertEqual(plan.probes.map(\.qualifiedID), ["c/demo/found"])
+        XCTAssertEqual(plan.probes[0].entryProgram, [
+            .loadRegister(.rdi), .add(16), .dereference, .findInList(linkOffset: 40, keyOffset: 0, keySize: 2, equals: 0x4d), .add(2),
+            .readCString(into: 0, maxLength: 31),
+        ])
+        XCTAssertEqual(plan.skipped.map(\.reason), [
+            "capture 'code' (demo.yaml:29:7): 'single[…]' walks a list through the member of Lone that points to the next Lone; it has none",
+            "capture 'code' (demo.yaml:35:7): Field.text is []char, not an integer or character to compare",
+        ])
+    }
+
+    /// A span probe with a pattern probes every function it matched, one span slot for all; an
+    /// end-span probe must match one; a pattern matching nothing is an absent function.
+    func testPatternsPlanEveryMatchedFunctionOfASpanProbe() throws {
+        let yaml = """
+            format: sonde.probe-pack/v1
+            pack: cpp/demo
+            language: cpp
+            library:
+              versions: ">=0"
+            probes:
+              - id: handle
+                function: { pattern: "Handler<*>::handle(*)" }
+                signature: "int handle(Handler* this, int code)"
+                span: { kind: internal, name: "handle" }
+                on-entry:
+                  code: { arg: code, type: int32 }
+              - id: finish
+                function: { pattern: "Handler<*>::finish()" }
+                end-span: { span: cpp/demo/handle }
+              - id: missing
+                function: { pattern: "Nowhere::*" }
+                span: { kind: internal, name: "x" }
+            """
+        let pack = try PackLoader.parse(yaml: yaml, file: "demo.yaml")
+        XCTAssertEqual(PlanCompiler.functionPatterns(in: [pack]), ["Handler<*>::finish()", "Handler<*>::handle(*)", "Nowhere::*"])
+        XCTAssertEqual(PlanCompiler.functionsNeeded(by: [pack]), [], "patterns are not names")
+        let functions = [
+            framed("Handler<int>::handle(int)", at: 0x1000), framed("Handler<long>::handle(int)", at: 0x1100),
+            framed("Handler<int>::finish()", at: 0x1200), framed("Handler<long>::finish()", at: 0x1300),
+        ]
+        var facts = BinaryFacts(
+            path: "/srv/demo", isPositionIndependent: true, goBuild: nil, hasDWARF: false,
+            functions: Dictionary(uniqueKeysWithValues: functions.map { ($0.name, $0) }), dataSymbols: [:], types: [:])
+        facts.patternMatches = [
+            "Handler<*>::handle(*)": ["Handler<int>::handle(int)", "Handler<long>::handle(int)"],
+            "Handler<*>::finish()": ["Handler<int>::finish()", "Handler<long>::finish()"],
+            "Nowhere::*": [],
+        ]
+        let plan = PlanCompiler.compile(packs: [pack], facts: facts)
+        XCTAssertEqual(plan.probes.map(\.probe.function), ["Handler<int>::handle(int)", "Handler<long>::handle(int)"])
+        XCTAssertEqual(plan.probes.map(\.entry.address), [0x1000, 0x1100])
+        XCTAssertEqual(plan.probes.map(\.spanSlot), [0, 0], "one probe's calls: one span slot")
+        XCTAssertEqual(plan.probes.map(\.entryProgram), Array(repeating: [.loadRegister(.rsi), .storeValue(into: 0)], count: 2))
+        XCTAssertEqual(plan.skipped.map(\.description), [
+            "cpp/demo/missing: no function in the symbol table of /srv/demo matches the pattern Nowhere::*",
+            "cpp/demo/finish: Handler<*>::finish() matches 2 functions (Handler<int>::finish(); Handler<long>::finish()); "
+                + "only a span probe may probe several: write a pattern that matches one",
+        ])
+        XCTAssertEqual(plan.skipped.map(\.isFunctionAbsent), [true, false])
+        XCTAssertEqual(plan.notes, [
+            "cpp/demo/handle: the pattern Handler<*>::handle(*) matches 2 functions, each probed: Handler<int>::handle(int); Handler<long>::handle(int)",
         ])
     }
 

@@ -25,7 +25,17 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(spelled("void*"), "*void")
         XCTAssertEqual(spelled("PGresult"), "PGresult")
         XCTAssertEqual(spelled("void"), "error: 'void' is no value's type")
-        XCTAssertEqual(spelled("int[4]"), "error: 'int[4]' is not a C type Sonde reads ('[' is not allowed: no arrays or function pointers)")
+        XCTAssertEqual(spelled("int[4]"), "error: 'int[4]' is not a C type Sonde reads ('[' is not allowed: no function pointers, and arrays only as struct members)")
+        // A struct member may be a character array held in place.
+        XCTAssertEqual(try CType.parse("char[]", asMember: true).get().name, "[]char")
+        XCTAssertEqual(try CType.parse("unsigned char [64]", asMember: true).get().name, "[]char")
+        XCTAssertEqual(try CType.parse("char*", asMember: true).get().name, "*char")
+        for refused in ["int[4]", "char[x]", "char*[2]"] {
+            XCTAssertThrowsError(try CType.parse(refused, asMember: true).get()) { error in
+                XCTAssertEqual((error as? CDeclarationError)?.reason,
+                    "'\(refused)': the only arrays Sonde reads are character arrays (char[] or char[N]), as c-string")
+            }
+        }
         XCTAssertEqual(spelled("long double"), "error: 'long double': 'long double' is not a C type name")
         XCTAssertEqual(spelled("char * x"), "error: 'char * x': nothing but '*', '&' and const may follow a '*' or '&'")
         // C++: references are pointers in the ABI, qualified names stay whole.
@@ -33,7 +43,7 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(spelled("std::string&&"), "*std::string")
         XCTAssertEqual(spelled("std::string"), "std::string")
         XCTAssertEqual(spelled("Request *&"), "**Request")
-        XCTAssertEqual(spelled("std::"), "error: 'std::' is not a C type Sonde reads ('std::' is not allowed: no arrays or function pointers)")
+        XCTAssertEqual(spelled("std::"), "error: 'std::' is not a C type Sonde reads ('std::' is not allowed: no function pointers, and arrays only as struct members)")
         XCTAssertEqual(spelled("const"), "error: 'const' names no type")
     }
 
@@ -59,7 +69,7 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(failure("int f(int a, long a)"), "two parameters are named 'a'")
         XCTAssertEqual(failure("int f"), "'int f' is not a prototype like 'int f(const char *name)'")
         XCTAssertEqual(failure("int f(int a[2])"), "parameter 1 ('int a[2]') needs a type and a name")
-        XCTAssertEqual(failure("float[2] f(int a)"), "result: 'float[2]' is not a C type Sonde reads ('[' is not allowed: no arrays or function pointers)")
+        XCTAssertEqual(failure("float[2] f(int a)"), "result: 'float[2]' is not a C type Sonde reads ('[' is not allowed: no function pointers, and arrays only as struct members)")
     }
 
     /// A C++ or Rust function is named as demangled; its prototype declares the last part of
@@ -124,12 +134,20 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(pack.library.soname, "libpq.so.5")
         XCTAssertEqual(pack.library.module, "")
         XCTAssertEqual(pack.library.versions.description, ">=5.15 <5.16")
-        XCTAssertEqual(pack.types.map(\.name), ["PGconn", "PGresult"])
+        XCTAssertEqual(pack.types.map(\.name), ["PGconn", "PGresult", "PGMessageField"])
         XCTAssertEqual(pack.types[0].members, [
             DeclaredType.Member(name: "pghost", offset: 0, type: CType(name: "*char")),
             DeclaredType.Member(name: "dbName", offset: 0x48, type: CType(name: "*char")),
         ])
-        XCTAssertEqual(pack.types[1].members, [DeclaredType.Member(name: "resultStatus", offset: 0x28, type: CType(name: "int32"))])
+        XCTAssertEqual(pack.types[1].members, [
+            DeclaredType.Member(name: "resultStatus", offset: 0x28, type: CType(name: "int32")),
+            DeclaredType.Member(name: "errFields", offset: 0xa8, type: CType(name: "*PGMessageField")),
+        ])
+        XCTAssertEqual(pack.types[2].members, [
+            DeclaredType.Member(name: "next", offset: 0, type: CType(name: "*PGMessageField")),
+            DeclaredType.Member(name: "code", offset: 8, type: CType(name: "char")),
+            DeclaredType.Member(name: "contents", offset: 9, type: CType(name: "[]char")),
+        ])
         // A list of spans makes one probe per span, named after it.
         XCTAssertEqual(
             pack.probes.map(\.id),
@@ -151,7 +169,10 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(result.enrichment, Enrichment(
             target: "c/libpq/query-params", rename: nil, errorWhen: [ErrorCondition(capture: "status", test: .oneOf([5, 7, 11]))],
             atReturn: ReturnTrigger(whenResult: .nonZero)))
-        XCTAssertEqual(result.onReturn.map(\.ifAbsent), [7])
+        XCTAssertEqual(result.onReturn.map(\.ifAbsent), [7, nil])
+        XCTAssertEqual(result.onReturn.map(\.path), [
+            [.field("resultStatus")], [.findInList(field: "errFields", key: "code", equals: 67), .field("contents")],
+        ])
         XCTAssertEqual(pack.probes[11].enrichment, Enrichment(
             target: "c/libpq/query-prepared", rename: nil, ends: .openCall, atReturn: ReturnTrigger(whenResult: .zero)))
     }
@@ -211,8 +232,21 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(errors([("offset: 0x10", "offset: -4")]), [
             "bad.yaml:9:21: member Conn.name.offset must be a byte offset, decimal or 0x-hexadecimal, below 1 MiB",
         ])
-        XCTAssertEqual(errors([("type: \"char*\" }", "type: \"char[8]\" }")]), [
-            "bad.yaml:9:33: member Conn.name.type: 'char[8]' is not a C type Sonde reads ('[' is not allowed: no arrays or function pointers)",
+        XCTAssertEqual(errors([("type: \"char*\" }", "type: \"int[8]\" }")]), [
+            "bad.yaml:9:33: member Conn.name.type: 'int[8]': the only arrays Sonde reads are character arrays (char[] or char[N]), as c-string",
+        ])
+        for selector in ["name[code]", "name[code='CC']", "name[=1]", "name[code=x]"] {
+            XCTAssertEqual(errors([("text: { arg: text, type: c-string }", "text: { arg: conn, path: \"\(selector).x\", type: c-string }")]).first ?? "",
+                "bad.yaml:19:32: '\(selector)' selects a list node as 'name[member=value]', value an integer or a character such as 'C'")
+        }
+        XCTAssertEqual(errors([("text: { arg: text, type: c-string }", "text: { arg: conn, path: \"name[code=1\", type: c-string }")]), [
+            "bad.yaml:19:32: path has '[' without ']'",
+        ])
+        XCTAssertEqual(errors([("function: demo_send", "function: { pattern: demo_send }")]), [
+            "bad.yaml:12:26: function.pattern 'demo_send' has no '*'; write function: demo_send",
+        ])
+        XCTAssertEqual(errors([("function: demo_send", "function: { patern: \"demo_*\" }")]), [
+            "bad.yaml:12:17: unknown key 'patern' in function; expected one of: pattern",
         ])
         XCTAssertEqual(errors([("int demo_send(", "int demo_sent(")]), [
             "bad.yaml:13:16: signature: the prototype must declare the probed function demo_send, as in '... demo_send(...)'",
@@ -234,6 +268,11 @@ final class NativePackTests: XCTestCase {
             errors([("language: c", "language: go"), ("soname: libdemo.so.1", "module: example.com/demo")]), [
                 "bad.yaml:8:3: types belong to C, C++ and Rust packs; a Go pack reads layouts from DWARF or its offset table",
                 "bad.yaml:13:16: signature belongs to C, C++ and Rust probes; a Go probe's parameters come from DWARF or its offset table",
+            ])
+        XCTAssertEqual(
+            errors([("language: c", "language: go"), ("soname: libdemo.so.1", "module: example.com/demo"), ("types:\n  Conn:\n    name: { offset: 0x10, type: \"char*\" }\n", ""),
+                    ("    signature: \"int demo_send(Conn* conn, const char* text)\"\n", ""), ("function: demo_send", "function: { pattern: \"demo_*\" }")]), [
+                "bad.yaml:9:26: function.pattern is for C, C++ and Rust packs; a Go probe names its function",
             ])
         XCTAssertEqual(errors([("soname: libdemo.so.1", "module: example.com/demo")]), [
             "bad.yaml:5:3: unknown key 'module' in library; expected one of: soname, versions",
