@@ -244,9 +244,8 @@ public struct CaptureSlot: Sendable, Equatable {
     /// the NUL the kernel writes after the bytes kept.
     public var size: Int {
         switch type {
-        case .goString, .stdString: 2 + maxLength
         case .cString: 2 + maxLength + 1
-        default: 8
+        default: type.isText ? 2 + maxLength : 8
         }
     }
 

@@ -169,6 +169,8 @@ struct CaptureCompiler {
         try check(typeName, matches: capture.type, context: context)
         switch capture.type {
         case .goString, .stdString: ops.append(.readGoString(into: slot.offset, maxLength: slot.maxLength))
+        case .rustStr, .rustString:
+            ops += try rustStringPair(in: typeName, context: context) + [.readGoString(into: slot.offset, maxLength: slot.maxLength)]
         case .cString:
             // A character array is read where it is; a char * is followed first.
             ops += (typeName == "[]char" ? [] : [.dereference]) + [.readCString(into: slot.offset, maxLength: slot.maxLength)]
@@ -377,10 +379,13 @@ struct CaptureCompiler {
     private func readRegisters(
         _ pieces: [RegisterPiece], typeName: String, capture: Capture, slot: CaptureSlot, context: String, load: (Register) throws -> FetchOp
     ) throws -> [FetchOp] {
-        // A std::string parameter is read through a reference (`const std::string& name`).
-        try check(capture.type == .stdString ? types[typeName]?.pointee ?? typeName : typeName, matches: capture.type, context: context)
+        // A std::string parameter is read through a reference (`const std::string& name`), and so
+        // is a Rust String, which is passed by reference when passed by value.
+        let throughReference = capture.type == .stdString || capture.type == .rustString
+        let valueType = throughReference ? types[typeName]?.pointee ?? typeName : typeName
+        try check(valueType, matches: capture.type, context: context)
         switch capture.type {
-        case .goString:
+        case .goString, .rustStr:
             guard pieces.count == 2 else { throw PlanProblem("\(context): string parameter is not in two registers") }
             guard case .loadRegister = try load(pieces[0].register), case .loadRegister = try load(pieces[1].register) else {
                 throw PlanProblem("\(context): string parameters can only be captured on entry")
@@ -390,10 +395,35 @@ struct CaptureCompiler {
             return [try load(pieces[0].register), .readCString(into: slot.offset, maxLength: slot.maxLength)]
         case .stdString:
             return [try load(pieces[0].register), .readGoString(into: slot.offset, maxLength: slot.maxLength)]
+        case .rustString:
+            return [try load(pieces[0].register)] + (try rustStringPair(in: valueType, context: context))
+                + [.readGoString(into: slot.offset, maxLength: slot.maxLength)]
         case .int, .int32, .uint16, .bool, .nonNil:
             // A pointer's only word, or an interface's type word: zero exactly when nil.
             return [try load(pieces[0].register), .storeValue(into: slot.offset)]
         }
+    }
+
+    /// From the address of a Rust `&str` or `String`, the ops reaching its pointer and length, side
+    /// by side as the string read expects them. `&str` is {data_ptr, length}; a `String` is a
+    /// `Vec<u8>` whose buffer's pointer (`buf.inner.ptr` since Rust 1.80, `buf.ptr` before) is
+    /// followed by its `len` in the layouts rustc chooses on x86-64, which DWARF confirms here.
+    private func rustStringPair(in typeName: String, context: String) throws -> [FetchOp] {
+        func offset(_ path: [String]) -> Int? {
+            var (type, total) = (typeName, 0)
+            for name in path {
+                guard let member = types[type]?.members.first(where: { $0.name == name }) else { return nil }
+                (type, total) = (member.typeName, total + member.offset)
+            }
+            return total
+        }
+        let pointer = typeName == "&str" ? offset(["data_ptr"]) : offset(["vec", "buf", "inner", "ptr"]) ?? offset(["vec", "buf", "ptr"])
+        let length = typeName == "&str" ? offset(["length"]) : offset(["vec", "len"])
+        guard let pointer, let length, length == pointer + 8 else {
+            let found = "pointer at \(pointer.map(String.init) ?? "?"), length at \(length.map(String.init) ?? "?")"
+            throw PlanProblem("\(context): this \(typeName)'s layout in DWARF (\(found)) is not a pointer followed by its length")
+        }
+        return pointer == 0 ? [] : [.add(Int64(pointer))]
     }
 
     private func isInterface(_ typeName: String) -> Bool {
@@ -412,6 +442,8 @@ struct CaptureCompiler {
         case .goString: expected = ["string"]
         case .cString: expected = ["*char", "*int8", "*uint8", "[]char"]
         case .stdString: expected = ["std::string"]
+        case .rustStr: expected = ["&str"]
+        case .rustString: expected = ["String"]
         // Go's names and Sonde's C spellings, then Rust's.
         case .int: expected = ["int", "int64", "uint", "uint64", "uintptr", "i64", "u64", "isize", "usize"]
         case .int32: expected = ["int32", "uint32", "i32", "u32"]

@@ -381,6 +381,7 @@ public enum PlanCompiler {
         if pack.language == .rust {
             let crate = pack.library.module
             guard let text = facts.crateVersions[crate], let version = Version(parsing: text) else {
+                if crate == "std" { return "\(facts.path) has no rustc version in its .comment section; the pack covers \(pack.library.versions)" }
                 return "\(facts.path) names no \(crate)-VERSION/src/ folder in its panic locations, so the \(crate) it was built with is unknown; "
                     + "the pack covers \(pack.library.versions)"
             }

@@ -424,6 +424,10 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case cString = "c-string"
     /// libstdc++'s `std::string` (C++11 ABI): its pointer and length lead, as a Go string's do.
     case stdString = "std-string"
+    /// Rust's `&str` (a pointer and a length, in two registers or in memory).
+    case rustStr = "rust-str"
+    /// Rust's `String`, read through its address: its buffer's pointer and its length.
+    case rustString = "rust-string"
     case int
     case int32
     case uint16
@@ -432,7 +436,7 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case nonNil = "non-nil"
 
     /// Whether the capture is kept as text (a length and bytes) rather than an 8-byte value.
-    public var isText: Bool { self == .goString || self == .cString || self == .stdString }
+    public var isText: Bool { [.goString, .cString, .stdString, .rustStr, .rustString].contains(self) }
 }
 
 extension ProbePack {

@@ -18,7 +18,7 @@ enum CaptureDecoder {
                     T(littleEndian: data.loadUnaligned(fromByteOffset: slot.offset, as: T.self))
                 }
                 switch slot.type {
-                case .goString, .cString, .stdString:
+                case .goString, .cString, .stdString, .rustStr, .rustString:
                     // Bytes that are not UTF-8 become U+FFFD; a string cut at its bound ends in "…".
                     let stored = integer(UInt16.self)
                     let length = min(Int(stored & ~UInt16(SONDE_STRING_TRUNCATED)), slot.maxLength)

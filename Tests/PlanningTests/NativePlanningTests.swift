@@ -274,6 +274,46 @@ final class NativePlanningTests: XCTestCase {
         ])
     }
 
+    /// A String is read where DWARF puts its buffer's pointer and, right after it, its length;
+    /// another layout is refused with what DWARF says, never misread.
+    func testRustStringsFollowTheirDWARFLayout() throws {
+        let yaml = """
+            format: sonde.probe-pack/v1
+            pack: rust/demo
+            language: rust
+            library: { crate: std, versions: ">=1" }
+            probes:
+              - id: keep
+                function: "demo::keep"
+                span: { kind: internal, name: "{name}" }
+                on-entry:
+                  name: { arg: name, type: rust-string }
+            """
+        func plan(length: Int) throws -> AttachPlan {
+            var keep = framed("demo::keep", at: 0x1000)
+            keep.parameters = [Parameter(name: "name", typeName: "*String", registers: [RegisterPiece(register: .rdi, size: 8)])]
+            let types = [
+                TypeFacts(name: "*String", kind: .pointer, byteSize: 8, pointee: "String", members: []),
+                TypeFacts(name: "String", kind: .structure, byteSize: 24, pointee: nil, members: [Member(name: "vec", typeName: "Vec<u8>", offset: 0)]),
+                TypeFacts(name: "Vec<u8>", kind: .structure, byteSize: 24, pointee: nil, members: [
+                    Member(name: "buf", typeName: "RawVec<u8>", offset: 0), Member(name: "len", typeName: "usize", offset: length),
+                ]),
+                TypeFacts(name: "RawVec<u8>", kind: .structure, byteSize: 16, pointee: nil, members: [Member(name: "inner", typeName: "RawVecInner", offset: 0)]),
+                TypeFacts(name: "RawVecInner", kind: .structure, byteSize: 16, pointee: nil, members: [
+                    Member(name: "ptr", typeName: "Unique<u8>", offset: 8), Member(name: "cap", typeName: "usize", offset: 0),
+                ]),
+            ]
+            let facts = BinaryFacts(
+                path: "/srv/demo", isPositionIndependent: true, goBuild: nil, hasDWARF: true, functions: [keep.name: keep], dataSymbols: [:],
+                types: Dictionary(uniqueKeysWithValues: types.map { ($0.name, $0) }), crateVersions: ["std": "1.95.0"])
+            return PlanCompiler.compile(packs: [try PackLoader.parse(yaml: yaml, file: "demo.yaml")], facts: facts)
+        }
+        XCTAssertEqual(try plan(length: 16).probes.first?.entryProgram, [.loadRegister(.rdi), .add(8), .readGoString(into: 0, maxLength: 128)])
+        XCTAssertEqual(try plan(length: 0).skipped.map(\.reason), [
+            "capture 'name' (demo.yaml:10:7): this String's layout in DWARF (pointer at 8, length at 0) is not a pointer followed by its length",
+        ])
+    }
+
     /// rust/hyper against facts shaped like an optimised hyper 0.14.19 build with DWARF: the
     /// crate's version decides, and the status is read through the head passed by reference.
     func testRustPackReadsThroughDWARFAndChecksTheCrateVersion() throws {
