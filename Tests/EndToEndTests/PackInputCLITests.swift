@@ -53,7 +53,7 @@ final class PackInputCLITests: XCTestCase {
             result.output,
             """
             bad \(bad):8:19: unknown span kind 'sever'; expected one of: server, client, internal, producer, consumer
-            bad \(bad):10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, int, int32, uint16, bool, non-nil
+            bad \(bad):10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, rust-str, rust-string, int, int32, uint16, bool, non-nil
 
             """
         )

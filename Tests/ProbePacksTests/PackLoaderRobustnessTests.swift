@@ -179,7 +179,7 @@ final class PackLoaderRobustnessTests: XCTestCase {
             error(in: yaml),
             """
             bad.yaml:8:19: unknown span kind 'sever'; expected one of: server, client, internal, producer, consumer
-            bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, int, int32, uint16, bool, non-nil
+            bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, rust-str, rust-string, int, int32, uint16, bool, non-nil
             bad.yaml:12:17: unknown function 'lower(path)'; expected hostname(host), port(host), url(scheme, host, path, query), url_scheme(tls), rpc_service(method), rpc_method(method), grpc_status(code, error) or sql_operation(query)
             """
         )

@@ -104,7 +104,7 @@ final class PackLoaderTests: XCTestCase {
             "bad.yaml:12:17: attribute 'url.path' refers to unknown capture 'pth'; known: path")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "type: go-string", with: "type: text")),
-            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, int, int32, uint16, bool, non-nil")
+            "bad.yaml:10:47: unknown value type 'text'; expected one of: go-string, c-string, std-string, rust-str, rust-string, int, int32, uint16, bool, non-nil")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             """
