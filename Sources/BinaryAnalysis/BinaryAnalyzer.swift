@@ -25,7 +25,7 @@ public enum BinaryAnalyzer {
         // agent's peak memory is its analysis plus what it holds after (about 0.1 MiB less).
         defer { malloc_trim(0) }
         let image = try ELFImage(path: path)
-        let patterns = functionPatterns.map(FunctionNamePattern.init)
+        let patterns = Set(functionPatterns).map(FunctionNamePattern.init)
         let named = Set(functions)
         let (symbols, patternMatches) = image.definedSymbols(
             named: named.union(dataSymbols + [goTypesStart, goTypesEnd]), matching: patterns)

@@ -412,7 +412,7 @@ struct CaptureCompiler {
         func offset(_ path: [String]) -> Int? {
             var (type, total) = (typeName, 0)
             for name in path {
-                guard let member = types[type]?.members.first(where: { $0.name == name }) else { return nil }
+                guard let member = try? member(name, of: type, context: context) else { return nil }
                 (type, total) = (member.typeName, total + member.offset)
             }
             return total

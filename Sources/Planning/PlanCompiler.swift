@@ -55,6 +55,7 @@ public enum PlanCompiler {
                     let dwarf = facts.unreadableDWARF.map { "the binary's DWARF is unreadable (\($0))" } ?? "the binary has no DWARF"
                     throw PlanProblem("\(dwarf) and the pack's offset table is unusable: \(unusable)")
                 }
+                if probe.functionIsPattern { throw unexpandedPattern(probe.function, in: facts) }
                 if let injection = probe.injection {
                     _ = try function(probe.function, in: facts)
                     let targetIndex = try plannedSpan(
@@ -443,18 +444,22 @@ public enum PlanCompiler {
         }
     }
 
+    /// Why a pattern probe stayed one probe (``instances(of:in:)``): it matched no function, or
+    /// several for a probe that is not a span probe.
+    static func unexpandedPattern(_ pattern: String, in facts: BinaryFacts) -> PlanProblem {
+        let matched = facts.patternMatches[pattern] ?? []
+        guard !matched.isEmpty else {
+            var absent = PlanProblem("no function in the symbol table of \(facts.path) matches the pattern \(pattern)")
+            absent.isFunctionAbsent = true
+            return absent
+        }
+        return PlanProblem(
+            "\(pattern) matches \(matched.count) functions (\(matched.prefix(3).joined(separator: "; "))\(matched.count > 3 ? "; …" : "")); "
+                + "only a span probe may probe several: write a pattern that matches one")
+    }
+
     static func function(_ name: String, in facts: BinaryFacts) throws -> FunctionFacts {
         if let rejection = facts.rejectedFunctions[name] { throw PlanProblem(rejection) }
-        if let matched = facts.patternMatches[name] {
-            if matched.isEmpty {
-                var absent = PlanProblem("no function in the symbol table of \(facts.path) matches the pattern \(name)")
-                absent.isFunctionAbsent = true
-                throw absent
-            }
-            throw PlanProblem(
-                "\(name) matches \(matched.count) functions (\(matched.prefix(3).joined(separator: "; "))\(matched.count > 3 ? "; …" : "")); "
-                    + "only a span probe may probe several: write a pattern that matches one")
-        }
         guard let function = facts.functions[name] else {
             let tables = facts.hasDWARF ? "symbol table" : "symbol table or Go function table (.gopclntab)"
             var absent = PlanProblem("no function \(name) in the \(tables) of \(facts.path)")

@@ -178,8 +178,6 @@ enum PackReader {
         }
     }
 
-    /// One probe, or one per span an `enrich` or `end-span` with a list of spans works on, each
-    /// with the id `ID-TARGET` (the target probe's id).
     /// `function: NAME`, or `function: { pattern: "ns::Handler<*>::run()" }` in a C, C++ or Rust pack.
     private static func readFunction(_ node: YAMLNode, language: Language?) throws -> (name: String, isPattern: Bool) {
         guard case .mapping = node.node else { return (try node.string("function"), false) }
@@ -192,6 +190,8 @@ enum PackReader {
         return (text, true)
     }
 
+    /// One probe, or one per span an `enrich` or `end-span` with a list of spans works on, each
+    /// with the id `ID-TARGET` (the target probe's id).
     private static func readProbe(_ node: YAMLNode, language: Language?) throws -> [Probe] {
         let report = node.diagnostics
         let before = report.count
@@ -244,10 +244,10 @@ enum PackReader {
         }
         guard let id, let function, report.count == before else { throw AlreadyReported() }
         let enrichments: [Enrichment?] = enrichment ?? spanEnd ?? [nil]
-        return enrichments.map { enrichment in
-            var probe = Probe(
+        return enrichments.map { enrichment in Probe(
             id: enrichments.count > 1 ? "\(id)-\(enrichment?.target.split(separator: "/").last ?? "")" : id,
             function: function.name,
+            functionIsPattern: function.isPattern,
             signature: signature,
             span: span,
             goroutineHandoff: handoff,
@@ -258,10 +258,8 @@ enum PackReader {
             onEntry: onEntry?.captures ?? [],
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
-            source: node.location)
-            probe.functionIsPattern = function.isPattern
-            return probe
-        }
+            source: node.location
+        ) }
     }
 
     /// Reports a probe that does not do exactly one thing, or has keys its effect has no use for.

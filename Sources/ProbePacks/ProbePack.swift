@@ -56,7 +56,7 @@ public struct Probe: Sendable, Equatable {
     public var function: String
     /// `function: { pattern: … }` (C, C++, Rust): `function` is a pattern whose `*` matches any
     /// run of characters, and every function it matches is hooked (a template's instances).
-    public var functionIsPattern = false
+    public var functionIsPattern: Bool
     /// C, C++ and Rust: the function's prototype, where its parameters are in the SysV ABI's
     /// registers; stands in for DWARF, which shared libraries rarely ship (without it, the
     /// binary's DWARF locates them).
@@ -82,12 +82,13 @@ public struct Probe: Sendable, Equatable {
     public var source: SourceLocation
 
     public init(
-        id: String, function: String, signature: NativeSignature? = nil, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
+        id: String, function: String, functionIsPattern: Bool = false, signature: NativeSignature? = nil, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
         traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextExtraction? = nil,
         onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
         self.function = function
+        self.functionIsPattern = functionIsPattern
         self.signature = signature
         self.span = span
         self.goroutineHandoff = goroutineHandoff

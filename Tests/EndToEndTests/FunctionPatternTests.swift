@@ -27,11 +27,10 @@ final class FunctionPatternTests: XCTestCase {
         let directory = try temporaryDirectory()
         let binary = "\(directory)/twice"
         _ = try ChildProcess.run(try TestEnvironment.tool("GXX"), ["-O2", "-o", binary, "\(Repository.root)/Tests/Support/template-program/program.cc"])
-        try FileManager.default.createDirectory(atPath: "\(directory)/packs/cpp", withIntermediateDirectories: true)
-        try Self.pack.write(toFile: "\(directory)/packs/cpp/twice.yaml", atomically: true, encoding: .utf8)
+        let packs = try writePack(Self.pack, named: "cpp/twice", in: directory)
 
         // The plan names both instances, each at the address the symbol table gives it (nm -C, not Sonde).
-        let plan = try ChildProcess.run(Repository.sonde, ["plan", "--exe", binary, "--packs", "\(directory)/packs", "--pack", "cpp/twice"])
+        let plan = try ChildProcess.run(Repository.sonde, ["plan", "--exe", binary] + packs)
         let symbols = try ChildProcess.run("/usr/bin/nm", ["-C", binary]).split(separator: "\n")
         func address(of name: String) throws -> String {
             let line = try XCTUnwrap(symbols.first { $0.hasSuffix(" T \(name)") || $0.hasSuffix(" W \(name)") }, "\(name) in nm's output")
@@ -49,19 +48,11 @@ final class FunctionPatternTests: XCTestCase {
         let program = try ChildProcess(binary, [], takesInput: true)
         defer { _ = try? program.stop() }
         try program.waitForOutput("ready")
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--pid", String(program.pid), "--packs", "\(directory)/packs", "--pack", "cpp/twice"],
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
-        try sonde.waitForOutput("attached")
-        for line in ["int 21", "long 5000000000", "int 4"] { try program.send(line) }
-        try program.waitForLines(4)
+        let (spans, sonde) = try traceInput(to: program, sondeArguments: packs, lines: ["int 21", "long 5000000000", "int 4"]) {
+            try $0.waitForLines(4)
+        }
         XCTAssertEqual(program.text, "ready\n42\n10000000000\n8\n")
-        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-        XCTAssertTrue(sonde.text.contains("note: cpp/twice/twice: the pattern * twice<*>(*) matches 2 functions, each probed"), sonde.text)
-
-        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(program.pid) }
-            .sorted { ($0["start_time_unix_nano"] as? Int ?? 0) < ($1["start_time_unix_nano"] as? Int ?? 0) }
+        XCTAssertTrue(sonde.contains("note: cpp/twice/twice: the pattern * twice<*>(*) matches 2 functions, each probed"), sonde)
         // The long instance's value is read as the prototype says, an int: the low 32 bits of 5000000000.
         XCTAssertEqual(spans.map { "\($0["name"] ?? "?") \(attributes($0)["twice.value"] ?? "-")" }, ["twice 21", "twice 705032704", "twice 4"])
         XCTAssertEqual(Set(spans.compactMap { $0["trace_id"] as? String }).count, 3, "each call a trace of its own")

@@ -46,17 +46,8 @@ enum LibpqScenarios {
     static func trace(
         _ client: ChildProcess, lines: [String], options: [String] = [], answered: (ChildProcess) throws -> Void
     ) throws -> [StatementSpan] {
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--pid", String(client.pid), "--pack", "c/libpq"] + options,
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
-        try sonde.waitForOutput("attached")
-        XCTAssertTrue(sonde.text.contains("15 probe sites for 12 probes in libpq.so.5.15, which"), sonde.text)
-        for line in lines { try client.send(line) }
-        try answered(client)
-        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-        XCTAssertTrue(sonde.text.contains("returns without a seen entry: 0"), sonde.text)
-        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(client.pid) }
+        let (spans, sonde) = try traceInput(to: client, sondeArguments: ["--pack", "c/libpq"] + options, lines: lines, answered: answered)
+        XCTAssertTrue(sonde.contains("15 probe sites for 12 probes in libpq.so.5.15, which"), sonde)
         for span in spans {
             let start = span["start_time_unix_nano"] as? Int ?? 0
             let end = span["end_time_unix_nano"] as? Int ?? 0

@@ -39,9 +39,7 @@ final class RustStringTests: XCTestCase {
         _ = try ChildProcess.run(try TestEnvironment.tool("RUSTC"), [
             "--crate-name", "rust_strings", "-C", "opt-level=2", "-g", "-o", binary, "\(Repository.root)/Tests/Support/rust-strings/main.rs",
         ])
-        try FileManager.default.createDirectory(atPath: "\(directory)/packs/rust", withIntermediateDirectories: true)
-        try Self.pack.write(toFile: "\(directory)/packs/rust/strings.yaml", atomically: true, encoding: .utf8)
-        let packs = ["--packs", "\(directory)/packs", "--pack", "rust/strings"]
+        let packs = try writePack(Self.pack, named: "rust/strings", in: directory)
 
         // The String's buffer pointer follows its capacity: read at +8, its length right after.
         let plan = try ChildProcess.run(Repository.sonde, ["plan", "--exe", binary] + packs)
@@ -51,26 +49,16 @@ final class RustStringTests: XCTestCase {
 
         // std's version is the compiler's (rustc --version), which it writes in .comment.
         let rustc = try ChildProcess.run(try TestEnvironment.tool("RUSTC"), ["--version"]).split(separator: " ")[1]
-        try Self.pack.replacingOccurrences(of: ">=1.80", with: "<1.0")
-            .write(toFile: "\(directory)/packs/rust/strings.yaml", atomically: true, encoding: .utf8)
+        _ = try writePack(Self.pack.replacingOccurrences(of: ">=1.80", with: "<1.0"), named: "rust/strings", in: directory)
         let refused = try runSonde(["plan", "--exe", binary] + packs)
         XCTAssertEqual(refused.exit, 1)
         XCTAssertTrue(refused.output.contains("  rust/strings/greet: std \(rustc) is outside the pack's range <1.0\n"), refused.output)
-        try Self.pack.write(toFile: "\(directory)/packs/rust/strings.yaml", atomically: true, encoding: .utf8)
+        _ = try writePack(Self.pack, named: "rust/strings", in: directory)
 
         let program = try ChildProcess(binary, [], takesInput: true)
         defer { _ = try? program.stop() }
         try program.waitForOutput("ready")
-        let receiver = try OTLPReceiver()
-        let sonde = try ChildProcess(
-            Repository.sonde, ["run", "--pid", String(program.pid)] + packs, environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
-        try sonde.waitForOutput("attached")
-        for line in ["héllo wörld", "ok"] { try program.send(line) }
-        try program.waitForLines(3)
-        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
-
-        let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(program.pid) }
-            .sorted { ($0["start_time_unix_nano"] as? Int ?? 0) < ($1["start_time_unix_nano"] as? Int ?? 0) }
+        let (spans, _) = try traceInput(to: program, sondeArguments: packs, lines: ["héllo wörld", "ok"]) { try $0.waitForLines(3) }
         // "héllo wörld" is 13 bytes: greet's capture keeps 8 of them, "héllo w", and marks the cut.
         XCTAssertEqual(spans.map { "\($0["name"] ?? "?") \(attributes($0)["item.tag"] ?? "-")" }, [
             "greet héllo w… -", "keep héllo wörld -", "weigh HÉLLO WÖRLD static tag",

@@ -289,6 +289,34 @@ func attributes(_ span: [String: Any]) -> [String: Any] {
     span["attributes"] as? [String: Any] ?? [:]
 }
 
+/// Writes `yaml` as the pack `name` (`language/library`) in a packs folder inside `directory`;
+/// returns the sonde arguments that choose it alone.
+func writePack(_ yaml: String, named name: String, in directory: String) throws -> [String] {
+    let file = "\(directory)/packs/\(name).yaml"
+    try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+    return ["--packs", "\(directory)/packs", "--pack", name]
+}
+
+/// Traces `program`, started and waiting on its stdin, with `sonde run --pid` and `arguments`:
+/// sends it `lines`, lets `answered` wait for its answers, then stops sonde, which must exit 0
+/// having seen the entry of every return. Returns the program's spans as an independent OTLP
+/// receiver got them, in the order they started, and what sonde printed.
+func traceInput(
+    to program: ChildProcess, sondeArguments arguments: [String], lines: [String], answered: (ChildProcess) throws -> Void
+) throws -> (spans: [[String: Any]], sondeOutput: String) {
+    let receiver = try OTLPReceiver()
+    let sonde = try ChildProcess(
+        Repository.sonde, ["run", "--pid", String(program.pid)] + arguments, environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint])
+    try sonde.waitForOutput("attached")
+    for line in lines { try program.send(line) }
+    try answered(program)
+    XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+    XCTAssertTrue(sonde.text.contains("returns without a seen entry: 0"), sonde.text)
+    let spans = try receiver.spans().filter { ($0["resource"] as? [String: Any])?["process.pid"] as? Int == Int(program.pid) }
+    return (spans.sorted { ($0["start_time_unix_nano"] as? Int ?? 0) < ($1["start_time_unix_nano"] as? Int ?? 0) }, sonde.text)
+}
+
 /// Sends HTTP GETs with bounded concurrency and returns the status of each; `newConnection`
 /// gives each request a connection of its own.
 func sendRequests(_ paths: [String], port: Int, concurrency: Int, newConnection: Bool = false) async throws -> [Int] {
