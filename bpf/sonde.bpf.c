@@ -113,9 +113,15 @@ struct {
 	__type(value, struct sonde_prefetch);
 } prefetch SEC(".maps");
 
-/* Below this much unread data, emitted spans do not wake the reader, which
- * polls on a short timer instead: no wakeup per event. */
+/* Emitted spans wake the reader when it lags by this much unread data, and
+ * then not again before as much more was written; otherwise the reader polls on
+ * a timer. Not every record past it: a reader draining as fast as spans come
+ * would be sent an interrupt per span. */
 #define WAKEUP_THRESHOLD (256 * 1024)
+
+/* The ring buffer's producer position before which no span wakes the reader
+ * again. Racy between CPUs, harmlessly: at worst one wakeup more. */
+__u64 next_wakeup_position = 0;
 
 struct fetch_state {
 	struct pt_regs *regs;
@@ -125,6 +131,7 @@ struct fetch_state {
 	__u64 object;                /* set by SET_OBJECT: the span stays open under it */
 	__u32 skipping;              /* a read failed: skip to the end of this capture */
 	struct sonde_prefetch *block; /* this entry's prefetched block, or NULL */
+	__u64 thread;                /* bpf_get_current_pid_tgid(), with a block: who may read it */
 };
 
 /* The prefetched block of this probe's entry, or NULL. */
@@ -140,22 +147,19 @@ struct user_words {
 };
 
 /* Reads 8 or 16 bytes of user memory at `address` into `out`: from the
- * prefetched block when it holds them and this thread still owns it, otherwise
- * from the process. A global function: the verifier checks it once. */
-__noinline long read_user(struct sonde_prefetch *block, struct user_words *out, __u32 size, __u64 address)
+ * prefetched block when it holds them and `thread` (this one) still owns it,
+ * otherwise from the process. Inlined, as are the ops that call it: on this
+ * kernel every call and return costs a mitigation's return thunk. */
+static __always_inline long read_user(struct sonde_prefetch *block, __u64 thread, struct user_words *out, __u32 size,
+				      __u64 address)
 {
-	if (!out || (size != 8 && size != 16))
-		return -1;
-	if (block && address >= block->base && address - block->base + size <= block->length) {
-		__u64 owner = bpf_get_current_pid_tgid();
+	if (block && address >= block->base && address - block->base + size <= block->length && block->owner == thread) {
 		__u64 offset = (address - block->base) & (SONDE_PREFETCH_SIZE - 1);
-		if (block->owner == owner) {
-			out->words[0] = *(__u64 *)(block->bytes + offset);
-			if (size == 16)
-				out->words[1] = *(__u64 *)(block->bytes + offset + 8);
-			if (block->owner == owner)
-				return 0;
-		}
+		out->words[0] = *(__u64 *)(block->bytes + offset);
+		if (size == 16)
+			out->words[1] = *(__u64 *)(block->bytes + offset + 8);
+		if (block->owner == thread)
+			return 0;
 	}
 	return bpf_probe_read_user(out, size, (void *)address);
 }
@@ -172,9 +176,43 @@ static __always_inline void count(__u32 counter)
 	count_many(counter, 1);
 }
 
-static __always_inline __u64 random64(void)
+/* Trace and span ids: xorshift128+ per CPU, seeded from the kernel's
+ * generator, in place of two helper calls per id (each call's return pays a
+ * mitigation's thunk on this kernel). A task preempting another between the
+ * state's load and store could draw the same number: the thread id mixed in
+ * (a bijection of the output) keeps their ids apart. */
+struct random_state {
+	__u64 s0, s1;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct random_state);
+} random_states SEC(".maps");
+
+static __always_inline __u64 kernel_random64(void)
 {
 	return ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+}
+
+static __always_inline __u64 random64(__u64 thread)
+{
+	__u32 zero = 0;
+	struct random_state *state = bpf_map_lookup_elem(&random_states, &zero);
+	if (!state)
+		return kernel_random64();
+	__u64 s1 = state->s0, s0 = state->s1;
+	if (!(s0 | s1)) {
+		s1 = kernel_random64();
+		s0 = kernel_random64() | 1;
+	}
+	__u64 drawn = s0 + s1;
+	state->s0 = s0;
+	s1 ^= s1 << 23;
+	state->s1 = s1 ^ s0 ^ (s1 >> 18) ^ (s0 >> 5);
+	return drawn ^ (thread * 0x9e3779b97f4a7c15ULL);
 }
 
 /* A register's value, loaded in place: the verifier refuses a load through a
@@ -202,6 +240,17 @@ static __always_inline __u64 register_value(struct pt_regs *regs, __u32 number)
 	case 14: return CONTEXT_FIELD(regs, r14);
 	default: return CONTEXT_FIELD(regs, r15);
 	}
+}
+
+/* Where a memory op (DEREFERENCE, READ_GO_STRING, READ_INTEGER, READ_C_STRING)
+ * reads, which becomes the working value: that value, or a register when
+ * SONDE_OP_FROM_REGISTER is set, plus imm. One op instead of a load, an add
+ * and the read: each op the loop runs is a call. */
+static __always_inline __u64 op_address(struct pt_regs *regs, __u64 value, const struct sonde_op *op)
+{
+	if (op->reg & SONDE_OP_FROM_REGISTER)
+		value = register_value(regs, op->reg);
+	return value + op->imm;
 }
 
 /* Finding the trace-context headers among a request's: the names are the
@@ -527,9 +576,12 @@ static long run_op(__u32 index, void *context)
 		return 0;
 	}
 
+	if (op->code == SONDE_OP_DEREFERENCE || op->code == SONDE_OP_READ_GO_STRING || op->code == SONDE_OP_READ_INTEGER
+	    || op->code == SONDE_OP_READ_C_STRING)
+		state->value = op_address(state->regs, state->value, op);
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
-		state->value = register_value(state->regs, op->reg);
+		state->value = register_value(state->regs, op->reg) + op->imm;
 		break;
 	case SONDE_OP_LOAD_SAVED:
 		state->value = record->saved[op->reg & (SONDE_SAVED_SLOTS - 1)];
@@ -541,7 +593,7 @@ static long run_op(__u32 index, void *context)
 		state->value += op->imm;
 		break;
 	case SONDE_OP_DEREFERENCE:
-		if (read_user(state->block, &read, 8, state->value) != 0) {
+		if (read_user(state->block, state->thread, &read, 8, state->value) != 0) {
 			record->failed_reads += 1;
 			state->skipping = 1;   /* this capture is absent; later ones still run */
 			break;
@@ -555,7 +607,7 @@ static long run_op(__u32 index, void *context)
 		}
 		break;
 	case SONDE_OP_READ_GO_STRING:
-		if (read_user(state->block, &read, 16, state->value) != 0) {
+		if (read_user(state->block, state->thread, &read, 16, state->value) != 0) {
 			record->failed_reads += 1;
 			break;
 		}
@@ -577,7 +629,7 @@ static long run_op(__u32 index, void *context)
 			size = 8;
 		if (size == 0)
 			size = 1;
-		if ((size == 8 ? read_user(state->block, &read, 8, state->value)
+		if ((size == 8 ? read_user(state->block, state->thread, &read, 8, state->value)
 			       : bpf_probe_read_user(&read.words[0], size, (void *)state->value)) != 0) {
 			record->failed_reads += 1;
 			break;
@@ -747,6 +799,7 @@ struct context_state {
 	__u64 trace_state_length;
 	__u64 carrier;                       /* EXTRACT with sets_carrier: the headers */
 	struct sonde_prefetch *block;        /* START_SPAN: the prefetched block, or NULL */
+	__u64 thread;                        /* bpf_get_current_pid_tgid() */
 };
 
 /* One more than each lowercase hex digit's value; 0 for every other byte (W3C
@@ -881,13 +934,14 @@ static long context_path_step(__u32 index, void *context)
 	struct user_words read = {};
 	switch (op->code) {
 	case SONDE_OP_LOAD_REGISTER:
-		state->value = register_value(state->regs, op->reg);
+		state->value = register_value(state->regs, op->reg) + op->imm;
 		return 0;
 	case SONDE_OP_ADD:
 		state->value += op->imm;
 		return 0;
 	case SONDE_OP_DEREFERENCE:
-		if (read_user(state->block, &read, 8, state->value) == 0) {
+		state->value = op_address(state->regs, state->value, op);
+		if (read_user(state->block, state->thread, &read, 8, state->value) == 0) {
 			state->value = read.words[0];
 			return 0;
 		}
@@ -1108,13 +1162,12 @@ static __always_inline void keep_trace_state(struct fetch_state *state, __u64 da
  * active one, parent of whatever starts before it ends. */
 /* A global function: the verifier checks it once, for any trace context the
  * program before it found, instead of once for each combination it finds. */
-__noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
+__noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config, struct context_state *incoming)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config || !incoming)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 thread = incoming->thread;
+	__u32 tgid = thread >> 32;
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
@@ -1136,14 +1189,14 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	if (parent_kind == PARENT_UNSAMPLED)
 		return 0;
 	int has_parent = parent_kind != PARENT_NONE;
-	__u64 trace_id_high = has_parent ? parent_context.trace_id_high : random64();
-	__u64 trace_id_low = has_parent ? parent_context.trace_id_low : random64();
+	__u64 trace_id_high = has_parent ? parent_context.trace_id_high : random64(thread);
+	__u64 trace_id_low = has_parent ? parent_context.trace_id_low : random64(thread);
 	if (parent_kind == PARENT_REMOTE_UNSAMPLED || (parent_kind == PARENT_NONE && !sampled(config, trace_id_low))) {
 		/* Nothing of this trace is recorded: its probes see the marker and return. */
 		parent_context = (struct sonde_trace_context){
 			.trace_id_high = trace_id_high,
 			.trace_id_low = trace_id_low,
-			.span_id = random64(),
+			.span_id = random64(thread),
 			.owner = owner,
 			.span_slot = config->span_slot,
 			.flags = SONDE_CONTEXT_UNSAMPLED,
@@ -1169,7 +1222,7 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	record->span_slot = config->span_slot;
 	record->load_bias = regs->rip - config->site_address;
 	record->stack_depth = depth;
-	record->span_id = random64();
+	record->span_id = random64(thread);
 	record->trace_id_high = trace_id_high;
 	record->trace_id_low = trace_id_low;
 	record->parent_span_id = has_parent ? parent_context.span_id : 0;
@@ -1181,7 +1234,9 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 	if (incoming->carrier && !incoming->remote)
 		await_injection(record, incoming->carrier);
 
-	struct fetch_state state = { .regs = regs, .config = config, .record = record, .block = prefetched_block(config) };
+	struct fetch_state state = {
+		.regs = regs, .config = config, .record = record, .block = prefetched_block(config), .thread = thread,
+	};
 	run_fetch_program(&state);
 	if (parent_kind == PARENT_REMOTE)
 		keep_trace_state(&state, parent_context.trace_state_data, parent_context.trace_state_length);
@@ -1201,8 +1256,11 @@ __noinline int on_entry(struct pt_regs *regs, struct context_state *incoming)
 
 static __always_inline __u64 wakeup_flag(void)
 {
-	__u64 unread = bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA);
-	return unread >= WAKEUP_THRESHOLD ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 written = bpf_ringbuf_query(&spans, BPF_RB_PROD_POS);
+	if (written < next_wakeup_position || bpf_ringbuf_query(&spans, BPF_RB_AVAIL_DATA) < WAKEUP_THRESHOLD)
+		return BPF_RB_NO_WAKEUP;
+	next_wakeup_position = written + WAKEUP_THRESHOLD;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 /* Takes a finished span out of `map` (`calls` or `object_spans`) into its own
@@ -1268,7 +1326,9 @@ static __always_inline int on_start_handoff(struct sonde_probe_config *config, s
 				      ? marker_open(&inherited, creator.tgid, 0, 0)
 				      : context_liveness(&inherited, creator.tgid, 0, 0) == CONTEXT_OPEN);
 	if (!open) {
-		bpf_map_delete_elem(&handoffs, &thread);
+		/* A lookup first: deleting takes the bucket's lock even when nothing is there. */
+		if (bpf_map_lookup_elem(&handoffs, &thread))
+			bpf_map_delete_elem(&handoffs, &thread);
 		return 0;
 	}
 	if (bpf_map_update_elem(&handoffs, &thread, &inherited, BPF_ANY) != 0)
@@ -1284,7 +1344,8 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
 	struct sonde_trace_context *inherited = bpf_map_lookup_elem(&handoffs, &thread);
 	if (!inherited) {
-		bpf_map_delete_elem(&active_contexts, &created);
+		if (bpf_map_lookup_elem(&active_contexts, &created))
+			bpf_map_delete_elem(&active_contexts, &created);
 		return 0;
 	}
 	struct sonde_trace_context handed = *inherited;
@@ -1449,7 +1510,8 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 
 /* Reads the block the entry's programs read from (see struct sonde_prefetch);
  * NULL when the probe has none, or the read failed. */
-static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_config *config, struct pt_regs *regs)
+static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_config *config, struct pt_regs *regs,
+							    __u64 thread)
 {
 	struct sonde_prefetch *block = prefetched_block(config);
 	if (!block)
@@ -1463,7 +1525,7 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 		return NULL;
 	block->base = base;
 	block->length = length;
-	block->owner = bpf_get_current_pid_tgid();
+	block->owner = thread;
 	return block;
 }
 
@@ -1506,14 +1568,17 @@ static __always_inline int probe(struct pt_regs *regs, const int may_write)
 	__u32 role = config->role;
 	if (role == SONDE_ROLE_START_SPAN || role == SONDE_ROLE_EXTRACT || role == SONDE_ROLE_INJECT) {
 		/* The one place a trace-context program runs: the verifier walks it once. */
-		struct context_state context = { .regs = regs, .config = config, .load_bias = regs->rip - config->site_address };
+		struct context_state context = {
+			.regs = regs, .config = config, .load_bias = regs->rip - config->site_address,
+			.thread = bpf_get_current_pid_tgid(),
+		};
 		if (role == SONDE_ROLE_START_SPAN)
-			context.block = fill_prefetch(config, regs);
+			context.block = fill_prefetch(config, regs, context.thread);
 		if (role == SONDE_ROLE_INJECT && !waiting_injection(config, regs))
 			return 0;   /* no client span sends this request */
 		run_context_program(&context, may_write);
 		if (role == SONDE_ROLE_START_SPAN)
-			return on_entry(regs, &context);
+			return on_entry(regs, config, &context);
 		if (role == SONDE_ROLE_EXTRACT)
 			return on_extract(regs, config, &context);
 		return 0;

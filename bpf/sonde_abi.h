@@ -91,15 +91,18 @@ enum sonde_key_mode {
 
 /* Fetch-program operations. `value` is the program's one working register.
  * The ops from READ_GO_STRING to READ_STRING_REGISTERS, and READ_C_STRING,
- * store a capture and so end one. A trace-context program (struct sonde_context_program) runs before
+ * store a capture and so end one. The memory ops (DEREFERENCE, READ_GO_STRING,
+ * READ_INTEGER, READ_C_STRING) first set value = (reg & SONDE_OP_FROM_REGISTER ?
+ * register[reg & 15] : value) + imm and read there: Engine folds the loads and
+ * adds before them into them, so that the BPF loop runs fewer ops. A trace-context program (struct sonde_context_program) runs before
  * the span starts, without a record: LOAD_REGISTER, ADD, DEREFERENCE and
  * EXPECT_ADDRESS only, then its action. */
 enum sonde_op_code {
-	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) */
+	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) + imm */
 	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
 	SONDE_OP_SAVE = 3,           /* saved[reg] = value */
 	SONDE_OP_ADD = 4,            /* value += imm */
-	SONDE_OP_DEREFERENCE = 5,    /* value = *(u64 *)value */
+	SONDE_OP_DEREFERENCE = 5,    /* value = *(u64 *)value (at the memory ops' address, above) */
 	SONDE_OP_EXPECT_ADDRESS = 6, /* stop unless value == imm + load bias (Go itab check) */
 	SONDE_OP_READ_GO_STRING = 7, /* value points at {ptr, len}: copy <= len bytes to data[out] */
 	SONDE_OP_READ_INTEGER = 8,   /* copy len (1..8) bytes at value to data[out] */
@@ -111,6 +114,9 @@ enum sonde_op_code {
 	                              * whose reg-byte key at offset len equals imm, following the
 	                              * pointer at offset out; the capture is absent when none does */
 };
+
+/* In a memory op's `reg`: its address starts from register reg & 15, not from value. */
+#define SONDE_OP_FROM_REGISTER 0x80
 
 /* A site that acts only for some values of a register: a return probe's
  * `when-result` (C: the call that returns no more results). */

@@ -60,11 +60,13 @@ enum RecordLayout {
         guard contextProgram.count <= Int(SONDE_MAX_CONTEXT_OPS) else {
             throw EngineError.programTooLong(ops: contextProgram.count, limit: Int(SONDE_MAX_CONTEXT_OPS))
         }
+        let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
+        let ops = encode(program, captureIndex: captureIndex)
         var config = sonde_probe_config()
         config.role = role.rawValue
         config.span_slot = spanSlot
         config.key_mode = keyMode.rawValue
-        config.op_count = UInt32(program.count)
+        config.op_count = UInt32(ops.count)
         config.skip_flags_mask = skipFlagsMask
         config.site_address = siteAddress
         config.at_return = returnSite.rawValue
@@ -78,11 +80,10 @@ enum RecordLayout {
             config.prefetch_register = UInt8(prefetch.register.rawValue)
             config.prefetch_length = UInt16(min(prefetch.length, Prefetch.maxLength))
         }
-        let captureIndex = Dictionary(uniqueKeysWithValues: captureSlots.enumerated().map { ($1.offset, $0) })
-        withUnsafeMutableBytes(of: &config.ops) { ops in
+        withUnsafeMutableBytes(of: &config.ops) { slots in
             // A homogeneous tuple of sonde_op is already bound to sonde_op.
-            let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_OPS))
-            for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: captureIndex) }
+            let typed = UnsafeMutableBufferPointer(start: slots.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_OPS))
+            for (index, op) in ops.enumerated() { typed[index] = op }
         }
         if let contextAction {
             config.context = try encodeContext(contextProgram, contextAction, captureIndex: captureIndex)
@@ -93,10 +94,11 @@ enum RecordLayout {
     /// A trace-context program: the ops reaching the headers, the action there, the header names.
     static func encodeContext(_ program: [FetchOp], _ action: TraceContextAction, captureIndex: [Int: Int]) throws -> sonde_context_program {
         var context = sonde_context_program()
-        context.op_count = UInt8(program.count)
-        withUnsafeMutableBytes(of: &context.ops) { ops in
-            let typed = UnsafeMutableBufferPointer(start: ops.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
-            for (index, op) in program.enumerated() { typed[index] = encode(op, captureIndex: [:]) }
+        let ops = encode(program, captureIndex: [:])
+        context.op_count = UInt8(ops.count)
+        withUnsafeMutableBytes(of: &context.ops) { slots in
+            let typed = UnsafeMutableBufferPointer(start: slots.baseAddress!.assumingMemoryBound(to: sonde_op.self), count: Int(SONDE_MAX_CONTEXT_OPS))
+            for (index, op) in ops.enumerated() { typed[index] = op }
         }
         /// A remote parent's tracestate goes into this slot of the record.
         func keepTraceState(in slot: CaptureSlot) {
@@ -146,6 +148,48 @@ enum RecordLayout {
 
     /// A Go []string: data, length, capacity.
     static let goStringSliceSize = 24
+
+    /// A program's ops, each load of a register and each add folded into the memory op that
+    /// follows it (see `SONDE_OP_FROM_REGISTER`): the BPF loop pays a call per op, and a capture
+    /// such as `load RDI; add 16; dereference; add 56; read go-string` becomes three ops. The
+    /// working value after each folded op is what the unfolded ones would have left.
+    static func encode(_ program: [FetchOp], captureIndex: [Int: Int]) -> [sonde_op] {
+        var encoded: [sonde_op] = []
+        var loaded: Register?   // a load not emitted yet
+        var offset: Int64 = 0   // adds not emitted yet, after that load or on the working value
+        func emitPending() {
+            if let loaded {
+                var load = encode(.loadRegister(loaded), captureIndex: captureIndex)
+                load.imm = offset
+                encoded.append(load)
+            } else if offset != 0 {
+                encoded.append(encode(.add(offset), captureIndex: captureIndex))
+            }
+            loaded = nil
+            offset = 0
+        }
+        for op in program {
+            switch op {
+            case .loadRegister(let register):
+                loaded = register
+                offset = 0
+            case .add(let added):
+                offset &+= added
+            case .dereference, .readGoString, .readInteger, .readCString:
+                var memoryOp = encode(op, captureIndex: captureIndex)
+                if let loaded { memoryOp.reg = UInt8(SONDE_OP_FROM_REGISTER) | UInt8(loaded.rawValue) }
+                memoryOp.imm = offset
+                encoded.append(memoryOp)
+                loaded = nil
+                offset = 0
+            default:
+                emitPending()
+                encoded.append(encode(op, captureIndex: captureIndex))
+            }
+        }
+        emitPending()
+        return encoded
+    }
 
     /// `captureIndex` maps a data offset to the capture stored there, whose bit the op sets.
     static func encode(_ op: FetchOp, captureIndex: [Int: Int]) -> sonde_op {

@@ -30,6 +30,34 @@ final class EngineEncodingTests: XCTestCase {
             [6, 0, 0, 0, 0, 0, 0, 0, 0xa0, 0xec, 0x85, 0, 0, 0, 0, 0])
     }
 
+    func testLoadsAndAddsFoldIntoTheMemoryOpThatFollows() {
+        func encoded(_ program: [FetchOp]) -> [[UInt8]] {
+            RecordLayout.encode(program, captureIndex: [24: 1, 232: 2]).map { op in withUnsafeBytes(of: op) { Array($0) } }
+        }
+        func op(_ code: UInt8, reg: UInt8 = 0, out: UInt16 = 0, len: UInt16 = 0, capture: UInt8 = 0, imm: Int64 = 0) -> [UInt8] {
+            [code, reg, UInt8(out & 0xff), UInt8(out >> 8), UInt8(len & 0xff), UInt8(len >> 8), capture, 0]
+                + withUnsafeBytes(of: imm.littleEndian) { Array($0) }
+        }
+        // A request's URL path: *(RDI + 16) is the URL, whose Path string is at +56.
+        XCTAssertEqual(
+            encoded([.loadRegister(.rdi), .add(16), .dereference, .add(56), .readGoString(into: 24, maxLength: 128)]),
+            [op(5, reg: 0x85, imm: 16), op(7, out: 24, len: 128, capture: 1, imm: 56)])
+        XCTAssertEqual(
+            encoded([.loadRegister(.rdi), .add(200), .add(8), .readInteger(size: 8, into: 232)]),
+            [op(8, reg: 0x85, out: 232, len: 8, capture: 2, imm: 208)], "adds sum")
+        XCTAssertEqual(
+            encoded([.loadRegister(.rax), .readCString(into: 24, maxLength: 64)]),
+            [op(12, reg: 0x80, out: 24, len: 64, capture: 1)], "RAX is register 0: the flag tells it from the working value")
+        XCTAssertEqual(
+            encoded([.loadRegister(.rbx), .add(8), .save(slot: 1), .loadSaved(slot: 1), .add(-8), .storeValue(into: 232)]),
+            [op(1, reg: 3, imm: 8), op(3, reg: 1), op(2, reg: 1), op(4, imm: -8), op(9, out: 232, capture: 2)],
+            "before any other op, a load keeps its adds and adds stay ops")
+        XCTAssertEqual(
+            encoded([.loadRegister(.rdi), .add(64), .expectAddress(0x85_eca0, meaning: "t"), .add(8), .loadRegister(.rsi)]),
+            [op(1, reg: 5, imm: 64), op(6, imm: 0x85_eca0), op(1, reg: 4)],
+            "an add a load overwrites is dropped; what ends the program is emitted")
+    }
+
     func testConfigHeaderAndLimits() throws {
         let config = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0x41, siteAddress: 0x62_9184,
@@ -145,7 +173,9 @@ final class EngineEncodingTests: XCTestCase {
             [.loadRegister(.rdi), .add(56), .dereference],
             .extract(HeaderExtraction(layout: .goMap(.swiss), traceparent: "Traceparent", tracestate: "Tracestate", traceState: traceState, setsCarrier: true)),
             captureIndex: [0: 0, 232: 1])
-        XCTAssertEqual([extract.op_count, extract.action, extract.carrier, extract.sets_carrier], [3, 1, 2, 1])
+        XCTAssertEqual([extract.op_count, extract.action, extract.carrier, extract.sets_carrier], [1, 1, 2, 1], "one folded op: *(RDI + 56)")
+        let path = withUnsafeBytes(of: extract.ops) { Array($0.prefix(16)) }
+        XCTAssertEqual(path, [5, 0x85, 0, 0, 0, 0, 0, 0, 56, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual([extract.element_size, extract.trace_state_out, extract.trace_state_length], [24, 232, 96])
         XCTAssertEqual([extract.traceparent_length, extract.tracestate_length, extract.trace_state_capture], [11, 10, 1])
         let literals = withUnsafeBytes(of: extract.literals) { Array($0) }
