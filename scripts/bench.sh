@@ -8,21 +8,25 @@
 #              scripts/otlp-sink; sonde with conventional placement (--sites conventional, when this
 #              sonde has it); the placement floor (bare tracefs uprobe events at exactly the sites
 #              `sonde plan` lists: no BPF program, no agent); sonde with OTLP at 10% sampling (when
-#              this sonde reads OTEL_TRACES_SAMPLER).
+#              this sonde reads OTEL_TRACES_SAMPLER); with --baseline, another build of sonde with
+#              OTLP, interleaved with the rest, so that a change is measured before and after in
+#              the same rounds.
 # Modes are interleaved in rounds (a new order each round, fresh servers for every mode) and the
 # table gives the median and the min–max over rounds. Servers run on CPU 0, `wrk -t1 -c16` on
 # CPU 1, sonde and the sink unpinned. Needs root (eBPF, tracefs, bpf_stats). Progress goes to
 # stderr, the table to stdout.
 #
 # Usage: scripts/bench.sh [--quick] [--seconds N] [--rounds N] [--workload http|two-service|all]
-#                         [--no-setup] [--keep]
+#                         [--no-setup] [--keep] [--baseline DIR]
 #   defaults: 3 rounds of 10 s per mode; --quick: 1 round of 3 s (a smoke run); --no-setup skips
-#   scripts/setup.sh; --keep leaves the work folder (binaries, plans, logs, results.tsv) in /tmp.
+#   scripts/setup.sh; --keep leaves the work folder (binaries, plans, logs, results.tsv) in /tmp;
+#   --baseline DIR: another checkout of sonde (e.g. `git worktree add /tmp/before HEAD~1`), built
+#   in release mode there; the floor probes this checkout's sites, so compare builds that plan the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-seconds=10 rounds=3 warmup=1 workloads=(http two-service) run_setup=1 keep=0
+seconds=10 rounds=3 warmup=1 workloads=(http two-service) run_setup=1 keep=0 baseline=""
 server_cpu=0 load_cpu=1 connections=16
 while (($#)); do
   case $1 in
@@ -32,6 +36,7 @@ while (($#)); do
     --workload) [[ $2 == all ]] && workloads=(http two-service) || workloads=("$2"); shift ;;
     --no-setup) run_setup=0 ;;
     --keep) keep=1 ;;
+    --baseline) baseline=$(cd "$2" && pwd) || exit 2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -99,6 +104,15 @@ for tool in wrk bpftool taskset; do
   command -v "$tool" >/dev/null || { say "$tool is missing: run scripts/setup.sh"; exit 1; }
 done
 build_sonde_release
+if [[ -n $baseline ]]; then
+  say "building the baseline sonde (release, $baseline/.build-release)"
+  (cd "$baseline" && swift build -c release --scratch-path .build-release --product sonde) >"$work/baseline-build.log" 2>&1 || {
+    tail -30 "$work/baseline-build.log" >&2
+    exit 1
+  }
+  baseline_sonde=$baseline/.build-release/release/sonde
+  baseline_revision=$(git -C "$baseline" rev-parse --short HEAD 2>/dev/null || echo "$baseline")
+fi
 say "building the demo programs and the OTLP sink with $("$go" version | cut -d' ' -f3)"
 go_build demo/go-http-server "$work/demo-server"
 go_build demo/two-service/front "$work/front"
@@ -217,10 +231,11 @@ bpf_stats() {
 }
 
 start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason in $failure) if one fails
-  local mode=$1 pid index=0 environment=() arguments=()
+  local mode=$1 pid index=0 environment=() arguments=() binary=$sonde
   case $mode in
     console) arguments=(--exporter console) ;;
     otlp) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp) ;;
+    baseline) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp) binary=$baseline_sonde ;;
     conventional) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --sites conventional) ;;
     sampled) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url" OTEL_TRACES_SAMPLER=traceidratio
       OTEL_TRACES_SAMPLER_ARG=0.1) arguments=(--exporter otlp) ;;
@@ -228,7 +243,7 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
   esac
   sonde_pids=()
   for pid in "${target_pids[@]}"; do
-    env "${environment[@]}" "$sonde" run --pid "$pid" "${arguments[@]}" >/dev/null 2>"$work/sonde.$index.log" &
+    env "${environment[@]}" "$binary" run --pid "$pid" "${arguments[@]}" >/dev/null 2>"$work/sonde.$index.log" &
     sonde_pids+=($!)
     index=$((index + 1))
   done
@@ -350,6 +365,7 @@ modes+=(floor)
 ((has_conventional)) && modes+=(floor-conventional)
 ((has_sampler)) && modes+=(sampled)
 ((has_trace_context)) && modes+=(no-trace-context)
+[[ -n $baseline ]] && modes+=(baseline)
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date +%s)
@@ -396,7 +412,7 @@ for workload in "${workloads[@]}"; do
       "single-stepped); its floor probes those"
   fi
   awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" \
-    -v has_trace_context="$has_trace_context" '
+    -v has_trace_context="$has_trace_context" -v baseline="${baseline_revision:-}" '
     function sort(a, n,    i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     }
@@ -455,7 +471,7 @@ for workload in "${workloads[@]}"; do
       }
     }
     END {
-      split("untraced console otlp no-trace-context conventional floor floor-conventional sampled", order, " ")
+      split("untraced console otlp baseline no-trace-context conventional floor floor-conventional sampled", order, " ")
       label["untraced"] = "untraced"
       label["console"] = "sonde, console > /dev/null"
       label["otlp"] = "sonde, OTLP > local sink"
@@ -464,6 +480,7 @@ for workload in "${workloads[@]}"; do
       label["floor-conventional"] = "floor, conventional sites"
       label["sampled"] = "sonde, OTLP, 10% sampling"
       label["no-trace-context"] = "sonde, OTLP, no trace context"
+      label["baseline"] = "baseline " baseline ", OTLP"
       printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
         "server CPU us/req", "probe hits/req (single-stepped)"
       for (i = 1; i in order; i++) {
@@ -474,6 +491,7 @@ for workload in "${workloads[@]}"; do
         }
         if (mode == "floor-conventional" && !has_conventional) continue
         if (mode == "no-trace-context" && !has_trace_context) continue
+        if (mode == "baseline" && baseline == "") continue
         if (mode == "sampled" && !has_sampler) {
           printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"
           continue
@@ -507,6 +525,15 @@ for workload in "${workloads[@]}"; do
         }
         if (m) printf "trace context (OTLP vs OTLP without it): %s us added per request (issue 8: <= 1)\n", spread(v_tc, m, "%.2f")
       }
+      if (baseline != "") {
+        # This build against the baseline, round by round.
+        m = 0; split("", v_base)
+        for (r = 1; r <= rounds; r++) {
+          a = "otlp" SUBSEP r; b = "baseline" SUBSEP r
+          if (status[a] == "ok" && status[b] == "ok" && rps[b] > 0) v_base[++m] = rps[a] / rps[b]
+        }
+        if (m) printf "sonde (OTLP) vs baseline %s (OTLP): %s x the req/s\n", baseline, spread(v_base, m, "%.3f")
+      }
       print ""
       printf "%-31s %-19s %-19s %-17s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
         "spans submitted / exported / dropped / received at sink"
@@ -514,6 +541,7 @@ for workload in "${workloads[@]}"; do
         mode = order[i]
         if (mode == "untraced" || mode ~ /^floor/) continue
         if (mode == "conventional" && !has_conventional || mode == "sampled" && !has_sampler) continue
+        if (mode == "baseline" && baseline == "") continue
         collect(mode)
         if (n == 0) continue
         printf "%-31s %-19s %-19s %-17s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
