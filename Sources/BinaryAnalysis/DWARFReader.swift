@@ -80,7 +80,9 @@ final class DWARFReader {
         let debugSections = image.sections.filter { $0.name.hasPrefix(".debug_") || $0.name.hasPrefix(".zdebug_") }
         let hasEntries = debugSections.contains { $0.name == ".debug_info" || $0.name == ".zdebug_info" }
         guard hasEntries else { return nil }
-        try Self.inflate(debugSections.filter { Self.sectionsRead.contains(".debug_" + $0.name.drop { $0 != "_" }.dropFirst()) }, of: image)
+        let isRead = { (section: ELFImage.Section) in Self.sectionsRead.contains(".debug_" + section.name.drop { $0 != "_" }.dropFirst()) }
+        try Self.inflate(debugSections.filter(isRead), of: image)
+        Self.hideFromLibdw(debugSections.filter { !isRead($0) })
         guard let dwarf = dwarf_begin_elf(image.elf, DWARF_C_READ, nil) else {
             throw Unreadable(reason: "libdw cannot read it: \(Self.libdwError())")
         }
@@ -112,6 +114,20 @@ final class DWARFReader {
             guard status >= 0 else {
                 throw Unreadable(reason: "decompressing \(section.name) failed (libelf: \(ELFImage.libelfError()))")
             }
+        }
+    }
+
+    /// libdw inflates every compressed debug section it knows as it starts (elfutils 0.188), also
+    /// the line tables, call frame information and address ranges Sonde never reads: 3 MB of a
+    /// gRPC client's 12 MB Go binary, at the moment Sonde's memory peaks. Their names are blanked
+    /// in libelf's copy of the section headers (the file is opened read-only and never written),
+    /// and libdw passes over sections it does not recognise.
+    private static func hideFromLibdw(_ sections: [ELFImage.Section]) {
+        for section in sections {
+            var header = GElf_Shdr()
+            guard gelf_getshdr(section.handle, &header) != nil else { continue }
+            header.sh_name = 0   // the empty string every section-name table starts with
+            _ = gelf_update_shdr(section.handle, &header)
         }
     }
 

@@ -1,4 +1,5 @@
 @testable import BinaryAnalysis
+import CLibELF
 import Foundation
 import TestSupport
 import XCTest
@@ -40,6 +41,22 @@ final class GoBinaryAnalysisTests: XCTestCase {
 
     func testGo127ServeHTTPParameters() throws {
         try assertServeHTTPParameters(fixtures.fixture(.executable, toolchain: .go127))
+    }
+
+    /// Go compresses its DWARF. The sections Sonde reads are inflated; the line tables, call frame
+    /// information and address ranges, which libdw would inflate too as it starts, stay compressed
+    /// (megabytes at the moment Sonde's memory peaks).
+    func testOnlyTheDebugSectionsReadAreInflated() throws {
+        let image = try ELFImage(path: fixtures.fixture(.executable).path)
+        _ = try XCTUnwrap(DWARFReader(image: image))
+        func isCompressed(_ name: String) throws -> Bool {
+            let section = try XCTUnwrap(image.sections.first { $0.name == name }, name)
+            var header = GElf_Shdr()
+            XCTAssertNotNil(gelf_getshdr(section.handle, &header))
+            return header.sh_flags & UInt64(SHF_COMPRESSED) != 0
+        }
+        XCTAssertEqual(try ["debug_info", "debug_loc", "debug_abbrev", "debug_line", "debug_frame", "debug_ranges"].map { try isCompressed("." + $0) },
+                       [false, false, false, true, true, true])
     }
 
     func testGo119ParametersOfAnOutOfLineCopyOfAnInlinedFunction() throws {
