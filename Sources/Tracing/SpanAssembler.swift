@@ -156,15 +156,18 @@ struct GRPCMethodPath: Equatable {
     var service: String?
     var method: String
 
+    /// Works on the UTF-8 bytes, as `HostPort` does: a Character search walks grapheme breaks,
+    /// and every gRPC span parses its path twice (service and method).
     init?(_ path: String) {
-        let trimmed = path.hasPrefix("/") ? path.dropFirst() : Substring(path)
-        guard !trimmed.isEmpty else { return nil }
-        if let slash = trimmed.lastIndex(of: "/") {
-            service = String(trimmed[..<slash])
-            method = String(trimmed[trimmed.index(after: slash)...])
+        let utf8 = path.utf8
+        let start = utf8.first == UInt8(ascii: "/") ? utf8.index(after: utf8.startIndex) : utf8.startIndex
+        guard start != utf8.endIndex else { return nil }
+        if let slash = utf8[start...].lastIndex(of: UInt8(ascii: "/")) {
+            service = String(path[start..<slash])
+            method = String(path[utf8.index(after: slash)...])
         } else {
             service = nil
-            method = String(trimmed)
+            method = String(path[start...])
         }
     }
 }

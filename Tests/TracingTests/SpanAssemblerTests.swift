@@ -204,6 +204,11 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "method"), values), .string("Check"))
         XCTAssertNil(SpanAssembler.evaluate(.rpcService(of: "bare"), values))
         XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "bare"), values), .string("Ping"))
+        let odd: CapturedValues = ["nested": .string("/pkg/ünïcode.Svc/Dö"), "slash": .string("/"), "empty": .string("")]
+        XCTAssertEqual(SpanAssembler.evaluate(.rpcService(of: "nested"), odd), .string("pkg/ünïcode.Svc"), "the last slash splits")
+        XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "nested"), odd), .string("Dö"))
+        XCTAssertNil(SpanAssembler.evaluate(.rpcMethod(of: "slash"), odd))
+        XCTAssertNil(SpanAssembler.evaluate(.rpcMethod(of: "empty"), odd))
         XCTAssertEqual(SpanAssembler.evaluate(.literal("grpc"), [:]), .string("grpc"))
         XCTAssertEqual(
             SpanAssembler.name(NameTemplate(parts: [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))]), values),
