@@ -151,7 +151,7 @@ enum RecordLayout {
 
     /// A program's ops, each load of a register and each add folded into the memory op that
     /// follows it (see `SONDE_OP_FROM_REGISTER`): the BPF loop pays a call per op, and a capture
-    /// such as `load RDI; add 16; dereference; add 56; read go-string` becomes three ops. The
+    /// such as `load RDI; add 16; dereference; add 56; read go-string` becomes two ops. The
     /// working value after each folded op is what the unfolded ones would have left.
     static func encode(_ program: [FetchOp], captureIndex: [Int: Int]) -> [sonde_op] {
         var encoded: [sonde_op] = []
