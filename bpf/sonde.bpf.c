@@ -1477,7 +1477,7 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 {
 	if (!config || !incoming)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 tgid = incoming->thread >> 32;
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };

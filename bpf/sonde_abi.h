@@ -94,9 +94,10 @@ enum sonde_key_mode {
  * store a capture and so end one. The memory ops (DEREFERENCE, READ_GO_STRING,
  * READ_INTEGER, READ_C_STRING) first set value = (reg & SONDE_OP_FROM_REGISTER ?
  * register[reg & 15] : value) + imm and read there: Engine folds the loads and
- * adds before them into them, so that the BPF loop runs fewer ops. A trace-context program (struct sonde_context_program) runs before
- * the span starts, without a record: LOAD_REGISTER, ADD, DEREFERENCE and
- * EXPECT_ADDRESS only, then its action. */
+ * adds before them into them, so that the BPF loop runs fewer ops. A
+ * trace-context program (struct sonde_context_program) runs before the span
+ * starts, without a record: LOAD_REGISTER, ADD, DEREFERENCE and EXPECT_ADDRESS
+ * only, then its action. */
 enum sonde_op_code {
 	SONDE_OP_LOAD_REGISTER = 1,  /* value = register[reg] (DWARF numbering) + imm */
 	SONDE_OP_LOAD_SAVED = 2,     /* value = saved[reg] (kept from entry) */
