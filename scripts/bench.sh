@@ -103,14 +103,9 @@ if ((run_setup)); then bash scripts/setup.sh >&2; fi
 for tool in wrk bpftool taskset; do
   command -v "$tool" >/dev/null || { say "$tool is missing: run scripts/setup.sh"; exit 1; }
 done
-build_sonde_release
+sonde=$(build_sonde_release)
 if [[ -n $baseline ]]; then
-  say "building the baseline sonde (release, $baseline/.build-release)"
-  (cd "$baseline" && swift build -c release --scratch-path .build-release --product sonde) >"$work/baseline-build.log" 2>&1 || {
-    tail -30 "$work/baseline-build.log" >&2
-    exit 1
-  }
-  baseline_sonde=$baseline/.build-release/release/sonde
+  baseline_sonde=$(build_sonde_release "$baseline")
   baseline_revision=$(git -C "$baseline" rev-parse --short HEAD 2>/dev/null || echo "$baseline")
 fi
 say "building the demo programs and the OTLP sink with $("$go" version | cut -d' ' -f3)"
@@ -439,6 +434,17 @@ for workload in "${workloads[@]}"; do
       sinkcpu[key] = $18; sinkrequests[key] = $19; servercpu[key] = $20; note[key] = $21
       if ($3 > rounds) rounds = $3
     }
+    # Mode a against mode b in each round both succeeded, into v: a's req/s over b's, or (added)
+    # the us per request a adds to b. Returns how many rounds.
+    function per_round(a, b, added, v,    r, m, x, y) {
+      split("", v)
+      for (r = 1; r <= rounds; r++) {
+        x = a SUBSEP r; y = b SUBSEP r
+        if (status[x] != "ok" || status[y] != "ok" || rps[y] <= 0 || added && rps[x] <= 0) continue
+        v[++m] = added ? 1e6 / rps[x] - 1e6 / rps[y] : rps[x] / rps[y]
+      }
+      return m + 0
+    }
     # Per-round values of one mode, into the global arrays (n = rounds that succeeded).
     function collect(mode,    r, k, u, fl) {
       n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
@@ -509,29 +515,17 @@ for workload in "${workloads[@]}"; do
       }
       if (has_conventional) {
         # Sonde against the peer design (conventional placement), round by round.
-        m = 0; split("", v_peer)
-        for (r = 1; r <= rounds; r++) {
-          a = "otlp" SUBSEP r; b = "conventional" SUBSEP r
-          if (status[a] == "ok" && status[b] == "ok" && rps[b] > 0) v_peer[++m] = rps[a] / rps[b]
-        }
+        m = per_round("otlp", "conventional", 0, v_peer)
         if (m) printf "sonde (OTLP) vs conventional placement: %s x the req/s\n", spread(v_peer, m, "%.2f")
       }
       if (has_trace_context) {
         # What trace context (reading the incoming traceparent, sending one) adds, round by round.
-        m = 0; split("", v_tc)
-        for (r = 1; r <= rounds; r++) {
-          a = "otlp" SUBSEP r; b = "no-trace-context" SUBSEP r
-          if (status[a] == "ok" && status[b] == "ok" && rps[a] > 0 && rps[b] > 0) v_tc[++m] = 1e6 / rps[a] - 1e6 / rps[b]
-        }
+        m = per_round("otlp", "no-trace-context", 1, v_tc)
         if (m) printf "trace context (OTLP vs OTLP without it): %s us added per request (issue 8: <= 1)\n", spread(v_tc, m, "%.2f")
       }
       if (baseline != "") {
         # This build against the baseline, round by round.
-        m = 0; split("", v_base)
-        for (r = 1; r <= rounds; r++) {
-          a = "otlp" SUBSEP r; b = "baseline" SUBSEP r
-          if (status[a] == "ok" && status[b] == "ok" && rps[b] > 0) v_base[++m] = rps[a] / rps[b]
-        }
+        m = per_round("otlp", "baseline", 0, v_base)
         if (m) printf "sonde (OTLP) vs baseline %s (OTLP): %s x the req/s\n", baseline, spread(v_base, m, "%.3f")
       }
       print ""

@@ -1,15 +1,18 @@
 # Sourced by scripts/bench.sh and scripts/soak.sh: building what they run, starting the counting
 # OTLP sink, and waiting for files. Expects $repo, $work (a scratch folder) and a say function.
 
-# Builds sonde in release mode under .build-release and sets $sonde; exits on failure.
+# Builds the sonde of a checkout (default: this one) in release mode under its .build-release and
+# prints the binary's path; exits on failure.
 build_sonde_release() {
-  say "building sonde (release, .build-release)"
-  swift build -c release --scratch-path .build-release --product sonde >"$work/swift-build.log" 2>&1 || {
-    tail -30 "$work/swift-build.log" >&2
+  local checkout=${1:-$repo}
+  local log=$work/swift-build.$(basename "$checkout").log
+  say "building sonde (release, $checkout/.build-release)"
+  (cd "$checkout" && swift build -c release --scratch-path .build-release --product sonde) >"$log" 2>&1 || {
+    tail -30 "$log" >&2
     say "swift build failed (if others are editing Sources/, retry in a few minutes)"
     exit 1
   }
-  sonde=$repo/.build-release/release/sonde
+  echo "$checkout/.build-release/release/sonde"
 }
 
 # Builds a Go package of this repository with Debian's Go 1.19 in GOPATH mode, as

@@ -58,7 +58,7 @@ trap 'exit 130' INT TERM HUP
 # ---------------------------------------------------------------------------------------------
 if ((run_setup)); then bash scripts/setup.sh >&2; fi
 command -v bpftool >/dev/null || { say "bpftool is missing: run scripts/setup.sh"; exit 1; }
-build_sonde_release
+sonde=$(build_sonde_release)
 say "building the demo, the receiver and the load generator"
 go_build demo/two-service/front "$work/front"
 go_build demo/two-service/back "$work/back"
