@@ -434,7 +434,7 @@ for workload in "${workloads[@]}"; do
       sinkcpu[key] = $18; sinkrequests[key] = $19; servercpu[key] = $20; note[key] = $21
       if ($3 > rounds) rounds = $3
     }
-    # Mode a against mode b in each round both succeeded, into v: a's req/s over b's, or (added)
+    # Mode a against mode b in each round both succeeded, into v: the req/s of a over those of b, or (added)
     # the us per request a adds to b. Returns how many rounds.
     function per_round(a, b, added, v,    r, m, x, y) {
       split("", v)
