@@ -107,10 +107,21 @@ public func makeHTTPConnection(to endpoint: HTTPEndpoint, tls: TLSFiles = TLSFil
 }
 
 extension StringProtocol {
-    /// Without the spaces, tabs and line ends around a header value.
+    /// Without the spaces, tabs and line ends around a header value. They are ASCII, so the
+    /// UTF-8 bytes are searched: the generic Unicode-scalar walk this replaced took 7% of the
+    /// exporting threads' time, once per reply header (issue 7).
     var trimmingHTTPWhitespace: String {
-        let isWhitespace: (Unicode.Scalar) -> Bool = { " \t\r\n".unicodeScalars.contains($0) }
-        let scalars = unicodeScalars.drop(while: isWhitespace).reversed().drop(while: isWhitespace).reversed()
-        return String(String.UnicodeScalarView(scalars))
+        let text = Substring(self)
+        let isWhitespace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+        guard let first = text.utf8.firstIndex(where: { !isWhitespace($0) }),
+              let last = text.utf8.lastIndex(where: { !isWhitespace($0) })
+        else { return "" }
+        return String(text[first..<text.utf8.index(after: last)])
+    }
+
+    /// Whether this comma-separated header value (`Connection`, `Transfer-Encoding`) lists
+    /// `token`, in any case.
+    func listsHTTPToken(_ token: String) -> Bool {
+        lowercased().split(separator: ",").contains { $0.trimmingHTTPWhitespace == token }
     }
 }

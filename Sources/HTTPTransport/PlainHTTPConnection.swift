@@ -246,13 +246,13 @@ struct ReplyParser {
             lineStart = lineEnd + 2
         }
         let reply = { (body: [UInt8]) in HTTPReply(status: status, headers: headers, body: body) }
-        let connection = headers.first { $0.name == "connection" }?.value.lowercased() ?? ""
-        var keepOpen = statusLine[7] == UInt8(ascii: "1") ? !connection.contains("close") : connection.contains("keep-alive")
+        let connection = headers.first { $0.name == "connection" }?.value ?? ""
+        var keepOpen = statusLine[7] == UInt8(ascii: "1") ? !connection.listsHTTPToken("close") : connection.listsHTTPToken("keep-alive")
         let bodyStart = headEnd + 4
         if (100..<200).contains(status) || status == 204 || status == 304 {
             return .complete(reply([]), consumed: bodyStart, keepOpen: keepOpen)
         }
-        if headers.contains(where: { $0.name == "transfer-encoding" && $0.value.lowercased().contains("chunked") }) {
+        if headers.contains(where: { $0.name == "transfer-encoding" && $0.value.listsHTTPToken("chunked") }) {
             guard let (body, end) = try chunkedBody(from: bodyStart) else { return .needMore }
             return .complete(reply(body), consumed: end, keepOpen: keepOpen)
         }

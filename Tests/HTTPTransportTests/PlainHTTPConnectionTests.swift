@@ -52,6 +52,15 @@ final class PlainHTTPConnectionTests: XCTestCase {
         XCTAssertEqual(server.connectionsAccepted, 4)
     }
 
+    /// Header values lose the HTTP white space around them, never what is inside, and a
+    /// `Connection` or `Transfer-Encoding` list is read token by token.
+    func testHeaderValuesAreTrimmedAndReadAsTokenLists() {
+        XCTAssertEqual([" \t keep-alive\r\n", "a b", "\t\t", "", " é "].map(\.trimmingHTTPWhitespace), ["keep-alive", "a b", "", "", "é"])
+        XCTAssertEqual(["Keep-Alive, Close", "close", " CLOSE ", "closed", "keep-alive", "x-close, upgrade"].map { $0.listsHTTPToken("close") },
+                       [true, true, true, false, false, false])
+        XCTAssertEqual("gzip, chunked".listsHTTPToken("chunked"), true)
+    }
+
     /// A server drops an idle keep-alive connection without saying so: the next post finds it
     /// closed before any reply and goes again on a new connection, once.
     func testAConnectionTheServerDroppedIsReopened() throws {
