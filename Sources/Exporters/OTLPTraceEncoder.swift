@@ -22,24 +22,26 @@ public struct OTLPTraceEncoder: Sendable {
         // Most spans take 150–350 bytes; a larger batch grows the buffer once or twice.
         var writer = ProtobufWriter(capacity: 256 * spans.count + 256)
         for group in ResourceGroup.grouping(spans) {
-            writer.writeMessageField(Field.Request.resourceSpans) { writer in
-                writer.writeMessageField(Field.ResourceSpans.resource) { writer in
-                    for (key, value) in exportedResource(group.resource).attributes.sorted(by: { $0.key < $1.key }) {
-                        writer.writeKeyValue(Field.Resource.attributes, key, value)
-                    }
-                }
-                for scopeGroup in group.scopes {
-                    writer.writeMessageField(Field.ResourceSpans.scopeSpans) { writer in
-                        writer.writeMessageField(Field.ScopeSpans.scope) { writer in
-                            writer.writeStringField(Field.Scope.name, scopeGroup.scope.name)
-                            writer.writeStringField(Field.Scope.version, scopeGroup.scope.version)
-                        }
-                        for index in scopeGroup.spanIndexes {
-                            writer.writeMessageField(Field.ScopeSpans.spans) { writer in writer.writeSpan(spans[index]) }
-                        }
-                    }
-                }
+            let resourceSpans = writer.beginMessageField(Field.Request.resourceSpans)
+            let resource = writer.beginMessageField(Field.ResourceSpans.resource)
+            for (key, value) in exportedResource(group.resource).attributes.sorted(by: { $0.key < $1.key }) {
+                writer.writeKeyValue(Field.Resource.attributes, key, value)
             }
+            writer.endMessageField(resource)
+            for scopeGroup in group.scopes {
+                let scopeSpans = writer.beginMessageField(Field.ResourceSpans.scopeSpans)
+                let scope = writer.beginMessageField(Field.ScopeSpans.scope)
+                writer.writeStringField(Field.Scope.name, scopeGroup.scope.name)
+                writer.writeStringField(Field.Scope.version, scopeGroup.scope.version)
+                writer.endMessageField(scope)
+                for index in scopeGroup.spanIndexes {
+                    let span = writer.beginMessageField(Field.ScopeSpans.spans)
+                    writer.writeSpan(spans[index])
+                    writer.endMessageField(span)
+                }
+                writer.endMessageField(scopeSpans)
+            }
+            writer.endMessageField(resourceSpans)
         }
         return writer.bytes
     }
@@ -91,17 +93,17 @@ extension ProtobufWriter {
         for attribute in span.attributes {
             writeKeyValue(Field.Span.attributes, attribute.key, attribute.value)
         }
-        writeMessageField(Field.Span.status) { writer in
-            switch span.status {
-            case .unset:
-                break
-            case .ok:
-                writer.writeVarintField(Field.Status.code, 1)  // STATUS_CODE_OK
-            case .error(let message):
-                writer.writeStringField(Field.Status.message, message)
-                writer.writeVarintField(Field.Status.code, 2)  // STATUS_CODE_ERROR
-            }
+        let status = beginMessageField(Field.Span.status)
+        switch span.status {
+        case .unset:
+            break
+        case .ok:
+            writeVarintField(Field.Status.code, 1)  // STATUS_CODE_OK
+        case .error(let message):
+            writeStringField(Field.Status.message, message)
+            writeVarintField(Field.Status.code, 2)  // STATUS_CODE_ERROR
         }
+        endMessageField(status)
         // W3C trace flags (every exported span was sampled) and whether the parent is remote.
         let remote = span.parentSpanID == nil ? 0 : Field.SpanFlags.hasIsRemote | (span.parentIsRemote ? Field.SpanFlags.isRemote : 0)
         writeFixed32Field(Field.Span.flags, Field.SpanFlags.sampled | remote)
@@ -110,25 +112,25 @@ extension ProtobufWriter {
     /// A `KeyValue` (`common/v1/common.proto`); the `AnyValue` member is written even when it is
     /// the default, as a oneof member is.
     fileprivate mutating func writeKeyValue(_ field: Int, _ key: String, _ value: AttributeValue) {
-        writeMessageField(field) { writer in
-            writer.writeStringField(Field.KeyValue.key, key)
-            writer.writeMessageField(Field.KeyValue.value) { writer in
-                switch value {
-                case .string(let string):
-                    writer.writeTag(Field.AnyValue.string, .lengthDelimited)
-                    writer.writeString(string)
-                case .bool(let bool):
-                    writer.writeTag(Field.AnyValue.bool, .varint)
-                    writer.writeVarint(bool ? 1 : 0)
-                case .int(let int):
-                    writer.writeTag(Field.AnyValue.int, .varint)
-                    writer.writeVarint(UInt64(bitPattern: int))
-                case .double(let double):
-                    writer.writeTag(Field.AnyValue.double, .fixed64)
-                    writer.writeFixed64(double.bitPattern)
-                }
-            }
+        let keyValue = beginMessageField(field)
+        writeStringField(Field.KeyValue.key, key)
+        let anyValue = beginMessageField(Field.KeyValue.value)
+        switch value {
+        case .string(let string):
+            writeTag(Field.AnyValue.string, .lengthDelimited)
+            writeString(string)
+        case .bool(let bool):
+            writeTag(Field.AnyValue.bool, .varint)
+            writeVarint(bool ? 1 : 0)
+        case .int(let int):
+            writeTag(Field.AnyValue.int, .varint)
+            writeVarint(UInt64(bitPattern: int))
+        case .double(let double):
+            writeTag(Field.AnyValue.double, .fixed64)
+            writeFixed64(double.bitPattern)
         }
+        endMessageField(anyValue)
+        endMessageField(keyValue)
     }
 }
 

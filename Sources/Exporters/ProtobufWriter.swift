@@ -81,12 +81,16 @@ struct ProtobufWriter {
         }
     }
 
-    /// A message field, written even when empty; `body` writes its fields.
-    mutating func writeMessageField(_ field: Int, _ body: (inout ProtobufWriter) -> Void) {
+    /// Starts a message field, written even when empty, whose fields are written next;
+    /// `endMessageField` with what this returns fills in its length. Not a closure taking the
+    /// body: capturing a span in one copied it, retaining each of its strings (issue 7).
+    mutating func beginMessageField(_ field: Int) -> Int {
         writeTag(field, .lengthDelimited)
-        let lengthIndex = bytes.count
         bytes.append(0)
-        body(&self)
+        return bytes.count - 1
+    }
+
+    mutating func endMessageField(_ lengthIndex: Int) {
         let length = bytes.count - lengthIndex - 1
         let lengthSize = Self.varintSize(UInt64(length))
         if lengthSize > 1 {
