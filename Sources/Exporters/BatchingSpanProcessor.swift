@@ -64,12 +64,14 @@ public final class BatchingSpanProcessor: Sendable {
     /// Queues a finished span for export, or drops and counts it when the queue is full.
     /// Never blocks and never waits for the network. Ignored after `shutdown(timeout:)`.
     public func submit(_ span: Span) {
-        pipeline.submit(CollectionOfOne(span))
+        pipeline.submit([span])
     }
 
     /// Queues finished spans for export under one lock, as `submit(_:)` does each: a reader
     /// that hands over what one poll produced takes the lock once, not once per span (issue 7).
-    public func submit(contentsOf spans: [Span]) {
+    ///
+    /// An array handed over whole (`consume`) becomes an export batch as it is when it fits one.
+    public func submit(contentsOf spans: consuming [Span]) {
         pipeline.submit(spans)
     }
 

@@ -31,22 +31,30 @@ final class ExportPipeline: Sendable {
         var flushWaiters: [Int: FlushWaiter] = [:]
         var nextFlushID = 0
 
-        /// Queues `spans` in the last batch and new ones as each fills, a batch's worth of spans
-        /// at a time; returns whether that filled a batch.
-        mutating func append(_ spans: some Collection<Span>, batchSize: Int) -> Bool {
-            var rest = spans[...]
-            var filled = false
-            while !rest.isEmpty {
-                if batches.last?.count ?? batchSize == batchSize {
-                    batches.append([])
-                    batches[batches.count - 1].reserveCapacity(batchSize)
-                }
-                let room = batchSize - batches[batches.count - 1].count
-                batches[batches.count - 1].append(contentsOf: rest.prefix(room))
-                rest = rest.dropFirst(room)
-                filled = filled || batches[batches.count - 1].count == batchSize
-            }
+        /// Queues `spans`: they top up the last batch if it has room, and what is left becomes
+        /// the next batch as it is, without its spans being copied (a copy retains each string
+        /// of a span; issue 7). Returns whether that filled a batch.
+        mutating func append(_ spans: inout [Span], batchSize: Int) -> Bool {
             queuedCount += spans.count
+            var filled = false
+            if let last = batches.last, last.count < batchSize {
+                let room = min(batchSize - last.count, spans.count)
+                batches[batches.count - 1].append(contentsOf: spans.prefix(room))
+                spans.removeFirst(room)
+                filled = batches[batches.count - 1].count == batchSize
+            }
+            while !spans.isEmpty {
+                var batch: [Span] = []
+                if spans.count > batchSize {
+                    batch.reserveCapacity(batchSize)
+                    batch.append(contentsOf: spans.prefix(batchSize))
+                    spans.removeFirst(batchSize)
+                } else {
+                    swap(&batch, &spans)
+                }
+                filled = filled || batch.count == batchSize
+                batches.append(batch)
+            }
             return filled
         }
     }
@@ -63,13 +71,15 @@ final class ExportPipeline: Sendable {
     }
 
     /// Queues `spans` under one lock; those beyond the queue's capacity are dropped and counted.
-    func submit(_ spans: some Collection<Span>) {
+    func submit(_ spans: consuming [Span]) {
+        var spans = spans
         let batchFilled = state.withLock { state in
             guard state.acceptsSpans else { return false }
             state.statistics.submitted += spans.count
             let accepted = min(spans.count, configuration.queueCapacity - state.queuedCount)
             state.statistics.droppedQueueFull += spans.count - accepted
-            return state.append(spans.prefix(accepted), batchSize: configuration.maxBatchSize)
+            spans.removeLast(spans.count - accepted)
+            return state.append(&spans, batchSize: configuration.maxBatchSize)
         }
         if batchFilled { wake(.batchFilled) }
     }

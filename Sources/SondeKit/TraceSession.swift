@@ -70,6 +70,9 @@ public final class TraceSession: Sendable {
     static let reclaimInterval: Duration = .seconds(5)
     /// How often dropped spans are looked for and reported while tracing.
     static let dropReportInterval: Duration = .seconds(1)
+    /// How long assembled spans may wait for their export batch to fill before the processor
+    /// gets them; its schedule delay (`OTEL_BSP_SCHEDULE_DELAY`) starts then.
+    static let partialGroupInterval: Duration = .milliseconds(100)
     /// How long the exporter may take to send what is queued when tracing stops.
     static let flushDeadline: Duration = .seconds(10)
 
@@ -161,13 +164,19 @@ public final class TraceSession: Sendable {
         let engine = try BPFEngine(capacities: capacities, injectsTraceContext: targets.injectsTraceContext, uprobeLinks: uprobeLinks)
         let processor = BatchingSpanProcessor(exporter: exporter, configuration: processorConfiguration)
         var unassembled = 0
-        // Spans are handed to the processor an export batch at a time, and after each poll: one
-        // lock per group rather than per span (issue 7).
-        var assembled: [Span] = []
+        // Spans are handed to the processor an export batch at a time, one lock per batch rather
+        // than per span, and each array becomes the batch as it is, its spans not copied; a
+        // batch still filling is handed over when it has waited `partialGroupInterval` (issue 7).
         let groupSize = processorConfiguration.maxBatchSize
+        var assembled: [Span] = []
+        assembled.reserveCapacity(groupSize)
+        var nextPartialSubmit = ContinuousClock.now + Self.partialGroupInterval
         func submitAssembled() {
-            processor.submit(contentsOf: assembled)
-            assembled.removeAll(keepingCapacity: true)
+            var group: [Span] = []
+            group.reserveCapacity(groupSize)
+            swap(&group, &assembled)
+            processor.submit(contentsOf: consume group)
+            nextPartialSubmit = ContinuousClock.now + Self.partialGroupInterval
         }
         try engine.onSpan { event in
             if let span = targets.assemble(event) {
@@ -186,7 +195,7 @@ public final class TraceSession: Sendable {
         var nextDropCheck = ContinuousClock.now
         while !stopRequested.load(ordering: .relaxed) {
             engine.poll(timeoutMilliseconds: 100)
-            submitAssembled()
+            if !assembled.isEmpty, ContinuousClock.now >= nextPartialSubmit { submitAssembled() }
             guard targets.refresh(engine: engine, log: log) else { break }
             if ContinuousClock.now >= nextReclaim {
                 let removed = engine.reclaim(olderThan: Self.nanoseconds(Self.maximumCallAge), isProcessAlive: Self.isAlive)
