@@ -487,9 +487,13 @@ static __always_inline __u8 *data_at(struct sonde_span_record *record, __u16 out
 	return record->data + (out & (SONDE_DATA_SIZE - 1));
 }
 
-static __always_inline void mark_captured(struct sonde_span_record *record, struct sonde_op *op)
+/* Capture op->capture is in place: `size` bytes at op->out. */
+static __always_inline void mark_captured(struct sonde_span_record *record, struct sonde_op *op, __u32 size)
 {
 	record->captured |= 1u << (op->capture & 31);
+	__u32 end = (op->out & (SONDE_DATA_SIZE - 1)) + size;
+	if (end > record->data_length)
+		record->data_length = end;
 }
 
 static __always_inline void copy_string(struct fetch_state *state, struct sonde_op *op, __u64 address, __u64 length)
@@ -507,7 +511,7 @@ static __always_inline void copy_string(struct fetch_state *state, struct sonde_
 		return;
 	}
 	*(__u16 *)destination = length | truncated;
-	mark_captured(state->record, op);
+	mark_captured(state->record, op, 2 + length);
 }
 
 /* A NUL-terminated string at `address` (C's char *): at most op->len bytes are
@@ -527,7 +531,7 @@ static __always_inline void copy_c_string(struct fetch_state *state, struct sond
 	if (length == limit && bpf_probe_read_user(&next, 1, (void *)(address + limit)) == 0 && next != 0)
 		length |= SONDE_STRING_TRUNCATED;
 	*(__u16 *)destination = length;
-	mark_captured(state->record, op);
+	mark_captured(state->record, op, 2 + (length & SONDE_MAX_STRING));
 }
 
 /* FIND_IN_LIST: walks at most SONDE_MAX_LIST_NODES nodes from the working
@@ -635,12 +639,12 @@ static long run_op(__u32 index, void *context)
 			break;
 		}
 		*(__u64 *)data_at(record, op->out) = read.words[0];
-		mark_captured(record, op);
+		mark_captured(record, op, 8);
 		break;
 	}
 	case SONDE_OP_STORE_VALUE:
 		*(__u64 *)data_at(record, op->out) = state->value;
-		mark_captured(record, op);
+		mark_captured(record, op, 8);
 		break;
 	case SONDE_OP_SET_OBJECT:
 		state->object = state->value;
@@ -1263,33 +1267,30 @@ static __always_inline __u64 wakeup_flag(void)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
-/* Takes a finished span out of `map` (`calls` or `object_spans`) into its own
- * ring buffer slot, which no other task can touch; NULL when there is nothing
- * to emit. The delete is the claim: when the Engine reclaims the same call, or
- * two goroutines end the same stream at once, only the one whose delete
- * succeeds emits it, so a span is emitted or counted, never both. A span that
- * finds the ring buffer full is still claimed, and counted as lost. */
-static __always_inline struct sonde_span_record *claim_span(void *map, struct sonde_call_key *key,
-							    struct sonde_span_record *record)
+/* Emits a finished span from `map` (`calls` or `object_spans`): the record up
+ * to its last capture goes into a ring buffer slot of that size. The delete is
+ * the claim: when the Engine reclaims the same call, or two goroutines end the
+ * same stream at once, only the one whose delete succeeds emits it, so a span
+ * is emitted or counted, never both. A span that finds the ring buffer full is
+ * still claimed, and counted as lost. */
+static __always_inline void emit_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record)
 {
-	struct sonde_span_record *copy = bpf_ringbuf_reserve(&spans, sizeof(*copy), 0);
-	if (!copy) {
+	__u32 length = offsetof(struct sonde_span_record, data) + record->data_length;
+	if (length > sizeof(*record))
+		length = sizeof(*record);
+	struct bpf_dynptr slot;
+	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
+		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
 		if (bpf_map_delete_elem(map, key) == 0)
 			count(SONDE_COUNTER_RING_FULL);
-		return NULL;
+		return;
 	}
-	if (bpf_probe_read_kernel(copy, sizeof(*copy), record) != 0 || bpf_map_delete_elem(map, key) != 0) {
-		bpf_ringbuf_discard(copy, BPF_RB_NO_WAKEUP);
-		return NULL;
+	record->end_ns = bpf_ktime_get_ns();
+	if (bpf_dynptr_write(&slot, 0, record, length, 0) != 0 || bpf_map_delete_elem(map, key) != 0) {
+		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
+		return;
 	}
-	return copy;
-}
-
-/* Ends a claimed span now and hands it to user space. */
-static __always_inline void submit_span(struct sonde_span_record *copy)
-{
-	copy->end_ns = bpf_ktime_get_ns();
-	bpf_ringbuf_submit(copy, wakeup_flag());
+	bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
 }
 
 /* The caller's span becomes active again on this goroutine/thread. */
@@ -1409,9 +1410,7 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
 	restore_parent_context(record, &context_key);
 	if (!state.object) {
-		struct sonde_span_record *copy = claim_span(&calls, &call_key, record);
-		if (copy)
-			submit_span(copy);
+		emit_span(&calls, &call_key, record);
 		return 0;
 	}
 	/* The span outlives the call: it stays open under the object until an
@@ -1438,13 +1437,12 @@ static __always_inline int on_end_object_span(struct sonde_probe_config *config,
 	struct sonde_span_record *record = bpf_map_lookup_elem(&object_spans, &object_key);
 	if (!record)
 		return 0;   /* no open span: a unary call's stream, or opened before sonde attached */
-	struct sonde_span_record *copy = claim_span(&object_spans, &object_key, record);
-	if (!copy)
-		return 0;
-	state.record = copy;
+	/* Two goroutines ending the same stream at once both add their captures
+	 * (of the same stream); one emits it. */
+	state.record = record;
 	run_fetch_program(&state);
-	copy->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
-	submit_span(copy);
+	record->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
+	emit_span(&object_spans, &object_key, record);
 	return 0;
 }
 

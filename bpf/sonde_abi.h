@@ -228,7 +228,9 @@ struct sonde_span_record {
 	__u32 tgid;
 	__u32 span_slot;
 	__u32 failed_reads;          /* fetch ops whose memory read failed */
-	__u32 stopped;               /* an EXPECT_ADDRESS did not match: later captures absent */
+	__u16 stopped;               /* an EXPECT_ADDRESS did not match: later captures absent */
+	__u16 data_length;           /* bytes of data[] up to the end of the last capture written:
+	                              * the ring buffer record ends there */
 	__u32 captured;              /* bit i set: capture i was written */
 	__u32 parent_slot;           /* the parent span's probe and call owner, to */
 	__u64 parent_owner;          /* make it current again when this span ends */

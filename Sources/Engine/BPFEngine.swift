@@ -30,7 +30,8 @@ public final class BPFEngine {
         /// pages are mapped twice back to back (so a record can wrap), so every byte here costs two
         /// of Sonde's resident memory once the ring has wrapped. The BPF program wakes the
         /// reader at 256 KiB unread, and again per 256 KiB written while it lags; 2 MiB leaves the
-        /// reader 1.75 MiB (about 2,000 spans) of slack, which lost no span under
+        /// reader 1.75 MiB of slack (about 2,000 spans of whole records, 4,500 net/http server spans,
+        /// whose records end with their last capture), which lost no span under
         /// scripts/bench.sh's load where 8 MiB cost 16 MiB of RSS (issue 7).
         public var spanBufferBytes = 2 * 1024 * 1024
         public init() {}

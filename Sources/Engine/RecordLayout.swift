@@ -228,15 +228,17 @@ enum RecordLayout {
 
     /// Overwrites `event` with the record in `raw`, copying the capture area into the event's
     /// own buffer: the ring-buffer reader decodes every record into one event, so a record
-    /// allocates nothing once that buffer exists (issue 7). Returns false, leaving `event` as it
-    /// was, when `raw` is shorter than a record.
+    /// allocates nothing once that buffer exists (issue 7). A ring-buffer record ends with its
+    /// last capture (`data_length`); a map's record is whole. Returns false, leaving `event` as
+    /// it was, when `raw` is shorter than a record's fixed fields or longer than a record.
     static func decodeRecord(_ raw: UnsafeRawBufferPointer, into event: inout SpanEvent) -> Bool {
-        guard raw.count >= recordSize else { return false }
-        let record = raw.loadUnaligned(as: sonde_span_record.self)
+        guard raw.count >= dataOffset, raw.count <= recordSize else { return false }
+        var record = sonde_span_record()
+        withUnsafeMutableBytes(of: &record) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[..<dataOffset])) }
         var data: [UInt8] = []
         swap(&data, &event.data)  // the buffer stays uniquely referenced, so it is written in place
-        if data.count != dataLength { data = [UInt8](repeating: 0, count: dataLength) }
-        data.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataOffset..<(dataOffset + dataLength)])) }
+        data.removeAll(keepingCapacity: true)
+        data.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[dataOffset..<min(raw.count, dataOffset + dataLength)]))
         event = SpanEvent(
             traceIDHigh: record.trace_id_high, traceIDLow: record.trace_id_low, spanID: record.span_id, parentSpanID: record.parent_span_id,
             startMonotonicNanos: record.start_ns, endMonotonicNanos: record.end_ns, callKey: record.key,

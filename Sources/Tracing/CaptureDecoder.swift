@@ -13,7 +13,8 @@ enum CaptureDecoder {
                 guard index < 32, event.capturedMask & (1 << UInt32(index)) != 0 else {
                     return slot.ifAbsent.map(AttributeValue.int)
                 }
-                guard slot.offset + slot.size <= data.count else { return nil }
+                // A record ends with its last capture: a string's slot ends with its bytes.
+                guard slot.offset + (slot.isText ? 2 : slot.size) <= data.count else { return nil }
                 func integer<T: FixedWidthInteger>(_: T.Type) -> T {
                     T(littleEndian: data.loadUnaligned(fromByteOffset: slot.offset, as: T.self))
                 }
@@ -23,6 +24,7 @@ enum CaptureDecoder {
                     let stored = integer(UInt16.self)
                     let length = min(Int(stored & ~UInt16(SONDE_STRING_TRUNCATED)), slot.maxLength)
                     let start = slot.offset + 2
+                    guard start + length <= data.count else { return nil }
                     let text = String(decoding: data[start..<(start + length)], as: UTF8.self)
                     return .string(stored & UInt16(SONDE_STRING_TRUNCATED) != 0 ? text + Self.truncationMark : text)
                 case .int: return intValue(integer(Int64.self), slot)
@@ -53,9 +55,11 @@ struct CaptureLayout: Sendable {
     var size: Int
     var ifZero: Int64?
     var ifAbsent: Int64?
+    var isText: Bool
 
     init(_ slot: CaptureSlot) {
         type = slot.type
+        isText = slot.type.isText
         offset = slot.offset
         maxLength = slot.maxLength
         size = slot.size

@@ -126,8 +126,16 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(event.processID, 4242)
         XCTAssertEqual(event.capturedMask, 0b101)
         XCTAssertFalse(event.stoppedEarly)
-        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.recordSize - 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
-        XCTAssertEqual(event.spanID, 2, "a short record leaves the event as it was")
+        // The ring buffer's records end with their last capture.
+        let cut = Array(recordBytes(spanID: 3, firstByte: 0xcc).prefix(RecordLayout.dataOffset + 3))
+        XCTAssertTrue(cut.withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        XCTAssertEqual(event.spanID, 3)
+        XCTAssertEqual(event.data, [0xcc, 0, 0])
+        XCTAssertEqual(kept.data.count, RecordLayout.dataLength, "the kept event's buffer is not the reused one")
+
+        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.dataOffset - 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.recordSize + 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        XCTAssertEqual(event.spanID, 3, "a record without its fixed fields, or longer than a record, leaves the event as it was")
     }
 
     func testMissingCapabilitiesAreListed() {

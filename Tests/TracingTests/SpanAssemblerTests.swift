@@ -222,6 +222,24 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(CaptureDecoder.decode(event, layouts: [CaptureLayout(code)], names: ["code"])["code"], .int(0))
     }
 
+    /// A record ends with its last capture: a string is read when its bytes are there, whatever
+    /// its slot's bound, and a capture cut off by the record's end is absent, never read past it.
+    func testCapturesAreReadUpToTheEndOfAShortRecord() {
+        let path = CaptureSlot(name: "path", type: .goString, offset: 0, maxLength: 6, ifZero: nil, origin: "DWARF")
+        let status = CaptureSlot(name: "status", type: .int, offset: 8, maxLength: 0, ifZero: nil, origin: "DWARF")
+        func values(_ data: [UInt8]) -> [AttributeValue?] {
+            let event = SpanEvent(
+                traceIDHigh: 1, traceIDLow: 1, spanID: 1, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
+                processID: 1, spanSlot: 0, failedReads: 0, stoppedEarly: false, capturedMask: 0b11, data: data)
+            let decoded = CaptureDecoder.decode(event, layouts: [CaptureLayout(path), CaptureLayout(status)], names: ["path", "status"])
+            return [decoded["path"], decoded["status"]]
+        }
+        let whole: [UInt8] = [2, 0, 0x2f, 0x61, 0, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0]
+        XCTAssertEqual(values(whole), [.string("/a"), .int(200)])
+        XCTAssertEqual(values(Array(whole.prefix(4))), [.string("/a"), nil])
+        XCTAssertEqual(values(Array(whole.prefix(3))), [nil, nil])
+    }
+
     /// grpc-go's status.Code(err): the status's code, UNKNOWN (2) for an error that carries no
     /// status (an interceptor's), OK (0) for no error, nothing when the error was not read.
     func testGRPCStatusFollowsStatusCodeOfTheCallsError() {
