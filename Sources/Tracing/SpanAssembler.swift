@@ -51,7 +51,7 @@ public struct SpanAssembler: Sendable {
         let status = rules.errorWhen.lazy.compactMap { Self.failure($0, values) }.first.map { SpanStatus.error(message: $0) }
             ?? .unset
         let offset = clock.offset(atMonotonic: event.endMonotonicNanos)
-        var span = Span(
+        let span = Span(
             traceID: TraceID(high: event.traceIDHigh, low: event.traceIDLow),
             spanID: SpanID(event.spanID),
             parentSpanID: event.parentSpanID == 0 ? nil : SpanID(event.parentSpanID),
@@ -63,11 +63,13 @@ public struct SpanAssembler: Sendable {
             status: status,
             resource: resource(event.processID),
             scope: recipe.scope)
-        if event.parentIsRemote {
-            span.parentIsRemote = true
-            if case .string(let state)? = values[recipe.traceStateIndex] { span.traceState = Self.wholeMembers(of: state) }
-        }
-        return span
+        // Returned as made: a span changed after it is made is copied, each string retained,
+        // which only a span continuing another process's trace pays.
+        guard event.parentIsRemote else { return span }
+        var continued = span
+        continued.parentIsRemote = true
+        if case .string(let state)? = values[recipe.traceStateIndex] { continued.traceState = Self.wholeMembers(of: state) }
+        return continued
     }
 
     /// A `tracestate` cut at its capture's bound (ending in "…") keeps its whole list members:
