@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "ProbePacks", dependencies: [.product(name: "Yams", package: "Yams")]),
         /// sonde.yaml and the processes of the machine: which process is which service.
         .target(name: "Services", dependencies: ["ProbePacks"]),
-        .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone", "CDemangle"]),
+        .target(name: "BinaryAnalysis", dependencies: ["CLibELF", "CLibDW", "CCapstone", "CDemangle", "CZlib"]),
         .target(name: "Planning", dependencies: ["ProbePacks", "BinaryAnalysis", "SondeABI"]),
         .target(name: "Engine", dependencies: ["Planning", "CLibBPF", "SondeABI"], plugins: ["BPFObjectBuilder"]),
         /// The OpenTelemetry span data model that Tracing produces and Exporters consume.

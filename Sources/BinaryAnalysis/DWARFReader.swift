@@ -1,13 +1,9 @@
 import CLibDW
-
-/// One DWARF expression operation, as libdw decodes it.
-struct DWARFOperation: Equatable {
-    var atom: UInt8
-    var operand: UInt64
-}
+import CLibELF
 
 /// Reads named types and function parameters from DWARF with libdw (which also inflates the
-/// SHF_COMPRESSED debug sections Go writes).
+/// SHF_COMPRESSED debug sections Go writes), and the location lists of those parameters itself
+/// (DWARFReader+LocationLists.swift).
 final class DWARFReader {
     struct Facts {
         var types: [String: TypeFacts] = [:]
@@ -56,22 +52,19 @@ final class DWARFReader {
     private let dwarf: OpaquePointer
     /// The first libdw failure met while walking entries, which `read` throws.
     private var walkError: String?
-    /// Types of parameters passed by reference, whose pointer types `read` adds.
-    private var indirectTypes = Set<String>()
+    /// `.debug_loc` and `.debug_loclists`, by those names also when the file has `.zdebug_loc`.
+    let locationListSections: [String: LocationListSection]
+    /// The inflated `.debug_addr`, where DWARF 5 location lists find addresses by index.
+    let addressSection: UnsafeRawBufferPointer
 
-    /// zlib's largest inflation ratio (RFC 1950/1951: 258 bytes from a 2-bit code, with block
-    /// overhead), which bounds what a compressed section may claim to hold.
-    private static let maximumInflation: UInt64 = 1032
-    /// `Elf64_Chdr`: ch_type, ch_reserved, then ch_size.
-    private static let compressedSizeOffset: UInt64 = 8
-
-    /// The sections entries, types and parameter locations are read from. Line tables, call
-    /// frame information and address ranges are never read, so they stay compressed (megabytes
-    /// in a Go binary).
+    /// The sections libdw reads entries and types from. Line tables, call frame information and
+    /// address ranges are never read, so they stay compressed (megabytes in a Go binary).
     private static let sectionsRead: Set<String> = [
         ".debug_info", ".debug_abbrev", ".debug_str", ".debug_str_offsets", ".debug_line_str", ".debug_addr",
-        ".debug_loc", ".debug_loclists", ".debug_types",
+        ".debug_types",
     ]
+    /// Sections read without libdw, so that they are never inflated whole (LocationListSection.swift).
+    private static let locationListSectionNames: Set<String> = [".debug_loc", ".debug_loclists"]
 
     /// Nil when the binary has no DWARF (stripped, or built with `-ldflags=-w`).
     ///
@@ -80,14 +73,32 @@ final class DWARFReader {
         let debugSections = image.sections.filter { $0.name.hasPrefix(".debug_") || $0.name.hasPrefix(".zdebug_") }
         let hasEntries = debugSections.contains { $0.name == ".debug_info" || $0.name == ".zdebug_info" }
         guard hasEntries else { return nil }
-        let isRead = { (section: ELFImage.Section) in Self.sectionsRead.contains(".debug_" + section.name.drop { $0 != "_" }.dropFirst()) }
+        let isRead = { Self.sectionsRead.contains(Self.uncompressedName(of: $0)) }
         try Self.inflate(debugSections.filter(isRead), of: image)
         Self.hideFromLibdw(debugSections.filter { !isRead($0) })
+        locationListSections = try Dictionary(
+            debugSections.filter { Self.locationListSectionNames.contains(Self.uncompressedName(of: $0)) }
+                .map { (Self.uncompressedName(of: $0), try LocationListSection($0, in: image)) },
+            uniquingKeysWith: { first, _ in first })
+        addressSection = Self.inflatedBytes(of: debugSections.first { Self.uncompressedName(of: $0) == ".debug_addr" })
         guard let dwarf = dwarf_begin_elf(image.elf, DWARF_C_READ, nil) else {
             throw Unreadable(reason: "libdw cannot read it: \(Self.libdwError())")
         }
         self.image = image
         self.dwarf = dwarf
+    }
+
+    /// `.debug_*` for GNU's compressed `.zdebug_*` too.
+    private static func uncompressedName(of section: ELFImage.Section) -> String {
+        ".debug_" + section.name.drop { $0 != "_" }.dropFirst()
+    }
+
+    /// The bytes libelf holds for a section once inflated; empty when there is no such section.
+    private static func inflatedBytes(of section: ELFImage.Section?) -> UnsafeRawBufferPointer {
+        guard let section, let data = elf_getdata(section.handle, nil), let bytes = data.pointee.d_buf else {
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        return UnsafeRawBufferPointer(start: bytes, count: data.pointee.d_size)
     }
 
     /// Inflates the compressed debug sections in place (SHF_COMPRESSED `.debug_*`, or GNU's
@@ -96,21 +107,9 @@ final class DWARFReader {
     /// without the functions asked for.
     private static func inflate(_ sections: [ELFImage.Section], of image: ELFImage) throws {
         for section in sections {
-            let isGNUStyle = section.name.hasPrefix(".zdebug_")
-            guard isGNUStyle || section.flags & UInt64(SHF_COMPRESSED) != 0 else { continue }
-            // Both headers give the inflated size before any data: GNU's big-endian after "ZLIB".
-            let header = image.bytes(atFileOffset: section.fileOffset, count: min(section.size, 16))
-            let claimedSize = header.flatMap { header -> UInt64? in
-                guard header.count == 16 else { return nil }
-                return isGNUStyle
-                    ? header[4..<12].reduce(0) { $0 << 8 | UInt64($1) }
-                    : header[Int(compressedSizeOffset)..<16].reversed().reduce(0) { $0 << 8 | UInt64($1) }
-            }
-            guard let claimedSize, claimedSize / maximumInflation <= section.size else {
-                throw Unreadable(
-                    reason: "\(section.name) claims more inflated bytes than its \(section.size) compressed bytes can hold")
-            }
-            let status = isGNUStyle ? elf_compress_gnu(section.handle, 0, 0) : elf_compress(section.handle, 0, 0)
+            guard let compressed = try CompressedSection(section, in: image) else { continue }
+            let status =
+                compressed.isGNUStyle ? elf_compress_gnu(section.handle, 0, 0) : elf_compress(section.handle, 0, 0)
             guard status >= 0 else {
                 throw Unreadable(reason: "decompressing \(section.name) failed (libelf: \(ELFImage.libelfError()))")
             }
@@ -118,10 +117,11 @@ final class DWARFReader {
     }
 
     /// libdw inflates every compressed debug section it knows as it starts (elfutils 0.188), also
-    /// the line tables, call frame information and address ranges Sonde never reads: 3 MB of a
-    /// gRPC client's 12 MB Go binary, at the moment Sonde's memory peaks. Their names are blanked
-    /// in libelf's copy of the section headers (the file is opened read-only and never written),
-    /// and libdw passes over sections it does not recognise.
+    /// the line tables, call frame information and address ranges Sonde never reads (3 MB of a
+    /// gRPC client's 12 MB Go binary, at the moment Sonde's memory peaks) and the location lists
+    /// Sonde reads itself (4.85 MB more). Their names are blanked in libelf's copy of the section
+    /// headers (the file is opened read-only and never written), and libdw passes over sections
+    /// it does not recognise.
     private static func hideFromLibdw(_ sections: [ELFImage.Section]) {
         for section in sections {
             var header = GElf_Shdr()
@@ -149,6 +149,10 @@ final class DWARFReader {
         let functionsByAddress = Dictionary(functions.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         let functionsByName = Dictionary(functions.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var facts = Facts()
+        // Every formal parameter found, and those of each function: their registers wait for
+        // the location lists, which are read after the walk.
+        var parameters: [FoundParameter] = []
+        var parametersOfFunction: [String: Range<Int>] = [:]
         // An entry at the function's address wins over one that only has its name.
         var foundByAddress = Set<String>()
         var unit: OpaquePointer?
@@ -157,8 +161,9 @@ final class DWARFReader {
         var status: Int32 = 0
         while true {
             status = dwarf_get_units(dwarf, unit, &nextUnit, nil, nil, &unitEntry, nil)
-            guard status == 0 else { break }
-            unit = nextUnit
+            guard status == 0, let current = nextUnit else { break }
+            unit = current
+            let listUnit = locationListUnit(current, entry: &unitEntry)
             forEachEntry(of: &unitEntry) { entry in
                 let tag = dwarf_tag(&entry)
                 if tag == Int32(DW_TAG_subprogram) {
@@ -167,11 +172,12 @@ final class DWARFReader {
                     let byAddress = functionsByAddress[entryAddress]
                     guard let function = byAddress ?? name(of: &entry).flatMap({ functionsByName[$0] }),
                           !foundByAddress.contains(function.name),
-                          byAddress != nil || facts.parameters[function.name] == nil
+                          byAddress != nil || parametersOfFunction[function.name] == nil
                     else { return }
                     if byAddress != nil { foundByAddress.insert(function.name) }
-                    let formals = formalParameters(of: &entry, entryAddress: entryAddress)
-                    facts.parameters[function.name] = formals.parameters
+                    let formals = formalParameters(of: &entry, entryAddress: entryAddress, unit: listUnit)
+                    parametersOfFunction[function.name] = parameters.count..<parameters.count + formals.parameters.count
+                    parameters += formals.parameters
                     facts.results[function.name] = formals.results
                     var endAddress: Dwarf_Addr = 0
                     let hasEnd = dwarf_highpc(&entry, &endAddress) == 0
@@ -190,6 +196,15 @@ final class DWARFReader {
                 + (code == 0 ? "" : " (\(dwarf_errmsg(code).map { String(cString: $0) } ?? "error \(code)"))"))
         }
         if let walkError { throw Unreadable(reason: walkError) }
+        let operations = try locationOperations(of: parameters)
+        facts.parameters = parametersOfFunction.mapValues { range in
+            range.map { Self.parameter(parameters[$0], at: operations[$0]) }
+        }
+        // Types passed by reference, whose pointer types are added: of every subprogram entry's
+        // parameters, also of an entry that one at the function's address replaced.
+        let indirectTypes = Set(zip(parameters, operations).compactMap { parameter, operations in
+            Self.indirectRegister(operations) != nil && !parameter.typeName.isEmpty ? parameter.typeName : nil
+        })
         for name in indirectTypes where facts.types[Self.indirectTypeName(name)] == nil {
             facts.types[Self.indirectTypeName(name)] = TypeFacts(
                 name: Self.indirectTypeName(name), kind: .pointer, byteSize: Self.pointerSize, pointee: name, members: [])
@@ -349,9 +364,11 @@ final class DWARFReader {
 
     // MARK: - Parameters
 
-    /// Parameters, with their registers at entry, and Go results, in declaration order.
-    private func formalParameters(of subprogram: inout Dwarf_Die, entryAddress: Dwarf_Addr) -> (parameters: [Parameter], results: [Parameter]) {
-        var parameters: [Parameter] = []
+    /// Parameters, with their locations at entry, and Go results, in declaration order.
+    private func formalParameters(
+        of subprogram: inout Dwarf_Die, entryAddress: Dwarf_Addr, unit: LocationListUnit
+    ) -> (parameters: [FoundParameter], results: [Parameter]) {
+        var parameters: [FoundParameter] = []
         var results: [Parameter] = []
         forEachChild(of: &subprogram) { entry in
             guard dwarf_tag(&entry) == Int32(DW_TAG_formal_parameter) else { return }
@@ -366,21 +383,24 @@ final class DWARFReader {
                 }
                 return
             }
-            let operations = locationOperations(of: &entry, at: entryAddress)
-            if let register = Self.indirectRegister(operations), !typeName.isEmpty {
-                // Passed by reference: the register holds its address, as a pointer's would.
-                indirectTypes.insert(typeName)
-                parameters.append(Parameter(
-                    name: name(of: &entry) ?? "", typeName: Self.indirectTypeName(typeName),
-                    registers: [RegisterPiece(register: register, size: Self.pointerSize)]))
-                return
-            }
-            let valueSize = hasType ? layout(of: type).byteSize : nil
-            parameters.append(Parameter(
-                name: name(of: &entry) ?? "", typeName: typeName,
-                registers: operations.flatMap { Self.registerPieces($0, valueSize: valueSize ?? Self.pointerSize) }))
+            parameters.append(FoundParameter(
+                name: name(of: &entry) ?? "", typeName: typeName, valueSize: hasType ? layout(of: type).byteSize : nil,
+                location: location(of: &entry, at: entryAddress, unit: unit)))
         }
         return (parameters, results)
+    }
+
+    /// The parameter with its registers at entry, from the operations of its location there.
+    private static func parameter(_ found: FoundParameter, at operations: [DWARFOperation]?) -> Parameter {
+        if let register = indirectRegister(operations), !found.typeName.isEmpty {
+            // Passed by reference: the register holds its address, as a pointer's would.
+            return Parameter(
+                name: found.name, typeName: indirectTypeName(found.typeName),
+                registers: [RegisterPiece(register: register, size: pointerSize)])
+        }
+        return Parameter(
+            name: found.name, typeName: found.typeName,
+            registers: operations.flatMap { registerPieces($0, valueSize: found.valueSize ?? pointerSize) })
     }
 
     /// Go lists results as formal parameters marked `DW_AT_variable_parameter`.
@@ -403,17 +423,6 @@ final class DWARFReader {
     /// The name a parameter passed by reference is given: a pointer to its type, in Sonde's
     /// spelling of pointers.
     static func indirectTypeName(_ typeName: String) -> String { "*" + typeName }
-
-    private func locationOperations(of entry: inout Dwarf_Die, at address: Dwarf_Addr) -> [DWARFOperation]? {
-        var attribute = Dwarf_Attribute()
-        var expression: UnsafeMutablePointer<Dwarf_Op>?
-        var length = 0
-        guard dwarf_attr(&entry, UInt32(DW_AT_location), &attribute) != nil,
-              dwarf_getlocation_addr(&attribute, address, &expression, &length, 1) > 0,
-              let expression
-        else { return nil }
-        return UnsafeBufferPointer(start: expression, count: length).map { DWARFOperation(atom: $0.atom, operand: $0.number) }
-    }
 
     // MARK: - Entries
 

@@ -155,6 +155,18 @@ final class CorruptBinaryTests: XCTestCase {
         XCTAssertEqual(facts.rejectedFunctions, [:], "the function table alone vouches for the functions")
     }
 
+    /// Location lists are read from a stream inflated to its end, where zlib checks its Adler-32:
+    /// damage after the lists read is found all the same.
+    func testCorruptCompressedLocationListsAreReportedAndNotUsed() throws {
+        var (_, elf) = try intact()
+        let range = try elf.sectionRange(named: ".debug_loc")
+        elf.bytes[range.upperBound - 1] ^= 0xff
+        let facts = try analyze(try elf.write(named: "debug-loc-checksum-flipped"))
+        XCTAssertFalse(facts.hasDWARF)
+        XCTAssertEqual(facts.unreadableDWARF, "inflating .debug_loc failed (zlib: incorrect data check)")
+        XCTAssertNil(try XCTUnwrap(facts.functions[serveHTTP]).parameters)
+    }
+
     func testDamagedGoBuildInfoHeaderIsReported() throws {
         var (_, elf) = try intact()
         let range = try elf.sectionRange(named: ".go.buildinfo")
