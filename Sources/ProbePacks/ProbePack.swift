@@ -437,7 +437,12 @@ public enum ValueType: String, Sendable, Equatable, CaseIterable {
     case nonNil = "non-nil"
 
     /// Whether the capture is kept as text (a length and bytes) rather than an 8-byte value.
-    public var isText: Bool { [.goString, .cString, .stdString, .rustStr, .rustString].contains(self) }
+    public var isText: Bool {
+        switch self {
+        case .goString, .cString, .stdString, .rustStr, .rustString: true
+        case .int, .int32, .uint16, .bool, .nonNil: false
+        }
+    }
 }
 
 extension ProbePack {

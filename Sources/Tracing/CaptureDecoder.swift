@@ -14,7 +14,7 @@ enum CaptureDecoder {
                     return slot.ifAbsent.map(AttributeValue.int)
                 }
                 // A record ends with its last capture: a string's slot ends with its bytes.
-                guard slot.offset + (slot.isText ? 2 : slot.size) <= data.count else { return nil }
+                guard slot.offset + (slot.type.isText ? 2 : slot.size) <= data.count else { return nil }
                 func integer<T: FixedWidthInteger>(_: T.Type) -> T {
                     T(littleEndian: data.loadUnaligned(fromByteOffset: slot.offset, as: T.self))
                 }
@@ -55,11 +55,9 @@ struct CaptureLayout: Sendable {
     var size: Int
     var ifZero: Int64?
     var ifAbsent: Int64?
-    var isText: Bool
 
     init(_ slot: CaptureSlot) {
         type = slot.type
-        isText = slot.type.isText
         offset = slot.offset
         maxLength = slot.maxLength
         size = slot.size
