@@ -23,13 +23,15 @@ struct {
 } probe_configs SEC(".maps");
 
 /* Calls in flight; each record is built in place here, never in a per-CPU
- * buffer that a preempting task could overwrite. A plain hash, not an LRU:
- * an LRU evicts long before it is full (CPUs keep batches of free nodes), and
- * an evicted call would be lost without a count. Nothing stays for ever:
- * a call that unwinds without returning (panic, Goexit) is found and counted
- * at the next entry on its goroutine/thread, and Engine reclaims, counted, the
- * calls of processes that exited and calls past a maximum age. When full,
- * new entries are counted (SONDE_COUNTER_STATE_FULL) and not traced. */
+ * buffer that a preempting task could overwrite, and reused in place by the
+ * next call of its probe on its goroutine/thread (see SONDE_SPAN_CLAIMED). A
+ * plain hash, not an LRU: an LRU evicts long before it is full (CPUs keep
+ * batches of free nodes), and an evicted call would be lost without a count.
+ * Nothing stays for ever: a call that unwinds without returning (panic,
+ * Goexit) is found and counted at the next entry on its goroutine/thread, and
+ * Engine reclaims, counted, the calls of processes that exited and calls past
+ * a maximum age, and removes free records left idle. When full, new entries
+ * are counted (SONDE_COUNTER_STATE_FULL) and not traced. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SONDE_MAX_CALLS);
@@ -174,6 +176,28 @@ static __always_inline void count_many(__u32 counter, __u64 amount)
 static __always_inline void count(__u32 counter)
 {
 	count_many(counter, 1);
+}
+
+/* Whether a record of `calls` belongs to a call still open (see SONDE_SPAN_CLAIMED). */
+static __always_inline int is_open(const struct sonde_span_record *record)
+{
+	return record->span_id != 0 && record->span_id != SONDE_SPAN_CLAIMED;
+}
+
+/* Whether a `calls` key names a call nested in another of its probe: such
+ * records are inserted and deleted per call, not reused. */
+static __always_inline int is_nested(const struct sonde_call_key *key)
+{
+	return key->span_slot >> SONDE_NESTING_SHIFT;
+}
+
+/* Ends the open call `span_id` owning the record under `key` in `calls`:
+ * non-zero when this caller ended it, 0 when Engine claimed it first. */
+static __always_inline int release_call(struct sonde_call_key *key, struct sonde_span_record *record, __u64 span_id)
+{
+	if (is_nested(key))
+		return bpf_map_delete_elem(&calls, key) == 0;
+	return __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
 }
 
 /* Trace and span ids: xorshift128+ per CPU, seeded from the kernel's
@@ -465,10 +489,8 @@ struct trace_headers {
 
 /* Finds the trace-context headers among `headers`, stored as the probe's
  * program says. A global function, checked once by the verifier. */
-__noinline int find_trace_headers(struct pt_regs *regs, __u64 headers, struct trace_headers *found)
+__noinline int find_trace_headers(struct sonde_probe_config *config, __u64 headers, struct trace_headers *found)
 {
-	__u32 cookie = bpf_get_attach_cookie(regs);
-	struct sonde_probe_config *config = bpf_map_lookup_elem(&probe_configs, &cookie);
 	if (!config || !found)
 		return 0;
 	struct sonde_context_program *program = &config->context;
@@ -671,11 +693,65 @@ static __always_inline __u64 call_owner(struct sonde_probe_config *config, struc
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
-/* Makes `context` the active one on a goroutine/thread; counted when the map is full. */
+/* Whether an entry of `active_contexts` (or NULL) holds a trace context: the
+ * entry outlives it, for the next one (see SONDE_SPAN_CLAIMED). */
+static __always_inline int holds_context(const struct sonde_trace_context *entry)
+{
+	return entry && entry->span_id != 0 && entry->span_id != SONDE_SPAN_CLAIMED;
+}
+
+/* The trace context active on a goroutine/thread, or NULL. */
+static __always_inline struct sonde_trace_context *active_context(struct sonde_context_key *key)
+{
+	struct sonde_trace_context *entry = bpf_map_lookup_elem(&active_contexts, key);
+	return holds_context(entry) ? entry : NULL;
+}
+
+/* Makes `context` the active one on a goroutine/thread, whose entry (NULL:
+ * none yet) is `entry`: written over it, taken by swapping the span_id as
+ * Engine claims one it removes, or a new entry; counted when the map is full
+ * or Engine is removing the entry. */
+static __always_inline void set_context_in(struct sonde_trace_context *entry, struct sonde_context_key *key,
+					   struct sonde_trace_context *context)
+{
+	if (!entry) {
+		if (bpf_map_update_elem(&active_contexts, key, context, BPF_ANY) != 0)
+			count(SONDE_COUNTER_CONTEXTS_FULL);
+		return;
+	}
+	__u64 current = entry->span_id;
+	if (current == SONDE_SPAN_CLAIMED || __sync_val_compare_and_swap(&entry->span_id, current, context->span_id) != current) {
+		count(SONDE_COUNTER_CONTEXTS_FULL);
+		return;
+	}
+	entry->trace_id_high = context->trace_id_high;
+	entry->trace_id_low = context->trace_id_low;
+	entry->owner = context->owner;
+	entry->span_slot = context->span_slot;
+	entry->flags = context->flags;
+	entry->stack_depth = context->stack_depth;
+	entry->trace_state_data = context->trace_state_data;
+	entry->trace_state_length = context->trace_state_length;
+}
+
 static __always_inline void set_context(struct sonde_context_key *key, struct sonde_trace_context *context)
 {
-	if (bpf_map_update_elem(&active_contexts, key, context, BPF_ANY) != 0)
-		count(SONDE_COUNTER_CONTEXTS_FULL);
+	set_context_in(bpf_map_lookup_elem(&active_contexts, key), key, context);
+}
+
+/* Leaves no trace context active in `entry` (NULL: none); the entry stays. */
+static __always_inline void clear_context_in(struct sonde_trace_context *entry)
+{
+	if (!entry)
+		return;
+	__u64 current = entry->span_id;
+	if (current != 0 && current != SONDE_SPAN_CLAIMED)
+		__sync_val_compare_and_swap(&entry->span_id, current, 0);
+}
+
+static __always_inline void clear_context(struct sonde_context_key *key)
+{
+	clear_context_in(bpf_map_lookup_elem(&active_contexts, key));
 }
 
 /* How deep the stack is at this site: bytes below the top of the goroutine's
@@ -727,7 +803,7 @@ static __always_inline int context_liveness(struct sonde_trace_context *context,
 	__u64 parent_span = call->parent_span_id;
 	__u64 parent_owner = call->parent_owner;
 	__u32 parent_slot = call->parent_slot;
-	if (bpf_map_delete_elem(&calls, &key) == 0)
+	if (release_call(&key, call, context->span_id))
 		count(SONDE_COUNTER_CALL_UNWOUND);
 	context->span_id = parent_span;
 	context->owner = parent_owner;
@@ -745,7 +821,7 @@ static __always_inline int marker_open(struct sonde_trace_context *marker, __u32
 	if (marker->owner == owner)
 		return !unwound(marker->stack_depth, depth);
 	struct sonde_context_key root_key = { .key = marker->owner, .tgid = tgid };
-	struct sonde_trace_context *root = bpf_map_lookup_elem(&active_contexts, &root_key);
+	struct sonde_trace_context *root = active_context(&root_key);
 	return root && root->flags == marker->flags && root->span_id == marker->span_id;
 }
 
@@ -761,14 +837,14 @@ enum parent_kind {
 };
 
 /* The open span an entry on `owner` at `depth` descends from, found from the
- * active context by skipping calls that unwound. */
-static __always_inline int find_parent(struct sonde_context_key *context_key, __u64 owner, __u64 depth,
-				       struct sonde_trace_context *parent)
+ * context in `entry`, the goroutine/thread's entry of `active_contexts`, by
+ * skipping calls that unwound. */
+static __always_inline int find_parent(struct sonde_trace_context *entry, struct sonde_context_key *context_key, __u64 owner,
+				       __u64 depth, struct sonde_trace_context *parent)
 {
-	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, context_key);
-	if (!active)
+	if (!holds_context(entry))
 		return PARENT_NONE;
-	*parent = *active;   /* a copy: the element may be replaced while this runs */
+	*parent = *entry;   /* a copy: Engine may claim the entry while this runs */
 	if (parent->flags & SONDE_CONTEXT_UNSAMPLED)
 		return marker_open(parent, context_key->tgid, owner, depth) ? PARENT_UNSAMPLED : PARENT_NONE;
 	if (parent->flags & SONDE_CONTEXT_REMOTE)
@@ -963,8 +1039,7 @@ static long context_path_step(__u32 index, void *context)
 /* A global function: its buffers are not on the stack frame of the program
  * that calls it, below which on_entry runs (the verifier bounds a chain of
  * calls to 512 bytes of stack in all). */
-__noinline int extract_trace_context(struct pt_regs *regs, struct sonde_probe_config *config, struct context_state *state,
-				     __u64 headers)
+__noinline int extract_trace_context(struct sonde_probe_config *config, struct context_state *state, __u64 headers)
 {
 	if (!config || !state)
 		return 0;
@@ -972,7 +1047,7 @@ __noinline int extract_trace_context(struct pt_regs *regs, struct sonde_probe_co
 	if (program->sets_carrier)
 		state->carrier = headers;
 	struct trace_headers found = {};
-	find_trace_headers(regs, headers, &found);
+	find_trace_headers(config, headers, &found);
 	if (!found.traceparent)
 		return 0;
 	if (!parse_traceparent(state, found.traceparent)) {
@@ -999,7 +1074,7 @@ static __always_inline void run_context_program(struct context_state *state, con
 	if (state->stopped)
 		return;
 	if (program->action == SONDE_CONTEXT_EXTRACT)
-		extract_trace_context(state->regs, state->config, state, state->value);
+		extract_trace_context(state->config, state, state->value);
 	else if (may_write && program->action == SONDE_CONTEXT_INJECT)
 		write_header_line(state->regs, state->config, state->value);
 }
@@ -1056,14 +1131,14 @@ static __always_inline __u32 drop_nested_calls(struct sonde_call_key *base, __u3
 	return dropped;
 }
 
-/* An entry whose probe already has a call recorded on this goroutine/thread
- * (`base`, level 0), found when inserting its own failed. A recorded call as
- * deep as this entry or deeper unwound without returning (panic, Goexit, an
- * exception): it is removed and counted, and so is every call nested in it.
- * The entry then nests in the innermost call still open, at the next level,
- * whose key `base` becomes: a fresh record. Beyond SONDE_MAX_NESTED_CALLS it
- * is counted and not recorded (non-zero result); so is an entry that finds
- * the map full. */
+/* An entry whose probe already has a call open on this goroutine/thread
+ * (`base`, level 0). A recorded call as deep as this entry or deeper unwound
+ * without returning (panic, Goexit, an exception): it is ended and counted,
+ * and so is every call nested in it, and its record is the entry's. Otherwise
+ * the entry nests in the innermost call still open, at the next level, whose
+ * key `base` becomes: a fresh record. Either way the record's span_id is 0,
+ * for the entry to take. Beyond SONDE_MAX_NESTED_CALLS it is counted and not
+ * recorded (non-zero result); so is an entry that finds the map full. */
 /* A global function: the verifier checks its loop once. */
 __noinline int nest_call(struct sonde_call_key *base, __u64 depth)
 {
@@ -1079,11 +1154,11 @@ __noinline int nest_call(struct sonde_call_key *base, __u64 depth)
 	if (nested > SONDE_MAX_NESTED_CALLS)
 		nested = SONDE_MAX_NESTED_CALLS;
 	if (unwound(outer->stack_depth, depth)) {
-		count_many(SONDE_COUNTER_CALL_UNWOUND, 1 + drop_nested_calls(&outer_key, nested));
-		if (bpf_map_update_elem(&calls, &outer_key, &empty_record, BPF_ANY) != 0) {
-			count(SONDE_COUNTER_STATE_FULL);
+		if (!release_call(&outer_key, outer, outer->span_id)) {
+			count(SONDE_COUNTER_STATE_FULL);   /* Engine took it at this moment */
 			return -1;
 		}
+		count_many(SONDE_COUNTER_CALL_UNWOUND, 1 + drop_nested_calls(&outer_key, nested));
 		return 0;
 	}
 	/* The innermost calls first: those this entry is not inside unwound. */
@@ -1188,7 +1263,8 @@ __noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config,
 		parent_context.trace_state_length = incoming->trace_state_length;
 		parent_kind = incoming->remote_flags & 1 ? PARENT_REMOTE : PARENT_REMOTE_UNSAMPLED;
 	} else {
-		parent_kind = find_parent(&context_key, owner, depth, &parent_context);
+		parent_kind = find_parent(bpf_map_lookup_elem(&active_contexts, &context_key), &context_key, owner, depth,
+					  &parent_context);
 	}
 	if (parent_kind == PARENT_UNSAMPLED)
 		return 0;
@@ -1211,14 +1287,31 @@ __noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config,
 		return 0;
 	}
 
+	/* The record of the probe's last call on this goroutine/thread, free, in
+	 * the common case. */
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
-	if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0
-	    && nest_call(&call_key, depth) != 0)
-		return 0;
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record)
+	if (!record) {
+		/* The probe's first call here. */
+		if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0
+		    || !(record = bpf_map_lookup_elem(&calls, &call_key))) {
+			count(SONDE_COUNTER_STATE_FULL);
+			return 0;
+		}
+	} else if (record->span_id == SONDE_SPAN_CLAIMED) {
+		count(SONDE_COUNTER_STATE_FULL);   /* Engine is removing it, idle until now */
 		return 0;
-
+	} else if (record->span_id != 0) {
+		/* A call of the probe is open here. */
+		if (nest_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key)))
+			return 0;
+	}
+	/* Taken by swapping its span_id from 0, as Engine claims an idle one. */
+	__u64 span_id = random64(thread);
+	if (__sync_val_compare_and_swap(&record->span_id, 0, span_id) != 0) {
+		count(SONDE_COUNTER_STATE_FULL);
+		return 0;
+	}
 	record->start_ns = bpf_ktime_get_ns();
 	record->end_ns = 0;
 	record->key = owner;
@@ -1226,7 +1319,12 @@ __noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config,
 	record->span_slot = config->span_slot;
 	record->load_bias = regs->rip - config->site_address;
 	record->stack_depth = depth;
-	record->span_id = random64(thread);
+	record->failed_reads = 0;
+	record->stopped = 0;
+	record->data_length = 0;
+	record->captured = 0;
+	for (int slot = 0; slot < SONDE_SAVED_SLOTS; slot++)
+		record->saved[slot] = 0;
 	record->trace_id_high = trace_id_high;
 	record->trace_id_low = trace_id_low;
 	record->parent_span_id = has_parent ? parent_context.span_id : 0;
@@ -1267,26 +1365,36 @@ static __always_inline __u64 wakeup_flag(void)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
+/* Ends the span of `record`, under `key` in `map`, for the caller: a call is
+ * released (see release_call), a stream's record deleted. When Engine
+ * reclaims the same call, or two goroutines end the same stream at once, only
+ * one of them succeeds, so a span is emitted or counted, never both. */
+static __always_inline int claim_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record, __u64 span_id)
+{
+	if (map == &calls)
+		return release_call(key, record, span_id);
+	return bpf_map_delete_elem(map, key) == 0;
+}
+
 /* Emits a finished span from `map` (`calls` or `object_spans`): the record up
- * to its last capture goes into a ring buffer slot of that size. The delete is
- * the claim: when the Engine reclaims the same call, or two goroutines end the
- * same stream at once, only the one whose delete succeeds emits it, so a span
- * is emitted or counted, never both. A span that finds the ring buffer full is
- * still claimed, and counted as lost. */
+ * to its last capture goes into a ring buffer slot of that size, submitted
+ * only when this caller claims the span. A span that finds the ring buffer
+ * full is still claimed, and counted as lost. */
 static __always_inline void emit_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record)
 {
+	__u64 span_id = record->span_id;
 	__u32 length = offsetof(struct sonde_span_record, data) + record->data_length;
 	if (length > sizeof(*record))
 		length = sizeof(*record);
 	struct bpf_dynptr slot;
 	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
 		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
-		if (bpf_map_delete_elem(map, key) == 0)
+		if (claim_span(map, key, record, span_id))
 			count(SONDE_COUNTER_RING_FULL);
 		return;
 	}
 	record->end_ns = bpf_ktime_get_ns();
-	if (bpf_dynptr_write(&slot, 0, record, length, 0) != 0 || bpf_map_delete_elem(map, key) != 0) {
+	if (bpf_dynptr_write(&slot, 0, record, length, 0) != 0 || !claim_span(map, key, record, span_id)) {
 		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
 		return;
 	}
@@ -1306,7 +1414,7 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 		};
 		set_context(context_key, &restored);
 	} else {
-		bpf_map_delete_elem(&active_contexts, context_key);
+		clear_context(context_key);
 	}
 }
 
@@ -1317,7 +1425,7 @@ static __always_inline int on_start_handoff(struct sonde_probe_config *config, s
 {
 	__u64 thread = bpf_get_current_pid_tgid();
 	struct sonde_context_key creator = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
-	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &creator);
+	struct sonde_trace_context *active = active_context(&creator);
 	struct sonde_trace_context inherited = {};
 	if (active)
 		inherited = *active;
@@ -1345,8 +1453,7 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
 	struct sonde_trace_context *inherited = bpf_map_lookup_elem(&handoffs, &thread);
 	if (!inherited) {
-		if (bpf_map_lookup_elem(&active_contexts, &created))
-			bpf_map_delete_elem(&active_contexts, &created);
+		clear_context(&created);
 		return 0;
 	}
 	struct sonde_trace_context handed = *inherited;
@@ -1367,7 +1474,7 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 static __always_inline int end_unrecorded_call(struct sonde_probe_config *config, struct pt_regs *regs, __u32 tgid, __u64 owner)
 {
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
-	struct sonde_trace_context *active = bpf_map_lookup_elem(&active_contexts, &context_key);
+	struct sonde_trace_context *active = active_context(&context_key);
 	if (!active || !(active->flags & SONDE_CONTEXT_UNSAMPLED)) {
 		/* Only a function's own return without its entry is counted. An
 		 * end-span probe elsewhere runs without a span of its own in normal
@@ -1383,7 +1490,7 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 	__u64 root_depth = active->stack_depth;
 	__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
 	if (!(depth && root_depth && depth > root_depth))
-		bpf_map_delete_elem(&active_contexts, &context_key);
+		clear_context(&context_key);
 	return 0;
 }
 
@@ -1395,11 +1502,11 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	__u64 owner = call_owner(config, regs);
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record)
+	if (!record || !is_open(record))
 		return end_unrecorded_call(config, regs, tgid, owner);
 	if (record->nested_calls) {
 		__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
-		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key)))
+		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key)) || !is_open(record))
 			return 0;
 	}
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
@@ -1416,12 +1523,16 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	/* The span outlives the call: it stays open under the object until an
 	 * END_OBJECT_SPAN probe sees that object. */
 	struct sonde_call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
+	__u64 span_id = record->span_id;
 	record->key = state.object;
 	if (bpf_map_lookup_elem(&object_spans, &object_key))
 		count(SONDE_COUNTER_OBJECT_SPAN_REPLACED);   /* its object was freed and reused */
-	if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0)
-		count(SONDE_COUNTER_OBJECT_SPANS_FULL);
-	bpf_map_delete_elem(&calls, &call_key);
+	if (bpf_map_update_elem(&object_spans, &object_key, record, BPF_ANY) != 0) {
+		if (release_call(&call_key, record, span_id))
+			count(SONDE_COUNTER_OBJECT_SPANS_FULL);
+	} else if (!release_call(&call_key, record, span_id)) {
+		bpf_map_delete_elem(&object_spans, &object_key);   /* Engine reclaimed the call, and counted it */
+	}
 	return 0;
 }
 
@@ -1453,7 +1564,7 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct p
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sonde_call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record)
+	if (!record || !is_open(record))
 		return 0;   /* no such span open: nothing to enrich */
 	if (record->nested_calls) {
 		/* the innermost call of that probe: the one this runs inside */
@@ -1479,12 +1590,13 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 	__u64 owner = call_owner(config, regs);
 	__u64 depth = stack_depth(config, regs);
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
+	struct sonde_trace_context *context_entry = bpf_map_lookup_elem(&active_contexts, &context_key);
 	struct sonde_trace_context current = {};
-	int current_kind = find_parent(&context_key, owner, depth, &current);
+	int current_kind = find_parent(context_entry, &context_key, owner, depth, &current);
 	if (current_kind == PARENT_OPEN || current_kind == PARENT_UNSAMPLED)
 		return 0;
 	if (!incoming->remote) {
-		bpf_map_delete_elem(&active_contexts, &context_key);   /* whatever marker an earlier request left */
+		clear_context_in(context_entry);   /* whatever marker an earlier request left */
 		return 0;
 	}
 	int sampled_by_caller = incoming->remote_flags & 1;
@@ -1499,7 +1611,7 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 		.trace_state_data = incoming->trace_state_data,
 		.trace_state_length = incoming->trace_state_length,
 	};
-	set_context(&context_key, &marker);
+	set_context_in(context_entry, &context_key, &marker);
 	if (!sampled_by_caller)
 		count(SONDE_COUNTER_PARENT_NOT_SAMPLED);
 	return 0;
@@ -1594,4 +1706,33 @@ SEC("uprobe")
 int sonde_probe_writing(struct pt_regs *regs)
 {
 	return probe(regs, 1);
+}
+
+/* Run by Engine (BPF_PROG_TEST_RUN) to take an entry out of `calls` or
+ * `active_contexts` (see struct sonde_claim): a call it gives up (its process
+ * exited, or it is past the maximum age), a stale context, or an entry left
+ * free. Returns 1 when the entry was still `claim->span_id`'s, and is now
+ * deleted; 0 when a probe ended, reused or replaced it first. */
+SEC("syscall")
+int sonde_claim_entry(struct sonde_claim *claim)
+{
+	struct sonde_call_key key = claim->key;
+	__u64 span_id = claim->span_id;
+	if (claim->map == SONDE_CLAIM_CONTEXTS) {
+		struct sonde_context_key context_key = { .key = key.key, .tgid = key.tgid };
+		struct sonde_trace_context *context = bpf_map_lookup_elem(&active_contexts, &context_key);
+		if (!context || __sync_val_compare_and_swap(&context->span_id, span_id, SONDE_SPAN_CLAIMED) != span_id)
+			return 0;
+		bpf_map_delete_elem(&active_contexts, &context_key);
+		return 1;
+	}
+	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &key);
+	if (!record)
+		return 0;
+	if (is_nested(&key))
+		return record->span_id == span_id && bpf_map_delete_elem(&calls, &key) == 0;
+	if (__sync_val_compare_and_swap(&record->span_id, span_id, SONDE_SPAN_CLAIMED) != span_id)
+		return 0;
+	bpf_map_delete_elem(&calls, &key);
+	return 1;
 }

@@ -23,6 +23,10 @@
  * (bpf_probe_write_user). Loaded instead of sonde_probe only when outgoing
  * propagation is on: a kernel in lockdown refuses any program using it. */
 #define SONDE_WRITING_PROGRAM_NAME "sonde_probe_writing"
+/* The program Engine runs (BPF_PROG_TEST_RUN, a struct sonde_claim as its
+ * context) to take an entry of `calls` or `active_contexts` from the probes:
+ * see SONDE_SPAN_CLAIMED. */
+#define SONDE_CLAIM_PROGRAM_NAME "sonde_claim_entry"
 
 /* Sizes of the maps, fixed at load. `probe_configs` holds an entry and a
  * return configuration per probe, so a plan has at most half as many probes. */
@@ -219,7 +223,7 @@ struct sonde_probe_config {
 struct sonde_span_record {
 	__u64 trace_id_high;
 	__u64 trace_id_low;
-	__u64 span_id;
+	__u64 span_id;               /* in `calls`, also the record's owner: see SONDE_SPAN_CLAIMED */
 	__u64 parent_span_id;
 	__u64 start_ns;              /* CLOCK_MONOTONIC */
 	__u64 end_ns;
@@ -252,6 +256,26 @@ struct sonde_span_record {
  * traceparent (another process's span). */
 #define SONDE_PARENT_REMOTE 1u
 
+/* A record of `calls` outlives its call: the next call of the same probe on
+ * the same goroutine/thread reuses it in place, so a call costs no insert and
+ * no delete, each of which locks a bucket. Its span_id says who owns it, and
+ * changes only by compare-and-swap: a call's id while the call is open, 0 once
+ * its span was emitted (free for the next call), SONDE_SPAN_CLAIMED while
+ * Engine's claim program takes it out (a call given up, or a free record
+ * left idle). Whoever swaps the id of an open call away ends it: the probe
+ * that emits its span, or Engine, which counts it lost; never both. Records
+ * of nested calls (levels above 0) are inserted and deleted per call.
+ * An entry of `active_contexts` is reused the same way: span_id 0 when no
+ * context is active on its goroutine/thread, SONDE_SPAN_CLAIMED while Engine
+ * removes it (stale, or left empty). */
+#define SONDE_SPAN_CLAIMED 0xffffffffffffffffULL
+
+/* Which map a struct sonde_claim names an entry of. */
+enum sonde_claim_map {
+	SONDE_CLAIM_CALLS = 0,
+	SONDE_CLAIM_CONTEXTS = 1,
+};
+
 /* Key of `calls`, `object_spans` and `injections`: the call's goroutine,
  * thread or object (or carrier), its process, and the probe (span slot). In
  * `calls`, a call of a probe made inside another call of the same probe on
@@ -262,6 +286,17 @@ struct sonde_call_key {
 	__u64 key;
 	__u32 tgid;
 	__u32 span_slot;
+};
+
+/* The context Engine runs sonde_claim_entry with: the entry under `key` of
+ * `calls`, or of `active_contexts` (its key and tgid; span_slot 0), is
+ * claimed when its span_id is still `span_id` (0: an entry free for the next
+ * call or context), and then deleted. The program returns 1 when it claimed it. */
+struct sonde_claim {
+	struct sonde_call_key key;
+	__u64 span_id;
+	__u32 map;                   /* enum sonde_claim_map */
+	__u32 pad;
 };
 
 /* Key of `active_contexts`: a goroutine or thread of a process. */

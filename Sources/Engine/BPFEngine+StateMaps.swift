@@ -53,8 +53,13 @@ extension BPFEngine {
         public var ofExitedProcesses = 0
         /// Calls and open streams older than the maximum age.
         public var pastMaximumAge = 0
-        /// Trace contexts of live processes that named a span already ended: bookkeeping, not spans.
+        /// Trace context entries of live processes that named a span already ended, or none:
+        /// bookkeeping, not spans.
         public var staleContexts = 0
+        /// Records of ended calls, kept for the next call of their probe on their goroutine or
+        /// thread, that their process left (it exited) or that stayed idle for ``BPFEngine/idleRecordAge``:
+        /// bookkeeping, not spans.
+        public var idleRecords = 0
         public init() {}
         /// Spans lost.
         public var total: Int { ofExitedProcesses + pastMaximumAge }
@@ -93,24 +98,47 @@ extension BPFEngine {
     /// goroutine or thread; deeper ones are counted in ``Counters/callsNested``.
     public static let maximumNestedCalls = Int(SONDE_MAX_NESTED_CALLS)
 
+    /// How long the record of an ended call waits for the next call of its probe on its goroutine
+    /// or thread before Engine removes it (nanoseconds): a goroutine or thread that went away
+    /// leaves its records behind, and they would fill the map of calls.
+    public static let idleRecordAge: UInt64 = 10_000_000_000
+
     /// Calls whose span has not ended: functions still running, and streams still open.
     public func openCalls() -> Int {
-        keys(inMap: SONDE_MAP_CALLS).count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
+        let calls = mapDescriptor(named: SONDE_MAP_CALLS)
+        let open = keys(inMap: SONDE_MAP_CALLS).filter { key in
+            var record = sonde_span_record()
+            return lookup(calls, key, into: &record) && Self.isOpen(record)
+        }
+        return open.count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
     }
 
-    /// Entries in the map of trace contexts (goroutines and threads with a span active).
+    /// Whether a record of the map of calls is an open call's: the BPF program keeps ended calls'
+    /// records for reuse, with span id 0 (see SONDE_SPAN_CLAIMED in bpf/sonde_abi.h).
+    private static func isOpen(_ record: sonde_span_record) -> Bool {
+        record.span_id != 0 && record.span_id != SONDE_SPAN_CLAIMED
+    }
+
+    /// Goroutines and threads with a trace context active: the entries of the map of trace
+    /// contexts that hold one (the BPF program keeps an emptied entry for the next one).
     public func activeContexts() -> Int {
-        keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count
+        let contexts = mapDescriptor(named: SONDE_MAP_ACTIVE_CONTEXTS)
+        return keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count { key in
+            var context = sonde_trace_context()
+            return lookup(contexts, key, into: &context) && context.span_id != 0 && context.span_id != SONDE_SPAN_CLAIMED
+        }
     }
 
     /// Removes the calls and open streams that can no longer end: those of processes that exited
     /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
-    /// again); and the trace contexts, goroutine hand-offs and waiting injections of exited
-    /// processes and of the calls removed. Each removed call or stream is a span
-    /// lost, which the result counts. A record is claimed by deleting it, as the BPF program claims
-    /// one it emits, so a span is either emitted or counted here, never both. A live process's
-    /// contexts go when they name nothing that can still be a parent (see `isStale`), so the map
-    /// empties at idle; one the goroutine replaced between the read and the delete is put back.
+    /// again); the records of ended calls left idle; and the trace contexts, goroutine hand-offs
+    /// and waiting injections of exited processes and of the calls removed. Each removed call or
+    /// stream is a span lost, which the result counts. A call is claimed through the BPF object's
+    /// claim program, with the compare-and-swap the probes end it with, and a stream's record by
+    /// deleting it, as the probes do, so a span is either emitted or counted here, never both. A
+    /// live process's context entries go, claimed the same way, when they name nothing that can
+    /// still be a parent (see `isStale`), so the map empties at idle; one the goroutine set again
+    /// since it was read stays.
     /// - Parameters:
     ///   - maximumAge: Nanoseconds of CLOCK_MONOTONIC after which an open call or stream is given up.
     ///   - isProcessAlive: Whether a traced process (tgid) still runs.
@@ -127,52 +155,59 @@ extension BPFEngine {
             return answer
         }
         let injections = bpf_object__find_map_fd_by_name(object, SONDE_MAP_INJECTIONS)
-        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS] {
-            let fd = bpf_object__find_map_fd_by_name(object, map)
-            for key in keys(inMap: map, as: sonde_call_key.self) {
-                var record = sonde_span_record()
-                guard lookup(fd, key, into: &record) else { continue }
-                let exited = !isAlive(record.tgid)
-                let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
-                guard exited || tooOld else { continue }
-                var claimed = sonde_span_record()
-                guard lookupAndDelete(fd, key, into: &claimed) else { continue }
-                guard claimed.span_id == record.span_id else {
-                    // A new call took the key between the two reads: it stays.
-                    _ = withUnsafeBytes(of: key) { key in
-                        withUnsafeBytes(of: claimed) { bpf_map_update_elem(fd, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
-                    }
-                    continue
-                }
-                if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
-                if claimed.carrier != 0 {
-                    let waiting = sonde_call_key(key: claimed.carrier, tgid: claimed.tgid, span_slot: claimed.span_slot)
-                    _ = delete(injections, waiting)
-                }
+        func given(up record: sonde_span_record, exited: Bool) {
+            if exited { reclaimed.ofExitedProcesses += 1 } else { reclaimed.pastMaximumAge += 1 }
+            if record.carrier != 0 {
+                _ = delete(injections, sonde_call_key(key: record.carrier, tgid: record.tgid, span_slot: record.span_slot))
             }
+        }
+        let calls = bpf_object__find_map_fd_by_name(object, SONDE_MAP_CALLS)
+        for key in keys(inMap: SONDE_MAP_CALLS) {
+            var record = sonde_span_record()
+            guard lookup(calls, key, into: &record), record.span_id != SONDE_SPAN_CLAIMED else { continue }
+            let exited = !isAlive(key.tgid)
+            guard Self.isOpen(record) else {
+                let lastUsed = max(record.start_ns, record.end_ns)
+                let idle = nowNanos > lastUsed && nowNanos - lastUsed > Self.idleRecordAge
+                if exited || idle, claim(key, spanID: 0) { reclaimed.idleRecords += 1 }
+                continue
+            }
+            let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
+            if exited || tooOld, claim(key, spanID: record.span_id) { given(up: record, exited: exited) }
+        }
+        let streams = bpf_object__find_map_fd_by_name(object, SONDE_MAP_OBJECT_SPANS)
+        for key in keys(inMap: SONDE_MAP_OBJECT_SPANS) {
+            var record = sonde_span_record()
+            guard lookup(streams, key, into: &record) else { continue }
+            let exited = !isAlive(record.tgid)
+            let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
+            guard exited || tooOld else { continue }
+            var claimed = sonde_span_record()
+            guard lookupAndDelete(streams, key, into: &claimed) else { continue }
+            guard claimed.span_id == record.span_id else {
+                // A new stream took the key between the two reads: it stays.
+                _ = withUnsafeBytes(of: key) { key in
+                    withUnsafeBytes(of: claimed) { bpf_map_update_elem(streams, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+                }
+                continue
+            }
+            given(up: claimed, exited: exited)
         }
         for key in keys(inMap: SONDE_MAP_INJECTIONS, as: sonde_call_key.self) where !isAlive(key.tgid) {
             _ = delete(injections, key)
         }
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
-        let calls = bpf_object__find_map_fd_by_name(object, SONDE_MAP_CALLS)
         for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) {
             guard isAlive(key.tgid) else {
                 _ = delete(contexts, key)
                 continue
             }
             var context = sonde_trace_context()
-            guard lookup(contexts, key, into: &context), isStale(context, of: key, contexts: contexts, calls: calls) else { continue }
-            var claimed = sonde_trace_context()
-            guard lookupAndDelete(contexts, key, into: &claimed) else { continue }
-            if !withUnsafeBytes(of: claimed, { claimedBytes in withUnsafeBytes(of: context) { claimedBytes.elementsEqual($0) } }) {
-                // The goroutine set a new context between the two reads: it stays.
-                _ = withUnsafeBytes(of: key) { key in
-                    withUnsafeBytes(of: claimed) { bpf_map_update_elem(contexts, key.baseAddress, $0.baseAddress, UInt64(BPF_NOEXIST)) }
-                }
-                continue
-            }
-            reclaimed.staleContexts += 1
+            guard lookup(contexts, key, into: &context), context.span_id != SONDE_SPAN_CLAIMED,
+                  isStale(context, of: key, contexts: contexts, calls: calls) else { continue }
+            // Claimed only if the goroutine has not set another context since it was read.
+            let entry = sonde_call_key(key: key.key, tgid: key.tgid, span_slot: 0)
+            if claim(entry, spanID: context.span_id, in: SONDE_CLAIM_CONTEXTS) { reclaimed.staleContexts += 1 }
         }
         // A hand-off waits between two calls on one thread (pid_tgid keys): only a process that
         // died in between leaves one.
@@ -184,11 +219,12 @@ extension BPFEngine {
     }
 
     /// Whether a live process's context names nothing that can still be a parent, so no probe
-    /// would use it: a span whose call has ended, or the copy of a marker (an unsampled root's, a
+    /// would use it: none (an entry kept for the next one), a span whose call has ended, or the copy of a marker (an unsampled root's, a
     /// remote parent's) that a goroutine was handed and that its own goroutine no longer holds.
     /// Such contexts stay on goroutines that make no probe entry again (a connection's read loop);
     /// a marker on its own goroutine is left to the BPF side, which alone knows its call's depth.
     private func isStale(_ context: sonde_trace_context, of key: sonde_context_key, contexts: Int32, calls: Int32) -> Bool {
+        if context.span_id == 0 { return true }   // none active: an entry left for the next one
         if context.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE) != 0 {
             guard context.owner != key.key else { return false }
             var root = sonde_trace_context()
@@ -198,6 +234,20 @@ extension BPFEngine {
         var call = sonde_span_record()
         let callKey = sonde_call_key(key: context.owner, tgid: key.tgid, span_slot: context.span_slot)
         return !lookup(calls, callKey, into: &call) || call.span_id != context.span_id
+    }
+
+    /// Takes the entry under `key` (for a context: its key and tgid) from the probes when its span
+    /// id is still `spanID` (0: an entry free for the next call or context), and deletes it;
+    /// whether it was taken.
+    func claim(_ key: sonde_call_key, spanID: UInt64, in map: sonde_claim_map = SONDE_CLAIM_CALLS) -> Bool {
+        var request = sonde_claim(key: key, span_id: spanID, map: map.rawValue, pad: 0)
+        return withUnsafeMutableBytes(of: &request) { bytes in
+            var options = bpf_test_run_opts()
+            options.sz = MemoryLayout<bpf_test_run_opts>.size
+            options.ctx_in = UnsafeRawPointer(bytes.baseAddress)
+            options.ctx_size_in = UInt32(bytes.count)
+            return bpf_prog_test_run_opts(claimProgram, &options) == 0 && options.retval == 1
+        }
     }
 
     private func lookupAndDelete<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ fd: Int32, _ key: Key, into value: inout Value) -> Bool {

@@ -40,6 +40,8 @@ public final class BPFEngine {
     /// The loaded BPF object; its maps are read in BPFEngine+StateMaps.swift.
     let object: OpaquePointer
     private let program: OpaquePointer
+    /// The descriptor of the program that takes a call's record from the probes (see ``reclaim(olderThan:isProcessAlive:)``).
+    let claimProgram: Int32
     /// How uprobes are attached on this kernel.
     public let uprobeLinks: UprobeLinkKind
     /// The uprobe links of each attachment.
@@ -79,7 +81,8 @@ public final class BPFEngine {
         // Only one variant is loaded: the kernel verifies each program loaded.
         let (used, unused) = injectsTraceContext
             ? (SONDE_WRITING_PROGRAM_NAME, SONDE_PROGRAM_NAME) : (SONDE_PROGRAM_NAME, SONDE_WRITING_PROGRAM_NAME)
-        guard let found = bpf_object__find_program_by_name(opened, used), let other = bpf_object__find_program_by_name(opened, unused) else {
+        guard let found = bpf_object__find_program_by_name(opened, used), let other = bpf_object__find_program_by_name(opened, unused),
+              let claim = bpf_object__find_program_by_name(opened, SONDE_CLAIM_PROGRAM_NAME) else {
             bpf_object__close(opened)
             throw EngineError.bpfLoadFailed(step: "find program \(used)", errno: ENOENT)
         }
@@ -95,6 +98,7 @@ public final class BPFEngine {
         }
         object = opened
         program = found
+        claimProgram = bpf_program__fd(claim)
         try checkLayout()
     }
 

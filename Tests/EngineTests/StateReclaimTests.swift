@@ -58,12 +58,25 @@ final class StateReclaimTests: XCTestCase {
         XCTAssertEqual(bpf_map_update_elem(engine.mapDescriptor(named: map), &key, &value, UInt64(BPF_ANY)), 0, map)
     }
 
-    private func record(tgid: UInt32, startedAt start: UInt64, spanID: UInt64) -> sonde_span_record {
+    private func record(tgid: UInt32, startedAt start: UInt64, spanID: UInt64, endedAt end: UInt64 = 0) -> sonde_span_record {
         var record = sonde_span_record()
         record.tgid = tgid
         record.start_ns = start
+        record.end_ns = end
         record.span_id = spanID
         return record
+    }
+
+    private func callRecordCount() -> Int {
+        var count = 0
+        var previous: sonde_call_key?
+        var next = sonde_call_key()
+        let calls = engine.mapDescriptor(named: SONDE_MAP_CALLS)
+        while (previous.map { var key = $0; return bpf_map_get_next_key(calls, &key, &next) } ?? bpf_map_get_next_key(calls, nil, &next)) == 0 {
+            count += 1
+            previous = next
+        }
+        return count
     }
 
     func testStateOfExitedProcessesAndExpiredCallsIsRemovedAndCounted() throws {
@@ -75,12 +88,22 @@ final class StateReclaimTests: XCTestCase {
         insert(sonde_call_key(key: 0x2000, tgid: exited, span_slot: 3), record(tgid: exited, startedAt: now, spanID: 2), into: SONDE_MAP_OBJECT_SPANS)
         insert(sonde_call_key(key: 0x3000, tgid: alive, span_slot: 0), record(tgid: alive, startedAt: now - 2_000_000_000, spanID: 3), into: SONDE_MAP_CALLS)
         insert(sonde_call_key(key: 0x4000, tgid: alive, span_slot: 1), record(tgid: alive, startedAt: now, spanID: 4), into: SONDE_MAP_CALLS)
+        // Records of ended calls (span id 0), kept for the next call: one of the exited process,
+        // one of a live process idle for 20 s, and one that ended a moment ago.
+        insert(sonde_call_key(key: 0x1000, tgid: exited, span_slot: 1), record(tgid: exited, startedAt: now, spanID: 0, endedAt: now), into: SONDE_MAP_CALLS)
+        let idleStart = now - 21_000_000_000
+        insert(sonde_call_key(key: 0x8000, tgid: alive, span_slot: 0), record(tgid: alive, startedAt: idleStart, spanID: 0, endedAt: idleStart + 1_000_000_000), into: SONDE_MAP_CALLS)
+        insert(sonde_call_key(key: 0x9000, tgid: alive, span_slot: 0), record(tgid: alive, startedAt: now - 1_000, spanID: 0, endedAt: now), into: SONDE_MAP_CALLS)
         // Contexts: one whose span is still open, one whose call is gone, one of the exited process.
         let open = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 4, owner: 0x4000, span_slot: 1, flags: 0, stack_depth: 0, trace_state_data: 0, trace_state_length: 0)
         let ended = sonde_trace_context(trace_id_high: 9, trace_id_low: 9, span_id: 3, owner: 0x3000, span_slot: 0, flags: 0, stack_depth: 0, trace_state_data: 0, trace_state_length: 0)
         insert(sonde_context_key(key: 0x4000, tgid: alive, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x5000, tgid: alive, pad: 0), ended, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x1000, tgid: exited, pad: 0), open, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        // An entry whose goroutine has no context active any more (span id 0), kept by the BPF side.
+        var none = ended
+        none.span_id = 0
+        insert(sonde_context_key(key: 0xa000, tgid: alive, pad: 0), none, into: SONDE_MAP_ACTIVE_CONTEXTS)
         // Markers: an unsampled root's on its own goroutine, the copy it handed a goroutine it
         // started, and a copy of a root marker that is gone (its request ended).
         let marker = sonde_trace_context(
@@ -92,15 +115,17 @@ final class StateReclaimTests: XCTestCase {
         insert(sonde_context_key(key: 0x6001, tgid: alive, pad: 0), marker, into: SONDE_MAP_ACTIVE_CONTEXTS)
         insert(sonde_context_key(key: 0x7001, tgid: alive, pad: 0), endedMarker, into: SONDE_MAP_ACTIVE_CONTEXTS)
         XCTAssertEqual(engine.openCalls(), 4)
-        XCTAssertEqual(engine.activeContexts(), 6)
+        XCTAssertEqual(engine.activeContexts(), 6, "the entry with no context is not one")
 
         let reclaimed = engine.reclaim(olderThan: 1_000_000_000) { $0 != exited }
         var expected = BPFEngine.Reclaimed()
         expected.ofExitedProcesses = 2
         expected.pastMaximumAge = 1
-        expected.staleContexts = 2
+        expected.staleContexts = 3
+        expected.idleRecords = 2
         XCTAssertEqual(reclaimed, expected)
         XCTAssertEqual(engine.openCalls(), 1, "only the fresh call of the live process stays")
+        XCTAssertEqual(callRecordCount(), 2, "and the record of the call that ended a moment ago")
         // Contexts that can still be a parent stay: the open span's, the root marker and its copy.
         var left: [UInt64] = []
         var previous: sonde_context_key?
@@ -111,6 +136,34 @@ final class StateReclaimTests: XCTestCase {
             previous = next
         }
         XCTAssertEqual(left.sorted(), [0x4000, 0x6000, 0x6001])
+    }
+
+    /// Engine takes a call or a trace context from the probes only while it is the one Engine
+    /// read: a probe that ended it (span id 0) or set a new one (another id) in between keeps it.
+    func testAClaimTakesOnlyTheEntryItNames() {
+        let now = monotonicNow()
+        let key = sonde_call_key(key: 0x1000, tgid: 1, span_slot: 0)
+        insert(key, record(tgid: 1, startedAt: now, spanID: 5), into: SONDE_MAP_CALLS)
+        XCTAssertFalse(engine.claim(key, spanID: 4))
+        XCTAssertFalse(engine.claim(key, spanID: 0))
+        XCTAssertEqual(engine.openCalls(), 1)
+        XCTAssertTrue(engine.claim(key, spanID: 5))
+        XCTAssertEqual(callRecordCount(), 0)
+        XCTAssertFalse(engine.claim(key, spanID: 5), "already taken")
+        // A nested call's record (level 1) is taken by deleting it.
+        let nested = sonde_call_key(key: 0x1000, tgid: 1, span_slot: 1 << SONDE_NESTING_SHIFT)
+        insert(nested, record(tgid: 1, startedAt: now, spanID: 6), into: SONDE_MAP_CALLS)
+        XCTAssertFalse(engine.claim(nested, spanID: 7))
+        XCTAssertTrue(engine.claim(nested, spanID: 6))
+        XCTAssertEqual(callRecordCount(), 0)
+        // A trace context entry, under its goroutine and process.
+        let context = sonde_trace_context(trace_id_high: 1, trace_id_low: 2, span_id: 8, owner: 0x1000, span_slot: 0, flags: 0, stack_depth: 0, trace_state_data: 0, trace_state_length: 0)
+        insert(sonde_context_key(key: 0x1000, tgid: 1, pad: 0), context, into: SONDE_MAP_ACTIVE_CONTEXTS)
+        XCTAssertFalse(engine.claim(key, spanID: 8), "no call under that key")
+        XCTAssertFalse(engine.claim(key, spanID: 9, in: SONDE_CLAIM_CONTEXTS))
+        XCTAssertEqual(engine.activeContexts(), 1)
+        XCTAssertTrue(engine.claim(key, spanID: 8, in: SONDE_CLAIM_CONTEXTS))
+        XCTAssertEqual(engine.activeContexts(), 0)
     }
 
     /// The map of calls holds exactly its capacity: a plain hash, not an LRU that would evict
