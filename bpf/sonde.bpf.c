@@ -191,13 +191,15 @@ static __always_inline int is_nested(const struct sonde_call_key *key)
 	return key->span_slot >> SONDE_NESTING_SHIFT;
 }
 
-/* Ends the open call `span_id` owning the record under `key` in `calls`:
- * non-zero when this caller ended it, 0 when Engine claimed it first. */
+/* Ends the open call `span_id` (as read from the record before) owning the
+ * record under `key` in `calls`: non-zero when this caller ended it, 0 when
+ * Engine claimed it first. */
 static __always_inline int release_call(struct sonde_call_key *key, struct sonde_span_record *record, __u64 span_id)
 {
 	if (is_nested(key))
 		return bpf_map_delete_elem(&calls, key) == 0;
-	return __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
+	return span_id != 0 && span_id != SONDE_SPAN_CLAIMED
+	       && __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
 }
 
 /* Trace and span ids: xorshift128+ per CPU, seeded from the kernel's
