@@ -42,6 +42,17 @@ struct {
 /* Spans that outlive their call (streams), under the object they belong to
  * until an END_OBJECT_SPAN probe sees it. A plain hash: an idle stream must
  * not be evicted silently; when full, new ones are counted and not kept. */
+/* Records in `calls`, counted where the programs insert and delete them:
+ * against struct sonde_limits, whether an ended call's record stays. */
+__s64 call_records = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sonde_limits);
+} limits SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SONDE_MAX_OBJECT_SPANS);
@@ -191,13 +202,42 @@ static __always_inline int is_nested(const struct sonde_call_key *key)
 	return key->span_slot >> SONDE_NESTING_SHIFT;
 }
 
+/* Inserts a fresh record of `calls`, span_id 0; whether there was room. */
+static __always_inline int insert_call_record(struct sonde_call_key *key)
+{
+	if (bpf_map_update_elem(&calls, key, &empty_record, BPF_NOEXIST) != 0)
+		return 0;
+	__sync_fetch_and_add(&call_records, 1);
+	return 1;
+}
+
+/* Deletes a record of `calls`; whether this caller did. */
+static __always_inline int delete_call_record(struct sonde_call_key *key)
+{
+	if (bpf_map_delete_elem(&calls, key) != 0)
+		return 0;
+	__sync_fetch_and_add(&call_records, -1);
+	return 1;
+}
+
+/* After a call's span was claimed: its record stays for the next call of its
+ * probe on its goroutine/thread while `calls` has room to spare (see struct
+ * sonde_limits); otherwise it goes. */
+static __always_inline void keep_or_delete_call_record(struct sonde_call_key *key)
+{
+	__u32 zero = 0;
+	struct sonde_limits *limit = bpf_map_lookup_elem(&limits, &zero);
+	if (!is_nested(key) && limit && call_records > limit->kept_call_records)
+		delete_call_record(key);
+}
+
 /* Ends the open call `span_id` (as read from the record before) owning the
  * record under `key` in `calls`: non-zero when this caller ended it, 0 when
  * Engine claimed it first. */
 static __always_inline int release_call(struct sonde_call_key *key, struct sonde_span_record *record, __u64 span_id)
 {
 	if (is_nested(key))
-		return bpf_map_delete_elem(&calls, key) == 0;
+		return delete_call_record(key);
 	return span_id != 0 && span_id != SONDE_SPAN_CLAIMED
 	       && __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
 }
@@ -1127,7 +1167,7 @@ static __always_inline __u32 drop_nested_calls(struct sonde_call_key *base, __u3
 	__u32 dropped = 0;
 	for (__u32 level = 1; level <= nested && level <= SONDE_MAX_NESTED_CALLS; level++) {
 		struct sonde_call_key key = nested_key(base, level);
-		if (bpf_map_delete_elem(&calls, &key) == 0)
+		if (delete_call_record(&key))
 			dropped++;
 	}
 	return dropped;
@@ -1169,7 +1209,7 @@ __noinline int nest_call(struct sonde_call_key *base, __u64 depth)
 		struct sonde_span_record *inner = bpf_map_lookup_elem(&calls, &key);
 		if (inner && !unwound(inner->stack_depth, depth))
 			break;
-		if (inner && bpf_map_delete_elem(&calls, &key) == 0)
+		if (inner && delete_call_record(&key))
 			count(SONDE_COUNTER_CALL_UNWOUND);
 		nested--;
 	}
@@ -1179,7 +1219,7 @@ __noinline int nest_call(struct sonde_call_key *base, __u64 depth)
 		return -1;
 	}
 	struct sonde_call_key key = nested_key(&outer_key, nested + 1);
-	if (bpf_map_update_elem(&calls, &key, &empty_record, BPF_ANY) != 0) {
+	if (!insert_call_record(&key)) {
 		outer->nested_calls = nested;
 		count(SONDE_COUNTER_STATE_FULL);
 		return -1;
@@ -1216,7 +1256,7 @@ __noinline int innermost_call(struct sonde_call_key *key, __u64 depth)
 			outer->nested_calls = nested - 1;
 			return 0;
 		}
-		if (inner && bpf_map_delete_elem(&calls, key) == 0)
+		if (inner && delete_call_record(key))
 			count(SONDE_COUNTER_CALL_UNWOUND);
 		nested--;
 	}
@@ -1295,8 +1335,7 @@ __noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config,
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record) {
 		/* The probe's first call here. */
-		if (bpf_map_update_elem(&calls, &call_key, &empty_record, BPF_NOEXIST) != 0
-		    || !(record = bpf_map_lookup_elem(&calls, &call_key))) {
+		if (!insert_call_record(&call_key) || !(record = bpf_map_lookup_elem(&calls, &call_key))) {
 			count(SONDE_COUNTER_STATE_FULL);
 			return 0;
 		}
@@ -1389,18 +1428,22 @@ static __always_inline void emit_span(void *map, struct sonde_call_key *key, str
 	if (length > sizeof(*record))
 		length = sizeof(*record);
 	struct bpf_dynptr slot;
+	int claimed;
 	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
 		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
-		if (claim_span(map, key, record, span_id))
+		claimed = claim_span(map, key, record, span_id);
+		if (claimed)
 			count(SONDE_COUNTER_RING_FULL);
-		return;
+	} else {
+		record->end_ns = bpf_ktime_get_ns();
+		claimed = bpf_dynptr_write(&slot, 0, record, length, 0) == 0 && claim_span(map, key, record, span_id);
+		if (claimed)
+			bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
+		else
+			bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
 	}
-	record->end_ns = bpf_ktime_get_ns();
-	if (bpf_dynptr_write(&slot, 0, record, length, 0) != 0 || !claim_span(map, key, record, span_id)) {
-		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
-		return;
-	}
-	bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
+	if (claimed && map == &calls)
+		keep_or_delete_call_record(key);
 }
 
 /* The caller's span becomes active again on this goroutine/thread. */
@@ -1732,9 +1775,9 @@ int sonde_claim_entry(struct sonde_claim *claim)
 	if (!record)
 		return 0;
 	if (is_nested(&key))
-		return record->span_id == span_id && bpf_map_delete_elem(&calls, &key) == 0;
+		return record->span_id == span_id && delete_call_record(&key);
 	if (__sync_val_compare_and_swap(&record->span_id, span_id, SONDE_SPAN_CLAIMED) != span_id)
 		return 0;
-	bpf_map_delete_elem(&calls, &key);
+	delete_call_record(&key);
 	return 1;
 }

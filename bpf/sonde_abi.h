@@ -18,6 +18,7 @@
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
 #define SONDE_MAP_PREFETCH "prefetch"
+#define SONDE_MAP_LIMITS "limits"
 #define SONDE_PROGRAM_NAME "sonde_probe"
 /* The same program able to write trace context into the target's memory
  * (bpf_probe_write_user). Loaded instead of sonde_probe only when outgoing
@@ -269,6 +270,18 @@ struct sonde_span_record {
  * context is active on its goroutine/thread, SONDE_SPAN_CLAIMED while Engine
  * removes it (stale, or left empty). */
 #define SONDE_SPAN_CLAIMED 0xffffffffffffffffULL
+
+/* What Engine tells the BPF program after loading it, in `limits` (one
+ * entry, key 0). */
+struct sonde_limits {
+	/* The record of an ended call stays for its goroutine/thread's next call
+	 * while `calls` holds at most this many records; past it, the record is
+	 * deleted at the call's end, and the room left to calls in flight
+	 * (Engine sets half the map, so that records of goroutines that went
+	 * quiet never keep a new goroutine's call out of more than half of it). */
+	__u32 kept_call_records;
+	__u32 pad;
+};
 
 /* Which map a struct sonde_claim names an entry of. */
 enum sonde_claim_map {

@@ -248,6 +248,34 @@ final class TargetFaultTests: XCTestCase {
         XCTAssertTrue(traced.sonde.text.contains("returns without a seen entry: 0"), traced.sonde.text)
     }
 
+    /// A call's record stays for its goroutine's next call only while the calls map is at most
+    /// half full: with room for 4, four connections kept open after a request each leave 2 records
+    /// (not 4, which would fill the map), so requests on 2 new connections, new goroutines, are
+    /// both traced.
+    func testRecordsOfEndedCallsLeaveRoomForNewGoroutines() async throws {
+        let traced = try TracedDemoServer(binary: try demoServer(), sondeArguments: ["--pack", "go/net-http", "--max-calls", "4"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let url = URL(string: "http://127.0.0.1:\(traced.port)/slow?ms=300")!
+        func concurrently(_ count: Int, on session: URLSession) async throws -> [Int] {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<count {
+                    group.addTask { ((try await session.data(from: url)).1 as? HTTPURLResponse)?.statusCode ?? 0 }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        let first = URLSession(configuration: .ephemeral)
+        let second = URLSession(configuration: .ephemeral)
+        defer { first.invalidateAndCancel(); second.invalidateAndCancel() }
+        let firstStatuses = try await concurrently(4, on: first)
+        let secondStatuses = try await concurrently(2, on: second)
+        XCTAssertEqual(firstStatuses + secondStatuses, Array(repeating: 202, count: 6))
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        XCTAssertEqual(try traced.spans().count, 6, traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("6 spans submitted, 6 exported, 0 dropped"), traced.sonde.text)
+        XCTAssertFalse(traced.sonde.text.contains("calls not traced"), traced.sonde.text)
+    }
+
     /// Records are built in their own map element, never in a per-CPU buffer another task on the
     /// same CPU could overwrite when it preempts the program: under concurrent load every span's
     /// method and path carry the same nonce, and no two spans share an id.
