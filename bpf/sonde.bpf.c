@@ -42,9 +42,11 @@ struct {
 /* Spans that outlive their call (streams), under the object they belong to
  * until an END_OBJECT_SPAN probe sees it. A plain hash: an idle stream must
  * not be evicted silently; when full, new ones are counted and not kept. */
-/* Records in `calls`, counted where the programs insert and delete them:
- * against struct sonde_limits, whether an ended call's record stays. */
+/* Records in `calls` and entries in `active_contexts`, counted where the
+ * programs insert and delete them: against struct sonde_limits, whether an
+ * ended call's record, or an ended context's entry, stays. */
 __s64 call_records = 0;
+__s64 context_entries = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -757,8 +759,10 @@ static __always_inline void set_context_in(struct sonde_trace_context *entry, st
 					   struct sonde_trace_context *context)
 {
 	if (!entry) {
-		if (bpf_map_update_elem(&active_contexts, key, context, BPF_ANY) != 0)
+		if (bpf_map_update_elem(&active_contexts, key, context, BPF_NOEXIST) != 0)
 			count(SONDE_COUNTER_CONTEXTS_FULL);
+		else
+			__sync_fetch_and_add(&context_entries, 1);
 		return;
 	}
 	__u64 current = entry->span_id;
@@ -781,19 +785,33 @@ static __always_inline void set_context(struct sonde_context_key *key, struct so
 	set_context_in(bpf_map_lookup_elem(&active_contexts, key), key, context);
 }
 
-/* Leaves no trace context active in `entry` (NULL: none); the entry stays. */
-static __always_inline void clear_context_in(struct sonde_trace_context *entry)
+/* Deletes the entry of `active_contexts` under `key`. */
+static __always_inline void delete_context_entry(struct sonde_context_key *key)
+{
+	if (bpf_map_delete_elem(&active_contexts, key) == 0)
+		__sync_fetch_and_add(&context_entries, -1);
+}
+
+/* Leaves no trace context active in `entry` (NULL: none), the entry of
+ * `key`: it stays for the next one while the map has room to spare (see
+ * struct sonde_limits), and goes otherwise. */
+static __always_inline void clear_context_in(struct sonde_trace_context *entry, struct sonde_context_key *key)
 {
 	if (!entry)
 		return;
 	__u64 current = entry->span_id;
-	if (current != 0 && current != SONDE_SPAN_CLAIMED)
-		__sync_val_compare_and_swap(&entry->span_id, current, 0);
+	if (current == 0 || current == SONDE_SPAN_CLAIMED
+	    || __sync_val_compare_and_swap(&entry->span_id, current, 0) != current)
+		return;
+	__u32 zero = 0;
+	struct sonde_limits *limit = bpf_map_lookup_elem(&limits, &zero);
+	if (limit && context_entries > limit->kept_context_entries)
+		delete_context_entry(key);
 }
 
 static __always_inline void clear_context(struct sonde_context_key *key)
 {
-	clear_context_in(bpf_map_lookup_elem(&active_contexts, key));
+	clear_context_in(bpf_map_lookup_elem(&active_contexts, key), key);
 }
 
 /* How deep the stack is at this site: bytes below the top of the goroutine's
@@ -1641,7 +1659,7 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 	if (current_kind == PARENT_OPEN || current_kind == PARENT_UNSAMPLED)
 		return 0;
 	if (!incoming->remote) {
-		clear_context_in(context_entry);   /* whatever marker an earlier request left */
+		clear_context_in(context_entry, &context_key);   /* whatever marker an earlier request left */
 		return 0;
 	}
 	int sampled_by_caller = incoming->remote_flags & 1;
@@ -1768,7 +1786,7 @@ int sonde_claim_entry(struct sonde_claim *claim)
 		struct sonde_trace_context *context = bpf_map_lookup_elem(&active_contexts, &context_key);
 		if (!context || __sync_val_compare_and_swap(&context->span_id, span_id, SONDE_SPAN_CLAIMED) != span_id)
 			return 0;
-		bpf_map_delete_elem(&active_contexts, &context_key);
+		delete_context_entry(&context_key);
 		return 1;
 	}
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &key);

@@ -280,7 +280,10 @@ struct sonde_limits {
 	 * (Engine sets half the map, so that records of goroutines that went
 	 * quiet never keep a new goroutine's call out of more than half of it). */
 	__u32 kept_call_records;
-	__u32 pad;
+	/* The same for the entry of a goroutine/thread whose trace context
+	 * ended, in `active_contexts`: emptied for the next one while the map
+	 * holds at most this many entries, deleted past it. */
+	__u32 kept_context_entries;
 };
 
 /* Which map a struct sonde_claim names an entry of. */

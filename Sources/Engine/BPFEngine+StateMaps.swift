@@ -198,16 +198,13 @@ extension BPFEngine {
         }
         let contexts = bpf_object__find_map_fd_by_name(object, SONDE_MAP_ACTIVE_CONTEXTS)
         for key in keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self) {
-            guard isAlive(key.tgid) else {
-                _ = delete(contexts, key)
-                continue
-            }
             var context = sonde_trace_context()
-            guard lookup(contexts, key, into: &context), context.span_id != SONDE_SPAN_CLAIMED,
-                  isStale(context, of: key, contexts: contexts, calls: calls) else { continue }
+            guard lookup(contexts, key, into: &context), context.span_id != SONDE_SPAN_CLAIMED else { continue }
+            let exited = !isAlive(key.tgid)
+            guard exited || isStale(context, of: key, contexts: contexts, calls: calls) else { continue }
             // Claimed only if the goroutine has not set another context since it was read.
             let entry = sonde_call_key(key: key.key, tgid: key.tgid, span_slot: 0)
-            if claim(entry, spanID: context.span_id, in: SONDE_CLAIM_CONTEXTS) { reclaimed.staleContexts += 1 }
+            if claim(entry, spanID: context.span_id, in: SONDE_CLAIM_CONTEXTS), !exited { reclaimed.staleContexts += 1 }
         }
         // A hand-off waits between two calls on one thread (pid_tgid keys): only a process that
         // died in between leaves one.

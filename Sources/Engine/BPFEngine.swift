@@ -96,7 +96,7 @@ public final class BPFEngine {
             bpf_object__close(opened)
             throw EngineError.bpfLoadFailed(step: "load (verifier)", errno: -loadResult)
         }
-        var limits = sonde_limits(kept_call_records: UInt32(capacities.calls / 2), pad: 0)
+        var limits = sonde_limits(kept_call_records: UInt32(capacities.calls / 2), kept_context_entries: UInt32(capacities.contexts / 2))
         var zero: UInt32 = 0
         let limitsWritten = bpf_map_update_elem(bpf_object__find_map_fd_by_name(opened, SONDE_MAP_LIMITS), &zero, &limits, 0)
         guard limitsWritten == 0 else {
