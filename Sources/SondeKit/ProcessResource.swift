@@ -44,7 +44,8 @@ enum ProcessResource {
 
     private static let host: (name: String, id: String?) = {
         var buffer = [CChar](repeating: 0, count: 256)
-        let name = gethostname(&buffer, buffer.count) == 0 ? String(cString: buffer) : "unknown"
+        let name = gethostname(&buffer, buffer.count) == 0
+            ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
         // The conventions' host.id on Linux: the machine id, not the hostname.
         let id = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         return (name, id.flatMap { $0.isEmpty ? nil : $0 })

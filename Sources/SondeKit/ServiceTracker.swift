@@ -118,7 +118,7 @@ final class ServiceTracker: TracedTargets {
             program: program, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext)
         let key = PlanKey(analysis: analysis, sampler: sampler)
         let cached = plan(for: key, executable: executable, process: process, engine: engine, log: log)
-        guard let configured = cached.configured, let assembler = cached.assembler else { return .ignored }
+        guard let configured = cached.configured, cached.assembler != nil else { return .ignored }
         let attachment: BPFEngine.Attachment
         do {
             attachment = try engine.attach(configured, binaryPath: executable, target: .process(process.pid))
