@@ -39,9 +39,6 @@ struct {
 	__type(value, struct sonde_span_record);
 } calls SEC(".maps");
 
-/* Spans that outlive their call (streams), under the object they belong to
- * until an END_OBJECT_SPAN probe sees it. A plain hash: an idle stream must
- * not be evicted silently; when full, new ones are counted and not kept. */
 /* Records in `calls` and entries in `active_contexts`, counted where the
  * programs insert and delete them: against struct sonde_limits, whether an
  * ended call's record, or an ended context's entry, stays. */
@@ -55,6 +52,9 @@ struct {
 	__type(value, struct sonde_limits);
 } limits SEC(".maps");
 
+/* Spans that outlive their call (streams), under the object they belong to
+ * until an END_OBJECT_SPAN probe sees it. A plain hash: an idle stream must
+ * not be evicted silently; when full, new ones are counted and not kept. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SONDE_MAX_OBJECT_SPANS);
@@ -191,12 +191,6 @@ static __always_inline void count(__u32 counter)
 	count_many(counter, 1);
 }
 
-/* Whether a record of `calls` belongs to a call still open (see SONDE_SPAN_CLAIMED). */
-static __always_inline int is_open(const struct sonde_span_record *record)
-{
-	return record->span_id != 0 && record->span_id != SONDE_SPAN_CLAIMED;
-}
-
 /* Whether a `calls` key names a call nested in another of its probe: such
  * records are inserted and deleted per call, not reused. */
 static __always_inline int is_nested(const struct sonde_call_key *key)
@@ -240,8 +234,7 @@ static __always_inline int release_call(struct sonde_call_key *key, struct sonde
 {
 	if (is_nested(key))
 		return delete_call_record(key);
-	return span_id != 0 && span_id != SONDE_SPAN_CLAIMED
-	       && __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
+	return sonde_span_id_held(span_id) && __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
 }
 
 /* Trace and span ids: xorshift128+ per CPU, seeded from the kernel's
@@ -741,7 +734,7 @@ static __always_inline __u64 call_owner(struct sonde_probe_config *config, struc
  * entry outlives it, for the next one (see SONDE_SPAN_CLAIMED). */
 static __always_inline int holds_context(const struct sonde_trace_context *entry)
 {
-	return entry && entry->span_id != 0 && entry->span_id != SONDE_SPAN_CLAIMED;
+	return entry && sonde_span_id_held(entry->span_id);
 }
 
 /* The trace context active on a goroutine/thread, or NULL. */
@@ -800,8 +793,7 @@ static __always_inline void clear_context_in(struct sonde_trace_context *entry, 
 	if (!entry)
 		return;
 	__u64 current = entry->span_id;
-	if (current == 0 || current == SONDE_SPAN_CLAIMED
-	    || __sync_val_compare_and_swap(&entry->span_id, current, 0) != current)
+	if (!sonde_span_id_held(current) || __sync_val_compare_and_swap(&entry->span_id, current, 0) != current)
 		return;
 	__u32 zero = 0;
 	struct sonde_limits *limit = bpf_map_lookup_elem(&limits, &zero);
@@ -1565,11 +1557,12 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	__u64 owner = call_owner(config, regs);
 	struct sonde_call_key call_key = { .key = owner, .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record || !is_open(record))
+	if (!record || !sonde_span_id_held(record->span_id))
 		return end_unrecorded_call(config, regs, tgid, owner);
 	if (record->nested_calls) {
 		__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
-		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key)) || !is_open(record))
+		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key))
+		    || !sonde_span_id_held(record->span_id))
 			return 0;
 	}
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
@@ -1627,7 +1620,7 @@ static __always_inline int on_enrich(struct sonde_probe_config *config, struct p
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct sonde_call_key call_key = { .key = call_owner(config, regs), .tgid = tgid, .span_slot = config->span_slot };
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
-	if (!record || !is_open(record))
+	if (!record || !sonde_span_id_held(record->span_id))
 		return 0;   /* no such span open: nothing to enrich */
 	if (record->nested_calls) {
 		/* the innermost call of that probe: the one this runs inside */

@@ -271,6 +271,13 @@ struct sonde_span_record {
  * removes it (stale, or left empty). */
 #define SONDE_SPAN_CLAIMED 0xffffffffffffffffULL
 
+/* Whether a span id read from an entry of `calls` or `active_contexts` is an
+ * owner's: an open call's, or a context's still active. */
+static inline int sonde_span_id_held(__u64 span_id)
+{
+	return span_id != 0 && span_id != SONDE_SPAN_CLAIMED;
+}
+
 /* What Engine tells the BPF program after loading it, in `limits` (one
  * entry, key 0). */
 struct sonde_limits {

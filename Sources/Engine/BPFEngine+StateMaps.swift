@@ -108,15 +108,9 @@ extension BPFEngine {
         let calls = mapDescriptor(named: SONDE_MAP_CALLS)
         let open = keys(inMap: SONDE_MAP_CALLS).filter { key in
             var record = sonde_span_record()
-            return lookup(calls, key, into: &record) && Self.isOpen(record)
+            return lookup(calls, key, into: &record) && sonde_span_id_held(record.span_id) != 0
         }
         return open.count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
-    }
-
-    /// Whether a record of the map of calls is an open call's: the BPF program keeps ended calls'
-    /// records for reuse, with span id 0 (see SONDE_SPAN_CLAIMED in bpf/sonde_abi.h).
-    private static func isOpen(_ record: sonde_span_record) -> Bool {
-        record.span_id != 0 && record.span_id != SONDE_SPAN_CLAIMED
     }
 
     /// Goroutines and threads with a trace context active: the entries of the map of trace
@@ -125,7 +119,7 @@ extension BPFEngine {
         let contexts = mapDescriptor(named: SONDE_MAP_ACTIVE_CONTEXTS)
         return keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count { key in
             var context = sonde_trace_context()
-            return lookup(contexts, key, into: &context) && context.span_id != 0 && context.span_id != SONDE_SPAN_CLAIMED
+            return lookup(contexts, key, into: &context) && sonde_span_id_held(context.span_id) != 0
         }
     }
 
@@ -166,7 +160,7 @@ extension BPFEngine {
             var record = sonde_span_record()
             guard lookup(calls, key, into: &record), record.span_id != SONDE_SPAN_CLAIMED else { continue }
             let exited = !isAlive(key.tgid)
-            guard Self.isOpen(record) else {
+            guard sonde_span_id_held(record.span_id) != 0 else {
                 let lastUsed = max(record.start_ns, record.end_ns)
                 let idle = nowNanos > lastUsed && nowNanos - lastUsed > Self.idleRecordAge
                 if exited || idle, claim(key, spanID: 0) { reclaimed.idleRecords += 1 }

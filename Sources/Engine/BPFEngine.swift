@@ -40,7 +40,8 @@ public final class BPFEngine {
     /// The loaded BPF object; its maps are read in BPFEngine+StateMaps.swift.
     let object: OpaquePointer
     private let program: OpaquePointer
-    /// The descriptor of the program that takes a call's record from the probes (see ``reclaim(olderThan:isProcessAlive:)``).
+    /// The descriptor of the program that takes an entry of the calls or trace-context map from the
+    /// probes (see ``reclaim(olderThan:isProcessAlive:)``).
     let claimProgram: Int32
     /// How uprobes are attached on this kernel.
     public let uprobeLinks: UprobeLinkKind
