@@ -813,11 +813,12 @@ static __always_inline void clear_context(struct sonde_context_key *key)
 static __always_inline __u64 stack_depth(struct sonde_probe_config *config, struct pt_regs *regs)
 {
 	if (config->key_mode == SONDE_KEY_GOROUTINE) {
+		__u64 sp = config->at_return == SONDE_IN_GO_FRAME ? regs->rbp + 8 : regs->rsp;
 		__u64 stack_hi = 0;
 		if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), (void *)(regs->r14 + SONDE_GO_G_STACK_HI_OFFSET)) != 0
-		    || stack_hi < regs->rsp)
+		    || stack_hi < sp)
 			return 0;
-		return stack_hi - regs->rsp;
+		return stack_hi - sp;
 	}
 	/* After a return probe the return address is popped: the entry's depth is 8 bytes deeper. */
 	if (config->at_return == SONDE_AFTER_RETURN)

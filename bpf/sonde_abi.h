@@ -29,9 +29,11 @@
  * see SONDE_SPAN_CLAIMED. */
 #define SONDE_CLAIM_PROGRAM_NAME "sonde_claim_entry"
 
-/* Sizes of the maps, fixed at load. `probe_configs` holds an entry and a
- * return configuration per probe, so a plan has at most half as many probes. */
-#define SONDE_MAX_PROBE_CONFIGS 1024
+/* Sizes of the maps, fixed at load. `probe_configs` holds three configurations
+ * per probe: its entry's, its returns' and its result branches' (a span's usual
+ * end right after a call, `ends-after-call`); so a plan has at most 512 probes. */
+#define SONDE_CONFIGS_PER_PROBE 3
+#define SONDE_MAX_PROBE_CONFIGS (512 * SONDE_CONFIGS_PER_PROBE)
 #define SONDE_MAX_CALLS 16384        /* calls in flight at once, all processes */
 #define SONDE_MAX_OBJECT_SPANS 8192  /* spans kept open under an object (streams) */
 #define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
@@ -138,6 +140,9 @@ enum sonde_return_site {
 	SONDE_AT_RET_INSTRUCTION = 1, /* a RET of the span's own function: the stack is as deep as at
 	                              * the entry site (which precedes every stack adjustment) */
 	SONDE_AFTER_RETURN = 2,      /* a return probe (uretprobe): the return address is popped */
+	SONDE_IN_GO_FRAME = 3,       /* a result branch (ends-after-call) in the body of the span's
+	                              * own Go function, whose frame pointer RBP is 8 bytes below the
+	                              * return address: the entry site's stack pointer is RBP + 8 */
 };
 
 /* What a trace-context program does once its ops (LOAD_REGISTER, ADD,

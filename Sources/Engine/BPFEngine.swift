@@ -49,6 +49,8 @@ public final class BPFEngine {
     private var links: [Int: [UprobeLink]] = [:]
     private var nextAttachmentID = 0
     private var cookies = CookieRanges(capacity: UInt32(SONDE_MAX_PROBE_CONFIGS))
+    /// A probe's entry, returns and result branches each have a configuration of their own.
+    private static let configsPerProbe = UInt32(SONDE_CONFIGS_PER_PROBE)
     /// Closes the links of detached attachments, one after another.
     private let linkCloser = DispatchQueue(label: "sonde.link-closer")
     private var ringBuffer: OpaquePointer?
@@ -135,7 +137,7 @@ public final class BPFEngine {
         /// The probes whose configuration was written, by index in `plan.probes`.
         let probeIndexes: [Int]
         /// The first config-map entry of this plan: probe `i`'s entry site carries cookie
-        /// `cookieBase + 2i`, its return sites `cookieBase + 2i + 1`.
+        /// `cookieBase + 3i`, its return sites `cookieBase + 3i + 1`, its result branches `+ 2`.
         let cookieBase: UInt32
         /// Probes that could not be configured, with the reason; they are never attached.
         public let failures: [String]
@@ -161,7 +163,7 @@ public final class BPFEngine {
     /// can record different shares of their traces.
     /// - Throws: ``EngineError/configurationsFull(needed:free:)`` when the map has no room left.
     public func configure(_ plan: AttachPlan, sampler: TraceSampler = .alwaysOn) throws -> ConfiguredPlan {
-        let needed = UInt32(2 * plan.probes.count)
+        let needed = Self.configsPerProbe * UInt32(plan.probes.count)
         guard let base = cookies.allocate(needed) else {
             throw EngineError.configurationsFull(needed: Int(needed), free: cookies.largestFree)
         }
@@ -169,7 +171,7 @@ public final class BPFEngine {
         var configured: [Int] = []
         var failures: [String] = []
         for (index, probe) in plan.probes.enumerated() {
-            let entryCookie = base + UInt32(2 * index)
+            let entryCookie = base + Self.configsPerProbe * UInt32(index)
             let handoff = probe.handoffRegisters
             let entryRole: RecordLayout.Role = switch probe.probe.enrichment?.ends {
             case .object?: .endObjectSpan
@@ -194,6 +196,14 @@ public final class BPFEngine {
                         role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
                         siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
                         objectRegister: handoff?.child, guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                if !probe.resultBranches.isEmpty {
+                    // The return program reads the call's results, still in the registers a RET would find them in.
+                    try writeConfig(
+                        fd: configs, index: entryCookie + 2,
+                        RecordLayout.encodeConfig(
+                            role: .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0, siteAddress: 0,
+                            returnSite: .insideGoFrame, guarded: probe.resultBranchGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                }
                 configured.append(index)
             } catch {
                 failures.append("\(probe.qualifiedID): \(error)")
@@ -206,7 +216,7 @@ public final class BPFEngine {
     /// for the links being closed: until they are, their uprobes still read these entries.
     public func release(_ configured: ConfiguredPlan) {
         linkCloser.sync {}
-        cookies.free(configured.cookieBase, count: UInt32(2 * configured.plan.probes.count))
+        cookies.free(configured.cookieBase, count: Self.configsPerProbe * UInt32(configured.plan.probes.count))
     }
 
     /// Attaches every site of a configured plan. A probe is attached whole or not at all: an
@@ -223,8 +233,8 @@ public final class BPFEngine {
         let binary = binaryPath ?? configured.plan.binaryPath
         let sites = configured.probeIndexes.map { index in
             let probe = configured.plan.probes[index]
-            let entryCookie = configured.cookieBase + UInt32(2 * index)
-            return [(probe.entry, entryCookie)] + probe.returns.map { ($0, entryCookie + 1) }
+            let entryCookie = configured.cookieBase + Self.configsPerProbe * UInt32(index)
+            return [(probe.entry, entryCookie)] + probe.returns.map { ($0, entryCookie + 1) } + probe.resultBranches.map { ($0, entryCookie + 2) }
         }
         var failures = configured.failures
         var attachedLinks: [UprobeLink] = []

@@ -36,12 +36,15 @@ enum RecordLayout {
         case retInstruction
         /// A return probe: the call has returned, its return address popped.
         case afterReturn
+        /// A result branch in the body of the span's own Go function: its depth is its frame's.
+        case insideGoFrame
 
         var rawValue: UInt8 {
             switch self {
             case .elsewhere: UInt8(SONDE_NOT_AT_RETURN.rawValue)
             case .retInstruction: UInt8(SONDE_AT_RET_INSTRUCTION.rawValue)
             case .afterReturn: UInt8(SONDE_AFTER_RETURN.rawValue)
+            case .insideGoFrame: UInt8(SONDE_IN_GO_FRAME.rawValue)
             }
         }
     }

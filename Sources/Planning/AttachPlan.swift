@@ -106,6 +106,13 @@ public struct PlannedProbe: Sendable, Equatable {
     public var entryGuard: SiteGuard?
     /// The return sites end the span only when this holds (`span.ends-at-return`).
     public var returnGuard: SiteGuard?
+    /// `span.ends-after-call`: the branches right after the call whose results the function
+    /// returns, where the span usually ends, cheaply; `returns` then holds only the RETs of the
+    /// other ways out. They end the span only when `resultBranchGuard` holds (the result is nil).
+    public var resultBranches: [ProbeSite] = []
+    public var resultBranchGuard: SiteGuard?
+    /// Why a span whose pack says `ends-after-call` ends at all its RETs in this binary.
+    public var resultBranchProblem: String?
 
     /// The probe writes into the traced process's memory (outgoing trace context).
     public var writesTargetMemory: Bool {
@@ -184,6 +191,9 @@ public struct ProbeSite: Sendable, Equatable {
         case entry, `return`
         /// A `call` instruction inside the function, which the kernel emulates.
         case call
+        /// The conditional branch right after a call, testing one of its results
+        /// (`span.ends-after-call`), which the kernel emulates.
+        case resultBranch
         /// The function's return, through the kernel's return probe (uretprobe): it swaps the
         /// return address at the function's first instruction and runs when the call returns,
         /// wherever it returns from (a tail call's callee too). Native code only: Go's stack

@@ -105,6 +105,16 @@ struct CaptureCompiler {
         throw PlanProblem("\(context): \(origin) is \(value.typeName), not a pointer or interface in registers")
     }
 
+    /// The register that is zero when `origin` is nil: a pointer's, or an interface's type word,
+    /// which Go's `err == nil` tests (`span.ends-after-call`).
+    func nilTestRegister(_ origin: ValueOrigin, context: String) throws -> Register {
+        let value = try value(origin, context: context)
+        let pieces = value.registers ?? []
+        if types[value.typeName]?.kind == .pointer, pieces.count == 1 { return pieces[0].register }
+        if isInterface(value.typeName), pieces.count == 2 { return pieces[0].register }
+        throw PlanProblem("\(context): \(origin) of \(function) is \(value.typeName), not a pointer or interface in registers")
+    }
+
     /// The register a pointer parameter arrives in (`follow-goroutine` reads a callee's `*g`).
     func pointerRegister(_ origin: ValueOrigin, context: String) throws -> Register {
         let value = try value(origin, context: context)

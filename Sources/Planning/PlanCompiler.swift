@@ -5,14 +5,18 @@ import SondeABI
 /// Turns probe packs and the facts of one binary into an attach plan. Every probe either
 /// gets planned or gets a one-line reason; one probe's problem never stops the others.
 public enum PlanCompiler {
-    /// Probes one plan may hold: the BPF program keeps an entry and a return configuration for each.
-    public static let maxProbes = Int(SONDE_MAX_PROBE_CONFIGS) / 2
+    /// Probes one plan may hold: the BPF program keeps SONDE_CONFIGS_PER_PROBE configurations for
+    /// each (entry, returns, result branches).
+    public static let maxProbes = Int(SONDE_MAX_PROBE_CONFIGS / SONDE_CONFIGS_PER_PROBE)
 
-    /// The functions the packs hook, those whose calls they probe, and those their offset tables'
-    /// type checks compare against,
-    /// so binary analysis decodes only those.
+    /// The functions the packs hook, those whose calls they probe or end spans after, and those
+    /// their offset tables' type checks compare against, so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
-        let hooked = packs.flatMap { $0.probes.filter { !$0.functionIsPattern }.flatMap { [$0.function] + $0.signatureFunctions } }
+        let hooked = packs.flatMap {
+            $0.probes.filter { !$0.functionIsPattern }.flatMap { probe in
+                [probe.function] + probe.signatureFunctions + (probe.span?.endsAfterCall.map { [$0.function] } ?? [])
+            }
+        }
         let typeCheckMethods = offsetTables.values.flatMap { table in
             table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
         }
@@ -131,6 +135,7 @@ public enum PlanCompiler {
                 planned[index].returnGuard = SiteGuard(register: .rax, test: test)
             } else {
                 planned[index].returns = []
+                planned[index].resultBranches = []
             }
         }
         if placement == .conventional {
@@ -138,12 +143,20 @@ public enum PlanCompiler {
                 guard let function = facts.functions[planned[index].probe.function],
                       let first = try? SiteSelector.firstInstructionSite(of: function) else { continue }
                 planned[index].entry = first
+                if !planned[index].resultBranches.isEmpty {
+                    planned[index].resultBranches = []
+                    planned[index].returns = SiteSelector.returnSites(of: function)
+                }
             }
         }
         var plan = AttachPlan(
             binaryPath: facts.path, isPositionIndependent: facts.isPositionIndependent, goVersion: facts.goBuild?.goVersion,
             probes: planned, skipped: skipped)
         plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
+        for probe in planned {
+            guard let problem = probe.resultBranchProblem else { continue }
+            plan.notes.append("\(probe.qualifiedID): its span ends at every RET of \(probe.probe.function), not after its call (span.ends-after-call): \(problem)")
+        }
         for probe in planned {
             guard let function = facts.functions[probe.probe.function], function.namesakes > 0 else { continue }
             plan.notes.append(
@@ -504,6 +517,17 @@ public enum PlanCompiler {
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: keyMode, entry: entry, returns: returns,
             entryProgram: programs.entryProgram, returnProgram: programs.returnProgram, captureSlots: captureSlots)
         planned.objectKey = objectKey
+        if let ending = probe.span?.endsAfterCall {
+            do {
+                let register = try programs.nilTestRegister(.result(ending.nilResult), context: "span.ends-after-call.when-nil")
+                let found = try SiteSelector.resultBranches(after: try self.function(ending.function, in: facts), in: function, testing: register)
+                planned.resultBranches = found.branches
+                planned.resultBranchGuard = SiteGuard(register: register, test: .zero)
+                planned.returns = found.otherReturns
+            } catch let problem as PlanProblem {
+                planned.resultBranchProblem = problem.reason
+            }
+        }
         planned.contextProgram = traceContext?.program ?? []
         planned.contextAction = traceContext?.action
         if probe.span != nil { planned.prefetch = Prefetch.choose(for: [planned.entryProgram, planned.contextProgram]) }

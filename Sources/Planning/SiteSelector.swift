@@ -91,6 +91,109 @@ enum SiteSelector {
         return site
     }
 
+    /// `span.ends-after-call`'s sites in one function: where its span usually ends, and the RETs
+    /// still probed.
+    struct ResultBranches: Equatable {
+        var branches: [ProbeSite]
+        /// Every RET but those reached only once a branch goes the way its register is zero.
+        var otherReturns: [ProbeSite]
+    }
+
+    /// For each direct call of `callee` in `function`, the conditional jump right after it that
+    /// tests `register` (`test rbx, rbx; je …`), no instruction between them writing a register:
+    /// there the call's results are still in the registers a return program reads. The RETs
+    /// reached once such a jump goes the way `register` is zero need no probe, provided no other
+    /// way reaches them; every other RET keeps its probe.
+    static func resultBranches(after callee: FunctionFacts, in function: FunctionFacts, testing register: Register) throws -> ResultBranches {
+        try checkDecodedLayout(of: function)
+        let instructions = function.instructions
+        // The BPF program finds the call's stack depth from the frame pointer (SONDE_IN_GO_FRAME).
+        let setsFramePointer = instructions.prefix(prologueWindow).contains { instruction in
+            ["mov", "lea"].contains(instruction.mnemonic)
+                && (instruction.operands == "rbp, rsp" || instruction.operands.hasPrefix("rbp, [rsp + "))
+        }
+        guard setsFramePointer else {
+            throw PlanProblem("\(function.name) sets no frame pointer (RBP) in its prologue, which a result branch needs to tell nested calls apart")
+        }
+        let target = "0x\(hex(callee.address))"
+        let calls = instructions.indices.filter { instructions[$0].mnemonic == "call" && instructions[$0].operands == target }
+        guard !calls.isEmpty else { throw PlanProblem("\(function.name) does not call \(callee.name) directly") }
+        // Branch index: the address its zero way goes to, and the other way's.
+        var zeroWays: [Int: UInt64] = [:]
+        var otherWays: [Int: UInt64] = [:]
+        let name = "\(register)".lowercased()   // capstone's spelling
+        for call in calls {
+            var index = call + 1
+            while index < instructions.count, !isBranch(instructions[index]), !instructions[index].isReturn,
+                  instructions[index].writtenRegisters.isEmpty {
+                index += 1
+            }
+            guard index + 1 < instructions.count, index > call + 1, case let branch = instructions[index],
+                  ["je", "jne"].contains(branch.mnemonic), let taken = branchTarget(branch),
+                  instructions[index - 1].mnemonic == "test", instructions[index - 1].operands == "\(name), \(name)"
+            else {
+                throw PlanProblem(
+                    "\(function.name): the call to \(callee.name) at 0x\(hex(instructions[call].address)) is not followed by a test of "
+                        + "\(register) and a je or jne, with no register written between")
+            }
+            let fallThrough = instructions[index + 1].address
+            zeroWays[index] = branch.mnemonic == "je" ? taken : fallThrough
+            otherWays[index] = branch.mnemonic == "je" ? fallThrough : taken
+        }
+        let endingReturns = try returnsReached(from: Array(zeroWays.values), in: function)
+        let otherReturns = try returnsReached(from: [function.address], in: function, takingOnly: otherWays)
+        if let shared = endingReturns.intersection(otherReturns).min() {
+            throw PlanProblem(
+                "\(function.name): the RET at 0x\(hex(instructions[shared].address)) is reached both after the call to \(callee.name) with "
+                    + "\(register) zero and on another way out")
+        }
+        guard !endingReturns.isEmpty else {
+            throw PlanProblem("\(function.name): no RET follows the call to \(callee.name) with \(register) zero")
+        }
+        let ending = Set(endingReturns.map { instructions[$0].address })
+        return ResultBranches(
+            branches: try zeroWays.keys.sorted().map { try site(.resultBranch, instructions[$0], in: function, skipFlagsMask: 0) },
+            otherReturns: returnSites(of: function).filter { !ending.contains($0.address) })
+    }
+
+    /// The indexes of the RETs reached from `starts`, following every way of every branch but, at
+    /// the branches in `takingOnly`, the one way given.
+    private static func returnsReached(from starts: [UInt64], in function: FunctionFacts, takingOnly: [Int: UInt64] = [:]) throws -> Set<Int> {
+        let instructions = function.instructions
+        let indexes = Dictionary(uniqueKeysWithValues: instructions.enumerated().map { ($1.address, $0) })
+        var seen = Set<Int>()
+        var pending: [Int] = []
+        var returns = Set<Int>()
+        func visit(_ address: UInt64) throws {
+            guard let index = indexes[address] else {
+                throw PlanProblem("\(function.name): a jump goes to 0x\(hex(address)), which is not an instruction of the function")
+            }
+            if seen.insert(index).inserted { pending.append(index) }
+        }
+        for start in starts { try visit(start) }
+        while let index = pending.popLast() {
+            let instruction = instructions[index]
+            if instruction.isReturn {
+                returns.insert(index)
+                continue
+            }
+            if let only = takingOnly[index] {
+                try visit(only)
+                continue
+            }
+            if instruction.mnemonic.hasPrefix("j") {
+                guard let target = branchTarget(instruction) else {
+                    throw PlanProblem("\(function.name): the indirect jump at 0x\(hex(instruction.address)) may go anywhere")
+                }
+                try visit(target)
+                if instruction.mnemonic == "jmp" { continue }
+            }
+            // The function's last instruction goes nowhere further (a call that does not return).
+            if index + 1 < instructions.count { try visit(instructions[index + 1].address) }
+        }
+        return returns
+    }
+
     // MARK: - Decoded instruction boundaries
 
     /// Checks that the instructions read as a decoding of the function from its first byte: the

@@ -16,13 +16,15 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// One call of the probe's function: its entry site, and one of its return sites (a call leaves
-    /// through exactly one RET).
+    /// through exactly one RET), or the result branch where it usually ends instead.
     /// A return probe costs its hook at the function's first instruction, shared with an entry
     /// site there, and its return, which the kernel makes without a single-step (Linux 6.11+).
     public init(perCallOf probe: PlannedProbe) {
         self.init()
         add(probe.entry)
-        if let exit = probe.returns.first {
+        if let branch = probe.resultBranches.first {
+            add(branch)
+        } else if let exit = probe.returns.first {
             // Return sites differ only when a RET is emulated, which x86's never is; count the costliest.
             let costliest = probe.returns.first { !$0.kernelEmulates } ?? exit
             if costliest.role == .returnProbe {
@@ -41,8 +43,8 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
         var breakpoints: [UInt64: Bool] = [:]  // file offset: emulated
         var returnProbes = Set<UInt64>()
         for probe in probes {
-            let costliestReturn = probe.returns.first { !$0.kernelEmulates } ?? probe.returns.first
-            for site in [probe.entry] + (costliestReturn.map { [$0] } ?? []) {
+            let usualEnd = probe.resultBranches.first ?? probe.returns.first { !$0.kernelEmulates } ?? probe.returns.first
+            for site in [probe.entry] + (usualEnd.map { [$0] } ?? []) {
                 breakpoints[site.fileOffset] = site.kernelEmulates
                 if site.role == .returnProbe { returnProbes.insert(site.fileOffset) }
             }

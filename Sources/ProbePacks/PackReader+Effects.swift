@@ -2,9 +2,9 @@ import Foundation
 
 /// What a probe does: `span`, `enrich`, `end-span` or `follow-goroutine`, with their names and conditions.
 extension PackReader {
-    static func readSpan(_ node: YAMLNode, captures: Set<String>) throws -> SpanRule {
+    static func readSpan(_ node: YAMLNode, captures: Set<String>, language: Language?) throws -> SpanRule {
         let report = node.diagnostics
-        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call", "ends-at-return"])
+        let map = try node.mapping("span", allowed: ["kind", "name", "error-when", "outlives-call", "ends-at-return", "ends-after-call"])
         let kind = report.attempt { () throws -> SpanRule.Kind in
             let kindNode = try map.required("kind")
             let kindName = try kindNode.string("span.kind")
@@ -29,8 +29,34 @@ extension PackReader {
                 return try readResultTest(condition.required("when-result"), key: "span.ends-at-return.when-result")
             }
         }
+        let endsAfterCall = map.optional("ends-after-call").flatMap { node in
+            report.attempt { try readEndsAfterCall(node, language: language, alongside: map) }
+        }
         guard let kind, let name else { throw AlreadyReported() }
-        return SpanRule(kind: kind, name: name, errorWhen: errorWhen ?? [], outlivesCall: outlivesCall, endsAtReturn: endsAtReturn)
+        return SpanRule(
+            kind: kind, name: name, errorWhen: errorWhen ?? [], outlivesCall: outlivesCall, endsAtReturn: endsAtReturn, endsAfterCall: endsAfterCall)
+    }
+
+    /// `ends-after-call: { function: NAME, when-nil: { result: N } }`, Go only.
+    private static func readEndsAfterCall(_ node: YAMLNode, language: Language?, alongside span: YAMLMapping) throws -> CallResultEnd {
+        if let language, language != .go {
+            throw node.error("span.ends-after-call is for Go packs; a native span returns through a return probe, which is cheap already")
+        }
+        if let other = ["outlives-call", "ends-at-return"].first(where: span.contains) {
+            throw node.error("span.ends-after-call and span.\(other) cannot be combined: each decides differently where the span ends")
+        }
+        let map = try node.mapping("span.ends-after-call", allowed: ["function", "when-nil"])
+        // A misspelt key is reported already: what it leaves missing need not be too.
+        if map.hasUnknownKeys { throw AlreadyReported() }
+        let function = try map.required("function").string("span.ends-after-call.function")
+        let whenNil = try map.required("when-nil")
+        guard case .result(let index) = try readOrigin(
+            whenNil.mapping("span.ends-after-call.when-nil", allowed: ["arg", "result"]), of: "span.ends-after-call.when-nil", at: whenNil,
+            resultAllowed: true)
+        else {
+            throw whenNil.error("span.ends-after-call.when-nil names a result of \(function) (result: N), not an argument")
+        }
+        return CallResultEnd(function: function, nilResult: index)
     }
 
     static func readResultTest(_ node: YAMLNode, key: String) throws -> ResultTest {

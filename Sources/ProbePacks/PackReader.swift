@@ -220,7 +220,7 @@ enum PackReader {
         }
         // Captures that failed are still known by name, so references to them are not reported too.
         let names = Set(keys.map(\.name))
-        let span = map.optional("span").flatMap { span in report.attempt { try readSpan(span, captures: names) } }
+        let span = map.optional("span").flatMap { span in report.attempt { try readSpan(span, captures: names, language: language) } }
         let handoff = map.optional("follow-goroutine").flatMap { handoff in report.attempt { try readHandoff(handoff) }
         }
         let enrichment = map.optional("enrich").flatMap { enrich in

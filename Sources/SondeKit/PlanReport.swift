@@ -13,8 +13,11 @@ public enum PlanReport {
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
             let effect = Self.effect(of: probe)
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
-            for site in [probe.entry] + probe.returns {
+            for site in [probe.entry] + probe.returns + probe.resultBranches {
                 lines.append("  " + render(site))
+            }
+            if let guarded = probe.resultBranchGuard, !probe.resultBranches.isEmpty {
+                lines.append("  ends at the branch after its call \(guarded), reading the call's results; otherwise at a RET")
             }
             if let guarded = probe.entryGuard { lines.append("  \(probe.entry.role == .returnProbe ? "acts at the return" : "acts") \(guarded)") }
             if let guarded = probe.returnGuard { lines.append("  ends at the return \(guarded); otherwise when an end-span probe ends it") }
@@ -81,6 +84,7 @@ public enum PlanReport {
         case .entry: "entry "
         case .return: "return"
         case .call: "call  "
+        case .resultBranch: "ends  "
         case .returnProbe: "return"
         }
         let hooked = site.kernelEmulates ? "emulated (cheap)" : "single-stepped (costly)"

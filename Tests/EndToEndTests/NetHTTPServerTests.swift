@@ -188,8 +188,22 @@ enum NetHTTPScenarios {
 
     /// `/proxy` calls the server's own `/hello` with http.Get while serving, `/proxy-async` does so
     /// from a goroutine it starts; `?to=127.0.0.1:1` makes the call fail to connect.
+    /// The client span's usual end is the emulated branch on the connection's error right after
+    /// `(*persistConn).roundTrip` returns (span.ends-after-call), not one of roundTrip's RETs:
+    /// `sonde plan` shows that site, and a call then costs two emulated hits and no single-step.
+    static func checkClientSpanEndsAfterItsCall(in binary: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let plan = try runSonde(["plan", "--exe", binary, "--pack", "go/net-http"]).output
+        let client = plan.components(separatedBy: "\nprobe ").first { $0.hasPrefix("go/net-http/client (") } ?? ""
+        let ends = client.split(separator: "\n").filter { $0.hasPrefix("  ends   0x") }
+        XCTAssertEqual(ends.count, 1, plan, file: file, line: line)
+        XCTAssertTrue(ends.allSatisfy { $0.contains("  je 0x") && $0.hasSuffix("[emulated (cheap)]") }, plan, file: file, line: line)
+        XCTAssertTrue(client.contains("\n  ends at the branch after its call only when RBX is zero, reading the call's results; otherwise at a RET\n"), plan, file: file, line: line)
+        XCTAssertTrue(client.contains("\n  per call: 2 emulated + 0 single-stepped hits ≈ 1.3 µs of traps\n"), plan, file: file, line: line)
+    }
+
     static func traceClientCalls(go: String, variant: String) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
+        try checkClientSpanEndsAfterItsCall(in: binary)
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let proxied = 8

@@ -277,5 +277,8 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(errors([("soname: libdemo.so.1", "module: example.com/demo")]), [
             "bad.yaml:5:3: unknown key 'module' in library; expected one of: soname, versions",
         ])
+        XCTAssertEqual(errors([("ends-at-return: { when-result: zero }", "ends-after-call: { function: demo_recv, when-nil: { result: 0 } }")]), [
+            "bad.yaml:17:24: span.ends-after-call is for Go packs; a native span returns through a return probe, which is cheap already",
+        ])
     }
 }
