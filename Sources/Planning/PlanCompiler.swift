@@ -136,6 +136,7 @@ public enum PlanCompiler {
             } else {
                 planned[index].returns = []
                 planned[index].resultBranches = []
+                planned[index].resultBranchProblem = nil
             }
         }
         if placement == .conventional {

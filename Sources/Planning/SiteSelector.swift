@@ -108,12 +108,10 @@ enum SiteSelector {
         try checkDecodedLayout(of: function)
         let instructions = function.instructions
         // The BPF program finds the call's stack depth from the frame pointer (SONDE_IN_GO_FRAME).
-        let setsFramePointer = instructions.prefix(prologueWindow).contains { instruction in
-            ["mov", "lea"].contains(instruction.mnemonic)
-                && (instruction.operands == "rbp, rsp" || instruction.operands.hasPrefix("rbp, [rsp + "))
-        }
-        guard setsFramePointer else {
-            throw PlanProblem("\(function.name) sets no frame pointer (RBP) in its prologue, which a result branch needs to tell nested calls apart")
+        guard framePointerIsBelowReturnAddress(in: function) else {
+            throw PlanProblem(
+                "\(function.name) sets no frame pointer (RBP) 8 bytes below its return address in its prologue, which a result branch "
+                    + "needs to tell nested calls apart")
         }
         let target = "0x\(hex(callee.address))"
         let calls = instructions.indices.filter { instructions[$0].mnemonic == "call" && instructions[$0].operands == target }
@@ -136,6 +134,12 @@ enum SiteSelector {
                     "\(function.name): the call to \(callee.name) at 0x\(hex(instructions[call].address)) is not followed by a test of "
                         + "\(register) and a je or jne, with no register written between")
             }
+            // Only through the test does the branch's way say whether the register is zero.
+            if let jumper = instructions.first(where: { isBranch($0) && branchTarget($0) == branch.address }) {
+                throw PlanProblem(
+                    "\(function.name): the jump at 0x\(hex(jumper.address)) goes straight to the branch at 0x\(hex(branch.address)), "
+                        + "past its test of \(register)")
+            }
             let fallThrough = instructions[index + 1].address
             zeroWays[index] = branch.mnemonic == "je" ? taken : fallThrough
             otherWays[index] = branch.mnemonic == "je" ? fallThrough : taken
@@ -154,6 +158,35 @@ enum SiteSelector {
         return ResultBranches(
             branches: try zeroWays.keys.sorted().map { try site(.resultBranch, instructions[$0], in: function, skipFlagsMask: 0) },
             otherReturns: returnSites(of: function).filter { !ending.contains($0.address) })
+    }
+
+    /// Whether the prologue leaves RBP 8 bytes below the return address, the entry's stack pointer:
+    /// `push rbp; mov rbp, rsp` (Go 1.21+) or `sub rsp, N; mov [rsp + N-8], rbp; lea rbp, [rsp + N-8]`
+    /// (Go 1.19), whatever stack check comes before.
+    private static func framePointerIsBelowReturnAddress(in function: FunctionFacts) -> Bool {
+        var stackOffset: Int64 = 0  // the stack pointer, from the entry's
+        for instruction in function.instructions.prefix(prologueWindow) {
+            let operands = instruction.operands
+            switch instruction.mnemonic {
+            case "push": stackOffset -= 8
+            case "sub" where operands.hasPrefix("rsp, "):
+                guard let size = immediate(operands.dropFirst("rsp, ".count)) else { return false }
+                stackOffset -= size
+            case "mov" where operands == "rbp, rsp":
+                return stackOffset == -8
+            case "lea" where operands.hasPrefix("rbp, [rsp + ") && operands.hasSuffix("]"):
+                guard let offset = immediate(operands.dropFirst("rbp, [rsp + ".count).dropLast()) else { return false }
+                return stackOffset + offset == -8
+            default:
+                if instruction.writtenRegisters.contains(.rsp) || instruction.writtenRegisters.contains(.rbp) { return false }
+            }
+        }
+        return false
+    }
+
+    /// A decimal or 0x-hexadecimal immediate as capstone prints it.
+    private static func immediate(_ text: Substring) -> Int64? {
+        text.hasPrefix("0x") ? Int64(text.dropFirst(2), radix: 16) : Int64(text)
     }
 
     /// The indexes of the RETs reached from `starts`, following every way of every branch but, at

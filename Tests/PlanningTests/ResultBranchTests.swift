@@ -80,6 +80,14 @@ extension PlanCompilerTests {
         XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 2, singleSteppedHits: 0))
         XCTAssertEqual(TrapCost(perRequestOf: plan.probes), TrapCost(emulatedHits: 2, singleSteppedHits: 0))
 
+        // Go 1.19's prologue sets the frame pointer after moving the stack pointer once.
+        let go119 = PlanCompiler.compile(packs: [try fetchPack()], facts: fetchFacts(replacing: [
+            0x71_0008: instruction(0x71_0008, "sub", "rsp, 0x20", emulated: false, writes: [.rsp]),
+            0x71_000c: instruction(0x71_000c, "lea", "rbp, [rsp + 0x18]", emulated: false, writes: [.rbp]),
+        ]))
+        XCTAssertEqual(go119.notes, [])
+        XCTAssertEqual(go119.probes.first?.resultBranches.map(\.address), [0x71_001c])
+
         // The peers' design ends at every RET.
         let conventional = PlanCompiler.compile(packs: [try fetchPack()], facts: fetchFacts(), placement: .conventional)
         XCTAssertEqual(conventional.probes.first?.resultBranches, [])
@@ -131,7 +139,15 @@ extension PlanCompilerTests {
             prefix + "main.fetch: the indirect jump at 0x710020 may go anywhere")
         XCTAssertEqual(
             try note([0x71_000c: instruction(0x71_000c, "mov", "rax, rsp", emulated: false, writes: [.rax])]),
-            prefix + "main.fetch sets no frame pointer (RBP) in its prologue, which a result branch needs to tell nested calls apart")
+            prefix + "main.fetch sets no frame pointer (RBP) 8 bytes below its return address in its prologue, which a result branch "
+                + "needs to tell nested calls apart")
+        XCTAssertEqual(
+            try note([0x71_000c: instruction(0x71_000c, "lea", "rbp, [rsp + 8]", emulated: false, writes: [.rbp])]),
+            prefix + "main.fetch sets no frame pointer (RBP) 8 bytes below its return address in its prologue, which a result branch "
+                + "needs to tell nested calls apart")
+        XCTAssertEqual(
+            try note([0x71_0084: instruction(0x71_0084, "jmp", "0x71001c", emulated: true)]),
+            prefix + "main.fetch: the jump at 0x710084 goes straight to the branch at 0x71001c, past its test of RBX")
         XCTAssertEqual(
             try note([0x71_0010: instruction(0x71_0010, "call", "0x710300", emulated: true)]),
             prefix + "main.fetch does not call main.get directly")
