@@ -182,20 +182,25 @@ public final class BPFEngine {
             }
             // One probe that cannot be configured is reported and skipped; the others still attach.
             do {
-                try writeConfig(
-                    fd: configs, index: entryCookie,
-                    RecordLayout.encodeConfig(
-                        role: entryRole, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: probe.entry.skipFlagsMask,
-                        siteAddress: probe.entry.address, samplingThreshold: sampler.threshold,
-                        objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister, guarded: probe.entryGuard,
-                        program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
-                        contextAction: probe.contextAction, prefetch: probe.prefetch))
-                try writeConfig(
-                    fd: configs, index: entryCookie + 1,
-                    RecordLayout.encodeConfig(
-                        role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: 0,
-                        siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
-                        objectRegister: handoff?.child, guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                // A called-from probe's other call sites take the slots its returns and result branches would.
+                for (offset, site) in ([probe.entry] + probe.extraEntries).enumerated() {
+                    try writeConfig(
+                        fd: configs, index: entryCookie + UInt32(offset),
+                        RecordLayout.encodeConfig(
+                            role: entryRole, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: site.skipFlagsMask,
+                            siteAddress: site.address, samplingThreshold: sampler.threshold,
+                            objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister, guarded: probe.entryGuard,
+                            program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
+                            contextAction: probe.contextAction, prefetch: probe.prefetch))
+                }
+                if !probe.returns.isEmpty {
+                    try writeConfig(
+                        fd: configs, index: entryCookie + 1,
+                        RecordLayout.encodeConfig(
+                            role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode,
+                            skipFlagsMask: 0, siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
+                            objectRegister: handoff?.child, guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                }
                 if !probe.resultBranches.isEmpty {
                     // The return program reads the call's results, still in the registers a RET would find them in.
                     try writeConfig(
@@ -234,7 +239,8 @@ public final class BPFEngine {
         let sites = configured.probeIndexes.map { index in
             let probe = configured.plan.probes[index]
             let entryCookie = configured.cookieBase + Self.configsPerProbe * UInt32(index)
-            return [(probe.entry, entryCookie)] + probe.returns.map { ($0, entryCookie + 1) } + probe.resultBranches.map { ($0, entryCookie + 2) }
+            let entries = ([probe.entry] + probe.extraEntries).enumerated().map { ($1, entryCookie + UInt32($0)) }
+            return entries + probe.returns.map { ($0, entryCookie + 1) } + probe.resultBranches.map { ($0, entryCookie + 2) }
         }
         var failures = configured.failures
         var attachedLinks: [UprobeLink] = []

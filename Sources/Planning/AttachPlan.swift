@@ -80,6 +80,9 @@ public struct PlannedProbe: Sendable, Equatable {
     public var spanSlot: UInt32
     public var keyMode: CallKeyMode
     public var entry: ProbeSite
+    /// `called-from`: the other calls of the function in its caller, sites like `entry` (each
+    /// with its own configuration, in the slots an entry-only probe leaves unused).
+    public var extraEntries: [ProbeSite] = []
     public var returns: [ProbeSite]
     public var entryProgram: [FetchOp]
     public var returnProgram: [FetchOp]

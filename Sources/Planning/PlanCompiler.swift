@@ -12,11 +12,7 @@ public enum PlanCompiler {
     /// The functions the packs hook, those whose calls they probe or end spans after, and those
     /// their offset tables' type checks compare against, so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
-        let hooked = packs.flatMap {
-            $0.probes.filter { !$0.functionIsPattern }.flatMap { probe in
-                [probe.function] + probe.signatureFunctions + (probe.span?.endsAfterCall.map { [$0.function] } ?? [])
-            }
-        }
+        let hooked = packs.flatMap { $0.probes.filter { !$0.functionIsPattern }.flatMap(\.functionsRead) }
         let typeCheckMethods = offsetTables.values.flatMap { table in
             table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
         }
@@ -427,6 +423,23 @@ public enum PlanCompiler {
     /// `signature` gives the signature of one of the probe's ``Probe/signatureFunctions`` by name.
     static func compile(
         probe: Probe, facts: BinaryFacts, dataOffset: Int = 0, signature: (String) throws -> ProbeSignature
+    ) throws -> PlannedProbe {
+        var planned = try compileAtEntry(probe: probe, facts: facts, dataOffset: dataOffset, signature: signature)
+        if let caller = probe.calledFrom {
+            // The call instructions hold the same argument registers the entry site would read.
+            let sites = try SiteSelector.callSites(to: try function(probe.function, in: facts), in: try function(caller, in: facts))
+            guard sites.count <= Int(SONDE_CONFIGS_PER_PROBE) else {
+                throw PlanProblem(
+                    "\(caller) calls \(probe.function) \(sites.count) times directly; a probe holds at most \(SONDE_CONFIGS_PER_PROBE) call sites")
+            }
+            planned.entry = sites[0]
+            planned.extraEntries = Array(sites.dropFirst())
+        }
+        return planned
+    }
+
+    private static func compileAtEntry(
+        probe: Probe, facts: BinaryFacts, dataOffset: Int, signature: (String) throws -> ProbeSignature
     ) throws -> PlannedProbe {
         let function = try function(probe.function, in: facts)
         if let handoff = probe.goroutineHandoff {

@@ -76,19 +76,27 @@ enum SiteSelector {
 
     /// The one `call` of `callee` inside `function`: a direct call, which the kernel emulates.
     static func callSite(to callee: FunctionFacts, in function: FunctionFacts) throws -> ProbeSite {
+        let sites = try callSites(to: callee, in: function)
+        guard sites.count == 1 else {
+            throw PlanProblem("\(function.name) calls \(callee.name) \(sites.count) times directly; a call site needs exactly one")
+        }
+        return sites[0]
+    }
+
+    /// Every direct `call` of `callee` inside `function`, at least one, each emulated by the kernel.
+    static func callSites(to callee: FunctionFacts, in function: FunctionFacts) throws -> [ProbeSite] {
         try checkDecodedLayout(of: function)
         let target = "0x\(hex(callee.address))"
         let calls = function.instructions.filter { $0.mnemonic == "call" && $0.operands == target }
-        guard calls.count == 1, let call = calls.first else {
-            throw PlanProblem(
-                "\(function.name) calls \(callee.name) \(calls.count) times directly; a call site needs exactly one")
+        guard !calls.isEmpty else { throw PlanProblem("\(function.name) does not call \(callee.name) directly") }
+        return try calls.map { call in
+            guard call.kernelEmulates else {
+                throw PlanProblem("\(function.name): the call to \(callee.name) at 0x\(hex(call.address)) is not one the kernel emulates")
+            }
+            var site = try site(.call, call, in: function, skipFlagsMask: 0)
+            site.instruction += " <\(callee.name)>"
+            return site
         }
-        guard call.kernelEmulates else {
-            throw PlanProblem("\(function.name): the call to \(callee.name) at 0x\(hex(call.address)) is not one the kernel emulates")
-        }
-        var site = try site(.call, call, in: function, skipFlagsMask: 0)
-        site.instruction += " <\(callee.name)>"
-        return site
     }
 
     /// `span.ends-after-call`'s sites in one function: where its span usually ends, and the RETs

@@ -199,7 +199,7 @@ enum PackReader {
             "a probe",
             allowed: [
                 "id", "function", "signature", "span", "follow-goroutine", "enrich", "end-span", "inject-trace-context",
-                "extract-trace-context", "trace-context", "on-entry", "on-return", "attributes",
+                "extract-trace-context", "trace-context", "called-from", "on-entry", "on-return", "attributes",
             ]
         )
         let id = report.attempt { try map.required("id").string("probe id") }
@@ -238,6 +238,7 @@ enum PackReader {
         let extraction = map.optional("extract-trace-context").flatMap { extraction in
             report.attempt { try readExtraction(extraction) }
         }
+        let calledFrom = map.optional("called-from").flatMap { node in report.attempt { try node.string("called-from") } }
         checkEffect(of: map, probe: probe)
         let attributes = map.optional("attributes").flatMap { attributes in
             report.attempt { try readAttributes(attributes, captures: names) }
@@ -255,6 +256,7 @@ enum PackReader {
             traceContext: traceContext,
             injection: injection,
             extraction: extraction,
+            calledFrom: calledFrom,
             onEntry: onEntry?.captures ?? [],
             onReturn: onReturn?.captures ?? [],
             attributes: attributes ?? [],
@@ -281,16 +283,20 @@ enum PackReader {
         if effects[0] != "span", let headers = map.entries.first(where: { $0.key == "trace-context" }) {
             report.report(headers.keyNode.error("trace-context belongs to a span probe: it says where that span's request keeps its headers"))
         }
+        let atReturn = (map.optional(effects[0]).flatMap { try? $0.mapping(effects[0]) }?.optional("at")).flatMap { try? $0.string("at") } == "return"
         if ["enrich", "end-span"].contains(effects[0]) {
             // At a return (`at: return`) the arguments are gone and the results are there; at entry, the reverse.
-            let at = (map.optional(effects[0]).flatMap { try? $0.mapping(effects[0]) }?.optional("at")).flatMap { try? $0.string("at") }
-            let atReturn = at == "return"
             if let misplaced = map.entries.first(where: { $0.key == (atReturn ? "on-entry" : "on-return") }) {
                 report.report(misplaced.keyNode.error(
                     atReturn
                         ? "an \(effects[0]) probe at: return reads its function's results (on-return); its arguments are gone by then"
                         : "an \(effects[0]) probe reads on entry only; it has no return to wait for (or say at: return)"))
             }
+        }
+        if let calledFrom = map.entries.first(where: { $0.key == "called-from" }), ["span", "follow-goroutine"].contains(effects[0]) || atReturn {
+            report.report(calledFrom.keyNode.error(
+                "called-from puts the probe at the calls of its function, which have no return to it: only probes that act at entry "
+                    + "may have it (enrich, end-span, inject-trace-context, extract-trace-context)"))
         }
         if ["follow-goroutine", "inject-trace-context", "extract-trace-context"].contains(effects[0]) {
             let article = effects[0] == "follow-goroutine" ? "a" : "an"

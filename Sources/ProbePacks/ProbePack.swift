@@ -75,6 +75,11 @@ public struct Probe: Sendable, Equatable {
     /// Set for probes that read a request's incoming trace context before the code serving it
     /// runs, here or in a goroutine this function starts: it becomes the parent of that code's spans.
     public var extraction: TraceContextExtraction?
+    /// `called-from`: the probe acts where this function calls `function` (each direct `call`,
+    /// which the kernel emulates, reading `function`'s arguments there) rather than at
+    /// `function`'s entry, so calls from elsewhere (a server writing its responses with the same
+    /// function a client writes requests with) cost no trap. Entry-only probes.
+    public var calledFrom: String?
     public var onEntry: [Capture]
     /// Captures taken when the function returns; their arguments are the values saved at entry.
     public var onReturn: [Capture]
@@ -84,7 +89,7 @@ public struct Probe: Sendable, Equatable {
     public init(
         id: String, function: String, functionIsPattern: Bool = false, signature: NativeSignature? = nil, span: SpanRule?, goroutineHandoff: GoroutineHandoff? = nil, enrichment: Enrichment? = nil,
         traceContext: TraceContextHeaders? = nil, injection: TraceContextInjection? = nil, extraction: TraceContextExtraction? = nil,
-        onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
+        calledFrom: String? = nil, onEntry: [Capture], onReturn: [Capture], attributes: [AttributeRule], source: SourceLocation
     ) {
         self.id = id
         self.function = function
@@ -96,6 +101,7 @@ public struct Probe: Sendable, Equatable {
         self.traceContext = traceContext
         self.injection = injection
         self.extraction = extraction
+        self.calledFrom = calledFrom
         self.onEntry = onEntry
         self.onReturn = onReturn
         self.attributes = attributes
@@ -103,6 +109,12 @@ public struct Probe: Sendable, Equatable {
     }
 
     public var captures: [Capture] { onEntry + onReturn }
+
+    /// Every function planning reads in the binary for this probe: the hooked one, those whose
+    /// signatures it reads, the caller it sits in (`called-from`) and the call its span ends after.
+    public var functionsRead: [String] {
+        [function] + signatureFunctions + [calledFrom, span?.endsAfterCall?.function].compactMap { $0 }
+    }
 
     /// The functions whose signatures planning reads: the hooked function's own or, for
     /// `follow-goroutine`, the callees whose arguments it reads at their calls.

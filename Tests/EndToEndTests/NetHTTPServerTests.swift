@@ -191,8 +191,15 @@ enum NetHTTPScenarios {
     /// The client span's usual end is the emulated branch on the connection's error right after
     /// `(*persistConn).roundTrip` returns (span.ends-after-call), not one of roundTrip's RETs:
     /// `sonde plan` shows that site, and a call then costs two emulated hits and no single-step.
-    static func checkClientSpanEndsAfterItsCall(in binary: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// Its traceparent is written at `(*Request).write`'s two calls of `writeSubset` (called-from),
+    /// which server responses never reach.
+    static func checkClientSites(in binary: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let plan = try runSonde(["plan", "--exe", binary, "--pack", "go/net-http"]).output
+        let headers = plan.components(separatedBy: "\nprobe ").first { $0.hasPrefix("go/net-http/client-request-headers (") } ?? ""
+        let calls = headers.split(separator: "\n").filter { $0.hasPrefix("  call   0x") }
+        XCTAssertEqual(calls.count, 2, plan, file: file, line: line)
+        XCTAssertTrue(calls.allSatisfy { $0.hasSuffix(" <net/http.Header.writeSubset>  [emulated (cheap)]") }, plan, file: file, line: line)
+        XCTAssertTrue(headers.contains("\n  acts where net/http.(*Request).write calls it (called-from), not at its entry\n"), plan, file: file, line: line)
         let client = plan.components(separatedBy: "\nprobe ").first { $0.hasPrefix("go/net-http/client (") } ?? ""
         let ends = client.split(separator: "\n").filter { $0.hasPrefix("  ends   0x") }
         XCTAssertEqual(ends.count, 1, plan, file: file, line: line)
@@ -203,7 +210,7 @@ enum NetHTTPScenarios {
 
     static func traceClientCalls(go: String, variant: String) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
-        try checkClientSpanEndsAfterItsCall(in: binary)
+        try checkClientSites(in: binary)
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let proxied = 8

@@ -243,8 +243,9 @@ final class PlanCompilerTests: XCTestCase {
 
     func testFunctionsNeeded() throws {
         XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try PackLoader.load(file: Self.shippedPackFile)]), [
-            "net/http.(*Transport).roundTrip", "net/http.(*conn).hijackLocked", "net/http.(*http2responseWriter).handlerDone",
-            "net/http.(*persistConn).roundTrip", "net/http.(*response).finishRequest", "net/http.Header.writeSubset", Self.serveHTTP,
+            "net/http.(*Request).write", "net/http.(*Transport).roundTrip", "net/http.(*conn).hijackLocked",
+            "net/http.(*http2responseWriter).handlerDone", "net/http.(*persistConn).roundTrip", "net/http.(*response).finishRequest",
+            "net/http.Header.writeSubset", Self.serveHTTP,
             "net/http/internal/http2.(*responseWriter).handlerDone",
         ])
     }

@@ -94,13 +94,17 @@ extension PlanCompilerTests {
         XCTAssertEqual(conventional.probes.first?.returns.map(\.address), [0x71_0028, 0x71_0034])
     }
 
+    /// What loading `yaml` as bad.yaml, with `original` replaced, reports.
+    func loadError(_ yaml: String, replacing original: String, with replacement: String) -> String {
+        switch Result(catching: { try PackLoader.parse(yaml: yaml.replacingOccurrences(of: original, with: replacement), file: "bad.yaml") }) {
+        case .success: return "no error"
+        case .failure(let error): return "\(error)"
+        }
+    }
+
     func testEndsAfterCallMistakesAreLocated() {
         func error(replacing original: String, with replacement: String) -> String {
-            let yaml = Self.fetchPackYAML.replacingOccurrences(of: original, with: replacement)
-            switch Result(catching: { try PackLoader.parse(yaml: yaml, file: "bad.yaml") }) {
-            case .success: return "no error"
-            case .failure(let error): return "\(error)"
-            }
+            loadError(Self.fetchPackYAML, replacing: original, with: replacement)
         }
         XCTAssertEqual(
             error(replacing: "name: fetch", with: "name: fetch\n      outlives-call: { result: 0 }"),

@@ -109,7 +109,7 @@ final class PackLoaderTests: XCTestCase {
             error(in: validProbe.replacingOccurrences(of: "function: main.handle", with: "functon: main.handle")),
             """
             bad.yaml:6:5: a probe is missing 'function'
-            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, signature, span, follow-goroutine, enrich, end-span, inject-trace-context, extract-trace-context, trace-context, on-entry, on-return, attributes
+            bad.yaml:7:5: unknown key 'functon' in a probe; expected one of: id, function, signature, span, follow-goroutine, enrich, end-span, inject-trace-context, extract-trace-context, trace-context, called-from, on-entry, on-return, attributes
             """)
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"handle {route}\"")),
