@@ -137,7 +137,8 @@ public final class BPFEngine {
         /// The probes whose configuration was written, by index in `plan.probes`.
         let probeIndexes: [Int]
         /// The first config-map entry of this plan: probe `i`'s entry site carries cookie
-        /// `cookieBase + 3i`, its return sites `cookieBase + 3i + 1`, its result branches `+ 2`.
+        /// `cookieBase + 3i`, its return sites `cookieBase + 3i + 1`, its result branches `+ 2`; a
+        /// called-from probe's other call sites take `+ 1` and `+ 2` instead.
         let cookieBase: UInt32
         /// Probes that could not be configured, with the reason; they are never attached.
         public let failures: [String]

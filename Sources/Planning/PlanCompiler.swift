@@ -12,7 +12,8 @@ public enum PlanCompiler {
     /// The functions the packs hook, those whose calls they probe or end spans after, and those
     /// their offset tables' type checks compare against, so binary analysis decodes only those.
     public static func functionsNeeded(by packs: [ProbePack], offsetTables: [String: OffsetTable] = [:]) -> [String] {
-        let hooked = packs.flatMap { $0.probes.filter { !$0.functionIsPattern }.flatMap(\.functionsRead) }
+        // A pattern is expanded on its own; the other functions a pattern probe names are plain names.
+        let hooked = packs.flatMap { $0.probes.flatMap { probe in probe.functionsRead.filter { !probe.functionIsPattern || $0 != probe.function } } }
         let typeCheckMethods = offsetTables.values.flatMap { table in
             table.entries.flatMap { $0.types.values.flatMap { $0.itabFirstMethods?.values.map { $0 } ?? [] } }
         }
@@ -140,6 +141,7 @@ public enum PlanCompiler {
                 guard let function = facts.functions[planned[index].probe.function],
                       let first = try? SiteSelector.firstInstructionSite(of: function) else { continue }
                 planned[index].entry = first
+                planned[index].extraEntries = []
                 if !planned[index].resultBranches.isEmpty {
                     planned[index].resultBranches = []
                     planned[index].returns = SiteSelector.returnSites(of: function)
@@ -426,6 +428,10 @@ public enum PlanCompiler {
     ) throws -> PlannedProbe {
         var planned = try compileAtEntry(probe: probe, facts: facts, dataOffset: dataOffset, signature: signature)
         if let caller = probe.calledFrom {
+            // Its other call sites take the configuration slots of returns and result branches.
+            guard planned.returns.isEmpty, planned.resultBranches.isEmpty else {
+                throw PlanProblem("called-from is for probes that act at entry only; this one also acts at its function's returns")
+            }
             // The call instructions hold the same argument registers the entry site would read.
             let sites = try SiteSelector.callSites(to: try function(probe.function, in: facts), in: try function(caller, in: facts))
             guard sites.count <= Int(SONDE_CONFIGS_PER_PROBE) else {

@@ -293,10 +293,12 @@ enum PackReader {
                         : "an \(effects[0]) probe reads on entry only; it has no return to wait for (or say at: return)"))
             }
         }
-        if let calledFrom = map.entries.first(where: { $0.key == "called-from" }), ["span", "follow-goroutine"].contains(effects[0]) || atReturn {
+        // An extraction's context lasts while the function runs, as deep as its entry: a call site is not.
+        if let calledFrom = map.entries.first(where: { $0.key == "called-from" }),
+           ["span", "follow-goroutine", "extract-trace-context"].contains(effects[0]) || atReturn {
             report.report(calledFrom.keyNode.error(
-                "called-from puts the probe at the calls of its function, which have no return to it: only probes that act at entry "
-                    + "may have it (enrich, end-span, inject-trace-context, extract-trace-context)"))
+                "called-from puts the probe at the calls of its function, where it acts once and is done: only enrich, end-span "
+                    + "(at entry) and inject-trace-context probes may have it"))
         }
         if ["follow-goroutine", "inject-trace-context", "extract-trace-context"].contains(effects[0]) {
             let article = effects[0] == "follow-goroutine" ? "a" : "an"

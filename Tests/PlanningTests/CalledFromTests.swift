@@ -63,6 +63,12 @@ extension PlanCompilerTests {
         XCTAssertEqual(enricher.entryProgram, [.loadRegister(.rax), .storeValue(into: 0)])
         XCTAssertEqual(enricher.returns, [])
         XCTAssertEqual(TrapCost(perCallOf: enricher), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
+
+        // The peers' design hooks the function itself, at its first instruction, and nothing else.
+        let conventional = PlanCompiler.compile(packs: [pack], facts: respondFacts(calls: 2), placement: .conventional)
+        let hooked = try XCTUnwrap(conventional.probes.first { $0.probe.id == "header-written" })
+        XCTAssertEqual(hooked.entry.address, 0x72_0200)
+        XCTAssertEqual(hooked.extraEntries, [])
     }
 
     func testCalledFromNeedsOneToThreeDirectCalls() throws {
@@ -84,13 +90,18 @@ extension PlanCompilerTests {
         func error(replacing original: String, with replacement: String) -> String {
             loadError(Self.respondPack, replacing: original, with: replacement)
         }
-        let message = "called-from puts the probe at the calls of its function, which have no return to it: only probes that act at "
-            + "entry may have it (enrich, end-span, inject-trace-context, extract-trace-context)"
+        let message = "called-from puts the probe at the calls of its function, where it acts once and is done: only enrich, end-span "
+            + "(at entry) and inject-trace-context probes may have it"
         XCTAssertEqual(
             error(replacing: "    span: { kind: server, name: handle }", with: "    called-from: main.respond\n    span: { kind: server, name: handle }"),
             "bad.yaml:8:5: " + message)
         XCTAssertEqual(
             error(replacing: "enrich: { span: go/writes/handle }\n    on-entry:", with: "enrich: { span: go/writes/handle, at: return }\n    on-return:"),
+            "bad.yaml:11:5: " + message)
+        XCTAssertEqual(
+            error(
+                replacing: "enrich: { span: go/writes/handle }\n    on-entry:\n      code: { arg: code, type: int }\n    attributes:\n      http.response.status_code: code",
+                with: "extract-trace-context: { span: go/writes/handle, headers: { arg: code, type: go-header-map, case: canonical } }"),
             "bad.yaml:11:5: " + message)
     }
 }
