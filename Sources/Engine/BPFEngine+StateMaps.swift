@@ -105,21 +105,25 @@ extension BPFEngine {
 
     /// Calls whose span has not ended: functions still running, and streams still open.
     public func openCalls() -> Int {
-        let calls = mapDescriptor(named: SONDE_MAP_CALLS)
-        let open = keys(inMap: SONDE_MAP_CALLS).filter { key in
-            var record = sonde_span_record()
-            return lookup(calls, key, into: &record) && sonde_span_id_held(record.span_id) != 0
-        }
-        return open.count + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
+        heldEntries(inMap: SONDE_MAP_CALLS, as: sonde_call_key.self, sonde_span_record(), spanID: \.span_id)
+            + keys(inMap: SONDE_MAP_OBJECT_SPANS).count
     }
 
     /// Goroutines and threads with a trace context active: the entries of the map of trace
     /// contexts that hold one (the BPF program keeps an emptied entry for the next one).
     public func activeContexts() -> Int {
-        let contexts = mapDescriptor(named: SONDE_MAP_ACTIVE_CONTEXTS)
-        return keys(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self).count { key in
-            var context = sonde_trace_context()
-            return lookup(contexts, key, into: &context) && sonde_span_id_held(context.span_id) != 0
+        heldEntries(inMap: SONDE_MAP_ACTIVE_CONTEXTS, as: sonde_context_key.self, sonde_trace_context(), spanID: \.span_id)
+    }
+
+    /// Entries of `calls` or `active_contexts` whose span id is an owner's (see
+    /// SONDE_SPAN_CLAIMED): the others are kept free for the next call or context.
+    private func heldEntries<Key: BitwiseCopyable, Value: BitwiseCopyable>(
+        inMap name: String, as keyType: Key.Type, _ empty: Value, spanID: KeyPath<Value, UInt64>
+    ) -> Int {
+        let fd = mapDescriptor(named: name)
+        return keys(inMap: name, as: keyType).count { key in
+            var value = empty
+            return lookup(fd, key, into: &value) && sonde_span_id_held(value[keyPath: spanID]) != 0
         }
     }
 
@@ -141,6 +145,7 @@ extension BPFEngine {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         let nowNanos = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        func older(since start: UInt64, than age: UInt64) -> Bool { nowNanos > start && nowNanos - start > age }
         var alive: [UInt32: Bool] = [:]
         func isAlive(_ tgid: UInt32) -> Bool {
             if let known = alive[tgid] { return known }
@@ -161,21 +166,20 @@ extension BPFEngine {
             guard lookup(calls, key, into: &record), record.span_id != SONDE_SPAN_CLAIMED else { continue }
             let exited = !isAlive(key.tgid)
             guard sonde_span_id_held(record.span_id) != 0 else {
-                let lastUsed = max(record.start_ns, record.end_ns)
-                let idle = nowNanos > lastUsed && nowNanos - lastUsed > Self.idleRecordAge
+                let idle = older(since: max(record.start_ns, record.end_ns), than: Self.idleRecordAge)
                 if exited || idle, claim(key, spanID: 0) { reclaimed.idleRecords += 1 }
                 continue
             }
-            let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
-            if exited || tooOld, claim(key, spanID: record.span_id) { given(up: record, exited: exited) }
+            if exited || older(since: record.start_ns, than: maximumAge), claim(key, spanID: record.span_id) {
+                given(up: record, exited: exited)
+            }
         }
         let streams = bpf_object__find_map_fd_by_name(object, SONDE_MAP_OBJECT_SPANS)
         for key in keys(inMap: SONDE_MAP_OBJECT_SPANS) {
             var record = sonde_span_record()
             guard lookup(streams, key, into: &record) else { continue }
             let exited = !isAlive(record.tgid)
-            let tooOld = nowNanos > record.start_ns && nowNanos - record.start_ns > maximumAge
-            guard exited || tooOld else { continue }
+            guard exited || older(since: record.start_ns, than: maximumAge) else { continue }
             var claimed = sonde_span_record()
             guard lookupAndDelete(streams, key, into: &claimed) else { continue }
             guard claimed.span_id == record.span_id else {

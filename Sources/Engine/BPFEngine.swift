@@ -184,7 +184,7 @@ public final class BPFEngine {
             // One probe that cannot be configured is reported and skipped; the others still attach.
             do {
                 // A called-from probe's other call sites take the slots its returns and result branches would.
-                for (offset, site) in ([probe.entry] + probe.extraEntries).enumerated() {
+                for (offset, site) in probe.entries.enumerated() {
                     try writeConfig(
                         fd: configs, index: entryCookie + UInt32(offset),
                         RecordLayout.encodeConfig(
@@ -240,7 +240,7 @@ public final class BPFEngine {
         let sites = configured.probeIndexes.map { index in
             let probe = configured.plan.probes[index]
             let entryCookie = configured.cookieBase + Self.configsPerProbe * UInt32(index)
-            let entries = ([probe.entry] + probe.extraEntries).enumerated().map { ($1, entryCookie + UInt32($0)) }
+            let entries = probe.entries.enumerated().map { ($1, entryCookie + UInt32($0)) }
             return entries + probe.returns.map { ($0, entryCookie + 1) } + probe.resultBranches.map { ($0, entryCookie + 2) }
         }
         var failures = configured.failures

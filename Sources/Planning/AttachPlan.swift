@@ -84,6 +84,8 @@ public struct PlannedProbe: Sendable, Equatable {
     /// with its own configuration, in the slots an entry-only probe leaves unused).
     public var extraEntries: [ProbeSite] = []
     public var returns: [ProbeSite]
+    /// Where the probe acts on entry: its entry site, and a called-from probe's other call sites.
+    public var entries: [ProbeSite] { [entry] + extraEntries }
     public var entryProgram: [FetchOp]
     public var returnProgram: [FetchOp]
     /// Where each capture lands in the span record's data area. An enricher's list is its

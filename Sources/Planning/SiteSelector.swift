@@ -86,10 +86,7 @@ enum SiteSelector {
     /// Every direct `call` of `callee` inside `function`, at least one, each emulated by the kernel.
     static func callSites(to callee: FunctionFacts, in function: FunctionFacts) throws -> [ProbeSite] {
         try checkDecodedLayout(of: function)
-        let target = "0x\(hex(callee.address))"
-        let calls = function.instructions.filter { $0.mnemonic == "call" && $0.operands == target }
-        guard !calls.isEmpty else { throw PlanProblem("\(function.name) does not call \(callee.name) directly") }
-        return try calls.map { call in
+        return try directCalls(to: callee, in: function).map { function.instructions[$0] }.map { call in
             guard call.kernelEmulates else {
                 throw PlanProblem("\(function.name): the call to \(callee.name) at 0x\(hex(call.address)) is not one the kernel emulates")
             }
@@ -121,9 +118,7 @@ enum SiteSelector {
                 "\(function.name) sets no frame pointer (RBP) 8 bytes below its return address in its prologue, which a result branch "
                     + "needs to tell nested calls apart")
         }
-        let target = "0x\(hex(callee.address))"
-        let calls = instructions.indices.filter { instructions[$0].mnemonic == "call" && instructions[$0].operands == target }
-        guard !calls.isEmpty else { throw PlanProblem("\(function.name) does not call \(callee.name) directly") }
+        let calls = try directCalls(to: callee, in: function)
         // Branch index: the address its zero way goes to, and the other way's.
         var zeroWays: [Int: UInt64] = [:]
         var otherWays: [Int: UInt64] = [:]
@@ -152,8 +147,9 @@ enum SiteSelector {
             zeroWays[index] = branch.mnemonic == "je" ? taken : fallThrough
             otherWays[index] = branch.mnemonic == "je" ? fallThrough : taken
         }
-        let endingReturns = try returnsReached(from: Array(zeroWays.values), in: function)
-        let otherReturns = try returnsReached(from: [function.address], in: function, takingOnly: otherWays)
+        let indexes = Dictionary(uniqueKeysWithValues: instructions.enumerated().map { ($1.address, $0) })
+        let endingReturns = try returnsReached(from: Array(zeroWays.values), in: function, indexes: indexes)
+        let otherReturns = try returnsReached(from: [function.address], in: function, indexes: indexes, takingOnly: otherWays)
         if let shared = endingReturns.intersection(otherReturns).min() {
             throw PlanProblem(
                 "\(function.name): the RET at 0x\(hex(instructions[shared].address)) is reached both after the call to \(callee.name) with "
@@ -197,11 +193,20 @@ enum SiteSelector {
         text.hasPrefix("0x") ? Int64(text.dropFirst(2), radix: 16) : Int64(text)
     }
 
+    /// The indexes of the direct `call`s of `callee` among `function`'s instructions; at least one.
+    private static func directCalls(to callee: FunctionFacts, in function: FunctionFacts) throws -> [Int] {
+        let target = "0x\(hex(callee.address))"
+        let calls = function.instructions.indices.filter { function.instructions[$0].mnemonic == "call" && function.instructions[$0].operands == target }
+        guard !calls.isEmpty else { throw PlanProblem("\(function.name) does not call \(callee.name) directly") }
+        return calls
+    }
+
     /// The indexes of the RETs reached from `starts`, following every way of every branch but, at
-    /// the branches in `takingOnly`, the one way given.
-    private static func returnsReached(from starts: [UInt64], in function: FunctionFacts, takingOnly: [Int: UInt64] = [:]) throws -> Set<Int> {
+    /// the branches in `takingOnly`, the one way given. `indexes`: each instruction's, by address.
+    private static func returnsReached(
+        from starts: [UInt64], in function: FunctionFacts, indexes: [UInt64: Int], takingOnly: [Int: UInt64] = [:]
+    ) throws -> Set<Int> {
         let instructions = function.instructions
-        let indexes = Dictionary(uniqueKeysWithValues: instructions.enumerated().map { ($1.address, $0) })
         var seen = Set<Int>()
         var pending: [Int] = []
         var returns = Set<Int>()

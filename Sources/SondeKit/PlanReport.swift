@@ -13,7 +13,7 @@ public enum PlanReport {
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
             let effect = Self.effect(of: probe)
             lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
-            for site in [probe.entry] + probe.extraEntries + probe.returns + probe.resultBranches {
+            for site in probe.entries + probe.returns + probe.resultBranches {
                 lines.append("  " + render(site))
             }
             if let caller = probe.probe.calledFrom { lines.append("  acts where \(caller) calls it (called-from), not at its entry") }

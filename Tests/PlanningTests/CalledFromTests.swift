@@ -55,9 +55,9 @@ extension PlanCompilerTests {
         let plan = PlanCompiler.compile(packs: [pack], facts: respondFacts(calls: 2))
         XCTAssertEqual(plan.skipped, [])
         let enricher = try XCTUnwrap(plan.probes.first { $0.probe.id == "header-written" })
-        XCTAssertEqual(([enricher.entry] + enricher.extraEntries).map(\.address), [0x72_0010, 0x72_0014])
-        XCTAssertEqual(([enricher.entry] + enricher.extraEntries).map(\.role), [.call, .call])
-        XCTAssertEqual(([enricher.entry] + enricher.extraEntries).map(\.fileOffset), [0x32_0010, 0x32_0014])
+        XCTAssertEqual(enricher.entries.map(\.address), [0x72_0010, 0x72_0014])
+        XCTAssertEqual(enricher.entries.map(\.role), [.call, .call])
+        XCTAssertEqual(enricher.entries.map(\.fileOffset), [0x32_0010, 0x32_0014])
         XCTAssertEqual(enricher.entry.instruction, "call 0x720200 <main.writeHeader>")
         // writeHeader's argument, in the register its call passes it in.
         XCTAssertEqual(enricher.entryProgram, [.loadRegister(.rax), .storeValue(into: 0)])
