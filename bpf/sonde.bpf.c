@@ -207,6 +207,21 @@ static __always_inline int insert_call_record(struct sonde_call_key *key)
 	return 1;
 }
 
+/* What Engine set in `limits` after loading the program; NULL before. */
+static __always_inline struct sonde_limits *kept_entries_limits(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&limits, &zero);
+}
+
+/* Frees an entry of `calls` or `active_contexts` whose span id read `held`:
+ * swaps it to 0 unless Engine claimed it, or another ended or took it, since
+ * (see SONDE_SPAN_CLAIMED); whether this caller did. */
+static __always_inline int free_entry(__u64 *span_id, __u64 held)
+{
+	return sonde_span_id_held(held) && __sync_val_compare_and_swap(span_id, held, 0) == held;
+}
+
 /* Deletes a record of `calls`; whether this caller did. */
 static __always_inline int delete_call_record(struct sonde_call_key *key)
 {
@@ -221,8 +236,7 @@ static __always_inline int delete_call_record(struct sonde_call_key *key)
  * sonde_limits); otherwise it goes. */
 static __always_inline void keep_or_delete_call_record(struct sonde_call_key *key)
 {
-	__u32 zero = 0;
-	struct sonde_limits *limit = bpf_map_lookup_elem(&limits, &zero);
+	struct sonde_limits *limit = kept_entries_limits();
 	if (!is_nested(key) && limit && call_records > limit->kept_call_records)
 		delete_call_record(key);
 }
@@ -234,7 +248,7 @@ static __always_inline int release_call(struct sonde_call_key *key, struct sonde
 {
 	if (is_nested(key))
 		return delete_call_record(key);
-	return sonde_span_id_held(span_id) && __sync_val_compare_and_swap(&record->span_id, span_id, 0) == span_id;
+	return free_entry(&record->span_id, span_id);
 }
 
 /* Trace and span ids: xorshift128+ per CPU, seeded from the kernel's
@@ -792,11 +806,9 @@ static __always_inline void clear_context_in(struct sonde_trace_context *entry, 
 {
 	if (!entry)
 		return;
-	__u64 current = entry->span_id;
-	if (!sonde_span_id_held(current) || __sync_val_compare_and_swap(&entry->span_id, current, 0) != current)
+	if (!free_entry(&entry->span_id, entry->span_id))
 		return;
-	__u32 zero = 0;
-	struct sonde_limits *limit = bpf_map_lookup_elem(&limits, &zero);
+	struct sonde_limits *limit = kept_entries_limits();
 	if (limit && context_entries > limit->kept_context_entries)
 		delete_context_entry(key);
 }
