@@ -72,16 +72,6 @@ struct {
 	__type(value, struct sonde_trace_context);
 } active_contexts SEC(".maps");
 
-/* The creator's trace context while a goroutine is being created, keyed by the
- * thread (pid_tgid) that runs both calls of the hand-off, and removed by the
- * second. Empty between creations. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SONDE_MAX_HANDOFFS);
-	__type(key, __u64);
-	__type(value, struct sonde_trace_context);
-} handoffs SEC(".maps");
-
 /* Client spans' trace contexts between the span's start, which names the
  * request's carrier (its header map), and the INJECT probe that writes the
  * request, often on another goroutine. The span's end removes its entry and
@@ -1486,45 +1476,48 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 	}
 }
 
-/* The call creating a goroutine: the creator's open trace context waits for
- * the hand-off call on this thread. Nothing waits when it has none, and an
- * earlier wait this thread left (attached between the two calls) is dropped. */
-static __always_inline int on_start_handoff(struct sonde_probe_config *config, struct pt_regs *regs)
+/* The creating goroutine of a HANDOFF probe: its program follows pointers from
+ * a register (Go: the running g, R14, is g0 on the system stack, and the
+ * creator is g0.m.curg). 0 when a read fails. */
+static __always_inline __u64 creator_goroutine(struct sonde_probe_config *config, struct pt_regs *regs)
 {
-	__u64 thread = bpf_get_current_pid_tgid();
-	struct sonde_context_key creator = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
-	struct sonde_trace_context *active = active_context(&creator);
-	struct sonde_trace_context inherited = {};
-	if (active)
-		inherited = *active;
-	/* Only a span, or an unsampled root, still open is handed on (the creator's
-	 * depth is unknown here). */
-	int open = active && ((inherited.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE))
-				      ? marker_open(&inherited, creator.tgid, 0, 0)
-				      : context_liveness(&inherited, creator.tgid, 0, 0) == CONTEXT_OPEN);
-	if (!open) {
-		/* A lookup first: deleting takes the bucket's lock even when nothing is there. */
-		if (bpf_map_lookup_elem(&handoffs, &thread))
-			bpf_map_delete_elem(&handoffs, &thread);
-		return 0;
+	__u64 value = 0;
+	for (__u32 index = 0; index < SONDE_MAX_CREATOR_OPS; index++) {
+		if (index >= config->op_count)
+			break;
+		struct sonde_op *op = &config->ops[index];
+		if (op->code == SONDE_OP_LOAD_REGISTER)
+			value = register_value(regs, op->reg) + op->imm;
+		else if (op->code == SONDE_OP_ADD)
+			value += op->imm;
+		else if (op->code != SONDE_OP_DEREFERENCE
+			 || bpf_probe_read_user(&value, sizeof(value), (void *)op_address(regs, value, op)) != 0)
+			return 0;
 	}
-	if (bpf_map_update_elem(&handoffs, &thread, &inherited, BPF_ANY) != 0)
-		count(SONDE_COUNTER_CONTEXTS_FULL);
-	return 0;
+	return value;
 }
 
-/* The call handed the new goroutine: it starts in the waiting context, or in
- * none: a g is reused after its goroutine exits, so a stale context must go. */
-static __always_inline int on_end_handoff(struct sonde_probe_config *config, struct pt_regs *regs)
+/* A call handed a new goroutine: it starts in its creator's open trace context,
+ * or in none: a g is reused after its goroutine exits, so a stale context must
+ * go. */
+static __always_inline int on_handoff(struct sonde_probe_config *config, struct pt_regs *regs)
 {
-	__u64 thread = bpf_get_current_pid_tgid();
-	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = thread >> 32 };
-	struct sonde_trace_context *inherited = bpf_map_lookup_elem(&handoffs, &thread);
-	if (!inherited) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct sonde_context_key created = { .key = register_value(regs, config->object_register), .tgid = tgid };
+	struct sonde_context_key creator = { .key = creator_goroutine(config, regs), .tgid = tgid };
+	struct sonde_trace_context *active = creator.key ? active_context(&creator) : NULL;
+	struct sonde_trace_context handed = {};
+	if (active)
+		handed = *active;
+	/* Only a span, or an unsampled root, still open is handed on (the creator's
+	 * depth is unknown here). */
+	int open = active && ((handed.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE))
+				      ? marker_open(&handed, tgid, 0, 0)
+				      : context_liveness(&handed, tgid, 0, 0) == CONTEXT_OPEN);
+	if (!open) {
 		clear_context(&created);
 		return 0;
 	}
-	struct sonde_trace_context handed = *inherited;
 	if (handed.flags & SONDE_CONTEXT_REMOTE) {
 		/* The new goroutine's own until its first span ends: the extracting
 		 * call may return, and set another, before it runs. */
@@ -1532,7 +1525,6 @@ static __always_inline int on_end_handoff(struct sonde_probe_config *config, str
 		handed.stack_depth = 0;
 	}
 	set_context(&created, &handed);
-	bpf_map_delete_elem(&handoffs, &thread);
 	return 0;
 }
 
@@ -1716,10 +1708,8 @@ __noinline int on_state_probe(struct pt_regs *regs, struct sonde_probe_config *c
 {
 	if (!config)
 		return 0;
-	if (config->role == SONDE_ROLE_START_HANDOFF)
-		return on_start_handoff(config, regs);
-	if (config->role == SONDE_ROLE_END_HANDOFF)
-		return on_end_handoff(config, regs);
+	if (config->role == SONDE_ROLE_HANDOFF)
+		return on_handoff(config, regs);
 	if (config->role == SONDE_ROLE_ENRICH)
 		return on_enrich(config, regs);
 	if (config->role == SONDE_ROLE_END_OBJECT_SPAN)

@@ -13,7 +13,6 @@
 #define SONDE_MAP_CALLS "calls"
 #define SONDE_MAP_OBJECT_SPANS "object_spans"
 #define SONDE_MAP_ACTIVE_CONTEXTS "active_contexts"
-#define SONDE_MAP_HANDOFFS "handoffs"
 #define SONDE_MAP_INJECTIONS "injections"
 #define SONDE_MAP_COUNTERS "counters"
 #define SONDE_MAP_SPANS "spans"
@@ -37,7 +36,6 @@
 #define SONDE_MAX_CALLS 16384        /* calls in flight at once, all processes */
 #define SONDE_MAX_OBJECT_SPANS 8192  /* spans kept open under an object (streams) */
 #define SONDE_MAX_CONTEXTS 16384     /* goroutines/threads with an active trace context */
-#define SONDE_MAX_HANDOFFS 1024      /* threads between a goroutine's creation and its hand-off */
 #define SONDE_MAX_INJECTIONS 4096    /* client spans whose trace context waits to be written */
 #define SONDE_MAX_NESTED_CALLS 7     /* calls of a probe open inside its outermost call on one
                                       * goroutine/thread; deeper ones are counted, not recorded */
@@ -45,6 +43,7 @@
 
 #define SONDE_MAX_OPS 32
 #define SONDE_MAX_CONTEXT_OPS 12     /* ops of a probe's trace-context program */
+#define SONDE_MAX_CREATOR_OPS 6      /* ops of a HANDOFF probe's program reaching the creator */
 #define SONDE_SAVED_SLOTS 4
 #define SONDE_DATA_SIZE 512          /* capture area of one span record */
 #define SONDE_PREFETCH_SIZE 256      /* bytes one prefetch reads at most */
@@ -60,10 +59,10 @@ enum sonde_role {
 	SONDE_ROLE_END_SPAN = 2,     /* function return, or an end-span probe's entry on the call's
 	                              * goroutine/thread: close and emit the span or, when the
 	                              * program sets an object, keep it open in `object_spans` */
-	SONDE_ROLE_START_HANDOFF = 3,/* the call creating a goroutine, the creator (*g) in register
-	                              * `object_register`: its trace context waits in `handoffs` */
-	SONDE_ROLE_END_HANDOFF = 4,  /* the later call, on the same thread, passed the new goroutine
-	                              * (*g) in `object_register`: it gets the waiting context */
+	SONDE_ROLE_HANDOFF = 3,      /* a call passed a new goroutine (*g) in `object_register`: it
+	                              * starts in the trace context of the creator, the *g the
+	                              * program reaches from registers (LOAD_REGISTER, ADD and
+	                              * DEREFERENCE only; SONDE_MAX_CREATOR_OPS) */
 	SONDE_ROLE_ENRICH = 5,       /* entry only: the program writes into the open call of
 	                              * probe `span_slot` on this goroutine/thread */
 	SONDE_ROLE_END_OBJECT_SPAN = 6, /* entry only: the program writes into the span probe
@@ -208,7 +207,7 @@ struct sonde_probe_config {
 	__u64 skip_flags_mask;       /* skip the hit when (eflags & mask) != 0: a JBE into morestack */
 	__u64 site_address;          /* link-time address of the site, to derive the PIE load bias */
 	__u32 object_register;       /* END_OBJECT_SPAN: the register holding the object whose span to
-	                              * end; START/END_HANDOFF: the register holding the goroutine;
+	                              * end; HANDOFF: the register holding the new goroutine;
 	                              * INJECT: the register holding the carrier */
 	__u16 prefetch_length;       /* START_SPAN: read this many bytes at register prefetch_register */
 	__u8 prefetch_register;      /* in one go before the programs run; their reads inside that
@@ -387,8 +386,8 @@ enum sonde_counter {
 	SONDE_COUNTER_CALL_NESTED = 7,     /* calls nested in calls of the same probe on their
 	                                    * goroutine/thread deeper than SONDE_MAX_NESTED_CALLS
 	                                    * (recursion): never recorded */
-	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` or `handoffs`
-	                                    * full, so later spans there start new traces */
+	SONDE_COUNTER_CONTEXTS_FULL = 8,   /* trace contexts not kept: `active_contexts` full, so
+	                                    * later spans there start new traces */
 	SONDE_COUNTER_SAMPLED_OUT = 9,     /* root spans the sampler did not record; nothing of
 	                                    * their trace is emitted */
 	SONDE_COUNTER_BAD_TRACEPARENT = 10, /* incoming traceparent values that were malformed: ignored */

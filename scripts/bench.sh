@@ -448,7 +448,7 @@ for workload in "${workloads[@]}"; do
     # Per-round values of one mode, into the global arrays (n = rounds that succeeded).
     function collect(mode,    r, k, u, fl) {
       n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
-      split("", v_bpf); split("", v_runs); split("", v_hits); split("", v_spr); split("", v_sink)
+      split("", v_bpf); split("", v_runs); split("", v_bpfreq); split("", v_hits); split("", v_spr); split("", v_sink)
       split("", v_batch); split("", v_server); split("", v_stepped)
       t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = measured = 0; fails = ""
       for (r = 1; r <= rounds; r++) {
@@ -465,6 +465,7 @@ for workload in "${workloads[@]}"; do
         v_cpu[n] = submitted[k] > 0 ? cpu[k] / submitted[k] : 0
         v_bpf[n] = bpfruns[k] > 0 ? bpfns[k] / bpfruns[k] : 0
         v_runs[n] = requests[k] > 0 ? bpfruns[k] / requests[k] : 0
+        v_bpfreq[n] = requests[k] > 0 ? bpfns[k] / requests[k] / 1000 : 0
         v_hits[n] = requests[k] > 0 ? hits[k] / requests[k] : 0
         v_stepped[n] = requests[k] > 0 ? stepped[k] / requests[k] : 0
         v_spr[n] = requests[k] > 0 ? submitted[k] / requests[k] : 0
@@ -529,7 +530,7 @@ for workload in "${workloads[@]}"; do
         if (m) printf "sonde (OTLP) vs baseline %s (OTLP): %s x the req/s\n", baseline, spread(v_base, m, "%.3f")
       }
       print ""
-      printf "%-31s %-19s %-19s %-17s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "peak RSS", "spans/req",
+      printf "%-31s %-19s %-19s %-17s %-19s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "BPF us/req", "peak RSS", "spans/req",
         "spans submitted / exported / dropped / received at sink"
       for (i = 1; i in order; i++) {
         mode = order[i]
@@ -538,8 +539,9 @@ for workload in "${workloads[@]}"; do
         if (mode == "baseline" && baseline == "") continue
         collect(mode)
         if (n == 0) continue
-        printf "%-31s %-19s %-19s %-17s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
-          spread(v_bpf, n, "%.0f"), spread(v_runs, n, "%.1f"), sprintf("%.1f MiB", max_rss / 1024), spread(v_spr, n, "%.2f"),
+        printf "%-31s %-19s %-19s %-17s %-19s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
+          spread(v_bpf, n, "%.0f"), spread(v_runs, n, "%.1f"), spread(v_bpfreq, n, "%.2f"), sprintf("%.1f MiB", max_rss / 1024),
+          spread(v_spr, n, "%.2f"),
           t_sub, t_exp, t_drop, mode == "console" ? "-" : t_recv
         if (mode != "console" && t_recv != t_exp) printf "%-31s   !! %d spans exported but not received\n", "", t_exp - t_recv
       }
@@ -559,7 +561,8 @@ for workload in "${workloads[@]}"; do
 done
 echo
 echo "CPU us/span: sonde utime+stime over the load window (then drained) / spans submitted; BPF ns/run and"
-echo "runs/req: kernel.bpf_stats_enabled run_time_ns/run_cnt of sonde's program; peak RSS: largest VmHWM of a"
+echo "runs/req: kernel.bpf_stats_enabled run_time_ns/run_cnt of sonde's program (BPF us/req: its run time per"
+echo "request; a site doing the work of two raises ns/run, not us/req); peak RSS: largest VmHWM of a"
 echo "sonde process; vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
 echo "server CPU us/req: the traced programs' utime+stime over the load window / requests (less sensitive than"
 echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests"

@@ -129,7 +129,7 @@ map_entries() { # pid name
 sleep 6   # one pass of sonde's reclaim (every 5 s), which removes contexts that name ended spans
 declare -A left
 for index in 0 1; do
-  for map in calls object_spans injections handoffs active_contexts; do
+  for map in calls object_spans injections active_contexts; do
     left[$index.$map]=$(map_entries "${sonde_pids[$index]}" "$map")
   done
 done
@@ -156,9 +156,9 @@ for index in 0 1; do
   printf '%-44s %s\n' "  RSS at half time / at the end / growth" "$((middle[$index] / 1024)) MiB / $((end[$index] / 1024)) MiB / $growth%"
   awk -v g="$growth" 'BEGIN { exit !(g < 5) }' || failures+=("$service: RSS grew $growth% over the second half")
   printf '%-44s %s\n' "  BPF entries at idle: calls, object_spans" "${left[$index.calls]}, ${left[$index.object_spans]}"
-  printf '%-44s %s\n' "  injections, handoffs, active_contexts" \
-    "${left[$index.injections]}, ${left[$index.handoffs]}, ${left[$index.active_contexts]}"
-  for map in calls object_spans injections handoffs active_contexts; do
+  printf '%-44s %s\n' "  injections, active_contexts" \
+    "${left[$index.injections]}, ${left[$index.active_contexts]}"
+  for map in calls object_spans injections active_contexts; do
     [[ ${left[$index.$map]} == 0 ]] || failures+=("$service: $map holds ${left[$index.$map]} entries at idle")
   done
 done

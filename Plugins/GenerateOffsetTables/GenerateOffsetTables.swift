@@ -40,12 +40,13 @@ struct GenerateOffsetTables: CommandPlugin {
         return ([debian] + installed).filter { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// The non-std modules the packs probe, from `sonde packs list` (third column).
+    /// The non-std modules the Go packs probe, from `sonde packs list` (language second, module
+    /// third), which lists the other shipped packs too.
     static func modules(packs: URL, sonde: URL) throws -> [String] {
         let listing = try run(sonde.path, ["packs", "list", "--packs", packs.path])
         let modules = listing.split(separator: "\n").compactMap { line -> String? in
             let columns = line.split(separator: " ", omittingEmptySubsequences: true)
-            return columns.count > 2 && columns[2] != "std" ? String(columns[2]) : nil
+            return columns.count > 2 && columns[1] == "go" && columns[2] != "std" ? String(columns[2]) : nil
         }
         return Array(Set(modules)).sorted()
     }

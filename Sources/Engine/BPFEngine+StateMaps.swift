@@ -204,12 +204,6 @@ extension BPFEngine {
             let entry = sonde_call_key(key: key.key, tgid: key.tgid, span_slot: 0)
             if claim(entry, spanID: context.span_id, in: SONDE_CLAIM_CONTEXTS), !exited { reclaimed.staleContexts += 1 }
         }
-        // A hand-off waits between two calls on one thread (pid_tgid keys): only a process that
-        // died in between leaves one.
-        let handoffs = bpf_object__find_map_fd_by_name(object, SONDE_MAP_HANDOFFS)
-        for thread in keys(inMap: SONDE_MAP_HANDOFFS, as: UInt64.self) where !isAlive(UInt32(truncatingIfNeeded: thread >> 32)) {
-            _ = delete(handoffs, thread)
-        }
         return reclaimed
     }
 

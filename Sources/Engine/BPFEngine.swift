@@ -173,12 +173,11 @@ public final class BPFEngine {
         var failures: [String] = []
         for (index, probe) in plan.probes.enumerated() {
             let entryCookie = base + Self.configsPerProbe * UInt32(index)
-            let handoff = probe.handoffRegisters
             let entryRole: RecordLayout.Role = switch probe.probe.enrichment?.ends {
             case .object?: .endObjectSpan
             case .openCall?: .endSpan
             case nil:
-                probe.probe.enrichment != nil ? .enrich : handoff != nil ? .startHandoff : probe.probe.injection != nil ? .inject
+                probe.probe.enrichment != nil ? .enrich : probe.handoffChild != nil ? .handoff : probe.probe.injection != nil ? .inject
                     : probe.probe.extraction != nil ? .extract : .startSpan
             }
             // One probe that cannot be configured is reported and skipped; the others still attach.
@@ -190,7 +189,7 @@ public final class BPFEngine {
                         RecordLayout.encodeConfig(
                             role: entryRole, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode, skipFlagsMask: site.skipFlagsMask,
                             siteAddress: site.address, samplingThreshold: sampler.threshold,
-                            objectRegister: handoff?.parent ?? probe.objectKey ?? probe.carrierRegister, guarded: probe.entryGuard,
+                            objectRegister: probe.handoffChild ?? probe.objectKey ?? probe.carrierRegister, guarded: probe.entryGuard,
                             program: probe.entryProgram, captureSlots: probe.captureSlots, contextProgram: probe.contextProgram,
                             contextAction: probe.contextAction, prefetch: probe.prefetch))
                 }
@@ -198,9 +197,9 @@ public final class BPFEngine {
                     try writeConfig(
                         fd: configs, index: entryCookie + 1,
                         RecordLayout.encodeConfig(
-                            role: handoff != nil ? .endHandoff : .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode,
+                            role: .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode,
                             skipFlagsMask: 0, siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
-                            objectRegister: handoff?.child, guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
+                            guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
                 }
                 if !probe.resultBranches.isEmpty {
                     // The return program reads the call's results, still in the registers a RET would find them in.

@@ -11,14 +11,13 @@ enum RecordLayout {
 
     /// What a probe site does to tracing state (`enum sonde_role`).
     enum Role {
-        case startSpan, endSpan, startHandoff, endHandoff, enrich, endObjectSpan, inject, extract
+        case startSpan, endSpan, handoff, enrich, endObjectSpan, inject, extract
 
         var rawValue: UInt32 {
             switch self {
             case .startSpan: SONDE_ROLE_START_SPAN.rawValue
             case .endSpan: SONDE_ROLE_END_SPAN.rawValue
-            case .startHandoff: SONDE_ROLE_START_HANDOFF.rawValue
-            case .endHandoff: SONDE_ROLE_END_HANDOFF.rawValue
+            case .handoff: SONDE_ROLE_HANDOFF.rawValue
             case .enrich: SONDE_ROLE_ENRICH.rawValue
             case .endObjectSpan: SONDE_ROLE_END_OBJECT_SPAN.rawValue
             case .inject: SONDE_ROLE_INJECT.rawValue
@@ -57,8 +56,9 @@ enum RecordLayout {
         program: [FetchOp], captureSlots: [CaptureSlot], contextProgram: [FetchOp] = [], contextAction: TraceContextAction? = nil,
         prefetch: Prefetch? = nil
     ) throws -> [UInt8] {
-        guard program.count <= Int(SONDE_MAX_OPS) else {
-            throw EngineError.programTooLong(ops: program.count, limit: Int(SONDE_MAX_OPS))
+        let opLimit = Int(role == .handoff ? SONDE_MAX_CREATOR_OPS : SONDE_MAX_OPS)
+        guard program.count <= opLimit else {
+            throw EngineError.programTooLong(ops: program.count, limit: opLimit)
         }
         guard contextProgram.count <= Int(SONDE_MAX_CONTEXT_OPS) else {
             throw EngineError.programTooLong(ops: contextProgram.count, limit: Int(SONDE_MAX_CONTEXT_OPS))

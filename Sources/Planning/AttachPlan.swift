@@ -96,8 +96,9 @@ public struct PlannedProbe: Sendable, Equatable {
     /// `end-span` probes: the register holding, at entry, the object whose open span they end.
     /// (A span probe with `outlives-call` finds its object in its return program.)
     public var objectKey: Register?
-    /// `follow-goroutine` probes: where the creator and the created goroutine are, at the two calls.
-    public var handoffRegisters: HandoffRegisters?
+    /// `follow-goroutine` probes: the register holding the created goroutine at the call; the entry
+    /// program reaches the creator's `*g`.
+    public var handoffChild: Register?
     /// Span probes with `trace-context` and `extract-trace-context` probes: the ops that reach the
     /// request's headers, before the span starts; `inject-trace-context` probes: those that reach
     /// the writer. `contextAction` says what is then done there.
@@ -152,17 +153,6 @@ public struct SiteGuard: Sendable, Equatable, CustomStringConvertible {
         self.test = test
     }
     public var description: String { "only when \(register) is \(test == .zero ? "zero" : "not zero")" }
-}
-
-/// The registers holding the creating goroutine (at the entry site, a call) and the created one
-/// (at the other call site).
-public struct HandoffRegisters: Sendable, Equatable {
-    public var parent: Register
-    public var child: Register
-    public init(parent: Register, child: Register) {
-        self.parent = parent
-        self.child = child
-    }
 }
 
 /// What identifies one call in flight: Go goroutines hop threads, native calls stay on theirs.

@@ -115,6 +115,23 @@ struct CaptureCompiler {
         throw PlanProblem("\(context): \(origin) of \(function) is \(value.typeName), not a pointer or interface in registers")
     }
 
+    /// The ops that reach a goroutine's `*g` from the running one's (R14, Go's register ABI) along
+    /// the fields of `path` (`follow-goroutine.parent`), for a program of at most `limit` ops.
+    func goroutinePointer(along path: [PathStep], limit: Int, context: String) throws -> [FetchOp] {
+        let (goroutine, running) = ("*runtime.g", "runtime.g")
+        guard types[running] != nil else { throw PlanProblem("\(context): the binary's types have no \(running)") }
+        // R14 is the address of the running goroutine's runtime.g.
+        let (ops, typeName) = try walk(path[...], from: running, ops: [.loadRegister(.r14)], context: context)
+        guard typeName == goroutine else {
+            throw PlanProblem("\(context): \(path.map(\.description).joined(separator: ".")) is \(typeName), not \(goroutine)")
+        }
+        let program = ops + [.dereference]
+        guard program.count <= limit else {
+            throw PlanProblem("\(context): reaching the goroutine takes \(program.count) steps, more than the \(limit) a hand-off runs")
+        }
+        return program
+    }
+
     /// The register a pointer parameter arrives in (`follow-goroutine` reads a callee's `*g`).
     func pointerRegister(_ origin: ValueOrigin, context: String) throws -> Register {
         let value = try value(origin, context: context)

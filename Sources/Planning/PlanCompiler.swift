@@ -554,25 +554,22 @@ public enum PlanCompiler {
         return planned
     }
 
-    /// `follow-goroutine`: a site on each of the two calls, each reading a `*g` argument of its
-    /// callee from the register the ABI puts it in. Both calls run on the system stack, where
-    /// R14 is g0, so the hand-off between them is keyed by thread.
+    /// `follow-goroutine`: one site, on the call passed the new goroutine (a `*g` argument of the
+    /// callee, in the register the ABI puts it in). That call runs on the system stack, where R14
+    /// is the thread's g0: the creator is found from there (`parent`).
     static func compile(
         handoff: GoroutineHandoff, of probe: Probe, in function: FunctionFacts, facts: BinaryFacts,
         signature: (String) throws -> ProbeSignature
     ) throws -> PlannedProbe {
-        func site(_ side: String, _ argument: CalleeArgument) throws -> (ProbeSite, Register) {
-            let callee = try self.function(argument.callee, in: facts)
-            let register = try CaptureCompiler(function: callee.name, signature: signature(callee.name))
-                .pointerRegister(.argument(argument.argument), context: "follow-goroutine.\(side)")
-            return (try SiteSelector.callSite(to: callee, in: function), register)
-        }
-        let (parentSite, parentRegister) = try site("parent", handoff.parent)
-        let (childSite, childRegister) = try site("child", handoff.child)
+        let callee = try self.function(handoff.child.callee, in: facts)
+        let compiler = CaptureCompiler(function: callee.name, signature: try signature(callee.name))
+        let child = try compiler.pointerRegister(.argument(handoff.child.argument), context: "follow-goroutine.child")
+        let creator = try compiler.goroutinePointer(
+            along: handoff.creator, limit: Int(SONDE_MAX_CREATOR_OPS), context: "follow-goroutine.parent.running-goroutine")
         var planned = PlannedProbe(
-            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: .thread, entry: parentSite, returns: [childSite],
-            entryProgram: [], returnProgram: [], captureSlots: [])
-        planned.handoffRegisters = HandoffRegisters(parent: parentRegister, child: childRegister)
+            pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: .thread, entry: try SiteSelector.callSite(to: callee, in: function),
+            returns: [], entryProgram: creator, returnProgram: [], captureSlots: [])
+        planned.handoffChild = child
         return planned
     }
 }

@@ -85,25 +85,25 @@ extension PackReader {
         }
     }
 
-    /// Reads `A.B.C`, `(*pkg.Type).field` and `list[key=value].field` paths.
-    static func readPath(_ node: YAMLNode) throws -> [PathStep] {
-        var rest = Substring(try node.string("path"))
+    /// Reads `A.B.C`, `(*pkg.Type).field` and `list[key=value].field` paths; `what` names the key in errors.
+    static func readPath(_ node: YAMLNode, what: String = "path") throws -> [PathStep] {
+        var rest = Substring(try node.string(what))
         var steps: [PathStep] = []
         while !rest.isEmpty {
             if rest.hasPrefix("(") {
-                guard let close = rest.firstIndex(of: ")") else { throw node.error("path has '(' without ')'") }
+                guard let close = rest.firstIndex(of: ")") else { throw node.error("\(what) has '(' without ')'") }
                 let type = rest[rest.index(after: rest.startIndex)..<close]
-                guard !type.isEmpty else { throw node.error("path has an empty type assertion '()'") }
+                guard !type.isEmpty else { throw node.error("\(what) has an empty type assertion '()'") }
                 steps.append(.assertType(String(type)))
                 rest = rest[rest.index(after: close)...]
             } else {
                 let field = rest.prefix { $0 != "." && $0 != "[" }
                 guard !field.isEmpty, field.allSatisfy(isNameCharacter) else {
-                    throw node.error("path step '\(field)' is not a field name")
+                    throw node.error("\(what) step '\(field)' is not a field name")
                 }
                 rest = rest.dropFirst(field.count)
                 if rest.hasPrefix("[") {
-                    guard let close = rest.firstIndex(of: "]") else { throw node.error("path has '[' without ']'") }
+                    guard let close = rest.firstIndex(of: "]") else { throw node.error("\(what) has '[' without ']'") }
                     let selector = rest[rest.index(after: rest.startIndex)..<close]
                     let (key, value) = try readListSelector(selector, after: field, at: node)
                     steps.append(.findInList(field: String(field), key: key, equals: value))
@@ -114,9 +114,9 @@ extension PackReader {
             }
             if rest.hasPrefix(".") {
                 rest = rest.dropFirst()
-                if rest.isEmpty { throw node.error("path ends with '.'") }
+                if rest.isEmpty { throw node.error("\(what) ends with '.'") }
             } else if !rest.isEmpty {
-                throw node.error("path steps must be separated by '.'")
+                throw node.error("\(what) steps must be separated by '.'")
             }
         }
         return steps

@@ -149,25 +149,30 @@ extension PackReader {
         return target
     }
 
-    /// `follow-goroutine: { parent: { call: runtime.newproc1, arg: callergp }, child: { call: runtime.runqput, arg: gp } }`.
+    /// `follow-goroutine: { child: { call: runtime.runqput, arg: gp }, parent: { running-goroutine: m.curg } }`.
     static func readHandoff(_ node: YAMLNode) throws -> GoroutineHandoff {
-        let map = try node.mapping("follow-goroutine", allowed: ["parent", "child"])
-        func calleeArgument(_ key: String) -> CalleeArgument? {
-            node.diagnostics.attempt {
-                let valueNode = try map.required(key)
-                let value = try valueNode.mapping("follow-goroutine.\(key)", allowed: ["call", "arg"])
-                // The unknown key reported is most likely the attempt at a missing one: one message is enough.
-                if value.hasUnknownKeys, !(value.contains("call") && value.contains("arg")) { throw AlreadyReported() }
-                let callee = node.diagnostics.attempt { try value.required("call").string("follow-goroutine.\(key).call") }
-                let argument = node.diagnostics.attempt { try value.required("arg").string("follow-goroutine.\(key).arg") }
-                guard let callee, let argument else { throw AlreadyReported() }
-                return CalleeArgument(callee: callee, argument: argument)
-            }
+        let map = try node.mapping("follow-goroutine", allowed: ["child", "parent"])
+        let child = node.diagnostics.attempt { () throws -> CalleeArgument in
+            let value = try map.required("child").mapping("follow-goroutine.child", allowed: ["call", "arg"])
+            // The unknown key reported is most likely the attempt at a missing one: one message is enough.
+            if value.hasUnknownKeys, !(value.contains("call") && value.contains("arg")) { throw AlreadyReported() }
+            let callee = node.diagnostics.attempt { try value.required("call").string("follow-goroutine.child.call") }
+            let argument = node.diagnostics.attempt { try value.required("arg").string("follow-goroutine.child.arg") }
+            guard let callee, let argument else { throw AlreadyReported() }
+            return CalleeArgument(callee: callee, argument: argument)
         }
-        let parent = calleeArgument("parent")
-        let child = calleeArgument("child")
-        guard let parent, let child else { throw AlreadyReported() }
-        return GoroutineHandoff(parent: parent, child: child)
+        let creator = node.diagnostics.attempt { () throws -> [PathStep] in
+            let value = try map.required("parent").mapping("follow-goroutine.parent", allowed: ["running-goroutine"])
+            if value.hasUnknownKeys, !value.contains("running-goroutine") { throw AlreadyReported() }
+            let pathNode = try value.required("running-goroutine")
+            let path = try readPath(pathNode, what: "follow-goroutine.parent.running-goroutine")
+            guard path.allSatisfy({ if case .field = $0 { true } else { false } }) else {
+                throw pathNode.error("follow-goroutine.parent.running-goroutine is a path of field names from runtime.g, e.g. m.curg")
+            }
+            return path
+        }
+        guard let child, let creator else { throw AlreadyReported() }
+        return GoroutineHandoff(child: child, creator: creator)
     }
 
     /// One condition or a list of them: `{ capture: status, at-least: 500 }`, `{ capture: err, not-zero: true }`,

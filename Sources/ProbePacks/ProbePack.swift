@@ -117,23 +117,26 @@ public struct Probe: Sendable, Equatable {
     }
 
     /// The functions whose signatures planning reads: the hooked function's own or, for
-    /// `follow-goroutine`, the callees whose arguments it reads at their calls.
+    /// `follow-goroutine`, the callee whose argument it reads at its call.
     public var signatureFunctions: [String] {
-        goroutineHandoff.map { [$0.parent.callee, $0.child.callee] } ?? [function]
+        goroutineHandoff.map { [$0.child.callee] } ?? [function]
     }
 }
 
 /// Where a goroutine is created, so that spans started in the new goroutine join the creator's
-/// trace. Both sides are calls inside the probed function: a `call` instruction is emulated by
-/// the kernel, a RET (where a creation function's result could be read) is single-stepped.
+/// trace. One site, the call inside the probed function that is passed the new goroutine: a
+/// `call` instruction is emulated by the kernel, a RET (where a creation function's result could
+/// be read) is single-stepped.
 public struct GoroutineHandoff: Sendable, Equatable {
-    /// The call that creates the goroutine, and its `*g` parameter naming the creator.
-    public var parent: CalleeArgument
-    /// The later call, on the same thread, that is passed the created goroutine as a `*g` parameter.
+    /// The call passed the new goroutine, and its `*g` parameter.
     public var child: CalleeArgument
-    public init(parent: CalleeArgument, child: CalleeArgument) {
-        self.parent = parent
+    /// Fields from the running goroutine's `runtime.g` (R14) to the creator's `*g`: Go creates
+    /// goroutines on the system stack, where the running goroutine is the thread's g0 and
+    /// `m.curg` the goroutine that switched to it.
+    public var creator: [PathStep]
+    public init(child: CalleeArgument, creator: [PathStep]) {
         self.child = child
+        self.creator = creator
     }
 }
 

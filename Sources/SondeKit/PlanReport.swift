@@ -77,7 +77,8 @@ public enum PlanReport {
         if let extraction = probe.probe.extraction {
             return "reads the incoming trace context for the \(extraction.span) span, started in the code this function runs"
         }
-        return "carries trace context to the new goroutine"
+        let child = probe.handoffChild.map { " in \($0)" } ?? ""
+        return "carries trace context to the new goroutine\(child) from its creator, the *g the entry program reaches"
     }
 
     static func render(_ site: ProbeSite) -> String {

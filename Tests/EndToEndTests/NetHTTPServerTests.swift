@@ -208,9 +208,24 @@ enum NetHTTPScenarios {
         XCTAssertTrue(client.contains("\n  per call: 2 emulated + 0 single-stepped hits ≈ 1.3 µs of traps\n"), plan, file: file, line: line)
     }
 
+    /// The goroutine hand-off is one emulated `call`, reading the creator at g0.m.curg: `m.curg`
+    /// moved from +192 to +184 in Go 1.25.
+    static func checkHandoffSite(in binary: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let plan = try runSonde(["plan", "--exe", binary, "--pack", "go/runtime"]).output
+        let minor = try XCTUnwrap(plan.firstMatch(of: /\(Go go1\.(\d+)/).flatMap { Int($0.1) }, plan, file: file, line: line)
+        let handoff = plan.components(separatedBy: "\nprobe ").first { $0.hasPrefix("go/runtime/goroutine-creation (") } ?? ""
+        let sites = handoff.split(separator: "\n").filter { $0.hasPrefix("  call   0x") }
+        XCTAssertEqual(sites.count, 1, plan, file: file, line: line)
+        XCTAssertTrue(sites.allSatisfy { $0.hasSuffix(" <runtime.runqput>  [emulated (cheap)]") }, plan, file: file, line: line)
+        XCTAssertTrue(handoff.contains("\n  per call: 1 emulated + 0 single-stepped hits ≈ 0.65 µs of traps\n"), plan, file: file, line: line)
+        let creator = ["load R14", "add 48", "dereference", "add \(minor >= 25 ? 184 : 192)", "dereference"]
+        XCTAssertTrue(handoff.contains("\n  entry program:\n" + creator.map { "    \($0)\n" }.joined() + "  return program:\n"), plan, file: file, line: line)
+    }
+
     static func traceClientCalls(go: String, variant: String) async throws {
         let binary = try GoToolchains.build("demo/go-http-server", with: go, name: "demo-\(variant)")
         try checkClientSites(in: binary)
+        try checkHandoffSite(in: binary)
         let traced = try TracedDemoServer(binary: binary)
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
         let proxied = 8

@@ -169,7 +169,7 @@ final class TargetFaultTests: XCTestCase {
         _ = try restarted.stop(signal: SIGKILL)
         try await Task.sleep(for: .seconds(6))   // one pass of sonde's reclaim, every 5 s
         let left = try bpfMapEntries(ofProcess: traced.sonde.pid)
-        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS, SONDE_MAP_ACTIVE_CONTEXTS, SONDE_MAP_HANDOFFS, SONDE_MAP_INJECTIONS] {
+        for map in [SONDE_MAP_CALLS, SONDE_MAP_OBJECT_SPANS, SONDE_MAP_ACTIVE_CONTEXTS, SONDE_MAP_INJECTIONS] {
             XCTAssertEqual(left[map], 0, "\(map): \(left)")
         }
         XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)

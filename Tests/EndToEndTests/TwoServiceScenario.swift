@@ -14,6 +14,7 @@ enum TwoServiceScenario {
         let back = try GoToolchains.build("demo/two-service/back", with: go, flags: flags, name: "back-\(variant)")
         let front = try GoToolchains.build("demo/two-service/front", with: go, flags: flags, name: "front-\(variant)")
         try NetHTTPScenarios.checkClientSites(in: front)
+        try NetHTTPScenarios.checkHandoffSite(in: front)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

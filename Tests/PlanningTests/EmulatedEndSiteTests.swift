@@ -113,11 +113,12 @@ extension PlanCompilerTests {
         ])
     }
 
-    // MARK: - Following goroutines at two calls
+    // MARK: - Following goroutines at one call
 
     static let newprocClosure = "runtime.newproc.func1"
 
-    /// Go 1.19's runtime.newproc.func1: `call newproc1` then `call runqput`, as `go tool objdump` shows it.
+    /// Go 1.19's runtime.newproc.func1: `call newproc1` then `call runqput`, as `go tool objdump` shows it,
+    /// and the offsets of g.m and m.curg its DWARF gives.
     func runtimeFacts(runqputCalls: Int = 1) -> BinaryFacts {
         var facts = facts()
         func function(_ name: String, at address: UInt64, parameters: [Parameter], instructions: [Instruction] = []) {
@@ -141,6 +142,14 @@ extension PlanCompilerTests {
             instruction(0x44_1760, "cmp", "rsp, qword ptr [r14 + 0x10]", emulated: false),
         ] + calls + [instruction(0x44_17c0, "ret", "", emulated: false)])
         facts.types["*runtime.g"] = TypeFacts(name: "*runtime.g", kind: .pointer, byteSize: 8, pointee: "runtime.g", members: [])
+        facts.types["*runtime.m"] = TypeFacts(name: "*runtime.m", kind: .pointer, byteSize: 8, pointee: "runtime.m", members: [])
+        facts.types["runtime.g"] = TypeFacts(name: "runtime.g", kind: .structure, byteSize: 440, pointee: nil, members: [
+            Member(name: "stack", typeName: "runtime.stack", offset: 0), Member(name: "m", typeName: "*runtime.m", offset: 48),
+        ])
+        facts.types["runtime.m"] = TypeFacts(name: "runtime.m", kind: .structure, byteSize: 936, pointee: nil, members: [
+            Member(name: "g0", typeName: "*runtime.g", offset: 0), Member(name: "procid", typeName: "uint64", offset: 72),
+            Member(name: "curg", typeName: "*runtime.g", offset: 192),
+        ])
         return facts
     }
 
@@ -148,24 +157,23 @@ extension PlanCompilerTests {
         try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/runtime.yaml").path)
     }
 
-    func testGoroutinesAreFollowedAtTwoEmulatedCalls() throws {
+    func testGoroutinesAreFollowedAtOneEmulatedCall() throws {
         let plan = PlanCompiler.compile(packs: [try runtimePack()], facts: runtimeFacts())
         XCTAssertEqual(plan.skipped, [])
         let probe = try XCTUnwrap(plan.probes.first)
         XCTAssertEqual(probe.keyMode, .thread)
         XCTAssertEqual(probe.entry.role, .call)
-        XCTAssertEqual(probe.entry.address, 0x44_1780)
-        XCTAssertEqual(probe.entry.instruction, "call 0x4417e0 <runtime.newproc1>")
-        XCTAssertEqual(probe.returns.map(\.address), [0x44_17a0])
-        XCTAssertEqual(probe.returns.map(\.instruction), ["call 0x4458e0 <runtime.runqput>"])
-        XCTAssertEqual(probe.handoffRegisters, HandoffRegisters(parent: .rbx, child: .rbx))
-        XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 2, singleSteppedHits: 0))
-        XCTAssertEqual(
-            PlanCompiler.functionsNeeded(by: [try runtimePack()]),
-            ["runtime.newproc.func1", "runtime.newproc1", "runtime.runqput"])
+        XCTAssertEqual(probe.entry.address, 0x44_17a0)
+        XCTAssertEqual(probe.entry.instruction, "call 0x4458e0 <runtime.runqput>")
+        XCTAssertEqual(probe.returns, [])
+        XCTAssertEqual(probe.handoffChild, .rbx)
+        // g0 (R14) -> g0.m -> m.curg, the goroutine that switched to the system stack
+        XCTAssertEqual(probe.entryProgram, [.loadRegister(.r14), .add(48), .dereference, .add(192), .dereference])
+        XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
+        XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try runtimePack()]), ["runtime.newproc.func1", "runtime.runqput"])
     }
 
-    func testHandOffNeedsExactlyOneCallOfEachCallee() throws {
+    func testHandOffNeedsOneCallAndAPathToAGoroutine() throws {
         XCTAssertEqual(PlanCompiler.compile(packs: [try runtimePack()], facts: runtimeFacts(runqputCalls: 2)).skipped.map(\.reason), [
             "runtime.newproc.func1 calls runtime.runqput 2 times directly; a call site needs exactly one",
         ])
@@ -173,6 +181,23 @@ extension PlanCompilerTests {
         notPointer.functions["runtime.runqput"]?.parameters?[1].typeName = "uintptr"
         XCTAssertEqual(PlanCompiler.compile(packs: [try runtimePack()], facts: notPointer).skipped.map(\.reason), [
             "follow-goroutine.child: argument 'gp' of runtime.runqput is uintptr, not a pointer in a register",
+        ])
+        func skipped(creator path: String) throws -> [String] {
+            var pack = try runtimePack()
+            pack.probes[0].goroutineHandoff?.creator = path.split(separator: ".").map { .field(String($0)) }
+            return PlanCompiler.compile(packs: [pack], facts: runtimeFacts()).skipped.map(\.reason)
+        }
+        XCTAssertEqual(try skipped(creator: "m.procid"), [
+            "follow-goroutine.parent.running-goroutine: m.procid is uint64, not *runtime.g",
+        ])
+        XCTAssertEqual(try skipped(creator: "m.curgs"), ["follow-goroutine.parent.running-goroutine: runtime.m has no field 'curgs'"])
+        XCTAssertEqual(try skipped(creator: "m.curg.m.curg"), [
+            "follow-goroutine.parent.running-goroutine: reaching the goroutine takes 9 steps, more than the 6 a hand-off runs",
+        ])
+        var noTypes = runtimeFacts()
+        noTypes.types["runtime.g"] = nil
+        XCTAssertEqual(PlanCompiler.compile(packs: [try runtimePack()], facts: noTypes).skipped.map(\.reason), [
+            "follow-goroutine.parent.running-goroutine: the binary's types have no runtime.g",
         ])
     }
 }

@@ -171,11 +171,10 @@ final class PackLoaderTests: XCTestCase {
         XCTAssertNil(pack.probes[0].span)
         XCTAssertEqual(
             pack.probes[0].goroutineHandoff,
-            GoroutineHandoff(
-                parent: CalleeArgument(callee: "runtime.newproc1", argument: "callergp"),
-                child: CalleeArgument(callee: "runtime.runqput", argument: "gp")))
-        XCTAssertEqual(pack.probes[0].signatureFunctions, ["runtime.newproc1", "runtime.runqput"])
-        let follower = """
+            GoroutineHandoff(child: CalleeArgument(callee: "runtime.runqput", argument: "gp"), creator: [.field("m"), .field("curg")]))
+        XCTAssertEqual(pack.probes[0].signatureFunctions, ["runtime.runqput"])
+        func follower(_ handoff: String) -> String {
+            """
             format: sonde.probe-pack/v1
             pack: go/example
             language: go
@@ -183,12 +182,28 @@ final class PackLoaderTests: XCTestCase {
             probes:
               - id: creation
                 function: runtime.newproc.func1
-                follow-goroutine: { parent: { call: runtime.newproc1, arg: callergp }, child: { result: 0 } }
+                follow-goroutine: \(handoff)
 
             """
+        }
         XCTAssertEqual(
-            error(in: follower),
-            "bad.yaml:8:85: unknown key 'result' in follow-goroutine.child; expected one of: call, arg")
+            error(in: follower("{ child: { result: 0 }, parent: { running-goroutine: m.curg } }")),
+            "bad.yaml:8:34: unknown key 'result' in follow-goroutine.child; expected one of: call, arg")
+        XCTAssertEqual(
+            error(in: follower("{ child: { call: runtime.runqput, arg: gp }, parent: { call: runtime.newproc1, arg: callergp } }")),
+            """
+            bad.yaml:8:78: unknown key 'call' in follow-goroutine.parent; expected one of: running-goroutine
+            bad.yaml:8:102: unknown key 'arg' in follow-goroutine.parent; expected one of: running-goroutine
+            """)
+        XCTAssertEqual(
+            error(in: follower("{ child: { call: runtime.runqput, arg: gp }, parent: { running-goroutine: \"(*runtime.m).curg\" } }")),
+            "bad.yaml:8:97: follow-goroutine.parent.running-goroutine is a path of field names from runtime.g, e.g. m.curg")
+        XCTAssertEqual(
+            error(in: follower("{ child: { call: runtime.runqput, arg: gp }, parent: { running-goroutine: m. } }")),
+            "bad.yaml:8:97: follow-goroutine.parent.running-goroutine ends with '.'")
+        XCTAssertEqual(
+            error(in: follower("{ child: { call: runtime.runqput, arg: gp } }")),
+            "bad.yaml:8:23: follow-goroutine is missing 'parent'")
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "    span: { kind: server, name: \"handle {path}\" }\n", with: "")),
             "bad.yaml:6:5: probe 'handler' needs exactly one of 'span' (make a span), 'enrich' (add to another probe's span), 'end-span' (add to and end another probe's span), 'follow-goroutine' (carry trace context to new goroutines), 'inject-trace-context' (send a client span's trace context) or 'extract-trace-context' (continue an incoming trace context)")
