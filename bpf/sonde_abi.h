@@ -63,6 +63,7 @@ enum sonde_role {
 	                              * starts in the trace context of the creator, the *g the
 	                              * program reaches from registers (LOAD_REGISTER, ADD and
 	                              * DEREFERENCE only; SONDE_MAX_CREATOR_OPS) */
+	                             /* 4: unused (the second site of a two-site hand-off, once) */
 	SONDE_ROLE_ENRICH = 5,       /* entry only: the program writes into the open call of
 	                              * probe `span_slot` on this goroutine/thread */
 	SONDE_ROLE_END_OBJECT_SPAN = 6, /* entry only: the program writes into the span probe

@@ -5,8 +5,8 @@
 # table: requests sent and answered; spans expected and spans received at the receiver, which must
 # be equal exactly; each sonde's spans submitted, exported and dropped; its RSS at the middle and at
 # the end of the load and the growth over the second half (must stay under 5%); and the entries
-# left in the BPF maps of calls, open streams, waiting injections, goroutine hand-offs and trace
-# contexts once the load has stopped (must be 0). Exits 1 when a check fails. Needs root.
+# left in the BPF maps of calls, open streams, waiting injections and trace contexts once the load
+# has stopped (must be 0). Exits 1 when a check fails. Needs root.
 #
 # Each request makes three spans: /api/items/7 the front's server span, its HTTP client span and
 # the back's server span; /api/health/backend the front's server span, its gRPC client span and the

@@ -129,8 +129,8 @@ extension BPFEngine {
 
     /// Removes the calls and open streams that can no longer end: those of processes that exited
     /// and those older than `maximumAge` (a call unwound on a goroutine that never ran a probe
-    /// again); the records of ended calls left idle; and the trace contexts, goroutine hand-offs
-    /// and waiting injections of exited processes and of the calls removed. Each removed call or
+    /// again); the records of ended calls left idle; and the trace contexts and waiting injections
+    /// of exited processes and of the calls removed. Each removed call or
     /// stream is a span lost, which the result counts. A call is claimed through the BPF object's
     /// claim program, with the compare-and-swap the probes end it with, and a stream's record by
     /// deleting it, as the probes do, so a span is either emitted or counted here, never both. A

@@ -18,7 +18,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         case .bpfLoadFailed(let step, let errno):
             return "loading the BPF program failed at \(step): \(errorText(errno)) (libbpf's log above has the verifier's reasons)"
         case .programTooLong(let ops, let limit):
-            return "a fetch program has \(ops) ops; the BPF program runs at most \(limit). Capture fewer values in this probe"
+            return "a fetch program has \(ops) ops; the BPF program runs at most \(limit) for this probe. Capture fewer values, or reach them by shorter paths"
         case .literalsTooLong(let literals, let slots, let bytes):
             return "a probe compares or writes the header names \(literals); the BPF program holds at most \(slots) names of 1 to \(bytes) bytes"
         case .layoutMismatch(let map, let bpfSize, let swiftSize):

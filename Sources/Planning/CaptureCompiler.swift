@@ -119,7 +119,9 @@ struct CaptureCompiler {
     /// the fields of `path` (`follow-goroutine.parent`), for a program of at most `limit` ops.
     func goroutinePointer(along path: [PathStep], limit: Int, context: String) throws -> [FetchOp] {
         let (goroutine, running) = ("*runtime.g", "runtime.g")
-        guard types[running] != nil else { throw PlanProblem("\(context): the binary's types have no \(running)") }
+        guard types[running] != nil else {
+            throw PlanProblem("\(context): neither the binary's DWARF nor the offset table describes \(running); regenerate the table")
+        }
         // R14 is the address of the running goroutine's runtime.g.
         let (ops, typeName) = try walk(path[...], from: running, ops: [.loadRegister(.r14)], context: context)
         guard typeName == goroutine else {
@@ -127,7 +129,8 @@ struct CaptureCompiler {
         }
         let program = ops + [.dereference]
         guard program.count <= limit else {
-            throw PlanProblem("\(context): reaching the goroutine takes \(program.count) steps, more than the \(limit) a hand-off runs")
+            let path = path.map(\.description).joined(separator: ".")
+            throw PlanProblem("\(context): \(path) needs \(program.count) ops (loads, adds, dereferences); a hand-off's program has at most \(limit)")
         }
         return program
     }

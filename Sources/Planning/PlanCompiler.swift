@@ -137,7 +137,8 @@ public enum PlanCompiler {
             }
         }
         if placement == .conventional {
-            for index in planned.indices {
+            // A hand-off's site is a call where the new goroutine is an argument; no other place has it.
+            for index in planned.indices where planned[index].handoffChild == nil {
                 guard let function = facts.functions[planned[index].probe.function],
                       let first = try? SiteSelector.firstInstructionSite(of: function) else { continue }
                 planned[index].entry = first
@@ -567,6 +568,7 @@ public enum PlanCompiler {
         let creator = try compiler.goroutinePointer(
             along: handoff.creator, limit: Int(SONDE_MAX_CREATOR_OPS), context: "follow-goroutine.parent.running-goroutine")
         var planned = PlannedProbe(
+            // The key mode means nothing here: a hand-off keys no call, it reads both goroutines at its site.
             pack: "", packVersion: "", probe: probe, spanSlot: 0, keyMode: .thread, entry: try SiteSelector.callSite(to: callee, in: function),
             returns: [], entryProgram: creator, returnProgram: [], captureSlots: [])
         planned.handoffChild = child

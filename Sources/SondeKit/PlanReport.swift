@@ -12,7 +12,9 @@ public enum PlanReport {
             lines.append("")
             lines.append("probe \(probe.qualifiedID) (\(probe.probe.source)): \(probe.probe.function)")
             let effect = Self.effect(of: probe)
-            lines.append("  \(effect), calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")")
+            // A hand-off keys nothing: it reads both goroutines where it stands.
+            let keying = probe.handoffChild == nil ? ", calls keyed by \(probe.keyMode == .goroutine ? "goroutine" : "thread")" : ""
+            lines.append("  \(effect)\(keying)")
             for site in probe.entries + probe.returns + probe.resultBranches {
                 lines.append("  " + render(site))
             }

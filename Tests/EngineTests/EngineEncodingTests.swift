@@ -98,9 +98,29 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in
-            XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32. Capture fewer values in this probe")
+            XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32 for this probe. Capture fewer values, or reach them by shorter paths")
         }
         XCTAssertEqual(RecordLayout.recordSize, 928)
+    }
+
+    /// go/runtime's hand-off: the new goroutine in RBX, the creator g0.m.curg in two fused reads.
+    func testHandOffConfigReachesTheCreatorInTwoReads() throws {
+        let creator: [FetchOp] = [.loadRegister(.r14), .add(48), .dereference, .add(192), .dereference]
+        let config = try RecordLayout.encodeConfig(
+            role: .handoff, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0x44_17a0, objectRegister: .rbx,
+            program: creator, captureSlots: [])
+        XCTAssertEqual(Array(config[0..<4]), [3, 0, 0, 0], "role HANDOFF")
+        XCTAssertEqual(Array(config[12..<16]), [2, 0, 0, 0], "two ops")
+        XCTAssertEqual(Array(config[32..<36]), [3, 0, 0, 0], "the new goroutine in RBX (3)")
+        // DEREFERENCE (5) of R14 (0x80 | 14) + 48, then DEREFERENCE of that + 192; 16 bytes per op, imm at +8.
+        XCTAssertEqual(Array(config[56..<58]) + Array(config[64..<72]), [5, 0x8e, 48, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(Array(config[72..<74]) + Array(config[80..<88]), [5, 0, 192, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(Array(config[88..<90]), [0, 0], "no third op")
+        XCTAssertThrowsError(try RecordLayout.encodeConfig(
+            role: .handoff, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0, objectRegister: .rbx,
+            program: creator + [.add(48), .dereference], captureSlots: [])) { error in
+            XCTAssertEqual("\(error)", "a fetch program has 7 ops; the BPF program runs at most 6 for this probe. Capture fewer values, or reach them by shorter paths")
+        }
     }
 
     func testRecordsDecodeIntoOneReusedEventWhileAKeptEventKeepsItsCaptures() {

@@ -171,6 +171,9 @@ extension PlanCompilerTests {
         XCTAssertEqual(probe.entryProgram, [.loadRegister(.r14), .add(48), .dereference, .add(192), .dereference])
         XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
         XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try runtimePack()]), ["runtime.newproc.func1", "runtime.runqput"])
+        // Conventional placement moves entries to first instructions; a hand-off has only its call.
+        let conventional = PlanCompiler.compile(packs: [try runtimePack()], facts: runtimeFacts(), placement: .conventional)
+        XCTAssertEqual(conventional.probes.map(\.entries), [[probe.entry]])
     }
 
     func testHandOffNeedsOneCallAndAPathToAGoroutine() throws {
@@ -192,12 +195,12 @@ extension PlanCompilerTests {
         ])
         XCTAssertEqual(try skipped(creator: "m.curgs"), ["follow-goroutine.parent.running-goroutine: runtime.m has no field 'curgs'"])
         XCTAssertEqual(try skipped(creator: "m.curg.m.curg"), [
-            "follow-goroutine.parent.running-goroutine: reaching the goroutine takes 9 steps, more than the 6 a hand-off runs",
+            "follow-goroutine.parent.running-goroutine: m.curg.m.curg needs 9 ops (loads, adds, dereferences); a hand-off's program has at most 6",
         ])
         var noTypes = runtimeFacts()
         noTypes.types["runtime.g"] = nil
         XCTAssertEqual(PlanCompiler.compile(packs: [try runtimePack()], facts: noTypes).skipped.map(\.reason), [
-            "follow-goroutine.parent.running-goroutine: the binary's types have no runtime.g",
+            "follow-goroutine.parent.running-goroutine: neither the binary's DWARF nor the offset table describes runtime.g; regenerate the table",
         ])
     }
 }
