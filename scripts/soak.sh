@@ -126,7 +126,7 @@ map_entries() { # pid name
   done
   echo "?"
 }
-sleep 6   # one pass of sonde's reclaim (every 5 s), which removes contexts that name ended spans
+sleep 16   # sonde removes records idle for 10 s and contexts that name ended spans, in reclaim passes every 5 s
 declare -A left
 for index in 0 1; do
   for map in calls object_spans injections active_contexts; do
