@@ -117,8 +117,16 @@ public struct PlannedProbe: Sendable, Equatable {
     /// other ways out. They end the span only when `resultBranchGuard` holds (the result is nil).
     public var resultBranches: [ProbeSite] = []
     public var resultBranchGuard: SiteGuard?
-    /// Why a span whose pack says `ends-after-call` ends at all its RETs in this binary.
-    public var resultBranchProblem: String?
+    /// `span.ends-at-return.after-call`: the RETs a call that failed leaves through, which alone
+    /// are probed once end-span probes end the span otherwise (``returnsOnlyOnFailure``).
+    public var failureReturns: [ProbeSite]?
+    /// The register that says the call failed when it is not zero, right after it.
+    public var failedCallRegister: Register?
+    /// `returns` are reached only by calls that failed: a call that succeeds costs no trap there.
+    public var returnsOnlyOnFailure = false
+    /// Why a span whose pack says `ends-after-call` or `ends-at-return.after-call` ends at all its
+    /// RETs in this binary.
+    public var endSiteProblem: String?
 
     /// The probe writes into the traced process's memory (outgoing trace context).
     public var writesTargetMemory: Bool {

@@ -115,10 +115,15 @@ public enum PlanCompiler {
         }.map(\.spanSlot))
         for probe in planned where neverEnding.contains(probe.spanSlot) {
             let reason = probe.probe.span.map { span in
-                span.outlivesCall != nil
-                    ? "its span outlives the call, but no end-span probe for it is planned, so it would never end"
-                    : "its span ends at its return only when the result is \(span.endsAtReturn == .zero ? "zero" : "not zero") (ends-at-return), "
+                switch span.endsAtReturn {
+                case nil: "its span outlives the call, but no end-span probe for it is planned, so it would never end"
+                case .result(let test)?:
+                    "its span ends at its return only when the result is \(test == .zero ? "zero" : "not zero") (ends-at-return), "
                         + "and no end-span probe for it is planned to end it otherwise"
+                case .afterFailedCall(let call)?:
+                    "its span ends at its return only when its call of \(call.function) failed (ends-at-return), "
+                        + "and no end-span probe for it is planned to end it otherwise"
+                }
             } ?? "it adds to \(probe.probe.enrichment?.target ?? ""), which is left out"
             skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
         }
@@ -128,12 +133,19 @@ public enum PlanCompiler {
         // A span that end-span probes end on its own goroutine/thread needs no probe on its RETs.
         let endedBeforeReturn = Set(planned.compactMap { $0.probe.enrichment?.ends == .openCall ? $0.probe.enrichment?.target : nil })
         for index in planned.indices where planned[index].probe.span != nil && endedBeforeReturn.contains(planned[index].qualifiedID) {
-            if let test = planned[index].probe.span?.endsAtReturn {
+            switch planned[index].probe.span?.endsAtReturn {
+            case .result(let test)?:
                 planned[index].returnGuard = SiteGuard(register: .rax, test: test)
-            } else {
+            case .afterFailedCall?:
+                // Without the failure's RETs (endSiteProblem says why) every RET keeps its probe.
+                if let failing = planned[index].failureReturns {
+                    planned[index].returns = failing
+                    planned[index].returnsOnlyOnFailure = true
+                }
+            case nil:
                 planned[index].returns = []
                 planned[index].resultBranches = []
-                planned[index].resultBranchProblem = nil
+                planned[index].endSiteProblem = nil
             }
         }
         if placement == .conventional {
@@ -154,8 +166,17 @@ public enum PlanCompiler {
             probes: planned, skipped: skipped)
         plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
         for probe in planned {
-            guard let problem = probe.resultBranchProblem else { continue }
-            plan.notes.append("\(probe.qualifiedID): its span ends at every RET of \(probe.probe.function), not after its call (span.ends-after-call): \(problem)")
+            guard let problem = probe.endSiteProblem else { continue }
+            if case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn {
+                // Without end-span probes its span ends at every RET anyway.
+                guard endedBeforeReturn.contains(probe.qualifiedID) else { continue }
+                plan.notes.append(
+                    "\(probe.qualifiedID): every RET of \(probe.probe.function) keeps its probe, not only those after its call of "
+                        + "\(call.function) failed (span.ends-at-return): \(problem)")
+            } else {
+                plan.notes.append(
+                    "\(probe.qualifiedID): its span ends at every RET of \(probe.probe.function), not after its call (span.ends-after-call): \(problem)")
+            }
         }
         for probe in planned {
             guard let function = facts.functions[probe.probe.function], function.namesakes > 0 else { continue }
@@ -192,7 +213,8 @@ public enum PlanCompiler {
                     "it ends the open call of \(target.qualifiedID), whose span outlives the call under an object; "
                         + "name that object (end-span.object) to end it")
             }
-            if !target.probe.onReturn.isEmpty {
+            // With ends-at-return they are read where a failed call returns.
+            if target.probe.span?.endsAtReturn == nil, !target.probe.onReturn.isEmpty {
                 throw PlanProblem(
                     "it ends \(target.qualifiedID) before that function returns, so its on-return captures would never be read; "
                         + "capture them here, on entry")
@@ -459,7 +481,19 @@ public enum PlanCompiler {
             return try compile(
                 extraction: extraction.headers, of: probe, function: function, signature: signature(probe.function), facts: facts)
         }
-        return try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
+        var planned = try compile(probe: probe, function: function, signature: signature(probe.function), facts: facts, dataOffset: dataOffset)
+        if case .afterFailedCall(let call)? = probe.span?.endsAtReturn {
+            do {
+                let callee = try self.function(call.function, in: facts)
+                let register = try CaptureCompiler(function: callee.name, signature: try signature(callee.name).assigningResultRegisters())
+                    .nilTestRegister(.result(call.result), context: "span.ends-at-return.when-not-nil")
+                planned.failureReturns = try SiteSelector.failureReturns(after: callee, in: function, testing: register)
+                planned.failedCallRegister = register
+            } catch let problem as PlanProblem {
+                planned.endSiteProblem = problem.reason
+            }
+        }
+        return planned
     }
 
     /// The probe once per function its `function` pattern matched, when it is a span probe (their
@@ -540,13 +574,13 @@ public enum PlanCompiler {
         planned.objectKey = objectKey
         if let ending = probe.span?.endsAfterCall {
             do {
-                let register = try programs.nilTestRegister(.result(ending.nilResult), context: "span.ends-after-call.when-nil")
+                let register = try programs.nilTestRegister(.result(ending.result), context: "span.ends-after-call.when-nil")
                 let found = try SiteSelector.resultBranches(after: try self.function(ending.function, in: facts), in: function, testing: register)
                 planned.resultBranches = found.branches
                 planned.resultBranchGuard = SiteGuard(register: register, test: .zero)
                 planned.returns = found.otherReturns
             } catch let problem as PlanProblem {
-                planned.resultBranchProblem = problem.reason
+                planned.endSiteProblem = problem.reason
             }
         }
         planned.contextProgram = traceContext?.program ?? []

@@ -118,12 +118,61 @@ enum SiteSelector {
                 "\(function.name) sets no frame pointer (RBP) 8 bytes below its return address in its prologue, which a result branch "
                     + "needs to tell nested calls apart")
         }
-        let calls = try directCalls(to: callee, in: function)
-        // Branch index: the address its zero way goes to, and the other way's.
-        var zeroWays: [Int: UInt64] = [:]
-        var otherWays: [Int: UInt64] = [:]
+        let tests = try resultTests(after: callee, in: function, testing: register)
+        let ending = try returns(after: tests, going: \.zeroWay, notGoing: \.nonZeroWay, in: function, callee: callee, state: "\(register) zero")
+        return ResultBranches(
+            branches: try tests.map { try site(.resultBranch, instructions[$0.branch], in: function, skipFlagsMask: 0) },
+            otherReturns: returnSites(of: function).filter { !ending.contains($0.address) })
+    }
+
+    /// `span.ends-at-return.after-call`: the RETs reached once a branch right after a call of
+    /// `callee` (as in ``resultBranches(after:in:testing:)``) goes the way `register` is not zero,
+    /// the call having failed. No way on which it is zero may reach them: each is single-stepped,
+    /// and one reached by a call that succeeded would also end its span before its end-span probe.
+    static func failureReturns(after callee: FunctionFacts, in function: FunctionFacts, testing register: Register) throws -> [ProbeSite] {
+        try checkDecodedLayout(of: function)
+        let tests = try resultTests(after: callee, in: function, testing: register)
+        let failing = try returns(after: tests, going: \.nonZeroWay, notGoing: \.zeroWay, in: function, callee: callee, state: "\(register) not zero")
+        return returnSites(of: function).filter { failing.contains($0.address) }
+    }
+
+    /// The addresses of the RETs reached once the branches after the calls go their `ending` way
+    /// (where the register is in `state`), checked to be none that the function reaches from its
+    /// entry with every such branch going its `other` way.
+    private static func returns(
+        after tests: [ResultCheck], going ending: KeyPath<ResultCheck, UInt64>, notGoing other: KeyPath<ResultCheck, UInt64>,
+        in function: FunctionFacts, callee: FunctionFacts, state: String
+    ) throws -> Set<UInt64> {
+        let instructions = function.instructions
+        let indexes = Dictionary(uniqueKeysWithValues: instructions.enumerated().map { ($1.address, $0) })
+        let reached = try returnsReached(from: tests.map { $0[keyPath: ending] }, in: function, indexes: indexes)
+        let otherwise = try returnsReached(
+            from: [function.address], in: function, indexes: indexes,
+            takingOnly: Dictionary(uniqueKeysWithValues: tests.map { ($0.branch, $0[keyPath: other]) }))
+        if let shared = reached.intersection(otherwise).min() {
+            throw PlanProblem(
+                "\(function.name): the RET at 0x\(hex(instructions[shared].address)) is reached both after the call to \(callee.name) with "
+                    + "\(state) and on another way out")
+        }
+        guard !reached.isEmpty else { throw PlanProblem("\(function.name): no RET follows the call to \(callee.name) with \(state)") }
+        return Set(reached.map { instructions[$0].address })
+    }
+
+    /// A conditional jump right after a call that says whether a result register is zero: its
+    /// index, and where it goes either way.
+    private struct ResultCheck {
+        var branch: Int
+        var zeroWay: UInt64
+        var nonZeroWay: UInt64
+    }
+
+    /// The branch after each direct call of `callee` in `function` testing `register`: the call,
+    /// then instructions that write no register, `test R, R` and a `je` or `jne`, on which no jump
+    /// lands (only through the test does its way say whether the register is zero).
+    private static func resultTests(after callee: FunctionFacts, in function: FunctionFacts, testing register: Register) throws -> [ResultCheck] {
+        let instructions = function.instructions
         let name = "\(register)".lowercased()   // capstone's spelling
-        for call in calls {
+        return try directCalls(to: callee, in: function).map { call in
             var index = call + 1
             while index < instructions.count, !isBranch(instructions[index]), !instructions[index].isReturn,
                   instructions[index].writtenRegisters.isEmpty {
@@ -137,31 +186,16 @@ enum SiteSelector {
                     "\(function.name): the call to \(callee.name) at 0x\(hex(instructions[call].address)) is not followed by a test of "
                         + "\(register) and a je or jne, with no register written between")
             }
-            // Only through the test does the branch's way say whether the register is zero.
             if let jumper = instructions.first(where: { isBranch($0) && branchTarget($0) == branch.address }) {
                 throw PlanProblem(
                     "\(function.name): the jump at 0x\(hex(jumper.address)) goes straight to the branch at 0x\(hex(branch.address)), "
                         + "past its test of \(register)")
             }
             let fallThrough = instructions[index + 1].address
-            zeroWays[index] = branch.mnemonic == "je" ? taken : fallThrough
-            otherWays[index] = branch.mnemonic == "je" ? fallThrough : taken
+            return branch.mnemonic == "je"
+                ? ResultCheck(branch: index, zeroWay: taken, nonZeroWay: fallThrough)
+                : ResultCheck(branch: index, zeroWay: fallThrough, nonZeroWay: taken)
         }
-        let indexes = Dictionary(uniqueKeysWithValues: instructions.enumerated().map { ($1.address, $0) })
-        let endingReturns = try returnsReached(from: Array(zeroWays.values), in: function, indexes: indexes)
-        let otherReturns = try returnsReached(from: [function.address], in: function, indexes: indexes, takingOnly: otherWays)
-        if let shared = endingReturns.intersection(otherReturns).min() {
-            throw PlanProblem(
-                "\(function.name): the RET at 0x\(hex(instructions[shared].address)) is reached both after the call to \(callee.name) with "
-                    + "\(register) zero and on another way out")
-        }
-        guard !endingReturns.isEmpty else {
-            throw PlanProblem("\(function.name): no RET follows the call to \(callee.name) with \(register) zero")
-        }
-        let ending = Set(endingReturns.map { instructions[$0].address })
-        return ResultBranches(
-            branches: try zeroWays.keys.sorted().map { try site(.resultBranch, instructions[$0], in: function, skipFlagsMask: 0) },
-            otherReturns: returnSites(of: function).filter { !ending.contains($0.address) })
     }
 
     /// Whether the prologue leaves RBP 8 bytes below the return address, the entry's stack pointer:

@@ -16,7 +16,8 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// One call of the probe's function: its entry site, and one of its return sites (a call leaves
-    /// through exactly one RET), or the result branch where it usually ends instead.
+    /// through exactly one RET), or the result branch where it usually ends instead; none when
+    /// only failed calls reach its return sites.
     /// A return probe costs its hook at the function's first instruction, shared with an entry
     /// site there, and its return, which the kernel makes without a single-step (Linux 6.11+).
     public init(perCallOf probe: PlannedProbe) {
@@ -24,7 +25,7 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
         add(probe.entry)
         if let branch = probe.resultBranches.first {
             add(branch)
-        } else if let exit = probe.returns.first {
+        } else if !probe.returnsOnlyOnFailure, let exit = probe.returns.first {
             // Return sites differ only when a RET is emulated, which x86's never is; count the costliest.
             let costliest = probe.returns.first { !$0.kernelEmulates } ?? exit
             if costliest.role == .returnProbe {
@@ -43,7 +44,8 @@ public struct TrapCost: Sendable, Equatable, CustomStringConvertible {
         var breakpoints: [UInt64: Bool] = [:]  // file offset: emulated
         var returnProbes = Set<UInt64>()
         for probe in probes {
-            let usualEnd = probe.resultBranches.first ?? probe.returns.first { !$0.kernelEmulates } ?? probe.returns.first
+            let returns = probe.returnsOnlyOnFailure ? [] : probe.returns
+            let usualEnd = probe.resultBranches.first ?? returns.first { !$0.kernelEmulates } ?? returns.first
             for site in [probe.entry] + (usualEnd.map { [$0] } ?? []) {
                 breakpoints[site.fileOffset] = site.kernelEmulates
                 if site.role == .returnProbe { returnProbes.insert(site.fileOffset) }

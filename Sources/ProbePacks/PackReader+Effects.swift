@@ -24,10 +24,7 @@ extension PackReader {
             report.attempt { try readOutlivesCall(object) }
         }
         let endsAtReturn = map.optional("ends-at-return").flatMap { node in
-            report.attempt { () throws -> ResultTest in
-                let condition = try node.mapping("span.ends-at-return", allowed: ["when-result"])
-                return try readResultTest(condition.required("when-result"), key: "span.ends-at-return.when-result")
-            }
+            report.attempt { try readEndsAtReturn(node, language: language) }
         }
         let endsAfterCall = map.optional("ends-after-call").flatMap { node in
             report.attempt { try readEndsAfterCall(node, language: language, alongside: map) }
@@ -56,7 +53,35 @@ extension PackReader {
         else {
             throw whenNil.error("span.ends-after-call.when-nil names a result of \(function) (result: N), not an argument")
         }
-        return CallResultEnd(function: function, nilResult: index)
+        return CallResultEnd(function: function, result: index)
+    }
+
+    /// `ends-at-return: { when-result: zero | non-zero }` (native), or `ends-at-return: { after-call:
+    /// NAME, when-not-nil: { result: N } }` (Go).
+    private static func readEndsAtReturn(_ node: YAMLNode, language: Language?) throws -> FailedReturn {
+        let map = try node.mapping("span.ends-at-return", allowed: ["when-result", "after-call", "when-not-nil"])
+        if map.hasUnknownKeys { throw AlreadyReported() }
+        let goKey = ["after-call", "when-not-nil"].first(where: map.contains)
+        if language == .go, map.contains("when-result") {
+            throw node.error(
+                "span.ends-at-return.when-result is for native packs: a Go span's RETs are single-stepped whatever they return, so name the "
+                    + "call whose failure makes the function return at once instead (after-call, when-not-nil)")
+        }
+        if let language, language != .go, let goKey {
+            throw node.error("span.ends-at-return.\(goKey) is for Go packs; a native span tests its result at the return (when-result)")
+        }
+        guard language == .go || goKey != nil else {
+            return .result(try readResultTest(map.required("when-result"), key: "span.ends-at-return.when-result"))
+        }
+        let function = try map.required("after-call").string("span.ends-at-return.after-call")
+        let whenNotNil = try map.required("when-not-nil")
+        guard case .result(let index) = try readOrigin(
+            whenNotNil.mapping("span.ends-at-return.when-not-nil", allowed: ["arg", "result"]), of: "span.ends-at-return.when-not-nil",
+            at: whenNotNil, resultAllowed: true)
+        else {
+            throw whenNotNil.error("span.ends-at-return.when-not-nil names a result of \(function) (result: N), not an argument")
+        }
+        return .afterFailedCall(CallResultEnd(function: function, result: index))
     }
 
     static func readResultTest(_ node: YAMLNode, key: String) throws -> ResultTest {

@@ -146,7 +146,8 @@ enum PackReader {
     }
 
     /// An `end-span` probe without `object` ends its target's span in place of the target's return,
-    /// so the target may read nothing at its return nor keep its span open under an object, and the
+    /// so the target may read nothing at its return (unless it also ends there when its call failed:
+    /// `ends-at-return`) nor keep its span open under an object, and the
     /// captures of the probes adding to one span share its record, so their names must differ.
     /// Checked here for targets in the same pack; planning checks the others.
     private static func checkSpanEnds(_ probes: [(probe: Probe, node: YAMLNode)], of packName: String) {
@@ -164,7 +165,7 @@ enum PackReader {
                     problem = "end-span.span '\(enrichment.target)' is not a span probe"
                 } else if target.span?.outlivesCall != nil {
                     problem = "'\(enrichment.target)' keeps its span open under an object: name that object (end-span.object) to end it"
-                } else if let returning = target.onReturn.first {
+                } else if target.span?.endsAtReturn == nil, let returning = target.onReturn.first {
                     problem = "'\(enrichment.target)' ends here, before its return, so its on-return capture '\(returning.name)' would never be read; capture it here, on entry"
                 } else if let reused {
                     problem = "capture '\(reused)' is also a capture of '\(enrichment.target)' or of another probe adding to it; probes adding to one span need distinct capture names"

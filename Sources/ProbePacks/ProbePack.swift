@@ -117,9 +117,12 @@ public struct Probe: Sendable, Equatable {
     }
 
     /// The functions whose signatures planning reads: the hooked function's own or, for
-    /// `follow-goroutine`, the callee whose argument it reads at its call.
+    /// `follow-goroutine`, the callee whose argument it reads at its call; and the call whose
+    /// failed result ends the span at a return (`ends-at-return`), for that result's register.
     public var signatureFunctions: [String] {
-        goroutineHandoff.map { [$0.child.callee] } ?? [function]
+        if let handoff = goroutineHandoff { return [handoff.child.callee] }
+        if case .afterFailedCall(let call)? = span?.endsAtReturn { return [function, call.function] }
+        return [function]
     }
 }
 
@@ -303,16 +306,15 @@ public struct SpanRule: Sendable, Equatable {
     /// span open under that object until an `end-span` probe sees it: a stream outlives the call
     /// that creates it.
     public var outlivesCall: ObjectReference?
-    /// `ends-at-return`: a span that an `end-span` probe ends after its call returned (C's
-    /// `PQsendQuery` starts a statement whose results come later) still ends at the return when
-    /// the result passes this test: no results will come (sending failed).
-    public var endsAtReturn: ResultTest?
+    /// `ends-at-return`: a span that `end-span` probes usually end still ends at its own return
+    /// when the call failed, since nothing would end it otherwise.
+    public var endsAtReturn: FailedReturn?
     /// `ends-after-call`: where a Go call usually ends, at an emulated branch instead of a
     /// single-stepped RET (~9.5 µs a call).
     public var endsAfterCall: CallResultEnd?
 
     public init(
-        kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ObjectReference? = nil, endsAtReturn: ResultTest? = nil,
+        kind: Kind, name: NameTemplate, errorWhen: [ErrorCondition], outlivesCall: ObjectReference? = nil, endsAtReturn: FailedReturn? = nil,
         endsAfterCall: CallResultEnd? = nil
     ) {
         self.kind = kind
@@ -324,17 +326,31 @@ public struct SpanRule: Sendable, Equatable {
     }
 }
 
-/// The pack's word that, once its call to `function` returns with result `nilResult` nil, the
-/// probed function returns that call's results as they are (`if err == nil { return resp, nil }`).
-/// Its span then ends at the branch testing that result, right after the call, where those results
-/// are still in their registers for the on-return captures.
+/// A call of `function` inside the probed function whose result `result` (a pointer, or an
+/// error's type word) decides how the probed function goes on.
+///
+/// `ends-after-call`: once it is nil, the probed function returns that call's results as they are
+/// (`if err == nil { return resp, nil }`); the span then ends at the branch testing it, right after
+/// the call, where those results are still in their registers for the on-return captures.
+/// `ends-at-return`: once it is not nil, the probed function returns at once (`if err != nil {
+/// return err }`), the only way out that no `end-span` probe sees.
 public struct CallResultEnd: Sendable, Equatable {
     public var function: String
-    public var nilResult: Int
-    public init(function: String, nilResult: Int) {
+    public var result: Int
+    public init(function: String, result: Int) {
         self.function = function
-        self.nilResult = nilResult
+        self.result = result
     }
+}
+
+/// How a span that `end-span` probes usually end tells, at its own return, that the call failed
+/// and nothing else will end it (`span.ends-at-return`).
+public enum FailedReturn: Sendable, Equatable {
+    /// Native: the first result passes this test (`PQsendQuery*` return 0: nothing was sent).
+    case result(ResultTest)
+    /// Go: the function returns right after its call failed. Only the RETs of that way are probed:
+    /// each is single-stepped, so the calls that succeed must not reach them.
+    case afterFailedCall(CallResultEnd)
 }
 
 /// The object a span stays open under.

@@ -24,6 +24,9 @@ public enum PlanReport {
             }
             if let guarded = probe.entryGuard { lines.append("  \(probe.entry.role == .returnProbe ? "acts at the return" : "acts") \(guarded)") }
             if let guarded = probe.returnGuard { lines.append("  ends at the return \(guarded); otherwise when an end-span probe ends it") }
+            if probe.returnsOnlyOnFailure, case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn, let register = probe.failedCallRegister {
+                lines.append("  ends at these RETs only after its call of \(call.function) failed (\(register) not zero); otherwise when an end-span probe ends it")
+            }
             lines.append("  per call: \(TrapCost(perCallOf: probe))")
             if let prefetch = probe.prefetch { lines.append("  \(prefetch)") }
             lines.append("  entry program:")

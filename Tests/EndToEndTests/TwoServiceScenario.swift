@@ -15,6 +15,7 @@ enum TwoServiceScenario {
         let front = try GoToolchains.build("demo/two-service/front", with: go, flags: flags, name: "front-\(variant)")
         try NetHTTPScenarios.checkClientSites(in: front)
         try NetHTTPScenarios.checkHandoffSite(in: front)
+        try checkUnaryClientSites(in: front)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sonde-two-service-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -44,6 +45,7 @@ enum TwoServiceScenario {
             ("/api/items/7", 4 * load, 200), ("/api/items/0", 2 * load, 404), ("/api/private/3", 2 * load, 200),
             ("/api/async/5", 4 * load, 200), ("/api/local", 2 * load, 200), ("/nothing", 2 * load, 404),
             ("/api/health/backend", 3 * load, 200), ("/api/health/nope", 2 * load, 404), ("/api/watch/backend", 2 * load, 200),
+            ("/api/unsent/backend", 2 * load, 502),
         ]
         let paths = requests.flatMap { Array(repeating: $0.path, count: $0.count) }.shuffled()
         let statuses = try await sendRequests(paths, port: frontPort, concurrency: 12)
@@ -61,9 +63,9 @@ enum TwoServiceScenario {
         let servers = spans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" }
         let rpcClients = spans.filter { attributes($0)["rpc.system"] as? String == "grpc" }
         let clients = spans.filter { $0["kind"] as? String == "SPAN_KIND_CLIENT" && attributes($0)["rpc.system"] == nil }
-        XCTAssertEqual(servers.count, 23 * load, sonde.text)
+        XCTAssertEqual(servers.count, 25 * load, sonde.text)
         XCTAssertEqual(clients.count, 12 * load, sonde.text)
-        XCTAssertEqual(rpcClients.count, 7 * load, sonde.text)
+        XCTAssertEqual(rpcClients.count, 9 * load, sonde.text)
         let backSpans = received.filter { process($0) == Int(backProcess.pid) }
         try checkGRPC(clients: rpcClients, frontServers: servers, backSpans: backSpans, load: load)
 
@@ -81,7 +83,7 @@ enum TwoServiceScenario {
         XCTAssertEqual(serverNames, [
             "GET /api/items/{id:[0-9]+}": 6 * load, "GET /api/private/{id:[0-9]+}": 2 * load, "GET /api/async/{id:[0-9]+}": 4 * load,
             "GET /api/local": 2 * load, "GET": 2 * load, "GET /api/health/{service}": 5 * load,
-            "GET /api/watch/{service}": 2 * load,
+            "GET /api/watch/{service}": 2 * load, "GET /api/unsent/{service}": 2 * load,
         ])
 
         let serversByID = Dictionary(uniqueKeysWithValues: servers.map { ($0["span_id"] as! String, $0) })
@@ -131,12 +133,29 @@ enum TwoServiceScenario {
         XCTAssertFalse(everything.contains("s3cret") || everything.contains("demo:"), "user info must never reach a span")
     }
 
-    /// gRPC calls from front's handlers: unary Check from `/api/health/{service}` and streaming
+    /// A unary call's span starts at grpc's `invoke` and usually ends where grpc finishes its
+    /// stream (client-end); only the RET reached once `newClientStream` failed keeps a probe, and
+    /// a call that succeeds costs one emulated hit there.
+    static func checkUnaryClientSites(in binary: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let plan = try runSonde(["plan", "--exe", binary, "--pack", "go/grpc"]).output
+        let client = plan.components(separatedBy: "\nprobe ").first { $0.hasPrefix("go/grpc/client (") } ?? ""
+        XCTAssertTrue(client.contains("): google.golang.org/grpc.invoke\n"), plan, file: file, line: line)
+        let returns = client.split(separator: "\n").filter { $0.hasPrefix("  return 0x") }
+        XCTAssertEqual(returns.count, 1, plan, file: file, line: line)
+        XCTAssertTrue(client.contains(
+            "\n  ends at these RETs only after its call of google.golang.org/grpc.newClientStream failed (RCX not zero); "
+                + "otherwise when an end-span probe ends it\n"), plan, file: file, line: line)
+        XCTAssertTrue(client.contains("\n  per call: 1 emulated + 0 single-stepped hits ≈ 0.65 µs of traps\n"), plan, file: file, line: line)
+        XCTAssertTrue(plan.contains("\nprobe go/grpc/client-end ("), plan, file: file, line: line)
+    }
+
+    /// gRPC calls from front's handlers: unary Check from `/api/health/{service}` and
+    /// `/api/unsent/{service}` (failed by grpc before its stream exists: INTERNAL), streaming
     /// Watch from `/api/watch/{service}`, which reads one message and cancels. CLIENT spans are
     /// the handler span's children, back's SERVER spans match, both with the real status code.
     private static func checkGRPC(clients: [[String: Any]], frontServers: [[String: Any]], backSpans: [[String: Any]], load: Int) throws {
         let serversByID = Dictionary(uniqueKeysWithValues: frontServers.map { ($0["span_id"] as! String, $0) })
-        let parentRoutes = ["Check": "GET /api/health/{service}", "Watch": "GET /api/watch/{service}"]
+        let parentRoutes = ["Check": "GET /api/health/{service}", "Watch": "GET /api/watch/{service}", "Check 13": "GET /api/unsent/{service}"]
         var codes: [String: Int] = [:]
         for client in clients {
             XCTAssertEqual(client["kind"] as? String, "SPAN_KIND_CLIENT")
@@ -144,18 +163,19 @@ enum TwoServiceScenario {
             let method = try XCTUnwrap(values["rpc.method"] as? String)
             XCTAssertEqual(client["name"] as? String, "grpc.health.v1.Health/\(method)")
             let parent = try XCTUnwrap(serversByID[client["parent_span_id"] as? String ?? ""], "gRPC client span without its server parent")
-            XCTAssertEqual(parent["name"] as? String, parentRoutes[method])
             XCTAssertEqual(client["trace_id"] as? String, parent["trace_id"] as? String)
             XCTAssertEqual(values["rpc.system"] as? String, "grpc")
             XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
             let code = try XCTUnwrap(values["rpc.grpc.status_code"] as? Int)
             codes["\(method) \(code)", default: 0] += 1
+            XCTAssertEqual(parent["name"] as? String, parentRoutes["\(method) \(code)"] ?? parentRoutes[method])
             XCTAssertEqual((client["status"] as? [String: Any])?["code"] as? String, code == 0 ? "STATUS_CODE_UNSET" : "STATUS_CODE_ERROR")
-            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, method == "Check" && code == 5 ? 404 : 200)
+            XCTAssertEqual(attributes(parent)["http.response.status_code"] as? Int, [5: 404, 13: 502][code] ?? 200)
         }
-        // Check: OK for "backend", NotFound for "nope"; Watch: Canceled, since front stops after one message.
+        // Check: OK for "backend", NotFound for "nope", INTERNAL when no codec serves the call;
+        // Watch: Canceled, since front stops after one message.
         let expectedCodes = ["Check 0": 3 * load, "Check 5": 2 * load, "Watch 1": 2 * load]
-        XCTAssertEqual(codes, expectedCodes)
+        XCTAssertEqual(codes, expectedCodes.merging(["Check 13": 2 * load]) { $1 })
 
         let backServers = backSpans.filter { $0["kind"] as? String == "SPAN_KIND_SERVER" && attributes($0)["rpc.system"] != nil }
         var backCodes: [String: Int] = [:]
@@ -167,6 +187,7 @@ enum TwoServiceScenario {
             XCTAssertEqual(values["rpc.service"] as? String, "grpc.health.v1.Health")
             backCodes["\(method) \(try XCTUnwrap(values["rpc.grpc.status_code"] as? Int))", default: 0] += 1
         }
+        // The calls failed before their stream existed never reach back.
         XCTAssertEqual(backCodes, expectedCodes, "\(backSpans)")
     }
 }

@@ -162,7 +162,7 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(query.onEntry.map(\.type), [.cString, .cString, .cString])
         XCTAssertEqual(query.span?.name.parts, [.expression(.sqlOperation(of: "query"))])
         XCTAssertEqual(query.span?.endsAtReturn, nil)
-        XCTAssertEqual(pack.probes[1].span?.endsAtReturn, .zero)
+        XCTAssertEqual(pack.probes[1].span?.endsAtReturn, .result(.zero))
         XCTAssertEqual(pack.probes[1].signature?.parameters.map(\.type.name),
                        ["*PGconn", "*char", "int32", "*Oid", "**char", "*int32", "*int32", "int32"])
         let result = pack.probes[5]
@@ -268,11 +268,13 @@ final class NativePackTests: XCTestCase {
             errors([("language: c", "language: go"), ("soname: libdemo.so.1", "module: example.com/demo")]), [
                 "bad.yaml:8:3: types belong to C, C++ and Rust packs; a Go pack reads layouts from DWARF or its offset table",
                 "bad.yaml:13:16: signature belongs to C, C++ and Rust probes; a Go probe's parameters come from DWARF or its offset table",
+                Self.goWhenResult(line: 17),
             ])
         XCTAssertEqual(
             errors([("language: c", "language: go"), ("soname: libdemo.so.1", "module: example.com/demo"), ("types:\n  Conn:\n    name: { offset: 0x10, type: \"char*\" }\n", ""),
                     ("    signature: \"int demo_send(Conn* conn, const char* text)\"\n", ""), ("function: demo_send", "function: { pattern: \"demo_*\" }")]), [
                 "bad.yaml:9:26: function.pattern is for C, C++ and Rust packs; a Go probe names its function",
+                Self.goWhenResult(line: 13),
             ])
         XCTAssertEqual(errors([("soname: libdemo.so.1", "module: example.com/demo")]), [
             "bad.yaml:5:3: unknown key 'module' in library; expected one of: soname, versions",
@@ -280,5 +282,14 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(errors([("ends-at-return: { when-result: zero }", "ends-after-call: { function: demo_recv, when-nil: { result: 0 } }")]), [
             "bad.yaml:17:24: span.ends-after-call is for Go packs; a native span returns through a return probe, which is cheap already",
         ])
+        XCTAssertEqual(errors([("ends-at-return: { when-result: zero }", "ends-at-return: { after-call: demo_recv, when-not-nil: { result: 0 } }")]), [
+            "bad.yaml:17:23: span.ends-at-return.after-call is for Go packs; a native span tests its result at the return (when-result)",
+        ])
+    }
+
+    /// A Go span's RETs cannot be chosen by what they return.
+    static func goWhenResult(line: Int) -> String {
+        "bad.yaml:\(line):23: span.ends-at-return.when-result is for native packs: a Go span's RETs are single-stepped whatever they "
+            + "return, so name the call whose failure makes the function return at once instead (after-call, when-not-nil)"
     }
 }

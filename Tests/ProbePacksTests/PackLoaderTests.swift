@@ -222,21 +222,32 @@ final class PackLoaderTests: XCTestCase {
     func testShippedGRPCPackUsesExpressionsAndEnrichment() throws {
         let pack = try PackLoader.load(file: Self.repository.appendingPathComponent("probe-packs/go/grpc.yaml").path)
         XCTAssertEqual(
-            pack.probes.map(\.id), ["server-headers", "server", "server-status", "client", "stream-client", "stream-client-end"])
+            pack.probes.map(\.id), ["server-headers", "server", "server-status", "client", "client-end", "stream-client", "stream-client-end"])
         let probes = Array(pack.probes.dropFirst())  // after the trace-context probe (TraceContextPackTests)
         let server = probes[0]
         XCTAssertEqual(server.span?.name.parts, [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))])
         XCTAssertEqual(server.attributes.first, AttributeRule(key: "rpc.system", value: .literal("grpc")))
         XCTAssertEqual(probes[1].enrichment, Enrichment(target: "go/grpc/server", rename: nil, ends: .openCall))
-        // The client's status is grpc_status(code, call-error): call-error is read first, since
-        // code's type check ends the return program for an error that is no *status.Error.
-        XCTAssertEqual(probes[2].onReturn.map(\.name), ["call-error", "code"])
+        // A unary call's status is grpc_status(code, error), of the error finish is given or, for a
+        // call that failed before its stream existed, of the one invoke returns. The error is read
+        // first, since the code's type check ends the program for an error that is no *status.Error.
+        XCTAssertEqual(
+            probes[2].span?.endsAtReturn, .afterFailedCall(CallResultEnd(function: "google.golang.org/grpc.newClientStream", result: 1)))
+        XCTAssertEqual(probes[2].onReturn.map(\.name), ["returned-error", "returned-code"])
         let code = probes[2].onReturn[1]
         XCTAssertEqual(code.path, [.assertType("*google.golang.org/grpc/internal/status.Error"), .field("e"), .field("Code")])
         XCTAssertNil(code.ifAbsent)
         XCTAssertEqual(
             probes[2].attributes.last,
-            AttributeRule(key: "rpc.grpc.status_code", value: .grpcStatus(code: "code", error: "call-error")))
+            AttributeRule(key: "rpc.grpc.status_code", value: .grpcStatus(code: "returned-code", error: "returned-error")))
+        XCTAssertEqual(probes[3].enrichment?.target, "go/grpc/client")
+        XCTAssertEqual(probes[3].enrichment?.ends, .openCall)
+        XCTAssertEqual(
+            probes[3].enrichment?.errorWhen,
+            [ErrorCondition(capture: "code", test: .atLeast(1)), ErrorCondition(capture: "call-error", test: .nonZero)])
+        XCTAssertEqual(probes[3].onEntry.map(\.name), ["call-error", "code"])
+        XCTAssertEqual(
+            probes[3].attributes, [AttributeRule(key: "rpc.grpc.status_code", value: .grpcStatus(code: "code", error: "call-error"))])
         XCTAssertEqual(
             error(in: validProbe.replacingOccurrences(of: "\"handle {path}\"", with: "\"{rpc_method(verb)}\"")),
             "bad.yaml:8:33: span name refers to unknown capture 'verb'; known: path")

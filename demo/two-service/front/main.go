@@ -62,6 +62,7 @@ func main() {
 	r.HandleFunc("/api/health/{service}", f.healthCheck).Methods(http.MethodGet)
 	r.HandleFunc("/api/watch/{service}", f.watch).Methods(http.MethodGet)
 	r.HandleFunc("/api/refused/{service}", f.refused).Methods(http.MethodGet)
+	r.HandleFunc("/api/unsent/{service}", f.unsent).Methods(http.MethodGet)
 	r.HandleFunc("/api/async/{id:[0-9]+}", f.async).Methods(http.MethodGet)
 	r.HandleFunc("/api/local", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "local")
@@ -178,6 +179,15 @@ func (f *front) watch(w http.ResponseWriter, r *http.Request) {
 // with an error that carries no gRPC status.
 func refuse(ctx context.Context, method string, req, reply interface{}, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	return errors.New("refused by the client's interceptor")
+}
+
+// GET /api/unsent/{service}: a health check that grpc fails before its stream
+// exists, with status Internal: no codec is registered for the content subtype
+// it asks for. Answers 502 with the error.
+func (f *front) unsent(w http.ResponseWriter, r *http.Request) {
+	_, err := f.health.Check(r.Context(), &healthpb.HealthCheckRequest{Service: mux.Vars(r)["service"]},
+		grpc.CallContentSubtype("sonde-unregistered"))
+	http.Error(w, fmt.Sprint(err), http.StatusBadGateway)
 }
 
 // GET /api/refused/{service}: a health check that the client's interceptor
