@@ -1541,7 +1541,7 @@ static __always_inline int end_unrecorded_call(struct sonde_probe_config *config
 		 * flows: one of several probes ending alternative spans (libpq's
 		 * PQgetResult ends whichever statement span is open), a call whose
 		 * start was already counted as not traced (calls map full). */
-		if (config->at_return != SONDE_NOT_AT_RETURN)
+		if (config->at_return != SONDE_NOT_AT_RETURN && config->at_return != SONDE_AT_RET_AFTER_END_SPAN)
 			count(SONDE_COUNTER_ORPHAN_RETURN);
 		return 0;
 	}
@@ -1564,12 +1564,15 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record || !sonde_span_id_held(record->span_id))
 		return end_unrecorded_call(config, regs, tgid, owner);
+	__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
 	if (record->nested_calls) {
-		__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
 		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key))
 		    || !sonde_span_id_held(record->span_id))
 			return 0;
 	}
+	/* The end-span probe ended this call: the one left open is an outer call's. */
+	if (config->at_return == SONDE_AT_RET_AFTER_END_SPAN && record->stack_depth != depth)
+		return 0;
 	struct fetch_state state = { .regs = regs, .config = config, .record = record };
 	run_fetch_program(&state);
 	if (record->carrier)

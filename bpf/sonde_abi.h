@@ -143,6 +143,10 @@ enum sonde_return_site {
 	SONDE_IN_GO_FRAME = 3,       /* a result branch (ends-after-call) in the body of the span's
 	                              * own Go function, whose frame pointer RBP is 8 bytes below the
 	                              * return address: the entry site's stack pointer is RBP + 8 */
+	SONDE_AT_RET_AFTER_END_SPAN = 4, /* a RET of the span's own function that its end-span probe
+	                              * may have passed first (ends-at-return after a failed call):
+	                              * a call already ended is not counted, and only the call
+	                              * entered at this very depth ends here, not an outer one */
 };
 
 /* What a trace-context program does once its ops (LOAD_REGISTER, ADD,

@@ -194,11 +194,13 @@ public final class BPFEngine {
                             contextAction: probe.contextAction, prefetch: probe.prefetch))
                 }
                 if !probe.returns.isEmpty {
+                    let returnSite: RecordLayout.ReturnSite =
+                        probe.returnsAfterEndSpan ? .retAfterEndSpan : probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction
                     try writeConfig(
                         fd: configs, index: entryCookie + 1,
                         RecordLayout.encodeConfig(
                             role: .endSpan, spanSlot: base + probe.spanSlot, keyMode: probe.keyMode,
-                            skipFlagsMask: 0, siteAddress: 0, returnSite: probe.returns.first?.role == .returnProbe ? .afterReturn : .retInstruction,
+                            skipFlagsMask: 0, siteAddress: 0, returnSite: returnSite,
                             guarded: probe.returnGuard, program: probe.returnProgram, captureSlots: probe.captureSlots))
                 }
                 if !probe.resultBranches.isEmpty {

@@ -37,6 +37,9 @@ enum RecordLayout {
         case afterReturn
         /// A result branch in the body of the span's own Go function: its depth is its frame's.
         case insideGoFrame
+        /// A RET of the span's own function that its end-span probe may have passed first: only a
+        /// call entered at this depth ends there, and none left is no error.
+        case retAfterEndSpan
 
         var rawValue: UInt8 {
             switch self {
@@ -44,6 +47,7 @@ enum RecordLayout {
             case .retInstruction: UInt8(SONDE_AT_RET_INSTRUCTION.rawValue)
             case .afterReturn: UInt8(SONDE_AFTER_RETURN.rawValue)
             case .insideGoFrame: UInt8(SONDE_IN_GO_FRAME.rawValue)
+            case .retAfterEndSpan: UInt8(SONDE_AT_RET_AFTER_END_SPAN.rawValue)
             }
         }
     }

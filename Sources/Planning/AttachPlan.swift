@@ -124,6 +124,10 @@ public struct PlannedProbe: Sendable, Equatable {
     public var failedCallRegister: Register?
     /// `returns` are reached only by calls that failed: a call that succeeds costs no trap there.
     public var returnsOnlyOnFailure = false
+    /// `span.ends-at-return` in Go with its end-span probes planned: a RET may come after an
+    /// end-span probe ended the call (grpc finishes a stream, then returns its error), so only a
+    /// call entered at the RET's depth ends there, and finding none is no error.
+    public var returnsAfterEndSpan = false
     /// Why a span whose pack says `ends-after-call` or `ends-at-return.after-call` ends at all its
     /// RETs in this binary.
     public var endSiteProblem: String?

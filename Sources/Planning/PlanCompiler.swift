@@ -109,20 +109,18 @@ public enum PlanCompiler {
         let ended = Set(planned.compactMap { $0.probe.enrichment?.ends?.object == nil ? nil : $0.probe.enrichment?.target })
         // The same for a span that ends at its return only when its result says so (ends-at-return).
         let endedOnItsThread = Set(planned.compactMap { $0.probe.enrichment?.ends == .openCall ? $0.probe.enrichment?.target : nil })
+        // (A Go span with ends-at-return after a failed call just ends at every RET then.)
         let neverEnding = Set(planned.filter {
             ($0.probe.span?.outlivesCall != nil && !ended.contains($0.qualifiedID))
-                || ($0.probe.span?.endsAtReturn != nil && !endedOnItsThread.contains($0.qualifiedID))
+                || ($0.probe.span?.endsAtReturn?.isResultTest == true && !endedOnItsThread.contains($0.qualifiedID))
         }.map(\.spanSlot))
         for probe in planned where neverEnding.contains(probe.spanSlot) {
             let reason = probe.probe.span.map { span in
-                switch span.endsAtReturn {
-                case nil: "its span outlives the call, but no end-span probe for it is planned, so it would never end"
-                case .result(let test)?:
+                if case .result(let test)? = span.endsAtReturn {
                     "its span ends at its return only when the result is \(test == .zero ? "zero" : "not zero") (ends-at-return), "
                         + "and no end-span probe for it is planned to end it otherwise"
-                case .afterFailedCall(let call)?:
-                    "its span ends at its return only when its call of \(call.function) failed (ends-at-return), "
-                        + "and no end-span probe for it is planned to end it otherwise"
+                } else {
+                    "its span outlives the call, but no end-span probe for it is planned, so it would never end"
                 }
             } ?? "it adds to \(probe.probe.enrichment?.target ?? ""), which is left out"
             skipped.append(SkippedProbe(pack: probe.pack, probe: probe.probe.id, reason: reason))
@@ -138,6 +136,7 @@ public enum PlanCompiler {
                 planned[index].returnGuard = SiteGuard(register: .rax, test: test)
             case .afterFailedCall?:
                 // Without the failure's RETs (endSiteProblem says why) every RET keeps its probe.
+                planned[index].returnsAfterEndSpan = true
                 if let failing = planned[index].failureReturns {
                     planned[index].returns = failing
                     planned[index].returnsOnlyOnFailure = true
@@ -168,8 +167,7 @@ public enum PlanCompiler {
         for probe in planned {
             guard let problem = probe.endSiteProblem else { continue }
             if case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn {
-                // Without end-span probes its span ends at every RET anyway.
-                guard endedBeforeReturn.contains(probe.qualifiedID) else { continue }
+                guard endedBeforeReturn.contains(probe.qualifiedID) else { continue }   // noted below
                 plan.notes.append(
                     "\(probe.qualifiedID): every RET of \(probe.probe.function) keeps its probe, not only those after its call of "
                         + "\(call.function) failed (span.ends-at-return): \(problem)")
@@ -177,6 +175,12 @@ public enum PlanCompiler {
                 plan.notes.append(
                     "\(probe.qualifiedID): its span ends at every RET of \(probe.probe.function), not after its call (span.ends-after-call): \(problem)")
             }
+        }
+        for probe in planned where placement == .costAware && !endedBeforeReturn.contains(probe.qualifiedID) {
+            guard case .afterFailedCall? = probe.probe.span?.endsAtReturn else { continue }
+            plan.notes.append(
+                "\(probe.qualifiedID): no end-span probe for it is planned, so its span ends at every RET of \(probe.probe.function) "
+                    + "(single-stepped) rather than only where a failed call returns (span.ends-at-return)")
         }
         for probe in planned {
             guard let function = facts.functions[probe.probe.function], function.namesakes > 0 else { continue }

@@ -351,6 +351,12 @@ public enum FailedReturn: Sendable, Equatable {
     /// Go: the function returns right after its call failed. Only the RETs of that way are probed:
     /// each is single-stepped, so the calls that succeed must not reach them.
     case afterFailedCall(CallResultEnd)
+
+    /// Whether it tests the result (native), which nothing but an end-span probe can replace.
+    public var isResultTest: Bool {
+        if case .result = self { return true }
+        return false
+    }
 }
 
 /// The object a span stays open under.

@@ -95,6 +95,9 @@ final class EngineEncodingTests: XCTestCase {
         let afterReturn = try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 3, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0, returnSite: .afterReturn, program: [], captureSlots: [])
         XCTAssertEqual(Array(afterReturn[36..<40]), [0, 0, 0, 2], "at_return: after a return probe")
+        let afterEndSpan = try RecordLayout.encodeConfig(
+            role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, returnSite: .retAfterEndSpan, program: [], captureSlots: [])
+        XCTAssertEqual(Array(afterEndSpan[36..<40]), [0, 0, 0, 4], "at_return: a RET its end-span probe may have passed first")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0,
             program: Array(repeating: .dereference, count: 33), captureSlots: [])) { error in

@@ -56,19 +56,25 @@ extension PlanCompilerTests {
         XCTAssertEqual(probe.failedCallRegister, .rbx)
         XCTAssertEqual(probe.returns.map(\.address), [0x71_0028])
         XCTAssertTrue(probe.returnsOnlyOnFailure)
+        // grpc finishes a stream, then returns its error: the RET may find its call ended already.
+        XCTAssertTrue(probe.returnsAfterEndSpan)
         XCTAssertEqual(probe.resultBranches, [])
         XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
         XCTAssertEqual(TrapCost(perRequestOf: plan.probes), TrapCost(emulatedHits: 2, singleSteppedHits: 0))
 
-        // Without its end-span probe nothing would end a call that succeeds.
+        // Without its end-span probe the span ends at every RET, as it would without ends-at-return.
         let withoutEnd = try PackLoader.parse(
             yaml: Self.failingFetchPackYAML.replacingOccurrences(of: "  - id: done\n    function: main.done\n    end-span: { span: go/fetch/fetch }", with: ""),
             file: "fetch.yaml")
         XCTAssertEqual(withoutEnd.probes.count, 1)
         let alone = PlanCompiler.compile(packs: [withoutEnd], facts: failingFetchFacts())
-        XCTAssertEqual(alone.probes.map(\.qualifiedID), [])
-        XCTAssertEqual(alone.skipped.map(\.reason), [
-            "its span ends at its return only when its call of main.get failed (ends-at-return), and no end-span probe for it is planned to end it otherwise",
+        XCTAssertEqual(alone.skipped, [])
+        XCTAssertEqual(alone.probes.first?.returns.map(\.address), [0x71_0028, 0x71_0034])
+        XCTAssertEqual(alone.probes.first?.returnsOnlyOnFailure, false)
+        XCTAssertEqual(alone.probes.first?.returnsAfterEndSpan, false)
+        XCTAssertEqual(alone.notes, [
+            "go/fetch/fetch: no end-span probe for it is planned, so its span ends at every RET of main.fetch (single-stepped) rather than "
+                + "only where a failed call returns (span.ends-at-return)",
         ])
 
         // The peers' design ends at every RET, with no end-span probe.
@@ -87,6 +93,7 @@ extension PlanCompilerTests {
             XCTAssertEqual(plan.skipped, [])
             let probe = try XCTUnwrap(plan.probes.first { $0.probe.id == "fetch" })
             XCTAssertFalse(probe.returnsOnlyOnFailure)
+            XCTAssertTrue(probe.returnsAfterEndSpan, "the end-span probe may have ended the call before any of them")
             return (probe.returns.map(\.address), plan.notes)
         }
         let prefix = "go/fetch/fetch: every RET of main.fetch keeps its probe, not only those after its call of main.get failed (span.ends-at-return): "
