@@ -3,7 +3,8 @@
 #   workloads  http         demo/go-http-server, GET /hello, all shipped packs
 #              two-service  demo/two-service front (gorilla/mux, HTTP client, gRPC client) and back
 #                           (net/http, gRPC server), both traced: GET /api/items/7, /api/health/backend,
-#                           /api/async/7 in turn
+#                           /api/async/7 in turn (--paths "/api/health/backend" to load one route,
+#                           here one unary gRPC call per request)
 #   modes      untraced; sonde with the console exporter to /dev/null; sonde with OTLP to
 #              scripts/otlp-sink; sonde with conventional placement (--sites conventional, when this
 #              sonde has it); the placement floor (bare tracefs uprobe events at exactly the sites
@@ -17,7 +18,7 @@
 # stderr, the table to stdout.
 #
 # Usage: scripts/bench.sh [--quick] [--seconds N] [--rounds N] [--workload http|two-service|all]
-#                         [--no-setup] [--keep] [--baseline DIR]
+#                         [--no-setup] [--keep] [--baseline DIR] [--paths "PATH..."]
 #   defaults: 3 rounds of 10 s per mode; --quick: 1 round of 3 s (a smoke run); --no-setup skips
 #   scripts/setup.sh; --keep leaves the work folder (binaries, plans, logs, results.tsv) in /tmp;
 #   --baseline DIR: another checkout of sonde (e.g. `git worktree add /tmp/before HEAD~1`), built
@@ -27,6 +28,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 seconds=10 rounds=3 warmup=1 workloads=(http two-service) run_setup=1 keep=0 baseline=""
+front_paths="/api/items/7 /api/health/backend /api/async/7"
 server_cpu=0 load_cpu=1 connections=16
 while (($#)); do
   case $1 in
@@ -37,6 +39,7 @@ while (($#)); do
     --no-setup) run_setup=0 ;;
     --keep) keep=1 ;;
     --baseline) baseline=$(cd "$2" && pwd) || exit 2; shift ;;
+    --paths) front_paths=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -114,9 +117,10 @@ go_build demo/two-service/front "$work/front"
 go_build demo/two-service/back "$work/back"
 go_build scripts/otlp-sink "$work/otlp-sink"
 
-cat >"$work/two-service.lua" <<'EOF'
--- front's routes in turn: HTTP client call, gRPC unary call, HTTP client call from a goroutine
-local paths = { "/api/items/7", "/api/health/backend", "/api/async/7" }
+# front's routes in turn (by default: HTTP client call, gRPC unary call, HTTP client call from a goroutine)
+lua_paths=$(printf '"%s", ' $front_paths)
+cat >"$work/two-service.lua" <<EOF
+local paths = { ${lua_paths%, } }
 local turn = 0
 request = function()
   turn = turn % #paths + 1
@@ -398,7 +402,7 @@ for workload in "${workloads[@]}"; do
   case $workload in
     http) echo "== net/http demo server (demo/go-http-server, $go_version), GET /hello, all shipped packs ==" ;;
     two-service) echo "== two-service demo (front: mux + HTTP client + gRPC client; back: net/http + gRPC server; $go_version)," \
-      "both traced, /api/items/7 /api/health/backend /api/async/7 ==" ;;
+      "both traced, $front_paths ==" ;;
   esac
   echo "sonde's sites: $total_sites ($stepped_sites single-stepped, the rest emulated); the floor probes the same sites"
   if ((has_conventional)); then
