@@ -119,15 +119,14 @@ public struct PlannedProbe: Sendable, Equatable {
     public var resultBranchGuard: SiteGuard?
     /// `span.ends-at-return.after-call`: the RETs a call that failed leaves through, which alone
     /// are probed once end-span probes end the span otherwise (``returnsOnlyOnFailure``).
-    public var failureReturns: [ProbeSite]?
-    /// The register that says the call failed when it is not zero, right after it.
-    public var failedCallRegister: Register?
-    /// `returns` are reached only by calls that failed: a call that succeeds costs no trap there.
-    public var returnsOnlyOnFailure = false
+    public var failureReturns: FailureReturns?
     /// `span.ends-at-return` in Go with its end-span probes planned: a RET may come after an
     /// end-span probe ended the call (grpc finishes a stream, then returns its error), so only a
     /// call entered at the RET's depth ends there, and finding none is no error.
     public var returnsAfterEndSpan = false
+    /// `returns` are `failureReturns`, reached only by calls that failed: a call that succeeds
+    /// costs no trap there.
+    public var returnsOnlyOnFailure: Bool { returnsAfterEndSpan && failureReturns != nil }
     /// Why a span whose pack says `ends-after-call` or `ends-at-return.after-call` ends at all its
     /// RETs in this binary.
     public var endSiteProblem: String?
@@ -165,6 +164,13 @@ public struct SiteGuard: Sendable, Equatable, CustomStringConvertible {
         self.test = test
     }
     public var description: String { "only when \(register) is \(test == .zero ? "zero" : "not zero")" }
+}
+
+/// The RETs a function takes right after its call failed, and the register that says so.
+public struct FailureReturns: Sendable, Equatable {
+    public var sites: [ProbeSite]
+    /// Not zero right after the call when it failed.
+    public var register: Register
 }
 
 /// What identifies one call in flight: Go goroutines hop threads, native calls stay on theirs.

@@ -137,10 +137,7 @@ public enum PlanCompiler {
             case .afterFailedCall?:
                 // Without the failure's RETs (endSiteProblem says why) every RET keeps its probe.
                 planned[index].returnsAfterEndSpan = true
-                if let failing = planned[index].failureReturns {
-                    planned[index].returns = failing
-                    planned[index].returnsOnlyOnFailure = true
-                }
+                if let failing = planned[index].failureReturns { planned[index].returns = failing.sites }
             case nil:
                 planned[index].returns = []
                 planned[index].resultBranches = []
@@ -165,22 +162,21 @@ public enum PlanCompiler {
             probes: planned, skipped: skipped)
         plan.sharedLibrary = facts.soname.map { soname in facts.libraryVersion.map { "\(soname) \($0)" } ?? soname }
         for probe in planned {
-            guard let problem = probe.endSiteProblem else { continue }
+            let id = probe.qualifiedID, function = probe.probe.function
             if case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn {
-                guard endedBeforeReturn.contains(probe.qualifiedID) else { continue }   // noted below
-                plan.notes.append(
-                    "\(probe.qualifiedID): every RET of \(probe.probe.function) keeps its probe, not only those after its call of "
-                        + "\(call.function) failed (span.ends-at-return): \(problem)")
-            } else {
-                plan.notes.append(
-                    "\(probe.qualifiedID): its span ends at every RET of \(probe.probe.function), not after its call (span.ends-after-call): \(problem)")
+                if !endedBeforeReturn.contains(id) {
+                    guard placement == .costAware else { continue }   // the peers' design ends at every RET
+                    plan.notes.append(
+                        "\(id): no end-span probe for it is planned, so its span ends at every RET of \(function) "
+                            + "(single-stepped) rather than only where a failed call returns (span.ends-at-return)")
+                } else if let problem = probe.endSiteProblem {
+                    plan.notes.append(
+                        "\(id): every RET of \(function) keeps its probe, not only those after its call of \(call.function) failed "
+                            + "(span.ends-at-return): \(problem)")
+                }
+            } else if let problem = probe.endSiteProblem {
+                plan.notes.append("\(id): its span ends at every RET of \(function), not after its call (span.ends-after-call): \(problem)")
             }
-        }
-        for probe in planned where placement == .costAware && !endedBeforeReturn.contains(probe.qualifiedID) {
-            guard case .afterFailedCall? = probe.probe.span?.endsAtReturn else { continue }
-            plan.notes.append(
-                "\(probe.qualifiedID): no end-span probe for it is planned, so its span ends at every RET of \(probe.probe.function) "
-                    + "(single-stepped) rather than only where a failed call returns (span.ends-at-return)")
         }
         for probe in planned {
             guard let function = facts.functions[probe.probe.function], function.namesakes > 0 else { continue }
@@ -491,8 +487,8 @@ public enum PlanCompiler {
                 let callee = try self.function(call.function, in: facts)
                 let register = try CaptureCompiler(function: callee.name, signature: try signature(callee.name).assigningResultRegisters())
                     .nilTestRegister(.result(call.result), context: "span.ends-at-return.when-not-nil")
-                planned.failureReturns = try SiteSelector.failureReturns(after: callee, in: function, testing: register)
-                planned.failedCallRegister = register
+                planned.failureReturns = FailureReturns(
+                    sites: try SiteSelector.failureReturns(after: callee, in: function, testing: register), register: register)
             } catch let problem as PlanProblem {
                 planned.endSiteProblem = problem.reason
             }

@@ -24,7 +24,7 @@ public enum PlanReport {
             }
             if let guarded = probe.entryGuard { lines.append("  \(probe.entry.role == .returnProbe ? "acts at the return" : "acts") \(guarded)") }
             if let guarded = probe.returnGuard { lines.append("  ends at the return \(guarded); otherwise when an end-span probe ends it") }
-            if probe.returnsOnlyOnFailure, case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn, let register = probe.failedCallRegister {
+            if probe.returnsOnlyOnFailure, case .afterFailedCall(let call)? = probe.probe.span?.endsAtReturn, let register = probe.failureReturns?.register {
                 lines.append("  ends at these RETs only after its call of \(call.function) failed (\(register) not zero); otherwise when an end-span probe ends it")
             }
             lines.append("  per call: \(TrapCost(perCallOf: probe))")

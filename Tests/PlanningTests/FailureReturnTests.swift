@@ -53,7 +53,7 @@ extension PlanCompilerTests {
         XCTAssertEqual(plan.notes, [])
         let probe = try XCTUnwrap(plan.probes.first { $0.probe.id == "fetch" })
         // get's error type word is RBX; `je` on zero goes to the RET at 0x710034, the other way to 0x710028.
-        XCTAssertEqual(probe.failedCallRegister, .rbx)
+        XCTAssertEqual(probe.failureReturns?.register, .rbx)
         XCTAssertEqual(probe.returns.map(\.address), [0x71_0028])
         XCTAssertTrue(probe.returnsOnlyOnFailure)
         // grpc finishes a stream, then returns its error: the RET may find its call ended already.
