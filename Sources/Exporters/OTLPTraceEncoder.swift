@@ -18,32 +18,67 @@ public struct OTLPTraceEncoder: Sendable {
     }
 
     /// The serialized request; fields of the default value are left out, as swift-protobuf does.
+    /// Each message is sized before it is written (see ``Protobuf``): each span once, each group
+    /// from its spans' sizes.
     public func encode(_ spans: [Span]) -> [UInt8] {
-        // Most spans take 150–350 bytes; a larger batch grows the buffer once or twice.
-        var writer = ProtobufWriter(capacity: 256 * spans.count + 256)
-        for group in ResourceGroup.grouping(spans) {
-            let resourceSpans = writer.beginMessageField(Field.Request.resourceSpans)
-            let resource = writer.beginMessageField(Field.ResourceSpans.resource)
-            for (key, value) in exportedResource(group.resource).attributes.sorted(by: { $0.key < $1.key }) {
-                writer.writeKeyValue(Field.Resource.attributes, key, value)
-            }
-            writer.endMessageField(resource)
-            for scopeGroup in group.scopes {
-                let scopeSpans = writer.beginMessageField(Field.ResourceSpans.scopeSpans)
-                let scope = writer.beginMessageField(Field.ScopeSpans.scope)
-                writer.writeStringField(Field.Scope.name, scopeGroup.scope.name)
-                writer.writeStringField(Field.Scope.version, scopeGroup.scope.version)
-                writer.endMessageField(scope)
-                for index in scopeGroup.spanIndexes {
-                    let span = writer.beginMessageField(Field.ScopeSpans.spans)
-                    writer.writeSpan(spans[index])
-                    writer.endMessageField(span)
-                }
-                writer.endMessageField(scopeSpans)
-            }
-            writer.endMessageField(resourceSpans)
+        let spanSizes = spans.map(Protobuf.spanSize)
+        let groups = ResourceGroup.grouping(spans).map { group in
+            SizedGroup(group, attributes: exportedResource(group.resource).attributes.sorted { $0.key < $1.key }, spanSizes: spanSizes)
         }
-        return writer.bytes
+        let size = groups.reduce(0) { $0 + Protobuf.messageFieldSize(Field.Request.resourceSpans, length: $1.size) }
+        return [UInt8](capacity: size) { request in
+            for group in groups {
+                request.writeMessageHeader(Field.Request.resourceSpans, length: group.size)
+                request.writeMessageHeader(Field.ResourceSpans.resource, length: group.resourceSize)
+                for (key, value) in group.attributes {
+                    request.writeKeyValue(Field.Resource.attributes, key, value)
+                }
+                for scope in group.scopes {
+                    request.writeMessageHeader(Field.ResourceSpans.scopeSpans, length: scope.size)
+                    request.writeMessageHeader(Field.ScopeSpans.scope, length: scope.scopeSize)
+                    request.writeStringField(Field.Scope.name, scope.scope.name)
+                    request.writeStringField(Field.Scope.version, scope.scope.version)
+                    for index in scope.spanIndexes {
+                        request.writeMessageHeader(Field.ScopeSpans.spans, length: spanSizes[index])
+                        request.writeSpan(spans[index])
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `ResourceSpans` message's parts with their sizes, worked out before any is written.
+private struct SizedGroup {
+    struct Scope {
+        var scope: InstrumentationScope
+        var spanIndexes: [Int]
+        /// The `InstrumentationScope` message's length.
+        var scopeSize: Int
+        /// The `ScopeSpans` message's length.
+        var size: Int
+    }
+
+    var attributes: [(key: String, value: AttributeValue)]
+    /// The `Resource` message's length.
+    var resourceSize: Int
+    var scopes: [Scope]
+    /// The `ResourceSpans` message's length.
+    var size: Int
+
+    init(_ group: ResourceGroup, attributes: [(key: String, value: AttributeValue)], spanSizes: [Int]) {
+        self.attributes = attributes
+        resourceSize = attributes.reduce(0) { $0 + Protobuf.keyValueFieldSize(Field.Resource.attributes, $1.key, $1.value) }
+        scopes = group.scopes.map { scope, spanIndexes in
+            let scopeSize = Protobuf.stringFieldSize(Field.Scope.name, scope.name)
+                + Protobuf.stringFieldSize(Field.Scope.version, scope.version)
+            let spansSize = spanIndexes.reduce(0) { $0 + Protobuf.messageFieldSize(Field.ScopeSpans.spans, length: spanSizes[$1]) }
+            return Scope(
+                scope: scope, spanIndexes: spanIndexes, scopeSize: scopeSize,
+                size: Protobuf.messageFieldSize(Field.ScopeSpans.scope, length: scopeSize) + spansSize)
+        }
+        size = Protobuf.messageFieldSize(Field.ResourceSpans.resource, length: resourceSize)
+            + scopes.reduce(0) { $0 + Protobuf.messageFieldSize(Field.ResourceSpans.scopeSpans, length: $1.size) }
     }
 }
 
@@ -79,12 +114,13 @@ private struct ResourceGroup {
     }
 }
 
-extension ProtobufWriter {
+extension OutputSpan where Element == UInt8 {
     /// A `Span`'s fields (opentelemetry-proto `trace/v1/trace.proto`); every span gets a status.
+    /// `Protobuf.spanSize` says how many bytes this writes.
     fileprivate mutating func writeSpan(_ span: Span) {
         writeIDField(Field.Span.traceID, span.traceID.high, span.traceID.low)
         writeIDField(Field.Span.spanID, span.spanID.value)
-        if !span.traceState.isEmpty { writeStringField(Field.Span.traceState, span.traceState) }
+        writeStringField(Field.Span.traceState, span.traceState)
         if let parent = span.parentSpanID { writeIDField(Field.Span.parentSpanID, parent.value) }
         writeStringField(Field.Span.name, span.name)
         writeVarintField(Field.Span.kind, span.kind.protobufValue)
@@ -93,28 +129,26 @@ extension ProtobufWriter {
         for attribute in span.attributes {
             writeKeyValue(Field.Span.attributes, attribute.key, attribute.value)
         }
-        let status = beginMessageField(Field.Span.status)
+        writeMessageHeader(Field.Span.status, length: Protobuf.statusSize(span.status))
         switch span.status {
         case .unset:
             break
         case .ok:
-            writeVarintField(Field.Status.code, 1)  // STATUS_CODE_OK
+            writeVarintField(Field.Status.code, Field.Status.ok)
         case .error(let message):
             writeStringField(Field.Status.message, message)
-            writeVarintField(Field.Status.code, 2)  // STATUS_CODE_ERROR
+            writeVarintField(Field.Status.code, Field.Status.error)
         }
-        endMessageField(status)
-        // W3C trace flags (every exported span was sampled) and whether the parent is remote.
-        let remote = span.parentSpanID == nil ? 0 : Field.SpanFlags.hasIsRemote | (span.parentIsRemote ? Field.SpanFlags.isRemote : 0)
-        writeFixed32Field(Field.Span.flags, Field.SpanFlags.sampled | remote)
+        writeFixed32Field(Field.Span.flags, span.protobufFlags)
     }
 
     /// A `KeyValue` (`common/v1/common.proto`); the `AnyValue` member is written even when it is
     /// the default, as a oneof member is.
     fileprivate mutating func writeKeyValue(_ field: Int, _ key: String, _ value: AttributeValue) {
-        let keyValue = beginMessageField(field)
+        let anyValue = Protobuf.anyValueSize(value)
+        writeMessageHeader(field, length: Protobuf.keyValueSize(key, anyValueSize: anyValue))
         writeStringField(Field.KeyValue.key, key)
-        let anyValue = beginMessageField(Field.KeyValue.value)
+        writeMessageHeader(Field.KeyValue.value, length: anyValue)
         switch value {
         case .string(let string):
             writeTag(Field.AnyValue.string, .lengthDelimited)
@@ -127,10 +161,64 @@ extension ProtobufWriter {
             writeVarint(UInt64(bitPattern: int))
         case .double(let double):
             writeTag(Field.AnyValue.double, .fixed64)
-            writeFixed64(double.bitPattern)
+            writeLittleEndian(double.bitPattern)
         }
-        endMessageField(anyValue)
-        endMessageField(keyValue)
+    }
+}
+
+extension Protobuf {
+    /// The length of the `Span` message `writeSpan` writes: the same fields, counted.
+    fileprivate static func spanSize(_ span: Span) -> Int {
+        var size = idFieldSize(Field.Span.traceID, span.traceID.high, span.traceID.low)
+            + idFieldSize(Field.Span.spanID, span.spanID.value)
+            + stringFieldSize(Field.Span.traceState, span.traceState)
+            + stringFieldSize(Field.Span.name, span.name)
+            + varintFieldSize(Field.Span.kind, span.kind.protobufValue)
+            + fixed64FieldSize(Field.Span.startTimeUnixNano, span.startTimeUnixNano)
+            + fixed64FieldSize(Field.Span.endTimeUnixNano, span.endTimeUnixNano)
+            + messageFieldSize(Field.Span.status, length: statusSize(span.status))
+            + fixed32FieldSize(Field.Span.flags, span.protobufFlags)
+        if let parent = span.parentSpanID { size += idFieldSize(Field.Span.parentSpanID, parent.value) }
+        for attribute in span.attributes {
+            size += keyValueFieldSize(Field.Span.attributes, attribute.key, attribute.value)
+        }
+        return size
+    }
+
+    fileprivate static func statusSize(_ status: SpanStatus) -> Int {
+        switch status {
+        case .unset: 0
+        case .ok: varintFieldSize(Field.Status.code, Field.Status.ok)
+        case .error(let message):
+            stringFieldSize(Field.Status.message, message) + varintFieldSize(Field.Status.code, Field.Status.error)
+        }
+    }
+
+    /// What `writeKeyValue(field, key, value)` writes.
+    fileprivate static func keyValueFieldSize(_ field: Int, _ key: String, _ value: AttributeValue) -> Int {
+        messageFieldSize(field, length: keyValueSize(key, anyValueSize: anyValueSize(value)))
+    }
+
+    fileprivate static func keyValueSize(_ key: String, anyValueSize: Int) -> Int {
+        stringFieldSize(Field.KeyValue.key, key) + messageFieldSize(Field.KeyValue.value, length: anyValueSize)
+    }
+
+    fileprivate static func anyValueSize(_ value: AttributeValue) -> Int {
+        switch value {
+        case .string(let string): messageFieldSize(Field.AnyValue.string, length: string.utf8.count)
+        case .bool: tagSize(Field.AnyValue.bool) + 1
+        case .int(let int): tagSize(Field.AnyValue.int) + varintSize(UInt64(bitPattern: int))
+        case .double: tagSize(Field.AnyValue.double) + 8
+        }
+    }
+}
+
+extension Span {
+    /// `Span.flags`: the W3C trace flags (every exported span was sampled) and whether the parent
+    /// is remote.
+    fileprivate var protobufFlags: UInt32 {
+        let remote = parentSpanID == nil ? 0 : Field.SpanFlags.hasIsRemote | (parentIsRemote ? Field.SpanFlags.isRemote : 0)
+        return Field.SpanFlags.sampled | remote
     }
 }
 
@@ -163,7 +251,11 @@ private enum Field {
     enum SpanFlags {
         static let sampled: UInt32 = 0x01, hasIsRemote: UInt32 = 0x100, isRemote: UInt32 = 0x200
     }
-    enum Status { static let message = 2, code = 3 }
+    enum Status {
+        static let message = 2, code = 3
+        /// `Status.StatusCode`: STATUS_CODE_OK, STATUS_CODE_ERROR.
+        static let ok: UInt64 = 1, error: UInt64 = 2
+    }
     enum KeyValue { static let key = 1, value = 2 }
     enum AnyValue { static let string = 1, bool = 2, int = 3, double = 4 }
 }

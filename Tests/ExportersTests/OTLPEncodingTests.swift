@@ -159,6 +159,27 @@ final class OTLPEncodingTests: XCTestCase {
         XCTAssertEqual(body, try expected.serializedBytes() as [UInt8])
     }
 
+    /// Each message's length is written before its fields, from its size worked out first: across
+    /// every length where a length's varint grows from one byte to two (127/128 bytes) in a
+    /// `KeyValue`, a `Span`, a `ScopeSpans` and a `ResourceSpans`, the bytes are swift-protobuf's
+    /// and hold the values written.
+    func testMessageLengthsAroundTheOneToTwoByteVarintBoundary() throws {
+        for length in 0..<300 {
+            var span = makeServerSpan()
+            span.attributes = [Attribute("url.path", .string(String(repeating: "p", count: length)))]
+            span.name = String(repeating: "n", count: length % 7)
+            span.resource = Resource(attributes: ["service.name": .string(String(repeating: "s", count: length / 2))])
+            var client = makeClientSpan()
+            client.resource = span.resource
+            let body = OTLPTraceEncoder().encode([span, client])
+
+            let request = try OTLPExportRequest(serializedBytes: body)
+            XCTAssertEqual(body, try request.serializedBytes() as [UInt8], "url.path of \(length) bytes")
+            XCTAssertEqual(request.resourceSpans.map(\.resource.attributes.first?.value.stringValue.count), [length / 2])
+            XCTAssertEqual(request.resourceSpans.first?.scopeSpans.first?.spans.map(\.attributes.first?.value.stringValue.count), [length, 12])
+        }
+    }
+
     func testParentAndErrorStatusAreMapped() throws {
         let span = try decodedRequest(for: [makeClientSpan()]).resourceSpans[0].scopeSpans[0].spans[0]
 
