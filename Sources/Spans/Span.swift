@@ -99,7 +99,7 @@ public struct InstrumentationScope: Sendable, Hashable {
     }
 }
 
-/// 16 random bytes; all-zero is invalid in OpenTelemetry.
+/// 16 random bytes, written big-endian (W3C trace context, OTLP); all-zero is invalid in OpenTelemetry.
 public struct TraceID: Sendable, Hashable, CustomStringConvertible {
     public var high: UInt64
     public var low: UInt64
@@ -107,10 +107,8 @@ public struct TraceID: Sendable, Hashable, CustomStringConvertible {
         self.high = high
         self.low = low
     }
-    /// Big-endian bytes, as W3C trace context and OTLP write them.
-    public var bytes: [UInt8] { bigEndianBytes(high) + bigEndianBytes(low) }
     public var isValid: Bool { high != 0 || low != 0 }
-    public var description: String { hex(bytes) }
+    public var description: String { hex(high) + hex(low) }
 }
 
 /// 8 random bytes; all-zero is invalid in OpenTelemetry.
@@ -119,16 +117,12 @@ public struct SpanID: Sendable, Hashable, CustomStringConvertible {
     public init(_ value: UInt64) {
         self.value = value
     }
-    public var bytes: [UInt8] { bigEndianBytes(value) }
     public var isValid: Bool { value != 0 }
-    public var description: String { hex(bytes) }
+    public var description: String { hex(value) }
 }
 
-private func bigEndianBytes(_ value: UInt64) -> [UInt8] {
-    (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
-}
-
-private func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef")
-    return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
+/// 16 lowercase hex digits: the console prints two ids per span.
+private func hex(_ value: UInt64) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: 16 - digits.count) + digits
 }

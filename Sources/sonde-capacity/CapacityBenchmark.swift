@@ -23,6 +23,8 @@ struct CapacityBenchmark {
         let assembler = SpanAssembler(plan: traffic.plan, clock: clock) { _ in resource }
         let encoder = OTLPTraceEncoder()
         let compressor = GzipCompressor()
+        guard let devNull = FileHandle(forWritingAtPath: "/dev/null") else { throw CapacityError("cannot open /dev/null") }
+        let console = ConsoleExporter(fileHandle: devNull)
 
         var stages = StageTimes()
         var next = 0
@@ -51,6 +53,7 @@ struct CapacityBenchmark {
             }
             let body = stages.time(.encode, counted) { encoder.encode(batch) }
             let compressed = try stages.time(.gzip, counted) { try compressor.compress(body) }
+            stages.time(.console, counted) { console.write(batch) }
             if counted {
                 stages.spans += batch.count
                 stages.bytes += body.count
@@ -81,7 +84,7 @@ struct CapacityBenchmark {
 /// Time spent per stage over the counted batches.
 struct StageTimes {
     enum Stage: Int, CaseIterable {
-        case copy, assemble, encode, gzip
+        case copy, assemble, encode, gzip, console
 
         var label: String {
             switch self {
@@ -89,6 +92,7 @@ struct StageTimes {
             case .assemble: "decode + assemble (SpanAssembler)"
             case .encode: "OTLP protobuf encode"
             case .gzip: "gzip, level 1 (only with OTEL_EXPORTER_OTLP_COMPRESSION=gzip)"
+            case .console: "console exporter to /dev/null (instead of OTLP)"
             }
         }
     }

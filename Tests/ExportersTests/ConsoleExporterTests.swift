@@ -41,6 +41,26 @@ final class ConsoleExporterTests: XCTestCase {
                 + #"empty="" quote="say \"hi\"" equals="a=b" tab="a\tb\\c""#)
     }
 
+    /// ASCII text is judged byte by byte, other text by its Unicode properties: a no-break space
+    /// is white space and is quoted, as an ASCII space or a DEL is; a letter outside ASCII is not.
+    func testQuotingOfAsciiAndNonAsciiText() {
+        var span = makeServerSpan()
+        span.traceID = TraceID(high: 0, low: 1)
+        span.spanID = SpanID(0xa)
+        span.attributes = [
+            Attribute("plain", .string("café")),
+            Attribute("nbsp", .string("a\u{a0}b")),
+            Attribute("space", .string("a b")),
+            Attribute("del", .string("a\u{7f}")),
+            Attribute("ascii", .string("/x?y-z")),
+        ]
+
+        XCTAssertEqual(
+            ConsoleExporter.line(for: span),
+            "SERVER GET /hello 1.234ms trace=00000000000000000000000000000001 span=000000000000000a parent=- "
+                + #"plain=café nbsp="a\u{a0}b" space="a b" del="a\u{7f}" ascii=/x?y-z"#)
+    }
+
     func testErrorWithoutMessageAndLongDuration() {
         var span = makeServerSpan()
         span.kind = .consumer
@@ -53,13 +73,16 @@ final class ConsoleExporterTests: XCTestCase {
             "CONSUMER GET /hello 12345.006ms status=ERROR trace=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7 parent=-")
     }
 
-    func testExportWritesOneLinePerSpanInOrder() async {
-        let lines = Mutex<[String]>([])
-        let exporter = ConsoleExporter { line in lines.withLock { $0.append(line) } }
+    func testExportWritesABatchsLinesInOrderInOneWrite() async {
+        let writes = Mutex<[String]>([])
+        let exporter = ConsoleExporter { text in writes.withLock { $0.append(text) } }
 
         await exporter.export([makeServerSpan(), makeClientSpan()])
+        await exporter.export([])
 
-        XCTAssertEqual(lines.withLock { $0 }, [ConsoleExporter.line(for: makeServerSpan()), ConsoleExporter.line(for: makeClientSpan())])
+        XCTAssertEqual(writes.withLock { $0 }, [
+            ConsoleExporter.line(for: makeServerSpan()) + "\n" + ConsoleExporter.line(for: makeClientSpan()) + "\n",
+        ])
     }
 
     func testFileHandleOutputEndsEachLineWithNewline() async throws {
