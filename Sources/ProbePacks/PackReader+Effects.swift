@@ -59,9 +59,12 @@ extension PackReader {
     /// `ends-at-return: { when-result: zero | non-zero }` (native), or `ends-at-return: { after-call:
     /// NAME, when-not-nil: { result: N } }` (Go).
     private static func readEndsAtReturn(_ node: YAMLNode, language: Language?) throws -> FailedReturn {
-        let map = try node.mapping("span.ends-at-return", allowed: ["when-result", "after-call", "when-not-nil"])
+        let nativeKeys = ["when-result"], goKeys = ["after-call", "when-not-nil"]
+        let map = try node.mapping(
+            "span.ends-at-return", allowed: language == .go ? goKeys : language == nil ? nativeKeys + goKeys : nativeKeys,
+            readForItsOwnError: language == .go ? nativeKeys : language == nil ? [] : goKeys)
         if map.hasUnknownKeys { throw AlreadyReported() }
-        let goKey = ["after-call", "when-not-nil"].first(where: map.contains)
+        let goKey = goKeys.first(where: map.contains)
         if language == .go, map.contains("when-result") {
             throw node.error(
                 "span.ends-at-return.when-result is for native packs: a Go span's RETs are single-stepped whatever they return, so name the "

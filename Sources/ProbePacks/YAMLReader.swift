@@ -43,9 +43,11 @@ package struct YAMLNode {
     }
 
     /// The mapping's entries in file order. Keys outside `allowed` are reported, so that typos
-    /// do not pass silently, and left out, so that reading goes on to the other keys.
+    /// do not pass silently, and left out, so that reading goes on to the other keys. Keys in
+    /// `readForItsOwnError` are kept but not offered as expected: the caller refuses them with a
+    /// message of their own (a key of another language's packs).
     /// - Throws: ``PackError`` when the node is not a mapping.
-    package func mapping(_ what: String, allowed: [String]? = nil) throws -> YAMLMapping {
+    package func mapping(_ what: String, allowed: [String]? = nil, readForItsOwnError: [String] = []) throws -> YAMLMapping {
         guard case .mapping(let mapping) = node else { throw error("\(what) must be a mapping of keys to values") }
         var entries: [(key: String, keyNode: YAMLNode, value: YAMLNode)] = []
         var hasUnknownKeys = false
@@ -55,7 +57,7 @@ package struct YAMLNode {
                 hasUnknownKeys = true
                 continue
             }
-            if let allowed, !allowed.contains(name) {
+            if let allowed, !allowed.contains(name), !readForItsOwnError.contains(name) {
                 diagnostics.report(
                     keyNode.error(
                         "unknown key '\(name)' in \(what); expected one of: \(allowed.joined(separator: ", "))"

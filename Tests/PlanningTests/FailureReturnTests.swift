@@ -124,7 +124,7 @@ extension PlanCompilerTests {
             "bad.yaml:12:23: span.ends-at-return is missing 'after-call'")
         XCTAssertEqual(
             error(replacing: "after-call: main.get, ", with: "after: main.get, "),
-            "bad.yaml:12:25: unknown key 'after' in span.ends-at-return; expected one of: when-result, after-call, when-not-nil")
+            "bad.yaml:12:25: unknown key 'after' in span.ends-at-return; expected one of: after-call, when-not-nil")
         XCTAssertEqual(
             error(replacing: "name: fetch", with: "name: fetch\n      ends-after-call: { function: main.get, when-nil: { result: 1 } }"),
             "bad.yaml:11:24: span.ends-after-call and span.ends-at-return cannot be combined: each decides differently where the span ends")

@@ -285,6 +285,10 @@ final class NativePackTests: XCTestCase {
         XCTAssertEqual(errors([("ends-at-return: { when-result: zero }", "ends-at-return: { after-call: demo_recv, when-not-nil: { result: 0 } }")]), [
             "bad.yaml:17:23: span.ends-at-return.after-call is for Go packs; a native span tests its result at the return (when-result)",
         ])
+        // A typo is offered the keys of the pack's own language only.
+        XCTAssertEqual(errors([("ends-at-return: { when-result: zero }", "ends-at-return: { when-results: zero }")]), [
+            "bad.yaml:17:25: unknown key 'when-results' in span.ends-at-return; expected one of: when-result",
+        ])
     }
 
     /// A Go span's RETs cannot be chosen by what they return.
