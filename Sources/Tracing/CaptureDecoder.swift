@@ -77,8 +77,11 @@ struct CapturedValues {
     /// Nil where a capture was not read.
     var values: [AttributeValue?]
 
-    /// The last `host[:port]` parsed, so that hostname() and port() of one capture parse it once.
-    var hostPortParsed: (index: Int, hostPort: HostPort?)? = nil
+    /// The last `host[:port]` and the last gRPC method path parsed, so that the expressions of a
+    /// span that read one capture (hostname and port; rpc.service, rpc.method and the span name)
+    /// parse it once.
+    var hostPortParsed: (index: Int, value: HostPort?)? = nil
+    var methodPathParsed: (index: Int, value: GRPCMethodPath?)? = nil
 
     subscript(name: String) -> AttributeValue? {
         self[names.firstIndex(of: name)]
@@ -92,11 +95,22 @@ struct CapturedValues {
 
     /// The string capture at `index` read as `host[:port]`; nil when it is absent or not a host.
     mutating func hostPort(at index: Int?) -> HostPort? {
+        Self.parsed(self[index], at: index, cache: &hostPortParsed, HostPort.init)
+    }
+
+    /// The string capture at `index` read as `/package.Service/Method`; nil when it is absent or empty.
+    mutating func methodPath(at index: Int?) -> GRPCMethodPath? {
+        Self.parsed(self[index], at: index, cache: &methodPathParsed, GRPCMethodPath.init)
+    }
+
+    private static func parsed<Value>(
+        _ capture: AttributeValue?, at index: Int?, cache: inout (index: Int, value: Value?)?, _ parse: (String) -> Value?
+    ) -> Value? {
         guard let index else { return nil }
-        if let parsed = hostPortParsed, parsed.index == index { return parsed.hostPort }
-        guard case .string(let text)? = values[index] else { return nil }
-        let hostPort = HostPort(text)
-        hostPortParsed = (index, hostPort)
-        return hostPort
+        if let cache, cache.index == index { return cache.value }
+        guard case .string(let text)? = capture else { return nil }
+        let value = parse(text)
+        cache = (index, value)
+        return value
     }
 }

@@ -123,9 +123,9 @@ public struct SpanAssembler: Sendable {
         case .capture(let index):
             return values[index]
         case .rpcService(let index):
-            return text(index).flatMap(GRPCMethodPath.init)?.service.map(AttributeValue.string)
+            return values.methodPath(at: index)?.service.map(AttributeValue.string)
         case .rpcMethod(let index):
-            return text(index).flatMap(GRPCMethodPath.init).map { .string($0.method) }
+            return values.methodPath(at: index).map { .string($0.method) }
         case .hostname(let index):
             guard let host = values.hostPort(at: index)?.host, !host.isEmpty else { return nil }
             return .string(host)

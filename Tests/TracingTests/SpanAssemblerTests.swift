@@ -222,6 +222,24 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(CaptureDecoder.decode(event, layouts: [CaptureLayout(code)], names: ["code"])["code"], .int(0))
     }
 
+    /// One span's expressions share what they parsed of a capture (a method path for rpc.service,
+    /// rpc.method and the name; a host for hostname and port), never what another capture held.
+    func testExpressionsOfOneSpanParseEachCaptureForItself() {
+        var values: CapturedValues = [
+            "method": .string("/grpc.health.v1.Health/Check"), "other": .string("/shop.Cart/Add"),
+            "host": .string("shop:8443"), "peer": .string("[::1]:50051"),
+        ]
+        func evaluate(_ expression: ValueExpression) -> AttributeValue? {
+            SpanAssembler.evaluate(CompiledExpression(expression, names: values.names), &values)
+        }
+        XCTAssertEqual(
+            [.rpcService(of: "method"), .rpcMethod(of: "other"), .rpcMethod(of: "method"), .rpcService(of: "other")].map(evaluate),
+            [.string("grpc.health.v1.Health"), .string("Add"), .string("Check"), .string("shop.Cart")])
+        XCTAssertEqual(
+            [.hostname(of: "host"), .port(of: "peer"), .port(of: "host"), .hostname(of: "peer")].map(evaluate),
+            [.string("shop"), .int(50051), .int(8443), .string("::1")])
+    }
+
     /// A record ends with its last capture: a string is read when its bytes are there, whatever
     /// its slot's bound, and a capture cut off by the record's end is absent, never read past it.
     func testCapturesAreReadUpToTheEndOfAShortRecord() {
