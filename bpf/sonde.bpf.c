@@ -1564,7 +1564,12 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 	struct sonde_span_record *record = bpf_map_lookup_elem(&calls, &call_key);
 	if (!record || !sonde_span_id_held(record->span_id))
 		return end_unrecorded_call(config, regs, tgid, owner);
-	__u64 depth = config->at_return ? stack_depth(config, regs) : 0;
+	/* The depth costs a read of user memory on Go: taken only where it decides which call
+	 * ends (nested calls of the probe, a RET its end-span probe may have passed first), not at
+	 * every end, such as net/http's client at its result branch. */
+	__u64 depth = 0;
+	if (config->at_return && (record->nested_calls || config->at_return == SONDE_AT_RET_AFTER_END_SPAN))
+		depth = stack_depth(config, regs);
 	if (record->nested_calls) {
 		if (innermost_call(&call_key, depth) != 0 || !(record = bpf_map_lookup_elem(&calls, &call_key))
 		    || !sonde_span_id_held(record->span_id))
