@@ -93,13 +93,11 @@ public struct ConsoleExporter: SpanExporter {
         if !text.isEmpty, text.utf8.allSatisfy({ isPlainASCII($0) && $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "=") }) {
             return text
         }
-        // ASCII text (e.g. "GET /x") needs no Unicode property lookup: its white space is a space or a control.
-        let needsQuotes = text.isEmpty
-            || (text.utf8.allSatisfy { $0 < 0x80 }
-                ? text.utf8.contains { !isPlainASCII($0) || $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "=") }
-                : text.unicodeScalars.contains {
-                    $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7f
-                })
+        // ASCII text that got here holds a byte the check above refused (a space, `=`, a quote, a
+        // backslash, a control), each needing quotes: no Unicode property lookup for it.
+        let needsQuotes = text.isEmpty || text.utf8.allSatisfy { $0 < 0x80 } || text.unicodeScalars.contains {
+            $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7f
+        }
         return needsQuotes ? "\"\(escaped(text))\"" : text
     }
 
