@@ -60,9 +60,13 @@ extension PackReader {
     /// NAME, when-not-nil: { result: N } }` (Go).
     private static func readEndsAtReturn(_ node: YAMLNode, language: Language?) throws -> FailedReturn {
         let nativeKeys = ["when-result"], goKeys = ["after-call", "when-not-nil"]
-        let map = try node.mapping(
-            "span.ends-at-return", allowed: language == .go ? goKeys : language == nil ? nativeKeys + goKeys : nativeKeys,
-            readForItsOwnError: language == .go ? nativeKeys : language == nil ? [] : goKeys)
+        // A typo is offered the pack's own language's keys; the other language's get a message below.
+        let (ownKeys, otherKeys) = switch language {
+        case .go?: (goKeys, nativeKeys)
+        case nil: (nativeKeys + goKeys, [String]())
+        case _?: (nativeKeys, goKeys)
+        }
+        let map = try node.mapping("span.ends-at-return", allowed: ownKeys, readForItsOwnError: otherKeys)
         if map.hasUnknownKeys { throw AlreadyReported() }
         let goKey = goKeys.first(where: map.contains)
         if language == .go, map.contains("when-result") {
