@@ -452,7 +452,8 @@ private final class EventSink {
     let handler: (SpanEvent) -> Void
     /// Every record is decoded into this one event, so its capture buffer is reused rather than
     /// allocated per record; a handler that keeps the event gets its own copy on the next write.
-    private var event = SpanEvent(
+    /// Only the polling thread touches it, inside libbpf's callback: no access to check per record.
+    @exclusivity(unchecked) private var event = SpanEvent(
         traceIDHigh: 0, traceIDLow: 0, spanID: 0, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
         processID: 0, spanSlot: 0, failedReads: 0, stoppedEarly: false, capturedMask: 0, data: [])
 

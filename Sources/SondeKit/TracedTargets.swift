@@ -33,12 +33,14 @@ final class SingleTarget: TracedTargets {
     private let replan: ((String) throws -> AttachPlan)?
     /// Under --pid, the shared libraries of the process that packs probe.
     private let libraryPlans: [AttachPlan]
+    // The polling thread alone reads and changes these (in `refresh` and, for each span, in
+    // `assemble`): the runtime's check of each access, with its thread-local lookup, is left out.
     /// What is attached of the executable, newest build last; one entry under --pid.
-    private var builds: [AttachedBuild] = []
+    @exclusivity(unchecked) private var builds: [AttachedBuild] = []
     /// What is attached of the shared libraries, under --pid.
-    private var libraries: [AttachedBuild] = []
+    @exclusivity(unchecked) private var libraries: [AttachedBuild] = []
     /// Builds detached at the last check: their last spans may still be in the ring buffer.
-    private var retired: [AttachedBuild] = []
+    @exclusivity(unchecked) private var retired: [AttachedBuild] = []
     /// A file found at the path that could not be traced, so that it is said once.
     private var refusedFile: FileIdentity?
     private var nextFileCheck = ContinuousClock.now
@@ -46,11 +48,20 @@ final class SingleTarget: TracedTargets {
     /// How often, under --exe, the file is checked for a new build and old builds for processes.
     static let fileCheckInterval: Duration = .seconds(1)
 
-    private struct AttachedBuild {
+    /// A class: assembling a span reads its build's assembler through one reference rather than
+    /// a copy of the whole build, which retained each of its arrays and closures per span.
+    private final class AttachedBuild {
         let file: FileIdentity?
         let configured: BPFEngine.ConfiguredPlan
         let attachment: BPFEngine.Attachment
         let assembler: SpanAssembler
+
+        init(file: FileIdentity?, configured: BPFEngine.ConfiguredPlan, attachment: BPFEngine.Attachment, assembler: SpanAssembler) {
+            self.file = file
+            self.configured = configured
+            self.attachment = attachment
+            self.assembler = assembler
+        }
     }
 
     init(

@@ -2,9 +2,11 @@ import ProbePacks
 import Spans
 
 /// A pack's value expression with its capture names resolved to the probe's capture indexes,
-/// once per plan: evaluating it per span compares no names and copies no strings.
+/// once per plan: evaluating it per span compares no names and copies no strings. It holds plain
+/// values only (a literal is no expression: see `CompiledAttribute`), so the copy Swift makes of
+/// it for each evaluation is a few words, not a call to a value witness that took a tenth of a
+/// span's assembly in perf (issue 7).
 enum CompiledExpression: Sendable {
-    case literal(AttributeValue)
     case capture(Int?)
     case hostname(Int?)
     case port(Int?)
@@ -15,11 +17,12 @@ enum CompiledExpression: Sendable {
     case grpcStatus(code: Int?, error: Int?)
     case sqlOperation(Int?)
 
+    /// Nil for a literal, which needs no evaluating.
     /// - Parameter names: The probe's captures, in slot order; a name not among them is never read.
-    init(_ expression: ValueExpression, names: [String]) {
+    init?(_ expression: ValueExpression, names: [String]) {
         func index(_ name: String) -> Int? { names.firstIndex(of: name) }
         switch expression {
-        case .literal(let text): self = .literal(.string(text))
+        case .literal: return nil
         case .capture(let name): self = .capture(index(name))
         case .hostname(let name): self = .hostname(index(name))
         case .port(let name): self = .port(index(name))
@@ -51,14 +54,19 @@ struct CompiledName: Sendable {
             case .literal(let text): .literal(text)
             case .capture(let name): .capture(names.firstIndex(of: name))
             case .expression(let expression):
-                .expression(CompiledExpression(expression, names: names), reads: expression.captureNames.map { names.firstIndex(of: $0) })
+                if let compiled = CompiledExpression(expression, names: names) {
+                    .expression(compiled, reads: expression.captureNames.map { names.firstIndex(of: $0) })
+                } else {
+                    .literal(expression.literalText ?? "")
+                }
             }
         }
     }
 }
 
-/// An error condition over a capture index; the name stays for the status message.
-struct CompiledCondition: Sendable {
+/// An error condition over a capture index; the name stays for the status message. A class: a
+/// span's assembly tests its conditions by reference rather than copying each name and list.
+final class CompiledCondition: Sendable {
     let capture: String
     let index: Int?
     let test: ErrorCondition.Test
@@ -70,13 +78,25 @@ struct CompiledCondition: Sendable {
     }
 }
 
-/// An attribute's key and how its value is computed.
+/// An attribute's key and how its value is computed, or its value when the pack gives a literal.
 struct CompiledAttribute: Sendable {
     let key: String
-    let value: CompiledExpression
+    /// Nil for a literal.
+    let expression: CompiledExpression?
+    /// The literal value; nil for a computed one.
+    let literal: AttributeValue?
 
     init(_ rule: AttributeRule, names: [String]) {
         key = rule.key
-        value = CompiledExpression(rule.value, names: names)
+        expression = CompiledExpression(rule.value, names: names)
+        literal = rule.value.literalText.map(AttributeValue.string)
+    }
+}
+
+extension ValueExpression {
+    /// The text of a literal; nil for any other expression.
+    var literalText: String? {
+        guard case .literal(let text) = self else { return nil }
+        return text
     }
 }

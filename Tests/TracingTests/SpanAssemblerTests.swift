@@ -209,7 +209,8 @@ final class SpanAssemblerTests: XCTestCase {
         XCTAssertEqual(SpanAssembler.evaluate(.rpcMethod(of: "nested"), odd), .string("Dö"))
         XCTAssertNil(SpanAssembler.evaluate(.rpcMethod(of: "slash"), odd))
         XCTAssertNil(SpanAssembler.evaluate(.rpcMethod(of: "empty"), odd))
-        XCTAssertEqual(SpanAssembler.evaluate(.literal("grpc"), [:]), .string("grpc"))
+        XCTAssertEqual(CompiledAttribute(AttributeRule(key: "rpc.system", value: .literal("grpc")), names: []).literal, .string("grpc"))
+        XCTAssertNil(CompiledAttribute(AttributeRule(key: "rpc.system", value: .literal("grpc")), names: []).expression)
         XCTAssertEqual(
             SpanAssembler.name(NameTemplate(parts: [.expression(.rpcService(of: "method")), .literal("/"), .expression(.rpcMethod(of: "method"))]), values),
             "grpc.health.v1.Health/Check")
@@ -230,7 +231,7 @@ final class SpanAssemblerTests: XCTestCase {
             "host": .string("shop:8443"), "peer": .string("[::1]:50051"),
         ]
         func evaluate(_ expression: ValueExpression) -> AttributeValue? {
-            SpanAssembler.evaluate(CompiledExpression(expression, names: values.names), &values)
+            SpanAssembler.evaluate(CompiledExpression(expression, names: values.names)!, &values)
         }
         XCTAssertEqual(
             [.rpcService(of: "method"), .rpcMethod(of: "other"), .rpcMethod(of: "method"), .rpcService(of: "other")].map(evaluate),
@@ -326,7 +327,7 @@ extension SpanAssembler {
 
     static func evaluate(_ expression: ValueExpression, _ values: CapturedValues) -> AttributeValue? {
         var values = values
-        return evaluate(CompiledExpression(expression, names: values.names), &values)
+        return evaluate(CompiledExpression(expression, names: values.names)!, &values)
     }
 }
 
