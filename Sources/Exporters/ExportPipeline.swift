@@ -193,8 +193,7 @@ final class ExportPipeline: Sendable {
     /// One attempt, cut off at `deadline`.
     private func exportOnce(_ batch: [Span], deadline: ContinuousClock.Instant?) async throws {
         guard let deadline else { return try await exporter.export(batch) }
-        let exporter = exporter
-        try await withTimeLimit(deadline - ContinuousClock.now) { try await exporter.export(batch) }
+        try await exporter.export(batch, within: deadline - ContinuousClock.now)
     }
 
     private var exportTimeoutText: String {

@@ -34,13 +34,21 @@ public struct OTLPHTTPExporter: SpanExporter {
     /// https://), which a retry cannot fix; and `.partiallyRejected` when a 2xx response reports
     /// rejected spans.
     public func export(_ spans: [Span]) async throws {
+        try await export(spans, within: configuration.timeout)
+    }
+
+    /// Keeps to `limit` without a timer: the HTTP client ends every wait by the deadline it is
+    /// given. A request cut short by `limit` rather than by the OTLP timeout throws
+    /// `TimeLimitExceeded`, as a timer would have.
+    public func export(_ spans: [Span], within limit: Duration) async throws {
         guard !spans.isEmpty else { return }
         let post = HTTPPost(headers: headers, body: try requestBody(for: spans))
+        let timeout = min(limit, configuration.timeout)
         let reply: HTTPReply
         do {
-            // The HTTP client keeps to the timeout itself: every wait is bounded by it.
-            reply = try await sender.post(post, timeout: configuration.timeout)
+            reply = try await sender.post(post, timeout: timeout)
         } catch {
+            if error == .timedOut, timeout < configuration.timeout { throw TimeLimitExceeded(limit: limit) }
             throw classify(transportError: error)
         }
         try checkResponse(status: reply.status, retryAfter: reply.header("Retry-After"), body: Data(reply.body))

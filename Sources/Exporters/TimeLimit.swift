@@ -1,6 +1,7 @@
 import Synchronization
 
-/// Thrown by `withTimeLimit` when the operation did not finish in time.
+/// Thrown when an export did not finish within its limit: by `withTimeLimit`, or by an exporter
+/// that keeps to the limit itself (`SpanExporter.export(_:within:)`).
 struct TimeLimitExceeded: Error, Equatable {
     var limit: Duration
 }

@@ -179,6 +179,26 @@ final class OTLPHTTPExporterEndToEndTests: XCTestCase {
         XCTAssertEqual((error as? SpanExportError)?.isRetryable, true, "\(String(describing: error))")
     }
 
+    /// The export timeout (OTEL_BSP_EXPORT_TIMEOUT) cuts a request short through the HTTP client's
+    /// own deadline, not a timer racing it, with the same outcome: the batch is given up and counted.
+    func testExportTimeoutShorterThanTheOTLPTimeoutGivesUpOnABackendThatNeverAnswers() async throws {
+        let listener = try SilentListener()
+        let exporter = OTLPHTTPExporter(configuration: OTLPExporterConfiguration(
+            endpoint: URL(string: "http://127.0.0.1:\(listener.port)/v1/traces")!, timeout: .seconds(10)))
+        let processor = BatchingSpanProcessor(exporter: exporter, configuration: BatchingSpanProcessor.Configuration(
+            scheduleDelay: .seconds(3600), exportTimeout: .milliseconds(200)))
+
+        let started = ContinuousClock.now
+        processor.submit(makeServerSpan())
+        let flushed = await processor.flush(timeout: .seconds(5))
+
+        XCTAssertTrue(flushed)
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(2), "the 200 ms export timeout was not applied")
+        XCTAssertEqual(processor.statistics, ExportStatistics(
+            submitted: 1, droppedExportFailed: 1, lastFailure: "export did not finish within 200 ms (OTEL_BSP_EXPORT_TIMEOUT)"))
+        await processor.shutdown()
+    }
+
     func testUntrustedCertificateIsDroppedWithoutRetry() async throws {
         let server = try SelfSignedTLSServer()
         let configuration = OTLPExporterConfiguration(endpoint: URL(string: "https://127.0.0.1:\(server.port)/v1/traces")!, timeout: .seconds(5))
