@@ -5,13 +5,13 @@ import Spans
 public protocol SpanExporter: Sendable {
     /// Delivers one batch. Throw `SpanExportError` so the processor knows whether a retry can help;
     /// any other error is treated as permanent. An export should end soon after its task is
-    /// cancelled: the processor cancels exports that pass `OTEL_BSP_EXPORT_TIMEOUT`.
+    /// cancelled: the default `export(_:within:)` cancels one that passes `OTEL_BSP_EXPORT_TIMEOUT`.
     func export(_ spans: [Span]) async throws
 
     /// Delivers one batch, giving up after `limit` (what `OTEL_BSP_EXPORT_TIMEOUT` leaves the
     /// batch). By default `export(_:)` races a timer and is abandoned when the timer wins; an
     /// exporter that can bound its own waits does it here instead, without the timer's two tasks
-    /// per export (issue 7: 40% of the agent's context switches, 10% of its CPU).
+    /// per export (issue 7: 40% of the agent's context switches, 8–10% of its CPU).
     func export(_ spans: [Span], within limit: Duration) async throws
 }
 
