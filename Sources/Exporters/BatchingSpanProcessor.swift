@@ -46,7 +46,8 @@ public final class BatchingSpanProcessor: Sendable {
         let (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: ExportPipeline.Wakeup.self)
         let pipeline = ExportPipeline(exporter: exporter, configuration: configuration, wakeups: wakeupContinuation)
         self.pipeline = pipeline
-        exportTask = Task { await pipeline.run(wakeups) }
+        // On the exporter's own thread when it has one: a batch is then exported where its wakeup lands.
+        exportTask = Task(executorPreference: exporter.exportExecutor) { await pipeline.run(wakeups) }
         timerTask = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: configuration.scheduleDelay)

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import HTTPTransport
 import Spans
@@ -37,6 +36,10 @@ public struct OTLPHTTPExporter: SpanExporter {
         try await export(spans, within: configuration.timeout)
     }
 
+    /// The thread that posts: the export loop running there encodes and posts each batch
+    /// without a hop between threads.
+    public var exportExecutor: (any TaskExecutor)? { sender.thread }
+
     /// Keeps to `limit` without a timer: the HTTP client ends every wait by the deadline it is
     /// given. A request cut short by `limit` rather than by the OTLP timeout throws
     /// `TimeLimitExceeded`, as a timer would have.
@@ -70,9 +73,9 @@ public struct OTLPHTTPExporter: SpanExporter {
 private final class BlockingSender: @unchecked Sendable {
     private let endpoint: HTTPEndpoint
     private let tls: TLSFiles
-    /// Serial: posts, and the connection they share, stay on it.
-    private let queue = DispatchQueue(label: "sonde.otlp-export")
-    /// Made on the queue at the first post; only touched there.
+    /// Posts, and the connection they share, stay on it.
+    let thread = ExportThread(name: "sonde-export")
+    /// Made on the thread at the first post; only touched there.
     private var connection: (any HTTPConnection)?
 
     init(endpoint: HTTPEndpoint, tls: TLSFiles) {
@@ -80,16 +83,15 @@ private final class BlockingSender: @unchecked Sendable {
         self.tls = tls
     }
 
+    deinit {
+        thread.stop()
+    }
+
     func post(_ post: HTTPPost, timeout: Duration) async throws(HTTPTransportError) -> HTTPReply {
-        let result = await withCheckedContinuation { continuation in
-            queue.async { [self] in
-                continuation.resume(returning: Result { () throws(HTTPTransportError) -> HTTPReply in
-                    if connection == nil { connection = try makeHTTPConnection(to: endpoint, tls: tls) }
-                    return try connection!.post(post, timeout: timeout)
-                })
-            }
+        try await withTaskExecutorPreference(thread) { () throws(HTTPTransportError) -> HTTPReply in
+            if connection == nil { connection = try makeHTTPConnection(to: endpoint, tls: tls) }
+            return try connection!.post(post, timeout: timeout)
         }
-        return try result.get()
     }
 }
 

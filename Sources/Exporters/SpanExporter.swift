@@ -13,9 +13,16 @@ public protocol SpanExporter: Sendable {
     /// exporter that can bound its own waits does it here instead, without the timer's two tasks
     /// per export (issue 7: 40% of the agent's context switches, 8–10% of its CPU).
     func export(_ spans: [Span], within limit: Duration) async throws
+
+    /// Where `BatchingSpanProcessor` runs its export loop: an exporter that blocks a thread of
+    /// its own names it, so that a batch is exported on the thread that wakes for it (issue 7);
+    /// nil, the default, for Swift's shared pool.
+    var exportExecutor: (any TaskExecutor)? { get }
 }
 
 extension SpanExporter {
+    public var exportExecutor: (any TaskExecutor)? { nil }
+
     public func export(_ spans: [Span], within limit: Duration) async throws {
         try await withTimeLimit(limit) { try await self.export(spans) }
     }
