@@ -18,7 +18,9 @@ final class ExportThreadTests: XCTestCase {
     }
 
     func testTheExportLoopRunsOnTheExportersThreadAndAnExporterWithoutOneOnTheSharedPool() async {
-        let ownThread = ThreadRecordingExporter(thread: ExportThread(name: "sonde-test-loop"))
+        let thread = ExportThread(name: "sonde-test-loop")
+        defer { thread.stop() }
+        let ownThread = ThreadRecordingExporter(thread: thread)
         let sharedPool = ThreadRecordingExporter(thread: nil)
         for exporter in [ownThread, sharedPool] {
             let processor = BatchingSpanProcessor(
@@ -30,10 +32,9 @@ final class ExportThreadTests: XCTestCase {
         XCTAssertEqual(ownThread.threadNames, ["sonde-test-loop", "sonde-test-loop", "sonde-test-loop"])
         XCTAssertEqual(sharedPool.threadNames.count, 3)
         XCTAssertFalse(sharedPool.threadNames.contains("sonde-test-loop"))
-        (ownThread.exportExecutor as? ExportThread)?.stop()
     }
 
-    func testTheOTLPExporterExportsOnItsSendersThread() {
+    func testTheOTLPExporterGivesTheExportLoopItsSendersThread() {
         let exporter = OTLPHTTPExporter(configuration: OTLPExporterConfiguration())
 
         XCTAssertNotNil(exporter.exportExecutor as? ExportThread)
@@ -64,13 +65,16 @@ private final class ThreadRecordingExporter: SpanExporter {
 }
 
 private func currentThreadName() -> String {
-    (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) ?? ""
+    threadName(in: "/proc/thread-self") ?? ""
 }
 
 /// Threads of this process with `name`, as the kernel lists them.
 private func threadsNamed(_ name: String) -> Int {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.count { task in
-        (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) == name
-    }
+    return tasks.count { threadName(in: "/proc/self/task/\($0)") == name }
+}
+
+/// The kernel's name of the thread whose /proc directory is `directory`.
+private func threadName(in directory: String) -> String? {
+    (try? String(contentsOfFile: "\(directory)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines)
 }
