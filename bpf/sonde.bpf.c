@@ -99,6 +99,14 @@ struct {
 	__uint(max_entries, 8 * 1024 * 1024);   /* Engine sets the size before loading */
 } spans SEC(".maps");
 
+/* Process starts and ends, a few a second on most machines: a record is 16
+ * bytes with its header, so this holds 4,096 between two drains (user space
+ * drains it on every turn of its loop, at least ten times a second). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} process_events SEC(".maps");
+
 /* One block of user memory a START_SPAN probe reads in one go (e.g. the first
  * bytes of an *http.Request), so that its programs' reads inside it are
  * copies, not one bpf_probe_read_user each. Per CPU, and owned by the thread
@@ -1802,4 +1810,32 @@ int sonde_claim_entry(struct sonde_claim *claim)
 		return 0;
 	delete_call_record(&key);
 	return 1;
+}
+
+static __always_inline int report_process(__u32 kind, __u32 pid)
+{
+	struct sonde_process_event event = { .kind = kind, .pid = pid };
+	/* No wakeup: the reader drains on its own turns, and a wakeup per exec
+	 * would cost the machine an interrupt each. */
+	if (bpf_ringbuf_output(&process_events, &event, sizeof(event), BPF_RB_NO_WAKEUP) != 0)
+		count(SONDE_COUNTER_PROCESS_EVENTS_LOST);
+	return 0;
+}
+
+/* After execve replaced the program: the current task is the process's main
+ * thread (a thread that runs execve becomes it). */
+SEC("raw_tp/sched_process_exec")
+int sonde_process_exec(void *context)
+{
+	return report_process(SONDE_PROCESS_EXEC, bpf_get_current_pid_tgid() >> 32);
+}
+
+/* Every exiting thread passes here; only the main thread's exit is reported. */
+SEC("raw_tp/sched_process_exit")
+int sonde_process_exit(void *context)
+{
+	__u64 ids = bpf_get_current_pid_tgid();
+	if ((__u32)ids != (__u32)(ids >> 32))
+		return 0;
+	return report_process(SONDE_PROCESS_EXIT, ids >> 32);
 }

@@ -27,6 +27,13 @@
  * context) to take an entry of `calls` or `active_contexts` from the probes:
  * see SONDE_SPAN_CLAIMED. */
 #define SONDE_CLAIM_PROGRAM_NAME "sonde_claim_entry"
+/* The machine's process starts and ends, for a sonde that follows services
+ * (sonde.yaml) as they start instead of scanning /proc: two raw tracepoint
+ * programs, attached only then, write struct sonde_process_event records into
+ * the `process_events` ring buffer. */
+#define SONDE_MAP_PROCESS_EVENTS "process_events"
+#define SONDE_EXEC_PROGRAM_NAME "sonde_process_exec"
+#define SONDE_EXIT_PROGRAM_NAME "sonde_process_exit"
 
 /* Sizes of the maps, fixed at load. `probe_configs` holds three configurations
  * per probe: its entry's, its returns' and its result branches' (a span's usual
@@ -402,7 +409,21 @@ enum sonde_counter {
 	                                    * HTTP/2 request, or one that failed before it was sent) */
 	SONDE_COUNTER_INJECTIONS_FULL = 14,/* client spans whose context could not wait: `injections` full */
 	SONDE_COUNTER_MAP_TOO_LARGE = 15,  /* header maps too large to search whole: traceparent may be missed */
-	SONDE_COUNTER_COUNT = 16,
+	SONDE_COUNTER_PROCESS_EVENTS_LOST = 16, /* process starts or ends not reported: `process_events`
+	                                    * full; user space then scans /proc whole */
+	SONDE_COUNTER_COUNT = 17,
+};
+
+/* What happened to a process (a thread group, by its tgid). */
+enum sonde_process_event_kind {
+	SONDE_PROCESS_EXEC = 1,            /* it ran execve: a new program, maybe one a service claims */
+	SONDE_PROCESS_EXIT = 2,            /* its main thread exited: the process ends (or, rarely,
+	                                    * runs on in its other threads) */
+};
+
+struct sonde_process_event {
+	__u32 kind;                  /* enum sonde_process_event_kind */
+	__u32 pid;                   /* the tgid, as /proc names the process */
 };
 
 #endif

@@ -65,15 +65,17 @@ extension BPFEngine {
         public var total: Int { ofExitedProcesses + pastMaximumAge }
     }
 
-    public func counters() -> Counters {
+    /// One counter summed over the CPUs: a system call.
+    func counterTotal(_ counter: sonde_counter) -> UInt64 {
         let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_COUNTERS)
-        let cpus = Int(max(libbpf_num_possible_cpus(), 1))
-        func total(_ counter: sonde_counter) -> UInt64 {
-            var key = counter.rawValue
-            var values = [UInt64](repeating: 0, count: cpus)
-            guard bpf_map_lookup_elem(fd, &key, &values) == 0 else { return 0 }
-            return values.reduce(0, &+)
-        }
+        var key = counter.rawValue
+        var values = [UInt64](repeating: 0, count: Int(max(libbpf_num_possible_cpus(), 1)))
+        guard bpf_map_lookup_elem(fd, &key, &values) == 0 else { return 0 }
+        return values.reduce(0, &+)
+    }
+
+    public func counters() -> Counters {
+        let total = counterTotal
         var counters = Counters()
         counters.spansLostRingFull = total(SONDE_COUNTER_RING_FULL)
         counters.returnsWithoutEntry = total(SONDE_COUNTER_ORPHAN_RETURN)

@@ -55,6 +55,8 @@ public final class BPFEngine {
     private let linkCloser = DispatchQueue(label: "sonde.link-closer")
     private var ringBuffer: OpaquePointer?
     private var sink: EventSink?
+    /// Set by ``watchProcesses()``.
+    var processWatch: ProcessWatch?
 
     /// - Parameters:
     ///   - injectsTraceContext: Loads the program variant that may write trace context into the

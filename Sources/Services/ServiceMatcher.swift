@@ -26,7 +26,13 @@ public struct ServiceMatcher: Sendable {
         return config.services.first { $0.selectors.contains { matches($0, process, listening) } }
     }
 
-    private func matches(_ selector: ProcessSelector, _ process: ObservedProcess, _ ports: Set<Int>) -> Bool {
+    /// Whether a service would claim the process once it listened on a port: a process is seen
+    /// as it starts, before it listens, so such a one is looked at again.
+    public func awaitsPort(_ process: ObservedProcess) -> Bool {
+        config.services.contains { $0.selectors.contains { $0.port != nil && matches($0, process, [], ignoringPort: true) } }
+    }
+
+    private func matches(_ selector: ProcessSelector, _ process: ObservedProcess, _ ports: Set<Int>, ignoringPort: Bool = false) -> Bool {
         if let pattern = selector.executable, !Glob.matches(pattern, process.executable) { return false }
         if let name = selector.processName, name != process.name { return false }
         if let pattern = selector.commandLine {
@@ -35,7 +41,7 @@ public struct ServiceMatcher: Sendable {
                 regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
             else { return false }
         }
-        if let port = selector.port, !ports.contains(port) { return false }
+        if let port = selector.port, !ignoringPort, !ports.contains(port) { return false }
         if let pattern = selector.cgroup, !Glob.matches(pattern, process.cgroup) { return false }
         return true
     }

@@ -27,16 +27,35 @@ final class ServiceTracker: TracedTargets {
     private let ownPID = getpid()
     /// Every process seen, by pid: traced or left alone, so that each is looked at once.
     private var known: [Int32: KnownProcess] = [:]
-    /// Processes that exited at the last refresh: their spans may still be in the ring buffer.
+    /// Pids with nothing to look at (kernel threads, zombies), so that a pass does not read them again.
+    private var unobservable: Set<Int32> = []
+    /// Processes a service would claim once they listen on its port: looked at again until they do.
+    private var awaitingPorts: [Int32: PortWait] = [:]
+    private var nextPortCheck = ContinuousClock.Instant.now
+    /// Processes that exited at the last pass: their spans may still be in the ring buffer.
     private var exited: [Int32: TracedProcess] = [:]
     private var plans: [PlanKey: CachedPlan] = [:]
     /// Read by the span assemblers' resource closures.
     private let resources = ResourceTable()
-    private var lastScan = ContinuousClock.now - ServiceTracker.scanInterval
+    private var discovery = Discovery.scanning
+    private var lastPass = ContinuousClock.now
 
-    /// How often /proc is scanned for new and exited processes: a process is traced within this
-    /// plus its analysis and attach time (about 0.3 s for the demo server) of its start.
+    /// How the tracker learns of processes that start and end.
+    private enum Discovery {
+        /// The kernel reports execs and exits (``BPFEngine/watchProcesses()``), looked at on every
+        /// turn of the loop; a pass lists /proc for processes forked without an exec, and reads
+        /// every process when the kernel counts reports lost (the count at the last pass).
+        case events(lost: UInt64)
+        /// Without the kernel's reports, every pass looks at every process of /proc.
+        case scanning
+    }
+
+    /// How often /proc is listed (kernel reports) or scanned (without them).
+    static let passInterval: Duration = .seconds(1)
     static let scanInterval: Duration = .milliseconds(200)
+    /// A process awaiting its port is looked at again after this, then twice as long each time, up to ``portCheckLimit``.
+    static let firstPortCheck: Duration = .milliseconds(250)
+    static let portCheckLimit: Duration = .seconds(30)
     /// Analysed binaries kept after their last process exits, for a restart or a second process.
     static let keptPlans = 32
 
@@ -61,34 +80,118 @@ final class ServiceTracker: TracedTargets {
         let names = matcher.config.services.map(\.name).joined(separator: ", ")
         log("watching for the processes of \(matcher.config.services.count) services (\(names))"
             + (matcher.config.unmatched == .trace ? ", and tracing every other process a pack applies to" : ""))
+        do {
+            try engine.watchProcesses()
+            discovery = .events(lost: engine.processEventsLost())
+        } catch {
+            log("the kernel does not report process starts to sonde (\(error)): scanning /proc every \(Self.scanInterval) instead")
+        }
         if defaultSampler != .alwaysOn { log("recording \(defaultSampler) of services that set no sampler (OTEL_TRACES_SAMPLER)") }
-        _ = refresh(engine: engine, log: log)
+        scan(engine: engine, log: log)
+        lastPass = .now
     }
 
     func refresh(engine: BPFEngine, log: (String) -> Void) -> Bool {
-        guard ContinuousClock.now - lastScan >= Self.scanInterval else { return true }
-        lastScan = ContinuousClock.now
-        // Spans of processes that exited a scan ago have been drained by now.
+        let now = ContinuousClock.now
+        if case .events = discovery {
+            let events = engine.processEvents()
+            // A pid is looked at as it is now, once, however many reports it has.
+            var seen: Set<Int32> = []
+            for pid in events.executed + events.exited where pid != ownPID && seen.insert(pid).inserted {
+                examine(pid, engine: engine, log: log)
+            }
+        }
+        if !awaitingPorts.isEmpty, now >= nextPortCheck { checkPorts(now: now, engine: engine, log: log) }
+        let interval = if case .events = discovery { Self.passInterval } else { Self.scanInterval }
+        guard now - lastPass >= interval else { return true }
+        lastPass = now
+        // Spans of processes that exited a pass ago have been drained by now.
         for (pid, _) in exited { resources.table.withLock { _ = $0.removeValue(forKey: pid) } }
         exited.removeAll()
-        let running = Set(ObservedProcess.allPIDs())
-        for (pid, process) in known where !running.contains(pid) {
-            known[pid] = nil
-            if case .traced(let traced) = process.state { stopTracing(traced, engine: engine, log: log, reason: "exited") }
+        switch discovery {
+        case .events(let lost):
+            let nowLost = engine.processEventsLost()
+            if nowLost != lost {
+                log("the kernel could not report \(nowLost - lost) process starts or ends; scanning /proc")
+                discovery = .events(lost: nowLost)
+                scan(engine: engine, log: log)
+            } else {
+                list(engine: engine, log: log)
+            }
+        case .scanning:
+            scan(engine: engine, log: log)
         }
-        for pid in running where pid != ownPID {
-            // A known process costs two reads per scan: its executable (an exec changes it) and
-            // its start time (a reused pid changes it).
+        return true
+    }
+
+    /// Looks at every process: the new ones, and the known ones for an exec or a reused pid.
+    private func scan(engine: BPFEngine, log: (String) -> Void) {
+        let running = forgetProcesses(notIn: ObservedProcess.allPIDs(), engine: engine, log: log)
+        for pid in running where pid != ownPID && !unobservable.contains(pid) {
+            // A known process costs two reads: its executable (an exec changes it) and its start
+            // time (a reused pid changes it).
             if let previous = known[pid], FileIdentity(path: "/proc/\(pid)/exe") == previous.executableFile,
                 ObservedProcess.startTime(pid: pid) == previous.startTime {
                 continue
             }
-            guard let observed = ObservedProcess.read(pid: pid) else { continue }
-            if case .traced(let traced)? = known[pid]?.state { stopTracing(traced, engine: engine, log: log, reason: "ran another executable") }
-            known[pid] = KnownProcess(startTime: observed.startTime, executableFile: observed.executableFile, state: .ignored)
-            known[pid]?.state = decide(observed, engine: engine, log: log)
+            examine(pid, engine: engine, log: log, marksUnobservable: true)
         }
-        return true
+    }
+
+    /// Looks at the processes the kernel's reports did not name: those forked without an exec.
+    private func list(engine: BPFEngine, log: (String) -> Void) {
+        for pid in forgetProcesses(notIn: ObservedProcess.allPIDs(), engine: engine, log: log)
+        where pid != ownPID && known[pid] == nil && !unobservable.contains(pid) {
+            examine(pid, engine: engine, log: log, marksUnobservable: true)
+        }
+    }
+
+    /// Forgets the processes /proc no longer lists; returns the running pids.
+    private func forgetProcesses(notIn pids: [Int32], engine: BPFEngine, log: (String) -> Void) -> Set<Int32> {
+        let running = Set(pids)
+        for pid in known.keys where !running.contains(pid) { forget(pid, engine: engine, log: log) }
+        unobservable.formIntersection(running)
+        return running
+    }
+
+    /// Looks at one process as it is now: traced or left alone for what it runs, forgotten once it
+    /// has exited (or become a zombie, whose probes would never fire again).
+    /// - Parameter marksUnobservable: A pid without a program (a kernel thread) is not read
+    ///   again by a pass; a reported exec reads it whatever this says.
+    private func examine(_ pid: Int32, engine: BPFEngine, log: (String) -> Void, marksUnobservable: Bool = false) {
+        unobservable.remove(pid)
+        guard let observed = ObservedProcess.read(pid: pid) else {
+            forget(pid, engine: engine, log: log)
+            if marksUnobservable { unobservable.insert(pid) }
+            return
+        }
+        if let previous = known[pid] {
+            if previous.executableFile == observed.executableFile, previous.startTime == observed.startTime { return }
+            forget(pid, engine: engine, log: log, reason: previous.startTime == observed.startTime ? "ran another executable" : "exited")
+        }
+        known[pid] = KnownProcess(startTime: observed.startTime, executableFile: observed.executableFile, state: .ignored)
+        known[pid]?.state = decide(observed, engine: engine, log: log)
+    }
+
+    private func forget(_ pid: Int32, engine: BPFEngine, log: (String) -> Void, reason: String = "exited") {
+        awaitingPorts[pid] = nil
+        guard let process = known.removeValue(forKey: pid) else { return }
+        if case .traced(let traced) = process.state { stopTracing(traced, engine: engine, log: log, reason: reason) }
+    }
+
+    /// Looks again at the processes awaiting a port whose time has come; each waits twice as long
+    /// as before for its next look.
+    private func checkPorts(now: ContinuousClock.Instant, engine: BPFEngine, log: (String) -> Void) {
+        for (pid, wait) in awaitingPorts where wait.next <= now {
+            guard matcher.service(of: wait.process, ports: ObservedProcess.listeningPorts(pid: pid)) != nil else {
+                let interval = min(wait.interval * 2, Self.portCheckLimit)
+                awaitingPorts[pid] = PortWait(process: wait.process, next: now + interval, interval: interval)
+                continue
+            }
+            awaitingPorts[pid] = nil
+            known[pid]?.state = decide(wait.process, engine: engine, log: log)
+        }
+        nextPortCheck = awaitingPorts.values.map(\.next).min() ?? now
     }
 
     func assemble(_ event: SpanEvent) -> Span? {
@@ -109,6 +212,11 @@ final class ServiceTracker: TracedTargets {
         } else if matcher.config.unmatched == .trace {
             service = ServiceConfig.Service(name: URL(fileURLWithPath: process.executable).lastPathComponent, selectors: [])
         } else {
+            if matcher.awaitsPort(process) {
+                let next = ContinuousClock.now + Self.firstPortCheck
+                awaitingPorts[process.pid] = PortWait(process: process, next: next, interval: Self.firstPortCheck)
+                nextPortCheck = min(nextPortCheck, next)
+            }
             return .ignored
         }
         let executable = "/proc/\(process.pid)/exe"
@@ -236,6 +344,14 @@ final class ServiceTracker: TracedTargets {
         let attachment: BPFEngine.Attachment
         let key: PlanKey
         let plan: CachedPlan
+    }
+
+    /// A process a service claims by port, seen before it listens on it (a process is usually
+    /// seen as it starts).
+    private struct PortWait {
+        let process: ObservedProcess
+        let next: ContinuousClock.Instant
+        let interval: Duration
     }
 
     private struct KnownProcess {

@@ -21,7 +21,7 @@ final class PostgresServer {
         guard chown(directory, account.pointee.pw_uid, account.pointee.pw_gid) == 0 else {
             throw E2EError("cannot give \(directory) to postgres: \(String(cString: strerror(errno)))")
         }
-        port = try Self.freePort()
+        port = try freePort()
         try asPostgres("initdb", ["-D", "\(directory)/data", "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
         try asPostgres("pg_ctl", [
             "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w",
@@ -61,21 +61,5 @@ final class PostgresServer {
         guard status == 0 else {
             throw E2EError("\(tool) \(arguments.joined(separator: " ")) failed (\(status)):\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
-    }
-
-    /// A port nothing listens on now: the kernel's choice for a socket bound to port 0.
-    private static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw E2EError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard bound else { throw E2EError("bind: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -122,6 +122,38 @@ final class ServiceConfigTests: XCTestCase {
         XCTAssertEqual(backInstances.count, 2, "the restarted back is another instance")
     }
 
+    /// A service claimed by its port: the process is seen as it starts (the kernel reports its
+    /// exec), a second before it listens, and is looked at again until it does.
+    func testAServiceClaimedByItsPortIsTracedOnceItListens() async throws {
+        try TracingTestSetup.requireKernelCapabilities()
+        let server = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-config-port")
+        let directory = try temporaryDirectory()
+        let port = try freePort()
+        let (sonde, receiver) = try watchingSonde(
+            """
+            services:
+              - name: late-listener
+                match: { port: \(port) }
+                packs: [go/net-http]
+            unmatched: ignore
+            """, in: directory, services: "late-listener")
+        defer { _ = try? sonde.stop(signal: SIGKILL) }
+
+        let process = try ChildProcess(server, ["-listen", "127.0.0.1:\(port)", "-listen-after", "1s", "-port-file", "\(directory)/port"])
+        defer { _ = try? process.stop(signal: SIGKILL) }
+        _ = try ports(writtenTo: "\(directory)/port")
+        try sonde.waitForOutput("tracing pid \(process.pid) (\(server)) as service late-listener")
+        let statuses = try await sendRequests(["/hello", "/created"], port: port, concurrency: 1)
+        XCTAssertEqual(statuses, [200, 201])
+
+        XCTAssertEqual(try sonde.stop(signal: SIGINT), 0, sonde.text)
+        let spans = try receiver.spans().map { span in
+            let resource = span["resource"] as? [String: Any] ?? [:]
+            return "\(resource["service.name"] as? String ?? "?") \(resource["process.pid"] as? Int ?? 0) \(span["name"] as? String ?? "?")"
+        }
+        XCTAssertEqual(spans, ["late-listener \(process.pid) GET", "late-listener \(process.pid) GET"], sonde.text)
+    }
+
     /// Two services run one program from two files (a copy: another inode, the same build id):
     /// analysed once, configured twice, each with its own sampler.
     func testServicesOfOneProgramShareItsAnalysisAndSampleApart() async throws {

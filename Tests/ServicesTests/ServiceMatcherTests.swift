@@ -29,6 +29,20 @@ final class ServiceMatcherTests: XCTestCase {
         XCTAssertNil(matcher.service(of: process("/bin/x", name: "x", commandLine: "x")))
     }
 
+    /// A process is seen as it starts, before it listens: the tracker looks again at those a
+    /// port selector would claim once they listen, and only those.
+    func testAwaitsAPortOnlyWhereASelectorsOtherConditionsHold() {
+        let matcher = ServiceMatcher(config: ServiceConfig(services: [
+            .init(name: "api", selectors: [ProcessSelector(executable: "*/api", port: 8080)]),
+            .init(name: "worker", selectors: [ProcessSelector(processName: "worker")]),
+        ]))
+        XCTAssertTrue(matcher.awaitsPort(process("/srv/bin/api", name: "api", commandLine: "api")))
+        XCTAssertFalse(matcher.awaitsPort(process("/srv/bin/web", name: "web", commandLine: "web")), "its executable is not the selector's")
+        XCTAssertFalse(matcher.awaitsPort(process("/bin/worker", name: "worker", commandLine: "worker")), "no port in its service's selector")
+        let anyListener = ServiceMatcher(config: ServiceConfig(services: [.init(name: "web", selectors: [ProcessSelector(port: 80)])]))
+        XCTAssertTrue(anyListener.awaitsPort(process("/bin/x", name: "x", commandLine: "x")))
+    }
+
     func testReadsThisProcess() throws {
         let pid = getpid()
         let this = try XCTUnwrap(ObservedProcess.read(pid: pid))

@@ -21,6 +21,7 @@ func main() {
 	portFile := flag.String("port-file", "", "write the chosen port here once listening")
 	certificate := flag.String("tls-cert", "", "serve HTTPS (and so HTTP/2) with this certificate")
 	key := flag.String("tls-key", "", "the private key of -tls-cert")
+	listenAfter := flag.Duration("listen-after", 0, "wait this long before listening (a service that starts slowly)")
 	flag.Parse()
 
 	mux := http.NewServeMux()
@@ -124,6 +125,7 @@ func main() {
 	})
 	// Every other path gets ServeMux's 404.
 
+	time.Sleep(*listenAfter)
 	listener, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
