@@ -9,7 +9,8 @@
 #              scripts/otlp-sink; sonde with conventional placement (--sites conventional, when this
 #              sonde has it); the placement floor (bare tracefs uprobe events at exactly the sites
 #              `sonde plan` lists: no BPF program, no agent); sonde with OTLP at 10% sampling (when
-#              this sonde reads OTEL_TRACES_SAMPLER); with --baseline, another build of sonde with
+#              this sonde reads OTEL_TRACES_SAMPLER); on two-service, one sonde for both services
+#              (sonde.yaml, as one sonde per machine runs) with OTLP; with --baseline, another build of sonde with
 #              OTLP, interleaved with the rest, so that a change is measured before and after in
 #              the same rounds.
 # Modes are interleaved in rounds (a new order each round, fresh servers for every mode) and the
@@ -160,6 +161,10 @@ for binary in demo-server front back; do
   if ((has_conventional)); then plan_sites "$work/$binary" "$binary-conventional" --sites conventional; fi
 done
 binaries_of() { case $1 in http) echo demo-server ;; two-service) echo front back ;; esac; }
+# One sonde for both services of two-service, as a machine's sonde finds them: by their executables.
+printf 'services:\n' >"$work/sonde.yaml"
+for binary in front back; do printf '  - name: %s\n    match: { executable: "%s" }\n' "$binary" "$work/$binary" >>"$work/sonde.yaml"; done
+printf 'unmatched: ignore\n' >>"$work/sonde.yaml"
 
 # ---------------------------------------------------------------------------------------------
 # The sink (one for the whole run: counts are read before and after each mode).
@@ -239,8 +244,19 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     sampled) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url" OTEL_TRACES_SAMPLER=traceidratio
       OTEL_TRACES_SAMPLER_ARG=0.1) arguments=(--exporter otlp) ;;
     no-trace-context) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --no-trace-context) ;;
+    machine) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") ;;
   esac
   sonde_pids=()
+  if [[ $mode == machine ]]; then
+    env "${environment[@]}" "$binary" run --config "$work/sonde.yaml" >/dev/null 2>"$work/sonde.0.log" &
+    sonde_pids=($!)
+    for pid in "${target_pids[@]}"; do
+      wait_traced "${sonde_pids[0]}" "$pid" && continue
+      failure="sonde did not trace pid $pid: $(tail -1 "$work/sonde.0.log")"
+      return 1
+    done
+    return 0
+  fi
   for pid in "${target_pids[@]}"; do
     env "${environment[@]}" "$binary" run --pid "$pid" "${arguments[@]}" >/dev/null 2>"$work/sonde.$index.log" &
     sonde_pids+=($!)
@@ -251,6 +267,17 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     failure="sonde did not attach: $(grep -v '^skipped' "$work/sonde.$index.log" | tail -1)"
     return 1
   done
+}
+
+# Waits until the sonde with sonde.yaml (stderr in $work/sonde.0.log) traces the process; returns 1
+# when the sonde exits first or 60 s pass.
+wait_traced() { # sonde-pid target-pid
+  for _ in $(seq 600); do
+    grep -q "^tracing pid $2 " "$work/sonde.0.log" && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
 }
 
 # Waits until the sonde processes stop using CPU (the ring buffer and export queue drained).
@@ -365,6 +392,7 @@ modes+=(floor)
 ((has_sampler)) && modes+=(sampled)
 ((has_trace_context)) && modes+=(no-trace-context)
 [[ -n $baseline ]] && modes+=(baseline)
+modes+=(machine)   # two-service only: the http workload has one process
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date +%s)
@@ -374,7 +402,8 @@ for round in $(seq "$rounds"); do
     # A new order every round, so no mode always follows the same one.
     count=${#modes[@]}
     for i in $(seq 0 $((count - 1))); do
-      measure "$workload" "${modes[$(((i + round - 1) % count))]}" "$round"
+      mode=${modes[$(((i + round - 1) % count))]}
+      [[ $mode == machine && $workload != two-service ]] || measure "$workload" "$mode" "$round"
     done
   done
 done
@@ -482,7 +511,7 @@ for workload in "${workloads[@]}"; do
       }
     }
     END {
-      split("untraced console otlp baseline no-trace-context conventional floor floor-conventional sampled", order, " ")
+      split("untraced console otlp machine baseline no-trace-context conventional floor floor-conventional sampled", order, " ")
       label["untraced"] = "untraced"
       label["console"] = "sonde, console > /dev/null"
       label["otlp"] = "sonde, OTLP > local sink"
@@ -492,6 +521,7 @@ for workload in "${workloads[@]}"; do
       label["sampled"] = "sonde, OTLP, 10% sampling"
       label["no-trace-context"] = "sonde, OTLP, no trace context"
       label["baseline"] = "baseline " baseline ", OTLP"
+      label["machine"] = "sonde.yaml: one sonde, OTLP"
       printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
         "server CPU us/req", "probe hits/req (single-stepped)"
       for (i = 1; i in order; i++) {
@@ -502,7 +532,7 @@ for workload in "${workloads[@]}"; do
         }
         if (mode == "floor-conventional" && !has_conventional) continue
         if (mode == "no-trace-context" && !has_trace_context) continue
-        if (mode == "baseline" && baseline == "") continue
+        if (mode == "baseline" && baseline == "" || mode == "machine" && workload != "two-service") continue
         if (mode == "sampled" && !has_sampler) {
           printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"
           continue
