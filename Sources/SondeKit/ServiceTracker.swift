@@ -32,7 +32,7 @@ final class ServiceTracker: TracedTargets {
     /// Processes a service would claim once they listen on its port: looked at again until they do.
     private var awaitingPorts: [Int32: PortWait] = [:]
     private var nextPortCheck = ContinuousClock.Instant.now
-    /// Processes that exited at the last pass: their spans may still be in the ring buffer.
+    /// Processes that exited since the last pass: their last spans may still be in the ring buffer.
     private var exited: [Int32: TracedProcess] = [:]
     private var plans: [PlanKey: CachedPlan] = [:]
     /// Read by the span assemblers' resource closures.
@@ -93,6 +93,13 @@ final class ServiceTracker: TracedTargets {
 
     func refresh(engine: BPFEngine, log: (String) -> Void) -> Bool {
         let now = ContinuousClock.now
+        let interval = if case .events = discovery { Self.passInterval } else { Self.scanInterval }
+        let passDue = now - lastPass >= interval
+        if passDue {
+            // Processes that exited before this turn's drain of the ring buffer have no span left in it.
+            for (pid, _) in exited { resources.table.withLock { _ = $0.removeValue(forKey: pid) } }
+            exited.removeAll()
+        }
         if case .events = discovery {
             let events = engine.processEvents()
             // A pid is looked at as it is now, once, however many reports it has.
@@ -102,12 +109,8 @@ final class ServiceTracker: TracedTargets {
             }
         }
         if !awaitingPorts.isEmpty, now >= nextPortCheck { checkPorts(now: now, engine: engine, log: log) }
-        let interval = if case .events = discovery { Self.passInterval } else { Self.scanInterval }
-        guard now - lastPass >= interval else { return true }
+        guard passDue else { return true }
         lastPass = now
-        // Spans of processes that exited a pass ago have been drained by now.
-        for (pid, _) in exited { resources.table.withLock { _ = $0.removeValue(forKey: pid) } }
-        exited.removeAll()
         switch discovery {
         case .events(let lost):
             let nowLost = engine.processEventsLost()
