@@ -88,8 +88,9 @@ private struct ResourceGroup {
     var scopes: [(scope: InstrumentationScope, spanIndexes: [Int])]
 
     /// Groups by equality, not hashing: the spans of one process share one resource value (and a
-    /// probe's spans one scope), which compare by identity before any content, so a span of the
-    /// same resource and scope as the one before costs two comparisons.
+    /// probe's spans one scope), which compare by identity before any content, and resources of
+    /// different processes by their fingerprints, so a span costs two comparisons. The spans are
+    /// read in place: passing one on copied it, retaining each of its strings.
     static func grouping(_ spans: [Span]) -> [ResourceGroup] {
         var groups: [ResourceGroup] = []
         var current = (group: -1, scope: -1)
@@ -97,20 +98,23 @@ private struct ResourceGroup {
             if current.group < 0 || groups[current.group].resource != spans[index].resource
                 || groups[current.group].scopes[current.scope].scope != spans[index].scope
             {
-                current = position(of: spans[index], in: &groups)
+                current = position(of: spans[index].resource, spans[index].scope, in: &groups)
             }
             groups[current.group].scopes[current.scope].spanIndexes.append(index)
         }
         return groups
     }
 
-    /// Where `span` belongs, adding its resource or scope group when it is the first of it.
-    private static func position(of span: Span, in groups: inout [ResourceGroup]) -> (group: Int, scope: Int) {
-        let group = groups.lastIndex { $0.resource == span.resource } ?? groups.count
-        if group == groups.count { groups.append(ResourceGroup(resource: span.resource, scopes: [])) }
-        let scope = groups[group].scopes.lastIndex { $0.scope == span.scope } ?? groups[group].scopes.count
-        if scope == groups[group].scopes.count { groups[group].scopes.append((span.scope, [])) }
-        return (group, scope)
+    /// Where a span of `resource` and `scope` belongs, adding its resource or scope group when it
+    /// is the first of it.
+    private static func position(
+        of resource: Resource, _ scope: InstrumentationScope, in groups: inout [ResourceGroup]
+    ) -> (group: Int, scope: Int) {
+        let group = groups.lastIndex { $0.resource == resource } ?? groups.count
+        if group == groups.count { groups.append(ResourceGroup(resource: resource, scopes: [])) }
+        let scopeIndex = groups[group].scopes.lastIndex { $0.scope == scope } ?? groups[group].scopes.count
+        if scopeIndex == groups[group].scopes.count { groups[group].scopes.append((scope, [])) }
+        return (group, scopeIndex)
     }
 }
 

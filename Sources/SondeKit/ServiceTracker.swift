@@ -5,7 +5,6 @@ import Planning
 import ProbePacks
 import Services
 import Spans
-import Synchronization
 import Tracing
 
 /// Traces the processes of a machine that a ``ServiceConfig`` names: finds them as they start,
@@ -32,11 +31,12 @@ final class ServiceTracker: TracedTargets {
     /// Processes a service would claim once they listen on its port: looked at again until they do.
     private var awaitingPorts: [Int32: PortWait] = [:]
     private var nextPortCheck = ContinuousClock.Instant.now
-    /// Processes that exited since the last pass: their last spans may still be in the ring buffer.
-    private var exited: [Int32: TracedProcess] = [:]
+    /// What each traced process's spans are made with, read once per span. A process that exits
+    /// keeps its route until the next pass: its last spans may still be in the ring buffer.
+    @exclusivity(unchecked) private var spanRoutes: [Int32: SpanRoute] = [:]
+    /// Processes that exited since the last pass, whose routes that pass removes.
+    private var exited: Set<Int32> = []
     private var plans: [PlanKey: CachedPlan] = [:]
-    /// Read by the span assemblers' resource closures.
-    private let resources = ResourceTable()
     private var discovery = Discovery.scanning
     private var lastPass = ContinuousClock.now
 
@@ -96,8 +96,9 @@ final class ServiceTracker: TracedTargets {
         let interval = if case .events = discovery { Self.passInterval } else { Self.scanInterval }
         let passDue = now - lastPass >= interval
         if passDue {
-            // Processes that exited before this turn's drain of the ring buffer have no span left in it.
-            for (pid, _) in exited { resources.table.withLock { _ = $0.removeValue(forKey: pid) } }
+            // Processes that exited before this turn's drain of the ring buffer have no span left in
+            // it; a pid traced again since has a route of its new process.
+            for pid in exited where known[pid]?.tracedProcess == nil { spanRoutes[pid] = nil }
             exited.removeAll()
         }
         if case .events = discovery {
@@ -198,7 +199,8 @@ final class ServiceTracker: TracedTargets {
     }
 
     func assemble(_ event: SpanEvent) -> Span? {
-        (known[event.processID]?.tracedProcess ?? exited[event.processID])?.plan.assembler?.assemble(event)
+        guard let route = spanRoutes[event.processID] else { return nil }
+        return route.assembler.assemble(event, resource: route.resource)
     }
 
     func stop(engine: BPFEngine) {
@@ -229,7 +231,7 @@ final class ServiceTracker: TracedTargets {
             program: program, packs: packs.map(\.name).filter(service.enables(pack:)), injects: injectionAllowed && service.injectTraceContext)
         let key = PlanKey(analysis: analysis, sampler: sampler)
         let cached = plan(for: key, executable: executable, process: process, engine: engine, log: log)
-        guard let configured = cached.configured, cached.assembler != nil else { return .ignored }
+        guard let configured = cached.configured, let assembler = cached.assembler else { return .ignored }
         let attachment: BPFEngine.Attachment
         do {
             attachment = try engine.attach(configured, binaryPath: executable, target: .process(process.pid))
@@ -243,7 +245,7 @@ final class ServiceTracker: TracedTargets {
             serviceName: service.name,
             process: .init(pid: process.pid, executablePath: process.executable, cgroup: process.cgroup, runtime: runtime),
             extra: service.resourceAttributes)
-        resources.table.withLock { $0[process.pid] = resource }
+        spanRoutes[process.pid] = SpanRoute(assembler: assembler, resource: resource)
         cached.users += 1
         log("tracing pid \(process.pid) (\(process.executable)) as service \(service.name): \(attachment.report.attachedSites) probe sites, "
             + "packs \(Set(configured.plan.probes.map(\.pack)).sorted().joined(separator: ", ")); "
@@ -271,9 +273,7 @@ final class ServiceTracker: TracedTargets {
             cached.plan = plan
             let configured = try engine.configure(plan, sampler: key.sampler)
             cached.configured = configured
-            cached.assembler = SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock) { [resources] pid in
-                resources.table.withLock { $0[pid] } ?? Resource(attributes: ["process.pid": .int(Int64(pid))])
-            }
+            cached.assembler = SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock)
         } catch {
             log("\(process.executable): not traced: \(error)")
         }
@@ -294,7 +294,7 @@ final class ServiceTracker: TracedTargets {
 
     private func stopTracing(_ traced: TracedProcess, engine: BPFEngine, log: (String) -> Void, reason: String) {
         engine.detach(traced.attachment)
-        exited[traced.pid] = traced
+        exited.insert(traced.pid)
         traced.plan.users -= 1
         traced.plan.lastUsed = .now
         log("pid \(traced.pid) (service \(traced.service)) \(reason); its probes are detached")
@@ -341,6 +341,12 @@ final class ServiceTracker: TracedTargets {
         var lastUsed = ContinuousClock.now
     }
 
+    /// Two references: a span's lookup copies no more.
+    private struct SpanRoute {
+        let assembler: SpanAssembler
+        let resource: Resource
+    }
+
     private struct TracedProcess {
         let pid: Int32
         let service: String
@@ -371,9 +377,4 @@ final class ServiceTracker: TracedTargets {
             return nil
         }
     }
-}
-
-/// The resource of each traced process, written by the tracker, read by the span assemblers.
-private final class ResourceTable: Sendable {
-    let table = Mutex<[Int32: Resource]>([:])
 }

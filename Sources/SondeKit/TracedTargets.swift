@@ -3,7 +3,6 @@ import Foundation
 import Planning
 import Services
 import Spans
-import Synchronization
 import Tracing
 
 /// What a session traces: one plan attached once (`--pid`, `--exe`), or the processes of
@@ -55,12 +54,21 @@ final class SingleTarget: TracedTargets {
         let configured: BPFEngine.ConfiguredPlan
         let attachment: BPFEngine.Attachment
         let assembler: SpanAssembler
+        let resources: ResourceCache
 
-        init(file: FileIdentity?, configured: BPFEngine.ConfiguredPlan, attachment: BPFEngine.Attachment, assembler: SpanAssembler) {
+        init(
+            file: FileIdentity?, configured: BPFEngine.ConfiguredPlan, attachment: BPFEngine.Attachment, assembler: SpanAssembler,
+            resources: ResourceCache
+        ) {
             self.file = file
             self.configured = configured
             self.attachment = attachment
             self.assembler = assembler
+            self.resources = resources
+        }
+
+        func assemble(_ event: SpanEvent) -> Span? {
+            assembler.assemble(event, resource: resources.resource(of: event.processID))
         }
     }
 
@@ -106,9 +114,10 @@ final class SingleTarget: TracedTargets {
         let configured = try engine.configure(plan, sampler: sampler)
         do {
             let attachment = try engine.attach(configured, target: target, shouldStop: shouldStop)
-            let resources = ResourceCache(executablePath: executablePath, runtime: plan.goVersion)
-            let assembler = SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock, resource: resources.resource(of:))
-            return AttachedBuild(file: file, configured: configured, attachment: attachment, assembler: assembler)
+            return AttachedBuild(
+                file: file, configured: configured, attachment: attachment,
+                assembler: SpanAssembler(plan: plan, slotBase: configured.slotBase, clock: clock),
+                resources: ResourceCache(executablePath: executablePath, runtime: plan.goVersion))
         } catch {
             engine.release(configured)
             throw error
@@ -171,18 +180,18 @@ final class SingleTarget: TracedTargets {
     }
 
     func assemble(_ event: SpanEvent) -> Span? {
-        if builds.count == 1, retired.isEmpty, libraries.isEmpty { return builds[0].assembler.assemble(event) }
+        if builds.count == 1, retired.isEmpty, libraries.isEmpty { return builds[0].assemble(event) }
         let maker = { (build: AttachedBuild) in build.configured.made(spanSlot: event.spanSlot) }
-        return (builds.first(where: maker) ?? libraries.first(where: maker) ?? retired.first(where: maker))?.assembler.assemble(event)
+        return (builds.first(where: maker) ?? libraries.first(where: maker) ?? retired.first(where: maker))?.assemble(event)
     }
 }
 
 /// The resource of each process of one executable, made once per process: a span of the same
-/// process as the one before costs no dictionary.
-private final class ResourceCache: Sendable {
+/// process as the one before costs no dictionary. Used on the session's loop thread only.
+private final class ResourceCache {
     private let executablePath: String
     private let runtime: (name: String, version: String)?
-    private let lastResource = Mutex<(pid: Int32, resource: Resource)?>(nil)
+    @exclusivity(unchecked) private var last: (pid: Int32, resource: Resource)?
 
     init(executablePath: String, runtime goVersion: String?) {
         self.executablePath = executablePath
@@ -190,14 +199,12 @@ private final class ResourceCache: Sendable {
     }
 
     func resource(of pid: Int32) -> Resource {
-        lastResource.withLock { last in
-            if let last, last.pid == pid { return last.resource }
-            let cgroup = ObservedProcess.cgroup(pid: pid)
-            let resource = ProcessResource.make(
-                serviceName: URL(fileURLWithPath: executablePath).lastPathComponent,
-                process: .init(pid: pid, executablePath: executablePath, cgroup: cgroup, runtime: runtime))
-            last = (pid, resource)
-            return resource
-        }
+        if let last, last.pid == pid { return last.resource }
+        let cgroup = ObservedProcess.cgroup(pid: pid)
+        let resource = ProcessResource.make(
+            serviceName: URL(fileURLWithPath: executablePath).lastPathComponent,
+            process: .init(pid: pid, executablePath: executablePath, cgroup: cgroup, runtime: runtime))
+        last = (pid, resource)
+        return resource
     }
 }

@@ -84,9 +84,25 @@ public enum AttributeValue: Sendable, Hashable, CustomStringConvertible {
 ///
 /// Values are typed as the OpenTelemetry resource conventions say, e.g. `process.pid` is an int.
 public struct Resource: Sendable, Hashable {
-    public var attributes: [String: AttributeValue]
+    public var attributes: [String: AttributeValue] {
+        didSet { fingerprint = attributes.hashValue }
+    }
+    /// The attributes' hash, kept: an export groups its spans by resource, and telling two
+    /// processes' resources apart by their dictionaries compared each attribute, for every span
+    /// that followed another process's.
+    private var fingerprint: Int
+
     public init(attributes: [String: AttributeValue] = [:]) {
         self.attributes = attributes
+        fingerprint = attributes.hashValue
+    }
+
+    public static func == (lhs: Resource, rhs: Resource) -> Bool {
+        lhs.fingerprint == rhs.fingerprint && lhs.attributes == rhs.attributes
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(fingerprint)
     }
 }
 

@@ -15,15 +15,13 @@ public final class SpanAssembler: Sendable {
     private let recipes: [SpanRecipe?]
     private let slotBase: UInt32
     private let clock: WallClock
-    private let resource: @Sendable (Int32) -> Resource
 
     /// - Parameters:
     ///   - plan: The plan whose probes produced the events.
     ///   - clock: Converts the events' monotonic timestamps to wall-clock time, e.g. `.now()`.
-    ///   - resource: Describes the traced process a span came from.
     ///   - slotBase: Added to the plan's span slots in the kernel, where several plans are
     ///     configured side by side; events carry the sum.
-    public init(plan: AttachPlan, slotBase: UInt32 = 0, clock: WallClock, resource: @escaping @Sendable (Int32) -> Resource) {
+    public init(plan: AttachPlan, slotBase: UInt32 = 0, clock: WallClock) {
         // Enrichers share their target's slot; events are the span probes'.
         let spanProbes = plan.probes.filter { $0.probe.span != nil }
         var recipes = [SpanRecipe?](repeating: nil, count: Int(spanProbes.map(\.spanSlot).max().map { $0 + 1 } ?? 0))
@@ -32,11 +30,12 @@ public final class SpanAssembler: Sendable {
         self.recipes = recipes
         self.slotBase = slotBase
         self.clock = clock
-        self.resource = resource
     }
 
     /// Nil when the event names no span-making probe of this plan.
-    public func assemble(_ event: SpanEvent) -> Span? {
+    /// - Parameter resource: The traced process the event came from (`event.processID`), which
+    ///   the caller keeps per process: looking it up here cost a lock and a table per span.
+    public func assemble(_ event: SpanEvent, resource: Resource) -> Span? {
         let slot = event.spanSlot &- slotBase
         guard slot < recipes.count, let recipe = recipes[Int(slot)] else { return nil }
         var values = CaptureDecoder.decode(event, layouts: recipe.captureLayouts, names: recipe.captureNames)
@@ -76,7 +75,7 @@ public final class SpanAssembler: Sendable {
             endTimeUnixNano: offset.wallClock(monotonic: event.endMonotonicNanos),
             attributes: attributes,
             status: status,
-            resource: resource(event.processID),
+            resource: resource,
             scope: recipe.scope)
         // Returned as made: a span changed after it is made is copied, each string retained,
         // which only a span continuing another process's trace pays.

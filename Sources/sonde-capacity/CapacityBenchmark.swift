@@ -20,7 +20,7 @@ struct CapacityBenchmark {
             "service.name": .string("shop"), "process.executable.path": .string("/srv/shop"),
             "telemetry.distro.name": .string("sonde"), "process.pid": .int(4242),
         ])
-        let assembler = SpanAssembler(plan: traffic.plan, clock: clock) { _ in resource }
+        let assembler = SpanAssembler(plan: traffic.plan, clock: clock)
         let encoder = OTLPTraceEncoder()
         let compressor = GzipCompressor()
         guard let devNull = FileHandle(forWritingAtPath: "/dev/null") else { throw CapacityError("cannot open /dev/null") }
@@ -48,7 +48,7 @@ struct CapacityBenchmark {
             batch.removeAll(keepingCapacity: true)
             stages.time(.assemble, counted) {
                 for record in records {
-                    if let span = assembler.assemble(record) { batch.append(span) }
+                    if let span = assembler.assemble(record, resource: resource) { batch.append(span) }
                 }
             }
             let body = stages.time(.encode, counted) { encoder.encode(batch) }

@@ -222,6 +222,34 @@ final class OTLPEncodingTests: XCTestCase {
         XCTAssertEqual(request.resourceSpans[1].scopeSpans.map { $0.spans.map(\.name) }, [["other resource"]])
     }
 
+    /// Resources group by what they say however each was made: one built apart with the same
+    /// attributes joins the first group; one changed after it was made (two processes' spans
+    /// interleaved, as one sonde per machine exports them) gets its own, and equals the first
+    /// again once changed back.
+    func testResourcesAreGroupedByTheirAttributesHoweverEachWasMade() throws {
+        var first = makeServerSpan(), rebuilt = makeServerSpan(), otherProcess = makeServerSpan(), last = makeServerSpan()
+        first.name = "first"
+        rebuilt.name = "rebuilt"
+        rebuilt.resource = Resource(attributes: Dictionary(uniqueKeysWithValues: first.resource.attributes.map { ($0.key, $0.value) }))
+        otherProcess.name = "other process"
+        otherProcess.resource.attributes["process.pid"] = .int(7)
+        last.name = "last"
+
+        let request = try decodedRequest(for: [first, otherProcess, rebuilt, otherProcess, last])
+
+        XCTAssertEqual(request.resourceSpans.map { $0.scopeSpans.map { $0.spans.map(\.name) } }, [
+            [["first", "rebuilt", "last"]], [["other process", "other process"]],
+        ])
+        XCTAssertEqual(request.resourceSpans[1].resource.attributes, [
+            OTLPKeyValue(key: "process.pid", value: .int(7)), OTLPKeyValue(key: "service.name", value: .string("hello-server")),
+        ])
+        XCTAssertNotEqual(otherProcess.resource, first.resource)
+        XCTAssertEqual(otherProcess.resource, Resource(attributes: ["service.name": .string("hello-server"), "process.pid": .int(7)]))
+        otherProcess.resource.attributes["process.pid"] = .int(4242)
+        XCTAssertEqual(otherProcess.resource, first.resource)
+        XCTAssertEqual(Set([otherProcess.resource, first.resource, rebuilt.resource]).count, 1)
+    }
+
     func testEnvironmentResourceAttributesAndServiceNameOverrideTheSpanResource() throws {
         let configuration = OTLPExporterConfiguration(
             serviceName: "checkout", resourceAttributes: ["deployment.environment": "staging", "process.pid": "1"])

@@ -66,16 +66,14 @@ final class SpanAssemblerTests: XCTestCase {
 
     func assembler() throws -> SpanAssembler {
         let clock = WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 1_700_000_000_000_000_000))
-        return try SpanAssembler(plan: Self.makePlan(), clock: clock) { pid in
-            Resource(attributes: ["process.pid": .int(Int64(pid))])
-        }
+        return try SpanAssembler(plan: Self.makePlan(), clock: clock)
     }
 
     /// Plans configured side by side carry their slot base in the kernel's span slots: an
     /// assembler takes its own plan's events and no other's.
     func testSlotBaseSelectsThePlansOwnEvents() throws {
         let plan = try Self.makePlan()
-        let assembler = SpanAssembler(plan: plan, slotBase: 40, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, slotBase: 40, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0)))
         let own = try XCTUnwrap(assembler.assemble(Self.event(method: "GET", path: "/a", host: "h:1", status: 200, slot: 43)))
         XCTAssertEqual(own.name, "GET /a")
         XCTAssertNil(assembler.assemble(Self.event(method: "GET", path: "/a", host: "h:1", status: 200, slot: 3)), "another plan's slot 3")
@@ -156,7 +154,7 @@ final class SpanAssemblerTests: XCTestCase {
         plan.probes[0].enrichments = [EnrichmentRule(
             source: "go/router/route", attributes: [AttributeRule(key: "http.route", value: .capture("route"))],
             rename: NameTemplate(parts: [.capture("method"), .literal(" "), .capture("route")]))]
-        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0)))
 
         var routed = Self.event(method: "GET", path: "/items/7", host: "h:1", status: 200)
         let route = Array("/items/{id}".utf8)
@@ -178,7 +176,7 @@ final class SpanAssemblerTests: XCTestCase {
         plan.probes[0].enrichments = [EnrichmentRule(
             source: "go/grpc/stream-client-end", attributes: [AttributeRule(key: "rpc.grpc.status_code", value: .capture("code"))],
             rename: nil, errorWhen: [ErrorCondition(capture: "code", test: .atLeast(1))], endsSpan: true)]
-        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0))) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(fixed: ClockOffset(realtimeMinusMonotonic: 0)))
 
         func ended(code: UInt8) -> SpanEvent {
             var record = Self.event(method: "GET", path: "/watch", host: "h:1", status: 200)
@@ -352,5 +350,12 @@ extension SpanAssemblerTests {
         XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
         XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rcWkgMzE,rojo=00f0…"), "congo=t61rcWkgMzE")
         XCTAssertEqual(SpanAssembler.wholeMembers(of: "congo=t61rc…"), "")
+    }
+}
+
+extension SpanAssembler {
+    /// The span with the resource a session gives each process: its pid.
+    func assemble(_ event: SpanEvent) -> Span? {
+        assemble(event, resource: Resource(attributes: ["process.pid": .int(Int64(event.processID))]))
     }
 }

@@ -73,7 +73,7 @@ final class WallClockTests: XCTestCase {
     func testSpanTimesFollowAStepOfTheWallClock() throws {
         let source = ScriptedClock(monotonicNanos: 0, realtimeNanos: bootWallClock)
         let plan = try SpanAssemblerTests.makePlan()
-        let assembler = SpanAssembler(plan: plan, clock: WallClock(source: source)) { _ in Resource() }
+        let assembler = SpanAssembler(plan: plan, clock: WallClock(source: source))
 
         var early = SpanAssemblerTests.event(method: "GET", path: "/", host: "h", status: 200)
         (early.startMonotonicNanos, early.endMonotonicNanos) = (100, 200)
