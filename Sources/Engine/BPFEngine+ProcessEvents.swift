@@ -28,7 +28,8 @@ extension BPFEngine {
         }
         let collector = ProcessEventCollector()
         let context = Unmanaged.passUnretained(collector).toOpaque()
-        guard let ring = ring_buffer__new(bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROCESS_EVENTS), { context, data, size in
+        let descriptor = bpf_object__find_map_fd_by_name(object, SONDE_MAP_PROCESS_EVENTS)
+        guard let ring = ring_buffer__new(descriptor, { context, data, size in
             guard let context, let data, size >= MemoryLayout<sonde_process_event>.size else { return 0 }
             let event = data.loadUnaligned(as: sonde_process_event.self)
             Unmanaged<ProcessEventCollector>.fromOpaque(context).takeUnretainedValue().add(event)
@@ -39,10 +40,12 @@ extension BPFEngine {
             throw EngineError.bpfLoadFailed(step: "process events ring buffer setup", errno: code)
         }
         processWatch = ProcessWatch(links: links, ring: ring, collector: collector)
+        try waitSet.watch(descriptor, as: .processEvents)
     }
 
     /// What happened since the last call; empty until ``watchProcesses()``. Reads shared memory
-    /// only, no system call: cheap enough for every turn of the session's loop.
+    /// only, no system call: cheap enough for every turn of the session's loop. The first report
+    /// after a call wakes ``wait(timeoutMilliseconds:)``.
     public func processEvents() -> ProcessEvents {
         guard let processWatch else { return ProcessEvents() }
         ring_buffer__consume(processWatch.ring)

@@ -57,6 +57,8 @@ public final class BPFEngine {
     private var sink: EventSink?
     /// Set by ``watchProcesses()``.
     var processWatch: ProcessWatch?
+    /// What ``wait(timeoutMilliseconds:)`` sleeps on.
+    let waitSet: WaitSet
 
     /// - Parameters:
     ///   - injectsTraceContext: Loads the program variant that may write trace context into the
@@ -65,6 +67,7 @@ public final class BPFEngine {
     ///   - uprobeLinks: Multi-links where the kernel has them (6.6), unless told otherwise.
     public init(capacities: Capacities = Capacities(), injectsTraceContext: Bool = false, uprobeLinks: UprobeLinkKind? = nil) throws {
         self.uprobeLinks = uprobeLinks ?? (KernelCapabilities.hasUprobeMultiLinks() ? .multi : .single)
+        waitSet = try WaitSet()
         Self.routeLibbpfLogToStderr()
         guard let bytes = Data(base64Encoded: embeddedBPFObjectBase64) else {
             fatalError("the embedded BPF object is not valid base64: the build plugin is broken")
@@ -287,8 +290,10 @@ public final class BPFEngine {
         linkCloser.async { removed.forEach { $0.close() } }
     }
 
-    /// Starts delivering finished spans to `handler`, called on the thread that calls `poll`.
-    public func onSpan(_ handler: @escaping (SpanEvent) -> Void) throws {
+    /// Starts delivering finished spans to `handler`, called on the thread that waits for and
+    /// drains them. The handler returns whether it takes more now: false pauses the drain after
+    /// that span, and the ring buffer holds the rest until the next drain.
+    public func onSpan(_ handler: @escaping (SpanEvent) -> Bool) throws {
         if let ringBuffer { ring_buffer__free(ringBuffer) }
         let sink = EventSink(handler: handler)
         let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_SPANS)
@@ -296,24 +301,37 @@ public final class BPFEngine {
         guard let buffer = ring_buffer__new(fd, { context, data, size in
             guard let context, let data else { return 0 }
             let sink = Unmanaged<EventSink>.fromOpaque(context).takeUnretainedValue()
-            sink.deliver(UnsafeRawBufferPointer(start: data, count: size))
-            return 0
+            // A negative result makes libbpf stop after this record, which it has consumed.
+            return sink.deliver(UnsafeRawBufferPointer(start: data, count: size)) ? 0 : -1
         }, context, nil) else {
             throw EngineError.bpfLoadFailed(step: "ring buffer setup", errno: errno)
         }
         self.sink = sink
         ringBuffer = buffer
+        try waitSet.watch(fd, as: .spans)
     }
 
-    /// Waits up to `timeoutMilliseconds` for the BPF side to wake us, then drains whatever is
-    /// buffered: spans are emitted without a wakeup each, so the drain runs on every call.
-    /// Returns the number of spans delivered.
+    /// How a drain of the ring buffer ended.
+    public enum DrainOutcome: Sendable, Equatable {
+        /// Every span the ring buffer held was delivered.
+        case drained
+        /// The span handler took no more; the ring buffer holds the rest.
+        case paused
+    }
+
+    /// Drains that delivered every span the ring buffer held: a span written before one began
+    /// has been delivered once this count has passed it.
+    public private(set) var completedDrains: UInt64 = 0
+
+    /// Delivers the spans the ring buffer holds, until the handler pauses. Shared memory only,
+    /// no system call; ``wait(timeoutMilliseconds:)`` says when the ring buffer is filling up.
     @discardableResult
-    public func poll(timeoutMilliseconds: Int32) -> Int {
-        guard let ringBuffer else { return 0 }
-        let woken = ring_buffer__poll(ringBuffer, timeoutMilliseconds)
-        let drained = ring_buffer__consume(ringBuffer)
-        return Int(max(woken, 0) + max(drained, 0))
+    public func drainSpans() -> DrainOutcome {
+        guard let ringBuffer else { return .drained }
+        // A negative result is the handler's pause; otherwise the number of spans delivered.
+        guard ring_buffer__consume(ringBuffer) >= 0 else { return .paused }
+        completedDrains += 1
+        return .drained
     }
 
     /// Removes every uprobe; the traced programs keep running untouched.
@@ -323,7 +341,8 @@ public final class BPFEngine {
         links.removeAll()
         linkCloser.sync {}   // what single detaches queued is closed too
         if let ringBuffer {
-            ring_buffer__consume(ringBuffer)
+            // Until it is empty, however often the handler pauses: the buffer is freed after.
+            while ring_buffer__consume(ringBuffer) < 0 {}
             ring_buffer__free(ringBuffer)
         }
         ringBuffer = nil
@@ -451,7 +470,7 @@ struct CookieRanges {
 
 /// Carries the span handler through libbpf's C callback.
 private final class EventSink {
-    let handler: (SpanEvent) -> Void
+    let handler: (SpanEvent) -> Bool
     /// Every record is decoded into this one event, so its capture buffer is reused rather than
     /// allocated per record; a handler that keeps the event gets its own copy on the next write.
     /// Only the polling thread touches it, inside libbpf's callback: no access to check per record.
@@ -459,11 +478,12 @@ private final class EventSink {
         traceIDHigh: 0, traceIDLow: 0, spanID: 0, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
         processID: 0, spanSlot: 0, failedReads: 0, stoppedEarly: false, capturedMask: 0, data: [])
 
-    init(handler: @escaping (SpanEvent) -> Void) {
+    init(handler: @escaping (SpanEvent) -> Bool) {
         self.handler = handler
     }
 
-    func deliver(_ raw: UnsafeRawBufferPointer) {
-        if RecordLayout.decodeRecord(raw, into: &event) { handler(event) }
+    /// Whether the handler takes more spans now.
+    func deliver(_ raw: UnsafeRawBufferPointer) -> Bool {
+        RecordLayout.decodeRecord(raw, into: &event) ? handler(event) : true
     }
 }

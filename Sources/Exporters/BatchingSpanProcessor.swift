@@ -4,7 +4,8 @@ import Spans
 /// never blocks, and a background task sends them to a `SpanExporter` in batches.
 ///
 /// Under overload it sheds spans (counted in `statistics`) rather than slowing the ring-buffer
-/// reader or growing memory without bound. Call `shutdown(timeout:)` before discarding it, or
+/// reader or growing memory without bound; a reader that checks ``hasRoom(for:)`` first can
+/// leave them in the ring buffer instead. Call `shutdown(timeout:)` before discarding it, or
 /// spans still queued are lost.
 public final class BatchingSpanProcessor: Sendable {
     public struct Configuration: Sendable, Equatable {
@@ -74,6 +75,13 @@ public final class BatchingSpanProcessor: Sendable {
     /// An array handed over whole (`consume`) becomes an export batch as it is when it fits one.
     public func submit(contentsOf spans: consuming [Span]) {
         pipeline.submit(spans)
+    }
+
+    /// Whether `count` more spans fit in the queue now. A reader that can leave spans where they
+    /// are (the kernel's ring buffer) waits for room instead of having them dropped here: the
+    /// exporter falling behind for a moment then loses nothing.
+    public func hasRoom(for count: Int) -> Bool {
+        pipeline.state.withLock { $0.queuedCount + count <= pipeline.configuration.queueCapacity }
     }
 
     /// What happened to the spans so far, with the reason of the last failed export.

@@ -32,10 +32,11 @@ final class ServiceTracker: TracedTargets {
     private var awaitingPorts: [Int32: PortWait] = [:]
     private var nextPortCheck = ContinuousClock.Instant.now
     /// What each traced process's spans are made with, read once per span. A process that exits
-    /// keeps its route until the next pass: its last spans may still be in the ring buffer.
+    /// keeps its route until a drain of the ring buffer has passed its last spans.
     @exclusivity(unchecked) private var spanRoutes: [Int32: SpanRoute] = [:]
-    /// Processes that exited since the last pass, whose routes that pass removes.
-    private var exited: Set<Int32> = []
+    /// Processes that exited, with the engine's ``BPFEngine/completedDrains`` then: a pass
+    /// removes their routes once a drain has completed since.
+    private var exited: [Int32: UInt64] = [:]
     private var plans: [PlanKey: CachedPlan] = [:]
     private var discovery = Discovery.scanning
     private var lastPass = ContinuousClock.now
@@ -96,10 +97,11 @@ final class ServiceTracker: TracedTargets {
         let interval = if case .events = discovery { Self.passInterval } else { Self.scanInterval }
         let passDue = now - lastPass >= interval
         if passDue {
-            // Processes that exited before this turn's drain of the ring buffer have no span left in
-            // it; a pid traced again since has a route of its new process.
-            for pid in exited where known[pid]?.tracedProcess == nil { spanRoutes[pid] = nil }
-            exited.removeAll()
+            // A pid traced again since has a route of its new process.
+            for (pid, drains) in exited where drains < engine.completedDrains {
+                if known[pid]?.tracedProcess == nil { spanRoutes[pid] = nil }
+                exited[pid] = nil
+            }
         }
         if case .events = discovery {
             let events = engine.processEvents()
@@ -294,7 +296,7 @@ final class ServiceTracker: TracedTargets {
 
     private func stopTracing(_ traced: TracedProcess, engine: BPFEngine, log: (String) -> Void, reason: String) {
         engine.detach(traced.attachment)
-        exited.insert(traced.pid)
+        exited[traced.pid] = engine.completedDrains
         traced.plan.users -= 1
         traced.plan.lastUsed = .now
         log("pid \(traced.pid) (service \(traced.service)) \(reason); its probes are detached")

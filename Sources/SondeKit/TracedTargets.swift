@@ -38,8 +38,9 @@ final class SingleTarget: TracedTargets {
     @exclusivity(unchecked) private var builds: [AttachedBuild] = []
     /// What is attached of the shared libraries, under --pid.
     @exclusivity(unchecked) private var libraries: [AttachedBuild] = []
-    /// Builds detached at the last check: their last spans may still be in the ring buffer.
-    @exclusivity(unchecked) private var retired: [AttachedBuild] = []
+    /// Builds detached, until a drain of the ring buffer has passed their last spans: the
+    /// engine's ``BPFEngine/completedDrains`` when they were detached.
+    @exclusivity(unchecked) private var retired: [(build: AttachedBuild, drainsAtDetach: UInt64)] = []
     /// A file found at the path that could not be traced, so that it is said once.
     private var refusedFile: FileIdentity?
     private var nextFileCheck = ContinuousClock.now
@@ -131,7 +132,7 @@ final class SingleTarget: TracedTargets {
         }
         if target == .executable, ContinuousClock.now >= nextFileCheck {
             nextFileCheck = ContinuousClock.now + Self.fileCheckInterval
-            retired.removeAll()
+            retired.removeAll { $0.drainsAtDetach < engine.completedDrains }
             followReplacedFile(engine: engine, log: log)
             detachUnusedBuilds(engine: engine, log: log)
         }
@@ -175,14 +176,14 @@ final class SingleTarget: TracedTargets {
             engine.release(build.configured)
             log("no process runs the earlier build of \(executablePath) any more; its probes are detached")
         }
-        retired = unused
+        retired += unused.map { ($0, engine.completedDrains) }
         builds.removeAll { build in unused.contains { $0.attachment == build.attachment } }
     }
 
     func assemble(_ event: SpanEvent) -> Span? {
         if builds.count == 1, retired.isEmpty, libraries.isEmpty { return builds[0].assemble(event) }
         let maker = { (build: AttachedBuild) in build.configured.made(spanSlot: event.spanSlot) }
-        return (builds.first(where: maker) ?? libraries.first(where: maker) ?? retired.first(where: maker))?.assemble(event)
+        return (builds.first(where: maker) ?? libraries.first(where: maker) ?? retired.lazy.map(\.build).first(where: maker))?.assemble(event)
     }
 }
 

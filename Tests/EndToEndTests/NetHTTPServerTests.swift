@@ -49,16 +49,44 @@ final class NetHTTPServerTests: XCTestCase {
         let port = try OTLPReceiver().port   // a port that was free; nothing listens once this receiver is gone
         let traced = try await tenRequestsWhileTheCollectorIsDown(endpoint: "http://127.0.0.1:\(port)")
         defer { _ = try? traced.server.stop(signal: SIGKILL) }
-        let collector = try OTLPReceiver(port: port)
-        let deadline = Date().addingTimeInterval(20)
-        while try collector.spans().count < 10, Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
-        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
-        XCTAssertEqual(try collector.spans().map(nameAndPath), Array(repeating: "GET /hello", count: 10))
+        let received = try await collectorBack(at: port, until: 10, thenStop: traced)
+        XCTAssertEqual(received.map(nameAndPath), Array(repeating: "GET /hello", count: 10))
         XCTAssertTrue(traced.sonde.text.contains(
             "10 spans submitted, 10 exported, 0 dropped (queue full: 0, export failed: 0); last failure: cannot reach "
                 + "http://127.0.0.1:\(port)/v1/traces: connecting failed: Connection refused (after 3 attempts; 10 spans held for the next try)"),
             traced.sonde.text)
         XCTAssertTrue(traced.server.process.isRunning)
+    }
+
+    /// An outage longer than the export queue holds (20 spans here) loses nothing the kernel's ring
+    /// buffer can hold: sonde stops draining it while the queue is full, and the 100 spans of the
+    /// outage reach the collector once it is back, none dropped as "queue full".
+    func testSpansBeyondTheQueueWaitInTheRingBufferDuringAnOutage() async throws {
+        let port = try OTLPReceiver().port   // a port that was free; nothing listens once this receiver is gone
+        let binary = try GoToolchains.build("demo/go-http-server", with: GoToolchains.debian, name: "demo-go119")
+        let traced = try TracedDemoServer(
+            binary: binary, endpoint: "http://127.0.0.1:\(port)",
+            sondeEnvironment: ["OTEL_BSP_MAX_QUEUE_SIZE": "20", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10"])
+        defer { _ = try? traced.server.stop(signal: SIGKILL) }
+        let statuses = try await sendRequests(Array(repeating: "/hello", count: 100), port: traced.port, concurrency: 4)
+        XCTAssertEqual(statuses, Array(repeating: 200, count: 100))
+        try await Task.sleep(for: .seconds(2))   // the spans are drained (every 0.5 s) up to the queue's room
+        let received = try await collectorBack(at: port, until: 100, thenStop: traced)
+        XCTAssertEqual(received.map(nameAndPath), Array(repeating: "GET /hello", count: 100))
+        XCTAssertTrue(traced.sonde.text.contains(
+            "100 spans submitted, 100 exported, 0 dropped (queue full: 0, export failed: 0); last failure: cannot reach "),
+            traced.sonde.text)
+        XCTAssertTrue(traced.sonde.text.contains("lost in kernel (ring buffer full): 0;"), traced.sonde.text)
+    }
+
+    /// A collector started at `port`, where sonde exports, until it has `count` spans (or 30 s
+    /// passed); then sonde is stopped, and what the collector received is returned.
+    private func collectorBack(at port: Int, until count: Int, thenStop traced: TracedDemoServer) async throws -> [[String: Any]] {
+        let collector = try OTLPReceiver(port: port)
+        let deadline = Date().addingTimeInterval(30)
+        while try collector.spans().count < count, Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        XCTAssertEqual(try traced.sonde.stop(signal: SIGINT), 0, traced.sonde.text)
+        return try collector.spans()
     }
 
     /// A collector still down when sonde stops: the held spans get one more round of attempts,

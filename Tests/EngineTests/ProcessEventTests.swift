@@ -32,6 +32,32 @@ final class ProcessEventTests: XCTestCase {
         XCTAssertEqual(engine.processEvents(), BPFEngine.ProcessEvents(), "a drain takes what it returned")
     }
 
+    /// The session's loop sleeps until something cannot wait: the first report it has not read
+    /// wakes it (a service is traced as it starts), the next ones until it reads do not (a burst
+    /// of execs is one wakeup), and its waker (a stop request) wakes it whatever else.
+    func testTheFirstUnreadReportAndTheWakerWakeTheLoop() throws {
+        _ = engine.wait(timeoutMilliseconds: 0)   // a wakeup of the machine's reports before the test
+        try runToExit("/bin/true")
+        XCTAssertEqual(engine.wait(timeoutMilliseconds: 10_000), [.processEvents])
+        try runToExit("/bin/true")
+        XCTAssertEqual(engine.wait(timeoutMilliseconds: 300), [], "reports are waiting to be read: no second wakeup")
+        _ = engine.processEvents()
+        try runToExit("/bin/true")
+        XCTAssertEqual(engine.wait(timeoutMilliseconds: 10_000), [.processEvents], "read, so the next report wakes the loop")
+
+        engine.waker.wake()
+        engine.waker.wake()
+        XCTAssertEqual(engine.wait(timeoutMilliseconds: 10_000), [.waker])
+        XCTAssertEqual(engine.wait(timeoutMilliseconds: 0), [], "two rings, one wakeup")
+    }
+
+    private func runToExit(_ executable: String) throws {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: executable)
+        try child.run()
+        child.waitUntilExit()
+    }
+
     /// Threads come and go in a running process (Go starts one per blocked system call); only the
     /// main thread's exit is its process's.
     func testAThreadsExitIsNotItsProcesses() throws {
