@@ -319,9 +319,15 @@ public final class BPFEngine {
         case paused
     }
 
-    /// Drains that delivered every span the ring buffer held: a span written before one began
-    /// has been delivered once this count has passed it.
+    /// Drains that delivered every span the ring buffer held; see ``hasDrainedEverything(since:)``.
     public private(set) var completedDrains: UInt64 = 0
+
+    /// Whether every span written before ``completedDrains`` was `mark` has been delivered: a
+    /// drain that began after then has completed. Keeps what assembles a detached process's
+    /// spans until its last ones are through.
+    public func hasDrainedEverything(since mark: UInt64) -> Bool {
+        completedDrains > mark
+    }
 
     /// Delivers the spans the ring buffer holds, until the handler pauses. Shared memory only,
     /// no system call; ``wait(timeoutMilliseconds:)`` says when the ring buffer is filling up.

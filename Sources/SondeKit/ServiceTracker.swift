@@ -98,7 +98,7 @@ final class ServiceTracker: TracedTargets {
         let passDue = now - lastPass >= interval
         if passDue {
             // A pid traced again since has a route of its new process.
-            for (pid, drains) in exited where drains < engine.completedDrains {
+            for (pid, drains) in exited where engine.hasDrainedEverything(since: drains) {
                 if known[pid]?.tracedProcess == nil { spanRoutes[pid] = nil }
                 exited[pid] = nil
             }

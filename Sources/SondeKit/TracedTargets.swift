@@ -132,7 +132,7 @@ final class SingleTarget: TracedTargets {
         }
         if target == .executable, ContinuousClock.now >= nextFileCheck {
             nextFileCheck = ContinuousClock.now + Self.fileCheckInterval
-            retired.removeAll { $0.drainsAtDetach < engine.completedDrains }
+            retired.removeAll { engine.hasDrainedEverything(since: $0.drainsAtDetach) }
             followReplacedFile(engine: engine, log: log)
             detachUnusedBuilds(engine: engine, log: log)
         }
