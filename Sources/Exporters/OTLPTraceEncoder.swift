@@ -121,7 +121,7 @@ private struct ResourceGroup {
 extension OutputSpan where Element == UInt8 {
     /// A `Span`'s fields (opentelemetry-proto `trace/v1/trace.proto`); every span gets a status.
     /// `Protobuf.spanSize` says how many bytes this writes.
-    fileprivate mutating func writeSpan(_ span: Span) {
+    fileprivate mutating func writeSpan(_ span: borrowing Span) {
         writeIDField(Field.Span.traceID, span.traceID.high, span.traceID.low)
         writeIDField(Field.Span.spanID, span.spanID.value)
         writeStringField(Field.Span.traceState, span.traceState)
@@ -130,8 +130,11 @@ extension OutputSpan where Element == UInt8 {
         writeVarintField(Field.Span.kind, span.kind.protobufValue)
         writeFixed64Field(Field.Span.startTimeUnixNano, span.startTimeUnixNano)
         writeFixed64Field(Field.Span.endTimeUnixNano, span.endTimeUnixNano)
-        for attribute in span.attributes {
-            writeKeyValue(Field.Span.attributes, attribute.key, attribute.value)
+        // Read through a view of the array, each attribute in place: `for attribute in` copied
+        // each one, retaining its key and value (issue 7).
+        let attributes = span.attributes.span
+        for index in attributes.indices {
+            writeKeyValue(Field.Span.attributes, attributes[index].key, attributes[index].value)
         }
         writeMessageHeader(Field.Span.status, length: Protobuf.statusSize(span.status))
         switch span.status {
@@ -147,7 +150,9 @@ extension OutputSpan where Element == UInt8 {
     }
 
     /// A `KeyValue` (`common/v1/common.proto`); the `AnyValue` member is written even when it is
-    /// the default, as a oneof member is.
+    /// the default, as a oneof member is. Inlined into the loop over a span's attributes, which
+    /// took a tenth off encoding in `sonde-capacity` (issue 7).
+    @inline(__always)
     fileprivate mutating func writeKeyValue(_ field: Int, _ key: String, _ value: AttributeValue) {
         let anyValue = Protobuf.anyValueSize(value)
         writeMessageHeader(field, length: Protobuf.keyValueSize(key, anyValueSize: anyValue))

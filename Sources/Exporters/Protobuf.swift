@@ -76,16 +76,17 @@ extension OutputSpan where Element == UInt8 {
         }
     }
 
-    /// The length, then the UTF-8 bytes.
-    mutating func writeString(_ value: String) {
-        var value = value
-        value.withUTF8 { utf8 in
-            writeVarint(UInt64(utf8.count))
-            // One copy, not a bounds check per byte; out of room traps, as `append` does.
+    /// The length, then the UTF-8 bytes, read in place: a copy of the string (to reach its
+    /// bytes through `withUTF8`) retained and released it for every string of every span.
+    mutating func writeString(_ value: borrowing String) {
+        let utf8 = value.utf8.span
+        writeVarint(UInt64(utf8.count))
+        // One copy, not a bounds check per byte; out of room traps, as `append` does.
+        utf8.withUnsafeBufferPointer { bytes in
             withUnsafeMutableBufferPointer { buffer, initialized in
-                let end = initialized + utf8.count
+                let end = initialized + bytes.count
                 precondition(end <= buffer.count, "protobuf message sized too small")
-                _ = buffer[initialized..<end].initialize(fromContentsOf: utf8)
+                _ = buffer[initialized..<end].initialize(fromContentsOf: bytes)
                 initialized = end
             }
         }
