@@ -46,8 +46,9 @@ final class PlainHTTPConnection: HTTPConnection {
     private func exchange(_ head: [UInt8], _ body: [UInt8], until deadline: ContinuousClock.Instant) throws(ExchangeError) -> HTTPReply {
         if socket < 0 { try connect(until: deadline) }
         do {
-            // MSG_MORE: the kernel holds the head back to go out in one segment with the body.
-            try send(head, flags: Int32(MSG_MORE), until: deadline)
+            // MSG_MORE: the kernel holds the head back to go out in one segment with the body
+            // (with no body to follow, it would wait for the cork's timeout).
+            try send(head, flags: body.isEmpty ? 0 : Int32(MSG_MORE), until: deadline)
             try send(body, until: deadline)
             let (reply, keepOpen) = try receiveReply(until: deadline)
             if !keepOpen { disconnect() }
