@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Spans"),
         .target(name: "Tracing", dependencies: ["Planning", "Spans", "SondeABI"]),
         .target(name: "HTTPTransport", dependencies: ["CCurl"]),
-        .target(name: "Exporters", dependencies: ["Spans", "CZlib", "HTTPTransport", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "Exporters", dependencies: ["Spans", "CZlib", "HTTPTransport"]),
         .target(name: "SondeKit", dependencies: ["ProbePacks", "Services", "BinaryAnalysis", "Planning", "Engine", "Spans", "Tracing", "Exporters"]),
         .executableTarget(name: "sonde", dependencies: ["SondeKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         /// Spans per second per core from records to OTLP bodies, without a kernel (`swift run -c release sonde-capacity`).
@@ -63,7 +63,10 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport", "CLibBPF", "SondeABI"]),
         .testTarget(name: "TracingTests", dependencies: ["Tracing", "TestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TestSupport"]),
-        .testTarget(name: "ExportersTests", dependencies: ["Exporters", "TestSupport"]),
+        // The tests decode the exporter's bodies with swift-protobuf's generated OTLP types (ExportersTests/OTLP).
+        .testTarget(
+            name: "ExportersTests",
+            dependencies: ["Exporters", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeKit", "Engine", "SondeABI", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the committed OTLP trace types in Sources/Exporters/OTLP/*.pb.swift.
+# Regenerates the committed OTLP trace types in Tests/ExportersTests/OTLP/*.pb.swift, which the
+# tests decode the exporter's request bodies with (the agent writes and reads OTLP by hand).
 #
 # The .proto sources are not vendored: the PyPI package opentelemetry-proto embeds the
 # official serialized FileDescriptorProtos, so we rebuild a FileDescriptorSet from it and
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-output_dir="$repo_root/Sources/Exporters/OTLP"
+output_dir="$repo_root/Tests/ExportersTests/OTLP"
 swift_protobuf_version="${SWIFT_PROTOBUF_VERSION:-1.39.0}"
 workdir="${SONDE_PROTOGEN_WORKDIR:-${TMPDIR:-/tmp}/sonde-otlp-protogen}"
 proto_files=(

@@ -1,10 +1,6 @@
 import Foundation
 import HTTPTransport
 
-/// The answer an OTLP/HTTP receiver sends, decoded with swift-protobuf's generated type: only
-/// when a response arrives, once per batch.
-typealias OTLPExportResponse = Opentelemetry_Proto_Collector_Trace_V1_ExportTraceServiceResponse
-
 /// How the exporter classifies what came back, for the retry decision (OTLP/HTTP "Failures"
 /// and "Throttling").
 extension OTLPHTTPExporter {
@@ -16,11 +12,8 @@ extension OTLPHTTPExporter {
         switch status {
         case 200..<300:
             // A body that is not an ExportTraceServiceResponse still means success.
-            guard let response = try? OTLPExportResponse(serializedBytes: body),
-                  response.partialSuccess.rejectedSpans > 0 else { return }
-            throw .partiallyRejected(
-                count: Int(clamping: response.partialSuccess.rejectedSpans),
-                reason: response.partialSuccess.errorMessage)
+            guard let response = OTLPExportResponse(serializedBytes: [UInt8](body)), response.rejectedSpans > 0 else { return }
+            throw .partiallyRejected(count: Int(clamping: response.rejectedSpans), reason: response.errorMessage)
         case 429, 502, 503, 504:
             throw .retryable(
                 reason: "HTTP \(status) from \(configuration.endpoint)",

@@ -22,13 +22,52 @@ final class OTLPResponseClassificationTests: XCTestCase {
     }
 
     func testPartialSuccessReportsTheRejectedSpans() throws {
-        var response = OTLPExportResponse()
+        var response = Opentelemetry_Proto_Collector_Trace_V1_ExportTraceServiceResponse()
         response.partialSuccess.rejectedSpans = 3
         response.partialSuccess.errorMessage = "attribute too long"
 
         XCTAssertEqual(
             outcome(status: 200, body: try response.serializedData()),
             .partiallyRejected(count: 3, reason: "attribute too long"))
+        response.partialSuccess.rejectedSpans = 0
+        XCTAssertNil(outcome(status: 200, body: try response.serializedData()), "a message without rejected spans is a success")
+    }
+
+    /// The exporter reads the response by hand (OTLPExportResponse.swift): fields it does not know,
+    /// of every wire type, are skipped; a `partial_success` sent twice is merged field by field.
+    func testResponsesAreReadPastUnknownFieldsAndMerged() {
+        let body: [UInt8] = [
+            0x10, 0xAC, 0x02,                                   // field 2, varint 300 (unknown)
+            0x19, 1, 2, 3, 4, 5, 6, 7, 8,                       // field 3, fixed64 (unknown)
+            0x0A, 0x09,                                         // partial_success, 9 bytes:
+            0x08, 0x07,                                         //   rejected_spans 7
+            0x25, 1, 2, 3, 4,                                   //   field 4, fixed32 (unknown)
+            0x30, 0x01,                                         //   field 6, varint (unknown)
+            0x22, 0x00,                                         // field 4, empty bytes (unknown)
+            0x0A, 0x05, 0x12, 0x03, 0x62, 0x61, 0x64,           // partial_success again: error_message "bad"
+        ]
+        let response = OTLPExportResponse(serializedBytes: body)
+        XCTAssertEqual(response?.rejectedSpans, 7)
+        XCTAssertEqual(response?.errorMessage, "bad")
+        XCTAssertEqual(outcome(status: 200, body: Data(body)), .partiallyRejected(count: 7, reason: "bad"))
+    }
+
+    /// A body that is no protobuf message is no partial success: the export succeeded.
+    func testMalformedResponsesAreSuccesses() {
+        let malformed: [String: [UInt8]] = [
+            "a length past the end": [0x0A, 0x05, 0x08, 0x07],
+            "a varint cut short": [0x0A, 0x02, 0x08, 0x87],
+            "a varint longer than 64 bits": [0x08] + [UInt8](repeating: 0xFF, count: 9) + [0x02],
+            "a group (wire type 3)": [0x0B, 0x0C],
+            "field number 0": [0x00, 0x01],
+            "a fixed64 cut short": [0x09, 1, 2, 3],
+        ]
+        for (what, body) in malformed {
+            XCTAssertNil(OTLPExportResponse(serializedBytes: body), what)
+            XCTAssertNil(outcome(status: 200, body: Data(body)), what)
+        }
+        let longestVarint = OTLPExportResponse(serializedBytes: [0x0A, 0x0B, 0x08] + [UInt8](repeating: 0xFF, count: 9) + [0x01])
+        XCTAssertEqual(longestVarint?.rejectedSpans, -1, "the longest varint: all 64 bits")
     }
 
     func testThrottlingAndGatewayErrorsAreRetryable() {
