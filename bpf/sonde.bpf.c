@@ -109,14 +109,18 @@ struct {
 
 /* One block of user memory a START_SPAN probe reads in one go (e.g. the first
  * bytes of an *http.Request), so that its programs' reads inside it are
- * copies, not one bpf_probe_read_user each. Per CPU, and owned by the thread
+ * copies, not one bpf_probe_read_user each; and maybe a second one at a pointer
+ * the first holds (the request's *url.URL). Per CPU, and owned by the thread
  * that filled it: a thread that preempts this one and fills it too changes the
  * owner, and a reader that sees another owner reads user memory instead. */
 struct sonde_prefetch {
 	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
 	__u64 base;                  /* user address of bytes[0] */
 	__u64 length;
+	__u64 object_base;           /* the second block: user address of object_bytes[0], */
+	__u64 object_length;         /* 0 when there is none */
 	__u8 bytes[SONDE_PREFETCH_SIZE + 16];
+	__u8 object_bytes[SONDE_PREFETCH_SIZE + 16];
 };
 
 struct {
@@ -163,17 +167,28 @@ struct user_words {
 };
 
 /* Reads 8 or 16 bytes of user memory at `address` into `out`: from the
- * prefetched block when it holds them and `thread` (this one) still owns it,
+ * prefetched blocks when one holds them and `thread` (this one) still owns them,
  * otherwise from the process. Inlined, as are the ops that call it: on this
  * kernel every call and return costs a mitigation's return thunk. */
 static __always_inline long read_user(struct sonde_prefetch *block, __u64 thread, struct user_words *out, __u32 size,
 				      __u64 address)
 {
-	if (block && address >= block->base && address - block->base + size <= block->length && block->owner == thread) {
-		__u64 offset = (address - block->base) & (SONDE_PREFETCH_SIZE - 1);
-		out->words[0] = *(__u64 *)(block->bytes + offset);
+	if (!block || block->owner != thread)
+		return bpf_probe_read_user(out, size, (void *)address);
+	__u8 *bytes = NULL;
+	__u64 offset = 0;
+	if (address >= block->base && address - block->base + size <= block->length) {
+		bytes = block->bytes;
+		offset = address - block->base;
+	} else if (address >= block->object_base && address - block->object_base + size <= block->object_length) {
+		bytes = block->object_bytes;
+		offset = address - block->object_base;
+	}
+	if (bytes) {
+		offset &= SONDE_PREFETCH_SIZE - 1;
+		out->words[0] = *(__u64 *)(bytes + offset);
 		if (size == 16)
-			out->words[1] = *(__u64 *)(block->bytes + offset + 8);
+			out->words[1] = *(__u64 *)(bytes + offset + 8);
 		if (block->owner == thread)
 			return 0;
 	}
@@ -1701,8 +1716,8 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 }
 
 
-/* Reads the block the entry's programs read from (see struct sonde_prefetch);
- * NULL when the probe has none, or the read failed. */
+/* Reads the blocks the entry's programs read from (see struct sonde_prefetch);
+ * NULL when the probe has none, or the first read failed (the second one may fail alone). */
 static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_config *config, struct pt_regs *regs,
 							    __u64 thread)
 {
@@ -1714,10 +1729,22 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 		length = SONDE_PREFETCH_SIZE;
 	__u64 base = register_value(regs, config->prefetch_register);
 	block->owner = 0;
+	block->object_length = 0;
 	if (bpf_probe_read_user(block->bytes, length, (void *)base) != 0)
 		return NULL;
 	block->base = base;
 	block->length = length;
+	__u64 object_length = config->object_prefetch_length;
+	if (object_length > SONDE_PREFETCH_SIZE)
+		object_length = SONDE_PREFETCH_SIZE;
+	__u64 pointer_offset = config->object_prefetch_offset;
+	if (object_length && pointer_offset + 8 <= length) {
+		__u64 object = *(__u64 *)(block->bytes + (pointer_offset & (SONDE_PREFETCH_SIZE - 1)));
+		if (object && bpf_probe_read_user(block->object_bytes, object_length, (void *)object) == 0) {
+			block->object_base = object;
+			block->object_length = object_length;
+		}
+	}
 	block->owner = thread;
 	return block;
 }

@@ -231,7 +231,9 @@ struct sonde_probe_config {
 	                              * every trace, 0 none. Per config, so per service. */
 	__u8 guard;                  /* enum sonde_guard: the site acts only when register */
 	__u8 guard_register;         /* guard_register (DWARF numbering) passes it */
-	__u8 reserved[6];
+	__u16 object_prefetch_offset; /* START_SPAN with a prefetch: also read object_prefetch_length */
+	__u16 object_prefetch_length; /* bytes at the pointer this far into the prefetched block */
+	__u8 reserved[2];
 	struct sonde_op ops[SONDE_MAX_OPS];
 	struct sonde_context_program context;
 };

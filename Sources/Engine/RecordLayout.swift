@@ -86,6 +86,10 @@ enum RecordLayout {
         if let prefetch, role == .startSpan {
             config.prefetch_register = UInt8(prefetch.register.rawValue)
             config.prefetch_length = UInt16(min(prefetch.length, Prefetch.maxLength))
+            if let object = prefetch.object {
+                config.object_prefetch_offset = UInt16(object.pointerOffset)
+                config.object_prefetch_length = UInt16(min(object.length, Prefetch.maxLength))
+            }
         }
         withUnsafeMutableBytes(of: &config.ops) { slots in
             // A homogeneous tuple of sonde_op is already bound to sonde_op.

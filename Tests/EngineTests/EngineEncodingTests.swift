@@ -85,6 +85,14 @@ final class EngineEncodingTests: XCTestCase {
         let prefetching = try RecordLayout.encodeConfig(
             role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
         XCTAssertEqual(Array(prefetching[36..<40]), [216, 0, 5, 0], "prefetch_length 216, prefetch_register RDI (5)")
+        XCTAssertEqual(Array(prefetching[50..<54]), [0, 0, 0, 0], "no second block")
+        let objectPrefetch = Prefetch(
+            register: .rbx, length: 64, reads: 6, object: Prefetch.ObjectBlock(pointerOffset: 16, length: 112, reads: 4))
+        let prefetchingObject = try RecordLayout.encodeConfig(
+            role: .startSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [],
+            prefetch: objectPrefetch)
+        XCTAssertEqual(Array(prefetchingObject[36..<40]), [64, 0, 3, 0], "prefetch_length 64, prefetch_register RBX (3)")
+        XCTAssertEqual(Array(prefetchingObject[50..<54]), [16, 0, 112, 0], "112 bytes at the pointer 16 bytes into the block")
         let returning = try RecordLayout.encodeConfig(
             role: .endSpan, spanSlot: 3, keyMode: .goroutine, skipFlagsMask: 0, siteAddress: 0, program: [], captureSlots: [], prefetch: prefetch)
         XCTAssertEqual(Array(returning[36..<40]), [0, 0, 0, 0], "only a span's entry prefetches, and this end is not a RET")

@@ -54,6 +54,38 @@ extension PlanCompilerTests {
             "only 8-byte integers come from the block")
     }
 
+    /// A client request's entry: its method in the `*Request` (RBX), and four string headers in the
+    /// `*url.URL` whose pointer is 16 bytes into it. The `*url.URL` is read as a second block.
+    func testAPointerThatThreeReadsStartFromIsASecondBlock() {
+        let url: [FetchOp] = [.loadRegister(.rbx), .add(16), .dereference]
+        let client: [[FetchOp]] = [
+            [.loadRegister(.rbx), .readGoString(into: 0, maxLength: 16)],
+            url + [.readGoString(into: 24, maxLength: 16)],
+            url + [.add(40), .readGoString(into: 48, maxLength: 64)],
+            url + [.add(56), .readGoString(into: 120, maxLength: 128)],
+            url + [.add(96), .readGoString(into: 256, maxLength: 64)],
+            [.loadRegister(.rbx), .add(56), .dereference, .add(8), .dereference],
+        ]
+        XCTAssertEqual(
+            Prefetch.choose(for: client),
+            Prefetch(register: .rbx, length: 64, reads: 6, object: Prefetch.ObjectBlock(pointerOffset: 16, length: 112, reads: 4)),
+            "RBX+56 leads to one read only: no block there")
+        XCTAssertEqual(
+            Prefetch.choose(for: [client[0], client[1], client[2], [.loadRegister(.rbx), .add(300), .dereference, .add(8), .dereference]]),
+            Prefetch(register: .rbx, length: 24, reads: 3), "two reads at the URL are too few for a block")
+        let pastTheBlock: [FetchOp] = [.loadRegister(.rbx), .add(8), .save(slot: 0), .add(292), .dereference]
+        XCTAssertNil(
+            Prefetch.choose(for: [
+                client[0], client[1], client[2],
+                pastTheBlock + [.readGoString(into: 0, maxLength: 8)], pastTheBlock + [.add(16), .readGoString(into: 16, maxLength: 8)],
+                pastTheBlock + [.add(32), .readGoString(into: 32, maxLength: 8)],
+            ])?.object,
+            "three reads at the pointer at RBX+300, which the first block (24 bytes) does not hold")
+        XCTAssertNil(
+            Prefetch.choose(for: [client[0], client[1], url + [.add(8), .dereference, .add(8), .dereference, .add(8), .dereference]])?.object,
+            "the URL's string header and one pointer in it: the reads through that pointer are no reads of the URL")
+    }
+
     func testGo124AndLaterSearchSwissTables() throws {
         let plan = PlanCompiler.compile(packs: [try shippedServer()], facts: facts(goVersion: "go1.27.3"))
         guard case .extract(let extraction)? = plan.probes.first?.contextAction else { return XCTFail("\(plan)") }
