@@ -161,6 +161,25 @@ static __always_inline struct sonde_prefetch *prefetched_block(struct sonde_prob
 	return config->prefetch_length ? bpf_map_lookup_elem(&prefetch, &zero) : NULL;
 }
 
+/* Reads the second block (see struct sonde_prefetch), at the pointer the first
+ * one holds, once the entry knows its span records captures: an unsampled
+ * call, or one that found no room, never pays for it. */
+static __always_inline void fill_object_prefetch(struct sonde_probe_config *config, struct sonde_prefetch *block,
+						 __u64 thread)
+{
+	__u64 length = config->object_prefetch_length;
+	__u64 pointer_offset = config->object_prefetch_offset;
+	if (!block || !length || block->owner != thread || pointer_offset + 8 > block->length)
+		return;
+	if (length > SONDE_PREFETCH_SIZE)
+		length = SONDE_PREFETCH_SIZE;
+	__u64 object = *(__u64 *)(block->bytes + (pointer_offset & (SONDE_PREFETCH_SIZE - 1)));
+	if (object && bpf_probe_read_user(block->object_bytes, length, (void *)object) == 0) {
+		block->object_base = object;
+		block->object_length = length;
+	}
+}
+
 /* Two words of user memory: a pointer, or a Go string's data and length. */
 struct user_words {
 	__u64 words[2];
@@ -1419,6 +1438,7 @@ __noinline int on_entry(struct pt_regs *regs, struct sonde_probe_config *config,
 	struct fetch_state state = {
 		.regs = regs, .config = config, .record = record, .block = prefetched_block(config), .thread = thread,
 	};
+	fill_object_prefetch(config, state.block, thread);
 	run_fetch_program(&state);
 	if (parent_kind == PARENT_REMOTE)
 		keep_trace_state(&state, parent_context.trace_state_data, parent_context.trace_state_length);
@@ -1716,8 +1736,8 @@ __noinline int on_extract(struct pt_regs *regs, struct sonde_probe_config *confi
 }
 
 
-/* Reads the blocks the entry's programs read from (see struct sonde_prefetch);
- * NULL when the probe has none, or the first read failed (the second one may fail alone). */
+/* Reads the block the entry's programs read from (see struct sonde_prefetch);
+ * NULL when the probe has none, or the read failed. */
 static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_config *config, struct pt_regs *regs,
 							    __u64 thread)
 {
@@ -1734,17 +1754,6 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 		return NULL;
 	block->base = base;
 	block->length = length;
-	__u64 object_length = config->object_prefetch_length;
-	if (object_length > SONDE_PREFETCH_SIZE)
-		object_length = SONDE_PREFETCH_SIZE;
-	__u64 pointer_offset = config->object_prefetch_offset;
-	if (object_length && pointer_offset + 8 <= length) {
-		__u64 object = *(__u64 *)(block->bytes + (pointer_offset & (SONDE_PREFETCH_SIZE - 1)));
-		if (object && bpf_probe_read_user(block->object_bytes, object_length, (void *)object) == 0) {
-			block->object_base = object;
-			block->object_length = object_length;
-		}
-	}
 	block->owner = thread;
 	return block;
 }
