@@ -8,11 +8,11 @@ extension OTLPHTTPExporter {
     /// - Parameters:
     ///   - retryAfter: The response's `Retry-After` header: seconds, or an HTTP-date.
     ///   - now: The time an HTTP-date in `retryAfter` counts from.
-    func checkResponse(status: Int, retryAfter: String? = nil, body: Data, now: Date = Date()) throws(SpanExportError) {
+    func checkResponse(status: Int, retryAfter: String? = nil, body: [UInt8], now: Date = Date()) throws(SpanExportError) {
         switch status {
         case 200..<300:
             // A body that is not an ExportTraceServiceResponse still means success.
-            guard let response = OTLPExportResponse(serializedBytes: [UInt8](body)), response.rejectedSpans > 0 else { return }
+            guard let response = OTLPExportResponse(serializedBytes: body), response.rejectedSpans > 0 else { return }
             throw .partiallyRejected(count: Int(clamping: response.rejectedSpans), reason: response.errorMessage)
         case 429, 502, 503, 504:
             throw .retryable(
@@ -60,7 +60,7 @@ extension OTLPHTTPExporter {
 
     /// The printable part of an error body (plain text, JSON, or the message inside a
     /// protobuf `google.rpc.Status`), so the user sees why the backend refused.
-    static func readableExcerpt(of body: Data) -> String {
+    static func readableExcerpt(of body: [UInt8]) -> String {
         let printable = String(decoding: body.prefix(300), as: UTF8.self).unicodeScalars
             .map { $0.properties.isWhitespace || $0.value < 0x20 || $0 == "\u{FFFD}" ? " " : Character($0) }
         let excerpt = String(printable).split(separator: " ").joined(separator: " ")

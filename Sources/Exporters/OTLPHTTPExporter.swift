@@ -54,7 +54,7 @@ public struct OTLPHTTPExporter: SpanExporter {
             if error == .timedOut, timeout < configuration.timeout { throw TimeLimitExceeded(limit: limit) }
             throw classify(transportError: error)
         }
-        try checkResponse(status: reply.status, retryAfter: reply.header("Retry-After"), body: Data(reply.body))
+        try checkResponse(status: reply.status, retryAfter: reply.header("Retry-After"), body: reply.body)
     }
 
     var noAnswer: SpanExportError {

@@ -73,8 +73,9 @@ public struct Prefetch: Sendable, Equatable, CustomStringConvertible {
                     break   // keeps the value
                 case .dereference, .readInteger(size: 8, into: _):
                     if let base { reads[base.from, default: []].append((base.offset, 8)) }
-                    if case .dereference = op, case .register(let register)? = base?.from {
-                        base = (.object(register, pointerOffset: base!.offset), 0)
+                    // A pointer read at a register plus an offset: the reads after it start from that object.
+                    if case .dereference = op, let pointer = base, case .register(let register) = pointer.from {
+                        base = (.object(register, pointerOffset: pointer.offset), 0)
                     } else {
                         base = nil
                     }

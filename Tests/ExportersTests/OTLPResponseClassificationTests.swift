@@ -7,7 +7,7 @@ import XCTest
 final class OTLPResponseClassificationTests: XCTestCase {
     private let exporter = OTLPHTTPExporter(configuration: OTLPExporterConfiguration(endpoint: URL(string: "http://collector:4318/v1/traces")!))
 
-    private func outcome(status: Int, body: Data = Data()) -> SpanExportError? {
+    private func outcome(status: Int, body: [UInt8] = []) -> SpanExportError? {
         do {
             try exporter.checkResponse(status: status, body: body)
             return nil
@@ -18,7 +18,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
 
     func testSuccessWithEmptyOrForeignBodies() {
         XCTAssertNil(outcome(status: 200))
-        XCTAssertNil(outcome(status: 202, body: Data("ok".utf8)))
+        XCTAssertNil(outcome(status: 202, body: Array("ok".utf8)))
     }
 
     func testPartialSuccessReportsTheRejectedSpans() throws {
@@ -27,10 +27,10 @@ final class OTLPResponseClassificationTests: XCTestCase {
         response.partialSuccess.errorMessage = "attribute too long"
 
         XCTAssertEqual(
-            outcome(status: 200, body: try response.serializedData()),
+            outcome(status: 200, body: try response.serializedBytes()),
             .partiallyRejected(count: 3, reason: "attribute too long"))
         response.partialSuccess.rejectedSpans = 0
-        XCTAssertNil(outcome(status: 200, body: try response.serializedData()), "a message without rejected spans is a success")
+        XCTAssertNil(outcome(status: 200, body: try response.serializedBytes()), "a message without rejected spans is a success")
     }
 
     /// The exporter reads the response by hand (OTLPExportResponse.swift): fields it does not know,
@@ -49,7 +49,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
         let response = OTLPExportResponse(serializedBytes: body)
         XCTAssertEqual(response?.rejectedSpans, 7)
         XCTAssertEqual(response?.errorMessage, "bad")
-        XCTAssertEqual(outcome(status: 200, body: Data(body)), .partiallyRejected(count: 7, reason: "bad"))
+        XCTAssertEqual(outcome(status: 200, body: body), .partiallyRejected(count: 7, reason: "bad"))
     }
 
     /// A body that is no protobuf message is no partial success: the export succeeded.
@@ -64,7 +64,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
         ]
         for (what, body) in malformed {
             XCTAssertNil(OTLPExportResponse(serializedBytes: body), what)
-            XCTAssertNil(outcome(status: 200, body: Data(body)), what)
+            XCTAssertNil(outcome(status: 200, body: body), what)
         }
         let longestVarint = OTLPExportResponse(serializedBytes: [0x0A, 0x0B, 0x08] + [UInt8](repeating: 0xFF, count: 9) + [0x01])
         XCTAssertEqual(longestVarint?.rejectedSpans, -1, "the longest varint: all 64 bits")
@@ -80,7 +80,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
         let now = Date(timeIntervalSince1970: 1_700_000_000)  // Tue, 14 Nov 2023 22:13:20 GMT
         func retryAfter(status: Int, header: String?) -> Duration? {
             do {
-                try exporter.checkResponse(status: status, retryAfter: header, body: Data(), now: now)
+                try exporter.checkResponse(status: status, retryAfter: header, body: [], now: now)
                 return nil
             } catch {
                 return error.retryAfter
@@ -123,7 +123,7 @@ final class OTLPResponseClassificationTests: XCTestCase {
             XCTAssertEqual(outcome(status: status), .rejected(reason: "HTTP \(status) from http://collector:4318/v1/traces"))
         }
         XCTAssertEqual(
-            outcome(status: 400, body: Data("\u{8}\u{3}\u{12}\u{10}invalid  token\n".utf8)),
+            outcome(status: 400, body: Array("\u{8}\u{3}\u{12}\u{10}invalid  token\n".utf8)),
             .rejected(reason: "HTTP 400 from http://collector:4318/v1/traces: invalid token"))
     }
 }
