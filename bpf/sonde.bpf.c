@@ -368,27 +368,99 @@ static __always_inline __u64 op_address(struct pt_regs *regs, __u64 value, const
  * 0), and one pass over the headers finds both. */
 #define TRACE_HEADERS 2
 
+/* The memory a header search walks, read a block at a time: a Go map's group
+ * of 8 slots (control bytes and keys) or a run of header fields is one read,
+ * not one per key (a browser's request has a dozen headers). Per CPU and owned
+ * like struct sonde_prefetch: a search that finds another thread's owner after
+ * copying reads user memory instead. */
+#define SEARCH_BLOCK_SIZE 512
+
+struct search_block {
+	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
+	__u64 base;                  /* user address of bytes[0] */
+	__u64 length;
+	__u8 bytes[SEARCH_BLOCK_SIZE + 16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct search_block);
+} search_blocks SEC(".maps");
+
 struct header_search {
 	struct sonde_probe_config *config;
+	__u64 thread;                /* bpf_get_current_pid_tgid(): who may read the search block */
 	__u64 found[TRACE_HEADERS];  /* the address of each header's value, or 0 */
 	__u32 wanted;                /* how many of them are looked for */
 };
 
-/* Compares the string of `length` bytes at `address` with the names looked
- * for: the literals are zero-padded to their 16-byte slots, and so is the
- * copy. Returns which one it is, or -1. */
-static __always_inline int header_name(struct header_search *search, __u64 address, __u64 length)
+/* The key of the map's one entry, in read-only data rather than on the stack of
+ * functions at the end of the deepest chain of calls. */
+const __u32 search_block_key = 0;
+
+static __always_inline struct search_block *search_block(void)
 {
+	return bpf_map_lookup_elem(&search_blocks, &search_block_key);
+}
+
+/* Reads `length` bytes (at most SEARCH_BLOCK_SIZE) at `address` into this CPU's
+ * search block for `thread`. Global functions, these two: the verifier checks
+ * each once, not once for every state of the search loop that calls it. */
+__noinline int fill_search_block(__u64 thread, __u64 address, __u64 length)
+{
+	struct search_block *block = search_block();
+	if (!block)
+		return 0;
+	if (length > SEARCH_BLOCK_SIZE)
+		length = SEARCH_BLOCK_SIZE;
+	block->owner = 0;
+	block->length = 0;
+	if (length == 0 || bpf_probe_read_user(block->bytes, length, (void *)address) != 0)
+		return 0;
+	block->base = address;
+	block->length = length;
+	block->owner = thread;
+	return 1;
+}
+
+/* Reads 8 or 16 bytes at `address` into `out`: from the search block while
+ * `thread` still owns it and it holds them, otherwise from the process. */
+__noinline int read_searched(__u64 thread, struct user_words *out, __u32 size, __u64 address)
+{
+	if (!out || (size != 8 && size != 16))
+		return -1;
+	struct search_block *block = search_block();
+	if (block && block->owner == thread && address >= block->base && address - block->base + size <= block->length) {
+		__u64 offset = (address - block->base) & (SEARCH_BLOCK_SIZE - 1);
+		out->words[0] = *(__u64 *)(block->bytes + offset);
+		if (size == 16)
+			out->words[1] = *(__u64 *)(block->bytes + offset + 8);
+		if (block->owner == thread)
+			return 0;
+	}
+	return bpf_probe_read_user(out, size, (void *)address);
+}
+
+/* Compares the Go string whose header `key` holds with the names looked for:
+ * the literals are zero-padded to their 16-byte slots, and so is the copy,
+ * made into `key` (one buffer on a stack near the verifier's bound). Returns
+ * which one it is, or -1. */
+static __always_inline int header_name(struct header_search *search, struct user_words *key)
+{
+	__u64 address = key->words[0], length = key->words[1];
 	struct sonde_context_program *program = &search->config->context;
 	__u32 lengths[TRACE_HEADERS] = { program->traceparent_length, search->wanted > 1 ? program->tracestate_length : 0 };
 	int which = length == lengths[0] ? 0 : length == lengths[1] ? 1 : -1;
 	if (which < 0 || length == 0 || length >= SONDE_LITERAL_SLOT_SIZE || search->found[which & 1])
 		return -1;
-	__u64 bytes[2] = {};
-	if (bpf_probe_read_user(bytes, length & (SONDE_LITERAL_SLOT_SIZE - 1), (void *)address) != 0)
+	key->words[0] = 0;
+	key->words[1] = 0;
+	if (bpf_probe_read_user(key->words, length & (SONDE_LITERAL_SLOT_SIZE - 1), (void *)address) != 0)
 		return -1;
 	__u64 *literal = (__u64 *)&program->literals[(which & 1) * SONDE_LITERAL_SLOT_SIZE];
-	return bytes[0] == literal[0] && bytes[1] == literal[1] ? which : -1;
+	return key->words[0] == literal[0] && key->words[1] == literal[1] ? which : -1;
 }
 
 /* Whether every header looked for was found. */
@@ -454,8 +526,17 @@ static long map_search_step(__u32 index, void *context)
 		if (slot == 0 && bpf_probe_read_user(&next, sizeof(next), (void *)(group + search->group_size - 8)) == 0 && next)
 			search->deeper = 1;
 	}
-	if (slot == 0 && bpf_probe_read_user(&search->control, sizeof(search->control), (void *)group) != 0)
-		search->control = 0;   /* unreadable: no slot is full (nor empty for Go 1.24: keys are read and fail) */
+	/* The group's control word and keys: one read for its 8 slots. */
+	__u64 thread = search->headers->thread;
+	struct user_words words = {};
+	if (slot == 0) {
+		__u64 keys_length = search->carrier == SONDE_CARRIER_GO_MAP_BUCKETS
+			? 8 + GO_MAP_SLOTS * GO_STRING_SIZE : search->group_size - search->elem_size;
+		fill_search_block(thread, group, keys_length);
+		if (read_searched(thread, &words, 8, group) != 0)
+			words.words[0] = 0;   /* unreadable: no slot is full (nor empty for Go 1.24: keys are read and fail) */
+		search->control = words.words[0];
+	}
 	__u8 control = search->control >> (slot * 8);
 	__u64 key_address, elem_address;
 	if (search->carrier == SONDE_CARRIER_GO_MAP_BUCKETS) {
@@ -469,16 +550,15 @@ static long map_search_step(__u32 index, void *context)
 		key_address = group + 8 + slot * (GO_STRING_SIZE + search->elem_size);
 		elem_address = key_address + GO_STRING_SIZE;
 	}
-	__u64 key[2] = {};
-	if (bpf_probe_read_user(key, sizeof(key), (void *)key_address) != 0)
+	if (read_searched(thread, &words, 16, key_address) != 0)
 		return 0;
-	int which = header_name(search->headers, key[0], key[1]);
+	int which = header_name(search->headers, &words);
 	if (which < 0)
 		return 0;
-	__u64 values[2] = {};   /* the element, a []string: data, length; the first value counts */
-	if (bpf_probe_read_user(values, sizeof(values), (void *)elem_address) != 0 || values[1] == 0)
+	/* the element, a []string: data, length; the first value counts */
+	if (bpf_probe_read_user(words.words, sizeof(words.words), (void *)elem_address) != 0 || words.words[1] == 0)
 		return 0;
-	search->headers->found[which & 1] = values[0];
+	search->headers->found[which & 1] = words.words[0];
 	return all_found(search->headers);
 }
 
@@ -535,6 +615,7 @@ struct field_search {
 	__u64 data;
 	__u64 count;
 	__u64 stride;
+	__u64 block_end;             /* the first field the search block does not hold */
 };
 
 static long field_search_step(__u32 index, void *context)
@@ -543,10 +624,16 @@ static long field_search_step(__u32 index, void *context)
 	if (index >= search->count)
 		return 1;
 	__u64 field = search->data + index * search->stride;
-	__u64 name[2] = {};
-	if (bpf_probe_read_user(name, sizeof(name), (void *)field) != 0)
+	/* A run of fields: one read for as many as the search block holds. */
+	__u64 thread = search->headers->thread;
+	if (index == search->block_end) {
+		fill_search_block(thread, field, (search->count - index) * search->stride);
+		search->block_end = index + SEARCH_BLOCK_SIZE / search->stride;
+	}
+	struct user_words name = {};
+	if (read_searched(thread, &name, 16, field) != 0)
 		return 1;
-	int which = header_name(search->headers, name[0], name[1]);
+	int which = header_name(search->headers, &name);
 	if (which < 0)
 		return 0;
 	search->headers->found[which & 1] = field + GO_STRING_SIZE;
@@ -580,7 +667,9 @@ __noinline int find_trace_headers(struct sonde_probe_config *config, __u64 heade
 	if (!config || !found)
 		return 0;
 	struct sonde_context_program *program = &config->context;
-	struct header_search search = { .config = config, .wanted = program->tracestate_length ? 2 : 1 };
+	struct header_search search = {
+		.config = config, .thread = bpf_get_current_pid_tgid(), .wanted = program->tracestate_length ? 2 : 1,
+	};
 	if (program->carrier == SONDE_CARRIER_FIELD_SLICE)
 		search_field_slice(&search, program->element_size, headers);
 	else
