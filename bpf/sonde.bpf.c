@@ -113,8 +113,14 @@ struct {
  * the first holds (the request's *url.URL). Per CPU, and owned by the thread
  * that filled it: a thread that preempts this one and fills it too changes the
  * owner, and a reader that sees another owner reads user memory instead. */
-struct sonde_prefetch {
+struct block_claim {
 	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
+	__u64 fills;                 /* fills begun on this CPU */
+	__u64 filling;               /* fills copying right now (a preempted one among them) */
+};
+
+struct sonde_prefetch {
+	struct block_claim claim;
 	__u64 base;                  /* user address of bytes[0] */
 	__u64 length;
 	__u64 object_base;           /* the second block: user address of object_bytes[0], */
@@ -154,6 +160,41 @@ struct fetch_state {
 	__u64 thread;                /* bpf_get_current_pid_tgid(), with a block: who may read it */
 };
 
+/* Fills of a per-CPU block (struct sonde_prefetch, struct search_block). A
+ * thread may preempt a filling or reading one on its CPU and fill the block
+ * itself, and be preempted in turn: bytes of both may then be mixed. So a fill
+ * first takes the block from its owner, and ends owning it only when no other
+ * fill began since it did and none is still copying (an earlier one, preempted
+ * mid-copy, would go on writing); readers check the owner after copying. */
+static __always_inline __u64 begin_fill(struct block_claim *claim)
+{
+	__u64 fill = __sync_fetch_and_add(&claim->fills, 1) + 1;
+	claim->owner = 0;
+	__sync_fetch_and_add(&claim->filling, 1);
+	return fill;
+}
+
+/* Whether `thread` owns the block; read again from memory each time, as a
+ * reader checks it before and after copying. */
+static __always_inline int owned_by(struct block_claim *claim, __u64 thread)
+{
+	return *(volatile __u64 *)&claim->owner == thread;
+}
+
+/* After the fill's bytes and their address are written; `read`: whether the
+ * copy succeeded. Whether the block is `thread`'s now. */
+static __always_inline int end_fill(struct block_claim *claim, __u64 fill, __u64 thread, int read)
+{
+	__sync_fetch_and_add(&claim->filling, -1);
+	if (!read)
+		return 0;
+	claim->owner = thread;
+	if (*(volatile __u64 *)&claim->fills == fill && *(volatile __u64 *)&claim->filling == 0)
+		return 1;
+	claim->owner = 0;
+	return 0;
+}
+
 /* The prefetched block of this probe's entry, or NULL. */
 static __always_inline struct sonde_prefetch *prefetched_block(struct sonde_probe_config *config)
 {
@@ -169,15 +210,20 @@ static __always_inline void fill_object_prefetch(struct sonde_probe_config *conf
 {
 	__u64 length = config->object_prefetch_length;
 	__u64 pointer_offset = config->object_prefetch_offset;
-	if (!block || !length || block->owner != thread || pointer_offset + 8 > block->length)
+	if (!block || !length || !owned_by(&block->claim, thread) || pointer_offset + 8 > block->length)
 		return;
 	if (length > SONDE_PREFETCH_SIZE)
 		length = SONDE_PREFETCH_SIZE;
 	__u64 object = *(__u64 *)(block->bytes + (pointer_offset & (SONDE_PREFETCH_SIZE - 1)));
-	if (object && bpf_probe_read_user(block->object_bytes, length, (void *)object) == 0) {
-		block->object_base = object;
-		block->object_length = length;
-	}
+	if (!object)
+		return;
+	/* A fill of its own: the first block stays this thread's only if no other
+	 * fill came between. */
+	__u64 fill = begin_fill(&block->claim);
+	int read = bpf_probe_read_user(block->object_bytes, length, (void *)object) == 0;
+	block->object_base = object;
+	block->object_length = read ? length : 0;
+	end_fill(&block->claim, fill, thread, 1);
 }
 
 /* Two words of user memory: a pointer, or a Go string's data and length. */
@@ -192,7 +238,7 @@ struct user_words {
 static __always_inline long read_user(struct sonde_prefetch *block, __u64 thread, struct user_words *out, __u32 size,
 				      __u64 address)
 {
-	if (!block || block->owner != thread)
+	if (!block || !owned_by(&block->claim, thread))
 		return bpf_probe_read_user(out, size, (void *)address);
 	__u8 *bytes = NULL;
 	__u64 offset = 0;
@@ -208,7 +254,7 @@ static __always_inline long read_user(struct sonde_prefetch *block, __u64 thread
 		out->words[0] = *(__u64 *)(bytes + offset);
 		if (size == 16)
 			out->words[1] = *(__u64 *)(bytes + offset + 8);
-		if (block->owner == thread)
+		if (owned_by(&block->claim, thread))
 			return 0;
 	}
 	return bpf_probe_read_user(out, size, (void *)address);
@@ -376,7 +422,7 @@ static __always_inline __u64 op_address(struct pt_regs *regs, __u64 value, const
 #define SEARCH_BLOCK_SIZE 512
 
 struct search_block {
-	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
+	struct block_claim claim;
 	__u64 base;                  /* user address of bytes[0] */
 	__u64 length;
 	__u8 bytes[SEARCH_BLOCK_SIZE + 16];
@@ -415,14 +461,13 @@ __noinline int fill_search_block(__u64 thread, __u64 address, __u64 length)
 		return 0;
 	if (length > SEARCH_BLOCK_SIZE)
 		length = SEARCH_BLOCK_SIZE;
-	block->owner = 0;
-	block->length = 0;
-	if (length == 0 || bpf_probe_read_user(block->bytes, length, (void *)address) != 0)
+	if (length == 0)
 		return 0;
+	__u64 fill = begin_fill(&block->claim);
+	int read = bpf_probe_read_user(block->bytes, length, (void *)address) == 0;
 	block->base = address;
 	block->length = length;
-	block->owner = thread;
-	return 1;
+	return end_fill(&block->claim, fill, thread, read);
 }
 
 /* Reads 8 or 16 bytes at `address` into `out`: from the search block while
@@ -432,12 +477,12 @@ __noinline int read_searched(__u64 thread, struct user_words *out, __u32 size, _
 	if (!out || (size != 8 && size != 16))
 		return -1;
 	struct search_block *block = search_block();
-	if (block && block->owner == thread && address >= block->base && address - block->base + size <= block->length) {
+	if (block && owned_by(&block->claim, thread) && address >= block->base && address - block->base + size <= block->length) {
 		__u64 offset = (address - block->base) & (SEARCH_BLOCK_SIZE - 1);
 		out->words[0] = *(__u64 *)(block->bytes + offset);
 		if (size == 16)
 			out->words[1] = *(__u64 *)(block->bytes + offset + 8);
-		if (block->owner == thread)
+		if (owned_by(&block->claim, thread))
 			return 0;
 	}
 	return bpf_probe_read_user(out, size, (void *)address);
@@ -1837,14 +1882,12 @@ static __always_inline struct sonde_prefetch *fill_prefetch(struct sonde_probe_c
 	if (length > SONDE_PREFETCH_SIZE)
 		length = SONDE_PREFETCH_SIZE;
 	__u64 base = register_value(regs, config->prefetch_register);
-	block->owner = 0;
+	__u64 fill = begin_fill(&block->claim);
 	block->object_length = 0;
-	if (bpf_probe_read_user(block->bytes, length, (void *)base) != 0)
-		return NULL;
+	int read = bpf_probe_read_user(block->bytes, length, (void *)base) == 0;
 	block->base = base;
 	block->length = length;
-	block->owner = thread;
-	return block;
+	return end_fill(&block->claim, fill, thread, read) ? block : NULL;
 }
 
 /* The probes that run no trace-context program: goroutine hand-offs, enrich
