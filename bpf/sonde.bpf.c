@@ -111,8 +111,8 @@ struct {
  * bytes of an *http.Request), so that its programs' reads inside it are
  * copies, not one bpf_probe_read_user each; and maybe a second one at a pointer
  * the first holds (the request's *url.URL). Per CPU, and owned by the thread
- * that filled it: a thread that preempts this one and fills it too changes the
- * owner, and a reader that sees another owner reads user memory instead. */
+ * that filled it (see begin_fill): a reader that sees another owner reads user
+ * memory instead. */
 struct block_claim {
 	__u64 owner;                 /* bpf_get_current_pid_tgid() of the filler; 0 while filling */
 	__u64 fills;                 /* fills begun on this CPU */
@@ -706,14 +706,15 @@ struct trace_headers {
 };
 
 /* Finds the trace-context headers among `headers`, stored as the probe's
- * program says. A global function, checked once by the verifier. */
-__noinline int find_trace_headers(struct sonde_probe_config *config, __u64 headers, struct trace_headers *found)
+ * program says, for `thread` (the caller's bpf_get_current_pid_tgid()). A
+ * global function, checked once by the verifier. */
+__noinline int find_trace_headers(struct sonde_probe_config *config, __u64 headers, __u64 thread, struct trace_headers *found)
 {
 	if (!config || !found)
 		return 0;
 	struct sonde_context_program *program = &config->context;
 	struct header_search search = {
-		.config = config, .thread = bpf_get_current_pid_tgid(), .wanted = program->tracestate_length ? 2 : 1,
+		.config = config, .thread = thread, .wanted = program->tracestate_length ? 2 : 1,
 	};
 	if (program->carrier == SONDE_CARRIER_FIELD_SLICE)
 		search_field_slice(&search, program->element_size, headers);
@@ -1281,7 +1282,7 @@ __noinline int extract_trace_context(struct sonde_probe_config *config, struct c
 	if (program->sets_carrier)
 		state->carrier = headers;
 	struct trace_headers found = {};
-	find_trace_headers(config, headers, &found);
+	find_trace_headers(config, headers, state->thread, &found);
 	if (!found.traceparent)
 		return 0;
 	if (!parse_traceparent(state, found.traceparent)) {
