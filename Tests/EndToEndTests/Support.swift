@@ -52,17 +52,26 @@ final class ChildProcess: Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        let collected = output
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                collected.close()
-            } else {
-                collected.append(String(decoding: data, as: UTF8.self))
-            }
-        }
         try process.run()
+        // A thread of its own reads the pipe to its end with blocking reads: Foundation's
+        // `readabilityHandler` (a dispatch source) was seen to stop delivering a large output
+        // (~250 KB) before its end on a loaded machine.
+        let collected = output
+        let reading = pipe.fileHandleForReading
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(reading.fileDescriptor, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    collected.append(buffer[..<count])
+                } else if count < 0, errno == EINTR {
+                    continue
+                } else {
+                    break  // the end, or a pipe that cannot be read
+                }
+            }
+            collected.close()
+        }
     }
 
     var text: String { output.text }
@@ -143,10 +152,11 @@ final class ChildProcess: Sendable {
 
 /// Output collected from a child's pipe on libdispatch's reading thread.
 final class OutputBuffer: Sendable {
-    private let storage = Mutex<(text: String, closed: Bool)>(("", false))
-    func append(_ chunk: String) { storage.withLock { $0.text += chunk } }
+    private let storage = Mutex<(bytes: [UInt8], closed: Bool)>(([], false))
+    func append(_ chunk: ArraySlice<UInt8>) { storage.withLock { $0.bytes.append(contentsOf: chunk) } }
     func close() { storage.withLock { $0.closed = true } }
-    var text: String { storage.withLock { $0.text } }
+    /// Decoded whole, so a character split between two reads is not mangled.
+    var text: String { storage.withLock { String(decoding: $0.bytes, as: UTF8.self) } }
     var isClosed: Bool { storage.withLock { $0.closed } }
 }
 
