@@ -21,7 +21,13 @@ public struct OTLPTraceEncoder: Sendable {
     /// Each message is sized before it is written (see ``Protobuf``): each span once, each group
     /// from its spans' sizes.
     public func encode(_ spans: [Span]) -> [UInt8] {
-        let spanSizes = spans.map(Protobuf.spanSize)
+        // Spans are read in place, by index into a view of the array: passing `spans[index]` on
+        // (or mapping `spans`) copied each span, retaining and releasing each of its strings,
+        // a sixth of encoding in `sonde-capacity` (issue 7).
+        let view = spans.span
+        var spanSizes: [Int] = []
+        spanSizes.reserveCapacity(view.count)
+        for index in view.indices { spanSizes.append(Protobuf.spanSize(of: view, at: index)) }
         let groups = ResourceGroup.grouping(spans).map { group in
             SizedGroup(group, attributes: exportedResource(group.resource).attributes.sorted { $0.key < $1.key }, spanSizes: spanSizes)
         }
@@ -40,7 +46,7 @@ public struct OTLPTraceEncoder: Sendable {
                     request.writeStringField(Field.Scope.version, scope.scope.version)
                     for index in scope.spanIndexes {
                         request.writeMessageHeader(Field.ScopeSpans.spans, length: spanSizes[index])
-                        request.writeSpan(spans[index])
+                        request.writeSpan(of: view, at: index)
                     }
                 }
             }
@@ -120,24 +126,25 @@ private struct ResourceGroup {
 
 extension OutputSpan where Element == UInt8 {
     /// A `Span`'s fields (opentelemetry-proto `trace/v1/trace.proto`); every span gets a status.
-    /// `Protobuf.spanSize` says how many bytes this writes.
-    fileprivate mutating func writeSpan(_ span: borrowing Span) {
-        writeIDField(Field.Span.traceID, span.traceID.high, span.traceID.low)
-        writeIDField(Field.Span.spanID, span.spanID.value)
-        writeStringField(Field.Span.traceState, span.traceState)
-        if let parent = span.parentSpanID { writeIDField(Field.Span.parentSpanID, parent.value) }
-        writeStringField(Field.Span.name, span.name)
-        writeVarintField(Field.Span.kind, span.kind.protobufValue)
-        writeFixed64Field(Field.Span.startTimeUnixNano, span.startTimeUnixNano)
-        writeFixed64Field(Field.Span.endTimeUnixNano, span.endTimeUnixNano)
+    /// `Protobuf.spanSize` says how many bytes this writes. The span is read in place, field by
+    /// field: see `OTLPTraceEncoder.encode`.
+    fileprivate mutating func writeSpan(of spans: Swift.Span<Span>, at spanIndex: Int) {
+        writeIDField(Field.Span.traceID, spans[spanIndex].traceID.high, spans[spanIndex].traceID.low)
+        writeIDField(Field.Span.spanID, spans[spanIndex].spanID.value)
+        writeStringField(Field.Span.traceState, spans[spanIndex].traceState)
+        if let parent = spans[spanIndex].parentSpanID { writeIDField(Field.Span.parentSpanID, parent.value) }
+        writeStringField(Field.Span.name, spans[spanIndex].name)
+        writeVarintField(Field.Span.kind, spans[spanIndex].kind.protobufValue)
+        writeFixed64Field(Field.Span.startTimeUnixNano, spans[spanIndex].startTimeUnixNano)
+        writeFixed64Field(Field.Span.endTimeUnixNano, spans[spanIndex].endTimeUnixNano)
         // Read through a view of the array, each attribute in place: `for attribute in` copied
         // each one, retaining its key and value (issue 7).
-        let attributes = span.attributes.span
+        let attributes = spans[spanIndex].attributes.span
         for index in attributes.indices {
             writeKeyValue(Field.Span.attributes, attributes[index].key, attributes[index].value)
         }
-        writeMessageHeader(Field.Span.status, length: Protobuf.statusSize(span.status))
-        switch span.status {
+        writeMessageHeader(Field.Span.status, length: Protobuf.statusSize(spans[spanIndex].status))
+        switch spans[spanIndex].status {
         case .unset:
             break
         case .ok:
@@ -146,7 +153,7 @@ extension OutputSpan where Element == UInt8 {
             writeStringField(Field.Status.message, message)
             writeVarintField(Field.Status.code, Field.Status.error)
         }
-        writeFixed32Field(Field.Span.flags, span.protobufFlags)
+        writeFixed32Field(Field.Span.flags, spans[spanIndex].protobufFlags)
     }
 
     /// A `KeyValue` (`common/v1/common.proto`); the `AnyValue` member is written even when it is
@@ -176,20 +183,21 @@ extension OutputSpan where Element == UInt8 {
 }
 
 extension Protobuf {
-    /// The length of the `Span` message `writeSpan` writes: the same fields, counted.
-    fileprivate static func spanSize(_ span: Span) -> Int {
-        var size = idFieldSize(Field.Span.traceID, span.traceID.high, span.traceID.low)
-            + idFieldSize(Field.Span.spanID, span.spanID.value)
-            + stringFieldSize(Field.Span.traceState, span.traceState)
-            + stringFieldSize(Field.Span.name, span.name)
-            + varintFieldSize(Field.Span.kind, span.kind.protobufValue)
-            + fixed64FieldSize(Field.Span.startTimeUnixNano, span.startTimeUnixNano)
-            + fixed64FieldSize(Field.Span.endTimeUnixNano, span.endTimeUnixNano)
-            + messageFieldSize(Field.Span.status, length: statusSize(span.status))
-            + fixed32FieldSize(Field.Span.flags, span.protobufFlags)
-        if let parent = span.parentSpanID { size += idFieldSize(Field.Span.parentSpanID, parent.value) }
-        for attribute in span.attributes {
-            size += keyValueFieldSize(Field.Span.attributes, attribute.key, attribute.value)
+    /// The length of the `Span` message `writeSpan` writes: the same fields, counted, read in place.
+    fileprivate static func spanSize(of spans: Swift.Span<Span>, at spanIndex: Int) -> Int {
+        var size = idFieldSize(Field.Span.traceID, spans[spanIndex].traceID.high, spans[spanIndex].traceID.low)
+            + idFieldSize(Field.Span.spanID, spans[spanIndex].spanID.value)
+            + stringFieldSize(Field.Span.traceState, spans[spanIndex].traceState)
+            + stringFieldSize(Field.Span.name, spans[spanIndex].name)
+            + varintFieldSize(Field.Span.kind, spans[spanIndex].kind.protobufValue)
+            + fixed64FieldSize(Field.Span.startTimeUnixNano, spans[spanIndex].startTimeUnixNano)
+            + fixed64FieldSize(Field.Span.endTimeUnixNano, spans[spanIndex].endTimeUnixNano)
+            + messageFieldSize(Field.Span.status, length: statusSize(spans[spanIndex].status))
+            + fixed32FieldSize(Field.Span.flags, spans[spanIndex].protobufFlags)
+        if let parent = spans[spanIndex].parentSpanID { size += idFieldSize(Field.Span.parentSpanID, parent.value) }
+        let attributes = spans[spanIndex].attributes.span
+        for index in attributes.indices {
+            size += keyValueFieldSize(Field.Span.attributes, attributes[index].key, attributes[index].value)
         }
         return size
     }
