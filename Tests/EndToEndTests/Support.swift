@@ -54,8 +54,8 @@ final class ChildProcess: Sendable {
         process.standardError = pipe
         try process.run()
         // A thread of its own reads the pipe to its end with blocking reads: Foundation's
-        // `readabilityHandler` (a dispatch source) was seen to stop delivering a large output
-        // (~250 KB) before its end on a loaded machine.
+        // `readabilityHandler` (a dispatch source) stopped delivering a large output (`sonde
+        // plan`'s ~250 KB) before its end.
         let collected = output
         let reading = pipe.fileHandleForReading
         Thread.detachNewThread {
@@ -150,7 +150,7 @@ final class ChildProcess: Sendable {
     }
 }
 
-/// Output collected from a child's pipe on libdispatch's reading thread.
+/// Output collected from a child's pipe by the thread reading it.
 final class OutputBuffer: Sendable {
     private let storage = Mutex<(bytes: [UInt8], closed: Bool)>(([], false))
     func append(_ chunk: ArraySlice<UInt8>) { storage.withLock { $0.bytes.append(contentsOf: chunk) } }
