@@ -1622,8 +1622,8 @@ static __always_inline void emit_span(void *map, struct sonde_call_key *key, str
 {
 	__u64 span_id = record->span_id;
 	__u32 length = offsetof(struct sonde_span_record, data) + record->data_length;
-	if (length > sizeof(*record))
-		length = sizeof(*record);
+	if (length > offsetof(struct sonde_span_record, data) + sizeof(record->data))
+		length = offsetof(struct sonde_span_record, data) + sizeof(record->data);
 	struct bpf_dynptr slot;
 	int claimed;
 	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {

@@ -112,6 +112,7 @@ final class EngineEncodingTests: XCTestCase {
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32 for this probe. Capture fewer values, or reach them by shorter paths")
         }
         XCTAssertEqual(RecordLayout.recordSize, 928)
+        XCTAssertEqual(RecordLayout.dataOffset, 80, "the ring buffer carries the fields user space reads, then the captures")
     }
 
     /// go/runtime's hand-off: the new goroutine in RBX, the creator g0.m.curg in two fused reads.
