@@ -1614,16 +1614,17 @@ static __always_inline int claim_span(void *map, struct sonde_call_key *key, str
 	return bpf_map_delete_elem(map, key) == 0;
 }
 
-/* Emits a finished span from `map` (`calls` or `object_spans`): the record up
- * to its last capture goes into a ring buffer slot of that size, submitted
- * only when this caller claims the span. A span that finds the ring buffer
- * full is still claimed, and counted as lost. */
+/* Emits a finished span from `map` (`calls` or `object_spans`): the record
+ * from trace_id_high to its last capture goes into a ring buffer slot of that
+ * size, submitted only when this caller claims the span. A span that finds the
+ * ring buffer full is still claimed, and counted as lost. */
 static __always_inline void emit_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record)
 {
 	__u64 span_id = record->span_id;
-	__u32 length = offsetof(struct sonde_span_record, data) + record->data_length;
-	if (length > offsetof(struct sonde_span_record, data) + sizeof(record->data))
-		length = offsetof(struct sonde_span_record, data) + sizeof(record->data);
+	const __u32 start = offsetof(struct sonde_span_record, trace_id_high);
+	__u32 length = offsetof(struct sonde_span_record, data) - start + record->data_length;
+	if (length > sizeof(*record) - start)
+		length = sizeof(*record) - start;
 	struct bpf_dynptr slot;
 	int claimed;
 	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
@@ -1633,7 +1634,7 @@ static __always_inline void emit_span(void *map, struct sonde_call_key *key, str
 			count(SONDE_COUNTER_RING_FULL);
 	} else {
 		record->end_ns = bpf_ktime_get_ns();
-		claimed = bpf_dynptr_write(&slot, 0, record, length, 0) == 0 && claim_span(map, key, record, span_id);
+		claimed = bpf_dynptr_write(&slot, 0, &record->trace_id_high, length, 0) == 0 && claim_span(map, key, record, span_id);
 		if (claimed)
 			bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
 		else

@@ -238,12 +238,25 @@ struct sonde_probe_config {
 	struct sonde_context_program context;
 };
 
-/* One span, from entry to return. The ring buffer carries it from its start to
- * the end of its last capture (data_length), so what user space reads comes
- * first and what only the probes use comes after the data area: a span's
- * ring buffer slot is then 72 bytes shorter (the demo front's: 537 -> 465 on average),
- * so the ring holds more spans before it fills and both sides copy less. */
+/* One span, from entry to return. The ring buffer gets it from trace_id_high,
+ * the first field user space reads, to the end of its last capture
+ * (data_length): the probes' own state comes first and stays in the kernel,
+ * 72 bytes a span (the demo front's records: 537 -> 465 bytes on average), in
+ * the same cache lines as the fields the probes share with user space. */
 struct sonde_span_record {
+	/* The probes' own state. */
+	__u64 load_bias;
+	__u64 parent_owner;          /* the parent span's call owner and probe, to */
+	__u32 parent_slot;           /* make it current again when this span ends */
+	__u32 nested_calls;          /* the outermost call of a probe on a goroutine/thread: how many
+	                              * calls of the same probe are open inside it (their keys have
+	                              * levels 1...nested_calls; see SONDE_NESTING_SHIFT) */
+	__u64 stack_depth;           /* bytes below the top of the stack at entry: a later
+	                              * entry on the same goroutine/thread at this depth or
+	                              * less means this call unwound without returning */
+	__u64 carrier;               /* the span's trace context waits in `injections` under it */
+	__u64 saved[SONDE_SAVED_SLOTS];
+	/* What the ring buffer carries. */
 	__u64 trace_id_high;
 	__u64 trace_id_low;
 	__u64 span_id;               /* in `calls`, also the record's owner: see SONDE_SPAN_CLAIMED */
@@ -262,18 +275,6 @@ struct sonde_span_record {
 	/* Strings are stored as a u16 length then the bytes. The slack after the
 	 * data area lets the verifier accept a bounded copy at any masked offset. */
 	__u8 data[SONDE_DATA_SIZE + SONDE_MAX_STRING + 2];
-	/* The probes' own state, never on the ring buffer. */
-	__u64 load_bias;
-	__u64 parent_owner;          /* the parent span's call owner and probe, to */
-	__u32 parent_slot;           /* make it current again when this span ends */
-	__u32 nested_calls;          /* the outermost call of a probe on a goroutine/thread: how many
-	                              * calls of the same probe are open inside it (their keys have
-	                              * levels 1...nested_calls; see SONDE_NESTING_SHIFT) */
-	__u64 stack_depth;           /* bytes below the top of the stack at entry: a later
-	                              * entry on the same goroutine/thread at this depth or
-	                              * less means this call unwound without returning */
-	__u64 carrier;               /* the span's trace context waits in `injections` under it */
-	__u64 saved[SONDE_SAVED_SLOTS];
 };
 
 /* Set in a record's `context_flags` when its parent came from an incoming

@@ -236,20 +236,27 @@ enum RecordLayout {
     /// The capture area of a record: the data array and its slack.
     static let dataOffset = MemoryLayout<sonde_span_record>.offset(of: \.data)!
     static let dataLength = MemoryLayout.size(ofValue: sonde_span_record().data)
+    /// Where the ring buffer's copy of a record starts: the probes' own state before it stays in the kernel.
+    static let ringRecordStart = MemoryLayout<sonde_span_record>.offset(of: \.trace_id_high)!
+    /// The fixed fields of a ring buffer record, before its captures.
+    static let ringHeaderLength = dataOffset - ringRecordStart
 
-    /// Overwrites `event` with the record in `raw`, copying the capture area into the event's
-    /// own buffer: the ring-buffer reader decodes every record into one event, so a record
-    /// allocates nothing once that buffer exists (issue 7). A ring-buffer record ends with its
-    /// last capture (`data_length`); a map's record is whole. Returns false, leaving `event` as
-    /// it was, when `raw` is shorter than a record's fixed fields or longer than a record.
+    /// Overwrites `event` with the ring buffer record in `raw`, copying the capture area into the
+    /// event's own buffer: the ring-buffer reader decodes every record into one event, so a record
+    /// allocates nothing once that buffer exists (issue 7). A ring buffer record is the record from
+    /// `trace_id_high` to its last capture (`data_length`). Returns false, leaving `event` as it
+    /// was, when `raw` is shorter than a record's fixed fields or longer than a whole record.
     static func decodeRecord(_ raw: UnsafeRawBufferPointer, into event: inout SpanEvent) -> Bool {
-        guard raw.count >= dataOffset, raw.count <= recordSize else { return false }
+        guard raw.count >= ringHeaderLength, raw.count <= recordSize - ringRecordStart else { return false }
         var record = sonde_span_record()
-        withUnsafeMutableBytes(of: &record) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[..<dataOffset])) }
+        withUnsafeMutableBytes(of: &record) {
+            UnsafeMutableRawBufferPointer(rebasing: $0[ringRecordStart..<dataOffset])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[..<ringHeaderLength]))
+        }
         var data: [UInt8] = []
         swap(&data, &event.data)  // the buffer stays uniquely referenced, so it is written in place
         data.removeAll(keepingCapacity: true)
-        data.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[dataOffset..<min(raw.count, dataOffset + dataLength)]))
+        data.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[ringHeaderLength..<min(raw.count, ringHeaderLength + dataLength)]))
         event = SpanEvent(
             traceIDHigh: record.trace_id_high, traceIDLow: record.trace_id_low, spanID: record.span_id, parentSpanID: record.parent_span_id,
             startMonotonicNanos: record.start_ns, endMonotonicNanos: record.end_ns, callKey: record.key,

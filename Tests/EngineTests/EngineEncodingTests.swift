@@ -112,7 +112,7 @@ final class EngineEncodingTests: XCTestCase {
             XCTAssertEqual("\(error)", "a fetch program has 33 ops; the BPF program runs at most 32 for this probe. Capture fewer values, or reach them by shorter paths")
         }
         XCTAssertEqual(RecordLayout.recordSize, 928)
-        XCTAssertEqual(RecordLayout.dataOffset, 80, "the ring buffer carries the fields user space reads, then the captures")
+        XCTAssertEqual(RecordLayout.ringHeaderLength, 80, "the ring buffer carries the fields user space reads, then the captures")
     }
 
     /// go/runtime's hand-off: the new goroutine in RBX, the creator g0.m.curg in two fused reads.
@@ -142,7 +142,7 @@ final class EngineEncodingTests: XCTestCase {
             record.tgid = 4242
             record.captured = 0b101
             record.data.0 = firstByte
-            return withUnsafeBytes(of: record) { Array($0) }
+            return withUnsafeBytes(of: record) { Array($0[RecordLayout.ringRecordStart...]) }
         }
         var event = SpanEvent(
             traceIDHigh: 9, traceIDLow: 9, spanID: 9, parentSpanID: 9, startMonotonicNanos: 9, endMonotonicNanos: 9, callKey: 9, processID: 9,
@@ -159,14 +159,15 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(event.capturedMask, 0b101)
         XCTAssertFalse(event.stoppedEarly)
         // The ring buffer's records end with their last capture.
-        let cut = Array(recordBytes(spanID: 3, firstByte: 0xcc).prefix(RecordLayout.dataOffset + 3))
+        let cut = Array(recordBytes(spanID: 3, firstByte: 0xcc).prefix(RecordLayout.ringHeaderLength + 3))
         XCTAssertTrue(cut.withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
         XCTAssertEqual(event.spanID, 3)
         XCTAssertEqual(event.data, [0xcc, 0, 0])
         XCTAssertEqual(kept.data.count, RecordLayout.dataLength, "the kept event's buffer is not the reused one")
 
-        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.dataOffset - 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
-        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.recordSize + 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        XCTAssertFalse([UInt8](repeating: 0, count: RecordLayout.ringHeaderLength - 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
+        let longest = RecordLayout.recordSize - RecordLayout.ringRecordStart
+        XCTAssertFalse([UInt8](repeating: 0, count: longest + 1).withUnsafeBytes { RecordLayout.decodeRecord($0, into: &event) })
         XCTAssertEqual(event.spanID, 3, "a record without its fixed fields, or longer than a record, leaves the event as it was")
     }
 
