@@ -258,6 +258,9 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     return 0
   fi
   for pid in "${target_pids[@]}"; do
+    # Emptied here as well as by the redirection, which the child may make after wait_attached's first
+    # look: the previous mode's "attached" line would start the load before this sonde had attached.
+    : >"$work/sonde.$index.log"
     env "${environment[@]}" "$binary" run --pid "$pid" "${arguments[@]}" >/dev/null 2>"$work/sonde.$index.log" &
     sonde_pids+=($!)
     index=$((index + 1))
