@@ -1614,36 +1614,6 @@ static __always_inline int claim_span(void *map, struct sonde_call_key *key, str
 	return bpf_map_delete_elem(map, key) == 0;
 }
 
-/* Emits a finished span from `map` (`calls` or `object_spans`): the record
- * from trace_id_high to its last capture goes into a ring buffer slot of that
- * size, submitted only when this caller claims the span. A span that finds the
- * ring buffer full is still claimed, and counted as lost. */
-static __always_inline void emit_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record)
-{
-	__u64 span_id = record->span_id;
-	const __u32 start = offsetof(struct sonde_span_record, trace_id_high);
-	__u32 length = offsetof(struct sonde_span_record, data) - start + record->data_length;
-	if (length > sizeof(*record) - start)
-		length = sizeof(*record) - start;
-	struct bpf_dynptr slot;
-	int claimed;
-	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
-		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
-		claimed = claim_span(map, key, record, span_id);
-		if (claimed)
-			count(SONDE_COUNTER_RING_FULL);
-	} else {
-		record->end_ns = bpf_ktime_get_ns();
-		claimed = bpf_dynptr_write(&slot, 0, &record->trace_id_high, length, 0) == 0 && claim_span(map, key, record, span_id);
-		if (claimed)
-			bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
-		else
-			bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
-	}
-	if (claimed && map == &calls)
-		keep_or_delete_call_record(key);
-}
-
 /* The caller's span becomes active again on this goroutine/thread. */
 static __always_inline void restore_parent_context(struct sonde_span_record *record, struct sonde_context_key *context_key)
 {
@@ -1659,6 +1629,47 @@ static __always_inline void restore_parent_context(struct sonde_span_record *rec
 	} else {
 		clear_context(context_key);
 	}
+}
+
+/* Emits a finished span from `map` (`calls` or `object_spans`): the record
+ * from trace_id_high to its last capture goes into a ring buffer slot of that
+ * size, submitted only when this caller claims the span. A span that finds the
+ * ring buffer full is still claimed, and counted as lost. A call's span makes
+ * its parent the active context again under `restore` (NULL: not a call's)
+ * between the copy and the claim: the claim's locked instruction waits for the
+ * copy's stores to reach the ring buffer's lines, which the reader on another
+ * CPU took last, and the context's lookup runs during that wait instead of
+ * before it. */
+static __always_inline void emit_span(void *map, struct sonde_call_key *key, struct sonde_span_record *record,
+				      struct sonde_context_key *restore)
+{
+	__u64 span_id = record->span_id;
+	const __u32 start = offsetof(struct sonde_span_record, trace_id_high);
+	__u32 length = offsetof(struct sonde_span_record, data) - start + record->data_length;
+	if (length > sizeof(*record) - start)
+		length = sizeof(*record) - start;
+	struct bpf_dynptr slot;
+	int claimed;
+	if (bpf_ringbuf_reserve_dynptr(&spans, length, 0, &slot) != 0) {
+		bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
+		if (restore)
+			restore_parent_context(record, restore);
+		claimed = claim_span(map, key, record, span_id);
+		if (claimed)
+			count(SONDE_COUNTER_RING_FULL);
+	} else {
+		record->end_ns = bpf_ktime_get_ns();
+		int written = bpf_dynptr_write(&slot, 0, &record->trace_id_high, length, 0) == 0;
+		if (restore)
+			restore_parent_context(record, restore);
+		claimed = written && claim_span(map, key, record, span_id);
+		if (claimed)
+			bpf_ringbuf_submit_dynptr(&slot, wakeup_flag());
+		else
+			bpf_ringbuf_discard_dynptr(&slot, BPF_RB_NO_WAKEUP);
+	}
+	if (claimed && map == &calls)
+		keep_or_delete_call_record(key);
 }
 
 /* The creating goroutine of a HANDOFF probe: its program follows pointers from
@@ -1694,11 +1705,14 @@ static __always_inline int on_handoff(struct sonde_probe_config *config, struct 
 	struct sonde_trace_context handed = {};
 	if (active)
 		handed = *active;
-	/* Only a span, or an unsampled root, still open is handed on (the creator's
-	 * depth is unknown here). */
-	int open = active && ((handed.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE))
-				      ? marker_open(&handed, tgid, 0, 0)
-				      : context_liveness(&handed, tgid, 0, 0) == CONTEXT_OPEN);
+	/* Only a span, or a marker, still open is handed on (the creator's depth is
+	 * unknown here). One the creator owns is open, with no lookup: its end, or
+	 * the next marker, replaces it; only Engine's reclaim can end its span
+	 * first, which the new goroutine's first entry finds. */
+	int open = active && (handed.owner == creator.key
+			      || ((handed.flags & (SONDE_CONTEXT_UNSAMPLED | SONDE_CONTEXT_REMOTE))
+					  ? marker_open(&handed, tgid, 0, 0)
+					  : context_liveness(&handed, tgid, 0, 0) == CONTEXT_OPEN));
 	if (!open) {
 		clear_context(&created);
 		return 0;
@@ -1769,11 +1783,11 @@ static __always_inline int on_return(struct sonde_probe_config *config, struct p
 		finish_injection(record);
 
 	struct sonde_context_key context_key = { .key = owner, .tgid = tgid };
-	restore_parent_context(record, &context_key);
 	if (!state.object) {
-		emit_span(&calls, &call_key, record);
+		emit_span(&calls, &call_key, record, &context_key);
 		return 0;
 	}
+	restore_parent_context(record, &context_key);
 	/* The span outlives the call: it stays open under the object until an
 	 * END_OBJECT_SPAN probe sees that object. */
 	struct sonde_call_key object_key = { .key = state.object, .tgid = tgid, .span_slot = config->span_slot };
@@ -1807,7 +1821,7 @@ static __always_inline int on_end_object_span(struct sonde_probe_config *config,
 	state.record = record;
 	run_fetch_program(&state);
 	record->captured |= SONDE_ENDED_BY_OBJECT_PROBE;
-	emit_span(&object_spans, &object_key, record);
+	emit_span(&object_spans, &object_key, record, NULL);
 	return 0;
 }
 
