@@ -1672,6 +1672,27 @@ static __always_inline void emit_span(void *map, struct sonde_call_key *key, str
 		keep_or_delete_call_record(key);
 }
 
+/* The last reads of SONDE_OP_DEREFERENCE_PER_THREAD on a CPU, one slot for
+ * each of a few threads (by thread id): a hand-off's first read (g0.m) is the
+ * same every time its thread creates a goroutine, and a read of user memory
+ * costs more than this array's lookup. */
+#define PER_THREAD_READ_SLOTS 16
+
+struct per_thread_reads {
+	struct {
+		__u64 thread;        /* bpf_get_current_pid_tgid() */
+		__u64 address;
+		__u64 value;
+	} slots[PER_THREAD_READ_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct per_thread_reads);
+} per_thread_reads SEC(".maps");
+
 /* The creating goroutine of a HANDOFF probe: its program follows pointers from
  * a register (Go: the running g, R14, is g0 on the system stack, and the
  * creator is g0.m.curg). 0 when a read fails. */
@@ -1682,13 +1703,31 @@ static __always_inline __u64 creator_goroutine(struct sonde_probe_config *config
 		if (index >= config->op_count)
 			break;
 		struct sonde_op *op = &config->ops[index];
-		if (op->code == SONDE_OP_LOAD_REGISTER)
+		if (op->code == SONDE_OP_LOAD_REGISTER) {
 			value = register_value(regs, op->reg) + op->imm;
-		else if (op->code == SONDE_OP_ADD)
+		} else if (op->code == SONDE_OP_ADD) {
 			value += op->imm;
-		else if (op->code != SONDE_OP_DEREFERENCE
-			 || bpf_probe_read_user(&value, sizeof(value), (void *)op_address(regs, value, op)) != 0)
+		} else if (op->code == SONDE_OP_DEREFERENCE_PER_THREAD) {
+			__u64 address = op_address(regs, value, op);
+			__u64 thread = bpf_get_current_pid_tgid();
+			__u32 zero = 0;
+			struct per_thread_reads *reads = bpf_map_lookup_elem(&per_thread_reads, &zero);
+			if (!reads)
+				return 0;
+			__u32 slot = (__u32)thread % PER_THREAD_READ_SLOTS;
+			if (reads->slots[slot].thread == thread && reads->slots[slot].address == address) {
+				value = reads->slots[slot].value;
+				continue;
+			}
+			if (bpf_probe_read_user(&value, sizeof(value), (void *)address) != 0)
+				return 0;
+			reads->slots[slot].thread = thread;
+			reads->slots[slot].address = address;
+			reads->slots[slot].value = value;
+		} else if (op->code != SONDE_OP_DEREFERENCE
+			   || bpf_probe_read_user(&value, sizeof(value), (void *)op_address(regs, value, op)) != 0) {
 			return 0;
+		}
 	}
 	return value;
 }

@@ -128,6 +128,9 @@ enum sonde_op_code {
 	SONDE_OP_FIND_IN_LIST = 13,  /* value is a linked list's first node: value = the first node
 	                              * whose reg-byte key at offset len equals imm, following the
 	                              * pointer at offset out; the capture is absent when none does */
+	SONDE_OP_DEREFERENCE_PER_THREAD = 14, /* HANDOFF programs: a DEREFERENCE whose result is the
+	                              * same for as long as the running thread lives (Go: the running
+	                              * goroutine's g.m, the thread's M), kept per CPU for that thread */
 };
 
 /* In a memory op's `reg`: its address starts from register reg & 15, not from value. */

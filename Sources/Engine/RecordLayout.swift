@@ -186,7 +186,7 @@ enum RecordLayout {
                 offset = 0
             case .add(let added):
                 offset &+= added
-            case .dereference, .readGoString, .readInteger, .readCString:
+            case .dereference, .dereferencePerThread, .readGoString, .readInteger, .readCString:
                 var memoryOp = encode(op, captureIndex: captureIndex)
                 if let loaded { memoryOp.reg = UInt8(SONDE_OP_FROM_REGISTER) | UInt8(loaded.rawValue) }
                 memoryOp.imm = offset
@@ -218,6 +218,7 @@ enum RecordLayout {
         case .save(let slot): set(SONDE_OP_SAVE, register: UInt8(slot))
         case .add(let offset): set(SONDE_OP_ADD, immediate: offset)
         case .dereference: set(SONDE_OP_DEREFERENCE)
+        case .dereferencePerThread: set(SONDE_OP_DEREFERENCE_PER_THREAD)
         case .expectAddress(let address, _): set(SONDE_OP_EXPECT_ADDRESS, immediate: Int64(bitPattern: address))
         case .readGoString(let into, let maxLength): set(SONDE_OP_READ_GO_STRING, out: into, length: maxLength)
         case .readInteger(let size, let into): set(SONDE_OP_READ_INTEGER, out: into, length: size)

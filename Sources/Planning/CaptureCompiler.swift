@@ -127,7 +127,10 @@ struct CaptureCompiler {
         guard typeName == goroutine else {
             throw PlanProblem("\(context): \(path.map(\.description).joined(separator: ".")) is \(typeName), not \(goroutine)")
         }
-        let program = ops + [.dereference]
+        // The running goroutine's m is the thread's M, whichever goroutine runs (g0 on the system
+        // stack): the BPF program reads it once per thread.
+        var program = ops + [.dereference]
+        if path.first == .field("m"), let first = program.firstIndex(of: .dereference) { program[first] = .dereferencePerThread }
         guard program.count <= limit else {
             let path = path.map(\.description).joined(separator: ".")
             throw PlanProblem("\(context): \(path) needs \(program.count) ops (loads, adds, dereferences); a hand-off's program has at most \(limit)")

@@ -10,6 +10,9 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case save(slot: Int)
     case add(Int64)
     case dereference
+    /// A dereference whose result stays the same for as long as the running thread lives (the
+    /// running goroutine's `g.m`, the thread's M): read once per thread, then kept (hand-offs).
+    case dereferencePerThread
     /// Stops the program unless the value is this link-time address (relocated for PIE).
     case expectAddress(UInt64, meaning: String)
     case readGoString(into: Int, maxLength: Int)
@@ -31,6 +34,7 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
         case .save(let slot): return "save to saved[\(slot)]"
         case .add(let offset): return "add \(offset)"
         case .dereference: return "dereference"
+        case .dereferencePerThread: return "dereference (once per thread)"
         case .expectAddress(let address, let meaning): return "expect 0x\(String(address, radix: 16)) (\(meaning))"
         case .readGoString(let offset, let maxLength): return "read go-string (max \(maxLength)) into data[\(offset)]"
         case .readStringRegisters(let pointer, let length, let offset, let maxLength):

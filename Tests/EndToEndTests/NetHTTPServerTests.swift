@@ -249,7 +249,7 @@ enum NetHTTPScenarios {
             handoff.contains("\n  carries trace context to the new goroutine in RBX from its creator, the *g the entry program reaches\n"), plan,
             file: file, line: line)
         XCTAssertTrue(handoff.contains("\n  per call: 1 emulated + 0 single-stepped hits ≈ 0.65 µs of traps\n"), plan, file: file, line: line)
-        let creator = ["load R14", "add 48", "dereference", "add \(minor >= 25 ? 184 : 192)", "dereference"]
+        let creator = ["load R14", "add 48", "dereference (once per thread)", "add \(minor >= 25 ? 184 : 192)", "dereference"]
         XCTAssertTrue(handoff.contains("\n  entry program:\n" + creator.map { "    \($0)\n" }.joined() + "  return program:\n"), plan, file: file, line: line)
     }
 

@@ -115,17 +115,18 @@ final class EngineEncodingTests: XCTestCase {
         XCTAssertEqual(RecordLayout.ringHeaderLength, 80, "the ring buffer carries the fields user space reads, then the captures")
     }
 
-    /// go/runtime's hand-off: the new goroutine in RBX, the creator g0.m.curg in two fused reads.
+    /// go/runtime's hand-off: the new goroutine in RBX, the creator g0.m.curg in two fused reads,
+    /// the first of them (g0.m, the thread's M) kept per thread.
     func testHandOffConfigReachesTheCreatorInTwoReads() throws {
-        let creator: [FetchOp] = [.loadRegister(.r14), .add(48), .dereference, .add(192), .dereference]
+        let creator: [FetchOp] = [.loadRegister(.r14), .add(48), .dereferencePerThread, .add(192), .dereference]
         let config = try RecordLayout.encodeConfig(
             role: .handoff, spanSlot: 0, keyMode: .thread, skipFlagsMask: 0, siteAddress: 0x44_17a0, objectRegister: .rbx,
             program: creator, captureSlots: [])
         XCTAssertEqual(Array(config[0..<4]), [3, 0, 0, 0], "role HANDOFF")
         XCTAssertEqual(Array(config[12..<16]), [2, 0, 0, 0], "two ops")
         XCTAssertEqual(Array(config[32..<36]), [3, 0, 0, 0], "the new goroutine in RBX (3)")
-        // DEREFERENCE (5) of R14 (0x80 | 14) + 48, then DEREFERENCE of that + 192; 16 bytes per op, imm at +8.
-        XCTAssertEqual(Array(config[56..<58]) + Array(config[64..<72]), [5, 0x8e, 48, 0, 0, 0, 0, 0, 0, 0])
+        // DEREFERENCE_PER_THREAD (14) of R14 (0x80 | 14) + 48, then DEREFERENCE (5) of that + 192; 16 bytes per op, imm at +8.
+        XCTAssertEqual(Array(config[56..<58]) + Array(config[64..<72]), [14, 0x8e, 48, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[72..<74]) + Array(config[80..<88]), [5, 0, 192, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(Array(config[88..<90]), [0, 0], "no third op")
         XCTAssertThrowsError(try RecordLayout.encodeConfig(

@@ -168,7 +168,7 @@ extension PlanCompilerTests {
         XCTAssertEqual(probe.returns, [])
         XCTAssertEqual(probe.handoffChild, .rbx)
         // g0 (R14) -> g0.m -> m.curg, the goroutine that switched to the system stack
-        XCTAssertEqual(probe.entryProgram, [.loadRegister(.r14), .add(48), .dereference, .add(192), .dereference])
+        XCTAssertEqual(probe.entryProgram, [.loadRegister(.r14), .add(48), .dereferencePerThread, .add(192), .dereference])
         XCTAssertEqual(TrapCost(perCallOf: probe), TrapCost(emulatedHits: 1, singleSteppedHits: 0))
         XCTAssertEqual(PlanCompiler.functionsNeeded(by: [try runtimePack()]), ["runtime.newproc.func1", "runtime.runqput"])
         // Conventional placement moves entries to first instructions; a hand-off has only its call.
