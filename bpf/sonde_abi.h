@@ -129,8 +129,9 @@ enum sonde_op_code {
 	                              * whose reg-byte key at offset len equals imm, following the
 	                              * pointer at offset out; the capture is absent when none does */
 	SONDE_OP_DEREFERENCE_PER_THREAD = 14, /* HANDOFF programs: a DEREFERENCE whose result is the
-	                              * same for as long as the running thread lives (Go: the running
-	                              * goroutine's g.m, the thread's M), kept per CPU for that thread */
+	                              * same whenever the running thread reads that address (Go: the
+	                              * running goroutine's g.m, the thread's M), kept per CPU for that
+	                              * thread and address */
 };
 
 /* In a memory op's `reg`: its address starts from register reg & 15, not from value. */
