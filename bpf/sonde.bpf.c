@@ -1675,16 +1675,30 @@ static __always_inline void emit_span(void *map, struct sonde_call_key *key, str
 /* The last reads of SONDE_OP_DEREFERENCE_PER_THREAD on a CPU, one slot for
  * each of a few threads (by thread id): a hand-off's first read (g0.m) is the
  * same every time its thread creates a goroutine, and a read of user memory
- * costs more than this array's lookup. */
+ * costs more than this array's lookup. A task may be preempted while it writes
+ * or reads a slot by another writing the same slot on this CPU: a slot is used
+ * only when its check matches the other three fields, which fields of two
+ * writes mixed do not. */
 #define PER_THREAD_READ_SLOTS 16
 
-struct per_thread_reads {
-	struct {
-		__u64 thread;        /* bpf_get_current_pid_tgid() */
-		__u64 address;
-		__u64 value;
-	} slots[PER_THREAD_READ_SLOTS];
+struct per_thread_read {
+	__u64 thread;                /* bpf_get_current_pid_tgid() */
+	__u64 address;
+	__u64 value;
+	__u64 check;                 /* read_check() of the three, written last */
 };
+
+struct per_thread_reads {
+	struct per_thread_read slots[PER_THREAD_READ_SLOTS];
+};
+
+/* A mix of a slot's fields (splitmix64's finalizer between them). */
+static __always_inline __u64 read_check(__u64 thread, __u64 address, __u64 value)
+{
+	__u64 x = thread ^ (address * 0x9e3779b97f4a7c15ULL);
+	x = ((x ^ (x >> 31)) * 0xbf58476d1ce4e5b9ULL) ^ value;
+	return (x ^ (x >> 29)) * 0x94d049bb133111ebULL;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -1714,16 +1728,19 @@ static __always_inline __u64 creator_goroutine(struct sonde_probe_config *config
 			struct per_thread_reads *reads = bpf_map_lookup_elem(&per_thread_reads, &zero);
 			if (!reads)
 				return 0;
-			__u32 slot = (__u32)thread % PER_THREAD_READ_SLOTS;
-			if (reads->slots[slot].thread == thread && reads->slots[slot].address == address) {
-				value = reads->slots[slot].value;
+			struct per_thread_read *slot = &reads->slots[(__u32)thread % PER_THREAD_READ_SLOTS];
+			__u64 kept = *(volatile __u64 *)&slot->value;
+			if (*(volatile __u64 *)&slot->thread == thread && *(volatile __u64 *)&slot->address == address
+			    && *(volatile __u64 *)&slot->check == read_check(thread, address, kept)) {
+				value = kept;
 				continue;
 			}
 			if (bpf_probe_read_user(&value, sizeof(value), (void *)address) != 0)
 				return 0;
-			reads->slots[slot].thread = thread;
-			reads->slots[slot].address = address;
-			reads->slots[slot].value = value;
+			slot->thread = thread;
+			slot->address = address;
+			slot->value = value;
+			slot->check = read_check(thread, address, value);
 		} else if (op->code != SONDE_OP_DEREFERENCE
 			   || bpf_probe_read_user(&value, sizeof(value), (void *)op_address(regs, value, op)) != 0) {
 			return 0;

@@ -10,8 +10,8 @@ import Synchronization
 ///
 /// The thread runs in the kernel's idle scheduling class (SCHED_IDLE) while the queue it exports
 /// from keeps up: it then takes only CPU time nothing else wants, so a traced service that keeps
-/// its cores busy is not preempted by an export (issue 7, the net/http demo under `wrk`: 1.7 %
-/// more requests a second, and 11 % less of Sonde's CPU a span). Whenever the queue has no room for
+/// its cores busy is not preempted by an export (issue 7, the net/http demo under `wrk`: 2.9 %
+/// more requests a second, and 8 % less of Sonde's CPU a span). Whenever the queue has no room for
 /// what the reader hands over, it takes its share again until it has kept up for a while (see
 /// ``ExportYieldPolicy``); the reader, which fills the queue, stays in the normal class and
 /// tells it (``exportBacklog(_:)``).

@@ -10,8 +10,8 @@ public enum FetchOp: Sendable, Equatable, CustomStringConvertible {
     case save(slot: Int)
     case add(Int64)
     case dereference
-    /// A dereference whose result stays the same for as long as the running thread lives (the
-    /// running goroutine's `g.m`, the thread's M): read once per thread, then kept (hand-offs).
+    /// A dereference whose result is the same whenever the running thread reads that address (the
+    /// running goroutine's `g.m`, the thread's M): read once, then kept per thread (hand-offs).
     case dereferencePerThread
     /// Stops the program unless the value is this link-time address (relocated for PIE).
     case expectAddress(UInt64, meaning: String)
