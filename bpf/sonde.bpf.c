@@ -1707,6 +1707,31 @@ struct {
 	__type(value, struct per_thread_reads);
 } per_thread_reads SEC(".maps");
 
+/* *value = the u64 at `address`, as this thread last read it on this CPU, or
+ * read now and kept; 0 when the read fails. */
+static __always_inline int read_per_thread(__u64 address, __u64 *value)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	struct per_thread_reads *reads = bpf_map_lookup_elem(&per_thread_reads, &zero);
+	if (!reads)
+		return 0;
+	struct per_thread_read *slot = &reads->slots[(__u32)thread % PER_THREAD_READ_SLOTS];
+	__u64 kept = *(volatile __u64 *)&slot->value;
+	if (*(volatile __u64 *)&slot->thread == thread && *(volatile __u64 *)&slot->address == address
+	    && *(volatile __u64 *)&slot->check == read_check(thread, address, kept)) {
+		*value = kept;
+		return 1;
+	}
+	if (bpf_probe_read_user(value, sizeof(*value), (void *)address) != 0)
+		return 0;
+	slot->thread = thread;
+	slot->address = address;
+	slot->value = *value;
+	slot->check = read_check(thread, address, *value);
+	return 1;
+}
+
 /* The creating goroutine of a HANDOFF probe: its program follows pointers from
  * a register (Go: the running g, R14, is g0 on the system stack, and the
  * creator is g0.m.curg). 0 when a read fails. */
@@ -1722,25 +1747,8 @@ static __always_inline __u64 creator_goroutine(struct sonde_probe_config *config
 		} else if (op->code == SONDE_OP_ADD) {
 			value += op->imm;
 		} else if (op->code == SONDE_OP_DEREFERENCE_PER_THREAD) {
-			__u64 address = op_address(regs, value, op);
-			__u64 thread = bpf_get_current_pid_tgid();
-			__u32 zero = 0;
-			struct per_thread_reads *reads = bpf_map_lookup_elem(&per_thread_reads, &zero);
-			if (!reads)
+			if (!read_per_thread(op_address(regs, value, op), &value))
 				return 0;
-			struct per_thread_read *slot = &reads->slots[(__u32)thread % PER_THREAD_READ_SLOTS];
-			__u64 kept = *(volatile __u64 *)&slot->value;
-			if (*(volatile __u64 *)&slot->thread == thread && *(volatile __u64 *)&slot->address == address
-			    && *(volatile __u64 *)&slot->check == read_check(thread, address, kept)) {
-				value = kept;
-				continue;
-			}
-			if (bpf_probe_read_user(&value, sizeof(value), (void *)address) != 0)
-				return 0;
-			slot->thread = thread;
-			slot->address = address;
-			slot->value = value;
-			slot->check = read_check(thread, address, value);
 		} else if (op->code != SONDE_OP_DEREFERENCE
 			   || bpf_probe_read_user(&value, sizeof(value), (void *)op_address(regs, value, op)) != 0) {
 			return 0;
