@@ -73,15 +73,14 @@ final class ExportPipeline: Sendable {
     /// Queues `spans` under one lock; those beyond the queue's capacity are dropped and counted.
     func submit(_ spans: consuming [Span]) {
         var spans = spans
-        let (batchFilled, queued) = state.withLock { state in
-            guard state.acceptsSpans else { return (false, state.queuedCount) }
+        let batchFilled = state.withLock { state in
+            guard state.acceptsSpans else { return false }
             state.statistics.submitted += spans.count
             let accepted = min(spans.count, configuration.queueCapacity - state.queuedCount)
             state.statistics.droppedQueueFull += spans.count - accepted
             spans.removeLast(spans.count - accepted)
-            return (state.append(&spans, batchSize: configuration.maxBatchSize), state.queuedCount)
+            return state.append(&spans, batchSize: configuration.maxBatchSize)
         }
-        exporter.exportBacklog(Double(queued) / Double(configuration.queueCapacity))
         if batchFilled { wake(.batchFilled) }
     }
 
