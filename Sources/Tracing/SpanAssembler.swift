@@ -149,8 +149,19 @@ public final class SpanAssembler: Sendable {
             return .int(Int64(port))
         case .url(let scheme, let host, let path, let query):
             guard let scheme = text(scheme), let host = text(host), !scheme.isEmpty, !host.isEmpty else { return nil }
-            let query = text(query) ?? ""
-            return .string("\(scheme)://\(host)\(text(path) ?? "")\(query.isEmpty ? "" : "?" + query)")
+            let path = text(path) ?? "", query = text(query) ?? ""
+            // Sized once: interpolation grew the string, reallocating, as each part was appended.
+            var url = ""
+            url.reserveCapacity(scheme.utf8.count + 3 + host.utf8.count + path.utf8.count + (query.isEmpty ? 0 : 1 + query.utf8.count))
+            url += scheme
+            url += "://"
+            url += host
+            url += path
+            if !query.isEmpty {
+                url += "?"
+                url += query
+            }
+            return .string(url)
         case .urlScheme(let tls):
             guard case .bool(let secure)? = values[tls] else { return nil }
             return .string(secure ? "https" : "http")
