@@ -333,11 +333,11 @@ floor_hits() {
 
 # Appends one line to results.tsv:
 # workload mode round status rps requests errors sonde_cpu_us submitted exported dropped received
-# bpf_ns bpf_runs rss_kb hits stepped_hits sink_cpu_us sink_requests server_cpu_us bpf_requests note
+# bpf_ns bpf_runs rss_kb hits stepped_hits sink_cpu_us sink_requests server_cpu_us bpf_requests ring_peak note
 measure() { # workload mode round
   local workload=$1 mode=$2 round=$3 binary pid index
   local status=ok rps=0 requests=0 errors=0 cpu=0 received=0 bpf="0 0" rss=0 hits="0 0" sink_cpu=0
-  local cpu0 bpf0 sink0 sinkcpu0 sinkrequests0 hits0 targetcpu0 sink_requests=0 targets_cpu=0 bpf_requests=0
+  local cpu0 bpf0 sink0 sinkcpu0 sinkrequests0 hits0 targetcpu0 sink_requests=0 targets_cpu=0 bpf_requests=0 ring_peak=0 samplers
   failure="" summary="0 0 0"
   say "round $round/$rounds  $workload  $mode"
   start_targets "$workload"
@@ -369,10 +369,22 @@ measure() { # workload mode round
       # BPF time in a window of its own, after the load window: kernel.bpf_stats_enabled makes
       # every run read the clock twice, 65 ns a run on the 2-core VM where this was written (1.9% of
       # net/http's req/s), a cost of measuring that the load window must not pay, as users do not.
-      # Sonde's CPU and spans are counted over both windows.
+      # Sonde's CPU and spans are counted over both windows. The span ring buffer's fill is sampled
+      # there too (scripts/span-ring-fill.py, every 5 ms): how close the reader came to losing spans.
       sysctl -qw kernel.bpf_stats_enabled=1
       bpf0=$(bpf_stats)
+      samplers=()
+      for index in "${!sonde_pids[@]}"; do
+        python3 scripts/span-ring-fill.py "${sonde_pids[$index]}" "$bpf_seconds" >"$work/ring.$index" 2>&1 &
+        samplers+=($!)
+      done
       load "$bpf_seconds" "$work/bpf-load.out"
+      wait "${samplers[@]}" || true
+      # -1 when a sampler printed no figure; its error is said.
+      ring_peak=$(awk 'FNR == 1 { files++ } $1 ~ /^[0-9.]+$/ { read++; if ($1 > p) p = $1 }
+        END { print read == files ? p + 0 : -1 }' "$work"/ring.*)
+      [[ $ring_peak != -1 ]] || say "  span-ring-fill.py: $(grep -hv '^[0-9.]* ' "$work"/ring.* | tail -1)"
+      rm -f "$work"/ring.*
       bpf=$(awk -v a="$(bpf_stats)" -v b="$bpf0" 'BEGIN { split(a, x, " "); split(b, y, " "); print x[1] - y[1], x[2] - y[2] }')
       sysctl -qw kernel.bpf_stats_enabled=0
       bpf_requests=$(awk '/requests in/ { print $1 }' "$work/bpf-load.out")
@@ -392,7 +404,7 @@ measure() { # workload mode round
   remove_floor_events
   stop_targets
   printf '%s\t' "$workload" "$mode" "$round" "$status" "${rps:-0}" "${requests:-0}" "$errors" "$cpu" $summary \
-    "$received" $bpf "$rss" $hits "$sink_cpu" "$sink_requests" "$targets_cpu" "${bpf_requests:-0}" >>"$work/results.tsv"
+    "$received" $bpf "$rss" $hits "$sink_cpu" "$sink_requests" "$targets_cpu" "${bpf_requests:-0}" "$ring_peak" >>"$work/results.tsv"
   printf '%s\n' "${failure//$'\t'/ }" >>"$work/results.tsv"
   [[ -z $failure ]] || say "  failed: $failure"
 }
@@ -477,7 +489,7 @@ for workload in "${workloads[@]}"; do
       status[key] = $4; rps[key] = $5; requests[key] = $6; errors[key] = $7; cpu[key] = $8
       submitted[key] = $9; exported[key] = $10; dropped[key] = $11; received[key] = $12
       bpfns[key] = $13; bpfruns[key] = $14; rss[key] = $15; hits[key] = $16; stepped[key] = $17
-      sinkcpu[key] = $18; sinkrequests[key] = $19; servercpu[key] = $20; bpfrequests[key] = $21; note[key] = $22
+      sinkcpu[key] = $18; sinkrequests[key] = $19; servercpu[key] = $20; bpfrequests[key] = $21; ringpeak[key] = $22; note[key] = $23
       if ($3 > rounds) rounds = $3
     }
     # Mode a against mode b in each round both succeeded, into v: the req/s of a over those of b, or (added)
@@ -496,7 +508,7 @@ for workload in "${workloads[@]}"; do
       n = 0; split("", v_rps); split("", v_kept); split("", v_added); split("", v_floor); split("", v_cpu)
       split("", v_bpf); split("", v_runs); split("", v_bpfreq); split("", v_hits); split("", v_spr); split("", v_sink)
       split("", v_batch); split("", v_server); split("", v_stepped)
-      t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = measured = 0; fails = ""
+      t_sub = t_exp = t_drop = t_recv = t_req = t_err = max_rss = max_ring = ring_unknown = measured = 0; fails = ""
       for (r = 1; r <= rounds; r++) {
         k = mode SUBSEP r
         if (!(k in status)) continue
@@ -521,6 +533,8 @@ for workload in "${workloads[@]}"; do
         t_sub += submitted[k]; t_exp += exported[k]; t_drop += dropped[k]; t_recv += received[k]
         t_req += requests[k]; t_err += errors[k]
         if (rss[k] > max_rss) max_rss = rss[k]
+        if (ringpeak[k] > max_ring) max_ring = ringpeak[k]
+        if (ringpeak[k] < 0) ring_unknown = 1
       }
     }
     END {
@@ -577,7 +591,7 @@ for workload in "${workloads[@]}"; do
         if (m) printf "sonde (OTLP) vs baseline %s (OTLP): %s x the req/s\n", baseline, spread(v_base, m, "%.3f")
       }
       print ""
-      printf "%-31s %-19s %-19s %-17s %-19s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "BPF us/req", "peak RSS", "spans/req",
+      printf "%-31s %-19s %-19s %-17s %-19s %-10s %-10s %-17s %s\n", "agent", "CPU us/span", "BPF ns/run", "runs/req", "BPF us/req", "peak RSS", "ring peak", "spans/req",
         "spans submitted / exported / dropped / received at sink"
       for (i = 1; i in order; i++) {
         mode = order[i]
@@ -586,8 +600,9 @@ for workload in "${workloads[@]}"; do
         if (mode == "baseline" && baseline == "") continue
         collect(mode)
         if (n == 0) continue
-        printf "%-31s %-19s %-19s %-17s %-19s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
+        printf "%-31s %-19s %-19s %-17s %-19s %-10s %-10s %-17s %d / %d / %d / %s\n", label[mode], spread(v_cpu, n, "%.1f"),
           spread(v_bpf, n, "%.0f"), spread(v_runs, n, "%.1f"), spread(v_bpfreq, n, "%.2f"), sprintf("%.1f MiB", max_rss / 1024),
+          ring_unknown ? "?" : sprintf("%.0f%%", max_ring * 100),
           spread(v_spr, n, "%.2f"),
           t_sub, t_exp, t_drop, mode == "console" ? "-" : t_recv
         if (mode != "console" && t_recv != t_exp) printf "%-31s   !! %d spans exported but not received\n", "", t_exp - t_recv
@@ -610,8 +625,10 @@ echo
 echo "CPU us/span: sonde utime+stime over the load and BPF windows (then drained) / spans submitted; BPF ns/run"
 echo "and runs/req: kernel.bpf_stats_enabled run_time_ns/run_cnt of sonde's program in a ${bpf_seconds} s load window"
 echo "after the one measuring req/s, which runs with bpf_stats off (BPF us/req: its run time per request; a site"
-echo "doing the work of two raises ns/run, not us/req); peak RSS: largest VmHWM of a"
-echo "sonde process; vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
+echo "doing the work of two raises ns/run, not us/req); peak RSS: largest VmHWM of a sonde process; ring peak:"
+echo "the largest share of the span ring buffer written and not yet read, sampled every 5 ms in the BPF window"
+echo "(scripts/span-ring-fill.py; the reader drains at 25%, spans are lost at 100%);"
+echo "vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
 echo "server CPU us/req: the traced programs' utime+stime over the load window / requests (less sensitive than"
 echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests"
 echo "(medians; in brackets the hits on sites sonde plan marks single-stepped)."
