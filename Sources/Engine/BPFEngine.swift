@@ -29,10 +29,11 @@ public final class BPFEngine {
         /// Bytes of the `spans` ring buffer: a power of two, a multiple of the page size. Its data
         /// pages are mapped twice back to back (so a record can wrap), so every byte here costs two
         /// of Sonde's resident memory once the ring has wrapped. The BPF program wakes the
-        /// reader at 256 KiB unread, and again per 256 KiB written while it lags; 2 MiB leaves the
-        /// reader 1.75 MiB of slack (about 2,000 spans of whole records, 4,500 net/http server spans,
-        /// whose records end with their last capture), which lost no span under
-        /// scripts/bench.sh's load where 8 MiB cost 16 MiB of RSS (issue 7).
+        /// reader at a quarter unread (512 KiB), and again per quarter written while it lags; 2 MiB
+        /// leaves the reader 1.5 MiB of slack (about 1,700 spans of whole records, 3,800 net/http
+        /// server spans, whose records end with their last capture: some 40 ms at 100,000 spans a
+        /// second), which lost no span under scripts/bench.sh's load where 8 MiB cost 16 MiB of
+        /// RSS (issue 7). Its "ring peak" column shows how much of it a run used.
         public var spanBufferBytes = 2 * 1024 * 1024
         public init() {}
     }
