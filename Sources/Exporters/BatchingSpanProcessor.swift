@@ -81,7 +81,9 @@ public final class BatchingSpanProcessor: Sendable {
     /// are (the kernel's ring buffer) waits for room instead of having them dropped here: the
     /// exporter falling behind for a moment then loses nothing.
     public func hasRoom(for count: Int) -> Bool {
-        pipeline.state.withLock { $0.queuedCount + count <= pipeline.configuration.queueCapacity }
+        let room = pipeline.state.withLock { $0.queuedCount + count <= pipeline.configuration.queueCapacity }
+        if !room { pipeline.exporter.exportBacklog(1) }   // export is behind: spans wait in the ring buffer
+        return room
     }
 
     /// What happened to the spans so far, with the reason of the last failed export.
@@ -102,6 +104,7 @@ public final class BatchingSpanProcessor: Sendable {
     @discardableResult
     public func shutdown(timeout: Duration = .seconds(30)) async -> Bool {
         guard pipeline.stopAcceptingSpans() else { return pipeline.state.withLock { $0.queuedCount == 0 } }
+        pipeline.exporter.exportBacklog(1)   // what is queued must go now, whatever else wants the CPU
         timerTask.cancel()
         let flushed = await pipeline.flush(timeout: timeout)
         pipeline.wakeups.finish()

@@ -73,14 +73,15 @@ final class ExportPipeline: Sendable {
     /// Queues `spans` under one lock; those beyond the queue's capacity are dropped and counted.
     func submit(_ spans: consuming [Span]) {
         var spans = spans
-        let batchFilled = state.withLock { state in
-            guard state.acceptsSpans else { return false }
+        let (batchFilled, queued) = state.withLock { state in
+            guard state.acceptsSpans else { return (false, state.queuedCount) }
             state.statistics.submitted += spans.count
             let accepted = min(spans.count, configuration.queueCapacity - state.queuedCount)
             state.statistics.droppedQueueFull += spans.count - accepted
             spans.removeLast(spans.count - accepted)
-            return state.append(&spans, batchSize: configuration.maxBatchSize)
+            return (state.append(&spans, batchSize: configuration.maxBatchSize), state.queuedCount)
         }
+        exporter.exportBacklog(Double(queued) / Double(configuration.queueCapacity))
         if batchFilled { wake(.batchFilled) }
     }
 

@@ -40,6 +40,10 @@ public struct OTLPHTTPExporter: SpanExporter {
     /// without a hop between threads.
     public var exportExecutor: (any TaskExecutor)? { sender.thread }
 
+    public func exportBacklog(_ fill: Double) {
+        sender.thread.exportBacklog(fill)
+    }
+
     /// Keeps to `limit` without a timer: the HTTP client ends every wait by the deadline it is
     /// given. A request cut short by `limit` rather than by the OTLP timeout throws
     /// `TimeLimitExceeded`, as a timer would have.

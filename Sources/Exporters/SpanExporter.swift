@@ -18,10 +18,17 @@ public protocol SpanExporter: Sendable {
     /// its own names it, so that a batch is exported on the thread that wakes for it (issue 7);
     /// nil, the default, for Swift's shared pool.
     var exportExecutor: (any TaskExecutor)? { get }
+
+    /// How full `BatchingSpanProcessor`'s queue is after a submission (0...1), and 1 when it shuts
+    /// down and what is queued must go now: an exporter with a thread of its own lets it yield the
+    /// CPU while the queue keeps up. The default ignores it.
+    func exportBacklog(_ fill: Double)
 }
 
 extension SpanExporter {
     public var exportExecutor: (any TaskExecutor)? { nil }
+
+    public func exportBacklog(_ fill: Double) {}
 
     public func export(_ spans: [Span], within limit: Duration) async throws {
         try await withTimeLimit(limit) { try await self.export(spans) }

@@ -197,6 +197,8 @@ public final class TraceSession: Sendable {
             }
             return assembled.count < groupSize || submitAssembledIfRoom()
         }
+        let stallGuard = ExportStallGuard(watching: try engine.spanBacklog(), exporter: exporter)
+        defer { stallGuard.stop() }
         let signals = watchTerminationSignals(waking: engine.waker)
         try targets.start(engine: engine, shouldStop: { stopRequested.load(ordering: .relaxed) }, log: log)
 

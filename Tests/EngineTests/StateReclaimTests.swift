@@ -30,6 +30,19 @@ final class StateReclaimTests: XCTestCase {
         XCTAssertEqual(bpf_map__max_entries(smallerSpans), 1 << 20)
     }
 
+    /// What a thread other than the reader sees of the span ring buffer: nothing unread before any
+    /// probe ran, out of the configured size, and no wakeup to wait for.
+    func testTheSpanBacklogReadsTheRingBuffersPositions() throws {
+        let backlog = try engine.spanBacklog()
+        XCTAssertEqual(backlog.read(), SpanBacklog.Reading(unreadBytes: 0, ringBytes: UInt64(BPFEngine.Capacities().spanBufferBytes)))
+        XCTAssertEqual(backlog.read().unreadFraction, 0)
+        XCTAssertFalse(backlog.wait(timeoutMilliseconds: 0))
+        backlog.waker.wake()
+        let start = ContinuousClock.now
+        XCTAssertFalse(backlog.wait(timeoutMilliseconds: 10_000), "the waker ends the wait; it is no wakeup of the BPF program's")
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(5), "the waker, not the timeout, ended the wait")
+    }
+
     /// Uprobe multi-links from Linux 6.6, found by asking the kernel, not by its version.
     func testMultiLinksWhereTheKernelHasThem() throws {
         let version = KernelCapabilities.currentKernelRelease().split { !$0.isNumber }.prefix(2).compactMap { Int($0) }

@@ -1,0 +1,43 @@
+import Engine
+import Exporters
+import Foundation
+import Synchronization
+
+/// Keeps an export thread that yields the CPU from costing spans. The OTLP exporter's thread runs
+/// in the idle scheduling class while it keeps up, and the reader tells it when the export queue
+/// has no room (`SpanExporter.exportBacklog`). But preempted while holding a lock the reader also
+/// takes (glibc's malloc arenas: it frees the spans the reader allocated), an idle-class thread
+/// runs again only when a core is idle, and the reader, waiting for the lock, can tell it nothing:
+/// the span ring buffer fills until spans are lost (1,327 in a 5-second run of the net/http
+/// benchmark, issue 7). This thread stays in the normal class, wakes with the BPF program's
+/// wakeups (a quarter of the ring unread, then each further quarter while the reader lags), and
+/// when half the ring is unread tells the exporter it is behind, as the reader would have.
+final class ExportStallGuard: Sendable {
+    /// The unread share of the span ring buffer at which the export is told it is behind: the
+    /// reader drains at a quarter, and the other half leaves the export thread time to be
+    /// scheduled and let go of the lock.
+    static let behindUnreadFraction = 0.5
+
+    private let backlog: SpanBacklog
+    private let stopping = Atomic<Bool>(false)
+    private let ended = DispatchSemaphore(value: 0)
+
+    init(watching backlog: SpanBacklog, exporter: some SpanExporter) {
+        self.backlog = backlog
+        Thread { [self] in
+            try? "sonde-guard".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            while !stopping.load(ordering: .relaxed) {
+                _ = backlog.wait(timeoutMilliseconds: -1)
+                if backlog.read().unreadFraction >= Self.behindUnreadFraction { exporter.exportBacklog(1) }
+            }
+            ended.signal()
+        }.start()
+    }
+
+    /// Ends the thread; returns once it has.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        backlog.waker.wake()
+        ended.wait()
+    }
+}
