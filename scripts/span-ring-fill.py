@@ -52,15 +52,15 @@ def main():
     if descriptor < 0:
         sys.exit(f"span-ring-fill: cannot take sonde's ring buffer descriptor: {os.strerror(ctypes.get_errno())}")
     page = mmap.PAGESIZE
-    consumer = mmap.mmap(descriptor, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
-    producer = mmap.mmap(descriptor, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+    # The consumer's page, then the producer's, each beginning with that side's position.
+    positions = mmap.mmap(descriptor, 2 * page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
     peak = total = 0.0
     samples = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         # The consumer's position first: it never passes the producer's, read after it.
-        consumed = struct.unpack_from("Q", consumer, 0)[0]
-        produced = struct.unpack_from("Q", producer, 0)[0]
+        consumed = struct.unpack_from("Q", positions, 0)[0]
+        produced = struct.unpack_from("Q", positions, page)[0]
         unread = (produced - consumed) / size
         peak, total, samples = max(peak, unread), total + unread, samples + 1
         time.sleep(interval)

@@ -6,11 +6,10 @@ extension BPFEngine {
     /// A view of the span ring buffer's backlog for a thread other than the one that drains it:
     /// one that must notice when the reader is kept from draining (see ``SpanBacklog``).
     public func spanBacklog() throws -> SpanBacklog {
-        let descriptor = mapDescriptor(named: SONDE_MAP_SPANS)
-        guard descriptor >= 0, let map = bpf_object__find_map_by_name(object, SONDE_MAP_SPANS) else {
+        guard let map = bpf_object__find_map_by_name(object, SONDE_MAP_SPANS), bpf_map__fd(map) >= 0 else {
             throw EngineError.bpfLoadFailed(step: "finding the span ring buffer", errno: ENOENT)
         }
-        return try SpanBacklog(ringDescriptor: descriptor, ringBytes: UInt64(bpf_map__max_entries(map)))
+        return try SpanBacklog(ringDescriptor: bpf_map__fd(map), ringBytes: UInt64(bpf_map__max_entries(map)))
     }
 }
 
@@ -28,8 +27,8 @@ public final class SpanBacklog: @unchecked Sendable {
         public var unreadFraction: Double { Double(unreadBytes) / Double(ringBytes) }
     }
 
-    private let consumerPage: UnsafeMutableRawPointer
-    private let producerPage: UnsafeMutableRawPointer
+    /// The consumer's page, then the producer's: each begins with that side's position.
+    private let positionPages: UnsafeRawPointer
     private let pageSize: Int
     private let ringBytes: UInt64
     private let waitSet: WaitSet
@@ -39,45 +38,33 @@ public final class SpanBacklog: @unchecked Sendable {
 
     fileprivate init(ringDescriptor: Int32, ringBytes: UInt64) throws {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
-        // The kernel lays the ring out as the consumer's page, the producer's page, then the data.
-        let consumer = try Self.mapPage(0, of: ringDescriptor, pageSize: pageSize)
+        // The kernel lays the ring out as the consumer's page, the producer's page, then the data;
+        // read-only, the first two map as one.
+        let pages = mmap(nil, 2 * pageSize, PROT_READ, MAP_SHARED, ringDescriptor, 0)
+        guard let pages, pages != MAP_FAILED else {
+            throw EngineError.bpfLoadFailed(step: "mapping the span ring buffer's positions", errno: errno)
+        }
         do {
-            let producer = try Self.mapPage(1, of: ringDescriptor, pageSize: pageSize)
-            do {
-                let set = try WaitSet()
-                try set.watch(ringDescriptor, as: .spans)
-                waitSet = set
-            } catch {
-                munmap(producer, pageSize)
-                throw error
-            }
-            producerPage = producer
+            let set = try WaitSet()
+            try set.watch(ringDescriptor, as: .spans)
+            waitSet = set
         } catch {
-            munmap(consumer, pageSize)
+            munmap(pages, 2 * pageSize)
             throw error
         }
-        consumerPage = consumer
+        positionPages = UnsafeRawPointer(pages)
         self.pageSize = pageSize
         self.ringBytes = ringBytes
     }
 
-    private static func mapPage(_ index: Int, of ringDescriptor: Int32, pageSize: Int) throws -> UnsafeMutableRawPointer {
-        let page = mmap(nil, pageSize, PROT_READ, MAP_SHARED, ringDescriptor, off_t(index * pageSize))
-        guard let page, page != MAP_FAILED else {
-            throw EngineError.bpfLoadFailed(step: "mapping page \(index) of the span ring buffer", errno: errno)
-        }
-        return page
-    }
-
     deinit {
-        munmap(consumerPage, pageSize)
-        munmap(producerPage, pageSize)
+        munmap(UnsafeMutableRawPointer(mutating: positionPages), 2 * pageSize)
     }
 
     public func read() -> Reading {
         // The consumer's position first: it never passes the producer's, read after it.
-        let consumed = consumerPage.load(as: UInt64.self)
-        let produced = producerPage.load(as: UInt64.self)
+        let consumed = positionPages.load(as: UInt64.self)
+        let produced = positionPages.load(fromByteOffset: pageSize, as: UInt64.self)
         return Reading(unreadBytes: produced &- consumed, ringBytes: ringBytes)
     }
 
