@@ -18,26 +18,49 @@ final class ExportStallGuard: Sendable {
     /// scheduled and let go of the lock.
     static let behindUnreadFraction = 0.5
 
-    private let backlog: SpanBacklog
-    private let stopping = Atomic<Bool>(false)
-    private let ended = DispatchSemaphore(value: 0)
+    private let watch: Watch
+    /// A POSIX thread rather than Foundation's, so that `stop()` can join it.
+    private let thread: pthread_t
 
     init(watching backlog: SpanBacklog, exporter: some SpanExporter) {
-        self.backlog = backlog
-        Thread { [self] in
-            try? "sonde-guard".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
-            while !stopping.load(ordering: .relaxed) {
-                _ = backlog.wait(timeoutMilliseconds: -1)
-                if backlog.read().unreadFraction >= Self.behindUnreadFraction { exporter.exportBacklog(1) }
-            }
-            ended.signal()
-        }.start()
+        watch = Watch(backlog: backlog, exporter: exporter)
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { context in
+            Unmanaged<Watch>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, Unmanaged.passRetained(watch).toOpaque())
+        precondition(started == 0, "cannot start the export stall guard's thread: \(String(cString: strerror(started)))")
+        self.thread = thread
     }
 
     /// Ends the thread; returns once it has.
     func stop() {
+        watch.stop()
+        pthread_join(thread, nil)
+    }
+}
+
+/// The guard's loop, run on its thread.
+private final class Watch: Sendable {
+    private let backlog: SpanBacklog
+    private let exporter: any SpanExporter
+    private let stopping = Atomic<Bool>(false)
+
+    init(backlog: SpanBacklog, exporter: any SpanExporter) {
+        self.backlog = backlog
+        self.exporter = exporter
+    }
+
+    func run() {
+        try? "sonde-guard".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+        while !stopping.load(ordering: .relaxed) {
+            _ = backlog.wait(timeoutMilliseconds: -1)
+            if backlog.read().unreadFraction >= ExportStallGuard.behindUnreadFraction { exporter.exportBacklog(1) }
+        }
+    }
+
+    func stop() {
         stopping.store(true, ordering: .relaxed)
         backlog.waker.wake()
-        ended.wait()
     }
 }
