@@ -41,9 +41,3 @@ private final class BehindCountingExporter: SpanExporter {
         timesBehind.add(1, ordering: .relaxed)
     }
 }
-
-/// Threads of this process with `name`, as the kernel lists them.
-private func threadsNamed(_ name: String) -> Int {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.count { (try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) == name }
-}

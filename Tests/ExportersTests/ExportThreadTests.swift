@@ -1,6 +1,7 @@
 import Foundation
 import Spans
 import Synchronization
+import TestSupport
 import XCTest
 
 @testable import Exporters
@@ -134,19 +135,4 @@ private final class BacklogRecordingExporter: SpanExporter {
     func exportBacklog(_ fill: Double) {
         fills.withLock { $0.append(fill) }
     }
-}
-
-private func currentThreadName() -> String {
-    threadName(in: "/proc/thread-self") ?? ""
-}
-
-/// Threads of this process with `name`, as the kernel lists them.
-private func threadsNamed(_ name: String) -> Int {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.count { threadName(in: "/proc/self/task/\($0)") == name }
-}
-
-/// The kernel's name of the thread whose /proc directory is `directory`.
-private func threadName(in directory: String) -> String? {
-    (try? String(contentsOfFile: "\(directory)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines)
 }
