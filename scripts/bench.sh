@@ -8,7 +8,9 @@
 #   modes      untraced; sonde with the console exporter to /dev/null; sonde with OTLP to
 #              scripts/otlp-sink; sonde with conventional placement (--sites conventional, when this
 #              sonde has it); the placement floor (bare tracefs uprobe events at exactly the sites
-#              `sonde plan` lists: no BPF program, no agent); sonde with OTLP at 10% sampling (when
+#              `sonde plan` lists: no BPF program, no agent); sonde reading and discarding every span
+#              (--discard-spans, when this sonde has it: the kernel side alone, so that the gap to the
+#              floor is told apart from the agent's work on the spans); sonde with OTLP at 10% sampling (when
 #              this sonde reads OTEL_TRACES_SAMPLER); on two-service, one sonde for both services
 #              (sonde.yaml, as one sonde per machine runs) with OTLP; with --baseline, another build of sonde with
 #              OTLP, interleaved with the rest, so that a change is measured before and after in
@@ -140,6 +142,8 @@ has_sampler=0
 grep -qa OTEL_TRACES_SAMPLER "$sonde" && has_sampler=1
 has_trace_context=0
 grep -q -- '--no-trace-context' <<<"$hidden_help" && has_trace_context=1
+has_discard=0
+grep -q -- '--discard-spans' <<<"$hidden_help" && has_discard=1
 
 # Sites sonde attaches, from `sonde plan` lines such as
 #   entry  0x629b89 file offset 0x229b89  jbe 0x629ee3  [emulated (cheap)] ...
@@ -245,6 +249,7 @@ start_sondes() { # mode; starts one sonde per target, returns 1 (with a reason i
     sampled) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url" OTEL_TRACES_SAMPLER=traceidratio
       OTEL_TRACES_SAMPLER_ARG=0.1) arguments=(--exporter otlp) ;;
     no-trace-context) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --no-trace-context) ;;
+    discarded) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") arguments=(--exporter otlp --discard-spans) ;;
     machine) environment=(OTEL_EXPORTER_OTLP_ENDPOINT="$sink_url") ;;
   esac
   sonde_pids=()
@@ -416,6 +421,7 @@ modes+=(floor)
 ((has_conventional)) && modes+=(floor-conventional)
 ((has_sampler)) && modes+=(sampled)
 ((has_trace_context)) && modes+=(no-trace-context)
+((has_discard)) && modes+=(discarded)
 [[ -n $baseline ]] && modes+=(baseline)
 modes+=(machine)   # two-service only: the http workload has one process
 
@@ -465,7 +471,7 @@ for workload in "${workloads[@]}"; do
       "single-stepped); its floor probes those"
   fi
   awk -F'\t' -v workload="$workload" -v has_conventional="$has_conventional" -v has_sampler="$has_sampler" \
-    -v has_trace_context="$has_trace_context" -v baseline="${baseline_revision:-}" '
+    -v has_trace_context="$has_trace_context" -v has_discard="$has_discard" -v baseline="${baseline_revision:-}" '
     function sort(a, n,    i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     }
@@ -538,7 +544,7 @@ for workload in "${workloads[@]}"; do
       }
     }
     END {
-      split("untraced console otlp machine baseline no-trace-context conventional floor floor-conventional sampled", order, " ")
+      split("untraced console otlp machine baseline no-trace-context discarded conventional floor floor-conventional sampled", order, " ")
       label["untraced"] = "untraced"
       label["console"] = "sonde, console > /dev/null"
       label["otlp"] = "sonde, OTLP > local sink"
@@ -547,6 +553,7 @@ for workload in "${workloads[@]}"; do
       label["floor-conventional"] = "floor, conventional sites"
       label["sampled"] = "sonde, OTLP, 10% sampling"
       label["no-trace-context"] = "sonde, OTLP, no trace context"
+      label["discarded"] = "sonde, spans discarded unread"
       label["baseline"] = "baseline " baseline ", OTLP"
       label["machine"] = "sonde.yaml: one sonde, OTLP"
       printf "%-31s %-24s %-18s %-21s %-18s %-20s %s\n", "mode", "req/s", "kept", "us added/request", "vs floor",
@@ -558,7 +565,7 @@ for workload in "${workloads[@]}"; do
           continue
         }
         if (mode == "floor-conventional" && !has_conventional) continue
-        if (mode == "no-trace-context" && !has_trace_context) continue
+        if (mode == "no-trace-context" && !has_trace_context || mode == "discarded" && !has_discard) continue
         if (mode == "baseline" && baseline == "" || mode == "machine" && workload != "two-service") continue
         if (mode == "sampled" && !has_sampler) {
           printf "%-31s %s\n", label[mode], "not available (this sonde does not read OTEL_TRACES_SAMPLER)"
@@ -585,6 +592,11 @@ for workload in "${workloads[@]}"; do
         m = per_round("otlp", "no-trace-context", 1, v_tc)
         if (m) printf "trace context (OTLP vs OTLP without it): %s us added per request (issue 8: <= 1)\n", spread(v_tc, m, "%.2f")
       }
+      if (has_discard) {
+        # What the work of the agent on the spans (decoding, assembly, export) costs, round by round.
+        m = per_round("otlp", "discarded", 0, v_agent)
+        if (m) printf "the agent at work on the spans (OTLP vs spans discarded unread): %s x the req/s\n", spread(v_agent, m, "%.3f")
+      }
       if (baseline != "") {
         # This build against the baseline, round by round.
         m = per_round("otlp", "baseline", 0, v_base)
@@ -595,7 +607,7 @@ for workload in "${workloads[@]}"; do
         "spans submitted / exported / dropped / received at sink"
       for (i = 1; i in order; i++) {
         mode = order[i]
-        if (mode == "untraced" || mode ~ /^floor/) continue
+        if (mode == "untraced" || mode ~ /^floor/ || mode == "discarded") continue
         if (mode == "conventional" && !has_conventional || mode == "sampled" && !has_sampler) continue
         if (mode == "baseline" && baseline == "") continue
         collect(mode)
@@ -629,6 +641,8 @@ echo "doing the work of two raises ns/run, not us/req); peak RSS: largest VmHWM 
 echo "the largest share of the span ring buffer written and not yet read, sampled every 5 ms in the BPF window"
 echo "(scripts/span-ring-fill.py; the reader drains at 25%, spans are lost at 100%);"
 echo "vs floor: req/s / placement-floor req/s of the same round (conventional: its own sites' floor);"
+echo "spans discarded unread: sonde --discard-spans, which drops each span record as it reads it, before"
+echo "decoding (the BPF program and the ring buffer without the agent's work on the spans);"
 echo "server CPU us/req: the traced programs' utime+stime over the load window / requests (less sensitive than"
 echo "req/s to other work sharing the server's core); probe hits/req: tracefs uprobe_profile hits / requests"
 echo "(medians; in brackets the hits on sites sonde plan marks single-stepped)."

@@ -295,8 +295,21 @@ public final class BPFEngine {
     /// drains them. The handler returns whether it takes more now: false pauses the drain after
     /// that span, and the ring buffer holds the rest until the next drain.
     public func onSpan(_ handler: @escaping (SpanEvent) -> Bool) throws {
+        try readSpans(into: EventSink(handler: handler))
+    }
+
+    /// Drops every span as it is read, before decoding, and counts it (``spansDiscarded``): the
+    /// benchmark's measure of what the kernel side alone costs a traced program, told apart from
+    /// the agent's work on the spans.
+    public func discardSpans() throws {
+        try readSpans(into: EventSink(handler: nil))
+    }
+
+    /// Spans ``discardSpans()`` dropped, those detaching drained included.
+    public var spansDiscarded: Int { sink?.discarded ?? 0 }
+
+    private func readSpans(into sink: EventSink) throws {
         if let ringBuffer { ring_buffer__free(ringBuffer) }
-        let sink = EventSink(handler: handler)
         let fd = bpf_object__find_map_fd_by_name(object, SONDE_MAP_SPANS)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         guard let buffer = ring_buffer__new(fd, { context, data, size in
@@ -353,7 +366,6 @@ public final class BPFEngine {
             ring_buffer__free(ringBuffer)
         }
         ringBuffer = nil
-        sink = nil
     }
 
     private func writeConfig(fd: Int32, index: UInt32, _ bytes: [UInt8]) throws {
@@ -477,7 +489,10 @@ struct CookieRanges {
 
 /// Carries the span handler through libbpf's C callback.
 private final class EventSink {
-    let handler: (SpanEvent) -> Bool
+    /// Nil when spans are discarded unread.
+    let handler: ((SpanEvent) -> Bool)?
+    /// Spans dropped unread, for want of a handler.
+    private(set) var discarded = 0
     /// Every record is decoded into this one event, so its capture buffer is reused rather than
     /// allocated per record; a handler that keeps the event gets its own copy on the next write.
     /// Only the polling thread touches it, inside libbpf's callback: no access to check per record.
@@ -485,12 +500,16 @@ private final class EventSink {
         traceIDHigh: 0, traceIDLow: 0, spanID: 0, parentSpanID: 0, startMonotonicNanos: 0, endMonotonicNanos: 0, callKey: 0,
         processID: 0, spanSlot: 0, failedReads: 0, stoppedEarly: false, capturedMask: 0, data: [])
 
-    init(handler: @escaping (SpanEvent) -> Bool) {
+    init(handler: ((SpanEvent) -> Bool)?) {
         self.handler = handler
     }
 
     /// Whether the handler takes more spans now.
     func deliver(_ raw: UnsafeRawBufferPointer) -> Bool {
-        RecordLayout.decodeRecord(raw, into: &event) ? handler(event) : true
+        guard let handler else {
+            discarded += 1
+            return true
+        }
+        return RecordLayout.decodeRecord(raw, into: &event) ? handler(event) : true
     }
 }

@@ -28,6 +28,8 @@ public final class TraceSession: Sendable {
         /// Spans submitted but neither exported nor counted as dropped when the flush ended: a
         /// second signal, or the flush deadline, cut it short.
         public var abandonedAtExit: Int
+        /// Spans read and dropped before decoding (`discardsSpans`).
+        public var discardedUnread: Int
 
         public var description: String {
             var parts = ["\(export.summary)"]
@@ -53,6 +55,7 @@ public final class TraceSession: Sendable {
             if openAtExit > 0 { parts.append("spans still open at exit: \(openAtExit)") }
             if abandonedAtExit > 0 { parts.append("spans abandoned unsent at exit: \(abandonedAtExit)") }
             if unassembled > 0 { parts.append("events of unknown probes: \(unassembled)") }
+            if discardedUnread > 0 { parts.append("spans discarded unread (--discard-spans): \(discardedUnread)") }
             return parts.joined(separator: "; ")
         }
     }
@@ -87,9 +90,13 @@ public final class TraceSession: Sendable {
 
     /// Multi-links where the kernel has them unless this says otherwise (tests of older kernels' path).
     private let uprobeLinks: UprobeLinkKind?
+    /// Spans are dropped as they are read, before decoding: what the kernel side alone costs the
+    /// traced programs, for the benchmark that tells it from the agent's work.
+    private let discardsSpans: Bool
 
-    public init(uprobeLinks: UprobeLinkKind? = nil) {
+    public init(uprobeLinks: UprobeLinkKind? = nil, discardsSpans: Bool = false) {
         self.uprobeLinks = uprobeLinks
+        self.discardsSpans = discardsSpans
     }
 
     /// Asks a running session to detach and flush; safe from any thread.
@@ -189,13 +196,18 @@ public final class TraceSession: Sendable {
             submitAssembled()
             return true
         }
-        try engine.onSpan { event in
-            if let span = targets.assemble(event) {
-                assembled.append(span)
-            } else {
-                unassembled += 1
+        if discardsSpans {
+            log("--discard-spans: every span is dropped as it is read, and counted; none is exported")
+            try engine.discardSpans()
+        } else {
+            try engine.onSpan { event in
+                if let span = targets.assemble(event) {
+                    assembled.append(span)
+                } else {
+                    unassembled += 1
+                }
+                return assembled.count < groupSize || submitAssembledIfRoom()
             }
-            return assembled.count < groupSize || submitAssembledIfRoom()
         }
         let stallGuard = ExportStallGuard(watching: try engine.spanBacklog(), exporter: exporter)
         defer { stallGuard.stop() }
@@ -259,7 +271,7 @@ public final class TraceSession: Sendable {
         let abandoned = statistics.submitted - statistics.exported - statistics.droppedQueueFull - statistics.droppedExportFailed
         return Summary(
             export: statistics, engine: engine.counters(), reclaimed: reclaimed, unassembled: unassembled, openAtExit: openAtExit,
-            abandonedAtExit: max(abandoned, 0))
+            abandonedAtExit: max(abandoned, 0), discardedUnread: engine.spansDiscarded)
     }
 
     /// SIGINT, SIGTERM and SIGHUP (a closed terminal) stop tracing and flush; one more signal

@@ -92,6 +92,8 @@ struct Run: ParsableCommand {
     var injectTraceContext = true
     /// No trace context in or out, for the benchmark's comparison.
     @Flag(help: .hidden) var noTraceContext = false
+    /// Spans dropped as they are read, counted: the benchmark's measure of the kernel side alone.
+    @Flag(help: .hidden) var discardSpans = false
     /// Sizes the map of calls in flight; tests use it to fill the map on purpose.
     @Option(help: .hidden) var maxCalls: Int?
     /// `single`: one link per uprobe, as on kernels before 6.6, so that path is tested here too.
@@ -148,7 +150,7 @@ struct Run: ParsableCommand {
             throw Failure("no probe of the chosen packs applies to \(executable.displayPath)\(hint)")
         }
         let summary = try export(environment) { exporter, processorConfiguration in
-            try TraceSession(uprobeLinks: uprobeLinks).run(
+            try TraceSession(uprobeLinks: uprobeLinks, discardsSpans: discardSpans).run(
                 plan: plan, executablePath: executable.displayPath, target: target, exporter: exporter,
                 processorConfiguration: processorConfiguration, capacities: capacities(), sampler: sampler,
                 injectTraceContext: injectTraceContext, replan: target == .executable ? planFor : nil, libraryPlans: libraryPlans,
@@ -170,7 +172,7 @@ struct Run: ParsableCommand {
         let sampler = try TraceSession.Sampler.fromEnvironment(environment)
         let packs = try exportedPacks()
         let summary = try export(environment) { exporter, processorConfiguration in
-            try TraceSession(uprobeLinks: uprobeLinks).run(
+            try TraceSession(uprobeLinks: uprobeLinks, discardsSpans: discardSpans).run(
                 services: config, packs: packs, placement: sites.placement, exporter: exporter, processorConfiguration: processorConfiguration,
                 capacities: capacities(), sampler: sampler, log: printError)
         }
