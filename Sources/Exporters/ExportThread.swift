@@ -27,11 +27,9 @@ final class ExportThread: TaskExecutor {
 
     /// - Parameter name: The thread's name, as `top -H` and `perf` show it (15 bytes at most).
     init(name: String) {
-        // The thread keeps this executor alive until `stop()`. It names itself: Foundation's
-        // `Thread.name` does not reach the kernel on Linux, and Glibc's pthread_setname_np is not
-        // imported.
+        // The thread keeps this executor alive until `stop()`.
         Thread { [self] in
-            try? name.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            nameCurrentThread(name)
             scheduling.withLock { state in
                 state.threadID = Self.currentThreadID()
                 Self.move(state.threadID, to: state.policy.current)
@@ -91,6 +89,13 @@ final class ExportThread: TaskExecutor {
             job.runSynchronously(on: asUnownedTaskExecutor())
         }
     }
+}
+
+/// Names the calling thread as `top -H` and `perf` show it (15 bytes at most), through /proc:
+/// Foundation's `Thread.name` does not reach the kernel on Linux, and Glibc's pthread_setname_np is
+/// not imported.
+public func nameCurrentThread(_ name: String) {
+    try? name.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
 }
 
 /// When the export thread yields the CPU and when it takes its share back, from how full its

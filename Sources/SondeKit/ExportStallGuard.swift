@@ -52,7 +52,7 @@ private final class Watch: Sendable {
     }
 
     func run() {
-        try? "sonde-guard".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+        nameCurrentThread("sonde-guard")
         while !stopping.load(ordering: .relaxed) {
             _ = backlog.wait(timeoutMilliseconds: -1)
             if backlog.read().unreadFraction >= ExportStallGuard.behindUnreadFraction { exporter.exportBacklog(1) }
