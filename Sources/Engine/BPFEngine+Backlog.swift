@@ -6,10 +6,10 @@ extension BPFEngine {
     /// A view of the span ring buffer's backlog for a thread other than the one that drains it:
     /// one that must notice when the reader is kept from draining (see ``SpanBacklog``).
     public func spanBacklog() throws -> SpanBacklog {
-        guard let map = bpf_object__find_map_by_name(object, SONDE_MAP_SPANS), bpf_map__fd(map) >= 0 else {
+        guard let map = bpf_object__find_map_by_name(object, SONDE_MAP_SPANS), case let descriptor = bpf_map__fd(map), descriptor >= 0 else {
             throw EngineError.bpfLoadFailed(step: "finding the span ring buffer", errno: ENOENT)
         }
-        return try SpanBacklog(ringDescriptor: bpf_map__fd(map), ringBytes: UInt64(bpf_map__max_entries(map)))
+        return try SpanBacklog(ringDescriptor: descriptor, ringBytes: UInt64(bpf_map__max_entries(map)))
     }
 }
 
